@@ -1,0 +1,1 @@
+"""datalayer: the PostgreSQL data layer of an auth-style service, on Peewee."""

@@ -1,0 +1,396 @@
+"""Read the environment once into a frozen :class:`Settings`.
+
+Everything else in the package takes a ``Settings`` (or a database built from
+one); tests build ``Settings`` directly.  Bad values are all reported in one
+:class:`~datalayer.errors.ConfigError` naming each variable and what it
+accepts.  No repr, message or log line contains the password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "ConfigWarning",
+    "Settings",
+    "load_settings",
+    "mask_url",
+]
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_URL_SCHEMES = ("postgresql", "postgres")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigWarning(UserWarning):
+    """A configuration that works but is probably not what was meant."""
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{k}={'***' if k.lower() == 'password' else v}" for k, v in pairs
+        )
+    masked = f"{parts.scheme}://{netloc}{parts.path}"
+    return f"{masked}?{query}" if query else masked
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the package reads from the environment, validated.
+
+    ``host`` is ``None`` when the embedded server is to be used (neither
+    DATABASE_URL nor DB_HOST set); :func:`datalayer.db.connect` fills it in.
+    Durations are in seconds; ``None`` means no limit.
+    """
+
+    host: str | None = None
+    port: int = 5432
+    user: str = "postgres"
+    password: str = dataclasses.field(default="", repr=False)
+    dbname: str = "postgres"
+    sslmode: str = "prefer"
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    max_open_conns: int = 25
+    max_idle_conns: int = 5
+    conn_max_lifetime: float = 3600.0
+    conn_max_idle_time: float = 1800.0
+    pool_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    statement_timeout: float | None = None
+    lock_timeout: float | None = None
+    idle_in_transaction_timeout: float | None = 60.0
+    application_name: str = "datalayer"
+    migrations_dir: Path = Path("migrations")
+    dev_database_url: str | None = dataclasses.field(default=None, repr=False)
+    embedded_dir: Path = Path(".datalayer/pg")
+    source: str = "DB_*"
+
+    def __post_init__(self) -> None:
+        problems = _check_ranges(self)
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no server was configured and the embedded one is to be used."""
+        return self.host is None
+
+    def url(self, *, masked: bool = True) -> str:
+        """Return the connection URL; the password is shown as ``***`` unless ``masked=False``."""
+        host = self.host or "(embedded)"
+        netloc = quote(self.user, safe="")
+        if self.password:
+            netloc += ":" + ("***" if masked else quote(self.password, safe=""))
+        hostpart = host if not host.startswith("/") else ""
+        netloc += f"@{hostpart}:{self.port}" if hostpart else "@"
+        query = dict(self.options)
+        if hostpart == "" and self.host:
+            query["host"] = self.host
+        if self.sslmode != "prefer":
+            query["sslmode"] = self.sslmode
+        tail = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in query.items())
+        base = f"postgresql://{netloc}/{quote(self.dbname, safe='')}"
+        return f"{base}?{tail}" if tail else base
+
+    def describe(self) -> str:
+        """Name the database by user, host, port and name (never the password)."""
+        return f"{self.user}@{self.host or '(embedded)'}:{self.port}/{self.dbname}"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Return the keyword arguments for ``psycopg2.connect`` (password included)."""
+        if self.host is None:
+            raise ConfigError({"DB_HOST": "no server configured (embedded server not started)"})
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            "application_name": self.application_name,
+        }
+        if self.password:
+            kwargs["password"] = self.password
+        options = _server_options(self)
+        if options:
+            kwargs["options"] = options
+        extra = dict(self.options)
+        if "options" in extra and options:
+            kwargs["options"] = f"{extra.pop('options')} {options}"
+        kwargs.update(extra)
+        return kwargs
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Settings:
+        """Build settings from a ``postgresql://`` URL plus keyword overrides."""
+        parsed, problem = _parse_url(url)
+        if problem:
+            raise ConfigError({"DATABASE_URL": problem})
+        parsed.update(overrides)
+        parsed.setdefault("source", "DATABASE_URL")
+        return cls(**parsed)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _server_options(s: Settings) -> str:
+    """Build the libpq ``options`` string that sets the server-side timeouts."""
+    opts = []
+    if s.statement_timeout:
+        opts.append(f"-c statement_timeout={_ms(s.statement_timeout)}")
+    if s.lock_timeout:
+        opts.append(f"-c lock_timeout={_ms(s.lock_timeout)}")
+    if s.idle_in_transaction_timeout:
+        opts.append(
+            f"-c idle_in_transaction_session_timeout={_ms(s.idle_in_transaction_timeout)}"
+        )
+    return " ".join(opts)
+
+
+def _check_ranges(s: Settings) -> dict[str, str]:
+    problems: dict[str, str] = {}
+
+    def need(ok: bool, name: str, msg: str) -> None:
+        if not ok and name not in problems:
+            problems[name] = msg
+
+    need(1 <= s.port <= 65535, "DB_PORT", f"{s.port} is out of range; use 1-65535")
+    need(s.sslmode in SSLMODES, "DB_SSLMODE", f"{s.sslmode!r} is not one of {', '.join(SSLMODES)}")
+    need(bool(s.user), "DB_USER", "must not be empty; use a role name such as postgres")
+    need(bool(s.dbname), "DB_NAME", "must not be empty; use a database name such as postgres")
+    need(s.host is None or bool(s.host.strip()), "DB_HOST", "must not be empty; unset it "
+         "to use the embedded server, or give a host name")
+    need(s.max_open_conns > 0, "DB_MAX_OPEN_CONNS", f"{s.max_open_conns} must be a whole number > 0")
+    need(s.max_idle_conns > 0, "DB_MAX_IDLE_CONNS", f"{s.max_idle_conns} must be a whole number > 0")
+    need(
+        s.max_idle_conns <= s.max_open_conns,
+        "DB_MAX_IDLE_CONNS",
+        f"{s.max_idle_conns} is more than DB_MAX_OPEN_CONNS ({s.max_open_conns}); "
+        "idle connections are part of the open ones, so use a value <= DB_MAX_OPEN_CONNS",
+    )
+    for name, value in (
+        ("DB_CONN_MAX_LIFETIME", s.conn_max_lifetime),
+        ("DB_CONN_MAX_IDLE_TIME", s.conn_max_idle_time),
+        ("DB_POOL_TIMEOUT", s.pool_timeout),
+        ("DB_CONNECT_TIMEOUT", s.connect_timeout),
+    ):
+        need(value > 0, name, f"{value} must be a duration > 0 (seconds, or with ms/s/min/h)")
+    for name, opt in (
+        ("DB_STATEMENT_TIMEOUT", s.statement_timeout),
+        ("DB_LOCK_TIMEOUT", s.lock_timeout),
+        ("DB_IDLE_IN_TRANSACTION_TIMEOUT", s.idle_in_transaction_timeout),
+    ):
+        need(opt is None or opt > 0, name, f"{opt} must be a duration > 0, or unset / 0 for none")
+    need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
+         "must be 1-63 characters")
+    return problems
+
+
+def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
+    """Split a libpq URL into Settings fields; return (fields, problem)."""
+    masked = mask_url(url)
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return {}, f"{masked} is not a valid URL; expected postgresql://user:password@host:5432/name"
+    if parts.scheme not in _URL_SCHEMES:
+        return {}, (
+            f"{masked} has scheme {parts.scheme!r}; expected postgresql://user:password@host:5432/name"
+        )
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    host = unquote(parts.hostname or "") or query.pop("host", "")
+    query.pop("host", None)
+    if not host:
+        return {}, f"{masked} names no host; add one (postgresql://user@HOST/name) or ?host=/socket/dir"
+    fields: dict[str, Any] = {
+        "host": host,
+        "port": port or int(query.pop("port", "5432") or 5432),
+        "user": unquote(parts.username or "") or query.pop("user", "postgres"),
+        "password": unquote(parts.password or "") or query.pop("password", ""),
+        "dbname": unquote(parts.path.lstrip("/")) or query.pop("dbname", "postgres"),
+    }
+    if "sslmode" in query:
+        fields["sslmode"] = query.pop("sslmode")
+    query.pop("user", None)
+    query.pop("password", None)
+    query.pop("dbname", None)
+    fields["options"] = query
+    return fields, None
+
+
+def _duration(raw: str, *, allow_none: bool) -> float | None:
+    m = _DURATION.match(raw)
+    if not m:
+        raise ValueError("not a duration")
+    value = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "").lower() or None]
+    if value == 0 and allow_none:
+        return None
+    return value
+
+
+_DURATION_HINT = "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min)"
+
+
+def load_settings(
+    *,
+    env_name: str | None = None,
+    env_file: str | Path | None = None,
+    cwd: str | Path | None = None,
+) -> Settings:
+    """Read the environment (and ``.env`` files) into validated :class:`Settings`.
+
+    ``.env`` in ``cwd`` is read if present; ``env_name`` adds ``.env.NAME``
+    and ``env_file`` a file of your choice, both of which must exist and win
+    over ``.env``.  Variables already in the process environment win over
+    every file.
+
+    :raises ConfigError: naming every bad variable and what it accepts.
+    """
+    from environs import Env  # deferred: keeps ``import datalayer`` light
+
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    env = Env(eager=False)
+    problems: dict[str, str] = {}
+    # Files read first win over files read later (override=False).
+    if env_file is not None:
+        path = Path(env_file)
+        if not path.is_file():
+            problems["--env-file"] = f"{path} does not exist; give the path of a .env-style file"
+        else:
+            env.read_env(str(path), recurse=False)
+    if env_name is not None:
+        path = base / f".env.{env_name}"
+        if not path.is_file():
+            problems["--env"] = (
+                f"{path} does not exist; create it or choose another NAME (it loads .env.NAME)"
+            )
+        else:
+            env.read_env(str(path), recurse=False)
+    dotenv = base / ".env"
+    if dotenv.is_file():
+        env.read_env(str(dotenv), recurse=False)
+
+    def raw(name: str) -> str | None:
+        value = env._get_value(name, None)  # process environment first, then files
+        return None if value is None else str(value)
+
+    values: dict[str, Any] = {}
+
+    def parse(name: str, field: str, conv: Callable[[str], Any], hint: str, *,
+              show_value: bool = True) -> None:
+        text = raw(name)
+        if text is None:
+            return
+        try:
+            values[field] = conv(text)
+        except (ValueError, TypeError):
+            shown = f"{text!r} is not valid; " if show_value else ""
+            problems[name] = f"{shown}expected {hint}"
+
+    def integer(text: str) -> int:
+        return int(text.strip())
+
+    url = raw("DATABASE_URL")
+    db_host = raw("DB_HOST")
+    if url is not None and url.strip():
+        fields, problem = _parse_url(url)
+        if problem:
+            problems["DATABASE_URL"] = problem
+        else:
+            values.update(fields)
+            values["source"] = "DATABASE_URL"
+        if db_host is not None:
+            warnings.warn(
+                "both DATABASE_URL and DB_HOST are set; DATABASE_URL wins and DB_* are ignored",
+                ConfigWarning,
+                stacklevel=2,
+            )
+    elif db_host is not None:
+        if not db_host.strip():
+            problems["DB_HOST"] = "is empty; unset it to use the embedded server, or give a host"
+        values["host"] = db_host.strip()
+        values["source"] = "DB_*"
+        parse("DB_PORT", "port", integer, "a whole number from 1 to 65535")
+        for name, field in (("DB_USER", "user"), ("DB_NAME", "dbname")):
+            text = raw(name)
+            if text is not None:
+                values[field] = text
+        password = raw("DB_PASSWORD")
+        if password is not None:
+            values["password"] = password
+        text = raw("DB_SSLMODE")
+        if text is not None:
+            values["sslmode"] = text.strip().lower()
+    else:
+        values["source"] = "embedded"
+
+    parse("DB_MAX_OPEN_CONNS", "max_open_conns", integer, "a whole number > 0")
+    parse("DB_MAX_IDLE_CONNS", "max_idle_conns", integer, "a whole number > 0")
+    for name, field in (
+        ("DB_CONN_MAX_LIFETIME", "conn_max_lifetime"),
+        ("DB_CONN_MAX_IDLE_TIME", "conn_max_idle_time"),
+        ("DB_POOL_TIMEOUT", "pool_timeout"),
+        ("DB_CONNECT_TIMEOUT", "connect_timeout"),
+    ):
+        parse(name, field, lambda t: _duration(t, allow_none=False), _DURATION_HINT)
+    for name, field in (
+        ("DB_STATEMENT_TIMEOUT", "statement_timeout"),
+        ("DB_LOCK_TIMEOUT", "lock_timeout"),
+        ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "idle_in_transaction_timeout"),
+    ):
+        parse(name, field, lambda t: _duration(t, allow_none=True), _DURATION_HINT + " (0: none)")
+    text = raw("DB_APPLICATION_NAME")
+    if text is not None:
+        values["application_name"] = text
+    text = raw("DATALAYER_MIGRATIONS_DIR")
+    if text:
+        values["migrations_dir"] = Path(text)
+    text = raw("DATALAYER_EMBEDDED_DIR")
+    if text:
+        values["embedded_dir"] = Path(text)
+    text = raw("DATALAYER_DEV_DATABASE_URL")
+    if text:
+        _, problem = _parse_url(text)
+        if problem:
+            problems["DATALAYER_DEV_DATABASE_URL"] = problem
+        values["dev_database_url"] = text
+
+    if problems:
+        # Report range problems of the values that did parse, too: one message for all.
+        try:
+            Settings(**values)
+        except (ConfigError, TypeError) as exc:
+            if isinstance(exc, ConfigError):
+                for k, v in exc.problems.items():
+                    problems.setdefault(k, v)
+        raise ConfigError(problems)
+    return Settings(**values)

@@ -1,0 +1,310 @@
+"""The pooled peewee database, and one-call setup from the environment.
+
+``database`` is created deferred (``Database(None)``) so that importing the
+models never connects; :func:`connect` initialises it from
+:class:`~datalayer.config.Settings` (starting the embedded server when no
+server is configured).
+
+Recovery from lost connections happens here, at the driver boundary:
+
+* before a statement runs outside a transaction, a connection that the driver
+  already knows is closed is swapped for a fresh one (nothing was sent yet);
+* the first statement on a connection fresh out of the pool, outside a
+  transaction, is re-run once on a new connection when the old one turns out
+  dead (the server restarted between the pool's check and the statement);
+* any other statement that loses its connection raises
+  :class:`~datalayer.errors.ConnectionLost` once; the connection is dropped so
+  the next statement gets a new one (peewee alone raises ``InterfaceError:
+  connection already closed`` on every later query of that thread);
+* a rollback on a dead connection is a no-op (the server already rolled the
+  transaction back), so the error that escapes ``atomic()`` is the real cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+from peewee import InterfaceError, OperationalError
+from playhouse.postgres_ext import PostgresqlExtDatabase
+
+from .config import Settings, load_settings
+from .errors import ConnectionLost, DatabaseUnavailable
+from .pool import ConnectionPool, PoolStats
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Database", "close", "connect", "database", "get_database", "resolve"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class Database(PostgresqlExtDatabase):  # type: ignore[misc]
+    """A ``PostgresqlExtDatabase`` whose connections come from a :class:`ConnectionPool`."""
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._settings: Settings | None = None
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        super().__init__(None, **kwargs)
+        if settings is not None:
+            self.configure(settings)
+
+    # -- setup ------------------------------------------------------------
+
+    def configure(self, settings: Settings) -> Database:
+        """(Re)initialise from ``settings``; an old pool is closed first."""
+        if settings.host is None:
+            raise DatabaseUnavailable(
+                "no server configured; call datalayer.connect() to start the embedded one, "
+                "or set DATABASE_URL or DB_HOST"
+            )
+        self.close_pool()
+        self._settings = settings
+        self.init(settings.dbname)
+        self._pool = ConnectionPool(
+            self._open_raw,
+            max_open=settings.max_open_conns,
+            max_idle=settings.max_idle_conns,
+            max_lifetime=settings.conn_max_lifetime,
+            max_idle_time=settings.conn_max_idle_time,
+            timeout=settings.pool_timeout,
+            name=settings.application_name,
+        )
+        return self
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise DatabaseUnavailable(
+                "the database is not set up; call datalayer.connect() first"
+            )
+        return self._settings
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            raise DatabaseUnavailable(
+                "the database is not set up; call datalayer.connect() first"
+            )
+        return self._pool
+
+    def pool_stats(self) -> PoolStats:
+        """Return the pool's counters (open, idle, in use, waiting, totals)."""
+        return self.pool.stats()
+
+    def __repr__(self) -> str:
+        if self._settings is None:
+            return "<datalayer.Database (not set up)>"
+        return f"<datalayer.Database {self._settings.describe()}>"
+
+    def _open_raw(self) -> Any:
+        settings = self.settings
+        try:
+            raw = psycopg2.connect(**settings.connect_kwargs())
+        except psycopg2.Error as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to {settings.describe()}: {_first_line(exc)}; check that the "
+                "server runs and DATABASE_URL / DB_* point at it"
+            ) from None
+        raw.autocommit = True
+        if self.server_version is None:
+            self.server_version = raw.server_version
+        return raw
+
+    # -- connection state (per thread, no global lock) ---------------------
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        state = self._state
+        if not state.closed:
+            if reuse_if_open:
+                return False
+            raise OperationalError("Connection already opened.")
+        if self._pool is None:
+            raise DatabaseUnavailable(
+                "the database is not set up; call datalayer.connect() first"
+            )
+        raw = self._pool.getconn()
+        state.reset()
+        state.set_connection(raw)
+        state.fresh = True
+        return True
+
+    def close(self) -> bool:
+        state = self._state
+        if state.closed:
+            return False
+        if self.in_transaction():
+            raise OperationalError("Attempting to close database while transaction is open.")
+        raw = state.conn
+        state.reset()
+        pool = self._pool
+        if pool is not None and raw is not None:
+            pool.putconn(raw, reusable=_reusable(raw))
+        return True
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's (dead) connection and free its pool slot."""
+        state = self._state
+        raw = state.conn
+        state.reset()
+        if raw is not None and self._pool is not None:
+            self._pool.discard(raw)
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        state = self._state
+        if state.closed:
+            self.connect()
+        elif state.conn.closed and not state.transactions:
+            # The driver knows this connection is gone and nothing is in flight.
+            self._drop_connection()
+            self.connect()
+        if named_cursor:
+            return self._adapter.server_side_cursor(state.conn)
+        return state.conn.cursor()
+
+    def _execute_cursor(self, sql: str, params: Any, **cursor_options: Any) -> Any:
+        state = self._state
+        try:
+            cursor = super()._execute_cursor(sql, params, **cursor_options)
+        except (OperationalError, InterfaceError) as exc:
+            raw = state.conn
+            if raw is None or not raw.closed:
+                raise  # an ordinary error on a live connection (timeout, 40001, ...)
+            first = getattr(state, "fresh", False)
+            in_txn = bool(state.transactions)
+            if not in_txn:
+                self._drop_connection()
+                if first:
+                    logger.info("a pooled connection was dead; re-running the statement on a new one")
+                    return super()._execute_cursor(sql, params, **cursor_options)
+            raise ConnectionLost(
+                f"lost the connection to {self.settings.describe()} while a statement was in "
+                f"flight ({_first_line(exc)}); it was not committed. Retry the unit of work "
+                "(datalayer.retry does so)"
+            ) from exc
+        state.fresh = False
+        return cursor
+
+    def rollback(self) -> None:
+        state = self._state
+        if not state.closed and state.conn is not None and state.conn.closed:
+            return  # the server rolled back when the connection died
+        super().rollback()
+
+    def commit(self) -> None:
+        state = self._state
+        if not state.closed and state.conn is not None and state.conn.closed:
+            raise ConnectionLost(
+                f"lost the connection to {self.settings.describe()} before COMMIT; the "
+                "transaction was rolled back by the server. Retry the unit of work"
+            )
+        try:
+            super().commit()
+        except (OperationalError, InterfaceError) as exc:
+            if state.conn is not None and state.conn.closed:
+                raise ConnectionLost(
+                    f"lost the connection to {self.settings.describe()} during COMMIT; whether "
+                    "it committed is unknown. Check before retrying"
+                ) from exc
+            raise
+
+    # -- helpers for scripts and workers ------------------------------------
+
+    @contextlib.contextmanager
+    def checkout(self) -> Iterator[Database]:
+        """Check a connection out for the block and always return it.
+
+        Nested use reuses the connection already held by the thread.  An open
+        transaction left in the block is rolled back before the connection
+        goes back to the pool.
+        """
+        if not self._state.closed:
+            yield self
+            return
+        self.connect()
+        try:
+            yield self
+        finally:
+            state = self._state
+            if state.transactions:
+                del state.transactions[:]
+                with contextlib.suppress(Exception):
+                    self._adapter.rollback(state.conn)
+            self.close()
+
+    def close_pool(self) -> None:
+        """Close every pooled connection (idle and checked out)."""
+        pool, self._pool = self._pool, None
+        with contextlib.suppress(Exception):
+            self._state.reset()
+        if pool is not None:
+            pool.close()
+
+    close_all = close_pool
+
+
+def _reusable(raw: Any) -> bool:
+    if raw.closed:
+        return False
+    status = raw.get_transaction_status()
+    if status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return True
+    if status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:
+        return False
+    try:
+        raw.cursor().execute("ROLLBACK")
+    except Exception:
+        return False
+    return True
+
+
+database = Database()
+"""The package's database; models are bound to it.  Set it up with :func:`connect`."""
+
+
+def get_database() -> Database:
+    """Return the package's database (set up or not)."""
+    return database
+
+
+def connect(settings: Settings | None = None, **overrides: Any) -> Database:
+    """Set the package's database up from ``settings`` (default: the environment).
+
+    With no server configured, the embedded PostgreSQL server is started (extra
+    ``embedded``).  Returns the database, ready for ``with db.checkout():``.
+
+    :raises ConfigError: for bad configuration.
+    :raises EmbeddedServerError: when the embedded server is needed but cannot start.
+    """
+    if settings is None:
+        settings = load_settings()
+    if overrides:
+        settings = settings.replace(**overrides)
+    settings = resolve(settings)
+    return database.configure(settings)
+
+
+def resolve(settings: Settings) -> Settings:
+    """Return ``settings`` pointing at a real server (starting the embedded one if needed)."""
+    if not settings.embedded:
+        return settings
+    from .embedded import ensure_server  # deferred: only when no server is configured
+
+    server = ensure_server(settings.embedded_dir)
+    return settings.replace(
+        host=server.host, port=server.port, user=server.user, dbname=server.dbname, password=""
+    )
+
+
+def close() -> None:
+    """Close the package's pool; :func:`connect` sets it up again."""
+    database.close_pool()
+

@@ -1,0 +1,103 @@
+"""The package's exceptions: one root, a few named conditions below it.
+
+Every message says what happened and what to do, and never carries a
+password, a raw token or a password hash.  Driver errors are translated at the
+boundary with ``raise ... from exc`` so the cause stays available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class DatalayerError(Exception):
+    """Root of every error the package raises on purpose."""
+
+
+class ConfigError(DatalayerError, ValueError):
+    """The configuration is invalid; ``problems`` maps each variable to its message."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        lines = [f"{name}: {msg}" for name, msg in sorted(self.problems.items())]
+        super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class ValidationError(DatalayerError, ValueError):
+    """A value given to a model does not fit its field; nothing was written."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class NotFound(DatalayerError, LookupError):
+    """The row asked for does not exist."""
+
+
+class DuplicateError(DatalayerError, ValueError):
+    """A unique value (such as an e-mail address) is already taken."""
+
+
+class AuthenticationError(DatalayerError):
+    """Credentials or a token were not accepted."""
+
+
+class TokenReuseError(AuthenticationError):
+    """A revoked refresh token was presented again; its whole family is now revoked."""
+
+
+class DatabaseUnavailable(DatalayerError):
+    """The server cannot be reached or the connection was lost."""
+
+
+class ConnectionLost(DatabaseUnavailable):
+    """The connection broke while a statement or transaction was in flight."""
+
+
+class PoolTimeout(DatabaseUnavailable):
+    """No pooled connection became free within DB_POOL_TIMEOUT."""
+
+
+class PoolClosed(DatalayerError):
+    """The pool was closed; set the package up again before using it."""
+
+
+class EmbeddedServerError(DatalayerError):
+    """The embedded PostgreSQL server could not be set up or started."""
+
+
+class MigrationError(DatalayerError):
+    """A migration command failed."""
+
+
+class ChecksumError(MigrationError):
+    """The migration files do not match the checksum file."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        self.problems = list(problems)
+        super().__init__(message)
+
+
+class LockTimeout(MigrationError):
+    """Another process held the migration lock for too long."""
+
+
+__all__ = [
+    "AuthenticationError",
+    "ChecksumError",
+    "ConfigError",
+    "ConnectionLost",
+    "DatabaseUnavailable",
+    "DatalayerError",
+    "DuplicateError",
+    "EmbeddedServerError",
+    "LockTimeout",
+    "MigrationError",
+    "NotFound",
+    "PoolClosed",
+    "PoolTimeout",
+    "TokenReuseError",
+    "ValidationError",
+]

@@ -1,0 +1,140 @@
+"""The abstract base of every model: validation before SQL, and ``updated_at``.
+
+``updated_at`` moves on every update made through the package:
+
+* ``instance.save()`` sets it to the current UTC time;
+* ``Model.update(...)`` queries set it to the server's ``now()`` unless the
+  query sets it itself;
+* ``Model.bulk_update(...)`` sets it on every instance and writes it.
+
+Values given to ``save``, ``create``, ``insert``, ``insert_many``, ``update``
+and ``bulk_update`` are validated first (see :mod:`.validation`), so bad input
+raises :class:`~datalayer.errors.ValidationError` and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import peewee as pw
+
+from ..db import database
+from ..errors import ValidationError
+from .validation import validate_value
+
+__all__ = ["BaseModel"]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class BaseModel(pw.Model):  # type: ignore[misc]
+    """Abstract: no table.  Subclasses declare their fields explicitly."""
+
+    # Read by the migration tooling and the ER diagram: this class is never a table.
+    # (A Meta option would be inherited by every model.)
+    __abstract__ = True
+
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+    # -- validation -------------------------------------------------------
+
+    @classmethod
+    def _validated(cls, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        """Return ``data`` (keys: fields or names) with every plain value validated."""
+        fields = cls._meta.fields
+        out: dict[Any, Any] = {}
+        for key, value in data.items():
+            field = key if isinstance(key, pw.Field) else fields.get(key)
+            if field is None:
+                if isinstance(key, str):
+                    raise ValidationError(key, f"is not a field of {cls.__name__}")
+                out[key] = value
+                continue
+            out[key] = validate_value(field, value)
+        return out
+
+    def validate(self) -> None:
+        """Validate and normalise every value set on this instance (no SQL)."""
+        data = self.__data__
+        for name, value in list(data.items()):
+            field = self._meta.fields.get(name)
+            if field is not None:
+                if value is None and field.primary_key:
+                    continue
+                data[name] = validate_value(field, value)
+
+    # -- writes -------------------------------------------------------------
+
+    def save(self, force_insert: bool = False, only: Any = None) -> int | bool:
+        """Validate, move ``updated_at`` on updates, then save."""
+        updating = self._pk is not None and not force_insert
+        if updating and "updated_at" in self._meta.fields:
+            self.updated_at = _utcnow()
+            if only is not None:
+                only = [*only, self._meta.fields["updated_at"]]
+        self.validate()
+        result: int | bool = super().save(force_insert=force_insert, only=only)
+        return result
+
+    @classmethod
+    def insert(cls, __data: Any = None, **insert: Any) -> pw.ModelInsert:
+        data = cls._validated(cls._normalize_data(__data, insert))
+        return super().insert(data)
+
+    @classmethod
+    def insert_many(cls, rows: Iterable[Any], fields: Sequence[Any] | None = None) -> Any:
+        checked: list[Any] = []
+        for row in rows:
+            if isinstance(row, Mapping):
+                checked.append(cls._validated(row))
+            elif fields is not None:
+                values = [
+                    validate_value(f if isinstance(f, pw.Field) else cls._meta.fields[f], v)
+                    for f, v in zip(fields, row, strict=True)
+                ]
+                checked.append(tuple(values))
+            elif isinstance(row, pw.Model):
+                row.validate()
+                checked.append(row.__data__)
+            else:
+                checked.append(row)
+        return super().insert_many(checked, fields)
+
+    @classmethod
+    def update(cls, __data: Any = None, **update: Any) -> pw.ModelUpdate:
+        data = cls._validated(cls._normalize_data(__data, update))
+        stamp = cls._meta.fields.get("updated_at")
+        if stamp is not None and stamp not in data and "updated_at" not in data:
+            data[stamp] = pw.fn.now()
+        return super().update(data)
+
+    @classmethod
+    def bulk_update(
+        cls, model_list: Iterable[Any], fields: Sequence[Any], batch_size: int | None = None
+    ) -> int:
+        models = list(model_list)
+        names = [f if isinstance(f, str) else f.name for f in fields]
+        if "updated_at" in cls._meta.fields and "updated_at" not in names:
+            names.append("updated_at")
+            now = _utcnow()
+            for model in models:
+                model.updated_at = now
+        for model in models:
+            for name in names:
+                field = cls._meta.fields.get(name)
+                if field is None:
+                    raise ValidationError(name, f"is not a field of {cls.__name__}")
+                model.__data__[name] = validate_value(field, model.__data__.get(name))
+        result: int = super().bulk_update(models, names, batch_size=batch_size)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._pk}>"
+
+    __str__ = __repr__

@@ -1,0 +1,398 @@
+"""A bounded pool of psycopg2 connections with the limits of the DESIGN.
+
+* at most ``max_open`` connections exist at once (checked out, idle or being
+  opened); a checkout waits up to ``timeout`` seconds, then raises
+  :class:`~datalayer.errors.PoolTimeout`;
+* at most ``max_idle`` are kept idle; extra ones are closed on release;
+* a connection older than ``max_lifetime`` or idle longer than
+  ``max_idle_time`` is closed instead of reused (on checkout, on release, and
+  by a small background reaper);
+* connections are opened *outside* the pool's lock, so a slow or hung server
+  delays only the caller that needs a new connection;
+* a checkout never hands out a dead connection: the socket of an idle
+  connection is polled (a killed backend or a restarted server has sent its
+  goodbye and closed, which shows as a readable socket) and a connection idle
+  longer than ``validate_after`` is pinged with a round trip; anything else is
+  left to the failure path in :mod:`datalayer.db`;
+* a connection checked out by a thread that has since died is reclaimed;
+* after ``fork()`` the child never touches its parent's connections.
+
+This module knows nothing of peewee.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PoolClosed, PoolTimeout
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConnectionPool", "PoolStats"]
+
+
+@dataclass
+class _Entry:
+    raw: Any
+    created: float
+    last_used: float
+    owner: threading.Thread | None = None
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of the pool's counters."""
+
+    open: int
+    idle: int
+    in_use: int
+    max_open: int
+    max_idle: int
+    waiting: int
+    opened_total: int
+    closed_total: int
+    reclaimed_total: int = 0
+    timeouts_total: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _socket_readable(raw: Any) -> bool:
+    """Return True when the server has sent something to an idle connection (or closed it)."""
+    try:
+        fd = raw.fileno()
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError, Exception):  # closed descriptor or driver error
+        return True
+    return bool(readable)
+
+
+class ConnectionPool:
+    """Hand out raw DB-API connections made by ``connect()`` within fixed limits."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        max_open: int = 25,
+        max_idle: int = 5,
+        max_lifetime: float = 3600.0,
+        max_idle_time: float = 1800.0,
+        timeout: float = 10.0,
+        validate_after: float = 2.0,
+        name: str = "datalayer",
+    ) -> None:
+        if max_open <= 0 or max_idle <= 0 or max_idle > max_open:
+            raise ValueError("need 0 < max_idle <= max_open")
+        self._connect = connect
+        self.max_open = max_open
+        self.max_idle = max_idle
+        self.max_lifetime = max_lifetime
+        self.max_idle_time = max_idle_time
+        self.timeout = timeout
+        self.validate_after = validate_after
+        self.name = name
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle: deque[_Entry] = deque()
+        self._in_use: dict[int, _Entry] = {}
+        self._opening = 0
+        self._waiting = 0
+        self._closed = False
+        self._pid = os.getpid()
+        self._orphans: list[Any] = []  # a forked child keeps its parent's connections untouched
+        self._opened_total = 0
+        self._closed_total = 0
+        self._reclaimed_total = 0
+        self._timeouts_total = 0
+        self._reaper: threading.Thread | None = None
+        self._reaper_stop = threading.Event()
+
+    # -- public -----------------------------------------------------------
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        """Check a live connection out; open one if allowed; else wait.
+
+        :raises PoolTimeout: when none became free within ``timeout`` seconds.
+        :raises PoolClosed: after :meth:`close`.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        wait = self.timeout if timeout is None else timeout
+        deadline: float | None = None
+        owner = threading.current_thread()
+        while True:
+            to_close: list[Any] = []
+            entry: _Entry | None = None
+            must_open = False
+            timed_out: PoolTimeout | None = None
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name!r} is closed; set the package up again")
+                now = time.monotonic()
+                while self._idle:
+                    cand = self._idle.pop()  # most recently used first: keeps the warm ones warm
+                    if self._expired(cand, now):
+                        to_close.append(cand.raw)
+                        continue
+                    entry = cand
+                    break
+                if entry is None:
+                    if self._open_count() >= self.max_open:
+                        self._reclaim_dead_owners_locked(to_close)
+                    if self._open_count() < self.max_open:
+                        self._opening += 1
+                        must_open = True
+                    else:
+                        if deadline is None:
+                            deadline = now + wait
+                        remaining = deadline - now
+                        if remaining <= 0:
+                            self._timeouts_total += 1
+                            timed_out = PoolTimeout(
+                                f"no database connection became free within {wait:g} s "
+                                f"({len(self._in_use)} of {self.max_open} in use); raise "
+                                "DB_MAX_OPEN_CONNS or DB_POOL_TIMEOUT, or return connections sooner"
+                            )
+                        else:
+                            self._waiting += 1
+                            try:
+                                self._cond.wait(remaining)
+                            finally:
+                                self._waiting -= 1
+                if entry is not None:
+                    entry.owner = owner
+                    self._in_use[id(entry.raw)] = entry
+            self._close_many_later(to_close)
+            if timed_out is not None:
+                raise timed_out
+            if entry is not None:
+                if self._usable(entry, time.monotonic()):
+                    return entry.raw
+                self.discard(entry.raw)
+                continue
+            if must_open:
+                return self._open(owner)
+
+    def putconn(self, raw: Any, *, reusable: bool = True) -> None:
+        """Return a connection; it is closed instead when it is broken, too old or surplus."""
+        if self._pid != os.getpid():
+            return
+        close_it = False
+        with self._lock:
+            entry = self._in_use.pop(id(raw), None)
+            if entry is None:
+                return
+            now = time.monotonic()
+            entry.owner = None
+            entry.last_used = now
+            if (
+                self._closed
+                or not reusable
+                or raw.closed
+                or len(self._idle) >= self.max_idle
+                or now - entry.created > self.max_lifetime
+            ):
+                close_it = True
+            else:
+                self._idle.append(entry)
+            self._cond.notify()
+        if close_it:
+            self._close_raw(raw)
+
+    def discard(self, raw: Any) -> None:
+        """Close a checked-out connection and free its slot (it was found broken)."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            entry = self._in_use.pop(id(raw), None)
+            self._cond.notify()
+        if entry is not None:
+            self._close_raw(raw)
+
+    def is_checked_out(self, raw: Any) -> bool:
+        """Return True when ``raw`` is currently checked out of this pool."""
+        return id(raw) in self._in_use
+
+    def close_idle(self) -> int:
+        """Close every idle connection; return how many."""
+        with self._lock:
+            idle, self._idle = list(self._idle), deque()
+        for entry in idle:
+            self._close_raw(entry.raw)
+        return len(idle)
+
+    def prune(self) -> int:
+        """Close idle connections past their idle time or lifetime; return how many."""
+        now = time.monotonic()
+        with self._lock:
+            keep: deque[_Entry] = deque()
+            gone = []
+            for entry in self._idle:
+                (gone if self._expired(entry, now) else keep).append(entry)
+            self._idle = keep
+            dead: list[Any] = []
+            self._reclaim_dead_owners_locked(dead)
+            if gone or dead:
+                self._cond.notify_all()
+        for entry in gone:
+            self._close_raw(entry.raw)
+        self._close_many_later(dead)
+        return len(gone) + len(dead)
+
+    def close(self) -> None:
+        """Close every connection, idle and checked out, and refuse further checkouts."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = list(self._idle), deque()
+            in_use, self._in_use = list(self._in_use.values()), {}
+            self._cond.notify_all()
+        self._reaper_stop.set()
+        for entry in idle + in_use:
+            self._close_raw(entry.raw)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> PoolStats:
+        """Return the current counters."""
+        with self._lock:
+            return PoolStats(
+                open=self._open_count(),
+                idle=len(self._idle),
+                in_use=len(self._in_use),
+                max_open=self.max_open,
+                max_idle=self.max_idle,
+                waiting=self._waiting,
+                opened_total=self._opened_total,
+                closed_total=self._closed_total,
+                reclaimed_total=self._reclaimed_total,
+                timeouts_total=self._timeouts_total,
+            )
+
+    # -- internals --------------------------------------------------------
+
+    def _open_count(self) -> int:
+        return len(self._idle) + len(self._in_use) + self._opening
+
+    def _expired(self, entry: _Entry, now: float) -> bool:
+        return (
+            entry.raw.closed
+            or now - entry.created > self.max_lifetime
+            or now - entry.last_used > self.max_idle_time
+        )
+
+    def _usable(self, entry: _Entry, now: float) -> bool:
+        raw = entry.raw
+        if raw.closed:
+            return False
+        if _socket_readable(raw) or now - entry.last_used > self.validate_after:
+            return self._ping(raw)
+        return True
+
+    def _ping(self, raw: Any) -> bool:
+        try:
+            cur = raw.cursor()
+            try:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            finally:
+                cur.close()
+        except Exception:
+            logger.debug("pool %s: a pooled connection failed its check; replacing it", self.name)
+            return False
+        return True
+
+    def _open(self, owner: threading.Thread) -> Any:
+        try:
+            raw = self._connect()
+        except BaseException:
+            with self._lock:
+                self._opening -= 1
+                self._cond.notify()
+            raise
+        now = time.monotonic()
+        with self._lock:
+            self._opening -= 1
+            self._opened_total += 1
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._in_use[id(raw)] = _Entry(raw, now, now, owner)
+        if closed:
+            self._close_raw(raw)
+            raise PoolClosed(f"pool {self.name!r} is closed; set the package up again")
+        self._start_reaper()
+        logger.debug("pool %s: opened a connection (%d open)", self.name, self._open_count())
+        return raw
+
+    def _reclaim_dead_owners_locked(self, to_close: list[Any]) -> None:
+        for key, entry in list(self._in_use.items()):
+            if entry.owner is not None and not entry.owner.is_alive():
+                del self._in_use[key]
+                to_close.append(entry.raw)
+                self._reclaimed_total += 1
+                logger.warning(
+                    "pool %s: reclaimed a connection checked out by thread %r, which ended "
+                    "without returning it",
+                    self.name,
+                    entry.owner.name,
+                )
+
+    def _close_many_later(self, raws: list[Any]) -> None:
+        for raw in raws:
+            self._close_raw(raw)
+
+    def _close_raw(self, raw: Any) -> None:
+        with self._lock:
+            self._closed_total += 1
+        try:
+            raw.close()
+        except Exception:
+            logger.debug("pool %s: error closing a connection", self.name, exc_info=True)
+
+    def _after_fork(self) -> None:
+        # The parent still uses these sockets: closing them here would end its sessions.
+        self._orphans.extend(e.raw for e in self._idle)
+        self._orphans.extend(e.raw for e in self._in_use.values())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._idle = deque()
+        self._in_use = {}
+        self._opening = 0
+        self._waiting = 0
+        self._reaper = None
+        self._reaper_stop = threading.Event()
+        self._pid = os.getpid()
+
+    def _start_reaper(self) -> None:
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        interval = max(0.5, min(self.max_idle_time, self.max_lifetime, 60.0) / 2)
+        ref = weakref.ref(self)
+        stop = self._reaper_stop
+
+        def run() -> None:
+            while not stop.wait(interval):
+                pool = ref()
+                if pool is None or pool._closed:
+                    return
+                pool.prune()
+                del pool
+
+        thread = threading.Thread(target=run, name=f"{self.name}-pool-reaper", daemon=True)
+        with self._lock:
+            if self._reaper is not None and self._reaper.is_alive():
+                return
+            self._reaper = thread
+        thread.start()
