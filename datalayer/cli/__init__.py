@@ -1,0 +1,120 @@
+"""The ``datalayer`` command: parses arguments, calls the library, prints.
+
+Each command group lives in its own module and is imported only when used.
+A :class:`~datalayer.errors.DatalayerError` becomes one line on stderr and
+exit status 1; usage errors exit 2 (click's default).  ``migrate status``
+documents its own exit codes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import DatalayerError
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..db import Database
+
+__all__ = ["CliContext", "main", "pass_cli"]
+
+# name -> (module, attribute); imported on first use.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("datalayer.cli.db", "db"),
+    "migrate": ("datalayer.cli.migrate", "migrate"),
+    "erd": ("datalayer.cli.erd", "erd"),
+}
+
+
+@dataclass
+class CliContext:
+    """What the global options chose; settings and database are made on demand."""
+
+    env_name: str | None = None
+    env_file: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from ..config import ConfigWarning, load_settings
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConfigWarning)
+                self._settings = load_settings(env_name=self.env_name, env_file=self.env_file)
+            for w in caught:
+                click.echo(f"warning: {w.message}", err=True)
+        return self._settings
+
+    def database(self) -> Database:
+        from ..db import connect
+
+        return connect(self.settings())
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+class _Group(click.Group):
+    """Loads command groups lazily and turns package errors into one line and exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        for name, (module, _) in COMMANDS.items():
+            if importlib.util.find_spec(module) is not None:
+                names.add(name)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name == module:
+                    return None
+                raise
+            command: click.Command = getattr(mod, attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DatalayerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--env", "env_name", metavar="NAME", help="Also load .env.NAME (e.g. local, docker).")
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Also load this .env-style file.",
+)
+@click.version_option(package_name="datalayer")
+@click.pass_context
+def main(ctx: click.Context, env_name: str | None, env_file: Path | None) -> None:
+    """PostgreSQL data layer: database, migrations and ER diagram.
+
+    Configuration comes from the environment (DATABASE_URL or DB_*), a .env
+    file in the current directory, and --env / --env-file.  With no server
+    configured, an embedded PostgreSQL server is started.
+    """
+    ctx.obj = CliContext(env_name=env_name, env_file=env_file)
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    main(prog_name="datalayer")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
