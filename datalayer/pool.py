@@ -235,7 +235,7 @@ class ConnectionPool:
         now = time.monotonic()
         with self._lock:
             keep: deque[_Entry] = deque()
-            gone = []
+            gone: list[_Entry] = []
             for entry in self._idle:
                 (gone if self._expired(entry, now) else keep).append(entry)
             self._idle = keep

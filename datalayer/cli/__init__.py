@@ -9,6 +9,7 @@ documents its own exit codes.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import warnings
 from dataclasses import dataclass, field

@@ -31,7 +31,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class BaseModel(pw.Model):  # type: ignore[misc]
+class BaseModel(pw.Model):
     """Abstract: no table.  Subclasses declare their fields explicitly."""
 
     # Read by the migration tooling and the ER diagram: this class is never a table.
@@ -43,6 +43,14 @@ class BaseModel(pw.Model):  # type: ignore[misc]
         legacy_table_names = False
 
     # -- validation -------------------------------------------------------
+
+    @classmethod
+    def _normalize_data(cls, data: Any, kwargs: Mapping[str, Any]) -> Any:
+        combined = cls._meta.combined
+        for key in [*kwargs, *(data if isinstance(data, Mapping) else ())]:
+            if isinstance(key, str) and key not in combined:
+                raise ValidationError(key, f"is not a field of {cls.__name__}")
+        return super()._normalize_data(data, kwargs)  # type: ignore[misc]
 
     @classmethod
     def _validated(cls, data: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -73,7 +81,7 @@ class BaseModel(pw.Model):  # type: ignore[misc]
 
     def save(self, force_insert: bool = False, only: Any = None) -> int | bool:
         """Validate, move ``updated_at`` on updates, then save."""
-        updating = self._pk is not None and not force_insert
+        updating = self._pk is not None and not force_insert  # type: ignore[attr-defined]
         if updating and "updated_at" in self._meta.fields:
             self.updated_at = _utcnow()
             if only is not None:
@@ -99,7 +107,7 @@ class BaseModel(pw.Model):  # type: ignore[misc]
                     for f, v in zip(fields, row, strict=True)
                 ]
                 checked.append(tuple(values))
-            elif isinstance(row, pw.Model):
+            elif isinstance(row, BaseModel):
                 row.validate()
                 checked.append(row.__data__)
             else:
@@ -131,10 +139,12 @@ class BaseModel(pw.Model):  # type: ignore[misc]
                 if field is None:
                     raise ValidationError(name, f"is not a field of {cls.__name__}")
                 model.__data__[name] = validate_value(field, model.__data__.get(name))
-        result: int = super().bulk_update(models, names, batch_size=batch_size)
+        result: int = super().bulk_update(  # type: ignore[no-untyped-call]
+            models, names, batch_size=batch_size
+        )
         return result
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._pk}>"
+        return f"<{type(self).__name__} {self._pk}>"  # type: ignore[attr-defined]
 
     __str__ = __repr__

@@ -43,17 +43,17 @@ def created_at_field() -> DateTimeTZField:
 
 
 def updated_at_field() -> DateTimeTZField:
-    """Return ``updated_at timestamptz NOT NULL DEFAULT now()``; the base model moves it on updates."""
+    """Return ``updated_at timestamptz NOT NULL DEFAULT now()``; the base model moves it."""
     return DateTimeTZField(null=False, constraints=[DEFAULT_NOW])
 
 
-def enum_check(column: str, enum_cls: type[enum.Enum]) -> pw.SQL:
+def enum_check(column: str, enum_cls: type[enum.Enum]) -> pw.Node:
     """Return the CHECK constraint that limits ``column`` to the values of ``enum_cls``."""
     values = ", ".join("'" + str(m.value).replace("'", "''") + "'" for m in enum_cls)
     return pw.Check(f'"{column}" IN ({values})')
 
 
-class EnumField(pw.CharField):  # type: ignore[misc]
+class EnumField(pw.CharField):
     """A ``str`` enum stored as text, limited by a CHECK constraint.
 
     Declare the CHECK with :func:`enum_check` in the field's ``constraints``
@@ -68,7 +68,7 @@ class EnumField(pw.CharField):  # type: ignore[misc]
     def db_value(self, value: Any) -> Any:
         if isinstance(value, enum.Enum):
             value = value.value
-        return super().db_value(value)
+        return super().db_value(value)  # type: ignore[no-untyped-call]
 
     def python_value(self, value: Any) -> Any:
         if value is None:

@@ -48,6 +48,6 @@ class RefreshToken(BaseModel):
 
     def __repr__(self) -> str:
         # Never the hash: it is enough to look a token up.
-        return f"<RefreshToken {self._pk} family={self.family_id}>"
+        return f"<RefreshToken {self._pk} family={self.family_id}>"  # type: ignore[attr-defined]
 
     __str__ = __repr__

@@ -15,7 +15,7 @@ __all__ = ["EMAIL_MAX_LENGTH", "EmailField", "Role", "User"]
 EMAIL_MAX_LENGTH = 254
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """What a user may do."""
 
     USER = "user"
@@ -25,7 +25,7 @@ class Role(str, enum.Enum):
         return self.value
 
 
-class EmailField(pw.CharField):  # type: ignore[misc]
+class EmailField(pw.CharField):
     """An e-mail address, stored lower-cased and compared lower-cased.
 
     ``db_value`` lower-cases every value bound to the column (inserts, updates
@@ -41,7 +41,7 @@ class EmailField(pw.CharField):  # type: ignore[misc]
     def db_value(self, value: Any) -> Any:
         if isinstance(value, str):
             value = self.normalize(value)
-        return super().db_value(value)
+        return super().db_value(value)  # type: ignore[no-untyped-call]
 
 
 class User(BaseModel):
@@ -65,6 +65,6 @@ class User(BaseModel):
         table_name = "users"
 
     def __repr__(self) -> str:
-        return f"<User {self._pk} role={self.role}>"
+        return f"<User {self._pk} role={self.role}>"  # type: ignore[attr-defined]
 
     __str__ = __repr__

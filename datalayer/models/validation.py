@@ -64,14 +64,15 @@ def validate_value(field: pw.Field, value: Any) -> Any:
         return value  # an SQL expression (fn.now(), F + 1, a subquery): the caller's business
     if isinstance(field, pw.ForeignKeyField):
         if isinstance(value, pw.Model):
-            value = value.get_id()
+            value = value.get_id()  # type: ignore[no-untyped-call]
             if value is None:
                 raise ValidationError(name, "refers to a row that is not saved yet")
         elif isinstance(value, pw.Node):
             return value
-        return validate_value(field.rel_field, value) if not isinstance(
-            field.rel_field, pw.ForeignKeyField
-        ) else value
+        try:
+            return validate_value(field.rel_field, value)
+        except ValidationError as exc:
+            raise ValidationError(name, exc.message) from None
     if isinstance(field, EnumField):
         if isinstance(value, field.enum_cls):
             return value
