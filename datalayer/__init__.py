@@ -36,9 +36,16 @@ _LAZY: dict[str, str] = {
     "RefreshToken": "datalayer.models",
     "Role": "datalayer.models",
     "User": "datalayer.models",
+    # retrying whole units of work
+    "RetryInTransactionError": "datalayer.retry",
+    "RetryPolicy": "datalayer.retry",
+    "is_retryable": "datalayer.retry",
+    "retrying": "datalayer.retry",
+    "run_transaction": "datalayer.retry",
     # errors
     "AuthenticationError": "datalayer.errors",
     "ChecksumError": "datalayer.errors",
+    "CommitUnknown": "datalayer.errors",
     "ConfigError": "datalayer.errors",
     "ConnectionLost": "datalayer.errors",
     "DatabaseUnavailable": "datalayer.errors",

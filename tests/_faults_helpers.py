@@ -1,0 +1,198 @@
+"""Helpers for the fault, load and PgBouncer tests: a server of our own, units of work.
+
+Anything that restarts, stops or freezes a server does it to an embedded server
+started here in a temporary directory, on its own port — never to the shared
+server the rest of the suite uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import secrets
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from datalayer.config import Settings
+from datalayer.db import Database
+from datalayer.embedded import EmbeddedServer, ensure_server, remove_server, stop_server
+from datalayer.models import MODELS, RefreshToken, User
+
+
+@dataclass
+class OwnServer:
+    """An embedded PostgreSQL server in a directory of its own, with the models' tables."""
+
+    datadir: Path
+    server: EmbeddedServer | None = None
+    frozen: list[int] = field(default_factory=list)
+
+    def start(self) -> EmbeddedServer:
+        self.server = ensure_server(self.datadir)
+        return self.server
+
+    def stop(self) -> None:
+        stop_server(self.datadir)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        self.thaw()
+        remove_server(self.datadir)
+
+    @property
+    def postmaster_pid(self) -> int:
+        assert self.server is not None
+        text = (self.datadir / "postmaster.pid").read_text().splitlines()
+        return int(text[0])
+
+    def freeze(self, pid: int) -> None:
+        """SIGSTOP a process of this server (postmaster or backend); :meth:`thaw` undoes it."""
+        assert pid in self.pids(), "only processes of our own server are frozen"
+        os.kill(pid, signal.SIGSTOP)
+        self.frozen.append(pid)
+
+    def thaw(self) -> None:
+        while self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.frozen.pop(), signal.SIGCONT)
+
+    def pids(self) -> set[int]:
+        """The postmaster and its children (read from /proc)."""
+        root = self.postmaster_pid
+        found = {root}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == root:
+                found.add(int(entry.name))
+        return found
+
+    def settings(self, **overrides: Any) -> Settings:
+        assert self.server is not None
+        base = Settings.from_url(self.server.url, application_name="datalayer-faults")
+        return base.replace(**overrides)
+
+    def admin(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(
+            **{**self.settings().connect_kwargs(), "application_name": "datalayer-faults-admin"}
+        )
+        conn.autocommit = True
+        return conn
+
+    def create_tables(self) -> None:
+        tmp = Database(self.settings())
+        with tmp.checkout(), tmp.bind_ctx(MODELS):
+            tmp.drop_tables(list(reversed(MODELS)), safe=True)
+            tmp.create_tables(MODELS)
+        tmp.close_pool()
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self.admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params or None)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def own_server(directory: Path) -> Iterator[OwnServer]:
+    """Start an embedded server in ``directory`` with the tables; always remove it."""
+    srv = OwnServer(directory / "pg")
+    try:
+        srv.start()
+        srv.create_tables()
+        yield srv
+    finally:
+        srv.remove()
+
+
+def token_hash() -> str:
+    return hashlib.sha256(secrets.token_bytes(16)).hexdigest()
+
+
+def write_unit(tag: str, i: int, tokens: int = 2) -> uuid.UUID:
+    """One unit of work's writes: a user and ``tokens`` refresh tokens (caller's transaction)."""
+    user = User.create(email=f"{tag}-{i}@faults.test", password_hash="x" * 20)
+    family = uuid.uuid4()
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    for _ in range(tokens):
+        RefreshToken.create(
+            user=user.id, token_hash=token_hash(), family_id=family, expires_at=expires
+        )
+    return uuid.UUID(str(user.id))
+
+
+def check_units(srv: OwnServer, tag: str, tokens: int = 2) -> tuple[int, int]:
+    """Return (users, tokens) written by units tagged ``tag``; fail on any half-written unit."""
+    rows = srv.query(
+        "SELECT u.users_id, count(t.refresh_tokens_id) FROM users u "
+        "LEFT JOIN refresh_tokens t USING (users_id) WHERE u.email LIKE %s GROUP BY u.users_id",
+        (f"{tag}-%",),
+    )
+    partial = [r for r in rows if r[1] != tokens]
+    assert not partial, f"half-written units: {partial}"
+    return len(rows), sum(int(r[1]) for r in rows)
+
+
+def activity(srv: OwnServer, app_prefix: str) -> list[tuple[int, str, str]]:
+    """Return (pid, application_name, state) of the server's sessions named ``app_prefix``*."""
+    return [
+        (int(r[0]), str(r[1]), str(r[2]))
+        for r in srv.query(
+            "SELECT pid, application_name, coalesce(state, '') FROM pg_stat_activity "
+            "WHERE application_name LIKE %s AND pid <> pg_backend_pid()",
+            (app_prefix + "%",),
+        )
+    ]
+
+
+class Stopwatch:
+    """Measure durations with a monotonic clock."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def run_threads(n: int, target: Any, *args: Any) -> list[BaseException]:
+    """Run ``target(index, *args)`` in ``n`` threads; return the exceptions they raised."""
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def wrap(index: int) -> None:
+        try:
+            target(index, *args)
+        except BaseException as exc:  # collected and reported by the test
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=wrap, args=(i,), name=f"worker-{i}") for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    return errors
