@@ -77,6 +77,7 @@ class Settings:
     conn_max_lifetime: float = 3600.0
     conn_max_idle_time: float = 1800.0
     pool_timeout: float = 10.0
+    max_checkout_time: float | None = None
     connect_timeout: float = 5.0
     statement_timeout: float | None = None
     lock_timeout: float | None = None
@@ -208,6 +209,7 @@ def _check_ranges(s: Settings) -> dict[str, str]:
         ("DB_STATEMENT_TIMEOUT", s.statement_timeout),
         ("DB_LOCK_TIMEOUT", s.lock_timeout),
         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", s.idle_in_transaction_timeout),
+        ("DB_MAX_CHECKOUT_TIME", s.max_checkout_time),
     ):
         need(opt is None or opt > 0, name, f"{opt} must be a duration > 0, or unset / 0 for none")
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
@@ -369,6 +371,7 @@ def load_settings(
         ("DB_STATEMENT_TIMEOUT", "statement_timeout"),
         ("DB_LOCK_TIMEOUT", "lock_timeout"),
         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "idle_in_transaction_timeout"),
+        ("DB_MAX_CHECKOUT_TIME", "max_checkout_time"),
     ):
         parse(name, field, lambda t: _duration(t, allow_none=True), _DURATION_HINT + " (0: none)")
     text = raw("DB_APPLICATION_NAME")

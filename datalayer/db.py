@@ -77,6 +77,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             max_idle_time=settings.conn_max_idle_time,
             timeout=settings.pool_timeout,
             name=settings.application_name,
+            max_checkout_time=settings.max_checkout_time,
         )
         return self
 

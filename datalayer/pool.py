@@ -14,7 +14,9 @@
   goodbye and closed, which shows as a readable socket) and a connection idle
   longer than ``validate_after`` is pinged with a round trip; anything else is
   left to the failure path in :mod:`datalayer.db`;
-* a connection checked out by a thread that has since died is reclaimed;
+* a connection checked out by a thread that has since died is reclaimed, and
+  so (with ``max_checkout_time``) is one held longer than that by a live
+  thread while no statement runs on it: a leaked checkout;
 * after ``fork()`` the child never touches its parent's connections.
 
 This module knows nothing of peewee.
@@ -46,6 +48,7 @@ class _Entry:
     created: float
     last_used: float
     owner: threading.Thread | None = None
+    checked_out: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class ConnectionPool:
         timeout: float = 10.0,
         validate_after: float = 2.0,
         name: str = "datalayer",
+        max_checkout_time: float | None = None,
     ) -> None:
         if max_open <= 0 or max_idle <= 0 or max_idle > max_open:
             raise ValueError("need 0 < max_idle <= max_open")
@@ -99,6 +103,7 @@ class ConnectionPool:
         self.max_idle_time = max_idle_time
         self.timeout = timeout
         self.validate_after = validate_after
+        self.max_checkout_time = max_checkout_time
         self.name = name
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -170,6 +175,7 @@ class ConnectionPool:
                                 self._waiting -= 1
                 if entry is not None:
                     entry.owner = owner
+                    entry.checked_out = now
                     self._in_use[id(entry.raw)] = entry
             self._close_many_later(to_close)
             if timed_out is not None:
@@ -328,7 +334,7 @@ class ConnectionPool:
                 closed = True
             else:
                 closed = False
-                self._in_use[id(raw)] = _Entry(raw, now, now, owner)
+                self._in_use[id(raw)] = _Entry(raw, now, now, owner, now)
         if closed:
             self._close_raw(raw)
             raise PoolClosed(f"pool {self.name!r} is closed; set the package up again")
@@ -337,7 +343,21 @@ class ConnectionPool:
         return raw
 
     def _reclaim_dead_owners_locked(self, to_close: list[Any]) -> None:
+        now = time.monotonic()
         for key, entry in list(self._in_use.items()):
+            if self._leaked(entry, now):
+                del self._in_use[key]
+                to_close.append(entry.raw)
+                self._reclaimed_total += 1
+                logger.warning(
+                    "pool %s: reclaimed a connection that thread %r held for more than "
+                    "DB_MAX_CHECKOUT_TIME (%g s) without running a statement; return "
+                    "connections with db.checkout() or db.close()",
+                    self.name,
+                    entry.owner.name if entry.owner is not None else "?",
+                    self.max_checkout_time,
+                )
+                continue
             if entry.owner is not None and not entry.owner.is_alive():
                 del self._in_use[key]
                 to_close.append(entry.raw)
@@ -348,6 +368,17 @@ class ConnectionPool:
                     self.name,
                     entry.owner.name,
                 )
+
+    def _leaked(self, entry: _Entry, now: float) -> bool:
+        """Return True for a checkout held past ``max_checkout_time`` with no statement running."""
+        if self.max_checkout_time is None or now - entry.checked_out <= self.max_checkout_time:
+            return False
+        status = getattr(entry.raw, "get_transaction_status", None)
+        try:
+            # 1 = ACTIVE in psycopg2 (a statement is running): never pull a connection mid-query.
+            return status is None or int(status()) != 1
+        except Exception:
+            return True
 
     def _close_many_later(self, raws: list[Any]) -> None:
         for raw in raws:
@@ -378,7 +409,8 @@ class ConnectionPool:
     def _start_reaper(self) -> None:
         if self._reaper is not None and self._reaper.is_alive():
             return
-        interval = max(0.5, min(self.max_idle_time, self.max_lifetime, 60.0) / 2)
+        shortest = min(self.max_idle_time, self.max_lifetime, self.max_checkout_time or 60.0, 60.0)
+        interval = max(0.5, shortest / 2)
         ref = weakref.ref(self)
         stop = self._reaper_stop
 

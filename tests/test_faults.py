@@ -448,3 +448,63 @@ def test_unretryable_errors_are_raised_at_once(configure: Callable[..., Database
         retry.run(slow)
     assert isinstance(info.value.orig, psycopg2.errors.QueryCanceled)
     assert calls == [1]
+
+
+def test_leaked_checkout_of_a_live_thread_is_reclaimed(
+    srv: OwnServer, configure: Callable[..., Database]
+):
+    db = configure(max_checkout_time=1.0, max_open_conns=3, max_idle_conns=3)
+    with db.checkout():
+        _unit("lc", 0)
+    leaked = threading.Event()
+    finish = threading.Event()
+    after: list[object] = []
+
+    def leaker(in_txn: bool) -> None:
+        db.connect()  # never returned in time: a leak, by a thread that lives on
+        if not in_txn:
+            db.execute_sql("SELECT 1")
+            leaked.set()
+            finish.wait(30)
+            # The owner comes back: outside a transaction it simply gets a new connection.
+            after.append(db.execute_sql("SELECT 2").fetchone()[0])
+        else:
+            try:
+                with db.atomic():
+                    User.update(display_name="leaked").where(
+                        User.email == "lc-0@faults.test"
+                    ).execute()
+                    finish.wait(30)
+                    db.execute_sql("SELECT 2")  # inside its transaction: that is gone
+            except ConnectionLost:
+                after.append("lost")
+        db.close()
+
+    def busy() -> None:
+        with db.checkout():  # a long statement is never pulled from under its thread
+            after.append(db.execute_sql("SELECT 3 FROM pg_sleep(2.5)").fetchone()[0])
+
+    threads = [
+        threading.Thread(target=leaker, args=(False,)),
+        threading.Thread(target=leaker, args=(True,)),
+        threading.Thread(target=busy),
+    ]
+    for t in threads:
+        t.start()
+    assert leaked.wait(10)
+    watch = Stopwatch()
+    while db.pool_stats().reclaimed_total < 2 and watch.elapsed < 5:
+        time.sleep(0.05)
+    stats = db.pool_stats()
+    assert stats.reclaimed_total == 2, stats
+    assert stats.in_use == 1  # the busy one only
+    # The leaked transaction's lock went with its connection.
+    with db.checkout():
+        assert User.update(display_name="free").where(
+            User.email == "lc-0@faults.test"
+        ).execute() == 1
+    finish.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(map(str, after)) == ["2", "3", "lost"]
+    assert db.pool_stats().in_use == 0
