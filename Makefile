@@ -18,8 +18,9 @@ lint:
 type:
 	mypy
 
+# pyenv keeps 3.11-3.13 out of tox's sight unless PYENV_VERSION lists them: point it at them.
 tox:
-	tox
+	tox $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.1[123]*/bin/python3),--discover $(p))
 
 migrate-diff:
 	@test -n "$(name)" || { echo "usage: make migrate-diff name=NAME"; exit 2; }

@@ -286,6 +286,7 @@ def test_repr_does_not_show_the_password() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_leaves_parent_connections_alone(make_db) -> None:  # type: ignore[no-untyped-def]
     db = make_db()
     with db.checkout():
