@@ -16,6 +16,8 @@ import logging
 from typing import Any
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+# peewee logs every query's parameters at DEBUG (password and token hashes among them).
+importlib.import_module("datalayer._redact").install()
 
 __version__ = "0.1.0.dev0"
 
@@ -42,6 +44,22 @@ _LAZY: dict[str, str] = {
     "is_retryable": "datalayer.retry",
     "retrying": "datalayer.retry",
     "run_transaction": "datalayer.retry",
+    # operations on users and refresh tokens
+    "authenticate": "datalayer.users",
+    "create_user": "datalayer.users",
+    "deactivate_user": "datalayer.users",
+    "delete_user": "datalayer.users",
+    "get_user": "datalayer.users",
+    "get_user_by_email": "datalayer.users",
+    "import_users": "datalayer.users",
+    "IssuedToken": "datalayer.tokens",
+    "issue_token": "datalayer.tokens",
+    "purge_expired": "datalayer.tokens",
+    "revoke_all_for_user": "datalayer.tokens",
+    "revoke_token": "datalayer.tokens",
+    "rotate_token": "datalayer.tokens",
+    "hash_password": "datalayer.passwords",
+    "verify_password": "datalayer.passwords",
     # errors
     "AuthenticationError": "datalayer.errors",
     "ChecksumError": "datalayer.errors",

@@ -20,6 +20,7 @@ from typing import Any
 
 import peewee as pw
 
+from .._redact import redacted_does_not_exist
 from ..db import database
 from ..errors import ValidationError
 from .validation import validate_value
@@ -143,6 +144,12 @@ class BaseModel(pw.Model):
             models, names, batch_size=batch_size
         )
         return result
+
+    @classmethod
+    def validate_model(cls) -> None:
+        """Give the model a ``DoesNotExist`` whose message leaves out the query's parameters."""
+        super().validate_model()
+        cls.DoesNotExist = redacted_does_not_exist(cls.DoesNotExist)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._pk}>"  # type: ignore[attr-defined]
