@@ -1,0 +1,408 @@
+"""peewee-migrate's file Router, made fit for datalayer.
+
+Differences from ``peewee_migrate.Router`` (each one a seam it offers):
+
+* files with three **or more** digits are migrations, ordered by number, so
+  the 1000th migration is seen (upstream wants exactly three digits);
+* reading is read-only: ``done`` does not create the history table and
+  ``todo`` does not create the directory (upstream does both as side effects);
+* the history table is upstream's (``migratehistory``: id, name,
+  migrated_at) plus a nullable ``checksum`` column holding the SHA-256 of each
+  file when it was applied; ``pw_migrate`` keeps working on it;
+* the history model is private to each router (upstream rebinds one global
+  ``MigrateHistory`` class, so two routers on two databases interfere);
+* a migration file may set ``atomic = False`` at module level to run without
+  a transaction (for ``CREATE INDEX CONCURRENTLY`` and the like);
+* migrations run through ``DatalayerMigrator`` and new files are numbered by
+  :func:`datalayer.migrate.generate.next_name`.
+
+Locking, timing and error reporting live in :mod:`.runner`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+from unittest import mock
+
+import peewee as pw
+from peewee_migrate import Migrator
+from peewee_migrate import Router as _UpstreamRouter
+from peewee_migrate.models import MIGRATE_TABLE
+
+from ..errors import MigrationError
+from .files import MIGRATION_RE, content_hash, migration_names, sort_key
+
+__all__ = ["MIGRATE_TABLE", "HistoryRow", "LoadedMigration", "Router", "default_migrator_class"]
+
+logger = logging.getLogger("datalayer.migrate")
+
+MigrationFn = Callable[..., Any]
+
+
+def _void(migrator: Any, database: Any, *, fake: bool = False) -> None:
+    return None
+
+
+def default_migrator_class() -> type[Migrator]:
+    """Return ``DatalayerMigrator`` (or upstream's ``Migrator`` until it exists)."""
+    try:
+        from .migrator import DatalayerMigrator
+    except ImportError:  # pragma: no cover - only while migrator.py is being written
+        return Migrator
+    cls: type[Migrator] = DatalayerMigrator
+    return cls
+
+
+@dataclass(frozen=True)
+class LoadedMigration:
+    """A migration file, executed: its functions and whether it wants a transaction."""
+
+    name: str
+    path: Path
+    checksum: str
+    migrate: MigrationFn
+    rollback: MigrationFn
+    atomic: bool
+
+
+class HistoryRow(NamedTuple):
+    """One row of the history table."""
+
+    id: int
+    name: str
+    checksum: str | None
+
+
+def _utcnow() -> dt.datetime:
+    # Upstream stores naive UTC in a ``timestamp`` column; so do we.
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _history_model(database: Any, table: str, schema: str | None) -> Any:
+    meta = type("Meta", (), {"database": database, "table_name": table, "schema": schema})
+    return type(
+        "MigrateHistory",
+        (pw.Model,),
+        {
+            "__module__": __name__,
+            "Meta": meta,
+            "id": pw.AutoField(),
+            "name": pw.CharField(),
+            "migrated_at": pw.DateTimeField(default=_utcnow),
+            "checksum": pw.CharField(max_length=64, null=True),
+        },
+    )
+
+
+class Router(_UpstreamRouter):
+    """File router over ``migrate_dir``; see the module docstring for what differs."""
+
+    filemask = MIGRATION_RE
+
+    def __init__(
+        self,
+        database: Any,
+        migrate_dir: str | Path | None = None,
+        *,
+        migrate_table: str = MIGRATE_TABLE,
+        schema: str | None = None,
+        ignore: Iterable[str] | None = None,
+        migrator_class: type[Migrator] | None = None,
+    ) -> None:
+        super().__init__(
+            database,
+            migrate_dir=Path(migrate_dir) if migrate_dir is not None else Path("migrations"),
+            migrate_table=migrate_table,
+            schema=schema,
+            ignore=ignore,
+            logger=logger,
+            migrator_class=migrator_class or default_migrator_class(),
+        )
+        self._sources: dict[str, bytes] = {}
+        self._loaded: dict[str, LoadedMigration] = {}
+
+    # -- files ---------------------------------------------------------------
+
+    @property
+    def todo(self) -> list[str]:
+        """Return the migration names on disk, in order (none if the directory is missing)."""
+        return migration_names(self.migrate_dir)
+
+    def path(self, name: str) -> Path:
+        """Return the file of migration ``name``."""
+        return Path(self.migrate_dir) / f"{name}.py"
+
+    def source(self, name: str) -> bytes:
+        """Return the bytes of migration ``name`` (read once per router)."""
+        data = self._sources.get(name)
+        if data is None:
+            try:
+                data = self.path(name).read_bytes()
+            except FileNotFoundError:
+                raise MigrationError(
+                    f"{self.path(name)} is missing; restore it (git checkout) - an applied "
+                    "migration must stay on disk"
+                ) from None
+            self._sources[name] = data
+        return data
+
+    def checksum(self, name: str) -> str:
+        """Return the SHA-256 (hex) of migration ``name``'s file."""
+        return content_hash(self.source(name))
+
+    def load(self, name: str) -> LoadedMigration:
+        """Execute migration ``name``'s file and return its functions and options.
+
+        :raises MigrationError: when the file does not load (the message names it).
+        """
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        path = self.path(name)
+        data = self.source(name)
+        scope: dict[str, Any] = {"__name__": f"datalayer_migration_{name}", "__file__": str(path)}
+        try:
+            # Compiled under its real path so tracebacks point at the file.
+            exec(compile(data, str(path), "exec", dont_inherit=True), scope)
+        except Exception as exc:
+            raise MigrationError(
+                f"{path} does not load: {type(exc).__name__}: {exc}; fix the file (if it was "
+                "never applied) and run `datalayer migrate hash`"
+            ) from exc
+        atomic = scope.get("atomic", True)
+        if not isinstance(atomic, bool):
+            raise MigrationError(
+                f"{path}: `atomic` must be True or False, not {atomic!r}; set `atomic = False` "
+                "to run the migration without a transaction"
+            )
+        loaded = LoadedMigration(
+            name=name,
+            path=path,
+            checksum=content_hash(data),
+            migrate=scope.get("migrate", _void),
+            rollback=scope.get("rollback", _void),
+            atomic=atomic,
+        )
+        self._loaded[name] = loaded
+        return loaded
+
+    def read(self, name: str) -> tuple[MigrationFn, MigrationFn]:
+        """Return the ``migrate`` and ``rollback`` functions of migration ``name``."""
+        loaded = self.load(name)
+        return loaded.migrate, loaded.rollback
+
+    def compile(
+        self, name: str, migrate: str = "", rollback: str = "", num: int | None = None
+    ) -> str:
+        """Write a new migration file numbered after the last one; return its name."""
+        from peewee_migrate.template import TEMPLATE
+
+        existing = self.todo
+        filename = f"{num + 1:03d}_{name}" if num is not None else _next_name(existing, name)
+        path = self.path(filename)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            TEMPLATE.format(migrate=migrate, rollback=rollback, name=path.name), encoding="utf-8"
+        )
+        return filename
+
+    # -- history (read-only unless the method says otherwise) ------------------
+
+    @cached_property
+    def model(self) -> Any:
+        """Return this router's history model (the table is not created here)."""
+        return _history_model(self.database, self.migrate_table, self.schema)
+
+    def history_columns(self) -> set[str]:
+        """Return the history table's column names (empty when the table does not exist)."""
+        cursor = self.database.execute_sql(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = COALESCE(%s, current_schema()) AND table_name = %s",
+            (self.schema, self.migrate_table),
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+    def history(self) -> list[HistoryRow]:
+        """Return the history rows in the order they were written (none without a table)."""
+        columns = self.history_columns()
+        if not columns:
+            return []
+        model = self.model
+        fields = [model.id, model.name]
+        if "checksum" in columns:
+            fields.append(model.checksum)
+        query = model.select(*fields).order_by(model.id).tuples()
+        return [HistoryRow(row[0], row[1], row[2] if len(row) > 2 else None) for row in query]
+
+    @property
+    def done(self) -> list[str]:
+        """Return the applied migration names, oldest first (read-only; each name once)."""
+        seen: dict[str, None] = {}
+        for row in self.history():
+            seen.setdefault(row.name, None)
+        return list(seen)
+
+    def ensure_history(self) -> None:
+        """Create the history table, or add the ``checksum`` column to upstream's (writes)."""
+        model = self.model
+        model.create_table(safe=True)
+        parts = [self.schema, self.migrate_table] if self.schema else [self.migrate_table]
+        quoted = self.database.get_sql_context().sql(pw.Entity(*parts)).query()[0]
+        self.database.execute_sql(
+            f"ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS checksum VARCHAR(64)"
+        )
+
+    def record(self, name: str, checksum: str | None) -> None:
+        """Write a history row for migration ``name`` (writes)."""
+        self.model.insert(name=name, migrated_at=_utcnow(), checksum=checksum).execute()
+
+    def forget(self, name: str) -> None:
+        """Delete the latest history row of migration ``name`` (writes)."""
+        model = self.model
+        latest = model.select(pw.fn.MAX(model.id)).where(model.name == name)
+        model.delete().where(model.id == latest).execute()
+
+    def backfill_checksums(self, rows: Iterable[HistoryRow]) -> list[str]:
+        """Record the current file hash for applied rows that have none (writes).
+
+        Rows written by upstream ``pw_migrate`` carry no hash; from now on an
+        edit to those files shows as modified.  Returns the names filled in.
+        """
+        model = self.model
+        filled = []
+        for row in rows:
+            if row.checksum is None and self.path(row.name).is_file():
+                model.update(checksum=self.checksum(row.name)).where(model.id == row.id).execute()
+                filled.append(row.name)
+        return filled
+
+    # -- running ---------------------------------------------------------------
+
+    def replay(self, names: Iterable[str], migrator: Migrator) -> None:
+        """Run migrations ``names`` in fake mode to build ``migrator``'s picture of the schema.
+
+        Same as upstream's ``run_one(fake=True)`` but patching peewee once for
+        all of them (replaying a thousand files stays quick).
+        """
+        cursor = mock.Mock()
+        cursor.fetch_one.return_value = None
+        with (
+            mock.patch("peewee.Model.select"),
+            mock.patch("peewee.Database.execute_sql", return_value=cursor),
+        ):
+            for name in names:
+                migrate = self.load(name).migrate
+                try:
+                    migrate(migrator, self.database, fake=True)
+                except Exception as exc:
+                    raise MigrationError(
+                        f"{self.path(name)} fails when replayed to rebuild the schema state: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                migrator.__ops__ = []
+
+    def run_one(
+        self,
+        name: str,
+        migrator: Migrator,
+        *,
+        fake: bool = True,
+        downgrade: bool = False,
+        force: bool = False,
+    ) -> str:
+        """Run (or, with ``fake``, replay) one migration; history is kept as upstream does."""
+        if fake:
+            self.replay([name], migrator)
+            if force:
+                self.ensure_history()
+                self.record(name, self.checksum(name))
+            return name
+        self.ensure_history()
+        self.execute(name, migrator, downgrade=downgrade)
+        return name
+
+    def execute(
+        self,
+        name: str,
+        migrator: Migrator,
+        *,
+        downgrade: bool = False,
+        bookkeeping: bool = True,
+        settings: Iterable[tuple[str, str]] = (),
+    ) -> LoadedMigration:
+        """Run migration ``name`` (or its rollback) for real and update the history.
+
+        A migration runs inside one transaction, with its history row, unless
+        its file says ``atomic = False``: then its statements run one by one
+        in autocommit mode and the history row is written after the last.
+        ``settings`` are server settings (``lock_timeout``, ...) for the run.
+        """
+        loaded = self.load(name)
+        fn = loaded.rollback if downgrade else loaded.migrate
+        db = self.database
+
+        def body() -> None:
+            fn(migrator, db, fake=False)
+            migrator()
+            if bookkeeping:
+                if downgrade:
+                    self.forget(name)
+                else:
+                    self.record(name, loaded.checksum)
+
+        if loaded.atomic:
+            with db.atomic():
+                for key, value in settings:
+                    db.execute_sql("SELECT set_config(%s, %s, true)", (key, value))
+                body()
+        else:
+            with _session_settings(db, settings), _without_transaction(migrator):
+                body()
+        return loaded
+
+
+@contextlib.contextmanager
+def _session_settings(db: Any, settings: Iterable[tuple[str, str]]) -> Iterator[None]:
+    pairs = list(settings)
+    for key, value in pairs:
+        db.execute_sql("SELECT set_config(%s, %s, false)", (key, value))
+    try:
+        yield
+    finally:
+        for key, _ in pairs:
+            with contextlib.suppress(Exception):
+                db.execute_sql(f"RESET {key}")
+
+
+@contextlib.contextmanager
+def _without_transaction(migrator: Migrator) -> Iterator[None]:
+    # peewee's ``migration_context`` wraps the operations in ``atomic()`` when the
+    # schema migrator says DDL is transactional; say it is not, for this run only.
+    schema_migrator = migrator.__migrator__
+    had = "transactional_ddl" in vars(schema_migrator)
+    old = vars(schema_migrator).get("transactional_ddl")
+    schema_migrator.transactional_ddl = False
+    try:
+        yield
+    finally:
+        if had:
+            schema_migrator.transactional_ddl = old
+        else:
+            del schema_migrator.transactional_ddl
+
+
+def _next_name(existing: list[str], name: str) -> str:
+    try:
+        from .generate import next_name
+    except ImportError:  # pragma: no cover - only while generate.py is being written
+        top = max((sort_key(n)[0] for n in existing), default=0)
+        return f"{top + 1:03d}_{name}"
+    result: str = next_name(existing, name)
+    return result.removesuffix(".py")
