@@ -196,3 +196,92 @@ def run_threads(n: int, target: Any, *args: Any) -> list[BaseException]:
         t.join(120)
     assert not any(t.is_alive() for t in threads), "a worker thread hung"
     return errors
+
+
+# -- PgBouncer ---------------------------------------------------------------------------
+
+
+def pgbouncer_binary() -> str | None:
+    """Return the path of Debian's pgbouncer, or None when it is not installed."""
+    import shutil
+
+    found = shutil.which("pgbouncer")
+    if found:
+        return found
+    return "/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None
+
+
+@dataclass
+class PgBouncer:
+    """A pgbouncer process in transaction-pooling mode in front of one server."""
+
+    binary: str
+    directory: Path
+    server_host: str
+    server_port: int
+    pool_size: int = 5
+    port: int = 0
+    process: Any = None
+
+    def start(self) -> PgBouncer:
+        import socket
+        import subprocess
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)
+        (self.directory / "userlist.txt").write_text('"postgres" ""\n')
+        conf = self.directory / "pgbouncer.ini"
+        conf.write_text(
+            "[databases]\n"
+            f"* = host={self.server_host} port={self.server_port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.directory / 'userlist.txt'}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\n"
+            "max_client_conn = 500\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            "server_check_delay = 0\n"
+            "logfile =\n"
+            "pidfile =\n"
+        )
+        for path in self.directory.iterdir():
+            path.chmod(0o644)
+        args = [self.binary]
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            args += ["-u", "nobody"]
+        args.append(str(conf))
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                out = self.process.stdout.read().decode(errors="replace")
+                raise RuntimeError(f"pgbouncer exited ({self.process.returncode}): {out[-2000:]}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("pgbouncer did not start listening within 15 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def url(self, dbname: str, user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
