@@ -10,7 +10,6 @@ test server, and skips with the reason when pgbouncer is not installed
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
@@ -179,7 +178,7 @@ def test_many_threads_share_a_small_server_pool(via_bouncer: tuple[Database, str
 def test_timeouts_behind_pgbouncer_come_from_the_server_side(
     via_bouncer: tuple[Database, str], pg: Server
 ):
-    db, name = via_bouncer
+    db, _ = via_bouncer
     # pgbouncer drops the libpq `options` the package sends: the session has the defaults.
     with db.checkout():
         value = db.execute_sql("SHOW idle_in_transaction_session_timeout").fetchone()[0]
