@@ -120,7 +120,7 @@ def test_dry_run_prints_sql_and_changes_nothing(
     names = make_tables(mdir, 2)
     results = runner.apply(empty_db, mdir, dry_run=True)
     assert [r.name for r in results] == names
-    assert any('CREATE TABLE IF NOT EXISTS "t1"' in s for s in results[0].sql)
+    assert any(s.startswith("CREATE TABLE") and '"t1"' in s for s in results[0].sql)
     assert any('"t2"' in s for s in results[1].sql)
     assert not any("migratehistory" in s for r in results for s in r.sql)
     assert not any(s.upper().startswith("SAVEPOINT") for r in results for s in r.sql)

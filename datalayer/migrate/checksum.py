@@ -15,13 +15,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ChecksumError
 from .files import SUM_FILE, migration_files, sort_key
 
-__all__ = ["SumEntry", "compute", "problems", "read_sum", "render", "verify", "write_sum"]
+__all__ = [
+    "SumEntry",
+    "compute",
+    "problems",
+    "read_files",
+    "read_sum",
+    "render",
+    "verify",
+    "write_sum",
+]
 
 _TOTAL_RE = re.compile(r"^h1:(\S+)$")
 _LINE_RE = re.compile(r"^(\S+) h1:(\S+)$")
@@ -40,7 +50,8 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _read_files(directory: Path) -> dict[str, bytes]:
+def read_files(directory: str | Path) -> dict[str, bytes]:
+    """Return {file name: bytes} of the migration files in ``directory``, in order."""
     return {p.name: p.read_bytes() for p in migration_files(directory)}
 
 
@@ -48,7 +59,7 @@ def compute(directory: str | Path) -> list[SumEntry]:
     """Return the checksum lines for the migration files now in ``directory``."""
     running = hashlib.sha256()
     entries = []
-    for name, data in _read_files(Path(directory)).items():
+    for name, data in read_files(Path(directory)).items():
         running.update(name.encode())
         running.update(data)
         entries.append(SumEntry(name, _b64(running.digest())))
@@ -111,11 +122,16 @@ def _renumbered(name: str, after: list[str]) -> str:
     return f"{top + 1:03d}_{stem}"
 
 
-def problems(directory: str | Path) -> list[str]:
-    """Return what is wrong with the migration files versus the checksum file (empty: fine)."""
+def problems(directory: str | Path, files: Mapping[str, bytes] | None = None) -> list[str]:
+    """Return what is wrong with the migration files versus the checksum file (empty: fine).
+
+    ``files`` (file name -> bytes, in order) saves reading them again when the
+    caller already has.
+    """
     directory = Path(directory)
     sum_path = directory / SUM_FILE
-    files = _read_files(directory)
+    if files is None:
+        files = read_files(directory)
     try:
         parsed = read_sum(directory)
     except ChecksumError as exc:

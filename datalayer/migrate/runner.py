@@ -39,10 +39,10 @@ from typing import Any
 import peewee as pw
 
 from ..config import Settings
-from ..errors import ChecksumError, LockTimeout, MigrationError
+from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
-from .files import content_hash, migration_names, sort_key
-from .router import MIGRATE_TABLE, HistoryRow, Router, _without_transaction
+from .files import content_hash, sort_key
+from .router import MIGRATE_TABLE, HistoryRow, Router, _without_transaction, session_settings
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -184,7 +184,14 @@ def _ms(seconds: float | None) -> str:
 
 @contextlib.contextmanager
 def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None]:
-    """Hold the session-level advisory lock ``key``; wait at most ``wait`` seconds for it."""
+    """Hold the session-level advisory lock ``key``; wait at most ``wait`` seconds for it.
+
+    :raises MigrationError: behind a transaction-pooling pooler (PgBouncer), where
+        a session lock would not stay with this session.
+    """
+    from .._pooler import require_direct_connection
+
+    require_direct_connection(db, what="datalayer migrate", where=_describe(db))
     check_interval = (getattr(db, "server_version", 0) or 0) >= 140000
     if check_interval:
         # A dead client is noticed within a second even mid-statement: its transaction
@@ -404,29 +411,24 @@ def apply(
                 return results
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
-            settings = _timeouts(lock_timeout, statement_timeout)
-            if dry_run:
-                results = _dry_run(router, migrator, pending, settings, on_applied)
-            else:
-                for name in pending:
-                    results.append(_run(router, migrator, name, settings, results, False))
-                    if on_applied is not None:
-                        on_applied(results[-1])
+            with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
+                if dry_run:
+                    results = _dry_run(router, migrator, pending, on_applied)
+                else:
+                    for name in pending:
+                        results.append(_run(router, migrator, name, results, False))
+                        if on_applied is not None:
+                            on_applied(results[-1])
     return results
 
 
 def _run(
-    router: Router,
-    migrator: Any,
-    name: str,
-    settings: list[tuple[str, str]],
-    done_so_far: list[Applied],
-    downgrade: bool,
+    router: Router, migrator: Any, name: str, done_so_far: list[Applied], downgrade: bool
 ) -> Applied:
     start = time.perf_counter()
     atomic = router.load(name).atomic
     try:
-        router.execute(name, migrator, downgrade=downgrade, settings=settings)
+        router.execute(name, migrator, downgrade=downgrade)
     except MigrationError:
         raise
     except Exception as exc:
@@ -475,14 +477,11 @@ def _dry_run(
     router: Router,
     migrator: Any,
     pending: list[str],
-    settings: list[tuple[str, str]],
     on_applied: Callable[[Applied], None] | None,
 ) -> list[Applied]:
     db = router.database
     results: list[Applied] = []
     with db.atomic() as txn:
-        for key, value in settings:
-            db.execute_sql("SELECT set_config(%s, %s, true)", (key, value))
         for name in pending:
             loaded = router.load(name)
             statements: list[str] = []
@@ -550,11 +549,11 @@ def rollback(
             _check_history(router, rows, modified_ok=True)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
-            settings = _timeouts(lock_timeout, statement_timeout)
-            for name in reversed(applied[-steps:]):
-                results.append(_run(router, migrator, name, settings, results, True))
-                if on_applied is not None:
-                    on_applied(results[-1])
+            with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
+                for name in reversed(applied[-steps:]):
+                    results.append(_run(router, migrator, name, results, True))
+                    if on_applied is not None:
+                        on_applied(results[-1])
     return results
 
 
@@ -571,7 +570,8 @@ def status(
     directory = Path(directory) if directory is not None else _default_dir(target)
     with _connected(target) as db:
         rows = Router(db, directory, migrate_table=migrate_table).history()
-    on_disk = migration_names(directory)
+    files = _checksum.read_files(directory)  # read once: for the hashes and the sum check
+    on_disk = [name.removesuffix(".py") for name in files]
     on_disk_set = set(on_disk)
     applied: list[str] = []
     recorded: dict[str, str | None] = {}
@@ -587,13 +587,10 @@ def status(
         if (
             want is not None
             and name in on_disk_set
-            and content_hash((directory / f"{name}.py").read_bytes()) != want
+            and content_hash(files[f"{name}.py"]) != want
         ):
             modified.append(name)
-    try:
-        problems = _checksum.problems(directory)
-    except ChecksumError as exc:  # pragma: no cover - problems() reports, never raises
-        problems = exc.problems
+    problems = _checksum.problems(directory, files)
     return Status(
         applied=applied,
         pending=[n for n in on_disk if n not in applied_set],
