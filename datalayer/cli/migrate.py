@@ -78,20 +78,25 @@ def diff(cli: CliContext, name: str) -> None:
     Writes nothing (and says so) when the models and migrations agree, then
     rewrites migrations.sum.  Drops of tables or columns are called out.
     """
-    from ..migrate.checksum import write_sum
+    from ..db import Database
+    from ..migrate.checksum import verify, write_sum
     from ..migrate.generate import create_migration
+    from ..migrate.router import Router
 
     directory = _directory(cli)
-    with _database(cli) as database:
-        result = create_migration(database, directory, name)
-    for warning in getattr(result, "warnings", ()) or ():
-        click.echo(f"warning: {warning}", err=True)
-    path = getattr(result, "path", None)
-    if path is None:
-        click.echo("no changes: the migrations already match the models; nothing written")
+    verify(directory)  # never build on files that do not match migrations.sum
+    # The diff replays the files only: a database object is needed, a connection is not.
+    result = create_migration(Router(Database(), directory), name)
+    if result is None:
+        click.echo(
+            f"no changes: the migrations in {directory} already match the models; "
+            "nothing written"
+        )
         return
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     sum_path = write_sum(directory)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {result.path}")
     click.echo(f"updated {sum_path}")
 
 
