@@ -129,4 +129,4 @@ def test_cli_check_exit_codes(
                              catch_exceptions=False)
     assert bad.exit_code == 1
     assert "- schema differs from the models: users.nickname: unexpected column" in bad.stderr
-    assert "error: migrate check found 1 problem(s)" in bad.stderr
+    assert "error: migrate check found 1 problem" in bad.stderr

@@ -73,7 +73,7 @@ def test_apply_prints_a_line_per_migration_with_its_time(env: Settings, mdir: Pa
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"applied {names[0]} (") and lines[0].endswith(" ms)")
     assert lines[1].startswith(f"applied {names[1]} (")
-    assert lines[2].startswith(f"2 migration(s) applied to {env.describe()} in ")
+    assert lines[2].startswith(f"2 migrations applied to {env.describe()} in ")
     again = invoke("migrate", "apply")
     assert again.exit_code == 0
     assert again.stdout.strip() == f"nothing to apply: {env.describe()} is up to date"
@@ -116,7 +116,7 @@ def test_hash_writes_the_sum(env: Settings, mdir: Path) -> None:
     make_tables(mdir, 2, hashed=False)
     result = invoke("migrate", "hash")
     assert result.exit_code == 0
-    assert "(2 files)" in result.stdout
+    assert "(2 migration files)" in result.stdout
     assert (mdir / "migrations.sum").read_text().count(" h1:") == 2
 
 

@@ -69,6 +69,7 @@ def test_datalayer_apply_then_pw_migrate_finds_nothing_to_do(
     pg: Server, empty_db: Settings, tmp_path: Path
 ) -> None:
     names = migration_names(MIGRATIONS)
+    assert names, "migrations/ holds no migration: generate the initial one"
     applied = run_cli(empty_db, MIGRATIONS, "migrate", "apply", cwd=tmp_path)
     assert applied.returncode == 0, applied.stderr
     listed = subprocess.run(

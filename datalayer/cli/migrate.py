@@ -57,6 +57,10 @@ def _database(cli: CliContext) -> Iterator[Database]:
         database.close_pool()
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
@@ -167,12 +171,12 @@ def apply(
         )
     if dry_run:
         click.echo(
-            f"-- dry run: {len(results)} migration(s) would be applied to {where}; "
+            f"-- dry run: {_n(len(results), 'migration')} would be applied to {where}; "
             "nothing was changed"
         )
     elif results:
         click.echo(
-            f"{len(results)} migration(s) applied to {where} in "
+            f"{_n(len(results), 'migration')} applied to {where} in "
             f"{_ms(time.perf_counter() - start)}"
         )
     else:
@@ -229,7 +233,7 @@ def hash_(cli: CliContext) -> None:
 
     directory = _directory(cli)
     path = write_sum(directory)
-    click.echo(f"wrote {path} ({len(compute(directory))} files)")
+    click.echo(f"wrote {path} ({_n(len(compute(directory)), 'migration file')})")
 
 
 @migrate.command()
@@ -249,7 +253,7 @@ def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
         results = runner.rollback(
             database, directory, steps=steps, on_applied=_line("rolled back"), **options
         )
-    click.echo(f"{len(results)} migration(s) rolled back on {where}")
+    click.echo(f"{_n(len(results), 'migration')} rolled back on {where}")
 
 
 @migrate.command()
@@ -268,6 +272,6 @@ def check(cli: CliContext) -> None:
     if problems:
         for problem in problems:
             click.echo(f"- {problem}", err=True)
-        click.echo(f"error: migrate check found {len(problems)} problem(s)", err=True)
+        click.echo(f"error: migrate check found {_n(len(problems), 'problem')}", err=True)
         click.get_current_context().exit(1)
     click.echo(f"ok: {directory} is hashed, in sync with the models, and reproduces their schema")
