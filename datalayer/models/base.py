@@ -140,9 +140,22 @@ class BaseModel(pw.Model):
                 if field is None:
                     raise ValidationError(name, f"is not a field of {cls.__name__}")
                 model.__data__[name] = validate_value(field, model.__data__.get(name))
-        result: int = super().bulk_update(  # type: ignore[no-untyped-call]
-            models, names, batch_size=batch_size
-        )
+        # peewee writes SET col = CASE pk WHEN ... THEN %s ...: PostgreSQL types that CASE
+        # from its parameters, which psycopg2 sends as text for UUIDs (and NULL): a uuid or
+        # timestamptz column then refuses it.  Each value is cast to the column's type, for
+        # the call only.
+        saved = [(m, n, m.__data__.get(n)) for m in models for n in names]
+        for model, name, value in saved:
+            if not isinstance(value, pw.Node):
+                field = cls._meta.fields[name]
+                model.__data__[name] = pw.Cast(field.to_value(value), field.field_type)
+        try:
+            result: int = super().bulk_update(  # type: ignore[no-untyped-call]
+                models, names, batch_size=batch_size
+            )
+        finally:
+            for model, name, value in saved:
+                model.__data__[name] = value
         return result
 
     @classmethod

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 import peewee as pw
 
+from ..errors import ValidationError
 from .base import BaseModel
 from .fields import created_at_field, timestamptz_field, updated_at_field, uuid_pk
 from .user import User
 
 __all__ = ["RefreshToken"]
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_token_hash(value: str) -> str:
+    if not _SHA256_HEX.fullmatch(value):
+        raise ValidationError(
+            "token_hash",
+            "must be 64 lower-case hex digits: the SHA-256 of the token, not the token",
+        )
+    return value
 
 
 class RefreshToken(BaseModel):
@@ -27,6 +41,9 @@ class RefreshToken(BaseModel):
         unique=True,
         constraints=[pw.Check("token_hash ~ '^[0-9a-f]{64}$'")],
     )
+    # Checked before any SQL (datalayer.models.validation calls a field's ``normalize``),
+    # so a malformed hash is a ValidationError, not a CHECK violation from the server.
+    token_hash.normalize = _check_token_hash
     family_id = pw.UUIDField(index=True)
     expires_at = timestamptz_field(index=True)
     revoked_at = timestamptz_field(null=True)

@@ -102,8 +102,12 @@ def validate_value(field: pw.Field, value: Any) -> Any:
     if isinstance(field, (DateTimeTZField, pw.DateTimeField)):
         if isinstance(value, dt.datetime):
             if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            return value
+                return value.replace(tzinfo=dt.UTC)
+            try:
+                # PostgreSQL takes offsets up to +-15:59 only; UTC always fits.
+                return value.astimezone(dt.UTC)
+            except (OverflowError, ValueError):
+                raise ValidationError(name, "is out of range once converted to UTC") from None
         raise ValidationError(name, f"must be a datetime, not {_describe(value)}")
     if isinstance(field, (pw.CharField, pw.TextField)):
         if isinstance(value, enum.Enum) and isinstance(value.value, str):
