@@ -508,3 +508,94 @@ def test_leaked_checkout_of_a_live_thread_is_reclaimed(
         t.join(10)
     assert sorted(map(str, after)) == ["2", "3", "lost"]
     assert db.pool_stats().in_use == 0
+
+
+def test_sigkill_of_migrate_apply_leaves_nothing_partial(srv: OwnServer, tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from datalayer.migrate.checksum import write_sum
+    from tests.migrate_runtime_support import write_migration
+
+    srv.start()
+    dbname = "migkill"
+    srv.query(f"DROP DATABASE IF EXISTS {dbname}")
+    srv.query(f"CREATE DATABASE {dbname}")
+    mdir = tmp_path / "migrations"
+    write_migration(mdir, "001_t1", 'migrator.sql("CREATE TABLE t1 (id int)")\n'
+                    'migrator.sql("INSERT INTO t1 SELECT generate_series(1, 10)")')
+    write_migration(mdir, "002_slow", "\n".join([
+        'migrator.sql("CREATE TABLE t2 (id int)")',
+        'migrator.sql("INSERT INTO t2 SELECT generate_series(1, 1000)")',
+        'migrator.sql("ALTER TABLE t1 ADD COLUMN extra int")',  # ACCESS EXCLUSIVE on t1
+        'migrator.sql("SELECT pg_sleep(60)")',
+    ]))
+    write_migration(mdir, "003_t3", 'migrator.sql("CREATE TABLE t3 (id int)")')
+    write_sum(mdir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATALAYER_"))}
+    env["DATABASE_URL"] = srv.settings(dbname=dbname).url(masked=False)
+    cmd = [sys.executable, "-c", "from datalayer.cli import run; run()", "migrate", "--dir",
+           str(mdir), "apply"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    app = srv.settings(dbname=dbname, application_name="datalayer-faults-app")
+    try:
+        watch = Stopwatch()
+        while not srv.query(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+            (dbname, "%pg_sleep(60)%"),
+        ):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
+            assert watch.elapsed < 60, "the slow migration never started"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        killed = Stopwatch()
+        # An application read of the locked table: blocked while the orphaned backend
+        # holds ACCESS EXCLUSIVE, then served.
+        reader = psycopg2.connect(**app.connect_kwargs())
+        reader.autocommit = True
+        with reader.cursor() as cur:
+            cur.execute("SET statement_timeout = '30s'")
+            cur.execute("SELECT count(*) FROM t1")
+            assert cur.fetchone() == (10,)
+        reader.close()
+        lock_held = killed.elapsed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def one(sql: str) -> Any:
+        conn = psycopg2.connect(**app.connect_kwargs())
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    # Nothing of 002 happened: no t2, no new column, only 001 in the history.
+    assert one("SELECT to_regclass('t2') IS NULL") is True
+    assert one("SELECT count(*) FROM information_schema.columns WHERE table_name = 't1' "
+               "AND column_name = 'extra'") == 0
+    assert one("SELECT string_agg(name, ',' ORDER BY id) FROM migratehistory") == "001_t1"
+    assert lock_held < 5.0, f"the orphaned migration held its lock for {lock_held:.1f} s"
+    print(f"sigkill of migrate apply: reads of the locked table waited {lock_held:.2f} s")
+
+    # The next apply completes (with the slow step made quick).
+    text = (mdir / "002_slow.py").read_text().replace("pg_sleep(60)", "pg_sleep(0)")
+    (mdir / "002_slow.py").write_text(text)
+    write_sum(mdir)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert one("SELECT string_agg(name, ',' ORDER BY id) FROM migratehistory") == (
+        "001_t1,002_slow,003_t3"
+    )
+    assert one("SELECT count(*) FROM t2") == 1000
+    srv.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+              (dbname,))
+    srv.query(f"DROP DATABASE {dbname}")

@@ -10,6 +10,7 @@ test server, and skips with the reason when pgbouncer is not installed
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 import tempfile
@@ -199,8 +200,31 @@ def test_timeouts_behind_pgbouncer_come_from_the_server_side(
         database.close_pool()
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(args: list[str], url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATALAYER_"))}
+    env["DATABASE_URL"] = url
     return subprocess.run(
-        [sys.executable, "-m", "datalayer.cli", *args], env=env, cwd=cwd, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-c", "from datalayer.cli import run; run()", *args], env=env, cwd=cwd,
+        capture_output=True, text=True, timeout=120,
     )
+
+
+def test_migrate_apply_through_pgbouncer_refuses_with_a_clear_message(
+    pg: Server, bouncer: PgBouncer, tmp_path: Path
+):
+    from tests.migrate_runtime_support import make_tables
+
+    mdir = tmp_path / "migrations"
+    names = make_tables(mdir, 2)
+    with pg.database("dlpgbmig") as name:
+        pooled = _cli(["migrate", "--dir", str(mdir), "apply"], bouncer.url(name), tmp_path)
+        assert pooled.returncode == 1, pooled.stdout + pooled.stderr
+        assert "needs a direct connection" in pooled.stderr
+        assert "Traceback" not in pooled.stderr
+        direct_url = pg.settings(name).url(masked=False)
+        direct = _cli(["migrate", "--dir", str(mdir), "apply"], direct_url, tmp_path)
+        assert direct.returncode == 0, direct.stdout + direct.stderr
+        # Reading the status through the pooler is fine: up to date, exit 0.
+        status = _cli(["migrate", "--dir", str(mdir), "status"], bouncer.url(name), tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert all(n in status.stdout for n in names)
