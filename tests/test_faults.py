@@ -137,6 +137,7 @@ def test_restart_while_a_thread_holds_a_connection(
     restarted.set()
     for t in threads:
         t.join(60)
+    print(f"restart while held: in-flight transaction {mid_txn_outcome}, next units {outcomes}")
     assert mid_txn_outcome == ["ConnectionLost"]
     # At most the in-flight unit fails; every later one succeeds on a new connection.
     assert outcomes.count("lost") <= 1, outcomes
