@@ -12,6 +12,7 @@ write would show).  Each example runs in a transaction rolled back at the end.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import os
@@ -345,3 +346,14 @@ def test_bulk_update_of_uuid_and_null_columns(seeded: Seed, name: str):
         return 1
 
     assert check(write) == 1
+
+
+@FEW
+@given(password=st.one_of(TEXT, ANY), stored=st.one_of(TEXT, ANY, st.just("seed")))
+def test_password_helpers(seeded: Seed, password: Any, stored: Any):
+    """hash_password / verify_password (public) take anything without a driver-level error."""
+    value = seeded.pw_hash if stored == "seed" else stored
+    for call in (lambda: passwords.hash_password(password),
+                 lambda: passwords.verify_password(password, value)):
+        with contextlib.suppress(DatalayerError):
+            call()
