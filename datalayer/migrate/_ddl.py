@@ -1,0 +1,448 @@
+"""Turn the difference between two :class:`~._spec.TableSpec` into SQL statements.
+
+Pure functions: no database is touched.  The migrator calls them with the
+state of a table before and after one of its operations and queues the
+statements; the same statements therefore run whether the migration was
+written by the generator or by hand.
+
+Objects whose names PostgreSQL chose (unnamed CHECK and foreign key
+constraints) are found at run time from the catalog, by definition or by
+column, in a ``DO`` block, so that a migration never depends on guessing
+those names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._spec import (
+    ColumnSpec,
+    IndexSpec,
+    Sql,
+    TableSpec,
+    UnsupportedChange,
+    constraint_name,
+    quote,
+    rename_identifier,
+)
+
+__all__ = [
+    "Backfill",
+    "Step",
+    "plan_alter",
+    "plan_create",
+    "plan_drop",
+    "plan_rename_table",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Backfill:
+    """Fill the NULLs of a column row by row with a Python callable's results."""
+
+    table: str
+    column: str
+    factory: Callable[[], Any]
+    db_value: Callable[[Any], Any]
+
+    def __str__(self) -> str:
+        name = getattr(self.factory, "__qualname__", repr(self.factory))
+        return f"-- fill {self.table}.{quote(self.column)} row by row with {name}()"
+
+
+Step = Sql | Backfill
+_AUTO_SUFFIX = "(?:pkey|fkey|check|key|excl)[0-9]*"
+
+
+def _literal(text: str) -> str:
+    """Return ``text`` as a SQL string literal (also safe inside a DO block)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _pct(text: str) -> str:
+    """Escape ``%`` for psycopg2, which formats every statement peewee sends."""
+    return text.replace("%", "%%")
+
+
+def _do(body: str, params: tuple[Any, ...] = ()) -> Sql:
+    return Sql(f"DO $datalayer$\n{body}\n$datalayer$", params)
+
+
+def drop_check(table: str, table_sql: str, check: Sql) -> Sql:
+    """Return the statement that drops the CHECK constraint ``check`` from a table.
+
+    A named check is dropped by name.  For an unnamed one, PostgreSQL's own
+    text of the expression is obtained by adding it once more as a NOT VALID
+    probe (no rows are read), and the constraint with that text is dropped.
+    """
+    name = constraint_name(check)
+    if name:
+        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {quote(name)}")
+    rc = _literal(table_sql) + "::regclass"
+    body = f"""DECLARE
+    wanted text;
+    victim name;
+BEGIN
+    ALTER TABLE {table_sql} ADD CONSTRAINT datalayer_probe {check.text} NOT VALID;
+    SELECT pg_get_constraintdef(oid) INTO wanted FROM pg_constraint
+     WHERE conrelid = {rc} AND conname = 'datalayer_probe';
+    ALTER TABLE {table_sql} DROP CONSTRAINT datalayer_probe;
+    wanted := replace(wanted, ' NOT VALID', '');
+    SELECT conname INTO victim FROM pg_constraint
+     WHERE conrelid = {rc} AND contype = 'c' AND pg_get_constraintdef(oid) = wanted
+     ORDER BY conname LIMIT 1;
+    IF victim IS NULL THEN
+        RAISE EXCEPTION 'table {_pct(_literal(table)[1:-1])} has no constraint %%: the database '
+            'does not match its migration history; compare them with datalayer migrate check',
+            wanted;
+    END IF;
+    EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
+END"""
+    return _do(body, check.params)
+
+
+def drop_foreign_key(table: str, table_sql: str, column: str, name: str | None) -> Sql:
+    """Return the statement that drops the foreign key on ``column`` (found by column)."""
+    if name:
+        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {quote(name)}")
+    rc = _literal(table_sql) + "::regclass"
+    body = f"""DECLARE
+    victim name;
+BEGIN
+    SELECT k.conname INTO victim FROM pg_constraint k
+      JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+     WHERE k.conrelid = {rc} AND k.contype = 'f' AND cardinality(k.conkey) = 1
+       AND a.attname = {_literal(column)}
+     ORDER BY k.conname LIMIT 1;
+    IF victim IS NULL THEN
+        RAISE EXCEPTION 'table {_pct(_literal(table)[1:-1])} has no foreign key on column '
+            '{_pct(_literal(column)[1:-1])}: the database does not match its migration history';
+    END IF;
+    EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
+END"""
+    return _do(body)
+
+
+def drop_constraint(table: str, table_sql: str, constraint: Sql) -> Sql:
+    """Return the statement that drops a table constraint other than CHECK."""
+    name = constraint_name(constraint)
+    if name:
+        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {quote(name)}")
+    if constraint.params:
+        raise UnsupportedChange(
+            f"{table}: cannot find the unnamed constraint {constraint.text!r} to drop it; "
+            "name it (SQL('CONSTRAINT name ...')) in the model and in the database"
+        )
+    wanted = re.sub(r'[\s"]', "", constraint.text.replace("%%", "%").lower())
+    rc = _literal(table_sql) + "::regclass"
+    body = f"""DECLARE
+    victim name;
+BEGIN
+    SELECT conname INTO victim FROM pg_constraint
+     WHERE conrelid = {rc} AND contype <> 'c'
+       AND regexp_replace(lower(pg_get_constraintdef(oid)), '[\\s"]', '', 'g') = {_literal(wanted)}
+     ORDER BY conname LIMIT 1;
+    IF victim IS NULL THEN
+        RAISE EXCEPTION 'table {_literal(table)[1:-1]} has no constraint '
+            '{_literal(constraint.text)[1:-1]}; name it in the model (CONSTRAINT name ...)';
+    END IF;
+    EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
+END"""
+    return _do(_pct(body))
+
+
+def rename_auto_names(table_sql: str, pattern: str, replacement: str) -> Sql:
+    """Return a statement renaming the constraints and owned sequences whose names match.
+
+    PostgreSQL keeps the names it generated (``users_pkey``, ``users_email_check``,
+    ``users_id_seq``) when a table or column is renamed, while ``create_tables()``
+    of the renamed model would generate new ones; this brings them in line.
+    """
+    rc = _literal(table_sql) + "::regclass"
+    pat, rep = _literal(pattern), _literal(replacement)
+    body = f"""DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT conname FROM pg_constraint WHERE conrelid = {rc} AND conname ~ {pat} LOOP
+        EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' RENAME CONSTRAINT '
+            || quote_ident(r.conname) || ' TO '
+            || quote_ident(regexp_replace(r.conname, {pat}, {rep}));
+    END LOOP;
+    FOR r IN SELECT s.oid, s.relname FROM pg_depend d
+               JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+              WHERE d.refobjid = {rc} AND d.classid = 'pg_class'::regclass
+                AND d.deptype IN ('a', 'i') AND s.relname ~ {pat} LOOP
+        EXECUTE 'ALTER SEQUENCE ' || r.oid::regclass::text || ' RENAME TO '
+            || quote_ident(regexp_replace(r.relname, {pat}, {rep}));
+    END LOOP;
+END"""
+    return _do(_pct(body))
+
+
+def _re(name: str) -> str:
+    """Escape ``name`` for a PostgreSQL regular expression."""
+    return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", name)
+
+
+def plan_create(spec: TableSpec) -> list[Step]:
+    """Return the statements ``create_tables()`` runs for one model (no IF NOT EXISTS)."""
+    return list(spec.create)
+
+
+def plan_drop(spec: TableSpec, *, cascade: bool = False) -> list[Step]:
+    """Return the statement that drops the table; without ``cascade`` it fails if still used."""
+    return [Sql(f"DROP TABLE {spec.qualified}{' CASCADE' if cascade else ''}")]
+
+
+def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
+    """Return the statements that rename a table and everything named after it."""
+    if before.schema != after.schema:
+        raise UnsupportedChange(
+            f"{before.name}: moving a table to another schema is not supported; "
+            "write that migration by hand"
+        )
+    old, new = before.name, after.name
+    steps: list[Step] = [Sql(f"ALTER TABLE {before.qualified} RENAME TO {quote(new)}")]
+    steps.append(rename_auto_names(
+        after.qualified,
+        f"^{_re(old)}_((.*_)?{_AUTO_SUFFIX}|.*_seq)$",
+        f"{new}_\\1",
+    ))
+    moved = dataclasses.replace(before, name=new)
+    steps.extend(plan_alter(moved, after))
+    return steps
+
+
+def _rename_before(before: TableSpec, renames: Mapping[str, str]) -> TableSpec:
+    """Return ``before`` as it reads once the columns in ``renames`` are renamed."""
+    if not renames:
+        return before
+    cols = []
+    for col in before.columns:
+        new = renames.get(col.name)
+        if new is None:
+            cols.append(col)
+            continue
+        fk = col.fk and Sql(col.fk.text.replace(quote(col.name), quote(new), 1), col.fk.params)
+        cols.append(dataclasses.replace(
+            col,
+            name=new,
+            checks=tuple(rename_identifier(c, {col.name: new}) for c in col.checks),
+            fk=fk,
+        ))
+    return dataclasses.replace(
+        before,
+        columns=tuple(cols),
+        primary_key=tuple(renames.get(c, c) for c in before.primary_key),
+        checks=tuple(rename_identifier(c, renames) for c in before.checks),
+        indexes=tuple(
+            dataclasses.replace(ix, definition=rename_identifier(ix.definition, renames))
+            for ix in before.indexes
+        ),
+    )
+
+
+def _key(sql: Sql) -> tuple[str, tuple[Any, ...]]:
+    return (sql.text, sql.params)
+
+
+def _changed_columns(
+    before: TableSpec, after: TableSpec
+) -> tuple[list[ColumnSpec], list[ColumnSpec], list[tuple[ColumnSpec, ColumnSpec]]]:
+    bcols = {c.name: c for c in before.columns}
+    acols = {c.name: c for c in after.columns}
+    dropped = [c for c in before.columns if c.name not in acols]
+    added = [c for c in after.columns if c.name not in bcols]
+    both = [(bcols[c.name], c) for c in after.columns if c.name in bcols]
+    return dropped, added, both
+
+
+def plan_alter(
+    before: TableSpec,
+    after: TableSpec,
+    *,
+    renames: Mapping[str, str] | None = None,
+    using: Mapping[str, str] | None = None,
+) -> list[Step]:
+    """Return the statements that turn table ``before`` into table ``after``.
+
+    ``renames`` maps old column names to new ones (the columns are renamed,
+    not dropped and added); ``using`` maps a column to the ``USING``
+    expression of its type change.
+
+    :raises UnsupportedChange: for a change of primary key or of a column
+        constraint other than DEFAULT and CHECK.
+    """
+    renames = dict(renames or {})
+    using = dict(using or {})
+    T = after.qualified
+    table = after.name
+    steps: list[Step] = []
+
+    for old, new in renames.items():
+        if before.column(old) is None:
+            raise UnsupportedChange(f"{table}: no column {old!r} to rename to {new!r}")
+        steps.append(Sql(f"ALTER TABLE {T} RENAME COLUMN {quote(old)} TO {quote(new)}"))
+        steps.append(rename_auto_names(
+            T,
+            f"^{_re(table)}_{_re(old)}_({_AUTO_SUFFIX}|seq)$",
+            f"{table}_{new}_\\1",
+        ))
+    before = _rename_before(before, renames)
+
+    if before.primary_key != after.primary_key:
+        raise UnsupportedChange(
+            f"{table}: changing the primary key ({', '.join(before.primary_key) or 'none'} -> "
+            f"{', '.join(after.primary_key) or 'none'}) is not supported; write that migration "
+            "by hand"
+        )
+    dropped, added, both = _changed_columns(before, after)
+    dropped_names = {c.name for c in dropped}
+    added_names = {c.name for c in added}
+
+    # Indexes: drop the removed and the changed ones, rename those that only
+    # changed name, create the new ones last (after the columns exist).
+    bidx = {ix.name: ix for ix in before.indexes}
+    aidx = {ix.name: ix for ix in after.indexes}
+    gone = [ix for n, ix in bidx.items() if n not in aidx or aidx[n].definition != ix.definition]
+    new_ix = [ix for n, ix in aidx.items() if n not in bidx or bidx[n].definition != ix.definition]
+    renamed: list[tuple[IndexSpec, IndexSpec]] = []
+    for ix in list(gone):
+        if ix.name in aidx:
+            continue
+        match = next(
+            (n for n in new_ix if n.definition == ix.definition and n.name not in bidx), None
+        )
+        if match is not None:
+            renamed.append((ix, match))
+            gone.remove(ix)
+            new_ix.remove(match)
+    schema_prefix = f"{quote(after.schema)}." if after.schema else ""
+    for ix in gone:
+        steps.append(Sql(f"DROP INDEX {schema_prefix}{quote(ix.name)}"))
+    for old_ix, new_ix_spec in renamed:
+        steps.append(Sql(
+            f"ALTER INDEX {schema_prefix}{quote(old_ix.name)} RENAME TO {quote(new_ix_spec.name)}"
+        ))
+
+    # CHECK constraints, wherever they were declared (field or Meta), as a multiset.
+    def checks(spec: TableSpec, skip: set[str]) -> Counter[tuple[str, tuple[Any, ...]]]:
+        out: Counter[tuple[str, tuple[Any, ...]]] = Counter(_key(c) for c in spec.checks)
+        for col in spec.columns:
+            if col.name not in skip:
+                out.update(_key(c) for c in col.checks)
+        return out
+
+    bchecks = checks(before, dropped_names)  # a dropped column takes its checks along
+    achecks = checks(after, added_names)  # an added column brings its checks inline
+    for text, params in sorted((bchecks - achecks).elements()):
+        steps.append(drop_check(table, T, Sql(text, params)))
+
+    for old_col, new_col in both:
+        if old_col.fk is not None and old_col.fk != new_col.fk:
+            steps.append(drop_foreign_key(table, T, old_col.name, old_col.fk_name))
+
+    bcons, acons = Counter(map(_key, before.constraints)), Counter(map(_key, after.constraints))
+    for text, params in sorted((bcons - acons).elements()):
+        steps.append(drop_constraint(table, T, Sql(text, params)))
+
+    for col in dropped:
+        steps.append(Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}"))
+
+    for col in added:
+        steps.extend(_add_column(table, T, col))
+
+    for old_col, new_col in both:
+        steps.extend(_alter_column(table, T, old_col, new_col, using.get(new_col.name)))
+
+    for text, params in sorted((achecks - bchecks).elements()):
+        steps.append(Sql(f"ALTER TABLE {T} ADD ", ()) + Sql(text, params))
+
+    for col in added:
+        if col.fk is not None:
+            steps.append(Sql(f"ALTER TABLE {T} ADD ") + col.fk)
+    for old_col, new_col in both:
+        if new_col.fk is not None and old_col.fk != new_col.fk:
+            steps.append(Sql(f"ALTER TABLE {T} ADD ") + new_col.fk)
+
+    for text, params in sorted((acons - bcons).elements()):
+        steps.append(Sql(f"ALTER TABLE {T} ADD ") + Sql(text, params))
+
+    for ix in new_ix:
+        steps.append(ix.create)
+    return steps
+
+
+def _fill_nulls(table: str, T: str, col: ColumnSpec) -> list[Step]:
+    """Return the statements that give the NULLs of ``col`` its default before SET NOT NULL."""
+    c = quote(col.name)
+    if col.default is not None:
+        return [Sql(f"UPDATE {T} SET {c} = DEFAULT WHERE {c} IS NULL")]
+    if col.py_default is None or col.db_value is None:
+        return []
+    if callable(col.py_default):
+        return [Backfill(T, col.name, col.py_default, col.db_value)]
+    return [Sql(f"UPDATE {T} SET {c} = %s WHERE {c} IS NULL", (col.db_value(col.py_default),))]
+
+
+def _add_column(table: str, T: str, col: ColumnSpec) -> list[Step]:
+    c = quote(col.name)
+    if col.primary_key:
+        raise UnsupportedChange(
+            f"{table}.{col.name}: adding a primary key column is not supported; "
+            "write that migration by hand"
+        )
+    if not col.null and col.default is None and col.py_default is not None:
+        # NOT NULL with a Python-side default only: add it nullable, fill the
+        # existing rows, then forbid NULLs (create_tables() has no DEFAULT here).
+        return [
+            Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl_nullable,
+            *_fill_nulls(table, T, col),
+            Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL"),
+        ]
+    return [Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl]
+
+
+def _alter_column(
+    table: str, T: str, old: ColumnSpec, new: ColumnSpec, using: str | None
+) -> list[Step]:
+    c = quote(new.name)
+    steps: list[Step] = []
+    if old.primary_key != new.primary_key:
+        raise UnsupportedChange(
+            f"{table}.{new.name}: changing PRIMARY KEY is not supported; write that migration "
+            "by hand"
+        )
+    if old.other != new.other:
+        raise UnsupportedChange(
+            f"{table}.{new.name}: the column constraint(s) "
+            f"{', '.join(s.text for s in old.other + new.other)} changed; only DEFAULT and CHECK "
+            "can be altered automatically, write that migration by hand"
+        )
+    retype = old.type != new.type or old.collation != new.collation
+    default_dropped = False
+    if retype:
+        if old.default is not None:
+            # The old default may not cast to the new type; set it again afterwards.
+            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+            default_dropped = True
+        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE ") + new.type
+        if new.collation:
+            stmt = stmt + f" COLLATE {new.collation}"
+        if using:
+            stmt = stmt + f" USING {using}"
+        steps.append(stmt)
+    if new.default is not None and (default_dropped or old.default != new.default):
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ") + new.default)
+    elif new.default is None and old.default is not None and not default_dropped:
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+    if old.null and not new.null:
+        steps.extend(_fill_nulls(table, T, new))
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL"))
+    elif not old.null and new.null:
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL"))
+    return steps

@@ -1,0 +1,360 @@
+"""Describe a peewee model as the DDL that ``create_tables()`` would run for it.
+
+The generator compares two such descriptions (the state that the migration
+history builds in memory, and the models) and the migrator turns the
+difference between two of them into ALTER statements.  Everything is rendered
+by peewee itself, in a PostgreSQL context, so that "equal specs" means "equal
+DDL": a column's type as ``field.ddl_datatype``, its constraints as written
+(``DEFAULT now()``, ``CHECK (...)``), a foreign key as
+``field.foreign_key_constraint()``, an index as its ``CREATE INDEX``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import peewee as pw
+from playhouse.postgres_ext import PostgresqlExtDatabase
+
+__all__ = [
+    "ColumnSpec",
+    "IndexSpec",
+    "Sql",
+    "TableSpec",
+    "UnsupportedChange",
+    "qualified",
+    "quote",
+    "render",
+    "sort_models",
+    "table_spec",
+]
+
+_PG = PostgresqlExtDatabase(None)
+_PLACEHOLDER_TABLE = "__datalayer_table__"
+_PLACEHOLDER_INDEX = "__datalayer_index__"
+_INDEX_NAME_RE = re.compile(r'INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?"?([^"\s(]+)"?', re.IGNORECASE)
+
+
+class UnsupportedChange(ValueError):
+    """A model change that cannot be turned into a migration automatically."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sql:
+    """SQL text with its parameters, as peewee renders it for psycopg2."""
+
+    text: str
+    params: tuple[Any, ...] = ()
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __add__(self, other: Sql | str) -> Sql:
+        if isinstance(other, str):
+            return Sql(self.text + other, self.params)
+        return Sql(self.text + other.text, self.params + other.params)
+
+    def __radd__(self, other: str) -> Sql:
+        return Sql(other + self.text, self.params)
+
+    def node(self) -> pw.SQL:
+        """Return a peewee ``SQL`` node that runs this text with its parameters."""
+        return pw.SQL(self.text, list(self.params) or None)
+
+
+def quote(name: str) -> str:
+    """Return ``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(table: str, schema: str | None = None) -> str:
+    """Return the quoted, optionally schema-qualified, name of ``table``."""
+    return f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+
+
+def _untyped(obj: Any) -> Any:
+    """Return ``obj`` typed as Any, to reach peewee attributes its stubs do not declare."""
+    return obj
+
+
+def sort_models(models: Iterable[type[pw.Model]]) -> list[type[pw.Model]]:
+    """Return ``models`` in dependency order (peewee's ``sort_models``)."""
+    sort: Any = _untyped(pw).sort_models
+    result: list[type[pw.Model]] = sort(list(models))
+    return result
+
+
+def database_of(model: type[pw.Model]) -> pw.Database:
+    """Return the PostgreSQL database that renders ``model`` (its own if it is one)."""
+    db = model._meta.database
+    if isinstance(db, pw.Proxy):
+        db = db.obj
+    return db if isinstance(db, pw.PostgresqlDatabase) else _PG
+
+
+def render(node: Any, db: pw.Database | None = None, *, values_scope: bool = False) -> Sql:
+    """Render a peewee node (or a field's DDL piece) to :class:`Sql`."""
+    ctx = (db or _PG).get_sql_context()
+    if values_scope:
+        # How Index.__sql__ renders its expressions: bare column names.
+        with ctx.scope_values(subquery=True):
+            ctx.sql(node)
+    else:
+        ctx.sql(node)
+    text, params = ctx.query()
+    return Sql(text, tuple(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnSpec:
+    """One column: what ``CREATE TABLE`` says about it."""
+
+    name: str
+    field_name: str
+    type: Sql
+    null: bool
+    primary_key: bool
+    default: Sql | None
+    checks: tuple[Sql, ...]
+    other: tuple[Sql, ...]
+    collation: str | None
+    fk: Sql | None
+    fk_name: str | None
+    # Not part of the comparison: how to add the column, how to fill it.
+    ddl: Sql = dataclasses.field(compare=False)
+    ddl_nullable: Sql = dataclasses.field(compare=False)
+    py_default: Any = dataclasses.field(default=None, compare=False)
+    db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSpec:
+    """One index: its name and its definition apart from name and table."""
+
+    name: str
+    definition: Sql
+    unique: bool
+    origin: str = dataclasses.field(compare=False)
+    columns: tuple[str, ...] = dataclasses.field(compare=False)
+    create: Sql = dataclasses.field(compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """One table: columns, table constraints and indexes, as ``create_tables()`` makes them."""
+
+    name: str
+    schema: str | None
+    columns: tuple[ColumnSpec, ...]
+    primary_key: tuple[str, ...]
+    checks: tuple[Sql, ...]
+    constraints: tuple[Sql, ...]
+    indexes: tuple[IndexSpec, ...]
+    create: tuple[Sql, ...] = dataclasses.field(compare=False)
+
+    @property
+    def qualified(self) -> str:
+        return qualified(self.name, self.schema)
+
+    def column(self, name: str) -> ColumnSpec | None:
+        """Return the column named ``name``, if any."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        return None
+
+    def index(self, name: str) -> IndexSpec | None:
+        """Return the index named ``name``, if any."""
+        for idx in self.indexes:
+            if idx.name == name:
+                return idx
+        return None
+
+
+def _classify(nodes: Iterable[Any], db: pw.Database) -> tuple[Sql | None, list[Sql], list[Sql]]:
+    """Split a field's ``constraints`` into (server default, CHECKs, anything else)."""
+    default: Sql | None = None
+    checks: list[Sql] = []
+    other: list[Sql] = []
+    for node in nodes:
+        sql = render(node, db)
+        head = sql.text.lstrip().upper()
+        if head.startswith("DEFAULT "):
+            default = Sql(sql.text.lstrip()[len("DEFAULT "):].strip(), sql.params)
+        elif is_check(sql):
+            checks.append(sql)
+        else:
+            other.append(sql)
+    return default, checks, other
+
+
+_CHECK_RE = re.compile(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?CHECK\b', re.IGNORECASE)
+
+
+def is_check(sql: Sql) -> bool:
+    """Return True for ``CHECK (...)`` and ``CONSTRAINT name CHECK (...)``."""
+    return bool(_CHECK_RE.match(sql.text))
+
+
+def constraint_name(sql: Sql) -> str | None:
+    """Return the explicit name of ``CONSTRAINT name ...``, or None."""
+    m = re.match(r'^\s*CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s', sql.text, re.IGNORECASE)
+    if not m:
+        return None
+    name = m.group(1)
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def _column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
+    if getattr(field, "sequence", None):
+        raise UnsupportedChange(
+            f"{field.model.__name__}.{field.name} uses a sequence (sequence=...); the migration "
+            "tooling does not handle those: use an AutoField or a server default instead"
+        )
+    ctx = db.get_sql_context()
+    dtype = field.ddl_datatype(ctx)
+    default, checks, other = _classify(field.constraints or (), db)
+    fk: Sql | None = None
+    fk_name: str | None = None
+    if isinstance(field, pw.ForeignKeyField):
+        if field.deferred:
+            raise UnsupportedChange(
+                f"{field.model.__name__}.{field.name} is a DeferredForeignKey; declare the "
+                "constraint in a hand-written migration"
+            )
+        fk = render(field.foreign_key_constraint(), db, values_scope=True)
+        fk_name = field.constraint_name or None
+    null_saved = field.null
+    try:
+        field.null = True
+        ddl_nullable = render(field.ddl(db.get_sql_context()), db)
+    finally:
+        field.null = null_saved
+    return ColumnSpec(
+        name=field.column_name,
+        field_name=field.name,
+        type=render(dtype, db) if dtype is not None else Sql(""),
+        null=bool(field.null),
+        primary_key=bool(field.primary_key),
+        default=default,
+        checks=tuple(checks),
+        other=tuple(other),
+        collation=field.collation,
+        fk=fk,
+        fk_name=fk_name,
+        ddl=render(field.ddl(db.get_sql_context()), db),
+        ddl_nullable=ddl_nullable,
+        py_default=field.default,
+        db_value=field.db_value,
+    )
+
+
+def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database) -> IndexSpec:
+    meta = model._meta
+    # peewee's index attributes are private (and untyped): read them through Any.
+    if isinstance(index, pw.Index):
+        index = _untyped(index)
+        # The definition without the index's and the table's names, so that a
+        # renamed index (or an index of a renamed table) is recognised.
+        neutral = copy.copy(index)
+        neutral._name = _PLACEHOLDER_INDEX
+        neutral._table = pw.Entity(_PLACEHOLDER_TABLE)
+        neutral._safe = False
+        definition = render(neutral, db)
+        concrete = copy.copy(index)
+        concrete._table = meta.table
+        concrete._safe = False
+        columns = tuple(
+            e.column_name for e in index._expressions if isinstance(e, pw.Field)
+        )
+        return IndexSpec(
+            name=index._name,
+            definition=definition,
+            unique=bool(index._unique),
+            origin=origin,
+            columns=columns,
+            create=render(concrete, db),
+        )
+    sql = render(index, db)
+    m = _INDEX_NAME_RE.search(sql.text)
+    if not m:
+        raise UnsupportedChange(
+            f"{model.__name__}: cannot find the name in index SQL {sql.text!r}; "
+            "use Model.index(...) or ModelIndex(..., name=...) instead"
+        )
+    return IndexSpec(
+        name=m.group(1),
+        definition=Sql(sql.text.replace(m.group(1), _PLACEHOLDER_INDEX), sql.params),
+        unique=" UNIQUE " in f" {sql.text.upper()} ",
+        origin=origin,
+        columns=(),
+        create=sql,
+    )
+
+
+def index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:
+    """Return ``(origin, index)`` for each index of ``model``, as ``fields_to_index()`` lists them.
+
+    ``origin`` is ``field:<name>`` for an index made by ``index=True`` /
+    ``unique=True`` on a field, ``meta:<position>`` for an entry of
+    ``Meta.indexes``.
+    """
+    meta = model._meta
+    out: list[tuple[str, Any]] = []
+    for f in meta.sorted_fields:
+        if not f.primary_key and (f.index or f.unique):
+            out.append((f"field:{f.name}", None))
+    for pos, _ in enumerate(meta.indexes):
+        out.append((f"meta:{pos}", None))
+    built = meta.fields_to_index()
+    if len(built) != len(out):  # pragma: no cover - peewee changed fields_to_index
+        raise RuntimeError("peewee's fields_to_index() no longer matches its fields and indexes")
+    return [(origin, idx) for (origin, _), idx in zip(out, built, strict=True)]
+
+
+def table_spec(model: type[pw.Model]) -> TableSpec:
+    """Return what ``create_tables()`` would create for ``model``."""
+    meta = model._meta
+    db = database_of(model)
+    columns = tuple(_column_spec(f, db) for f in meta.sorted_fields)
+    pk: tuple[str, ...]
+    if meta.composite_key:
+        composite: Any = meta.primary_key
+        pk = tuple(meta.fields[n].column_name for n in composite.field_names)
+    elif meta.primary_key:
+        pk = (meta.primary_key.column_name,)
+    else:
+        pk = ()
+    checks: list[Sql] = []
+    constraints: list[Sql] = []
+    for node in meta.constraints or ():
+        sql = render(node, db)
+        (checks if is_check(sql) else constraints).append(sql)
+    indexes = tuple(_index_spec(model, idx, origin, db) for origin, idx in index_entries(model))
+    # A schema manager of our own: the model may be bound to no database at all.
+    manager: Any = pw.SchemaManager(model, db)
+    create = [render(manager._create_table(safe=False), db)]
+    create.extend(ix.create for ix in indexes)
+    return TableSpec(
+        name=meta.table_name,
+        schema=meta.schema,
+        columns=columns,
+        primary_key=pk,
+        checks=tuple(checks),
+        constraints=tuple(constraints),
+        indexes=indexes,
+        create=tuple(create),
+    )
+
+
+def rename_identifier(sql: Sql, renames: Mapping[str, str]) -> Sql:
+    """Return ``sql`` with the column names in ``renames`` replaced (quoted or bare words)."""
+    text = sql.text
+    for old, new in renames.items():
+        text = text.replace(quote(old), quote(new))
+        text = re.sub(rf"(?<![\w\"'$.]){re.escape(old)}(?![\w\"'$])", new, text)
+    return Sql(text, sql.params)

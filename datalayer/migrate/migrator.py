@@ -1,0 +1,542 @@
+"""``DatalayerMigrator``: peewee-migrate's Migrator, with operations that keep the schema exact.
+
+Every operation does two things, like peewee-migrate's own: it updates the
+in-memory model of the table (``migrator.orm``), which is how peewee-migrate
+knows the current schema when it replays applied migrations with
+``fake=True``; and it queues SQL.  The SQL is derived from the difference
+between the table's model before and after the operation (see
+:mod:`._ddl`), so server defaults, CHECK constraints, foreign key actions,
+index names and partial indexes all come out as ``create_tables()`` would
+make them.  Nothing here runs SQL while queueing, so a fake replay (which
+mocks ``execute_sql``) only updates the models.
+
+Generated migration files call :func:`datalayer.migrate.ops.extend` on the
+migrator they are given, so they work the same under ``pw_migrate migrate``
+(plain Migrator) and under datalayer's Router (this class).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import peewee as pw
+from peewee_migrate import Migrator
+
+from ._ddl import Backfill, Step, plan_alter, plan_create, plan_drop, plan_rename_table
+from ._spec import (
+    Sql,
+    UnsupportedChange,
+    _untyped,
+    index_entries,
+    rename_identifier,
+    table_spec,
+)
+
+__all__ = ["DatalayerMigrator", "UnsupportedChange", "ref", "typed"]
+
+logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())
+
+ModelRef = str | type[pw.Model]
+F = TypeVar("F", bound=pw.Field)
+
+
+def ref(module: str, qualname: str) -> Callable[..., Any]:
+    """Return the object ``module.qualname`` (a callable default of a field, e.g. ``uuid.uuid4``).
+
+    :raises ImportError: naming the object when it no longer exists; restore it or edit the
+        migration to use a literal default.
+    """
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"a migration refers to {module}.{qualname} (a field default), which cannot be "
+            f"imported ({exc}); restore it or edit the migration to use a literal default"
+        ) from None
+    if not callable(obj):
+        raise ImportError(f"{module}.{qualname} is not callable; it cannot be a field default")
+    result: Callable[..., Any] = obj
+    return result
+
+
+def typed(field: F, field_type: str) -> F:
+    """Return ``field`` with its column type set to ``field_type`` (a custom field's type)."""
+    vars(field)["field_type"] = field_type  # an instance attribute shadows the class's
+    return field
+
+
+def _sql_node(node: Any, renames: Mapping[str, str]) -> Any:
+    """Return ``node`` with column names rewritten if it is a plain ``SQL`` node."""
+    if isinstance(node, pw.SQL) and not isinstance(node, pw.Entity):
+        sql = rename_identifier(Sql(node.sql, tuple(node.params or ())), renames)
+        return pw.SQL(sql.text, list(sql.params) or None)
+    return node
+
+
+def _backfill_op(database: Any, step: Backfill) -> Callable[[], None]:
+    """Return a callable operation that fills NULLs row by row (``ctid`` identifies rows)."""
+
+    def backfill() -> None:
+        column = '"' + step.column.replace('"', '""') + '"'
+        cursor = database.execute_sql(f"SELECT ctid FROM {step.table} WHERE {column} IS NULL")
+        for (ctid,) in cursor.fetchall():
+            database.execute_sql(
+                f"UPDATE {step.table} SET {column} = %s WHERE ctid = %s::tid",
+                (step.db_value(step.factory()), ctid),
+            )
+
+    backfill.__name__ = f"backfill_{step.column}"
+    return backfill
+
+
+class DatalayerMigrator(Migrator):
+    """A peewee-migrate ``Migrator`` whose operations reproduce ``create_tables()`` exactly.
+
+    Operations beyond peewee-migrate's: :meth:`alter_fields` (type change
+    with ``USING``), :meth:`rename_column`, :meth:`add_named_index`,
+    :meth:`drop_named_index`, :meth:`rename_index`, :meth:`set_constraints`,
+    :meth:`set_model_meta`.  Overridden with the same signatures:
+    ``create_model``, ``remove_model``, ``add_fields``, ``remove_fields``,
+    ``change_fields``, ``rename_field``, ``rename_table``, ``add_index``,
+    ``drop_index``, ``add_not_null``, ``drop_not_null``.
+    """
+
+    ref = staticmethod(ref)
+    typed = staticmethod(typed)
+
+    @classmethod
+    def extend(cls, migrator: Migrator) -> DatalayerMigrator:
+        """Return a ``DatalayerMigrator`` sharing all state with ``migrator``.
+
+        The two objects share one attribute dictionary, so operations queued
+        through either run when the original is called, and models added
+        through either are seen by both.
+
+        :raises TypeError: when ``migrator`` is not a peewee-migrate Migrator.
+        """
+        if isinstance(migrator, cls):
+            return migrator
+        if not isinstance(migrator, Migrator):
+            raise TypeError(
+                f"expected a peewee_migrate.Migrator, got {type(migrator).__name__}; "
+                "call extend() with the migrator passed to migrate()/rollback()"
+            )
+        extended = cls.__new__(cls)
+        extended.__dict__ = migrator.__dict__
+        return extended
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _get(self, model: ModelRef) -> type[pw.Model]:
+        try:
+            result: type[pw.Model] = self.__get_model__(model)
+        except (ValueError, KeyError):
+            known = ", ".join(sorted(self.orm.__tables__)) or "none"
+            raise UnsupportedChange(
+                f"no table or model {model!r} in the migration history (known tables: {known}); "
+                "check the migration's table names against the earlier migrations"
+            ) from None
+        return result
+
+    def _queue(self, steps: Iterable[Step]) -> None:
+        for step in steps:
+            if isinstance(step, Backfill):
+                self.__ops__.append(_backfill_op(self.__database__, step))
+            else:
+                self.__ops__.append(self.__migrator__.sql(step.text, list(step.params) or None))
+
+    def _alter(
+        self,
+        model: type[pw.Model],
+        mutate: Callable[[], None],
+        *,
+        renames: Mapping[str, str] | None = None,
+        using: Mapping[str, str] | None = None,
+    ) -> type[pw.Model]:
+        before = table_spec(model)
+        mutate()
+        after = table_spec(model)
+        self._queue(plan_alter(before, after, renames=renames, using=using))
+        return model
+
+    def _field(self, model: type[pw.Model], name: str) -> pw.Field:
+        meta = model._meta
+        field = meta.fields.get(name) or meta.columns.get(name)
+        if field is None:
+            raise UnsupportedChange(
+                f"table {meta.table_name} has no field or column {name!r} in the migration "
+                f"history (fields: {', '.join(meta.fields) or 'none'})"
+            )
+        result: pw.Field = field
+        return result
+
+    @staticmethod
+    def _detach(model: type[pw.Model], field: pw.Field) -> None:
+        """Remove ``field`` from ``model`` with its accessors and backref."""
+        meta = model._meta
+        meta.remove_field(field.name)
+        if field.name in vars(model):
+            delattr(model, field.name)
+        if isinstance(field, pw.ForeignKeyField):
+            oid = field.object_id_name
+            if oid and oid in vars(model):
+                delattr(model, oid)
+            backref = field.backref
+            if backref and backref not in ("+", "!") and backref in vars(field.rel_model):
+                delattr(field.rel_model, backref)
+
+    @staticmethod
+    def _replace_in_indexes(model: type[pw.Model], old: pw.Field, new: pw.Field | None) -> None:
+        """Point ``Meta.indexes`` at ``new`` instead of ``old`` (``None``: drop those entries)."""
+        meta = model._meta
+        kept: list[Any] = []
+        entry: Any
+        for entry in meta.indexes:
+            if isinstance(entry, pw.ModelIndex):
+                index = _untyped(entry)
+                exprs = list(index._expressions)
+                if any(e is old for e in exprs):
+                    if new is None:
+                        continue
+                    index._expressions = [new if e is old else e for e in exprs]
+            elif isinstance(entry, (list, tuple)):
+                parts, unique = entry
+                names = {old.name, old.column_name}
+                if any(isinstance(p, str) and p in names for p in parts):
+                    if new is None:
+                        continue
+                    entry = (
+                        tuple(new.name if isinstance(p, str) and p in names else p for p in parts),
+                        unique,
+                    )
+            kept.append(entry)
+        meta.indexes = kept
+
+    # -- tables ---------------------------------------------------------------
+
+    def create_model(self, model: Any) -> Any:
+        """Create the table (and its indexes) exactly as ``create_tables()`` would."""
+        meta = model._meta
+        meta.database = self.__database__
+        self.orm.add(model)
+        self._queue(plan_create(table_spec(model)))
+        return model
+
+    def remove_model(self, model: ModelRef, *, cascade: bool = False) -> None:
+        """Drop the table; without ``cascade`` it fails if anything still depends on it."""
+        cls = self._get(model)
+        spec = table_spec(cls)
+        for field in cls._meta.sorted_fields:
+            if isinstance(field, pw.ForeignKeyField) and field in cls._meta.refs:
+                cls._meta.remove_ref(field)
+        self.orm.remove(cls)
+        self._queue(plan_drop(spec, cascade=cascade))
+
+    def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
+        """Rename the table, and the indexes, constraints and sequences named after it."""
+        cls = self._get(model)
+        meta = cls._meta
+        before = table_spec(cls)
+        self.orm.remove(cls)
+        meta.table_name = new_name
+        del meta.table  # peewee caches the Table object with the old name
+        entry: Any
+        for entry in meta.indexes:
+            if isinstance(entry, pw.ModelIndex):
+                _untyped(entry)._table = meta.table
+        self.orm.add(cls)
+        self._queue(plan_rename_table(before, table_spec(cls)))
+        return cls
+
+    def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
+        """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes)."""
+        cls = self._get(model)
+        unknown = set(options) - {"name", "legacy_table_names"}
+        if unknown:
+            raise UnsupportedChange(
+                f"set_model_meta accepts name and legacy_table_names, not {', '.join(unknown)}"
+            )
+
+        def mutate() -> None:
+            for key, value in options.items():
+                setattr(cls._meta, key, value)
+
+        return self._alter(cls, mutate)
+
+    def set_constraints(self, model: ModelRef, constraints: Sequence[Any]) -> type[pw.Model]:
+        """Replace the table constraints (``Meta.constraints``: CHECK, UNIQUE, ...)."""
+        cls = self._get(model)
+
+        def mutate() -> None:
+            cls._meta.constraints = list(constraints)
+
+        return self._alter(cls, mutate)
+
+    # -- columns ----------------------------------------------------------------
+
+    def add_fields(
+        self, model: ModelRef, *, allow_not_null: bool = False, **fields: pw.Field
+    ) -> type[pw.Model]:
+        """Add columns with their defaults, CHECKs, foreign keys and indexes.
+
+        A NOT NULL column with only a Python default is added nullable, its
+        rows are filled from the default, then it is made NOT NULL.
+        ``allow_not_null`` is accepted for peewee-migrate compatibility.
+        """
+        del allow_not_null
+        cls = self._get(model)
+
+        def mutate() -> None:
+            for name, field in fields.items():
+                cls._meta.add_field(name, field)
+
+        return self._alter(cls, mutate)
+
+    def remove_fields(
+        self, model: ModelRef, *names: str, cascade: bool = False, **params: Any
+    ) -> type[pw.Model]:
+        """Drop columns (by field or column name) with their indexes and constraints."""
+        del params
+        cls = self._get(model)
+        targets = [self._field(cls, n) for n in names]
+
+        def mutate() -> None:
+            for field in targets:
+                self._replace_in_indexes(cls, field, None)
+                self._detach(cls, field)
+
+        self._alter(cls, mutate)
+        if cascade:  # pragma: no cover - peewee-migrate compatibility only
+            logger.warning("remove_fields(cascade=True) is ignored: columns are dropped plainly")
+        return cls
+
+    def change_fields(self, model: ModelRef, **fields: pw.Field) -> type[pw.Model]:
+        """Change columns to match the given fields (type, NULL, default, CHECK, FK, index)."""
+        return self.alter_fields(model, fields)
+
+    def alter_fields(
+        self,
+        model: ModelRef,
+        fields: Mapping[str, pw.Field],
+        *,
+        using: Mapping[str, str] | None = None,
+    ) -> type[pw.Model]:
+        """Change columns; ``using`` maps a column name to its type change's USING expression."""
+        cls = self._get(model)
+        olds = {name: self._field(cls, name) for name in fields}
+        renames = {}
+        for name, new in fields.items():
+            if new.column_name and new.column_name != olds[name].column_name:
+                renames[olds[name].column_name] = new.column_name
+
+        def mutate() -> None:
+            for name, new in fields.items():
+                old = olds[name]
+                self._detach(cls, old)
+                cls._meta.add_field(old.name, new)
+                self._replace_in_indexes(cls, old, new)
+
+        return self._alter(cls, mutate, renames=renames, using=using)
+
+    def rename_column(
+        self,
+        model: ModelRef,
+        old_column: str,
+        new_column: str,
+        *,
+        field_name: str | None = None,
+    ) -> type[pw.Model]:
+        """Rename a column in place (data, indexes and constraints kept).
+
+        ``field_name`` renames the model attribute as well; a field whose
+        attribute was the old column name follows the column by default.
+        """
+        cls = self._get(model)
+        field = self._field(cls, old_column)
+        old_col = field.column_name
+        new_attr = field_name or (new_column if field.name == old_col else field.name)
+        renames = {old_col: new_column} if new_column != old_col else {}
+
+        def mutate() -> None:
+            meta = cls._meta
+            old_attr = field.name
+            self._detach(cls, field)
+            field.column_name = new_column
+            if isinstance(field, pw.ForeignKeyField):
+                field.object_id_name = None  # recomputed from the column name on bind
+            meta.add_field(new_attr, field)
+            rewritten: list[Any] = []
+            entry: Any
+            for entry in meta.indexes:
+                if isinstance(entry, (list, tuple)):
+                    parts, unique = entry
+                    entry = (
+                        tuple(new_attr if p in (old_attr, old_col) else p for p in parts),
+                        unique,
+                    )
+                elif isinstance(entry, pw.ModelIndex) and renames:
+                    index = _untyped(entry)
+                    index._expressions = [_sql_node(e, renames) for e in index._expressions]
+                    if index._where is not None:
+                        index._where = _sql_node(index._where, renames)
+                rewritten.append(entry)
+            meta.indexes = rewritten
+            if renames:
+                # PostgreSQL rewrites expressions that mention the column; so does the model.
+                meta.constraints = [_sql_node(c, renames) for c in meta.constraints or ()]
+                for f in meta.sorted_fields:
+                    if f.constraints:
+                        f.constraints = [_sql_node(c, renames) for c in f.constraints]
+
+        return self._alter(cls, mutate, renames=renames)
+
+    def rename_field(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
+        """Rename a field and its column (peewee-migrate's operation, data kept)."""
+        cls = self._get(model)
+        field = self._field(cls, old_name)
+        new_column = new_name
+        if isinstance(field, pw.ForeignKeyField) and field.column_name.endswith("_id"):
+            new_column = new_name + "_id"
+        return self.rename_column(cls, field.column_name, new_column, field_name=new_name)
+
+    def add_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
+        """Make columns NOT NULL, filling NULLs from the server or Python default first."""
+        cls = self._get(model)
+        targets = [self._field(cls, n) for n in names]
+
+        def mutate() -> None:
+            for f in targets:
+                f.null = False
+
+        return self._alter(cls, mutate)
+
+    def drop_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
+        """Allow NULL in columns."""
+        cls = self._get(model)
+        targets = [self._field(cls, n) for n in names]
+
+        def mutate() -> None:
+            for f in targets:
+                f.null = True
+
+        return self._alter(cls, mutate)
+
+    # -- indexes ------------------------------------------------------------------
+
+    def add_index(
+        self, model: ModelRef, *columns: str, unique: bool = False, **index_params: Any
+    ) -> type[pw.Model]:
+        """Add an index on fields or columns, named as peewee names it (``<table>_<columns>``)."""
+        cls = self._get(model)
+        if index_params:
+            fields = [self._field(cls, c) for c in columns]
+            probe: Any = pw.ModelIndex(cls, fields)
+            name = probe._name
+            return self.add_named_index(cls, name, *columns, unique=unique, **index_params)
+        for c in columns:
+            self._field(cls, c)
+
+        def mutate() -> None:
+            cls._meta.indexes = [*cls._meta.indexes, (tuple(columns), unique)]
+
+        return self._alter(cls, mutate)
+
+    def drop_index(self, model: ModelRef, *columns: str) -> type[pw.Model]:
+        """Drop the index on exactly these fields or columns (by its real name)."""
+        cls = self._get(model)
+        fields = [self._field(cls, c) for c in columns]
+        for _, index in index_entries(cls):
+            exprs = list(getattr(index, "_expressions", ()))
+            if len(exprs) == len(fields) and all(map(operator.is_, exprs, fields)):
+                return self.drop_named_index(cls, index._name)
+        raise UnsupportedChange(
+            f"table {cls._meta.table_name} has no index on ({', '.join(columns)}) in the "
+            "migration history"
+        )
+
+    def add_named_index(
+        self,
+        model: ModelRef,
+        name: str,
+        *expressions: str | pw.Node,
+        unique: bool = False,
+        where: str | pw.Node | None = None,
+        using: str | None = None,
+        nulls_distinct: bool | None = None,
+    ) -> type[pw.Model]:
+        """Add an index named ``name``; strings are field names, nodes are SQL expressions.
+
+        ``where`` makes a partial index (text or a peewee node).
+        """
+        cls = self._get(model)
+        exprs: list[Any] = [
+            self._field(cls, e) if isinstance(e, str) else e for e in expressions
+        ]
+        where_node = pw.SQL(where) if isinstance(where, str) else where
+
+        def mutate() -> None:
+            index = pw.ModelIndex(
+                cls, exprs, unique=unique, where=where_node, using=using, name=name,
+                nulls_distinct=nulls_distinct,
+            )
+            cls._meta.indexes = [*cls._meta.indexes, index]
+
+        return self._alter(cls, mutate)
+
+    def drop_named_index(self, model: ModelRef, name: str) -> type[pw.Model]:
+        """Drop the index named ``name`` (a field's ``index``/``unique`` or a Meta index)."""
+        cls = self._get(model)
+        meta = cls._meta
+        for origin, index in index_entries(cls):
+            if getattr(index, "_name", None) != name:
+                continue
+            kind, _, ref = origin.partition(":")
+
+            def mutate(kind: str = kind, ref: str = ref) -> None:
+                if kind == "field":
+                    f = meta.fields[ref]
+                    f.index = f.unique = False
+                else:
+                    entries = list(meta.indexes)
+                    del entries[int(ref)]
+                    meta.indexes = entries
+
+            return self._alter(cls, mutate)
+        raise UnsupportedChange(
+            f"table {meta.table_name} has no index named {name!r} in the migration history"
+        )
+
+    def rename_index(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
+        """Rename an index declared in ``Meta.indexes``."""
+        cls = self._get(model)
+        meta = cls._meta
+        for origin, index in index_entries(cls):
+            if getattr(index, "_name", None) != old_name:
+                continue
+            kind, _, ref = origin.partition(":")
+            if kind != "meta":
+                raise UnsupportedChange(
+                    f"index {old_name} of {meta.table_name} comes from a field's index/unique "
+                    "flag and is named by peewee; rename the field or table instead"
+                )
+
+            def mutate(pos: int = int(ref), index: Any = index) -> None:
+                renamed = pw.ModelIndex(
+                    cls, list(index._expressions), unique=index._unique, where=index._where,
+                    using=index._using, name=new_name, nulls_distinct=index._nulls_distinct,
+                )
+                entries = list(meta.indexes)
+                entries[pos] = renamed
+                meta.indexes = entries
+
+            return self._alter(cls, mutate)
+        raise UnsupportedChange(
+            f"table {meta.table_name} has no index named {old_name!r} in the migration history"
+        )
