@@ -1,0 +1,724 @@
+"""Generate a migration from the models: the "diff" half of ``datalayer migrate``.
+
+The migration history on disk is replayed in memory (peewee-migrate's fake
+mode) to know the schema it builds; that state is compared with the models,
+table by table and column by column, as the DDL ``create_tables()`` would
+run (:mod:`._spec`).  Each difference becomes one operation of
+:class:`~datalayer.migrate.migrator.DatalayerMigrator`, written as code and
+executed at once on the in-memory state, so the next comparison sees it.
+When all are written the state must equal the models exactly, and the
+rollback, built the same way in the other direction, must restore the
+history's state exactly; otherwise :class:`GenerationError` says what does
+not match and nothing is written.
+
+Interface (used by the runtime's Router and CLI):
+
+* :func:`next_name` ``(existing_names, name) -> str``: the next file name,
+  numbered after the highest one (``999_x`` is followed by ``1000_name``);
+* :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
+  the ``migrate`` and ``rollback`` bodies, None when nothing changed;
+* :func:`compute_diff` ``(router, models=None) -> Diff``: the same with the
+  warnings (``Diff.warnings``: drops of columns or tables without a rename
+  hint, NOT NULL without a default, casts with USING, defaults that cannot be
+  written);
+* :func:`create_migration` ``(router, name, models=None) -> DiffResult | None``:
+  writes the file through ``router.compile``; ``DiffResult`` has ``path``,
+  ``name`` and ``warnings`` and is path-like; None (nothing written) when the
+  models match the history;
+* :func:`install_upstream`: makes ``pw_migrate create --auto`` use this
+  generator (called from ``migrations/conf.py``, which peewee-migrate runs).
+
+``models`` defaults to :data:`datalayer.models.MODELS`; abstract models
+(``__abstract__ = True`` in the class itself) are never tables.  Renames are
+declared with :func:`datalayer.migrate.hints.renamed_from`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+from playhouse import postgres_ext as pw_pext
+
+from ..errors import MigrationError
+from ._codegen import CodeWriter
+from ._spec import (
+    ColumnSpec,
+    IndexSpec,
+    Sql,
+    TableSpec,
+    UnsupportedChange,
+    quote,
+    rename_identifier,
+    render,
+    sort_models,
+    table_spec,
+)
+from .hints import renamed_from_of
+from .migrator import DatalayerMigrator
+
+__all__ = [
+    "Diff",
+    "DiffResult",
+    "GenerationError",
+    "compute_diff",
+    "create_migration",
+    "diff_models",
+    "diff_source",
+    "install_upstream",
+    "next_name",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_NUMBER_RE = re.compile(r"^(\d+)_")
+_NEWLINE = "\n    "
+_CLEAN_RE = re.compile(r"\s+$", re.MULTILINE)
+_HEADER = ["from datalayer.migrate.ops import extend", "", "m = extend(migrator)"]
+
+
+class GenerationError(MigrationError):
+    """A migration could not be generated; ``problems`` lists why."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        self.problems = list(problems)
+        text = message if not self.problems else message + ":\n  " + "\n  ".join(self.problems)
+        super().__init__(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Diff:
+    """The bodies of ``migrate`` and ``rollback`` (template-ready), and the warnings."""
+
+    migrate: str
+    rollback: str
+    warnings: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.migrate)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffResult:
+    """A migration file just written: its path, its name and the generator's warnings."""
+
+    path: Path
+    name: str
+    warnings: tuple[str, ...] = ()
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+
+# -- naming ----------------------------------------------------------------------
+
+
+def next_name(existing_names: Iterable[str], name: str) -> str:
+    """Return the name of the next migration: the highest number plus one, then ``name``.
+
+    Numbers have at least three digits (peewee-migrate's style) and grow past
+    999 (``1000_name``).  ``existing_names`` may carry a ``.py`` suffix.
+
+    :raises GenerationError: when ``name`` is not letters, digits and underscores.
+    """
+    if not _NAME_RE.match(name):
+        raise GenerationError(
+            f"migration name {name!r} is not valid; use letters, digits and underscores "
+            "(e.g. add_user_role)"
+        )
+    top = 0
+    for existing in existing_names:
+        m = _NUMBER_RE.match(Path(existing).name)
+        if m:
+            top = max(top, int(m.group(1)))
+    return f"{top + 1:03d}_{name}"
+
+
+# -- models and history ----------------------------------------------------------
+
+
+def _default_models() -> list[type[pw.Model]]:
+    from ..models import MODELS
+
+    return list(MODELS)
+
+
+def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:
+    """Return the concrete models, once each, in dependency order."""
+    found: list[type[pw.Model]] = []
+    for model in _default_models() if models is None else models:
+        if not (isinstance(model, type) and issubclass(model, pw.Model)):
+            raise GenerationError(f"{model!r} is not a peewee model class")
+        if vars(model).get("__abstract__") or model in found:
+            continue
+        found.append(model)
+    by_table: dict[str, type[pw.Model]] = {}
+    for model in found:
+        other = by_table.setdefault(model._meta.table_name, model)
+        if other is not model:
+            raise GenerationError(
+                f"models {other.__module__}.{other.__name__} and {model.__module__}."
+                f"{model.__name__} both use table {model._meta.table_name!r}; give one "
+                "another Meta.table_name or mark a base class __abstract__ = True"
+            )
+    return sort_models(found)
+
+
+def _replay(router: Any) -> DatalayerMigrator:
+    """Return a fresh migrator holding the state that the migration files build."""
+    migrator = DatalayerMigrator(router.database)
+    names = list(router.todo)
+    replay = getattr(router, "replay", None)
+    try:
+        if callable(replay):
+            replay(names, migrator)
+        else:
+            for name in names:
+                router.run_one(name, migrator, fake=True)
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise GenerationError(
+            f"the migrations in {getattr(router, 'migrate_dir', '?')} do not replay: "
+            f"{type(exc).__name__}: {exc}; fix the last migration file first"
+        ) from exc
+    return migrator
+
+
+# -- comparing ---------------------------------------------------------------------
+
+
+def _columns(spec: TableSpec) -> dict[str, ColumnSpec]:
+    return {c.name: c for c in spec.columns}
+
+
+def _table_key(spec: TableSpec) -> tuple[Any, ...]:
+    """Return what makes a table: column order aside, CHECKs pooled wherever declared."""
+    columns = sorted(
+        (dataclasses.replace(c, checks=()) for c in spec.columns), key=lambda c: c.name
+    )
+    checks = Counter(spec.checks + tuple(c for col in spec.columns for c in col.checks))
+    return (
+        spec.name,
+        spec.schema,
+        columns,
+        spec.primary_key,
+        checks,
+        Counter(spec.constraints),
+        sorted(spec.indexes, key=lambda i: i.name),
+    )
+
+
+def _explain(a: TableSpec, b: TableSpec) -> list[str]:
+    """Return short lines saying how table spec ``a`` (state) differs from ``b`` (models)."""
+    out: list[str] = []
+    ac, bc = _columns(a), _columns(b)
+    for name in sorted(set(ac) | set(bc)):
+        x, y = ac.get(name), bc.get(name)
+        if x != y:
+            out.append(f"{b.name}.{name}: state {x and x.ddl.text!r}, models {y and y.ddl.text!r}")
+    ai = {i.name: i.definition.text for i in a.indexes}
+    bi = {i.name: i.definition.text for i in b.indexes}
+    if ai != bi:
+        out.append(f"{b.name}: indexes {sorted(ai)} vs {sorted(bi)}")
+    if Counter(a.constraints) != Counter(b.constraints):
+        out.append(f"{b.name}: constraints differ")
+    return out or [f"{b.name}: table definitions differ"]
+
+
+def _needs_using(old: Sql, new: Sql) -> bool:
+    """Return True when PostgreSQL has no assignment cast from ``old`` to ``new``."""
+
+    def base(t: str) -> str:
+        t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
+        aliases = {
+            "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
+            "INT8": "BIGINT", "INT2": "SMALLINT", "BOOL": "BOOLEAN", "DECIMAL": "NUMERIC",
+            "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE", "FLOAT": "DOUBLE PRECISION",
+            "CHARACTER VARYING": "VARCHAR",
+        }
+        return aliases.get(t, t)
+
+    a, b = base(old.text), base(new.text)
+    if a == b or b in ("TEXT", "VARCHAR", "CHAR"):
+        return False  # same type, or any type to text: assignment casts exist
+    numeric = {"SMALLINT", "INTEGER", "BIGINT", "NUMERIC", "REAL", "DOUBLE PRECISION"}
+    if a in numeric and b in numeric:
+        return False  # numeric types all cast to one another on assignment
+    safe = {
+        ("VARCHAR", "TEXT"), ("CHAR", "TEXT"), ("CHAR", "VARCHAR"),
+        ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE"), ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP"),
+        ("DATE", "TIMESTAMP"), ("DATE", "TIMESTAMP WITH TIME ZONE"), ("JSON", "JSONB"),
+    }
+    return (a, b) not in safe
+
+
+# -- the planner -------------------------------------------------------------------
+
+
+class _Planner:
+    """Write operations from the current state (``sim``) towards ``to_models``."""
+
+    def __init__(self, sim: DatalayerMigrator, *, forward: bool) -> None:
+        self.sim = sim
+        self.forward = forward
+        self.writer = CodeWriter("m")
+        self.chunks: list[str] = []
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.writer.warnings
+
+    def warn(self, message: str) -> None:
+        if self.forward:
+            self.writer.warnings.append(message)
+
+    def emit(self, code: str) -> None:
+        """Record ``code`` and run it on the in-memory state, as the file will."""
+        scope = {"m": self.sim, "pw": pw, "pw_pext": pw_pext}
+        try:
+            exec(compile(code, "<generated migration>", "exec"), scope)
+        except UnsupportedChange as exc:
+            raise GenerationError("cannot generate this migration", [str(exc)]) from None
+        except Exception as exc:
+            raise GenerationError(
+                "the generated operation fails on the migration history's state "
+                "(an unsupported change, or a bug)",
+                [f"{type(exc).__name__}: {exc}", code],
+            ) from exc
+        self.sim.__ops__ = []
+        self.chunks.append(code)
+
+    def state(self) -> dict[str, type[pw.Model]]:
+        return {m._meta.table_name: m for m in self.sim.orm}
+
+    # -- phases ---------------------------------------------------------------
+
+    def run(
+        self,
+        to_models: Sequence[type[pw.Model]],
+        table_renames: Mapping[str, str],
+        column_renames: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        w = self.writer
+        to_map = {m._meta.table_name: m for m in to_models}
+        for old, new in table_renames.items():
+            self.emit(w.call("rename_table", repr(old), repr(new)))
+        state = self.state()
+        matched = [t for t in to_map if t in state]
+        for t in matched:
+            self.early(state[t], to_map[t], column_renames.get(t, {}))
+        for model in to_models:
+            if model._meta.table_name not in state:
+                self.emit("\n".join(w.model(model)))
+        for t in matched:
+            self.late(self.state()[t], to_map[t])
+        current = self.state()
+        for model in reversed(sort_models(current.values())):
+            t = model._meta.table_name
+            if t not in to_map:
+                self.warn(
+                    f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
+                    f"new model with @renamed_from({t!r})"
+                )
+                self.emit(w.call("remove_model", repr(t)))
+
+    def early(
+        self, fm: type[pw.Model], tm: type[pw.Model], renames: Mapping[str, str]
+    ) -> None:
+        """Drop table constraints that go away, then rename columns."""
+        w = self.writer
+        t = fm._meta.table_name
+        db = _render_db(fm)
+        tcols = {f.column_name: f for f in tm._meta.sorted_fields}
+        dropping = any(
+            c not in tcols and c not in renames for c in fm._meta.columns
+        )
+        if not (renames or dropping):
+            # Nothing can invalidate a table constraint first: late() replaces them at once.
+            self._rename_attributes(fm, tm)
+            return
+        wanted = Counter(render(c, _render_db(tm)) for c in tm._meta.constraints or ())
+        kept_nodes = []
+        for node in fm._meta.constraints or ():
+            sql = rename_identifier(render(node, db), renames)
+            if wanted[sql] > 0:
+                wanted[sql] -= 1
+                kept_nodes.append(node)
+        if len(kept_nodes) != len(fm._meta.constraints or ()):
+            items = ", ".join(w.constraint(render(n, db)) for n in kept_nodes)
+            self.emit(w.call("set_constraints", repr(t), f"[{items}]"))
+        for old, new in renames.items():
+            target = tcols[new]
+            source = fm._meta.columns[old]
+            args = [repr(t), repr(old), repr(new)]
+            default_attr = new if source.name == old else source.name
+            if target.name != default_attr:
+                args.append(f"field_name={target.name!r}")
+            self.emit(w.call("rename_column", *args))
+        self._rename_attributes(fm, tm)
+
+    def _rename_attributes(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
+        """Rename model attributes whose column stays (no SQL, the state only)."""
+        t = fm._meta.table_name
+        for target in tm._meta.sorted_fields:
+            source = fm._meta.columns.get(target.column_name)
+            if source is not None and source.name != target.name:
+                col = target.column_name
+                self.emit(self.writer.call(
+                    "rename_column", repr(t), repr(col), repr(col), f"field_name={target.name!r}"
+                ))
+
+    def late(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
+        """Bring the columns, table constraints and indexes of one table in line."""
+        w = self.writer
+        t = fm._meta.table_name
+        fmeta, tmeta = fm._meta, tm._meta
+        if fmeta.legacy_table_names != tmeta.legacy_table_names or (
+            tmeta.legacy_table_names and fmeta.name != tmeta.name
+        ):
+            self.emit(w.call(
+                "set_model_meta", repr(t), f"name={tmeta.name!r}",
+                f"legacy_table_names={tmeta.legacy_table_names!r}",
+            ))
+        fspec, tspec = table_spec(fm), table_spec(tm)
+
+        fmeta_ix = {i.name: i for i in fspec.indexes if i.origin.startswith("meta:")}
+        tmeta_ix = {i.name: i for i in tspec.indexes if i.origin.startswith("meta:")}
+        gone = [i for n, i in fmeta_ix.items() if n not in tmeta_ix or tmeta_ix[n] != i]
+        new = [i for n, i in tmeta_ix.items() if n not in fmeta_ix or fmeta_ix[n] != i]
+        renamed: list[tuple[IndexSpec, IndexSpec]] = []
+        for ix in list(gone):
+            match = next(
+                (n for n in new if n.definition == ix.definition and n.name not in fmeta_ix
+                 and ix.name not in tmeta_ix),
+                None,
+            )
+            if match is not None:
+                gone.remove(ix)
+                new.remove(match)
+                renamed.append((ix, match))
+        for ix in gone:
+            self.emit(w.call("drop_named_index", repr(t), repr(ix.name)))
+
+        fcols = {f.column_name: f for f in fmeta.sorted_fields}
+        tcols = {f.column_name: f for f in tmeta.sorted_fields}
+        dropped = [f for c, f in fcols.items() if c not in tcols]
+        if dropped:
+            for f in dropped:
+                self.warn(
+                    f"drops column {t}.{f.column_name}: its data will be lost; if it was "
+                    f"renamed, mark the new field with renamed_from(field, {f.column_name!r})"
+                )
+            self.emit(w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)))
+
+        added = [f for c, f in tcols.items() if c not in fcols]
+        if added:
+            for f in added:
+                spec = _columns(tspec)[f.column_name]
+                if not spec.null and spec.default is None and f.default is None:
+                    self.warn(
+                        f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
+                        "if the table has rows; give the field a default or a server default"
+                    )
+            self.emit(w.call(
+                "add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in added)
+            ))
+
+        fspec = table_spec(self.state()[t])
+        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
+        plain: list[str] = []
+        cast: list[tuple[str, str, str]] = []
+        for col, target in tcols.items():
+            if col not in fcols:
+                continue
+            source = fcols[col]
+            before, after = fcol_specs[col], tcol_specs[col]
+            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
+            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
+            if before == after and fidx == tidx:
+                continue
+            code = f"{target.name}={w.field(target)}"
+            if before.null and not after.null and after.default is None and target.default is None:
+                self.warn(
+                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
+                    "NULLs; give the field a default or a server default"
+                )
+            if before.type != after.type and _needs_using(before.type, after.type):
+                using = f"{quote(col)}::{after.type.text}"
+                self.warn(
+                    f"changes the type of {t}.{col} from {before.type.text} to "
+                    f"{after.type.text} with USING {using}: check that every existing value "
+                    "converts, or edit the USING expression"
+                )
+                cast.append((target.name, w.field(target), using))
+            else:
+                plain.append(code)
+        if plain:
+            self.emit(w.call("change_fields", repr(t), *plain))
+        for name, code, using in cast:
+            self.emit(w.call(
+                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}"
+            ))
+
+        fspec = table_spec(self.state()[t])
+        if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
+            db = _render_db(tm)
+            items = ", ".join(w.constraint(render(c, db)) for c in tmeta.constraints or ())
+            self.emit(w.call("set_constraints", repr(t), f"[{items}]"))
+
+        for old_ix, new_ix in renamed:
+            self.emit(w.call("rename_index", repr(t), repr(old_ix.name), repr(new_ix.name)))
+        entries = dict(_meta_index_entries(tm))
+        for ix in new:
+            self.emit(self._add_index(t, tm, entries[ix.origin]))
+
+    def _add_index(self, table: str, tm: type[pw.Model], entry: Any) -> str:
+        """Return the code that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
+        w = self.writer
+        db = _render_db(tm)
+        if not isinstance(entry, pw.Index):
+            raise GenerationError(
+                "cannot generate this migration",
+                [f"{table}: an index given as raw SQL in Meta.indexes ({render(entry, db).text!r}) "
+                 "can only be created with its table; use Model.index(...) or "
+                 "ModelIndex(..., name=...) instead"],
+            )
+        index: Any = entry
+        args = [repr(table), repr(index._name)]
+        args += [w.index_expression(e, None, db) for e in index._expressions]
+        args += w.index_options(index, db)[1:]
+        return w.call("add_named_index", *args)
+
+
+def _render_db(model: type[pw.Model]) -> Any:
+    from ._spec import database_of
+
+    return database_of(model)
+
+
+def _meta_index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:
+    from ._spec import index_entries
+
+    out = []
+    for origin, index in index_entries(model):
+        if origin.startswith("meta:"):
+            entry = model._meta.indexes[int(origin.split(":", 1)[1])]
+            out.append((origin, index if isinstance(entry, (list, tuple)) else entry))
+    return out
+
+
+# -- renames -------------------------------------------------------------------------
+
+
+def _renames(
+    state: Mapping[str, type[pw.Model]], targets: Sequence[type[pw.Model]]
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Return (table renames old -> new, column renames per new table name: old -> new)."""
+    target_tables = {m._meta.table_name for m in targets}
+    tables: dict[str, str] = {}
+    for model in targets:
+        new = model._meta.table_name
+        old = renamed_from_of(model)
+        if old and old != new and old in state and new not in state and old not in target_tables:
+            tables[old] = new
+    columns: dict[str, dict[str, str]] = {}
+    reverse = {new: old for old, new in tables.items()}
+    for model in targets:
+        t: str = model._meta.table_name
+        source = state.get(reverse.get(t, t))
+        if source is None:
+            continue
+        scols = {f.column_name: f for f in source._meta.sorted_fields}
+        tcols = {f.column_name for f in model._meta.sorted_fields}
+        found: dict[str, str] = {}
+        for field in model._meta.sorted_fields:
+            if field.column_name in scols:
+                continue
+            old = renamed_from_of(field)
+            if old and old not in scols and old in source._meta.fields:
+                old = source._meta.fields[old].column_name
+            if not old:
+                same = source._meta.fields.get(field.name)
+                old = same.column_name if same is not None else None
+            if old and old in scols and old not in tcols and old not in found:
+                found[old] = field.column_name
+        if found:
+            columns[t] = found
+    return tables, columns
+
+
+# -- entry points --------------------------------------------------------------------
+
+
+def _body(chunks: Sequence[str]) -> str:
+    if not chunks:
+        return ""
+    code = "\n".join(_HEADER) + "\n\n" + "\n\n".join(chunks)
+    return _CLEAN_RE.sub("\n", _NEWLINE.join(code.split("\n")))
+
+
+def _verify(
+    sim: DatalayerMigrator, wanted: Sequence[type[pw.Model]], what: str
+) -> None:
+    state = {m._meta.table_name: m for m in sim.orm}
+    want = {m._meta.table_name: m for m in wanted}
+    problems: list[str] = []
+    for t in sorted(set(state) | set(want)):
+        if t not in state:
+            problems.append(f"table {t} is missing")
+        elif t not in want:
+            problems.append(f"table {t} is left over")
+        else:
+            a, b = table_spec(state[t]), table_spec(want[t])
+            if _table_key(a) != _table_key(b):
+                problems.extend(_explain(a, b))
+    if problems:
+        raise GenerationError(
+            f"the generated {what} would not reproduce the expected schema (an unsupported "
+            "change, or a bug in the generator; write this migration by hand)",
+            problems,
+        )
+
+
+def diff_models(
+    sim: DatalayerMigrator,
+    original: DatalayerMigrator,
+    models: Iterable[Any] | None = None,
+) -> Diff:
+    """Return the migration from the state in ``sim`` to ``models``, and its rollback.
+
+    ``sim`` and ``original`` must hold the same state (two replays of one
+    history); ``sim`` ends up in the state of the models, ``original`` is
+    only read.
+    """
+    targets = _targets(models)
+    try:
+        state = {m._meta.table_name: m for m in sim.orm}
+        tables, columns = _renames(state, targets)
+        forward = _Planner(sim, forward=True)
+        forward.run(targets, tables, columns)
+        if not forward.chunks:
+            return Diff("", "", tuple(forward.warnings))
+        _verify(sim, targets, "migration")
+        back_tables = {new: old for old, new in tables.items()}
+        back_columns = {
+            back_tables.get(t, t): {new: old for old, new in cols.items()}
+            for t, cols in columns.items()
+        }
+        originals = sort_models(original.orm)
+        backward = _Planner(sim, forward=False)
+        backward.run(originals, back_tables, back_columns)
+        _verify(sim, originals, "rollback")
+    except UnsupportedChange as exc:
+        raise GenerationError("cannot generate this migration", [str(exc)]) from None
+    return Diff(_body(forward.chunks), _body(backward.chunks), tuple(forward.warnings))
+
+
+def compute_diff(router: Any, models: Iterable[Any] | None = None) -> Diff:
+    """Return the migration that takes ``router``'s migration files to ``models``.
+
+    Reads the migration files only (the database is not queried).
+
+    :raises GenerationError: when a change cannot be generated; nothing is written.
+    """
+    return diff_models(_replay(router), _replay(router), models)
+
+
+def diff_source(router: Any, models: Iterable[Any] | None = None) -> tuple[str, str] | None:
+    """Return the ``(migrate, rollback)`` code for the model changes, or None when none."""
+    diff = compute_diff(router, models)
+    return (diff.migrate, diff.rollback) if diff else None
+
+
+def create_migration(
+    router: Any, name: str, models: Iterable[Any] | None = None
+) -> DiffResult | None:
+    """Write a migration ``name`` for the model changes; return it, or None when none.
+
+    The file is written by ``router.compile`` (which numbers it with
+    :func:`next_name` in datalayer's Router) and loaded back once to prove
+    that it works.
+
+    :raises GenerationError: when ``name`` is invalid or a change cannot be generated.
+    """
+    next_name([], name)  # validates the name before any work
+    diff = compute_diff(router, models)
+    if not diff:
+        return None
+    written = router.compile(name, diff.migrate, diff.rollback)
+    path = Path(router.migrate_dir) / f"{written}.py"
+    router.read(written)
+    return DiffResult(path=path, name=written, warnings=diff.warnings)
+
+
+# -- pw_migrate ------------------------------------------------------------------------
+
+_UPSTREAM_CREATE: Any = None
+
+
+def install_upstream() -> None:
+    """Make ``pw_migrate create --auto`` write migrations with this generator.
+
+    peewee-migrate runs ``conf.py`` of the migrations directory before every
+    command; ours calls this function.  It replaces ``Router.create`` of
+    peewee-migrate's own Router for that process only: models are still
+    found as upstream finds them (``--auto-source``, ``IGNORE``), abstract
+    models are skipped, and the file is numbered and written by upstream.
+    """
+    global _UPSTREAM_CREATE
+    from peewee_migrate import router as upstream
+
+    if _UPSTREAM_CREATE is not None:
+        return
+    _UPSTREAM_CREATE = upstream.Router.create
+
+    def create(self: Any, name: str = "auto", *, auto: Any = False) -> str | None:
+        if not auto:
+            result: str | None = _UPSTREAM_CREATE(self, name, auto=auto)
+            return result
+        models = _upstream_models(self, auto)
+        try:
+            written = create_migration(self, name, models)
+        except GenerationError as exc:
+            self.logger.error("%s", exc)
+            return None
+        if written is None:
+            self.logger.warning("No changes found.")
+            return None
+        for warning in written.warnings:
+            self.logger.warning("%s", warning)
+        self.logger.info('Migration has been created as "%s"', written.name)
+        return written.name
+
+    upstream.Router.create = create  # type: ignore[method-assign]
+
+
+def _upstream_models(router: Any, auto: Any) -> list[type[pw.Model]]:
+    """Find models the way ``peewee_migrate.Router.create`` does."""
+    import pkgutil
+    import sys
+
+    from peewee_migrate import router as upstream
+
+    is_model: Any = upstream._check_model
+    load_models: Any = upstream.load_models
+
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    models = auto if isinstance(auto, list) else [auto]
+    if not all(is_model(m) for m in models):
+        modules = models
+        if isinstance(auto, bool):
+            modules = [m for _, m, ispkg in pkgutil.iter_modules([cwd]) if ispkg]
+        models = [m for module in modules for m in load_models(module)]
+    if router.ignore:
+        models = [m for m in models if m._meta.name not in router.ignore]
+    # load_models returns sets: keep a stable order for stable output.
+    return sorted(set(models), key=lambda m: (m.__module__, m.__qualname__))
