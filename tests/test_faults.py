@@ -483,7 +483,7 @@ def test_leaked_checkout_of_a_live_thread_is_reclaimed(
 
     def busy() -> None:
         with db.checkout():  # a long statement is never pulled from under its thread
-            after.append(db.execute_sql("SELECT 3 FROM pg_sleep(2.5)").fetchone()[0])
+            after.append(db.execute_sql("SELECT 3 FROM pg_sleep(4)").fetchone()[0])
 
     threads = [
         threading.Thread(target=leaker, args=(False,)),

@@ -43,7 +43,7 @@ class RefreshToken(BaseModel):
     )
     # Checked before any SQL (datalayer.models.validation calls a field's ``normalize``),
     # so a malformed hash is a ValidationError, not a CHECK violation from the server.
-    token_hash.normalize = _check_token_hash
+    token_hash.normalize = _check_token_hash  # type: ignore[attr-defined]
     family_id = pw.UUIDField(index=True)
     expires_at = timestamptz_field(index=True)
     revoked_at = timestamptz_field(null=True)
