@@ -130,3 +130,17 @@ def test_cli_check_exit_codes(
     assert bad.exit_code == 1
     assert "- schema differs from the models: users.nickname: unexpected column" in bad.stderr
     assert "error: migrate check found 1 problem" in bad.stderr
+
+
+def test_check_uses_the_embedded_server_without_a_dev_url(
+    pg: Server, generated: Path, tmp_path: Path
+) -> None:
+    from datalayer.embedded import remove_server
+
+    embedded = tmp_path / "pg"
+    settings = pg.settings("postgres").replace(dev_database_url=None, embedded_dir=embedded)
+    try:
+        assert check(settings, generated) == []
+        assert (embedded / "PG_VERSION").is_file() or any(embedded.iterdir())
+    finally:
+        remove_server(embedded)

@@ -48,7 +48,7 @@ def _scratch_database(admin: Settings, label: str) -> Iterator[Settings]:
 
     name = f"datalayer_check_{label}_{uuid.uuid4().hex[:10]}"
 
-    def run(statement: Any) -> None:
+    def run(*statements: Any) -> None:
         try:
             conn = psycopg2.connect(**admin.connect_kwargs())
         except psycopg2.Error as exc:
@@ -59,7 +59,8 @@ def _scratch_database(admin: Settings, label: str) -> Iterator[Settings]:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(statement)
+                for statement in statements:
+                    cur.execute(statement)
         finally:
             conn.close()
 
@@ -75,7 +76,12 @@ def _scratch_database(admin: Settings, label: str) -> Iterator[Settings]:
         yield admin.replace(dbname=name, max_open_conns=2, max_idle_conns=1)
     finally:
         with contextlib.suppress(Exception):
-            run(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            run(
+                sql.SQL(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}"
+                ).format(sql.Literal(name)),
+                sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)),
+            )
 
 
 def _default_models() -> Sequence[Any]:
