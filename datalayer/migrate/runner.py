@@ -464,7 +464,13 @@ def _run(
                 "check the schema by hand, make the migration safe to re-run (IF NOT EXISTS), "
                 "run `datalayer migrate hash`, and run the command again"
             )
-        if _pgcode(exc) == "55P03":
+        code = _pgcode(exc)
+        if code == "57014":  # query_canceled: the statement_timeout fired
+            todo = (
+                "a statement ran longer than the migration statement_timeout; raise "
+                "--statement-timeout (0: none) and run the command again"
+            )
+        if code == "55P03":
             todo = (
                 "another session held a table lock for longer than the migration lock_timeout; "
                 "retry when traffic is lower, or raise --lock-timeout"
