@@ -1,0 +1,392 @@
+"""Refresh tokens: issue, rotate, revoke, purge.
+
+A refresh token is an opaque random string (``secrets.token_urlsafe``) handed
+to the client once; only its SHA-256 (hex) is stored.  Rotating a token
+revokes it and issues the next one in the same *family*.  Presenting a token
+that was already rotated or revoked is treated as theft: every token of its
+family is revoked and :class:`~datalayer.errors.TokenReuseError` is raised,
+so both the thief and the rightful client must sign in again.
+
+    issued = datalayer.issue_token(user, user_agent=ua, ip=addr)
+    send_to_client(issued.token)                 # the only time the raw token exists
+    issued = datalayer.rotate_token(token_from_client)
+
+Rotation is a single statement (``UPDATE ... WHERE revoked_at IS NULL``
+feeding an ``INSERT`` of the successor), so of several callers rotating the
+same token at once exactly one gets the successor; the others find the token
+revoked and get ``TokenReuseError``.
+
+Call :func:`rotate_token` outside transactions of your own: the revocation of
+a reused token's family is written with the caller's transaction, and an
+exception that rolls that transaction back rolls the revocation back too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import logging
+import secrets
+import uuid
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import peewee as pw
+
+from ._sql import Param, Statement, execute, fetchone
+from .errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
+from .models import RefreshToken, User
+from .models.validation import check_text, normalize_ip
+from .users import _user_id
+
+if TYPE_CHECKING:
+    from .db import Database
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_TTL",
+    "IssuedToken",
+    "issue_token",
+    "purge_expired",
+    "revoke_all_for_user",
+    "revoke_token",
+    "rotate_token",
+]
+
+DEFAULT_TTL = dt.timedelta(days=30)
+"""How long a refresh token stays valid unless ``ttl=`` says otherwise."""
+
+_TOKEN_BYTES = 32
+_MAX_TOKEN_LENGTH = 512
+_USER_AGENT_MAX = 512
+
+RT = RefreshToken
+
+
+def _statement_time() -> pw.Function:
+    """Return the server's time for expiry checks: when the statement started.
+
+    ``now()`` is when the *transaction* started, which inside a long
+    transaction would let a token live on past its expiry.
+    """
+    return pw.fn.statement_timestamp()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token just issued: ``token`` is the raw value, shown here and nowhere else.
+
+    Hand ``token`` to the client; it cannot be recovered later.  The repr
+    leaves it out.
+    """
+
+    token: str = dataclasses.field(repr=False)
+    id: uuid.UUID
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+    expires_at: dt.datetime
+
+
+# -- the queries, built from the models once -----------------------------------
+
+
+@functools.cache
+def _insert() -> Statement:
+    # INSERT ... SELECT ... WHERE the user exists and is active: an inactive or
+    # deleted user gets no row, and no error that would abort the caller's transaction.
+    active_user = User.select(pw.SQL("1")).where((User.id == Param("user_id")) & User.is_active)
+    source = pw.Select(
+        columns=[
+            Param("id"),
+            Param("user_id"),
+            Param("token_hash"),
+            Param("family_id"),
+            Param("expires_at"),
+            Param("user_agent"),
+            Param("ip"),
+        ]
+    ).where(pw.fn.EXISTS(active_user))
+    query = RT.insert_from(
+        source,
+        fields=[RT.id, RT.user, RT.token_hash, RT.family_id, RT.expires_at, RT.user_agent, RT.ip],
+    ).returning(RT.id)
+    return Statement(query)
+
+
+@functools.cache
+def _rotate() -> Statement:
+    # Revoke the old token only if it is still live, and feed what that UPDATE
+    # returns into the INSERT of its successor.  A concurrent rotation blocks on
+    # the row lock, then re-checks "revoked_at IS NULL", finds it false and
+    # inserts nothing.  replaced_by points at the successor's id, chosen here;
+    # the foreign key is checked at the end of the statement, after the INSERT.
+    owner_active = User.select(pw.SQL("1")).where((User.id == RT.user) & User.is_active)
+    old = (
+        RT.update(revoked_at=pw.fn.now(), replaced_by=Param("new_id"))
+        .where(
+            (RT.token_hash == Param("old_hash"))
+            & RT.revoked_at.is_null()
+            & (RT.expires_at > _statement_time())
+            & pw.fn.EXISTS(owner_active)
+        )
+        .returning(RT.user, RT.family_id, RT.user_agent, RT.ip)
+        .cte("old")
+    )
+    new = (
+        RT.insert_from(
+            pw.Select(
+                from_list=[old],
+                columns=[
+                    Param("new_id"),
+                    old.c.users_id,
+                    Param("new_hash"),
+                    old.c.family_id,
+                    Param("expires_at"),
+                    pw.fn.COALESCE(Param("user_agent"), old.c.user_agent),
+                    pw.fn.COALESCE(Param("ip"), old.c.ip),
+                ],
+            ),
+            fields=[RT.id, RT.user, RT.token_hash, RT.family_id, RT.expires_at,
+                    RT.user_agent, RT.ip],
+        )
+        .returning(RT.user, RT.family_id)
+        .cte("new")
+    )
+    return Statement(pw.Select(from_list=[new], columns=[new.c.users_id, new.c.family_id])
+                     .with_cte(old, new))
+
+
+@functools.cache
+def _inspect() -> Statement:
+    query = (
+        RT.select(RT.family_id, RT.revoked_at, RT.expires_at <= _statement_time(), User.is_active)
+        .join(User, on=(RT.user == User.id))
+        .where(RT.token_hash == Param("token_hash"))
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _revoke_family() -> Statement:
+    query = RT.update(revoked_at=pw.fn.now()).where(
+        (RT.family_id == Param("family_id")) & RT.revoked_at.is_null()
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _revoke_one() -> Statement:
+    query = RT.update(revoked_at=pw.fn.now()).where(
+        (RT.token_hash == Param("token_hash")) & RT.revoked_at.is_null()
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _revoke_all() -> Statement:
+    # Live tokens only: an expired one needs no revoking (purge_expired deletes it).
+    query = RT.update(revoked_at=pw.fn.now()).where(
+        (RT.user == Param("user_id"))
+        & RT.revoked_at.is_null()
+        & (RT.expires_at > _statement_time())
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _purge_batch() -> Statement:
+    # SKIP LOCKED: two workers purging at once share the work instead of queueing.
+    batch = (
+        RT.select(RT.id)
+        .where(RT.expires_at < _statement_time())
+        .limit(Param("limit"))
+        .for_update(skip_locked=True)
+    )
+    return Statement(RT.delete().where(RT.id.in_(batch)))
+
+
+@functools.cache
+def _user_state() -> Statement:
+    return Statement(User.select(User.is_active).where(User.id == Param("id")))
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _database(db: Database | None) -> Database:
+    return db if db is not None else RT._meta.database
+
+
+def _hash(token: Any) -> str:
+    if not isinstance(token, str):
+        raise ValidationError("token", f"must be text, not {type(token).__name__}")
+    if len(token) > _MAX_TOKEN_LENGTH:
+        raise ValidationError("token", f"is longer than {_MAX_TOKEN_LENGTH} characters; "
+                              "it is not a refresh token issued here")
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _ttl(ttl: dt.timedelta) -> dt.datetime:
+    if not isinstance(ttl, dt.timedelta) or ttl <= dt.timedelta(0):
+        raise ValidationError("ttl", "must be a positive datetime.timedelta")
+    try:
+        return dt.datetime.now(dt.UTC) + ttl
+    except OverflowError:
+        raise ValidationError(
+            "ttl", "is too long: the expiry would be past the year 9999"
+        ) from None
+
+
+def _user_agent(value: Any) -> str | None:
+    """Return the user agent, NULs removed and cut to the column's length.
+
+    Clients send anything here; a sign-in should not fail over it.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.replace("\x00", "")[:_USER_AGENT_MAX]
+    return check_text("user_agent", value, _USER_AGENT_MAX)
+
+
+# -- operations -------------------------------------------------------------------
+
+
+def issue_token(
+    user: User | uuid.UUID | str,
+    *,
+    ttl: dt.timedelta = DEFAULT_TTL,
+    user_agent: str | None = None,
+    ip: str | None = None,
+    db: Database | None = None,
+) -> IssuedToken:
+    """Issue a refresh token starting a new family, and return it (the raw token only here).
+
+    :raises NotFound: when the user does not exist.
+    :raises AuthenticationError: when the user is deactivated.
+    :raises ValidationError: for a bad ``ttl``, ``user_agent`` or ``ip``.
+    """
+    database = _database(db)
+    user_id = _user_id(user)
+    token = secrets.token_urlsafe(_TOKEN_BYTES)
+    token_id, family_id, expires_at = uuid.uuid4(), uuid.uuid4(), _ttl(ttl)
+    values = {
+        "id": token_id,
+        "user_id": user_id,
+        "token_hash": hashlib.sha256(token.encode("ascii")).hexdigest(),
+        "family_id": family_id,
+        "expires_at": expires_at,
+        "user_agent": _user_agent(user_agent),
+        "ip": normalize_ip("ip", ip),
+    }
+    row = fetchone(database, _insert(), values)
+    if row is None:
+        state = fetchone(database, _user_state(), {"id": user_id})
+        if state is None:
+            raise NotFound("no user has this id; it may have been deleted")
+        raise AuthenticationError(
+            "the user is deactivated; tokens are issued only to active users"
+        )
+    return IssuedToken(token, token_id, user_id, family_id, expires_at)
+
+
+def rotate_token(
+    token: str,
+    *,
+    ttl: dt.timedelta = DEFAULT_TTL,
+    user_agent: str | None = None,
+    ip: str | None = None,
+    db: Database | None = None,
+) -> IssuedToken:
+    """Revoke ``token`` and return its successor in the same family, in one statement.
+
+    ``user_agent`` and ``ip`` default to the old token's.
+
+    :raises TokenReuseError: when ``token`` was already rotated or revoked; every
+        token of its family is revoked now.
+    :raises AuthenticationError: when ``token`` is unknown or expired, or its user
+        is deactivated.
+    """
+    database = _database(db)
+    old_hash = _hash(token)
+    new_token = secrets.token_urlsafe(_TOKEN_BYTES)
+    new_id, expires_at = uuid.uuid4(), _ttl(ttl)
+    values = {
+        "old_hash": old_hash,
+        "new_id": new_id,
+        "new_hash": hashlib.sha256(new_token.encode("ascii")).hexdigest(),
+        "expires_at": expires_at,
+        "user_agent": _user_agent(user_agent),
+        "ip": normalize_ip("ip", ip),
+    }
+    row = fetchone(database, _rotate(), values)
+    if row is None:
+        _refuse(database, old_hash)
+    user_id, family_id = row
+    return IssuedToken(new_token, new_id, user_id, family_id, expires_at)
+
+
+def _refuse(database: Database, token_hash: str) -> NoReturn:
+    """Explain why a rotation found nothing to rotate; revoke the family on reuse."""
+    found = fetchone(database, _inspect(), {"token_hash": token_hash})
+    if found is None:
+        raise AuthenticationError("unknown refresh token; sign in again")
+    family_id, revoked_at, expired, user_active = found
+    if revoked_at is not None:
+        revoked = execute(database, _revoke_family(), {"family_id": family_id})
+        logger.warning(
+            "a revoked refresh token was presented again; revoked the %d live token(s) of its "
+            "family %s",
+            revoked,
+            family_id,
+        )
+        raise TokenReuseError(
+            "this refresh token was already used or revoked; as a precaution every token of "
+            "its family is now revoked. Sign in again to get a new one"
+        )
+    if expired:
+        raise AuthenticationError("the refresh token has expired; sign in again")
+    if not user_active:
+        raise AuthenticationError("the user is deactivated; sign-in is refused")
+    raise AuthenticationError("the refresh token cannot be rotated now; sign in again")
+
+
+def revoke_token(token: str, *, db: Database | None = None) -> bool:
+    """Revoke ``token`` (sign-out); return False when it was unknown or already revoked."""
+    return execute(_database(db), _revoke_one(), {"token_hash": _hash(token)}) == 1
+
+
+def revoke_all_for_user(user: User | uuid.UUID | str, *, db: Database | None = None) -> int:
+    """Revoke every live token of ``user`` (sign out everywhere); return how many."""
+    return execute(_database(db), _revoke_all(), {"user_id": _user_id(user)})
+
+
+def purge_expired(
+    batch_size: int = 1000, *, max_batches: int | None = None, db: Database | None = None
+) -> int:
+    """Delete expired tokens, ``batch_size`` rows per statement; return how many.
+
+    Each batch is its own short statement (outside a transaction of the
+    caller's), so locks are held briefly and a long purge does not bloat one
+    transaction.  Stops when a batch comes back short, or after
+    ``max_batches`` batches (a worker can then check whether to stop).
+    """
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+            or not 0 < batch_size < 2**63):
+        raise ValidationError("batch_size", "must be a whole number > 0 (and < 2**63)")
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches <= 0
+    ):
+        raise ValidationError("max_batches", "must be a whole number > 0, or None for no limit")
+    database = _database(db)
+    stmt = _purge_batch()
+    total = 0
+    batches = 0
+    while True:
+        deleted = execute(database, stmt, {"limit": batch_size})
+        total += deleted
+        batches += 1
+        if deleted < batch_size or (max_batches is not None and batches >= max_batches):
+            return total

@@ -1,0 +1,482 @@
+"""Operations on users: create, look up, authenticate, deactivate, delete, import.
+
+Plain functions on the package's database (the one the models are bound to),
+or on ``db=`` when given.  Each checks a pooled connection out for itself
+unless the thread already holds one (``with db.checkout():``) and joins the
+thread's transaction when one is open (``with db.atomic():``).
+
+    import datalayer
+    datalayer.connect()
+    user = datalayer.create_user("Ada@Example.com", "correct horse battery staple")
+    user = datalayer.authenticate("ada@example.com", "correct horse battery staple")
+
+The SQL of each operation is built from the models once and reused (see
+:mod:`datalayer._sql`).  No message, log line or repr contains a password, a
+password hash or an e-mail address.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+import peewee as pw
+import psycopg2.errors
+
+from . import passwords
+from ._sql import Param, Statement, copy_in, execute, fetchone, row_builder
+from .errors import AuthenticationError, DuplicateError, NotFound, ValidationError
+from .models import RefreshToken, Role, User
+from .models.user import EMAIL_MAX_LENGTH
+from .models.validation import validate_value
+
+if TYPE_CHECKING:
+    from .db import Database
+
+__all__ = [
+    "authenticate",
+    "create_user",
+    "deactivate_user",
+    "delete_user",
+    "get_user",
+    "get_user_by_email",
+    "import_users",
+]
+
+# One "@" with something around it, no blanks: enough to catch a wrong value in the
+# e-mail column; deliverability is the mail server's business.
+_EMAIL_FORM = re.compile(r"[^@\s]+@[^@\s]+").fullmatch
+# The same, with nothing COPY text would have to escape (and no NUL): the common case.
+_COPY_SAFE_EMAIL = re.compile(r"[^@\s\\\x00]+@[^@\s\\\x00]+").fullmatch
+_FIELDS = tuple(User._meta.sorted_fields)
+_build_user = row_builder(User, _FIELDS)
+
+_NO_USER = "no user has this e-mail address; check it, or create the user with create_user()"
+_NO_USER_ID = "no user has this id; it may have been deleted"
+_BAD_CREDENTIALS = (
+    "sign-in refused: the e-mail address or the password is wrong, or the account is "
+    "deactivated"
+)
+
+
+# -- the queries, built from the models once ------------------------------
+
+
+@functools.cache
+def _select_by_email() -> Statement:
+    return Statement(User.select(*_FIELDS).where(User.email == Param("email")))
+
+
+@functools.cache
+def _select_by_id() -> Statement:
+    return Statement(User.select(*_FIELDS).where(User.id == Param("id")))
+
+
+@functools.cache
+def _insert_user() -> Statement:
+    query = (
+        User.insert(
+            email=Param("email"),
+            password_hash=Param("password_hash"),
+            display_name=Param("display_name"),
+            role=Param("role"),
+            is_active=Param("is_active"),
+        )
+        .on_conflict(action="IGNORE", conflict_target=[User.email])
+        .returning(*_FIELDS)
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _record_login(rehash: bool) -> Statement:
+    values: dict[Any, Any] = {"last_login_at": pw.fn.now()}
+    if rehash:
+        values["password_hash"] = Param("password_hash")
+    query = (
+        User.update(values)
+        .where((User.id == Param("id")) & User.is_active)
+        .returning(User.last_login_at, User.updated_at)
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _deactivate() -> Statement:
+    return Statement(User.update(is_active=False).where(User.id == Param("id")))
+
+
+@functools.cache
+def _revoke_user_tokens() -> Statement:
+    # Live tokens only, as datalayer.tokens.revoke_all_for_user().
+    query = RefreshToken.update(revoked_at=pw.fn.now()).where(
+        (RefreshToken.user == Param("user_id"))
+        & RefreshToken.revoked_at.is_null()
+        & (RefreshToken.expires_at > pw.fn.statement_timestamp())
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _delete() -> Statement:
+    return Statement(User.delete().where(User.id == Param("id")))
+
+
+# -- validation ----------------------------------------------------------------
+
+
+def _database(db: Database | None) -> Database:
+    return db if db is not None else User._meta.database
+
+
+def normalize_email(email: Any) -> str:
+    """Return ``email`` in stored form (trimmed, lower-case) or raise :class:`ValidationError`.
+
+    The message never repeats the address.
+    """
+    value: str = validate_value(User.email, email)
+    if _EMAIL_FORM(value) is None:
+        raise ValidationError("email", "is not an e-mail address; expected name@domain")
+    return value
+
+
+def _lookup_email(email: Any) -> str:
+    """Return ``email`` in stored form for a lookup (no format check: it just finds nothing)."""
+    if (type(email) is str and email.isascii() and len(email) <= EMAIL_MAX_LENGTH
+            and "\x00" not in email):
+        return email.strip().lower()  # the fast path of validate_value()
+    value: str = validate_value(User.email, email)
+    return value
+
+
+def _user_id(user: User | uuid.UUID | str) -> uuid.UUID:
+    if isinstance(user, User):
+        if user.id is None:
+            raise ValidationError("user", "is not saved yet; create it first")
+        user = user.id
+    value: uuid.UUID = validate_value(User.id, user)
+    return value
+
+
+def _password_hash(value: Any) -> str:
+    if not passwords.is_password_hash(value):
+        raise ValidationError(
+            "password_hash",
+            "is not a hash made by datalayer.passwords.hash_password(); hash the password "
+            "with it first (or pass password= instead)",
+        )
+    return str(value)
+
+
+# -- operations -------------------------------------------------------------------
+
+
+def create_user(
+    email: str,
+    password: str | None = None,
+    *,
+    password_hash: str | None = None,
+    display_name: str | None = None,
+    role: Role | str = Role.USER,
+    is_active: bool = True,
+    db: Database | None = None,
+) -> User:
+    """Create a user and return it; the password is stored only as a salted scrypt hash.
+
+    Give ``password`` (hashed here) or ``password_hash`` (made earlier with
+    :func:`datalayer.passwords.hash_password`), not both.  The e-mail address
+    is stored trimmed and lower-cased.
+
+    :raises ValidationError: for a bad e-mail address, password, name or role.
+    :raises DuplicateError: when the e-mail address is taken.
+    """
+    if (password is None) == (password_hash is None):
+        raise ValidationError("password", "give either password or password_hash (exactly one)")
+    values = {
+        "email": normalize_email(email),
+        "password_hash": (
+            passwords.hash_password(password) if password is not None
+            else _password_hash(password_hash)
+        ),
+        "display_name": validate_value(User.display_name, display_name),
+        "role": validate_value(User.role, role).value,
+        "is_active": validate_value(User.is_active, is_active),
+    }
+    row = fetchone(_database(db), _insert_user(), values)
+    if row is None:
+        raise DuplicateError(
+            "a user with this e-mail address already exists; sign in, or use another address"
+        )
+    return _build_user(row)
+
+
+def get_user(user_id: uuid.UUID | str, *, db: Database | None = None) -> User:
+    """Return the user with ``user_id``.
+
+    :raises NotFound: when there is none.
+    """
+    row = fetchone(_database(db), _select_by_id(), {"id": _user_id(user_id)})
+    if row is None:
+        raise NotFound(_NO_USER_ID)
+    return _build_user(row)
+
+
+def get_user_by_email(email: str, *, db: Database | None = None) -> User:
+    """Return the user with ``email``, compared case-insensitively.
+
+    :raises NotFound: when there is none (the message does not repeat the address).
+    """
+    database = db if db is not None else User._meta.database
+    row = fetchone(database, _select_by_email(), {"email": _lookup_email(email)})
+    if row is None:
+        raise NotFound(_NO_USER)
+    return _build_user(row)
+
+
+def authenticate(email: str, password: str, *, db: Database | None = None) -> User:
+    """Return the active user with ``email`` and ``password``, and record the sign-in.
+
+    ``last_login_at`` is set; a hash made with older scrypt parameters is
+    replaced by one made with the current ones.  An unknown address, a wrong
+    password and a deactivated account raise the same error, after the same
+    amount of hashing work, so a caller cannot tell them apart.
+
+    :raises AuthenticationError: when the credentials are not accepted.
+    """
+    database = _database(db)
+    try:
+        address: str | None = _lookup_email(email)
+    except ValidationError:
+        address = None
+    if not isinstance(password, str) or len(password) > passwords.MAX_PASSWORD_LENGTH:
+        address = None
+    row = None if address is None else fetchone(database, _select_by_email(), {"email": address})
+    if row is None:
+        passwords.dummy_verify(password)
+        raise AuthenticationError(_BAD_CREDENTIALS)
+    user = _build_user(row)
+    if not passwords.verify_password(password, user.password_hash) or not user.is_active:
+        raise AuthenticationError(_BAD_CREDENTIALS)
+    values: dict[str, Any] = {"id": user.id}
+    rehash = passwords.needs_rehash(user.password_hash)
+    if rehash:
+        values["password_hash"] = passwords.hash_password(password)
+    stamp = fetchone(database, _record_login(rehash), values)
+    if stamp is None:  # deactivated or deleted since the lookup
+        raise AuthenticationError(_BAD_CREDENTIALS)
+    data = user.__data__
+    data["last_login_at"], data["updated_at"] = stamp
+    if rehash:
+        data["password_hash"] = values["password_hash"]
+    return user
+
+
+def deactivate_user(user: User | uuid.UUID | str, *, db: Database | None = None) -> int:
+    """Deactivate a user and revoke its refresh tokens; return how many tokens were revoked.
+
+    The user can no longer sign in, and its tokens no longer rotate.  Both
+    changes are made in one transaction.
+
+    :raises NotFound: when there is no such user.
+    """
+    database = _database(db)
+    user_id = _user_id(user)
+    with database.checkout(), database.atomic():
+        if execute(database, _deactivate(), {"id": user_id}) == 0:
+            raise NotFound(_NO_USER_ID)
+        revoked = execute(database, _revoke_user_tokens(), {"user_id": user_id})
+    if isinstance(user, User):
+        user.__data__["is_active"] = False
+    return revoked
+
+
+def delete_user(user: User | uuid.UUID | str, *, db: Database | None = None) -> None:
+    """Delete a user; its refresh tokens go with it (``ON DELETE CASCADE``).
+
+    :raises NotFound: when there is no such user.
+    """
+    if execute(_database(db), _delete(), {"id": _user_id(user)}) == 0:
+        raise NotFound(_NO_USER_ID)
+
+
+# -- bulk import ---------------------------------------------------------------------
+
+_IMPORT_COLUMNS = (User.email, User.password_hash, User.display_name, User.role, User.is_active)
+_IMPORT_KEYS = frozenset(
+    {"email", "password", "password_hash", "display_name", "role", "is_active"}
+)
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_LINE = re.compile(r"\bline (\d+)")
+_NAME_MAX: int = User.display_name.max_length
+# A display name COPY text can carry as it is (and a valid one: no NUL, not too long).
+_COPY_SAFE_NAME = re.compile(rf"[^\t\n\r\\\x00]{{0,{_NAME_MAX}}}").fullmatch
+_ROLES = {r.value: r.value for r in Role} | {r: r.value for r in Role}
+
+
+@functools.cache
+def _copy_sql() -> str:
+    from .db import database  # the SQL dialect (quoting)
+
+    statement = pw.NodeList([
+        pw.SQL("COPY"),
+        pw.Entity(User._meta.table_name),
+        pw.EnclosedNodeList([pw.Entity(f.column_name) for f in _IMPORT_COLUMNS]),
+        pw.SQL("FROM STDIN"),
+    ])
+    sql: str = database.get_sql_context().sql(statement).query()[0]
+    return sql
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES) if ("\\" in value or "\t" in value
+                                              or "\n" in value or "\r" in value) else value
+
+
+def _import_line(row: Any) -> tuple[str, str]:
+    """Validate one import row; return (stored e-mail, COPY text line)."""
+    if type(row) is not dict and not isinstance(row, Mapping):
+        raise ValidationError("row", f"must be a mapping (dict), not {type(row).__name__}")
+    if not row.keys() <= _IMPORT_KEYS:
+        raise ValidationError(
+            sorted(row.keys() - _IMPORT_KEYS)[0],
+            f"is not a column users can be imported with; use {sorted(_IMPORT_KEYS)}",
+        )
+    email = row.get("email")
+    if type(email) is str and email.isascii() and len(email) <= EMAIL_MAX_LENGTH:
+        email = email.strip().lower()  # the fast path of normalize_email()
+        if _COPY_SAFE_EMAIL(email) is None:
+            email = _copy_text(normalize_email(email))
+    else:
+        email = _copy_text(normalize_email(email))  # raises with the reason, or normalises
+    password = row.get("password")
+    pw_hash = row.get("password_hash")
+    if password is not None:
+        if pw_hash is not None:
+            raise ValidationError("password", "give either password or password_hash (exactly one)")
+        pw_hash = passwords.hash_password(password)
+    elif not passwords.is_password_hash(pw_hash):
+        _password_hash(pw_hash)
+    name = row.get("display_name")
+    if name is None:
+        name_text = "\\N"
+    elif type(name) is str and name.isascii() and len(name) <= _NAME_MAX and "\x00" not in name:
+        name_text = _copy_text(name)  # the fast path of validate_value()
+    else:
+        name_text = _copy_text(validate_value(User.display_name, name))
+    role = row.get("role", "user")
+    role_text = _ROLES.get(role)
+    if role_text is None:
+        role_text = validate_value(User.role, role).value
+    active = row.get("is_active", True)
+    if active is True:
+        active_text = "t"
+    elif active is False:
+        active_text = "f"
+    else:
+        raise ValidationError("is_active", f"must be True or False, not {type(active).__name__}")
+    # The e-mail is escaped above; a hash holds no tab, newline or backslash.
+    return email, f"{email}\t{pw_hash}\t{name_text}\t{role_text}\t{active_text}\n"
+
+
+def _copy_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Validate every row and return the COPY text lines, or raise naming the row."""
+    # The common row (a dict of plain ASCII text, a hash of the right form) is
+    # checked inline with a few C-level calls; anything else goes through
+    # _import_line(), which normalises it or says exactly what is wrong.
+    email_ok, hash_ok, name_ok = _COPY_SAFE_EMAIL, passwords._HASH_FORM, _COPY_SAFE_NAME
+    keys, roles, max_email = _IMPORT_KEYS, _ROLES, EMAIL_MAX_LENGTH
+    lines: list[str] = []
+    seen: set[str] = set()
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
+        raise ValidationError("rows", f"must be an iterable of mappings, not {type(rows).__name__}")
+    for number, row in enumerate(rows, start=1):
+        try:
+            if type(row) is dict and row.keys() <= keys and "password" not in row:
+                email = row.get("email")
+                pw_hash = row.get("password_hash")
+                name = row.get("display_name")
+                role = roles.get(row.get("role", "user"))
+                active = row.get("is_active", True)
+                if type(email) is str and email.isascii() and len(email) <= max_email:
+                    email = email.strip().lower()
+                    if (
+                        email_ok(email) is not None
+                        and type(pw_hash) is str
+                        and hash_ok(pw_hash) is not None
+                        and (name is None or (type(name) is str and name.isascii()
+                                              and name_ok(name) is not None))
+                        and role is not None
+                        and (active is True or active is False)
+                    ):
+                        name_text = "\\N" if name is None else name
+                        active_text = "t" if active else "f"
+                        lines.append(f"{email}\t{pw_hash}\t{name_text}\t{role}\t{active_text}\n")
+                        seen.add(email)
+                        continue
+        except TypeError:  # an unhashable role, say: the slow path names it
+            pass
+        try:
+            email, line = _import_line(row)
+        except ValidationError as exc:
+            raise ValidationError(exc.field, f"{exc.message} (row {number})") from None
+        lines.append(line)
+        seen.add(email)
+    if len(seen) != len(lines):
+        first: dict[str, int] = {}
+        for number, line in enumerate(lines, start=1):
+            email = line.partition("\t")[0]
+            if first.setdefault(email, number) != number:
+                raise DuplicateError(
+                    f"rows {first[email]} and {number} have the same e-mail address; remove one "
+                    "of them. Nothing was imported"
+                )
+    return lines
+
+
+def import_users(rows: Iterable[Mapping[str, Any]], *, db: Database | None = None) -> int:
+    """Insert many users at once with COPY; return how many were imported.
+
+    Each row is a mapping with ``email`` and ``password_hash`` (from
+    :func:`datalayer.passwords.hash_password`; or ``password``, hashed here,
+    which takes tens of milliseconds per row) and optionally
+    ``display_name``, ``role`` and ``is_active``.  Every row is validated
+    before anything is sent, and the rows go in as one statement: either all
+    are imported or none.
+
+    :raises ValidationError: naming the row (counted from 1) and the field.
+    :raises DuplicateError: when an address appears twice in ``rows`` or is
+        already taken; nothing was imported.
+    """
+    database = _database(db)
+    lines = _copy_lines(rows)
+    if not lines:
+        return 0
+    data = io.StringIO("".join(lines))
+    # One statement: all rows or none.  Inside the caller's transaction a savepoint
+    # keeps that transaction usable after a duplicate.
+    with database.checkout(), database.atomic() if database.in_transaction() else nullcontext():
+        try:
+            copy_in(database, _copy_sql(), data)
+        except pw.IntegrityError as exc:
+            orig = getattr(exc, "orig", None)  # the driver's error, kept by peewee
+            if isinstance(orig, psycopg2.errors.UniqueViolation):
+                raise _duplicate_in_import(orig) from None
+            raise
+    return len(lines)
+
+
+def _duplicate_in_import(exc: psycopg2.Error) -> DuplicateError:
+    # The server names the line in diag.context ("COPY users, line 5"); its detail
+    # quotes the address, which stays out of the message.
+    match = _COPY_LINE.search(getattr(exc.diag, "context", None) or "")
+    where = f"row {match[1]}" if match else "a row"
+    return DuplicateError(
+        f"{where} of the import has an e-mail address that is already taken; remove that row "
+        "or delete the existing user. Nothing was imported"
+    )
+
