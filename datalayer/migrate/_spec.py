@@ -351,10 +351,20 @@ def table_spec(model: type[pw.Model]) -> TableSpec:
     )
 
 
+_STRING_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
 def rename_identifier(sql: Sql, renames: Mapping[str, str]) -> Sql:
-    """Return ``sql`` with the column names in ``renames`` replaced (quoted or bare words)."""
-    text = sql.text
-    for old, new in renames.items():
-        text = text.replace(quote(old), quote(new))
-        text = re.sub(rf"(?<![\w\"'$.]){re.escape(old)}(?![\w\"'$])", new, text)
-    return Sql(text, sql.params)
+    """Return ``sql`` with the column names in ``renames`` replaced (quoted or bare words).
+
+    String literals are left alone, as PostgreSQL leaves them when it renames
+    a column that an expression mentions.
+    """
+    parts = _STRING_LITERAL.split(sql.text)
+    for i in range(0, len(parts), 2):  # even parts are outside string literals
+        text = parts[i]
+        for old, new in renames.items():
+            text = text.replace(quote(old), quote(new))
+            text = re.sub(rf'(?<![\w"$.]){re.escape(old)}(?![\w"$])', new, text)
+        parts[i] = text
+    return Sql("".join(parts), sql.params)

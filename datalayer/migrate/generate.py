@@ -157,6 +157,15 @@ def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:
         if vars(model).get("__abstract__") or model in found:
             continue
         found.append(model)
+    for model in found:
+        for field in model._meta.refs:
+            rel = field.rel_model
+            if rel is not model and rel not in found and not vars(rel).get("__abstract__"):
+                raise GenerationError(
+                    f"{model.__name__}.{field.name} refers to {rel.__name__} (table "
+                    f"{rel._meta.table_name}), which is not among the models given; "
+                    "pass it as well"
+                )
     by_table: dict[str, type[pw.Model]] = {}
     for model in found:
         other = by_table.setdefault(model._meta.table_name, model)
@@ -686,8 +695,9 @@ def install_upstream() -> None:
         try:
             written = create_migration(self, name, models)
         except GenerationError as exc:
+            # As peewee-migrate's CLI does for its own errors: say it, exit 1.
             self.logger.error("%s", exc)
-            return None
+            raise SystemExit(1) from None
         if written is None:
             self.logger.warning("No changes found.")
             return None
