@@ -201,12 +201,12 @@ def _check_meta_after(db: pw.Database) -> None:
     assert not fails(db, "INSERT INTO items (name, lo, hi) VALUES ('x', -1, 3)")
 
 
-def _users_tokens(on_delete: str, *, null: bool = False, **user_extra: Any) -> Models:
+def _users_tokens(on_delete: str, *, null: bool = False, on_update: str | None = None) -> Models:
     user = model("User", "users", id=uuid_pk("users_id"),
-                 email=pw.CharField(max_length=100, unique=True), **user_extra)
+                 email=pw.CharField(max_length=100, unique=True))
     token = model("Token", "tokens", id=uuid_pk("tokens_id"),
                   user=pw.ForeignKeyField(user, column_name="users_id", on_delete=on_delete,
-                                          null=null, backref="+"),
+                                          on_update=on_update, null=null, backref="+"),
                   value=pw.CharField(max_length=20, index=True))
     return [user, token]
 
@@ -361,8 +361,8 @@ def _column_rename_v1() -> Models:
 
 def _column_rename_v2() -> Models:
     return [item(
-        title=renamed_from(
-            pw.CharField(max_length=20, index=True, constraints=[pw.Check("length(title) > 0")]),
+        title=renamed_from(  # renamed, and made longer in the same migration
+            pw.CharField(max_length=30, index=True, constraints=[pw.Check("length(title) > 0")]),
             "label",
         ),
         kind=pw.CharField(max_length=5, column_name="category"),  # attribute kept, column renamed
@@ -384,7 +384,7 @@ def _table_rename_v2() -> Models:
     @renamed_from("users")
     class Account(pw.Model):
         id = uuid_pk("users_id")
-        email = pw.CharField(max_length=100, unique=True)
+        mail = renamed_from(pw.CharField(max_length=100, unique=True), "email")
 
         class Meta:
             table_name = "accounts"
@@ -398,14 +398,89 @@ def _table_rename_v2() -> Models:
 
 
 def _table_rename_after(db: pw.Database) -> None:
-    assert rows(db, "SELECT email FROM accounts") == [("a@x",)]
-    assert fails(db, "INSERT INTO accounts (email) VALUES ('a@x')")  # unique index kept
+    assert rows(db, "SELECT mail FROM accounts") == [("a@x",)]
+    assert fails(db, "INSERT INTO accounts (mail) VALUES ('a@x')")  # unique index kept
     db.execute_sql("DELETE FROM accounts")
     assert rows(db, "SELECT count(*) FROM tokens") == [(0,)]  # FK follows the rename
 
 
 def _table_rename_rolled_back(db: pw.Database) -> None:
     assert rows(db, "SELECT email FROM users") == [("a@x",)]
+
+
+def _serial_v1() -> Models:
+    counter = model("Counter", "counters", id=pw.AutoField(), hits=pw.IntegerField(default=0))
+    return [counter, item(counter=pw.ForeignKeyField(counter, null=True, backref="+",
+                                                     column_name="counter_id"))]
+
+
+def _serial_v2() -> Models:
+    counter = renamed_from(
+        model("Counter", "tallies", id=pw.AutoField(), hits=pw.IntegerField(default=0)),
+        "counters",
+    )
+    return [counter, item(counter=pw.ForeignKeyField(counter, null=True, backref="+",
+                                                     column_name="counter_id"))]
+
+
+def _serial_after(db: pw.Database) -> None:
+    db.execute_sql("INSERT INTO tallies (hits) VALUES (5)")
+    assert rows(db, "SELECT id, hits FROM tallies ORDER BY id") == [(1, 0), (2, 5)]
+
+
+def _pk_rename_v1() -> Models:
+    return _users_tokens("CASCADE")
+
+
+def _pk_rename_v2() -> Models:
+    user = model("User", "users", id=renamed_from(uuid_pk("user_id"), "users_id"),
+                 email=pw.CharField(max_length=100, unique=True))
+    token = model("Token", "tokens", id=uuid_pk("tokens_id"),
+                  user=pw.ForeignKeyField(user, column_name="users_id", on_delete="CASCADE",
+                                          backref="+"),
+                  value=pw.CharField(max_length=20, index=True))
+    return [user, token]
+
+
+def _pk_rename_after(db: pw.Database) -> None:
+    db.execute_sql("DELETE FROM users WHERE user_id = '00000000-0000-0000-0000-000000000001'")
+    assert rows(db, "SELECT count(*) FROM tokens") == [(0,)]
+
+
+def _legacy(class_name: str, **fields: Any) -> type[pw.Model]:
+    """A model as pw.Model makes it by default: indexes named after the class, not the table."""
+    meta = type("Meta", (), {"table_name": "things"})
+    base = {"id": pw.AutoField(), "code": pw.CharField(max_length=5, unique=True)}
+    return type(class_name, (pw.Model,), {"Meta": meta, "__module__": __name__, **base, **fields})
+
+
+def _postgres_types_v2() -> Models:
+    from playhouse.postgres_ext import ArrayField, BinaryJSONField
+
+    return [item(
+        data=BinaryJSONField(null=True),
+        tags=ArrayField(pw.CharField, field_kwargs={"max_length": 10}, null=True, index=False),
+        ip=pw.IPField(null=True),
+    )]
+
+
+def _constraints_v1() -> Models:
+    return [item(a=pw.IntegerField(), b=pw.IntegerField(),
+                 note=pw.CharField(max_length=20, constraints=[pw.Check("note <> 'a note'")]),
+                 constraints=[pw.Check("a < 100", name="a_small"), pw.SQL("UNIQUE (a, b)")])]
+
+
+def _constraints_v2() -> Models:
+    return [item(a=pw.IntegerField(), b=pw.IntegerField(),
+                 remark=renamed_from(pw.CharField(
+                     max_length=20, constraints=[pw.Check("remark <> 'a note'")]), "note"),
+                 constraints=[pw.Check("a < 50", name="a_small"), pw.SQL("UNIQUE (b, a)")])]
+
+
+def _constraints_after(db: pw.Database) -> None:
+    assert fails(db, "INSERT INTO items (name, a, b, remark) VALUES ('x', 60, 1, 'r')")
+    assert fails(db, "INSERT INTO items (name, a, b, remark) VALUES ('x', 1, 2, 'a note')")
+    assert fails(db, "INSERT INTO items (name, a, b, remark) VALUES ('x', 1, 2, 'r')")  # unique
 
 
 def _decimal_v1() -> Models:
@@ -489,6 +564,26 @@ CASES = [
     Case("table_rename_with_hint", lambda: _users_tokens("CASCADE"), _table_rename_v2, SEED_USERS,
          after=_table_rename_after, after_rollback=_table_rename_rolled_back,
          absent=("remove_model", "create_model")),
+    Case("table_rename_serial_sequence", _serial_v1, _serial_v2,
+         "INSERT INTO counters (hits) VALUES (0)", after=_serial_after,
+         absent=("remove_model", "create_model")),
+    Case("pk_column_rename_with_fk_to_it", _pk_rename_v1, _pk_rename_v2, SEED_USERS,
+         after=_pk_rename_after, absent=("remove_fields",)),
+    Case("legacy_index_names_unique_changes",
+         lambda: [_legacy("Thing", slot=pw.IntegerField(index=True))],
+         lambda: [_legacy("Thing", slot=pw.IntegerField(unique=True),
+                          code=pw.CharField(max_length=5, index=True))],
+         "INSERT INTO things (code, slot) VALUES ('a', 1)"),
+    Case("legacy_model_class_renamed",
+         lambda: [_legacy("Thing", slot=pw.IntegerField(index=True))],
+         lambda: [_legacy("Gadget", slot=pw.IntegerField(index=True))],
+         "INSERT INTO things (code, slot) VALUES ('a', 1)", present=("set_model_meta",)),
+    Case("on_update_changed", lambda: _users_tokens("CASCADE"),
+         lambda: _users_tokens("CASCADE", on_update="CASCADE"), SEED_USERS),
+    Case("postgres_types_jsonb_array_inet", lambda: [item()], _postgres_types_v2, SEED_ITEMS),
+    Case("named_check_table_unique_and_literal_in_renamed_check", _constraints_v1,
+         _constraints_v2, "INSERT INTO items (name, a, b, note) VALUES ('x', 1, 2, 'n')",
+         after=_constraints_after),
     Case("decimal_fields", _decimal_v1, _decimal_v2,
          "INSERT INTO items (name, price) VALUES ('d', 1.25)", after=_decimal_after),
     Case("drops_are_called_out", _drops_v1, lambda: [item()],
@@ -522,16 +617,28 @@ def declared(db: pw.Database, models: Models) -> Schema:
     return snapshot(db)
 
 
-@pytest.fixture
-def dbs(pg: Server) -> Iterator[tuple[PostgresqlExtDatabase, PostgresqlExtDatabase]]:
-    """A database for the migrations and one for ``create_tables()``, both new."""
-    with pg.database("dlgen") as mig_name, pg.database("dlref") as ref_name:
-        mig, ref = open_db(pg, mig_name), open_db(pg, ref_name)
+@pytest.fixture(scope="module")
+def ref_db(pg: Server) -> Iterator[PostgresqlExtDatabase]:
+    """A database for ``create_tables()``; :func:`declared` empties it before each use."""
+    with pg.database("dlref") as name:
+        db = open_db(pg, name)
         try:
-            yield mig, ref
+            yield db
+        finally:
+            db.close()
+
+
+@pytest.fixture
+def dbs(
+    pg: Server, ref_db: PostgresqlExtDatabase
+) -> Iterator[tuple[PostgresqlExtDatabase, PostgresqlExtDatabase]]:
+    """A new database for the migrations, and the ``create_tables()`` one."""
+    with pg.database("dlgen") as mig_name:
+        mig = open_db(pg, mig_name)
+        try:
+            yield mig, ref_db
         finally:
             mig.close()
-            ref.close()
 
 
 def file_text(result: DiffResult | None) -> str:
