@@ -402,3 +402,48 @@ def test_operations_run_on_the_database_they_are_given(pg: Server, template_db: 
                 conn.close()
         finally:
             other.close_pool()
+
+
+# -- lost connections ---------------------------------------------------------------------
+
+
+def _backend_pid(db: Database) -> int:
+    with db.checkout():
+        return int(db.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def _terminate(pg: Server, pid: int) -> None:
+    conn = pg.raw()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        conn.close()
+
+
+def test_an_operation_runs_again_once_on_a_connection_found_dead(
+    isolated_db: Database, pg: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users.create_user("survivor@example.com", PASSWORD)
+    pid = _backend_pid(isolated_db)
+    _terminate(pg, pid)
+    # Make the pool hand the dead connection out, as after a restart between its
+    # check and the statement: the operation must replace it and run once more.
+    monkeypatch.setattr(type(isolated_db.pool), "_usable", lambda self, entry, now: True)
+    assert users.get_user_by_email("survivor@example.com").email == "survivor@example.com"
+    assert _backend_pid(isolated_db) != pid
+    stats = isolated_db.pool_stats()
+    assert stats.in_use == 0 and stats.open == 1
+
+
+def test_a_held_connection_lost_fails_once_then_recovers(
+    isolated_db: Database, pg: Server
+) -> None:
+    users.create_user("held@example.com", PASSWORD)
+    with isolated_db.checkout():
+        pid = int(isolated_db.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
+        _terminate(pg, pid)
+        with pytest.raises(datalayer.ConnectionLost, match="Retry"):
+            users.get_user_by_email("held@example.com")
+        assert users.get_user_by_email("held@example.com").email == "held@example.com"
+    assert isolated_db.pool_stats().in_use == 0
