@@ -20,7 +20,6 @@ import enum
 import importlib
 import re
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import peewee as pw
@@ -263,7 +262,3 @@ class CodeWriter:
         inner = ",\n    ".join(args)
         return f"{self.m}.{method}(\n    {inner},\n)"
 
-
-def describe_callable(fn: Callable[..., Any]) -> str:
-    """Return ``module.qualname`` of a callable, for messages."""
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

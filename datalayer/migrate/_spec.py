@@ -61,10 +61,6 @@ class Sql:
     def __radd__(self, other: str) -> Sql:
         return Sql(other + self.text, self.params)
 
-    def node(self) -> pw.SQL:
-        """Return a peewee ``SQL`` node that runs this text with its parameters."""
-        return pw.SQL(self.text, list(self.params) or None)
-
 
 def quote(name: str) -> str:
     """Return ``name`` as a quoted SQL identifier."""

@@ -1,4 +1,4 @@
-"""``DatalayerMigrator``: peewee-migrate's Migrator, with operations that keep the schema exact.
+"""Extend peewee-migrate's Migrator with operations that keep the schema exact.
 
 Every operation does two things, like peewee-migrate's own: it updates the
 in-memory model of the table (``migrator.orm``), which is how peewee-migrate

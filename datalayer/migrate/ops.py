@@ -1,4 +1,4 @@
-"""Helpers that generated migration files import.
+"""Give generated migration files datalayer's operations, whichever migrator runs them.
 
 A generated file starts its ``migrate`` and ``rollback`` with::
 
