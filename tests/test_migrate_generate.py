@@ -772,6 +772,43 @@ def test_generated_file_replays_without_a_database(
     assert {f.column_name for f in items._meta.sorted_fields} >= {"title", "category"}
 
 
+HAND_WRITTEN = '''
+def migrate(migrator, database, *, fake=False):
+    from datalayer.migrate.ops import extend
+
+    m = extend(migrator)
+    m.add_index("items", "name", "created_at", unique=True)
+    m.drop_index("items", "code")
+    m.rename_field("items", "name", "title")
+    m.remove_fields("items", "extra", cascade=True)
+
+
+def rollback(migrator, database, *, fake=False):
+    pass
+'''
+
+
+def test_hand_written_operations_use_real_names(
+    dbs: tuple[PostgresqlExtDatabase, PostgresqlExtDatabase], tmp_path: Path
+) -> None:
+    """peewee-migrate's own operation names, through extend(): right index names, CASCADE."""
+    mig, ref = dbs
+    router = PlainRouter(mig, tmp_path)
+    create_migration(router, "v1", [item(code=pw.CharField(max_length=5, index=True),
+                                         extra=pw.IntegerField(null=True))])
+    router.run()
+    mig.execute_sql("INSERT INTO items (name, code) VALUES ('kept', 'c')")
+    mig.execute_sql("CREATE VIEW extras AS SELECT extra FROM items")
+    (tmp_path / "002_by_hand.py").write_text(HAND_WRITTEN)
+    router.run()
+    want = model("Item", "items", id=uuid_pk("item_id"), title=pw.CharField(max_length=50),
+                 created_at=created_at_field(), code=pw.CharField(max_length=5),
+                 indexes=[(("title", "created_at"), True)])
+    assert compare(declared(ref, [want]), snapshot(mig)) == []
+    assert rows(mig, "SELECT title FROM items") == [("kept",)]
+    assert diff_source(router, [want]) is None
+
+
 def test_unsupported_change_is_refused_with_a_reason(tmp_path: Path, pg: Server) -> None:
     with pg.database("dlgen") as name:
         db = open_db(pg, name)

@@ -18,7 +18,6 @@ migrator they are given, so they work the same under ``pw_migrate migrate``
 from __future__ import annotations
 
 import importlib
-import logging
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -37,9 +36,6 @@ from ._spec import (
 )
 
 __all__ = ["DatalayerMigrator", "UnsupportedChange", "ref", "typed"]
-
-logger = logging.getLogger(__name__)
-logger.addHandler(logging.NullHandler())
 
 ModelRef = str | type[pw.Model]
 F = TypeVar("F", bound=pw.Field)
@@ -105,7 +101,10 @@ class DatalayerMigrator(Migrator):
     :meth:`set_model_meta`.  Overridden with the same signatures:
     ``create_model``, ``remove_model``, ``add_fields``, ``remove_fields``,
     ``change_fields``, ``rename_field``, ``rename_table``, ``add_index``,
-    ``drop_index``, ``add_not_null``, ``drop_not_null``.
+    ``drop_index``, ``add_not_null``, ``drop_not_null``.  One deliberate
+    difference: ``remove_model`` and ``remove_fields`` do not CASCADE unless
+    asked, so a drop that would take a view or another table's foreign key
+    along fails instead.
     """
 
     ref = staticmethod(ref)
@@ -302,19 +301,25 @@ class DatalayerMigrator(Migrator):
     def remove_fields(
         self, model: ModelRef, *names: str, cascade: bool = False, **params: Any
     ) -> type[pw.Model]:
-        """Drop columns (by field or column name) with their indexes and constraints."""
+        """Drop columns (by field or column name) with their indexes and constraints.
+
+        Without ``cascade`` the drop fails if a view or another table's foreign
+        key still uses a column.
+        """
         del params
         cls = self._get(model)
         targets = [self._field(cls, n) for n in names]
-
-        def mutate() -> None:
-            for field in targets:
-                self._replace_in_indexes(cls, field, None)
-                self._detach(cls, field)
-
-        self._alter(cls, mutate)
-        if cascade:  # pragma: no cover - peewee-migrate compatibility only
-            logger.warning("remove_fields(cascade=True) is ignored: columns are dropped plainly")
+        before = table_spec(cls)
+        for field in targets:
+            self._replace_in_indexes(cls, field, None)
+            self._detach(cls, field)
+        steps = plan_alter(before, table_spec(cls))
+        if cascade:
+            steps = [
+                s + " CASCADE" if isinstance(s, Sql) and " DROP COLUMN " in s.text else s
+                for s in steps
+            ]
+        self._queue(steps)
         return cls
 
     def change_fields(self, model: ModelRef, **fields: pw.Field) -> type[pw.Model]:
