@@ -37,7 +37,7 @@ from peewee_migrate import Router as _UpstreamRouter
 from peewee_migrate.models import MIGRATE_TABLE
 
 from ..errors import MigrationError
-from .files import MIGRATION_RE, content_hash, migration_names, sort_key
+from .files import MIGRATION_RE, content_hash, migration_names
 
 __all__ = ["MIGRATE_TABLE", "HistoryRow", "LoadedMigration", "Router", "default_migrator_class"]
 
@@ -51,11 +51,9 @@ def _void(migrator: Any, database: Any, *, fake: bool = False) -> None:
 
 
 def default_migrator_class() -> type[Migrator]:
-    """Return ``DatalayerMigrator`` (or upstream's ``Migrator`` until it exists)."""
-    try:
-        from .migrator import DatalayerMigrator
-    except ImportError:  # pragma: no cover - only while migrator.py is being written
-        return Migrator
+    """Return the migrator class migrations run with: ``DatalayerMigrator``."""
+    from .migrator import DatalayerMigrator
+
     cls: type[Migrator] = DatalayerMigrator
     return cls
 
@@ -412,10 +410,7 @@ def _without_transaction(migrator: Migrator) -> Iterator[None]:
 
 
 def _next_name(existing: list[str], name: str) -> str:
-    try:
-        from .generate import next_name
-    except ImportError:  # pragma: no cover - only while generate.py is being written
-        top = max((sort_key(n)[0] for n in existing), default=0)
-        return f"{top + 1:03d}_{name}"
+    from .generate import next_name  # deferred: the generator is not needed to apply
+
     result: str = next_name(existing, name)
     return result.removesuffix(".py")
