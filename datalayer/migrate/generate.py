@@ -54,6 +54,8 @@ from ._spec import (
     Sql,
     TableSpec,
     UnsupportedChange,
+    database_of,
+    index_entries,
     quote,
     rename_identifier,
     render,
@@ -506,14 +508,11 @@ class _Planner:
 
 
 def _render_db(model: type[pw.Model]) -> Any:
-    from ._spec import database_of
-
     return database_of(model)
 
 
 def _meta_index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:
-    from ._spec import index_entries
-
+    """Return ``(origin, entry)`` for each ``Meta.indexes`` entry (tuples built into indexes)."""
     out = []
     for origin, index in index_entries(model):
         if origin.startswith("meta:"):
