@@ -12,6 +12,8 @@ backend killed mid-transaction (nothing half-written), a leaked transaction
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,9 +41,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
-    with own_server(Path(tmp_path_factory.mktemp("faults"))) as server:
-        yield server
+def srv() -> Iterator[OwnServer]:
+    # Not under pytest's tmp_path: a pytest session starting meanwhile (another run on
+    # the same machine) chmods /tmp/pytest-of-USER to 0700, and as root the server runs
+    # as another user that then cannot reach its data directory.
+    directory = Path(tempfile.mkdtemp(prefix="datalayer-faults-"))
+    try:
+        with own_server(directory) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
