@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import click
@@ -87,7 +89,9 @@ def test_usage_error_exits_2() -> None:
 
 @pytest.mark.slow
 def test_db_start_info_stop_on_the_embedded_default(clean_env: Path) -> None:
-    env = {"DATALAYER_EMBEDDED_DIR": str(clean_env / "pg")}
+    # Not under tmp_path (see tests/test_embedded.py's datadir fixture).
+    base = Path(tempfile.mkdtemp(prefix="datalayer-cli-"))
+    env = {"DATALAYER_EMBEDDED_DIR": str(base / "pg")}
     try:
         code, out, err = run("db", "start", env=env)
         assert code == 0, err
@@ -101,4 +105,5 @@ def test_db_start_info_stop_on_the_embedded_default(clean_env: Path) -> None:
         code, out, _ = run("db", "stop", env=env)
         assert code == 0 and "no embedded server" in out
     finally:
-        embedded.remove_server(clean_env / "pg")
+        embedded.remove_server(base / "pg")
+        shutil.rmtree(base, ignore_errors=True)

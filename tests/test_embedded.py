@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +18,14 @@ from datalayer.errors import EmbeddedServerError
 
 
 @pytest.fixture
-def datadir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("emb") / "pg"
+def datadir() -> Iterator[Path]:
+    # Not under tmp_path: a concurrent pytest session chmods /tmp/pytest-of-<user> to 0700,
+    # which locks out the server's system user when the tests run as root.
+    base = Path(tempfile.mkdtemp(prefix="datalayer-emb-"))
+    path = base / "pg"
     yield path
     embedded.remove_server(path)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def query(url: str, sql: str) -> object:
