@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,7 +170,10 @@ def test_walkthrough_on_an_empty_database_creates_nothing(
 
 @pytest.mark.slow
 def test_examples_run_on_the_embedded_default(tmp_path: Path) -> None:
-    datadir = tmp_path / "pg"
+    # Not under tmp_path: as root the server runs as another user, and a concurrent
+    # pytest session chmods /tmp/pytest-of-<user> to 0700 (see tests/test_embedded.py).
+    base = Path(tempfile.mkdtemp(prefix="datalayer-examples-"))
+    datadir = base / "pg"
     env = example_env(tmp_path, DATALAYER_EMBEDDED_DIR=str(datadir))
     try:
         assert_walked_through(run_walkthrough(env, tmp_path))
@@ -179,3 +184,4 @@ def test_examples_run_on_the_embedded_default(tmp_path: Path) -> None:
         assert "datalayer migrate apply" in once.stderr and "worker stopped" in once.stderr
     finally:
         embedded.remove_server(datadir)
+        shutil.rmtree(base, ignore_errors=True)
