@@ -42,6 +42,19 @@ logger = logging.getLogger(__name__)
 __all__ = ["ConnectionPool", "PoolStats"]
 
 
+# Bumped in a forked child, so a pool notices a fork with one integer compare per checkout
+# (os.getpid() is a system call on current glibc).
+_fork_generation = [0]
+
+
+def _after_fork_in_child() -> None:
+    _fork_generation[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @dataclass
 class _Entry:
     raw: Any
@@ -49,6 +62,7 @@ class _Entry:
     last_used: float
     owner: threading.Thread | None = None
     checked_out: float = 0.0
+    poller: Any = None  # select.poll registered on the socket, made once per connection
 
 
 @dataclass(frozen=True)
@@ -68,11 +82,21 @@ class PoolStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def _socket_readable(raw: Any) -> bool:
+def _poller(raw: Any) -> Any:
+    """Return a ``select.poll`` watching ``raw``'s socket (None where poll is unavailable)."""
+    if not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(raw.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return poller
+
+
+def _socket_readable(entry: _Entry) -> bool:
     """Return True when the server has sent something to an idle connection (or closed it)."""
     try:
-        fd = raw.fileno()
-        readable, _, _ = select.select([fd], [], [], 0)
+        if entry.poller is not None:
+            return bool(entry.poller.poll(0))
+        readable, _, _ = select.select([entry.raw.fileno()], [], [], 0)
     except (OSError, ValueError, Exception):  # closed descriptor or driver error
         return True
     return bool(readable)
@@ -112,7 +136,7 @@ class ConnectionPool:
         self._opening = 0
         self._waiting = 0
         self._closed = False
-        self._pid = os.getpid()
+        self._generation = _fork_generation[0]
         self._orphans: list[Any] = []  # a forked child keeps its parent's connections untouched
         self._opened_total = 0
         self._closed_total = 0
@@ -129,11 +153,34 @@ class ConnectionPool:
         :raises PoolTimeout: when none became free within ``timeout`` seconds.
         :raises PoolClosed: after :meth:`close`.
         """
-        if self._pid != os.getpid():
+        if self._generation != _fork_generation[0]:
             self._after_fork()
+        owner = threading.current_thread()
+        # Fast path: the most recently used idle connection, young and recently used.
+        fast: _Entry | None = None
+        with self._lock:
+            idle = self._idle
+            if idle and not self._closed:
+                cand = idle[-1]
+                now = time.monotonic()
+                if (
+                    not cand.raw.closed
+                    and now - cand.last_used <= self.validate_after
+                    and now - cand.created <= self.max_lifetime
+                ):
+                    idle.pop()
+                    cand.owner = owner
+                    cand.checked_out = now
+                    self._in_use[id(cand.raw)] = cand
+                    fast = cand
+        if fast is not None:
+            if not _socket_readable(fast):
+                return fast.raw
+            if self._ping(fast.raw):
+                return fast.raw
+            self.discard(fast.raw)
         wait = self.timeout if timeout is None else timeout
         deadline: float | None = None
-        owner = threading.current_thread()
         while True:
             to_close: list[Any] = []
             entry: _Entry | None = None
@@ -181,7 +228,7 @@ class ConnectionPool:
             if timed_out is not None:
                 raise timed_out
             if entry is not None:
-                if self._usable(entry, time.monotonic()):
+                if self._usable(entry, now):
                     return entry.raw
                 self.discard(entry.raw)
                 continue
@@ -190,7 +237,7 @@ class ConnectionPool:
 
     def putconn(self, raw: Any, *, reusable: bool = True) -> None:
         """Return a connection; it is closed instead when it is broken, too old or surplus."""
-        if self._pid != os.getpid():
+        if self._generation != _fork_generation[0]:
             return
         close_it = False
         with self._lock:
@@ -210,13 +257,14 @@ class ConnectionPool:
                 close_it = True
             else:
                 self._idle.append(entry)
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
         if close_it:
             self._close_raw(raw)
 
     def discard(self, raw: Any) -> None:
         """Close a checked-out connection and free its slot (it was found broken)."""
-        if self._pid != os.getpid():
+        if self._generation != _fork_generation[0]:
             return
         with self._lock:
             entry = self._in_use.pop(id(raw), None)
@@ -301,7 +349,7 @@ class ConnectionPool:
         raw = entry.raw
         if raw.closed:
             return False
-        if _socket_readable(raw) or now - entry.last_used > self.validate_after:
+        if _socket_readable(entry) or now - entry.last_used > self.validate_after:
             return self._ping(raw)
         return True
 
@@ -334,7 +382,7 @@ class ConnectionPool:
                 closed = True
             else:
                 closed = False
-                self._in_use[id(raw)] = _Entry(raw, now, now, owner, now)
+                self._in_use[id(raw)] = _Entry(raw, now, now, owner, now, _poller(raw))
         if closed:
             self._close_raw(raw)
             raise PoolClosed(f"pool {self.name!r} is closed; set the package up again")
@@ -404,7 +452,7 @@ class ConnectionPool:
         self._waiting = 0
         self._reaper = None
         self._reaper_stop = threading.Event()
-        self._pid = os.getpid()
+        self._generation = _fork_generation[0]
 
     def _start_reaper(self) -> None:
         if self._reaper is not None and self._reaper.is_alive():

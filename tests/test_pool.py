@@ -43,6 +43,16 @@ def server_conns(pg: Server, app: str) -> int:
         conn.close()
 
 
+def settled_conns(pg: Server, app: str, expected: int, timeout: float = 5.0) -> int:
+    """Return the server's count once it equals ``expected`` (backends exit asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = server_conns(pg, app)
+        if n == expected or time.monotonic() > deadline:
+            return n
+        time.sleep(0.05)
+
+
 def terminate(pg: Server, pid: int) -> None:
     conn = pg.raw()
     try:
@@ -103,7 +113,7 @@ def test_idle_cap_closes_extra_connections(make_db, pg: Server) -> None:  # type
     stats = pool.stats()
     assert (stats.idle, stats.in_use, stats.open) == (2, 0, 2)
     assert sum(1 for raw in held if raw.closed) == 4
-    assert server_conns(pg, db.settings.application_name) == 2
+    assert settled_conns(pg, db.settings.application_name, 2) == 2
 
 
 def test_lifetime_replaces_old_connections(make_db) -> None:  # type: ignore[no-untyped-def]
