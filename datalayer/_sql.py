@@ -10,15 +10,18 @@ values and runs the SQL on the thread's pooled connection directly.
 What peewee's ``execute_sql`` would add is kept: a checkout per statement
 when the thread holds no connection, the recovery rules of
 :mod:`datalayer.db` (a dead connection fresh out of the pool is replaced and
-the statement re-run once; otherwise :class:`~datalayer.errors.ConnectionLost`),
-and driver errors raised as peewee's exception types.  What is left out on
-purpose: peewee's DEBUG log of every statement *with its parameters*, which
-would write password and token hashes to the log.
+the statement re-run once; otherwise :class:`~datalayer.errors.ConnectionLost`;
+never a re-run after the watchdog gave up on the statement), the watchdog
+registration around every statement, and driver errors raised as peewee's
+exception types.  What is left out on purpose: peewee's DEBUG log of every
+statement *with its parameters*, which would write password and token hashes
+to the log.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -28,6 +31,7 @@ import psycopg2
 import psycopg2.extensions
 from peewee import __exception_wrapper__  # type: ignore[attr-defined]  # not in the stubs
 
+from ._watchdog import lost_message
 from .errors import ConnectionLost
 from .models.fields import EnumField
 
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("datalayer")
 
 _STATUS_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_monotonic = time.monotonic
 
 M = TypeVar("M", bound=pw.Model)
 
@@ -186,6 +191,22 @@ def _reraise(exc: psycopg2.Error) -> None:
         raise exc
 
 
+def _send(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | None) -> Any:
+    """Execute on the thread's connection, registered with the watchdog while in flight."""
+    cursor = db.cursor()
+    raw = cursor.connection
+    inflight = db._inflight
+    inflight[raw] = _monotonic()
+    try:
+        if copy_from is None:
+            cursor.execute(sql, params)
+        else:
+            cursor.copy_expert(sql, copy_from)
+    finally:
+        inflight.pop(raw, None)
+    return cursor
+
+
 def _run(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | None = None) -> Any:
     """Execute on the thread's connection; apply the recovery rules of :mod:`datalayer.db`.
 
@@ -193,11 +214,7 @@ def _run(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | Non
     """
     state = db._state
     try:
-        cursor = db.cursor()
-        if copy_from is None:
-            cursor.execute(sql, params)
-        else:
-            cursor.copy_expert(sql, copy_from)
+        cursor = _send(db, sql, params, copy_from)
     except psycopg2.Error as exc:
         raw = state.conn
         if (
@@ -208,27 +225,27 @@ def _run(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | Non
             _reraise(exc)
             raise  # pragma: no cover - _reraise always raises
         first = getattr(state, "fresh", False)
+        limit = db._timed_out(raw)
         if not state.transactions:
             db._drop_connection()
-            if first:
+            if first and limit is None:
                 logger.info("a pooled connection was dead; re-running the statement on a new one")
+                if copy_from is not None:
+                    copy_from.seek(0)
                 try:
-                    cursor = db.cursor()
-                    if copy_from is None:
-                        cursor.execute(sql, params)
-                    else:
-                        copy_from.seek(0)
-                        cursor.copy_expert(sql, copy_from)
+                    cursor = _send(db, sql, params, copy_from)
                 except psycopg2.Error as exc2:
                     _reraise(exc2)
                 state.fresh = False
                 return cursor
-        raise _lost(db, exc) from exc
+        raise _lost(db, exc, limit) from exc
     state.fresh = False
     return cursor
 
 
-def _lost(db: Database, exc: BaseException) -> ConnectionLost:
+def _lost(db: Database, exc: BaseException, limit: float | None = None) -> ConnectionLost:
+    if limit is not None:  # the watchdog gave up on it
+        return ConnectionLost(lost_message(db.settings.describe(), limit))
     text = str(exc).strip().splitlines()
     return ConnectionLost(
         f"lost the connection to {db.settings.describe()} while a statement was in flight "
@@ -257,11 +274,16 @@ def _on_checkout(db: Database, sql: str, params: Sequence[Any], mode: int) -> An
     its own transaction.
     """
     pool = db._pool or db.pool  # the property raises the "not set up" error
+    inflight = pool.inflight
     for attempt in (1, 2):
         raw = pool.getconn()
         try:
             cursor = raw.cursor()
-            cursor.execute(sql, params)
+            inflight[raw] = _monotonic()
+            try:
+                cursor.execute(sql, params)
+            finally:
+                inflight.pop(raw, None)
             result = (
                 cursor.fetchone() if mode == _ONE
                 else cursor.rowcount if mode == _COUNT
@@ -270,10 +292,11 @@ def _on_checkout(db: Database, sql: str, params: Sequence[Any], mode: int) -> An
         except psycopg2.Error as exc:
             if raw.closed and isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
                 pool.discard(raw)
-                if attempt == 1:
+                limit = pool.watchdog.timed_out(raw)
+                if attempt == 1 and limit is None:
                     logger.info("a pooled connection was dead; running the statement on a new one")
                     continue
-                raise _lost(db, exc) from exc
+                raise _lost(db, exc, limit) from exc
             pool.putconn(raw, reusable=_idle(raw))
             _reraise(exc)
         except BaseException:

@@ -27,6 +27,17 @@ __all__ = [
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _URL_SCHEMES = ("postgresql", "postgres")
+CLIENT_TIMEOUT_MARGIN = 5.0
+"""Seconds added to DB_STATEMENT_TIMEOUT for the default DB_CLIENT_TIMEOUT.
+
+Additive, not a multiple: the server's own timeout should fire first (its
+clear ``57014`` error, and the connection stays usable), so the margin only
+has to cover what the server's clock does not see — the round trip, a large
+result on its way, a loaded client host — which does not grow with the
+timeout; and a frozen server should hold a thread for not much longer than
+the timeout the operator chose (x2 would make a 30 s timeout a 60 s hang).
+"""
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
@@ -62,7 +73,8 @@ class Settings:
 
     ``host`` is ``None`` when the embedded server is to be used (neither
     DATABASE_URL nor DB_HOST set); :func:`datalayer.db.connect` fills it in.
-    Durations are in seconds; ``None`` means no limit.
+    Durations are in seconds; ``None`` means no limit (``client_timeout``: ``None``
+    means the default, see :attr:`effective_client_timeout`).
     """
 
     host: str | None = None
@@ -80,6 +92,9 @@ class Settings:
     max_checkout_time: float | None = None
     connect_timeout: float = 5.0
     statement_timeout: float | None = None
+    # None: DB_STATEMENT_TIMEOUT + CLIENT_TIMEOUT_MARGIN when that is set, else off;
+    # 0: off.  See effective_client_timeout.
+    client_timeout: float | None = None
     lock_timeout: float | None = None
     idle_in_transaction_timeout: float | None = 60.0
     application_name: str = "datalayer"
@@ -97,6 +112,20 @@ class Settings:
     def embedded(self) -> bool:
         """True when no server was configured and the embedded one is to be used."""
         return self.host is None
+
+    @property
+    def effective_client_timeout(self) -> float | None:
+        """Return how long a statement may be in flight before the client gives up.
+
+        DB_CLIENT_TIMEOUT when set (0: off); otherwise DB_STATEMENT_TIMEOUT plus
+        :data:`CLIENT_TIMEOUT_MARGIN`, so the server's own timeout normally fires
+        first; ``None`` (off) when neither is set.
+        """
+        if self.client_timeout is not None:
+            return self.client_timeout or None
+        if self.statement_timeout:
+            return self.statement_timeout + CLIENT_TIMEOUT_MARGIN
+        return None
 
     def url(self, *, masked: bool = True) -> str:
         """Return the connection URL; the password is shown as ``***`` unless ``masked=False``."""
@@ -212,6 +241,9 @@ def _check_ranges(s: Settings) -> dict[str, str]:
         ("DB_MAX_CHECKOUT_TIME", s.max_checkout_time),
     ):
         need(opt is None or opt > 0, name, f"{opt} must be a duration > 0, or unset / 0 for none")
+    need(s.client_timeout is None or s.client_timeout >= 0, "DB_CLIENT_TIMEOUT",
+         f"{s.client_timeout} must be a duration >= 0 (0: off), or unset for "
+         f"DB_STATEMENT_TIMEOUT + {CLIENT_TIMEOUT_MARGIN:g} s")
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
          "must be 1-63 characters")
     return problems
@@ -374,6 +406,8 @@ def load_settings(
         ("DB_MAX_CHECKOUT_TIME", "max_checkout_time"),
     ):
         parse(name, field, lambda t: _duration(t, allow_none=True), _DURATION_HINT + " (0: none)")
+    parse("DB_CLIENT_TIMEOUT", "client_timeout", lambda t: _duration(t, allow_none=False),
+          _DURATION_HINT + " (0: off)")
     text = raw("DB_APPLICATION_NAME")
     if text is not None:
         values["application_name"] = text

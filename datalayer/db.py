@@ -17,7 +17,12 @@ Recovery from lost connections happens here, at the driver boundary:
   the next statement gets a new one (peewee alone raises ``InterfaceError:
   connection already closed`` on every later query of that thread);
 * a rollback on a dead connection is a no-op (the server already rolled the
-  transaction back), so the error that escapes ``atomic()`` is the real cause.
+  transaction back), so the error that escapes ``atomic()`` is the real cause;
+* every statement (BEGIN, COMMIT and ROLLBACK included) is registered with the
+  pool's watchdog (:mod:`datalayer._watchdog`) while in flight: past
+  DB_CLIENT_TIMEOUT its connection is shut down and the caller gets
+  ``ConnectionLost``, never a re-run (the statement was sent and may still
+  complete if the frozen server resumes).
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
 from peewee import InterfaceError, OperationalError
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
+from ._watchdog import lost_message, watching
 from .config import Settings, load_settings
 from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
 from .pool import ConnectionPool, PoolStats
@@ -53,6 +60,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         self._settings: Settings | None = None
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
+        self._inflight: dict[Any, float] = {}  # the pool's watchdog registrations
         super().__init__(None, **kwargs)
         if settings is not None:
             self.configure(settings)
@@ -78,7 +86,9 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             timeout=settings.pool_timeout,
             name=settings.application_name,
             max_checkout_time=settings.max_checkout_time,
+            client_timeout=settings.effective_client_timeout,
         )
+        self._inflight = self._pool.inflight
         return self
 
     @property
@@ -148,7 +158,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         state.reset()
         pool = self._pool
         if pool is not None and raw is not None:
-            pool.putconn(raw, reusable=_reusable(raw))
+            pool.putconn(raw, reusable=_reusable(raw, pool.inflight))
         return True
 
     def _drop_connection(self) -> None:
@@ -159,7 +169,8 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         if raw is not None and self._pool is not None:
             self._pool.discard(raw)
 
-    def cursor(self, named_cursor: Any = None) -> Any:
+    def _live_connection(self) -> Any:
+        """Return this thread's connection, checking one out (or replacing a dead one) first."""
         state = self._state
         if state.closed:
             self.connect()
@@ -167,25 +178,52 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             # The driver knows this connection is gone and nothing is in flight.
             self._drop_connection()
             self.connect()
+        return state.conn
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        conn = self._live_connection()
         if named_cursor:
-            return self._adapter.server_side_cursor(state.conn)
-        return state.conn.cursor()
+            return self._adapter.server_side_cursor(conn)
+        return conn.cursor()
+
+    def _watched(self, run: Callable[[], Any]) -> Any:
+        """Call ``run`` with this thread's connection registered with the watchdog."""
+        raw = self._live_connection()
+        inflight = self._inflight
+        inflight[raw] = time.monotonic()
+        try:
+            return run()
+        finally:
+            inflight.pop(raw, None)
+
+    def _timed_out(self, raw: Any) -> float | None:
+        """Return the client timeout ``raw`` exceeded if the watchdog closed it, else None."""
+        pool = self._pool
+        return None if pool is None else pool.watchdog.timed_out(raw)
 
     def _execute_cursor(self, sql: str, params: Any, **cursor_options: Any) -> Any:
         state = self._state
+        parent = super()._execute_cursor
+
+        def run() -> Any:
+            return parent(sql, params, **cursor_options)
+
         try:
-            cursor = super()._execute_cursor(sql, params, **cursor_options)
+            cursor = self._watched(run)
         except (OperationalError, InterfaceError) as exc:
             raw = state.conn
             if raw is None or not raw.closed:
                 raise  # an ordinary error on a live connection (timeout, 40001, ...)
             first = getattr(state, "fresh", False)
             in_txn = bool(state.transactions)
+            limit = self._timed_out(raw)
             if not in_txn:
                 self._drop_connection()
-                if first:
+                if first and limit is None:
                     logger.info("a pooled connection was dead; re-running on a new one")
-                    return super()._execute_cursor(sql, params, **cursor_options)
+                    return self._watched(run)
+            if limit is not None:
+                raise ConnectionLost(lost_message(self.settings.describe(), limit)) from exc
             raise ConnectionLost(
                 f"lost the connection to {self.settings.describe()} while a statement was in "
                 f"flight ({_first_line(exc)}); it was not committed. Retry the unit of work "
@@ -194,27 +232,50 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         state.fresh = False
         return cursor
 
+    @contextlib.contextmanager
+    def client_timeout(self, seconds: float | None) -> Iterator[None]:
+        """Let statements on this thread's connection run ``seconds`` in the block (None: no limit).
+
+        For work with timeouts of its own, such as migrations (which set their own
+        ``statement_timeout``): the pool's DB_CLIENT_TIMEOUT would cut a long
+        migration.  Checks a connection out if the thread holds none; applies to
+        that connection only.
+        """
+        with self.pool.watchdog.limit(self._live_connection(), seconds):
+            yield
+
     def begin(self, isolation_level: Any = None) -> None:
         # BEGIN goes through cursor().execute(), not _execute_cursor(): without this, a
         # connection that died while held (server restart) fails atomic() with a bare
         # OperationalError.  BEGIN has no effects, so it is always safe to re-run it once
         # on a new connection.
         state = self._state
+        parent = super().begin
+
+        def run() -> None:
+            parent(isolation_level)
+
         try:
-            super().begin(isolation_level)
+            self._watched(run)
         except (OperationalError, InterfaceError):
             raw = state.conn
             if raw is None or not raw.closed or state.transactions:
                 raise
             self._drop_connection()
             logger.info("the connection was dead at BEGIN; beginning on a new one")
-            super().begin(isolation_level)
+            self._watched(run)
 
     def rollback(self) -> None:
         state = self._state
         if not state.closed and state.conn is not None and state.conn.closed:
             return  # the server rolled back when the connection died
-        super().rollback()
+        try:
+            with watching(self._inflight, state.conn):
+                super().rollback()
+        except (OperationalError, InterfaceError):
+            if state.conn is not None and state.conn.closed:
+                return  # died during ROLLBACK (the watchdog closed it): the same
+            raise
 
     def commit(self) -> None:
         state = self._state
@@ -224,7 +285,8 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
                 "transaction was rolled back by the server. Retry the unit of work"
             )
         try:
-            super().commit()
+            with watching(self._inflight, state.conn):
+                super().commit()
         except (OperationalError, InterfaceError) as exc:
             if state.conn is not None and state.conn.closed:
                 raise CommitUnknown(
@@ -253,7 +315,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             state = self._state
             if state.transactions:
                 del state.transactions[:]
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), watching(self._inflight, state.conn):
                     self._adapter.rollback(state.conn)
             self.close()
 
@@ -268,7 +330,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
     close_all = close_pool
 
 
-def _reusable(raw: Any) -> bool:
+def _reusable(raw: Any, inflight: dict[Any, float]) -> bool:
     if raw.closed:
         return False
     status = raw.get_transaction_status()
@@ -277,7 +339,8 @@ def _reusable(raw: Any) -> bool:
     if status == psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN:
         return False
     try:
-        raw.cursor().execute("ROLLBACK")
+        with watching(inflight, raw):
+            raw.cursor().execute("ROLLBACK")
     except Exception:
         return False
     return True

@@ -17,6 +17,9 @@
 * a connection checked out by a thread that has since died is reclaimed, and
   so (with ``max_checkout_time``) is one held longer than that by a live
   thread while no statement runs on it: a leaked checkout;
+* with ``client_timeout``, a statement in flight longer than that has its
+  connection's socket shut down by a watchdog thread (:mod:`._watchdog`), so a
+  frozen server cannot hold a thread for ever;
 * after ``fork()`` the child never touches its parent's connections.
 
 This module knows nothing of peewee.
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._watchdog import Watchdog
 from .errors import PoolClosed, PoolTimeout
 
 logger = logging.getLogger(__name__)
@@ -117,6 +121,7 @@ class ConnectionPool:
         validate_after: float = 2.0,
         name: str = "datalayer",
         max_checkout_time: float | None = None,
+        client_timeout: float | None = None,
     ) -> None:
         if max_open <= 0 or max_idle <= 0 or max_idle > max_open:
             raise ValueError("need 0 < max_idle <= max_open")
@@ -144,6 +149,10 @@ class ConnectionPool:
         self._timeouts_total = 0
         self._reaper: threading.Thread | None = None
         self._reaper_stop = threading.Event()
+        self.watchdog = Watchdog(client_timeout, name=name)
+        # Code running a statement on one of our connections registers it here:
+        # ``inflight[raw] = time.monotonic()`` before, ``inflight.pop(raw, None)`` after.
+        self.inflight = self.watchdog.inflight
 
     # -- public -----------------------------------------------------------
 
@@ -312,6 +321,9 @@ class ConnectionPool:
         self._reaper_stop.set()
         for entry in idle + in_use:
             self._close_raw(entry.raw)
+        # Only now: closing a connection whose statement hangs on a frozen server waits
+        # for that statement, which the watchdog ends.
+        self.watchdog.stop()
 
     @property
     def closed(self) -> bool:
@@ -354,12 +366,15 @@ class ConnectionPool:
         return True
 
     def _ping(self, raw: Any) -> bool:
+        inflight = self.inflight
         try:
             cur = raw.cursor()
+            inflight[raw] = time.monotonic()  # a frozen server must not hang a checkout
             try:
                 cur.execute("SELECT 1")
                 cur.fetchone()
             finally:
+                inflight.pop(raw, None)
                 cur.close()
         except Exception:
             logger.debug("pool %s: a pooled connection failed its check; replacing it", self.name)
@@ -387,6 +402,7 @@ class ConnectionPool:
             self._close_raw(raw)
             raise PoolClosed(f"pool {self.name!r} is closed; set the package up again")
         self._start_reaper()
+        self.watchdog.start()
         logger.debug("pool %s: opened a connection (%d open)", self.name, self._open_count())
         return raw
 
@@ -452,6 +468,7 @@ class ConnectionPool:
         self._waiting = 0
         self._reaper = None
         self._reaper_stop = threading.Event()
+        self.watchdog.after_fork()
         self._generation = _fork_generation[0]
 
     def _start_reaper(self) -> None:

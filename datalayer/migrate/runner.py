@@ -133,20 +133,27 @@ def _default_dir(target: Target) -> Path:
 
 @contextlib.contextmanager
 def _connected(target: Target) -> Iterator[Any]:
-    """Yield a peewee database with a connection checked out for this thread."""
+    """Yield a peewee database with a connection checked out for this thread.
+
+    The pool's client timeout (DB_CLIENT_TIMEOUT, by default DB_STATEMENT_TIMEOUT
+    + 5 s) is lifted for that connection: it is meant for the application's
+    queries, while migrations run under timeouts of their own (``lock_timeout``,
+    ``statement_timeout``, none by default) and may legitimately take far longer.
+    """
     if isinstance(target, Settings):
         from ..db import Database, resolve
 
         db = Database(resolve(target))
         try:
-            with db.checkout():
+            with db.checkout(), db.client_timeout(None):
                 yield db
         finally:
             db.close_pool()
         return
     checkout = getattr(target, "checkout", None)
     if checkout is not None:
-        with checkout():
+        unlimited = getattr(target, "client_timeout", None)
+        with checkout(), (unlimited(None) if unlimited else contextlib.nullcontext()):
             yield target
         return
     opened = target.connect(reuse_if_open=True)
