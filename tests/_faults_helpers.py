@@ -12,7 +12,9 @@ import datetime as dt
 import hashlib
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -115,8 +117,14 @@ class OwnServer:
 
 
 @contextlib.contextmanager
-def own_server(directory: Path) -> Iterator[OwnServer]:
-    """Start an embedded server in ``directory`` with the tables; always remove it."""
+def own_server(prefix: str = "datalayer-own-") -> Iterator[OwnServer]:
+    """Start an embedded server with the tables in a new temporary directory; always remove both.
+
+    Not under pytest's tmp_path: a pytest session starting meanwhile (another run on the
+    same machine) chmods /tmp/pytest-of-USER to 0700, and as root the server runs as
+    another user that then cannot reach its data directory.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
     srv = OwnServer(directory / "pg")
     try:
         srv.start()
@@ -124,6 +132,7 @@ def own_server(directory: Path) -> Iterator[OwnServer]:
         yield srv
     finally:
         srv.remove()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def token_hash() -> str:

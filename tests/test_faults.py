@@ -12,8 +12,6 @@ backend killed mid-transaction (nothing half-written), a leaked transaction
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,15 +40,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[OwnServer]:
-    # Not under pytest's tmp_path: a pytest session starting meanwhile (another run on
-    # the same machine) chmods /tmp/pytest-of-USER to 0700, and as root the server runs
-    # as another user that then cannot reach its data directory.
-    directory = Path(tempfile.mkdtemp(prefix="datalayer-faults-"))
-    try:
-        with own_server(directory) as server:
-            yield server
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with own_server("datalayer-faults-") as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import weakref
@@ -142,13 +140,8 @@ def test_watchdog_off_starts_no_thread() -> None:
 
 @pytest.fixture(scope="module")
 def srv() -> Iterator[OwnServer]:
-    # Outside pytest's tmp_path, as in test_faults: a concurrent pytest session may lock it.
-    directory = Path(tempfile.mkdtemp(prefix="datalayer-watchdog-"))
-    try:
-        with own_server(directory) as server:
-            yield server
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with own_server("datalayer-watchdog-") as server:
+        yield server
 
 
 @pytest.fixture
