@@ -99,7 +99,7 @@ class Bench:
 
     def __init__(self, settings: Any) -> None:
         import datalayer
-        from datalayer import passwords
+        from datalayer.auth import passwords
         from datalayer.models import MODELS
 
         self.dl = datalayer

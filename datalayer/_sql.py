@@ -2,7 +2,7 @@
 
 Building a peewee query and turning it into SQL costs tens of microseconds of
 CPU every time, about as much as the round trip to the server.  The
-operations in :mod:`datalayer.users` and :mod:`datalayer.tokens` therefore
+operations in :mod:`datalayer.auth.users` and :mod:`datalayer.auth.tokens` therefore
 build each query once, from the models, with named :class:`Param`
 placeholders where the values go, and keep the SQL text.  A call binds its
 values and runs the SQL on the thread's pooled connection directly.

@@ -16,7 +16,7 @@ import time
 import uuid
 
 import datalayer
-from datalayer import passwords
+from datalayer.auth import passwords
 from datalayer.models import MODELS
 
 

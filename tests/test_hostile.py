@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datalayer import passwords, tokens, users
+from datalayer.auth import passwords, tokens, users
 from datalayer.db import Database, database
 from datalayer.errors import DatalayerError, ValidationError
 from datalayer.models import RefreshToken, Role, User

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from datalayer import retry, tokens, users
+from datalayer import retry
+from datalayer.auth import tokens, users
 from datalayer.config import Settings
 from datalayer.errors import AuthenticationError
 from tests.pgserver import Server
@@ -243,7 +244,7 @@ def test_load_mixed_operations(pg: Server, template_db: str):
 
         datalayer.connect(base.replace(application_name=f"{app}-main"))
         known = users.create_user("known@load.test", KNOWN_PASSWORD)
-        from datalayer import passwords
+        from datalayer.auth import passwords
 
         pw_hash = passwords.hash_password("not used for sign-in")
         datalayer.close()

@@ -22,8 +22,9 @@ import peewee
 import psycopg2
 import pytest
 
-from datalayer import retry, tokens, users
+from datalayer import retry
 from datalayer._pooler import pooler_detected, require_direct_connection
+from datalayer.auth import tokens, users
 from datalayer.config import Settings
 from datalayer.db import Database, database
 from datalayer.errors import AuthenticationError, MigrationError, NotFound, TokenReuseError

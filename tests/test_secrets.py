@@ -19,8 +19,8 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 
-from datalayer import passwords, tokens, users
 from datalayer._redact import REDACTED
+from datalayer.auth import passwords, tokens, users
 from datalayer.cli import main
 from datalayer.config import Settings, load_settings, mask_url
 from datalayer.db import Database, database

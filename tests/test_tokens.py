@@ -1,4 +1,4 @@
-"""Refresh tokens (datalayer.tokens): issue, rotate, reuse detection, revoke, purge.
+"""Refresh tokens (datalayer.auth.tokens): issue, rotate, reuse detection, revoke, purge.
 
 Single-threaded tests run in the ``db`` fixture's rolled-back transaction; the
 rotation race uses ``isolated_db`` and real threads.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from datalayer import passwords, tokens, users
+from datalayer.auth import passwords, tokens, users
 from datalayer.db import Database
 from datalayer.errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
 from datalayer.models import RefreshToken, User

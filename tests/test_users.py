@@ -1,4 +1,4 @@
-"""Operations on users (datalayer.users) and password hashing (datalayer.passwords).
+"""Operations on users (datalayer.auth.users) and password hashing (datalayer.auth.passwords).
 
 Each test runs in the ``db`` fixture's transaction, rolled back afterwards;
 the tests that need commits use ``isolated_db``.  Hashing uses cheap scrypt
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import datalayer
-from datalayer import passwords, tokens, users
+from datalayer.auth import passwords, tokens, users
 from datalayer.db import Database
 from datalayer.errors import (
     AuthenticationError,

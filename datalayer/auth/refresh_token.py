@@ -7,8 +7,8 @@ import re
 import peewee as pw
 
 from ..errors import ValidationError
-from .base import BaseModel
-from .fields import created_at_field, timestamptz_field, updated_at_field, uuid_pk
+from ..models.base import BaseModel
+from ..models.fields import created_at_field, timestamptz_field, updated_at_field, uuid_pk
 from .user import User
 
 __all__ = ["RefreshToken"]

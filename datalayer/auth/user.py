@@ -7,8 +7,14 @@ from typing import Any
 
 import peewee as pw
 
-from .base import BaseModel
-from .fields import created_at_field, enum_field, timestamptz_field, updated_at_field, uuid_pk
+from ..models.base import BaseModel
+from ..models.fields import (
+    created_at_field,
+    enum_field,
+    timestamptz_field,
+    updated_at_field,
+    uuid_pk,
+)
 
 __all__ = ["EMAIL_MAX_LENGTH", "EmailField", "Role", "User"]
 

@@ -7,7 +7,7 @@ A stored hash carries its own parameters and salt::
 so :data:`DEFAULT_PARAMS` can be raised later without breaking existing
 hashes: :func:`verify_password` reads the parameters from the hash, and
 :func:`needs_rehash` tells when a hash was made with other ones
-(:func:`datalayer.users.authenticate` then stores a fresh hash on the next
+(:func:`datalayer.auth.users.authenticate` then stores a fresh hash on the next
 successful sign-in).  Keys are compared in constant time.
 
 Nothing here logs, and no message contains a password or a hash.
@@ -23,7 +23,7 @@ import hmac
 import os
 import re
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 __all__ = [
     "DEFAULT_PARAMS",

@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 import peewee as pw
 import psycopg2.errors
 
+from .._sql import Param, Statement, copy_in, execute, fetchone, row_builder
+from ..errors import AuthenticationError, DuplicateError, NotFound, ValidationError
+from ..models.validation import validate_value
 from . import passwords
-from ._sql import Param, Statement, copy_in, execute, fetchone, row_builder
-from .errors import AuthenticationError, DuplicateError, NotFound, ValidationError
-from .models import RefreshToken, Role, User
-from .models.user import EMAIL_MAX_LENGTH
-from .models.validation import validate_value
+from .refresh_token import RefreshToken
+from .user import EMAIL_MAX_LENGTH, Role, User
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ..db import Database
 
 __all__ = [
     "authenticate",
@@ -113,7 +113,7 @@ def _deactivate() -> Statement:
 
 @functools.cache
 def _revoke_user_tokens() -> Statement:
-    # Live tokens only, as datalayer.tokens.revoke_all_for_user().
+    # Live tokens only, as datalayer.auth.tokens.revoke_all_for_user().
     query = RefreshToken.update(revoked_at=pw.fn.now()).where(
         (RefreshToken.user == Param("user_id"))
         & RefreshToken.revoked_at.is_null()
@@ -167,7 +167,7 @@ def _password_hash(value: Any) -> str:
     if not passwords.is_password_hash(value):
         raise ValidationError(
             "password_hash",
-            "is not a hash made by datalayer.passwords.hash_password(); hash the password "
+            "is not a hash made by datalayer.auth.passwords.hash_password(); hash the password "
             "with it first (or pass password= instead)",
         )
     return str(value)
@@ -189,7 +189,7 @@ def create_user(
     """Create a user and return it; the password is stored only as a salted scrypt hash.
 
     Give ``password`` (hashed here) or ``password_hash`` (made earlier with
-    :func:`datalayer.passwords.hash_password`), not both.  The e-mail address
+    :func:`datalayer.auth.passwords.hash_password`), not both.  The e-mail address
     is stored trimmed and lower-cased.
 
     :raises ValidationError: for a bad e-mail address, password, name or role.
@@ -320,7 +320,7 @@ _ROLES = {r.value: r.value for r in Role} | {r: r.value for r in Role}
 
 @functools.cache
 def _copy_sql() -> str:
-    from .db import database  # the SQL dialect (quoting)
+    from ..db import database  # the SQL dialect (quoting)
 
     statement = pw.NodeList([
         pw.SQL("COPY"),
@@ -442,7 +442,7 @@ def import_users(rows: Iterable[Mapping[str, Any]], *, db: Database | None = Non
     """Insert many users at once with COPY; return how many were imported.
 
     Each row is a mapping with ``email`` and ``password_hash`` (from
-    :func:`datalayer.passwords.hash_password`; or ``password``, hashed here,
+    :func:`datalayer.auth.passwords.hash_password`; or ``password``, hashed here,
     which takes tens of milliseconds per row) and optionally
     ``display_name``, ``role`` and ``is_active``.  Every row is validated
     before anything is sent, and the rows go in as one statement: either all

@@ -34,14 +34,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import peewee as pw
 
-from ._sql import Param, Statement, execute, fetchone
-from .errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
-from .models import RefreshToken, User
-from .models.validation import check_text, normalize_ip
+from .._sql import Param, Statement, execute, fetchone
+from ..errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
+from ..models.validation import check_text, normalize_ip
+from .refresh_token import RefreshToken
+from .user import User
 from .users import _user_id
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ..db import Database
 
 logger = logging.getLogger(__name__)
 
