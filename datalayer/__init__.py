@@ -32,6 +32,9 @@ _LAZY: dict[str, str] = {
     "close": "datalayer.db",
     "database": "datalayer.db",
     "get_database": "datalayer.db",
+    # the project ([tool.datalayer] in pyproject.toml)
+    "Project": "datalayer.project",
+    "load_project": "datalayer.project",
     # models
     "BaseModel": "datalayer.models",
     "MODELS": "datalayer.models",
@@ -75,6 +78,7 @@ _LAZY: dict[str, str] = {
     "MigrationError": "datalayer.errors",
     "NotFound": "datalayer.errors",
     "PoolClosed": "datalayer.errors",
+    "ProjectError": "datalayer.errors",
     "PoolTimeout": "datalayer.errors",
     "TokenReuseError": "datalayer.errors",
     "ValidationError": "datalayer.errors",

@@ -270,13 +270,19 @@ def render_mermaid(models: Iterable[type[pw.Model]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(models: Iterable[type[pw.Model]]) -> str:
-    """Return the markdown page holding the diagram (``docs/er-diagram.md``)."""
+def render_markdown(
+    models: Iterable[type[pw.Model]], modules: Sequence[str] = ("datalayer.models",)
+) -> str:
+    """Return the markdown page holding the diagram (``docs/er-diagram.md``).
+
+    ``modules`` names where the models come from, for the page's header.
+    """
     diagram = render_mermaid(models)
+    source = ", ".join(f"`{m}`" for m in modules)
     return (
         "# ER diagram\n"
         "\n"
-        "Generated from the models in `datalayer/models` by `datalayer erd`"
+        f"Generated from the models in {source} by `datalayer erd`"
         " (`make er-diagram`); do not edit it by hand. After changing a model, run"
         " `make er-diagram` and commit the result; `datalayer erd --check` (run in CI)"
         " fails while this file is out of date.\n"

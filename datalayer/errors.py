@@ -23,6 +23,10 @@ class ConfigError(DatalayerError, ValueError):
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
 
 
+class ProjectError(DatalayerError, ValueError):
+    """The project's configuration ([tool.datalayer], --models, --dir) or models are unusable."""
+
+
 class ValidationError(DatalayerError, ValueError):
     """A value given to a model does not fit its field; nothing was written."""
 

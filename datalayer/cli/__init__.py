@@ -23,6 +23,7 @@ from ..errors import DatalayerError
 if TYPE_CHECKING:
     from ..config import Settings
     from ..db import Database
+    from ..project import Project
 
 __all__ = ["CliContext", "main", "pass_cli"]
 
@@ -40,7 +41,11 @@ class CliContext:
 
     env_name: str | None = None
     env_file: Path | None = None
+    models_option: str | None = None
+    dir_option: Path | None = None
     _settings: Settings | None = field(default=None, repr=False)
+    _project: Project | None = field(default=None, repr=False)
+    _models: list[Any] | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -58,12 +63,64 @@ class CliContext:
 
         return connect(self.settings())
 
+    def project(self) -> Project:
+        """The project (pyproject.toml ``[tool.datalayer]``, environment, options)."""
+        if self._project is None:
+            from ..project import load_project
+
+            self.settings()  # loads .env files first: DATALAYER_* may come from them
+            self._project = load_project(models=self.models_option, migrations=self.dir_option)
+        return self._project
+
+    def models(self) -> list[Any]:
+        """The project's model classes, imported once, in dependency order."""
+        if self._models is None:
+            self._models = self.project().load_models()
+        return self._models
+
+    def directory(self) -> Path:
+        """The migrations folder."""
+        return self.project().migrations
+
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
 
+# Global options, accepted before or after the subcommand: name -> takes a value.
+GLOBAL_OPTIONS = {"--env": True, "--env-file": True, "--models": True, "--dir": True}
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options found anywhere in ``args`` to the front (up to ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and arg.startswith("--"):
+            if "=" in arg or i + 1 >= len(args):
+                front.append(arg)
+                i += 1
+            else:
+                front.extend(args[i : i + 2])
+                i += 2
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
 class _Group(click.Group):
     """Loads command groups lazily and turns package errors into one line and exit 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = hoist_global_options(args)
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
@@ -101,16 +158,41 @@ class _Group(click.Group):
     metavar="PATH",
     help="Also load this .env-style file.",
 )
+@click.option(
+    "--models",
+    "models",
+    metavar="MODULES",
+    help="Model modules, comma-separated (default: [tool.datalayer] models in "
+    "pyproject.toml, DATALAYER_MODELS, else datalayer.models).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Migrations folder (default: DATALAYER_MIGRATIONS_DIR, [tool.datalayer] "
+    "migrations, else ./migrations).",
+)
 @click.version_option(package_name="datalayer")
 @click.pass_context
-def main(ctx: click.Context, env_name: str | None, env_file: Path | None) -> None:
+def main(
+    ctx: click.Context,
+    env_name: str | None,
+    env_file: Path | None,
+    models: str | None,
+    directory: Path | None,
+) -> None:
     """PostgreSQL data layer: database, migrations and ER diagram.
 
     Configuration comes from the environment (DATABASE_URL or DB_*), a .env
     file in the current directory, and --env / --env-file.  With no server
-    configured, an embedded PostgreSQL server is started.
+    configured, an embedded PostgreSQL server is started.  The models and the
+    migrations folder come from [tool.datalayer] in the nearest pyproject.toml
+    (or --models / --dir).  Global options may come before or after the command.
     """
-    ctx.obj = CliContext(env_name=env_name, env_file=env_file)
+    ctx.obj = CliContext(
+        env_name=env_name, env_file=env_file, models_option=models, dir_option=directory
+    )
 
 
 def run() -> None:  # pragma: no cover - console entry point wrapper

@@ -35,11 +35,12 @@ def erd(ctx: click.Context, output: Path | None, check: bool) -> None:
     exits 1 when that file is missing or stale.
     """
     from ..erd import render_markdown
-    from ..models import MODELS
+    from . import CliContext
 
-    text = render_markdown(MODELS)
+    cli = ctx.ensure_object(CliContext)
+    text = render_markdown(cli.models(), cli.project().models)
     if check:
-        path = output if output is not None else DEFAULT_OUTPUT
+        path = output if output is not None else cli.project().resolve(DEFAULT_OUTPUT)
         try:
             current = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -30,22 +30,16 @@ _SECONDS = click.FloatRange(min=0)
 
 
 @click.group()
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="PATH",
-    help="Migrations directory (default: DATALAYER_MIGRATIONS_DIR, else ./migrations).",
-)
-@click.pass_context
-def migrate(ctx: click.Context, directory: Path | None) -> None:
-    """Generate, apply and check migrations (peewee-migrate files in migrations/)."""
-    ctx.meta["datalayer.migrations_dir"] = directory
+def migrate() -> None:
+    """Generate, apply and check migrations (peewee-migrate files in migrations/).
+
+    The models and the folder come from [tool.datalayer] in pyproject.toml,
+    or the global --models / --dir options (before or after the command).
+    """
 
 
 def _directory(cli: CliContext) -> Path:
-    chosen = click.get_current_context().meta.get("datalayer.migrations_dir")
-    return Path(chosen) if chosen is not None else cli.settings().migrations_dir
+    return cli.directory()
 
 
 @contextmanager
@@ -86,11 +80,12 @@ def diff(cli: CliContext, name: str) -> None:
     from ..migrate.checksum import verify, write_sum
     from ..migrate.generate import create_migration
     from ..migrate.router import Router
+    from ..migrate.scaffold import ensure_conf
 
     directory = _directory(cli)
     verify(directory)  # never build on files that do not match migrations.sum
     # The diff replays the files only: a database object is needed, a connection is not.
-    result = create_migration(Router(Database(), directory), name)
+    result = create_migration(Router(Database(), directory), name, cli.models())
     if result is None:
         click.echo(
             f"no changes: the migrations in {directory} already match the models; "
@@ -100,6 +95,9 @@ def diff(cli: CliContext, name: str) -> None:
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     sum_path = write_sum(directory)
+    conf = ensure_conf(directory)
+    if conf is not None:
+        click.echo(f"wrote {conf} (makes pw_migrate create --auto use these models)")
     click.echo(f"wrote {result.path}")
     click.echo(f"updated {sum_path}")
 
@@ -268,7 +266,7 @@ def check(cli: CliContext) -> None:
     from ..migrate.check import check as run_check
 
     directory = _directory(cli)
-    problems = run_check(cli.settings(), directory)
+    problems = run_check(cli.settings(), directory, cli.models())
     if problems:
         for problem in problems:
             click.echo(f"- {problem}", err=True)

@@ -46,7 +46,7 @@ from typing import Any
 import peewee as pw
 from playhouse import postgres_ext as pw_pext
 
-from ..errors import MigrationError
+from ..errors import DatalayerError, MigrationError
 from ._codegen import CodeWriter
 from ._spec import (
     ColumnSpec,
@@ -690,10 +690,10 @@ def install_upstream() -> None:
         if not auto:
             result: str | None = _UPSTREAM_CREATE(self, name, auto=auto)
             return result
-        models = _upstream_models(self, auto)
         try:
+            models = _upstream_models(self, auto)
             written = create_migration(self, name, models)
-        except GenerationError as exc:
+        except DatalayerError as exc:
             # As peewee-migrate's CLI does for its own errors: say it, exit 1.
             self.logger.error("%s", exc)
             raise SystemExit(1) from None
@@ -718,6 +718,12 @@ def _upstream_models(router: Any, auto: Any) -> list[type[pw.Model]]:
     is_model: Any = upstream._check_model
     load_models: Any = upstream.load_models
 
+    if isinstance(auto, bool):
+        # A bare ``--auto``: the project's model set ([tool.datalayer] models), as
+        # ``datalayer migrate diff`` uses, instead of upstream's scan of every package.
+        from ..project import load_project
+
+        return list(load_project().load_models())
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.append(cwd)

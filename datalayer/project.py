@@ -1,0 +1,260 @@
+"""The project: which models and which migrations folder the tooling works on.
+
+A project says so in the nearest ``pyproject.toml`` with a ``[tool.datalayer]``
+table, looking upward from the current directory::
+
+    [tool.datalayer]
+    models = ["datalayer.models", "myapp.models"]   # modules
+    migrations = "db/migrations"                      # relative to this file
+    postgres = 15                                     # target server version
+
+Its folder is where relative paths start and is put on ``sys.path`` when the
+model modules are imported, so every command works from any subfolder.
+``DATALAYER_MODELS`` (comma-separated) and ``--models`` override ``models``;
+``DATALAYER_MIGRATIONS_DIR`` and ``--dir`` override ``migrations``.  With no
+configuration at all: datalayer's own models and ``./migrations``.
+
+A module contributes every concrete (not ``__abstract__``) peewee model it
+defines, or its ``MODELS`` sequence when it has one (``datalayer.models``
+does: the auth models are defined in :mod:`datalayer.auth`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ProjectError
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "DEFAULT_POSTGRES",
+    "MIN_POSTGRES",
+    "Project",
+    "find_pyproject",
+    "import_models",
+    "load_project",
+]
+
+DEFAULT_MODELS: tuple[str, ...] = ("datalayer.models",)
+MIN_POSTGRES = 12
+"""The lowest PostgreSQL major version datalayer supports (and targets by default)."""
+DEFAULT_POSTGRES = MIN_POSTGRES
+_MAX_POSTGRES = 99
+_KEYS = {"models", "migrations", "postgres", "unsafe"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Project:
+    """What the tooling works on; ``root`` is None when no pyproject.toml configures it."""
+
+    root: Path | None
+    models: tuple[str, ...] = DEFAULT_MODELS
+    migrations: Path = Path("migrations")
+    postgres: int = DEFAULT_POSTGRES
+    unsafe: bool = False
+    pyproject: Path | None = None
+
+    @property
+    def base(self) -> Path:
+        """The folder relative paths start from: the project's, else the current one."""
+        return self.root if self.root is not None else Path.cwd()
+
+    def resolve(self, path: str | Path) -> Path:
+        """Return ``path`` relative to the project folder (absolute paths unchanged)."""
+        path = Path(path)
+        return path if path.is_absolute() else self.base / path
+
+    def load_models(self) -> list[Any]:
+        """Import the model modules and return their concrete models, in dependency order."""
+        return import_models(self.models, self.root)
+
+
+def find_pyproject(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Return the nearest pyproject.toml with ``[tool.datalayer]`` upward of ``start``.
+
+    :raises ProjectError: a pyproject.toml on the way that is not valid TOML.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if not candidate.is_file():
+            continue
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ProjectError(f"{candidate} is not valid TOML ({exc}); fix the file") from None
+        table = data.get("tool", {}).get("datalayer")
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise ProjectError(f"{candidate}: [tool.datalayer] must be a table")
+        return candidate, table
+    return None
+
+
+def _module_list(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise ProjectError(f"{where} must be a list of module names, e.g. [\"myapp.models\"]")
+    items = [item for item in items if item]
+    if not items:
+        raise ProjectError(f"{where} names no module; e.g. [\"datalayer.models\", \"app.models\"]")
+    for item in items:
+        if not all(part.isidentifier() for part in item.split(".")):
+            raise ProjectError(f"{where}: {item!r} is not a module name (dotted, like app.models)")
+    return tuple(dict.fromkeys(items))
+
+
+def load_project(
+    *,
+    start: Path | None = None,
+    models: str | Sequence[str] | None = None,
+    migrations: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Project:
+    """Resolve the project from pyproject.toml, the environment and explicit overrides.
+
+    ``models`` / ``migrations`` are the ``--models`` / ``--dir`` options (a
+    relative ``--dir`` is taken from the current directory, as shells do).
+
+    :raises ProjectError: with one line naming the setting and what to write.
+    """
+    env = os.environ if environ is None else environ
+    found = find_pyproject(start)
+    root: Path | None = None
+    table: dict[str, Any] = {}
+    pyproject: Path | None = None
+    if found is not None:
+        pyproject, table = found
+        root = pyproject.parent
+        unknown = sorted(set(table) - _KEYS)
+        if unknown:
+            raise ProjectError(
+                f"{pyproject}: unknown key(s) in [tool.datalayer]: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_KEYS))}"
+            )
+    where = f"{pyproject}: [tool.datalayer]" if pyproject else "[tool.datalayer]"
+    base = root if root is not None else (start or Path.cwd())
+
+    if models is not None:
+        chosen = _module_list(models, "--models")
+    elif env.get("DATALAYER_MODELS", "").strip():
+        chosen = _module_list(env["DATALAYER_MODELS"], "DATALAYER_MODELS")
+    elif "models" in table:
+        chosen = _module_list(table["models"], f"{where} models")
+    else:
+        chosen = DEFAULT_MODELS
+
+    if migrations is not None:
+        folder = Path(migrations)
+        folder = folder if folder.is_absolute() else (start or Path.cwd()) / folder
+    elif env.get("DATALAYER_MIGRATIONS_DIR", "").strip():
+        folder = base / env["DATALAYER_MIGRATIONS_DIR"].strip()
+    elif "migrations" in table:
+        value = table["migrations"]
+        if not isinstance(value, str) or not value.strip():
+            raise ProjectError(f"{where} migrations must be a folder path, e.g. \"db/migrations\"")
+        folder = base / value
+    else:
+        folder = base / "migrations"
+
+    postgres = table.get("postgres", DEFAULT_POSTGRES)
+    if isinstance(postgres, bool) or not isinstance(postgres, int) or not (
+        MIN_POSTGRES <= postgres <= _MAX_POSTGRES
+    ):
+        raise ProjectError(
+            f"{where} postgres must be a major version number >= {MIN_POSTGRES} (e.g. 15), "
+            f"not {postgres!r}"
+        )
+    unsafe = table.get("unsafe", False)
+    if not isinstance(unsafe, bool):
+        raise ProjectError(f"{where} unsafe must be true or false, not {unsafe!r}")
+    return Project(
+        root=root,
+        models=chosen,
+        migrations=_tidy(folder),
+        postgres=postgres,
+        unsafe=unsafe,
+        pyproject=pyproject,
+    )
+
+
+def _tidy(path: Path) -> Path:
+    """Show paths under the current directory relative to it (shorter messages)."""
+    full = path.resolve()
+    try:
+        return full.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return full
+
+
+def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]:
+    """Import ``modules`` (with ``root`` on ``sys.path``) and return their concrete models.
+
+    :raises ProjectError: a module that fails to import (naming it and why), or
+        that defines no model.
+    """
+    import peewee as pw
+
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    found: list[Any] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ProjectError(
+                f"cannot import model module {name!r} ({reason}); check [tool.datalayer] "
+                "models, DATALAYER_MODELS or --models"
+            ) from None
+        listed = getattr(module, "MODELS", None)
+        if isinstance(listed, (list, tuple)):
+            candidates = list(listed)
+        else:
+            candidates = [
+                value
+                for value in vars(module).values()
+                if isinstance(value, type)
+                and issubclass(value, pw.Model)
+                and (value.__module__ == name or value.__module__.startswith(name + "."))
+            ]
+        models = [m for m in candidates if not vars(m).get("__abstract__")]
+        if not models:
+            raise ProjectError(
+                f"model module {name!r} defines no concrete peewee model; "
+                "check [tool.datalayer] models, DATALAYER_MODELS or --models"
+            )
+        for model in models:
+            if model not in found:
+                found.append(model)
+    _check_references(found)
+    from .migrate._spec import sort_models
+
+    return sort_models(found)
+
+
+def _check_references(models: list[Any]) -> None:
+    for model in models:
+        for field in model._meta.refs:
+            rel = field.rel_model
+            if rel is model or rel in models or vars(rel).get("__abstract__"):
+                continue
+            module = rel.__module__
+            if module.startswith("datalayer."):
+                module = "datalayer.models"
+            raise ProjectError(
+                f"{model.__module__}.{model.__name__}.{field.name} refers to "
+                f"{rel.__module__}.{rel.__name__} (table {rel._meta.table_name}), which is "
+                f"not in the model set; add {module!r} to [tool.datalayer] models"
+            )

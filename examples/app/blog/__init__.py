@@ -1,0 +1,1 @@
+"""A tiny blog: posts written by datalayer's users."""
