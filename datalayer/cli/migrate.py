@@ -273,3 +273,26 @@ def check(cli: CliContext) -> None:
         click.echo(f"error: migrate check found {_n(len(problems), 'problem')}", err=True)
         click.get_current_context().exit(1)
     click.echo(f"ok: {directory} is hashed, in sync with the models, and reproduces their schema")
+
+
+@migrate.command()
+@click.argument("name")
+@click.option("--to", "to", metavar="NAME", help="Fold up to this migration (default: all).")
+@pass_cli
+def squash(cli: CliContext, name: str, to: str | None) -> None:
+    """Fold the migrations (up to --to) into one migration NAME.
+
+    The result is verified in scratch databases (DATALAYER_DEV_DATABASE_URL,
+    else the embedded server) to build the identical schema before anything
+    is written.  Databases that applied the folded files stay up to date.
+    """
+    from ..migrate.squash import squash as run_squash
+
+    directory = _directory(cli)
+    result = run_squash(cli.settings(), directory, name, to=to)
+    span = f"{result.replaces[0]} .. {result.replaces[-1]}"
+    click.echo(
+        f"wrote {result.path}: replaces {_n(len(result.replaces), 'migration')} ({span}); "
+        f"removed {_n(len(result.removed), 'file')}"
+    )
+    click.echo(f"updated {directory / 'migrations.sum'}")

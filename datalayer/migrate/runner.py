@@ -336,10 +336,20 @@ def _timeouts(lock_timeout: float | None, statement_timeout: float | None) -> li
     return [("lock_timeout", _ms(lock_timeout)), ("statement_timeout", _ms(statement_timeout))]
 
 
+def _replaced(router: Router) -> dict[str, str]:
+    """Return ``{folded name: squashed migration}`` for the squashed files on disk."""
+    from .squash import replaced_names
+
+    return replaced_names({f"{n}.py": router.source(n) for n in router.todo})
+
+
 def _check_history(router: Router, rows: list[HistoryRow], *, modified_ok: bool = False) -> None:
     on_disk = set(router.todo)
+    replaced = _replaced(router)
     for row in rows:
         path = router.path(row.name)
+        if row.name in replaced and row.name not in on_disk:
+            continue  # folded into a squashed migration that is on disk
         if row.name not in on_disk:
             raise MigrationError(
                 f"{path} was applied ({row.name}) but is not on disk; restore it (git "
@@ -394,7 +404,8 @@ def apply(
                 router.ensure_history()
             rows = router.history()  # read again now that no one else can write it
             _check_history(router, rows)
-            applied = router.done
+            replaced = _replaced(router)
+            applied = [n for n in router.done if n not in replaced]
             applied_set = set(applied)
             pending = [n for n in router.todo if n not in applied_set]
             if to is not None:
@@ -550,7 +561,8 @@ def rollback(
         router = Router(db, directory, migrate_table=migrate_table)
         with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
             rows = router.history()
-            applied = router.done
+            replaced = _replaced(router)
+            applied = [n for n in router.done if n not in replaced]
             if len(applied) < steps:
                 raise MigrationError(
                     f"cannot roll back {steps} migration(s): {len(applied)} applied on "
@@ -604,10 +616,13 @@ def status(
         ):
             modified.append(name)
     problems = _checksum.problems(directory, files)
+    from .squash import replaced_names
+
+    folded = replaced_names(files)
     return Status(
         applied=applied,
         pending=[n for n in on_disk if n not in applied_set],
         modified=modified,
-        missing=[n for n in applied if n not in on_disk_set],
+        missing=[n for n in applied if n not in on_disk_set and n not in folded],
         checksum_problems=problems,
     )
