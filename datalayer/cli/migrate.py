@@ -296,3 +296,21 @@ def squash(cli: CliContext, name: str, to: str | None) -> None:
         f"removed {_n(len(result.removed), 'file')}"
     )
     click.echo(f"updated {directory / 'migrations.sum'}")
+
+
+@migrate.command()
+@click.argument("name")
+@pass_cli
+def rebase(cli: CliContext, name: str) -> None:
+    """After a merge: renumber migration NAME to come after every other; rewrite the sum.
+
+    Refused for a migration that the configured database (DATABASE_URL or
+    DB_*) has applied.
+    """
+    from ..migrate.rebase import rebase as run_rebase
+
+    directory = _directory(cli)
+    with _database(cli) as database:
+        result = run_rebase(database, directory, name)
+    click.echo(f"renamed {result.old.name} to {result.new.name}")
+    click.echo(f"updated {directory / 'migrations.sum'}")

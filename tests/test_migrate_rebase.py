@@ -1,0 +1,74 @@
+"""`datalayer migrate rebase NAME`: renumber a migration after a merge, rewrite the sum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from datalayer.cli import main
+from datalayer.config import Settings
+from datalayer.db import Database
+from datalayer.errors import ChecksumError, MigrationError
+from datalayer.migrate import runner
+from datalayer.migrate.checksum import problems, verify, write_sum
+from datalayer.migrate.files import migration_names
+from datalayer.migrate.rebase import rebase
+from tests.migrate_runtime_support import write_table_migration
+
+
+@pytest.fixture
+def merged(tmp_path: Path) -> Path:
+    """Two branches each added a 002 migration; the merge left a conflicted migrations.sum."""
+    directory = tmp_path / "migrations"
+    write_table_migration(directory, "001_base", "base")
+    write_table_migration(directory, "002_add_posts", "posts")
+    write_sum(directory)
+    theirs = (directory / "migrations.sum").read_text()
+    write_table_migration(directory, "002_add_tags", "tags")
+    (directory / "migrations.sum").write_text(
+        "<<<<<<< HEAD\n" + theirs + "=======\nxx\n>>>>>>> branch\n"
+    )
+    return directory
+
+
+def test_rebase_renumbers_and_rehashes(merged: Path, empty_db: Settings) -> None:
+    with pytest.raises(ChecksumError):
+        verify(merged)
+    db = Database(empty_db)
+    try:
+        result = rebase(db, merged, "002_add_tags")
+        assert result.new.name == "003_add_tags.py"
+        assert migration_names(merged) == ["001_base", "002_add_posts", "003_add_tags"]
+        assert problems(merged) == []
+        assert [a.name for a in runner.apply(db, merged)] == migration_names(merged)
+    finally:
+        db.close_pool()
+
+
+def test_rebase_refuses_an_applied_migration(merged: Path, empty_db: Settings) -> None:
+    db = Database(empty_db)
+    try:
+        (merged / "002_add_tags.py").rename(merged / "003_add_tags.py")
+        write_sum(merged)
+        runner.apply(db, merged)
+        before = sorted(p.name for p in merged.iterdir())
+        with pytest.raises(MigrationError, match="is applied on the configured database"):
+            rebase(db, merged, "003_add_tags")
+        assert sorted(p.name for p in merged.iterdir()) == before
+        with pytest.raises(MigrationError, match="several migrations are numbered 2"):
+            (merged / "003_add_tags.py").rename(merged / "002_add_tags.py")
+            rebase(db, merged, "2")
+    finally:
+        db.close_pool()
+
+
+def test_rebase_cli(merged: Path, empty_db: Settings, clean_env: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_db.url(masked=False))
+    result = CliRunner().invoke(main, ["migrate", "rebase", "002_add_posts", "--dir", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert "renamed 002_add_posts.py to 003_add_posts.py" in result.output
+    result = CliRunner().invoke(main, ["migrate", "rebase", "nope", "--dir", str(merged)])
+    assert result.exit_code == 1 and "there is no migration 'nope'" in result.stderr
