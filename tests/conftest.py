@@ -25,6 +25,18 @@ from tests.pgserver import Server
 ENV_PREFIXES = ("DB_", "DATABASE_URL", "DATALAYER_")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the replayed-state cache (datalayer.migrate.cache) out of the user's ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Server]:
     server = Server()

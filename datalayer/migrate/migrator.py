@@ -17,10 +17,12 @@ migrator they are given, so they work the same under ``pw_migrate migrate``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import peewee as pw
 from peewee_migrate import Migrator
@@ -28,6 +30,7 @@ from peewee_migrate import Migrator
 from ._ddl import Backfill, Step, plan_alter, plan_create, plan_drop, plan_rename_table
 from ._spec import (
     Sql,
+    TableSpec,
     UnsupportedChange,
     _untyped,
     index_entries,
@@ -35,7 +38,40 @@ from ._spec import (
     table_spec,
 )
 
-__all__ = ["DatalayerMigrator", "UnsupportedChange", "ref", "typed"]
+__all__ = ["DatalayerMigrator", "UnsupportedChange", "ref", "replaying", "typed"]
+
+# -- replays derive no SQL ------------------------------------------------------------
+# A replay (router.replay: the history run in fake mode to know the schema) throws the
+# SQL of every operation away; deriving it renders the table's whole DDL before and
+# after each operation, which made long histories quadratic in the table's width.
+# Inside ``replaying()`` (a per-thread switch) the operations change the state only.
+_REPLAY = threading.local()
+_T = TypeVar("_T")
+
+
+def _unless_replaying(fn: Callable[..., _T], empty: Callable[[], _T]) -> Callable[..., _T]:
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        return empty() if getattr(_REPLAY, "on", False) else fn(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def replaying() -> Iterator[None]:
+    """Within this block (this thread), operations update the state and queue no SQL."""
+    previous = getattr(_REPLAY, "on", False)
+    _REPLAY.on = True
+    try:
+        yield
+    finally:
+        _REPLAY.on = previous
+
+
+table_spec = _unless_replaying(table_spec, lambda: cast(TableSpec, None))
+plan_alter = _unless_replaying(plan_alter, list)
+plan_create = _unless_replaying(plan_create, list)
+plan_drop = _unless_replaying(plan_drop, list)
+plan_rename_table = _unless_replaying(plan_rename_table, list)
 
 ModelRef = str | type[pw.Model]
 F = TypeVar("F", bound=pw.Field)

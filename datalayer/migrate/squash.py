@@ -307,7 +307,7 @@ def squash(
     with _recording(calls, current):
         for migration in fold:
             current[0] = migration
-            router.replay([migration], state)
+            router.replay([migration], state, cache=False)
     problems = _data_changes(calls)
     if problems:
         raise MigrationError(

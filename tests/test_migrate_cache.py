@@ -1,0 +1,107 @@
+"""The replayed-state cache: used when the files are the same, never when one changed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from datalayer.db import Database
+from datalayer.migrate import cache
+from datalayer.migrate._spec import table_spec
+from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.generate import compute_diff, create_migration
+from datalayer.migrate.migrator import DatalayerMigrator
+from datalayer.migrate.router import Router
+
+COLUMNS = 12
+
+
+def _model(columns: int, width: int = 20) -> type[pw.Model]:
+    attrs: dict[str, object] = {
+        "__module__": __name__,
+        "name": pw.CharField(max_length=50),
+        "Meta": type("Meta", (), {"table_name": "items"}),
+    }
+    for i in range(1, columns + 1):
+        attrs[f"c{i}"] = pw.CharField(max_length=width, null=True)
+    return type("Item", (pw.Model,), attrs)
+
+
+@pytest.fixture
+def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DATALAYER_CACHE_DIR", str(tmp_path / "cache"))
+    directory = tmp_path / "migrations"
+    for n in range(COLUMNS + 1):
+        assert create_migration(Router(Database(), directory), f"c{n}", [_model(n)]) is not None
+    write_sum(directory)
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # the states cached while generating
+    return directory
+
+
+def _state(directory: Path) -> DatalayerMigrator:
+    router = Router(Database(), directory)
+    migrator = DatalayerMigrator(router.database)
+    router.replay(router.todo, migrator)
+    return migrator
+
+
+def _loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    original = Router.load
+
+    def load(self: Router, name: str):  # type: ignore[no-untyped-def]
+        seen.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(Router, "load", load)
+    return seen
+
+
+def test_second_replay_comes_from_the_cache(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _state(history)
+    assert len(list((history.parent / "cache").glob("state-*.py"))) == 1
+    seen = _loads(monkeypatch)
+    second = _state(history)
+    assert seen == []  # no file was replayed
+    [a], [b] = first.orm, second.orm
+    assert table_spec(a) == table_spec(b)
+    assert not compute_diff(Router(Database(), history), [_model(COLUMNS)])
+
+
+def test_an_added_file_replays_only_itself(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _state(history)
+    assert create_migration(Router(Database(), history), "more", [_model(COLUMNS + 1)])
+    seen = _loads(monkeypatch)
+    state = _state(history)
+    assert seen == [Router(Database(), history).todo[-1]]
+    assert f"c{COLUMNS + 1}" in next(iter(state.orm))._meta.columns
+
+
+@pytest.mark.parametrize("rehash", [True, False])
+def test_an_edited_file_is_never_served_from_the_cache(history: Path, rehash: bool) -> None:
+    _state(history)
+    names = Router(Database(), history).todo
+    edited = history / f"{names[5]}.py"
+    text = edited.read_text()
+    assert "max_length=20" in text
+    edited.write_text(text.replace("max_length=20", "max_length=99"))
+    if rehash:
+        write_sum(history)
+    [model] = _state(history).orm
+    column = names[5].split("_", 1)[1]
+    assert model._meta.columns[column].max_length == 99
+
+
+def test_cache_off_and_keys(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAYER_CACHE_DIR", "off")
+    assert cache.cache_dir() is None
+    _state(history)
+    assert not (history.parent / "cache").exists()
+    router = Router(Database(), history)
+    keys = cache.chain_keys(router.todo, router.source)
+    assert len(set(keys)) == len(keys)
+    again = cache.chain_keys(router.todo[:3], router.source)
+    assert again == keys[:3]
