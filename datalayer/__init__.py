@@ -11,11 +11,51 @@ migration tooling (peewee-migrate) and the CLI are never loaded by it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import sys
 from typing import Any
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+class _NoPsycopg3ForPeewee:
+    """Keep peewee's import from loading psycopg 3, which datalayer never uses.
+
+    peewee 4 imports ``psycopg`` (psycopg 3) at import time when it is
+    installed, only to offer it as an alternative driver: about 0.2 s of
+    start-up for every script and worker.  While peewee's module is being
+    executed, this finder answers "not installed" for ``psycopg``; then it
+    removes itself.  The same holds for ``playhouse.postgres_ext``.  An
+    application's own ``import psycopg`` (before or after) is not affected;
+    peewee in this process then uses psycopg2 only, as datalayer does.
+    """
+
+    watched = ("peewee", "playhouse.postgres_ext")
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> None:
+        loading = False
+        loaded = 0
+        for watched in cls.watched:
+            module = sys.modules.get(watched)
+            if module is None:
+                continue
+            if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                loading = True
+            else:
+                loaded += 1
+        if name in ("psycopg", "psycopg_binary", "psycopg_c") and loading:
+            raise ModuleNotFoundError("datalayer does not load psycopg for peewee", name=name)
+        if loaded == len(cls.watched):
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(cls)
+        return None
+
+
+if "peewee" not in sys.modules and "psycopg" not in sys.modules:
+    sys.meta_path.insert(0, _NoPsycopg3ForPeewee)
 # peewee logs every query's parameters at DEBUG (password and token hashes among them).
 importlib.import_module("datalayer._redact").install()
 
