@@ -1,165 +1,242 @@
-"""Migration status and apply times for 100 and 1000 trivial migrations, next to upstream.
+"""Migration commands with 1, 100 and 1000 migrations on disk, next to upstream peewee-migrate.
 
-``python -m benchmarks.bench_migrate`` (or ``python -m benchmarks migrate``).
-Uses DATABASE_URL / DB_* when set, else the embedded server; every apply
-runs on a fresh scratch database of its own, dropped afterwards.
+``python -m benchmarks migrate``.  Uses DATABASE_URL / DB_* when set, else the
+embedded server; every database is a scratch one of its own, dropped after.
 
-Both sides do the same work on the same files in the same run, rounds
-interleaved (the side that goes first alternates):
+The final schema is the same for every history length — 20 tables, 1000
+columns in all — so only the number of files changes: with 1 migration one
+file creates everything; with 100 or 1000, the first file creates the tables
+and each later one adds a column (as ``datalayer migrate diff`` writes it).
+Each command runs as a whole CLI process (interpreter start included), the
+way CI and deploy scripts run it, rounds interleaved with upstream's:
 
-* ``status``: datalayer's ``runner.status`` (connect, read the history,
-  hash the files, check migrations.sum) versus upstream's ``Router.todo`` +
-  ``Router.done`` + ``Router.diff`` (what ``pw_migrate list`` computes), on a
-  database where every migration is applied;
-* ``apply``: datalayer's ``runner.apply`` (verify the checksums, take the
-  advisory lock, one transaction per migration with its hash recorded)
-  versus upstream's ``Router.run()`` (one transaction per migration), on an
-  empty database.
+* ``diff``: ``datalayer migrate diff x`` with nothing to do, versus
+  ``pw_migrate create --auto`` (upstream's own generator) on the same files;
+* ``status``: ``datalayer migrate status`` versus ``pw_migrate list``;
+* ``apply 1``: apply the one pending migration (the rest applied), versus
+  ``pw_migrate migrate``;
+* ``rollback 1``: ``datalayer migrate rollback --steps 1`` versus
+  ``pw_migrate rollback --count 1``;
+* ``check``: ``datalayer migrate check`` (no upstream equivalent).
 
-The migrations are numbered 000..999 so that upstream's three-digit file
-mask sees all 1000 of them (it never sees ``1000_*.py``).  This is a
-benchmark, not a test: it prints figures and asserts nothing.
+The replayed-state cache (``datalayer.migrate.cache``) lives in a folder of
+the benchmark's own, warmed by one untimed run of each command, as a
+developer's or CI runner's cache is after the first run of a commit.  The
+last column is the growth per file: (time at N - time at 1) / (N - 1).
+This is a benchmark, not a test: it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
 
-import logging
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from datalayer.config import Settings
 
-SIZES = (100, 1000)
-ROUNDS = {100: 5, 1000: 3}
+SIZES = (1, 100, 1000)
+ROUNDS = int(os.environ.get("DATALAYER_BENCH_MIGRATE_ROUNDS", "3"))
+TABLES = 20
+COLUMNS = 1000
 
-_TRIVIAL = '''\
+_ADD = '''\
 def migrate(migrator, database, *, fake=False):
-    migrator.sql("SELECT 1")
+    from datalayer.migrate.ops import extend
+
+    m = extend(migrator)
+
+    m.add_fields({table!r}, {column}=pw.IntegerField(column_name={column!r}, null=True))
 
 
 def rollback(migrator, database, *, fake=False):
-    pass
+    from datalayer.migrate.ops import extend
+
+    m = extend(migrator)
+
+    m.remove_fields({table!r}, {column!r})
+'''
+
+_MODELS = '''\
+import peewee as pw
+
+MODELS = []
+for t in range({tables}):
+    attrs = {{"__module__": __name__, "Meta": type("Meta", (), {{"table_name": f"t{{t}}"}})}}
+    for c in range({columns} // {tables}):
+        attrs[f"c{{c}}"] = pw.IntegerField(null=True)
+    MODELS.append(type(f"T{{t}}", (pw.Model,), attrs))
 '''
 
 
-def write_migrations(directory: Path, count: int) -> None:
-    """Write ``count`` trivial migrations and their checksum file into ``directory``."""
+def _columns_of(n_files: int) -> list[list[str]]:
+    """Return, per table, the columns the first file creates (the rest come one a file)."""
+    per_table = COLUMNS // TABLES
+    later = n_files - 1
+    order = [(c, t) for c in range(per_table) for t in range(TABLES)]
+    first = order[: len(order) - later]
+    created: list[list[str]] = [[] for _ in range(TABLES)]
+    for c, t in first:
+        created[t].append(f"c{c}")
+    return created
+
+
+def write_project(root: Path, n_files: int) -> Path:
+    """Write the models module, pyproject.toml and ``n_files`` migrations; return the folder."""
+    import peewee as pw
+
+    from datalayer.db import Database
     from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.generate import create_migration
+    from datalayer.migrate.router import Router
 
-    directory.mkdir(parents=True, exist_ok=True)
-    first = 0 if count >= 1000 else 1
-    for i in range(first, first + count):
-        (directory / f"{i:03d}_trivial_{i}.py").write_text(_TRIVIAL, encoding="utf-8")
+    root.mkdir(parents=True)
+    (root / "benchmodels.py").write_text(_MODELS.format(tables=TABLES, columns=COLUMNS))
+    (root / "pyproject.toml").write_text(
+        '[tool.datalayer]\nmodels = ["benchmodels"]\nmigrations = "migrations"\n'
+    )
+    directory = root / "migrations"
+    created = _columns_of(n_files)
+    models = []
+    for t, cols in enumerate(created):
+        attrs: dict[str, object] = {
+            "__module__": __name__,
+            "Meta": type("Meta", (), {"table_name": f"t{t}"}),
+        }
+        attrs.update({c: pw.IntegerField(null=True) for c in cols})
+        models.append(type(f"T{t}", (pw.Model,), attrs))
+    start = 0 if n_files >= 1000 else 1  # 000..999: upstream's 3-digit mask sees them all
+    first = create_migration(Router(Database(), directory), "initial", models)
+    assert first is not None
+    wanted = f"{start:03d}_initial.py"
+    if first.path.name != wanted:
+        first.path.rename(directory / wanted)
+    header = "import peewee as pw\n\n\n"
+    per_table = COLUMNS // TABLES
+    order = [(c, t) for c in range(per_table) for t in range(TABLES)]
+    for i, (c, t) in enumerate(order[len(order) - (n_files - 1):], start=start + 1):
+        (directory / f"{i:03d}_add_t{t}_c{c}.py").write_text(
+            header + _ADD.format(table=f"t{t}", column=f"c{c}")
+        )
     write_sum(directory)
+    return directory
 
 
-def _upstream_db(settings: Settings) -> object:
-    from playhouse.postgres_ext import PostgresqlExtDatabase
-
-    kwargs = settings.connect_kwargs()
-    return PostgresqlExtDatabase(kwargs.pop("dbname"), **kwargs)
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
-def upstream_status(settings: Settings, directory: Path) -> tuple[int, int]:
-    """Compute what ``pw_migrate list`` shows: (applied, pending)."""
-    from peewee_migrate import Router
-
-    db = _upstream_db(settings)
-    try:
-        router = Router(db, migrate_dir=directory)
-        return len(router.done), len(router.diff)
-    finally:
-        db.close()  # type: ignore[attr-defined]
-
-
-def upstream_apply(settings: Settings, directory: Path) -> int:
-    """Apply with upstream's Router; return how many ran."""
-    from peewee_migrate import Router
-
-    db = _upstream_db(settings)
-    try:
-        return len(Router(db, migrate_dir=directory).run())
-    finally:
-        db.close()  # type: ignore[attr-defined]
-
-
-def ours_status(settings: Settings, directory: Path) -> tuple[int, int]:
-    """Return (applied, pending) from datalayer's status."""
-    from datalayer.migrate.runner import status
-
-    result = status(settings, directory)
-    return len(result.applied), len(result.pending)
-
-
-def ours_apply(settings: Settings, directory: Path) -> int:
-    """Apply with datalayer's runner; return how many ran."""
-    from datalayer.migrate.runner import apply
-
-    return len(apply(settings, directory))
-
-
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+def _run(args: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
     start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode not in ok:
+        raise SystemExit(
+            f"{' '.join(args[:4])} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+    return seconds
 
 
-def measure(server: Settings, count: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """Return {operation: (datalayer median s, upstream median s)} for ``count`` migrations."""
+def measure(server: Settings, n_files: int, rounds: int) -> dict[str, tuple[float, float | None]]:
+    """Return {command: (datalayer median s, upstream median s or None)}."""
     from benchmarks._common import scratch_database
 
-    times: dict[str, tuple[list[float], list[float]]] = {"apply": ([], []), "status": ([], [])}
+    dl, pw_ = _bin("datalayer"), _bin("pw_migrate")
+    times: dict[str, tuple[list[float], list[float]]] = {
+        k: ([], []) for k in ("diff", "status", "apply 1", "rollback 1", "check")
+    }
     with tempfile.TemporaryDirectory(prefix="datalayer-bench-") as tmp:
-        directory = Path(tmp) / "migrations"
-        write_migrations(directory, count)
-        for i in range(rounds):
-            sides = [("ours", 0), ("upstream", 1)]
-            if i % 2:
-                sides.reverse()
-            for side, index in sides:
-                with scratch_database(server, "datalayer_bench_mig") as settings:
-                    apply_fn = ours_apply if side == "ours" else upstream_apply
-                    status_fn = ours_status if side == "ours" else upstream_status
-                    seconds, ran = _timed(lambda: apply_fn(settings, directory))  # noqa: B023
-                    if ran != count:
-                        raise SystemExit(f"{side} applied {ran} of {count} migrations")
-                    times["apply"][index].append(seconds)
-                    seconds, seen = _timed(lambda: status_fn(settings, directory))  # noqa: B023
-                    if seen != (count, 0):
-                        raise SystemExit(f"{side} status saw {seen}, expected ({count}, 0)")
-                    times["status"][index].append(seconds)
-    return {op: (statistics.median(a), statistics.median(b)) for op, (a, b) in times.items()}
+        root = Path(tmp) / "project"
+        directory = write_project(root, n_files)
+        upstream_dir = Path(tmp) / "upstream"  # the same files without our conf.py
+        shutil.copytree(directory, upstream_dir, ignore=shutil.ignore_patterns("conf.py"))
+        names = sorted(p.stem for p in directory.glob("[0-9]*.py"))
+        with scratch_database(server, "dl_bench_ours") as ours, scratch_database(
+            server, "dl_bench_up"
+        ) as theirs:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATALAYER_"))}
+            env["DATALAYER_CACHE_DIR"] = str(Path(tmp) / "cache")
+            env["DATALAYER_DEV_DATABASE_URL"] = server.url(masked=False)
+            env["PYTHONPATH"] = str(root)
+            ours_env = {**env, "DATABASE_URL": ours.url(masked=False)}
+            url_up = theirs.url(masked=False)
+            if n_files > 1:
+                _run([dl, "migrate", "apply", "--to", names[-2]], root, ours_env)
+                _run([pw_, "migrate", "--database", url_up, "--directory", str(upstream_dir),
+                      "--name", names[-2]], root, env)
+            commands = {
+                "diff": (
+                    [dl, "migrate", "diff", "x"],
+                    [pw_, "create", "--auto", "--auto-source", "benchmodels", "--database",
+                     url_up, "--directory", str(upstream_dir), "x"],
+                ),
+                "status": (
+                    [dl, "migrate", "status"],
+                    [pw_, "list", "--database", url_up, "--directory", str(upstream_dir)],
+                ),
+                "apply 1": (
+                    [dl, "migrate", "apply"],
+                    [pw_, "migrate", "--database", url_up, "--directory", str(upstream_dir)],
+                ),
+                "rollback 1": (
+                    [dl, "migrate", "rollback", "--steps", "1"],
+                    [pw_, "rollback", "--count", "1", "--database", url_up, "--directory",
+                     str(upstream_dir)],
+                ),
+                "check": ([dl, "migrate", "check"], None),
+            }
+            # One untimed run of each warms the cache, as any earlier run would.
+            for name in ("diff", "status", "apply 1", "rollback 1", "check"):
+                _run(commands[name][0], root, ours_env, ok=(0, 3))
+            for i in range(rounds):
+                for name, (ours_cmd, up_cmd) in commands.items():
+                    sides = [("ours", ours_cmd), ("up", up_cmd)]
+                    if i % 2:
+                        sides.reverse()
+                    for side, cmd in sides:
+                        if cmd is None:
+                            continue
+                        seconds = _run(cmd, root, ours_env if side == "ours" else env, ok=(0, 3))
+                        times[name][0 if side == "ours" else 1].append(seconds)
+                        if side == "up" and name == "diff":
+                            for made in upstream_dir.glob("*_x.py"):
+                                made.unlink()
+    return {
+        k: (statistics.median(a), statistics.median(b) if b else None)
+        for k, (a, b) in times.items()
+    }
 
 
 def main() -> int:
     """Run the benchmark and print the table."""
     from benchmarks._common import server_settings
 
-    logging.getLogger("peewee_migrate").setLevel(logging.WARNING)
     server = server_settings()
-    print(f"server: {server.describe()}")
+    print(f"server: {server.describe()}; {ROUNDS} rounds; CLI wall time, medians")
     header = (
-        f"{'migrations':>10}  {'operation':<9} {'datalayer':>11} {'peewee-migrate':>15} "
-        f"{'datalayer/upstream':>19}"
+        f"{'command':<11}{'files':>6} {'datalayer':>10} {'upstream':>10} {'dl/upstream':>12} "
+        f"{'dl vs 1 file':>13} {'per file':>10}"
     )
     print(header)
     print("-" * len(header))
-    for count in SIZES:
-        for op, (ours, upstream) in measure(server, count, ROUNDS[count]).items():
+    results = {n: measure(server, n, ROUNDS) for n in SIZES}
+    for command in results[SIZES[0]]:
+        base = results[SIZES[0]][command][0]
+        for n in SIZES:
+            ours, up = results[n][command]
+            ratio = f"{ours / up:11.2f}x" if up else f"{'-':>12}"
+            upstream = f"{up * 1e3:7.0f} ms" if up else f"{'-':>10}"
+            growth = (ours - base) / (n - 1) * 1e3 if n > 1 else 0.0
             print(
-                f"{count:>10}  {op:<9} {ours * 1e3:>8.1f} ms {upstream * 1e3:>12.1f} ms "
-                f"{ours / upstream:>18.2f}x"
+                f"{command:<11}{n:>6} {ours * 1e3:7.0f} ms {upstream} {ratio} "
+                f"{ours / base:12.2f}x {growth:7.2f} ms"
             )
         sys.stdout.flush()
-    print(
-        "medians of interleaved rounds; a fresh database per apply. datalayer's apply also "
-        "verifies migrations.sum, takes the advisory lock and records each file's hash; its "
-        "status also hashes every file"
-    )
     return 0
 
 

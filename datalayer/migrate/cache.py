@@ -99,8 +99,11 @@ def run_state(code: str, migrator: Any) -> None:
     import peewee as pw
     from playhouse import postgres_ext as pw_pext
 
+    from .migrator import replaying
+
     scope: dict[str, Any] = {"migrator": migrator, "pw": pw, "pw_pext": pw_pext}
-    exec(compile(code, "<datalayer cached schema state>", "exec", dont_inherit=True), scope)
+    with replaying():
+        exec(compile(code, "<datalayer cached schema state>", "exec", dont_inherit=True), scope)
     migrator.__ops__ = []
 
 
