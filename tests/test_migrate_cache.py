@@ -15,6 +15,7 @@ from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import compute_diff, create_migration
 from datalayer.migrate.migrator import DatalayerMigrator
 from datalayer.migrate.router import Router
+from tests.pgserver import Server
 
 COLUMNS = 12
 
@@ -105,3 +106,32 @@ def test_cache_off_and_keys(history: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert len(set(keys)) == len(keys)
     again = cache.chain_keys(router.todo[:3], router.source)
     assert again == keys[:3]
+
+
+def test_check_reuses_the_schema_of_an_unchanged_history(
+    history: Path, pg: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    check_module = importlib.import_module("datalayer.migrate.check")
+    runner = importlib.import_module("datalayer.migrate.runner")
+
+    settings = pg.admin.replace(dev_database_url=pg.admin.url(masked=False))
+    models = [_model(COLUMNS)]
+    assert check_module.check(settings, history, models) == []
+    assert list((history.parent / "cache").glob("snapshot-*.json"))
+
+    def no_apply(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the migrations were applied again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "apply", no_apply)
+        assert check_module.check(settings, history, models) == []
+    # An edited file (re-hashed) is a new history: applied again, the difference found.
+    names = Router(Database(), history).todo
+    edited = history / f"{names[3]}.py"
+    edited.write_text(edited.read_text().replace("max_length=20", "max_length=21"))
+    write_sum(history)
+    problems = check_module.check(settings, history, models)
+    assert any("max_length" in p or "character varying(21)" in p or "varchar" in p.lower()
+               for p in problems), problems

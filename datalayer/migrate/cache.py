@@ -11,8 +11,11 @@ The key is a SHA-256 chained over the name and bytes of every file up to the
 state (the hash ``migrations.sum`` holds per file), computed here from the
 files themselves: a file edited, added, removed or renamed changes the key,
 so the cache can never serve a state for files that changed, re-hashed or
-not.  A state is stored only when its code, run on an empty migrator,
-rebuilds exactly the replayed tables (compared as ``create_tables()`` DDL).
+not.  ``migrate check`` keeps the schema those files built in a scratch
+database the same way (keyed also by the server's version), so a history it
+has already applied is not applied again.  A state is stored only when its
+code, run on an empty migrator, rebuilds exactly the replayed tables
+(compared as ``create_tables()`` DDL).
 
 The cache is a folder of small files (``$DATALAYER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/datalayer`` or ``~/.cache/datalayer``), safe to delete at
@@ -31,7 +34,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MIN_FILES", "cache_dir", "chain_keys", "load_state", "store_state"]
+__all__ = [
+    "MIN_FILES",
+    "cache_dir",
+    "chain_keys",
+    "load_snapshot",
+    "load_state",
+    "snapshot_key",
+    "store_snapshot",
+    "store_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +176,67 @@ def store_state(key: str, migrator: Any) -> bool:
         logger.debug("schema state not cached: %s", exc)
         return False
     return True
+
+
+# -- the schema a history builds on a server (for ``migrate check``) -------------------
+
+
+def _encode(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__dc__": type(value).__name__, **fields}
+    if isinstance(value, (list, tuple)):
+        return {"__t__": [_encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"__d__": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    from . import schema
+
+    if isinstance(value, dict):
+        if "__t__" in value:
+            return tuple(_decode(v) for v in value["__t__"])
+        if "__d__" in value:
+            return {_decode(k): _decode(v) for k, v in value["__d__"]}
+        cls = getattr(schema, value["__dc__"])
+        return cls(**{k: _decode(v) for k, v in value.items() if k != "__dc__"})
+    return value
+
+
+def snapshot_key(chain_key: str, server_version: str) -> str:
+    """Return the key of the schema that the files behind ``chain_key`` build on that server."""
+    return hashlib.sha256(f"snapshot|{chain_key}|{server_version}".encode()).hexdigest()
+
+
+def load_snapshot(key: str) -> Any | None:
+    """Return the cached schema snapshot for ``key``, or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        return _decode(json.loads((folder / f"snapshot-v1-{key}.json").read_text("utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_snapshot(key: str, snapshot: Any) -> None:
+    """Cache a schema snapshot (written atomically; failures only cost the cache)."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(_encode(snapshot), out)
+        os.replace(tmp, folder / f"snapshot-v1-{key}.json")
+    except (OSError, TypeError, ValueError) as exc:
+        logger.debug("schema snapshot not cached: %s", exc)

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import DatalayerError, MigrationError
+from . import cache as _cache
 from . import checksum as _checksum
 
 __all__ = ["check", "scratch_server"]
@@ -90,6 +91,18 @@ def _default_models() -> Sequence[Any]:
     return MODELS
 
 
+def _snapshot_key(db: Any, directory: Path) -> str | None:
+    """Key of the schema the files in ``directory`` build on ``db``'s server (None: no cache)."""
+    from .files import migration_names
+
+    names = migration_names(directory)
+    if len(names) < _cache.MIN_FILES or _cache.cache_dir() is None:
+        return None
+    keys = _cache.chain_keys(names, lambda n: (directory / f"{n}.py").read_bytes())
+    version = db.execute_sql("SHOW server_version_num").fetchone()[0]
+    return _cache.snapshot_key(keys[-1], str(version))
+
+
 def check(
     settings: Settings,
     directory: str | Path | None = None,
@@ -135,14 +148,21 @@ def check(
                     f"A diff would write:\n    {shown}{more}"
                 )
             applied_ok = True
-            try:
-                apply(migrated, directory, lock_wait=60, verify_checksums=False)
-            except DatalayerError as exc:
-                applied_ok = False
-                problems.append(f"the migrations do not apply to an empty database: {exc}")
+            with migrated.checkout():
+                key = _snapshot_key(migrated, directory)
+            got = _cache.load_snapshot(key) if key else None
+            if got is None:
+                try:
+                    apply(migrated, directory, lock_wait=60, verify_checksums=False)
+                except DatalayerError as exc:
+                    applied_ok = False
+                    problems.append(f"the migrations do not apply to an empty database: {exc}")
             if applied_ok:
-                with migrated.checkout():
-                    got = snapshot(migrated)  # leaves the history table out
+                if got is None:
+                    with migrated.checkout():
+                        got = snapshot(migrated)  # leaves the history table out
+                    if key:
+                        _cache.store_snapshot(key, got)
                 with declared.checkout(), declared.bind_ctx(models):
                     declared.create_tables(models)
                     want = snapshot(declared)
