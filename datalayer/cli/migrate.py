@@ -102,6 +102,7 @@ def diff(cli: CliContext, name: str) -> None:
     sum_path = write_sum(directory)
     click.echo(f"wrote {result.path}")
     click.echo(f"updated {sum_path}")
+    _lint_written(directory, Path(result.path).stem)
 
 
 @migrate.command()
@@ -275,3 +276,72 @@ def check(cli: CliContext) -> None:
         click.echo(f"error: migrate check found {_n(len(problems), 'problem')}", err=True)
         click.get_current_context().exit(1)
     click.echo(f"ok: {directory} is hashed, in sync with the models, and reproduces their schema")
+
+
+# -- offline SQL and lint (datalayer.migrate.offline, datalayer.migrate.lint) ----------
+
+
+def _lint_written(directory: Path, name: str) -> None:
+    """Print the lint findings of the migration ``diff`` just wrote (warnings only)."""
+    from ..migrate.lint import lint as run_lint
+
+    report = run_lint(directory, [name])
+    shown = [f for _, f in report.findings() if not f.allowed]
+    for finding in shown:
+        click.echo(f"lint {finding.level} {finding.rule}: {finding.message}", err=True)
+        click.echo(f"  fix: {finding.fix}", err=True)
+    if shown:
+        click.echo(
+            f"lint: {_n(len(shown), 'finding')} in {name}; `datalayer migrate lint {name}` "
+            "shows every statement's locks (the file is written: edit it, or allow a rule "
+            "with `# datalayer: allow RULE -- reason`)",
+            err=True,
+        )
+
+_POSTGRES_HELP = "Target PostgreSQL major version (default 12)."
+
+
+@migrate.command("sql")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--rollback", is_flag=True, help="Print the rollback SQL, newest first.")
+@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+              help=_POSTGRES_HELP)
+@pass_cli
+def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int | None) -> None:
+    """Print the SQL the migrations run, in order, without a database (for review).
+
+    One `-- NAME` line comes before each migration's statements (`-- NAME (no
+    transaction)` for files with `atomic = False`); a Python step shows as a
+    `-- python: NAME (not shown)` line.  NAME: a migration's name or number
+    (default: all).
+    """
+    from ..migrate.offline import DEFAULT_POSTGRES, migration_sql, render
+
+    directory = _directory(cli)
+    result = migration_sql(
+        directory, names or None, rollback, postgres=postgres or DEFAULT_POSTGRES
+    )
+    click.echo(render(result), nl=False)
+
+
+@migrate.command("lint")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+              help=_POSTGRES_HELP)
+@pass_cli
+def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int | None) -> None:
+    """Show each statement's locks and the rules it breaks; exit 1 on any error.
+
+    Rules are squawk's where squawk has them.  `# datalayer: allow RULE[, RULE]
+    -- reason` in a migration file allows those rules in that file.  NAME: a
+    migration's name or number (default: all).
+    """
+    from ..migrate.lint import lint as run_lint
+    from ..migrate.lint import render_json, render_text
+    from ..migrate.offline import DEFAULT_POSTGRES
+
+    report = run_lint(_directory(cli), names or None, postgres=postgres or DEFAULT_POSTGRES)
+    click.echo(render_json(report) if as_json else render_text(report))
+    if not report.ok:
+        click.get_current_context().exit(1)

@@ -106,9 +106,9 @@ def _add_column(facts: Facts, ctx: Context, table: str, column: ast.ColumnDef) -
         elif con.contype == ConstrType.CONSTR_FOREIGN and con.pktable is not None:
             facts.lock(qualified(con.pktable), SHARE_ROW_EXCLUSIVE)
             facts.scans = True
-        elif con.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
-            facts.scans = True
-        elif con.contype == ConstrType.CONSTR_CHECK:
+        elif con.contype in (
+            ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_CHECK
+        ):
             facts.scans = True
     key = type_key(column.typeName)
     if key is not None and key[0] in ("serial", "serial4", "bigserial", "serial8", "smallserial"):
@@ -125,7 +125,9 @@ def _add_constraint(facts: Facts, table: str, con: ast.Constraint) -> None:
         facts.lock(table, ACCESS_EXCLUSIVE)
         if con.indexname:
             if con.contype == ConstrType.CONSTR_PRIMARY:
-                facts.notes.append("PRIMARY KEY USING INDEX: scans to SET NOT NULL if a column allows NULL")
+                facts.notes.append(
+                    "PRIMARY KEY USING INDEX scans to SET NOT NULL if a column allows NULL"
+                )
         else:
             facts.scans = True
     else:
@@ -248,7 +250,8 @@ def analyse(node: Any, ctx: Context) -> Facts:
         for rel in node.rels or ():
             relation = getattr(rel, "relation", None)
             if relation is not None:
-                facts.lock(qualified(relation), ACCESS_EXCLUSIVE if full else SHARE_UPDATE_EXCLUSIVE)
+                mode = ACCESS_EXCLUSIVE if full else SHARE_UPDATE_EXCLUSIVE
+                facts.lock(qualified(relation), mode)
         facts.scans = True
         facts.rewrites = full
     elif isinstance(node, ast.ClusterStmt) and node.relation is not None:

@@ -36,8 +36,8 @@ def name_list(names: Any) -> str:
     return ".".join(str(getattr(n, "sval", n)) for n in names or ())
 
 
-def alter_cmds(node: Any) -> Iterator[tuple[str, ast.AlterTableCmd]]:
-    """Yield ``(table, command)`` for each subcommand of an ALTER TABLE."""
+def alter_cmds(node: Any) -> Iterator[tuple[str, Any]]:
+    """Yield ``(table, command)`` for each subcommand of an ALTER TABLE (an AlterTableCmd)."""
     if isinstance(node, ast.AlterTableStmt):
         table = qualified(node.relation)
         for cmd in node.cmds or ():
@@ -45,11 +45,13 @@ def alter_cmds(node: Any) -> Iterator[tuple[str, ast.AlterTableCmd]]:
                 yield table, cmd
 
 
-def is_add_column(cmd: ast.AlterTableCmd) -> bool:
+def is_add_column(cmd: Any) -> bool:
+    """True when ``cmd`` is ``ADD COLUMN``."""
     return bool(cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef))
 
 
-def is_add_constraint(cmd: ast.AlterTableCmd) -> bool:
+def is_add_constraint(cmd: Any) -> bool:
+    """True when ``cmd`` is ``ADD CONSTRAINT``."""
     return bool(
         cmd.subtype == AlterTableType.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint)
     )
@@ -61,6 +63,7 @@ def column_constraints(column: ast.ColumnDef) -> list[ast.Constraint]:
 
 
 def has(column: ast.ColumnDef, contype: ConstrType) -> ast.Constraint | None:
+    """Return the first constraint of kind ``contype`` on a column definition."""
     for c in column_constraints(column):
         if c.contype == contype:
             return c
@@ -138,7 +141,7 @@ def volatile(expr: Any) -> str | None:
     """Return the first volatile function called in ``expr`` (None: the value is constant)."""
     for node in _walk(expr):
         if isinstance(node, ast.FuncCall):
-            name = str(node.funcname[-1].sval).lower()
+            name = name_list(node.funcname).rsplit(".", 1)[-1].lower()
             if name not in _NOT_VOLATILE:
                 return name + "()"
         elif isinstance(node, ast.SubLink):
@@ -153,8 +156,9 @@ def is_not_null_check(constraint: ast.Constraint) -> str | None:
     expr = constraint.raw_expr
     if isinstance(expr, ast.NullTest) and expr.nulltesttype == NullTestType.IS_NOT_NULL:
         arg = expr.arg
-        if isinstance(arg, ast.ColumnRef) and len(arg.fields) == 1:
-            field = arg.fields[0]
+        fields = arg.fields if isinstance(arg, ast.ColumnRef) else None
+        if fields is not None and len(fields) == 1:
+            field = fields[0]
             if isinstance(field, ast.String):
                 return str(field.sval)
     return None

@@ -159,9 +159,10 @@ def track(ctx: Context, node: Any) -> None:
 
 def _track_rename(ctx: Context, node: ast.RenameStmt) -> None:
     state = ctx.state
-    table = qualified(node.relation) if node.relation is not None else None
-    if node.renameType == ObjectType.OBJECT_TABLE and table is not None:
-        schema = node.relation.schemaname
+    relation = node.relation
+    table = qualified(relation) if relation is not None else None
+    if node.renameType == ObjectType.OBJECT_TABLE and relation is not None and table:
+        schema = relation.schemaname
         new = f"{schema}.{node.newname}" if schema else str(node.newname)
         _rename_table(state, table, new)
         if table in ctx.created:

@@ -22,7 +22,9 @@ def _lock_line(s: StatementReport) -> str:
         return "lock: unknown"
     if not s.locks:
         return "lock: no table lock"
-    parts = [f"{table} {mode} (blocks {', '.join(blocks(mode))})" for table, mode in s.locks.items()]
+    parts = [
+        f"{table} {mode} (blocks {', '.join(blocks(mode))})" for table, mode in s.locks.items()
+    ]
     effects = [w for w, on in (("scans", s.scans), ("rewrites", s.rewrites)) if on]
     return f"lock: {'; '.join(parts)}" + (f"; {' and '.join(effects)} the table" if effects else "")
 

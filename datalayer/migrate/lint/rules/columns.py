@@ -53,7 +53,7 @@ def adding_required_field(stmt: Statement, ctx: Context) -> Iterator[tuple[str, 
     for table, cmd in alter_cmds(stmt.node):
         if not is_add_column(cmd) or ctx.is_new(table):
             continue
-        column: ast.ColumnDef = cmd.def_
+        column = cmd.def_
         kinds = {c.contype for c in column_constraints(column)}
         key = type_key(column.typeName)
         filled = kinds & {
@@ -81,7 +81,7 @@ def _default_problem(column: ast.ColumnDef, postgres: int) -> str | None:
             return "an identity column fills every row from its sequence"
         if con.contype == ConstrType.CONSTR_DEFAULT:
             if postgres < 11:
-                return f"before PostgreSQL 11 any DEFAULT is written into every row"
+                return "before PostgreSQL 11 any DEFAULT is written into every row"
             func = volatile(con.raw_expr)
             if func is not None:
                 return f"the DEFAULT calls {func}, which is volatile: it is evaluated per row"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType
@@ -17,7 +18,7 @@ _NOT_VALID_FIX = (
 )
 
 
-def _what(con: ast.Constraint) -> str:
+def _what(con: Any) -> str:
     kind = {
         ConstrType.CONSTR_CHECK: "CHECK",
         ConstrType.CONSTR_FOREIGN: "FOREIGN KEY",
