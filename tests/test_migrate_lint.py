@@ -126,7 +126,7 @@ def test_missing_reason_and_unknown_rule_are_errors(tmp_path: Path) -> None:
     assert {f.rule for _, f in report.warnings} == {"ban-drop-column"}  # not allowed
     write(tmp_path, "002_x", "ALTER TABLE t DROP COLUMN v",
           comment="# datalayer: allow ban-drop-colum -- typo")
-    (name, finding), = lint(tmp_path, ["002_x"]).errors
+    (_, finding), = lint(tmp_path, ["002_x"]).errors
     assert "unknown rule ban-drop-colum" in finding.message
 
 
@@ -213,7 +213,8 @@ def test_state_matters(tmp_path: Path) -> None:
 def test_locks_scans_rewrites_and_blocks(tmp_path: Path) -> None:
     write(tmp_path, "001_base", BASE)
     write(tmp_path, "002_x", "CREATE INDEX t_v ON t (v)\n"
-                             "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u_id) REFERENCES u (id)\n"
+                             "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u_id) "
+                             "REFERENCES u (id)\n"
                              "ALTER TABLE t VALIDATE CONSTRAINT t_u\n"
                              "ALTER TABLE t ALTER COLUMN a TYPE bigint\n"
                              "ALTER TABLE t ALTER COLUMN v TYPE text\n"
