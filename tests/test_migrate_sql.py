@@ -148,7 +148,7 @@ def test_hand_written_sql_params_and_python_steps(tmp_path: Path) -> None:
         "CREATE TABLE t (id int, v text);",
         "INSERT INTO t VALUES (7, 'it''s');",
         "UPDATE t SET v = 'a%b' WHERE v LIKE '%x';",
-        "-- python: migrate.<locals>.fill_rows (not shown)",
+        "-- python: fill_rows (not shown)",
     )
 
 
@@ -203,3 +203,18 @@ def test_repo_migrations_render(clean_env: Path) -> None:
     (m,) = migration_sql(repo)
     assert m.name == "001_initial" and m.atomic
     assert m.statements[0].startswith('CREATE TABLE "users"')
+
+
+def test_generated_backfill_shows_as_a_python_step(tmp_path: Path) -> None:
+    import uuid
+
+    directory = tmp_path / "m"
+    generate(directory)
+    models = v2()
+    thing = models[1]
+    thing._meta.add_field("token", pw.UUIDField(default=uuid.uuid4))
+    assert create_migration(Router(Database(), directory), "token", models) is not None
+    *_, m = migration_sql(directory)
+    python = [s for s in m.statements if s.startswith("-- python: ")]
+    assert python and all(s.endswith(" (not shown)") for s in python)
+    assert any('ADD COLUMN "token"' in s for s in m.statements)

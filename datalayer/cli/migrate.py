@@ -1,4 +1,4 @@
-"""``datalayer migrate``: diff, apply, status, hash, rollback, check.
+"""``datalayer migrate``: diff, apply, status, hash, rollback, check, sql, lint.
 
 Each command calls one function of :mod:`datalayer.migrate` and prints what
 it returns.  Exit codes: 0 ok, 1 error or failed check, 2 usage; ``status``
@@ -260,7 +260,7 @@ def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
 @migrate.command()
 @pass_cli
 def check(cli: CliContext) -> None:
-    """For CI: checksums valid, models and migrations in sync, schema reproduced exactly.
+    """For CI: checksums valid, models and migrations in sync, schema reproduced, lint clean.
 
     Applies the migrations to a scratch database (DATALAYER_DEV_DATABASE_URL,
     else the embedded server) and compares the result with the models'

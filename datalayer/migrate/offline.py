@@ -116,9 +116,8 @@ def _python_name(op: Any) -> str:
     """Return the name of a queued Python function (``migrator.run(fn)`` wraps it)."""
     code = getattr(op, "__code__", None)
     if code is not None and "func" in code.co_freevars and op.__closure__:
-        func = op.__closure__[code.co_freevars.index("func")].cell_contents
-        return str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
-    return str(getattr(op, "__qualname__", None) or getattr(op, "__name__", repr(op)))
+        op = op.__closure__[code.co_freevars.index("func")].cell_contents
+    return str(getattr(op, "__name__", None) or repr(op))
 
 
 def _render_one(
