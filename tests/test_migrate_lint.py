@@ -18,6 +18,7 @@ from datalayer.migrate.check import lint_problems
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.lint import RULES, lint, render_text
 from datalayer.migrate.offline import migration_sql, render
+from tests.pgserver import Server
 
 REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -283,6 +284,24 @@ def test_check_reports_lint_errors(tmp_path: Path) -> None:
     (problem,) = lint_problems(tmp_path)
     assert problem.startswith("lint 002_err: constraint-missing-not-valid: adding CHECK a_pos")
     assert "allow constraint-missing-not-valid -- reason" in problem
+
+
+def test_check_lists_lint_errors_with_its_other_problems(pg: Server, tmp_path: Path) -> None:
+    from datalayer.migrate.check import check
+
+    settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+    d = tmp_path / "migrations"
+    d.mkdir()
+    shutil.copy(REPO_MIGRATIONS / "001_initial.py", d)
+    write_sum(d)
+    assert check(settings, d) == []
+    write(d, "002_idx", "CREATE INDEX users_role ON users (role)")
+    write_sum(d)
+    problems = check(settings, d)
+    lint_lines = [p for p in problems if p.startswith("lint ")]
+    assert len(lint_lines) == 1
+    assert lint_lines[0].startswith("lint 002_idx: require-concurrent-index-creation:")
+    assert any(p.startswith("schema differs") for p in problems)  # the index is not in a model
 
 
 def test_diff_prints_the_lint_findings_of_the_file_it_wrote(clean_env: Path) -> None:

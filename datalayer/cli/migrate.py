@@ -283,9 +283,14 @@ def check(cli: CliContext) -> None:
 
 def _lint_written(directory: Path, name: str) -> None:
     """Print the lint findings of the migration ``diff`` just wrote (warnings only)."""
+    from ..errors import DatalayerError
     from ..migrate.lint import lint as run_lint
 
-    report = run_lint(directory, [name])
+    try:
+        report = run_lint(directory, [name])
+    except DatalayerError as exc:
+        click.echo(f"warning: could not lint {name}: {exc}", err=True)
+        return
     shown = [f for _, f in report.findings() if not f.allowed]
     for finding in shown:
         click.echo(f"lint {finding.level} {finding.rule}: {finding.message}", err=True)
