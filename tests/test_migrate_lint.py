@@ -418,3 +418,10 @@ def test_squawk_agrees_on_the_repo_and_generated_migrations(tmp_path: Path) -> N
             ours = {f.rule for _, f in lint(directory, [m.name]).findings()} & shared
             theirs = squawk_rules(render([m]), in_transaction=m.atomic, tmp_path=tmp_path)
             assert ours == theirs & shared, (directory, m.name)
+
+
+def test_sql_that_does_not_parse_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "001_x", "ALTER TABLE t ADD COLUM x int")
+    (_, finding), = lint(tmp_path).errors
+    assert finding.rule == "syntax-error"
+    assert 'syntax error at or near "int"' in finding.message
