@@ -4,7 +4,7 @@ DATALAYER ?= datalayer
 ENV_ARGS = $(if $(env),--env $(env),)
 
 .PHONY: install test lint type tox migrate-diff migrate-apply migrate-status migrate-hash \
-        migrate-check migrate-rollback er-diagram bench db-start db-stop db-info
+        migrate-check migrate-lint migrate-rollback er-diagram bench db-start db-stop db-info
 
 install:
 	$(PY) -m pip install -e '.[test]'
@@ -37,6 +37,10 @@ migrate-hash:
 
 migrate-check:
 	$(DATALAYER) $(ENV_ARGS) migrate check
+
+# names=... limits it to some migrations; postgres=N targets that PostgreSQL version.
+migrate-lint:
+	$(DATALAYER) $(ENV_ARGS) migrate lint $(names) $(if $(postgres),--postgres $(postgres),)
 
 migrate-rollback:
 	$(DATALAYER) $(ENV_ARGS) migrate rollback --steps $(or $(steps),1)

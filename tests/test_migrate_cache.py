@@ -135,3 +135,20 @@ def test_check_reuses_the_schema_of_an_unchanged_history(
     problems = check_module.check(settings, history, models)
     differs = [p for p in problems if p.startswith("schema differs from the models")]
     assert differs and "21" in differs[0], problems
+
+
+def test_rendered_sql_is_cached_per_file_and_never_stale(
+    history: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datalayer.migrate.offline import migration_sql
+
+    first = migration_sql(history)
+    seen = _loads(monkeypatch)
+    assert migration_sql(history) == first
+    assert seen == []  # every file's SQL came from the cache: nothing replayed
+    names = Router(Database(), history).todo
+    edited = history / f"{names[4]}.py"
+    edited.write_text(edited.read_text().replace("max_length=20", "max_length=33"))
+    again = migration_sql(history)
+    changed = [a.name for a, b in zip(first, again, strict=True) if a != b]
+    assert changed == [names[4]] and "VARCHAR(33)" in " ".join(again[4].statements)

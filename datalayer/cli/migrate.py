@@ -1,4 +1,4 @@
-"""``datalayer migrate``: diff, apply, status, hash, rollback, check.
+"""``datalayer migrate``: diff, apply, status, hash, rollback, check, sql, lint.
 
 Each command calls one function of :mod:`datalayer.migrate` and prints what
 it returns.  Exit codes: 0 ok, 1 error or failed check, 2 usage; ``status``
@@ -100,6 +100,7 @@ def diff(cli: CliContext, name: str) -> None:
         click.echo(f"wrote {conf} (makes pw_migrate create --auto use these models)")
     click.echo(f"wrote {result.path}")
     click.echo(f"updated {sum_path}")
+    _lint_written(directory, Path(result.path).stem, cli.project().postgres)
 
 
 @migrate.command()
@@ -257,7 +258,7 @@ def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
 @migrate.command()
 @pass_cli
 def check(cli: CliContext) -> None:
-    """For CI: checksums valid, models and migrations in sync, schema reproduced exactly.
+    """For CI: checksums valid, models and migrations in sync, schema reproduced, lint clean.
 
     Applies the migrations to a scratch database (DATALAYER_DEV_DATABASE_URL,
     else the embedded server) and compares the result with the models'
@@ -266,7 +267,7 @@ def check(cli: CliContext) -> None:
     from ..migrate.check import check as run_check
 
     directory = _directory(cli)
-    problems = run_check(cli.settings(), directory, cli.models())
+    problems = run_check(cli.settings(), directory, cli.models(), postgres=cli.project().postgres)
     if problems:
         for problem in problems:
             click.echo(f"- {problem}", err=True)
@@ -314,3 +315,78 @@ def rebase(cli: CliContext, name: str) -> None:
         result = run_rebase(database, directory, name)
     click.echo(f"renamed {result.old.name} to {result.new.name}")
     click.echo(f"updated {directory / 'migrations.sum'}")
+
+
+# -- offline SQL and lint (datalayer.migrate.offline, datalayer.migrate.lint) ----------
+
+
+def _lint_written(directory: Path, name: str, postgres: int) -> None:
+    """Print the lint findings of the migration ``diff`` just wrote (warnings only)."""
+    from ..errors import DatalayerError
+    from ..migrate.lint import lint as run_lint
+
+    try:
+        report = run_lint(directory, [name], postgres=postgres)
+    except DatalayerError as exc:
+        click.echo(f"warning: could not lint {name}: {exc}", err=True)
+        return
+    shown = [f for _, f in report.findings() if not f.allowed]
+    for finding in shown:
+        click.echo(f"lint {finding.level} {finding.rule}: {finding.message}", err=True)
+        click.echo(f"  fix: {finding.fix}", err=True)
+    if shown:
+        click.echo(
+            f"lint: {_n(len(shown), 'finding')} in {name}; `datalayer migrate lint {name}` "
+            "shows every statement's locks (the file is written: edit it, or allow a rule "
+            "with `# datalayer: allow RULE -- reason`)",
+            err=True,
+        )
+
+_POSTGRES_HELP = (
+    "Target PostgreSQL major version (default: [tool.datalayer] postgres, else 12)."
+)
+
+
+@migrate.command("sql")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--rollback", is_flag=True, help="Print the rollback SQL, newest first.")
+@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+              help=_POSTGRES_HELP)
+@pass_cli
+def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int | None) -> None:
+    """Print the SQL the migrations run, in order, without a database (for review).
+
+    One `-- NAME` line comes before each migration's statements (`-- NAME (no
+    transaction)` for files with `atomic = False`); a Python step shows as a
+    `-- python: NAME (not shown)` line.  NAME: a migration's name or number
+    (default: all).
+    """
+    from ..migrate.offline import migration_sql, render
+
+    directory = _directory(cli)
+    result = migration_sql(
+        directory, names or None, rollback, postgres=postgres or cli.project().postgres
+    )
+    click.echo(render(result), nl=False)
+
+
+@migrate.command("lint")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+              help=_POSTGRES_HELP)
+@pass_cli
+def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int | None) -> None:
+    """Show each statement's locks and the rules it breaks; exit 1 on any error.
+
+    Rules are squawk's where squawk has them.  `# datalayer: allow RULE[, RULE]
+    -- reason` in a migration file allows those rules in that file.  NAME: a
+    migration's name or number (default: all).
+    """
+    from ..migrate.lint import lint as run_lint
+    from ..migrate.lint import render_json, render_text
+
+    report = run_lint(_directory(cli), names or None, postgres=postgres or cli.project().postgres)
+    click.echo(render_json(report) if as_json else render_text(report))
+    if not report.ok:
+        click.get_current_context().exit(1)

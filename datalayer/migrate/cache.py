@@ -240,3 +240,42 @@ def store_snapshot(key: str, snapshot: Any) -> None:
         os.replace(tmp, folder / f"snapshot-v1-{key}.json")
     except (OSError, TypeError, ValueError) as exc:
         logger.debug("schema snapshot not cached: %s", exc)
+
+
+# -- the SQL one migration renders (for ``migrate sql`` and ``lint``) ------------------
+
+
+def sql_key(chain_key: str, postgres: int) -> str:
+    """Return the key of the SQL the file behind ``chain_key`` renders for that version."""
+    return hashlib.sha256(f"sql|{chain_key}|{postgres}".encode()).hexdigest()
+
+
+def load_sql(key: str) -> tuple[bool, tuple[str, ...]] | None:
+    """Return the cached ``(atomic, statements)`` of one migration, or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        data = json.loads((folder / f"sql-v1-{key}.json").read_text("utf-8"))
+        return bool(data["atomic"]), tuple(str(s) for s in data["statements"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store_sql(key: str, atomic: bool, statements: Sequence[str]) -> None:
+    """Cache one migration's rendered SQL (atomically; failures only cost the cache)."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".sql-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump({"atomic": atomic, "statements": list(statements)}, out)
+        os.replace(tmp, folder / f"sql-v1-{key}.json")
+    except OSError as exc:
+        logger.debug("rendered SQL not cached: %s", exc)

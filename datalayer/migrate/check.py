@@ -1,12 +1,14 @@
 """``datalayer migrate check``: the migrations are hashed, complete, and reproduce the models.
 
-Three checks, all reported (an empty list means the tree is fine):
+Four checks, all reported (an empty list means the tree is fine):
 
 1. ``migrations.sum`` matches the files;
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
    that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.schema`).
+   database (compared with :mod:`datalayer.migrate.schema`);
+4. ``migrate lint`` finds no unallowed error in any migration
+   (:mod:`datalayer.migrate.lint`).
 
 The scratch databases are created, and dropped afterwards, on the server of
 ``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
@@ -27,7 +29,7 @@ from ..errors import DatalayerError, MigrationError
 from . import cache as _cache
 from . import checksum as _checksum
 
-__all__ = ["check", "scratch_server"]
+__all__ = ["check", "lint_problems", "scratch_server"]
 
 _MAX_DIFF_LINES = 40
 
@@ -107,8 +109,13 @@ def check(
     settings: Settings,
     directory: str | Path | None = None,
     models: Sequence[Any] | None = None,
+    *,
+    postgres: int | None = None,
 ) -> list[str]:
-    """Return every problem found with the migrations in ``directory`` (empty: all good)."""
+    """Return every problem found with the migrations in ``directory`` (empty: all good).
+
+    ``postgres`` is the target server version the lint judges by (default 12).
+    """
     from ..db import Database
     from .generate import diff_source
     from .router import Router
@@ -171,4 +178,21 @@ def check(
         finally:
             migrated.close_pool()
             declared.close_pool()
+    problems.extend(lint_problems(directory, postgres=postgres))
     return problems
+
+
+def lint_problems(directory: str | Path, *, postgres: int | None = None) -> list[str]:
+    """Return one problem line per unallowed lint error in the migrations of ``directory``."""
+    from .lint import lint
+    from .offline import DEFAULT_POSTGRES
+
+    try:
+        report = lint(directory, postgres=postgres or DEFAULT_POSTGRES)
+    except MigrationError as exc:
+        return [f"cannot lint the migrations: {exc}"]
+    return [
+        f"lint {name}: {f.rule}: {f.message} (fix: {f.fix}; or allow it with "
+        f"`# datalayer: allow {f.rule} -- reason`)"
+        for name, f in report.errors
+    ]

@@ -1,0 +1,166 @@
+"""Walk the migrations' SQL statement by statement: locks, rules, allow comments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pglast
+from pglast import ast
+
+from ..offline import DEFAULT_POSTGRES, PYTHON_PREFIX, MigrationSql, migration_sql, select_names
+from ._allow import read_allowances
+from ._locks import Facts, analyse
+from ._state import Context, SchemaState, track
+from ._types import ERROR, Finding, LintReport, MigrationReport, StatementReport
+from .rules import RULES, Statement
+
+__all__ = ["lint", "lint_sql"]
+
+SYNTAX = "syntax-error"
+
+
+def _plpgsql_statements(sql: str) -> tuple[list[str], bool]:
+    """Return the static SQL statements of a DO block and whether it runs dynamic SQL."""
+    try:
+        tree = pglast.parse_plpgsql(sql)
+    except pglast.parser.ParseError:
+        return [], True
+    found: list[str] = []
+    dynamic = False
+
+    def walk(item: Any) -> None:
+        nonlocal dynamic
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "PLpgSQL_stmt_execsql" and not value.get("into"):
+                    found.append(value["sqlstmt"]["PLpgSQL_expr"]["query"])
+                elif key == "PLpgSQL_stmt_dynexecute":
+                    dynamic = True
+                walk(value)
+        elif isinstance(item, list):
+            for value in item:
+                walk(value)
+
+    walk(tree)
+    return found, dynamic
+
+
+def _parse(sql: str) -> Iterator[tuple[Any, str]]:
+    for raw in pglast.parse_sql(sql):
+        start = raw.stmt_location or 0
+        text = sql[start : start + raw.stmt_len] if raw.stmt_len else sql[start:]
+        yield raw.stmt, text.strip()
+
+
+def _check(node: Any, sql: str, ctx: Context) -> tuple[Facts, list[Finding]]:
+    facts = analyse(node, ctx)
+    statement = Statement(node, sql)
+    findings = [f for r in RULES.values() for f in r.run(statement, ctx)]
+    if isinstance(node, ast.DoStmt):
+        inner, dynamic = _plpgsql_statements(sql)
+        for text in inner:
+            try:
+                parsed = list(_parse(text))
+            except pglast.parser.ParseError:
+                continue
+            for sub, sub_sql in parsed:
+                sub_facts, sub_findings = _check(sub, sub_sql, ctx)
+                facts.merge(sub_facts)
+                findings.extend(sub_findings)
+                track(ctx, sub)
+        if dynamic:
+            facts.notes.append("runs dynamic SQL (EXECUTE): that part is not analysed")
+    return facts, findings
+
+
+def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport]:
+    reports: list[StatementReport] = []
+    for text in item.statements:
+        if text.startswith(PYTHON_PREFIX):
+            report = StatementReport(len(reports) + 1, text, "python")
+            report.notes.append(
+                "a Python function: not analysed"
+                + ("; it runs inside the migration's transaction, under every lock taken "
+                   "before it" if item.atomic else "")
+            )
+            reports.append(report)
+            continue
+        try:
+            parsed = list(_parse(text))
+        except pglast.parser.ParseError as exc:
+            report = StatementReport(len(reports) + 1, text, "unparsed")
+            report.findings.append(Finding(
+                SYNTAX, ERROR, f"PostgreSQL cannot parse this statement: {exc}",
+                "fix the SQL (datalayer migrate sql shows it as it runs)"))
+            reports.append(report)
+            continue
+        for node, sql in parsed:
+            facts, findings = _check(node, sql, ctx)
+            track(ctx, node)
+            reports.append(StatementReport(
+                len(reports) + 1, sql, facts.kind, facts.locks, facts.scans, facts.rewrites,
+                facts.notes, findings,
+            ))
+            if not item.atomic:
+                ctx.end_transaction()
+    return reports
+
+
+def lint_sql(
+    migrations: Iterable[MigrationSql],
+    *,
+    postgres: int = DEFAULT_POSTGRES,
+    report: Iterable[str] | None = None,
+) -> LintReport:
+    """Lint already rendered migrations, in order; ``report`` limits which are reported."""
+    wanted = None if report is None else set(report)
+    state = SchemaState()
+    result = LintReport(postgres)
+    for item in migrations:
+        ctx = Context(postgres, item.atomic, state)
+        statements = _statement_reports(item, ctx)
+        if wanted is not None and item.name not in wanted:
+            continue
+        try:
+            source = item.path.read_text(encoding="utf-8")
+        except OSError:
+            source = ""
+        allow = read_allowances(source, str(item.path), RULES)
+        migration = MigrationReport(item.name, item.path, item.atomic, statements, allow.problems)
+        for statement in statements:
+            statement.findings = [
+                Finding(f.rule, f.level, f.message, f.fix, True, allow.reasons[f.rule])
+                if f.rule in allow.reasons else f
+                for f in statement.findings
+            ]
+        result.migrations.append(migration)
+    return result
+
+
+def lint(
+    directory: str | Path,
+    names: Iterable[str] | None = None,
+    *,
+    postgres: int = DEFAULT_POSTGRES,
+) -> LintReport:
+    """Lint migrations ``names`` (default: all) in ``directory`` for PostgreSQL ``postgres``.
+
+    Every earlier migration is read too, so that what it created is known
+    (column types, validated ``CHECK (col IS NOT NULL)`` constraints).
+
+    :raises MigrationError: when a name matches no migration or a file cannot be rendered.
+    """
+    directory = Path(directory)
+    everything = migration_sql(directory, postgres=postgres)
+    chosen = select_names([m.name for m in everything], names, directory)
+    if not chosen:
+        return LintReport(postgres)
+    last = chosen[-1]
+    upto = []
+    for item in everything:
+        upto.append(item)
+        if item.name == last:
+            break
+    return lint_sql(upto, postgres=postgres, report=chosen)

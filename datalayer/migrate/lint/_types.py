@@ -1,0 +1,148 @@
+"""What lint reports: findings, and the facts about each statement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["ERROR", "WARNING", "Finding", "LintReport", "MigrationReport", "StatementReport"]
+
+Level = Literal["error", "warning"]
+ERROR: Level = "error"
+WARNING: Level = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule broken by one statement (or by the file, for a bad allow comment)."""
+
+    rule: str
+    level: Level
+    message: str
+    fix: str
+    allowed: bool = False
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the finding as JSON-ready data."""
+        return {
+            "rule": self.rule,
+            "level": self.level,
+            "message": self.message,
+            "fix": self.fix,
+            "allowed": self.allowed,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class StatementReport:
+    """One statement: its tables, the lock it takes on each, scan/rewrite, findings."""
+
+    index: int
+    sql: str
+    kind: str
+    locks: dict[str, str] = field(default_factory=dict)
+    scans: bool = False
+    rewrites: bool = False
+    notes: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def tables(self) -> list[str]:
+        """Return the tables the statement locks."""
+        return list(self.locks)
+
+    @property
+    def lock(self) -> str | None:
+        """Return the strongest lock the statement takes (None: none known)."""
+        from ._locks import strongest
+
+        return strongest(self.locks.values())
+
+    @property
+    def blocks(self) -> list[str]:
+        """Return what the strongest lock blocks on its tables: reads, writes, DDL."""
+        from ._locks import blocks
+
+        return blocks(self.lock)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the statement's report as JSON-ready data."""
+        return {
+            "index": self.index,
+            "sql": self.sql,
+            "kind": self.kind,
+            "tables": self.tables,
+            "locks": dict(self.locks),
+            "lock": self.lock,
+            "blocks": self.blocks,
+            "scans": self.scans,
+            "rewrites": self.rewrites,
+            "notes": list(self.notes),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass
+class MigrationReport:
+    """The lint of one migration file."""
+
+    name: str
+    path: Path
+    atomic: bool
+    statements: list[StatementReport] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # about the file itself
+
+    def all_findings(self) -> list[Finding]:
+        """Return the file's findings and every statement's, in order."""
+        return [*self.findings, *(f for s in self.statements for f in s.findings)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the migration's report as JSON-ready data."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "atomic": self.atomic,
+            "findings": [f.to_dict() for f in self.findings],
+            "statements": [s.to_dict() for s in self.statements],
+        }
+
+
+@dataclass
+class LintReport:
+    """The lint of a set of migrations, for one target PostgreSQL version."""
+
+    postgres: int
+    migrations: list[MigrationReport] = field(default_factory=list)
+
+    def findings(self) -> list[tuple[str, Finding]]:
+        """Return ``(migration name, finding)`` for every finding, in order."""
+        return [(m.name, f) for m in self.migrations for f in m.all_findings()]
+
+    @property
+    def errors(self) -> list[tuple[str, Finding]]:
+        """Return the error-level findings that no allow comment covers."""
+        return [(n, f) for n, f in self.findings() if f.level == ERROR and not f.allowed]
+
+    @property
+    def warnings(self) -> list[tuple[str, Finding]]:
+        """Return the warning-level findings that no allow comment covers."""
+        return [(n, f) for n, f in self.findings() if f.level == WARNING and not f.allowed]
+
+    @property
+    def ok(self) -> bool:
+        """True when no unallowed error was found."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data (``datalayer migrate lint --json``)."""
+        return {
+            "postgres": self.postgres,
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "allowed": sum(1 for _, f in self.findings() if f.allowed),
+            "migrations": [m.to_dict() for m in self.migrations],
+        }

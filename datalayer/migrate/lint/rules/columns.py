@@ -1,0 +1,139 @@
+"""Column rules: add, constrain and retype columns without long locks or rewrites."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType
+
+from .._nodes import alter_cmds, coercible, column_constraints, is_add_column, type_key, volatile
+from .._state import Context
+from ._registry import Statement, rule
+
+_SERIAL = {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
+
+
+@rule(
+    "adding-not-nullable-field",
+    "error",
+    "SET NOT NULL scans the table under ACCESS EXCLUSIVE",
+)
+def adding_not_nullable_field(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
+    for table, cmd in alter_cmds(stmt.node):
+        if cmd.subtype != AlterTableType.AT_SetNotNull or ctx.is_new(table):
+            continue
+        column = str(cmd.name)
+        if ctx.postgres >= 12 and ctx.has_valid_not_null_check(table, column):
+            continue
+        if ctx.postgres >= 12:
+            fix = (
+                f"ADD CONSTRAINT {column}_not_null CHECK ({column} IS NOT NULL) NOT VALID; "
+                "VALIDATE CONSTRAINT it in a later transaction; then SET NOT NULL (PostgreSQL "
+                "12+ uses the validated CHECK and skips the scan) and DROP the CHECK"
+            )
+        else:
+            fix = (
+                f"PostgreSQL {ctx.postgres} has no scan-free SET NOT NULL: keep a validated "
+                f"CHECK ({column} IS NOT NULL) instead, or run this when {table} is small"
+            )
+        yield (
+            f"SET NOT NULL on {table}.{column} reads every row while holding ACCESS EXCLUSIVE: "
+            "reads and writes wait",
+            fix,
+        )
+
+
+@rule(
+    "adding-required-field",
+    "error",
+    "ADD COLUMN ... NOT NULL without a DEFAULT fails on a table that has rows",
+)
+def adding_required_field(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
+    for table, cmd in alter_cmds(stmt.node):
+        if not is_add_column(cmd) or ctx.is_new(table):
+            continue
+        column = cmd.def_
+        kinds = {c.contype for c in column_constraints(column)}
+        key = type_key(column.typeName)
+        filled = kinds & {
+            ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED
+        } or (key is not None and key[0] in _SERIAL)
+        if (ConstrType.CONSTR_NOTNULL in kinds or ConstrType.CONSTR_PRIMARY in kinds) and not (
+            filled
+        ):
+            yield (
+                f"adding {table}.{column.colname} NOT NULL without a DEFAULT fails as soon as "
+                f"{table} has a row",
+                "give it a constant DEFAULT, or add it nullable, backfill in batches, then "
+                "make it NOT NULL through a validated CHECK (col IS NOT NULL)",
+            )
+
+
+def _default_problem(column: ast.ColumnDef, postgres: int) -> str | None:
+    key = type_key(column.typeName)
+    if key is not None and key[0] in _SERIAL:
+        return f"a {key[0]} column fills every row from a sequence (nextval() is volatile)"
+    for con in column_constraints(column):
+        if con.contype == ConstrType.CONSTR_GENERATED:
+            return "a stored generated column computes every row"
+        if con.contype == ConstrType.CONSTR_IDENTITY:
+            return "an identity column fills every row from its sequence"
+        if con.contype == ConstrType.CONSTR_DEFAULT:
+            if postgres < 11:
+                return "before PostgreSQL 11 any DEFAULT is written into every row"
+            func = volatile(con.raw_expr)
+            if func is not None:
+                return f"the DEFAULT calls {func}, which is volatile: it is evaluated per row"
+    return None
+
+
+@rule(
+    "adding-field-with-default",
+    "error",
+    "ADD COLUMN with a volatile DEFAULT (any DEFAULT before PostgreSQL 11) rewrites the table",
+)
+def adding_field_with_default(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
+    for table, cmd in alter_cmds(stmt.node):
+        if not is_add_column(cmd) or ctx.is_new(table):
+            continue
+        problem = _default_problem(cmd.def_, ctx.postgres)
+        if problem is not None:
+            yield (
+                f"adding {table}.{cmd.def_.colname}: {problem}, so {table} is rewritten while "
+                "ACCESS EXCLUSIVE is held: reads and writes wait",
+                "add the column nullable without the default, SET DEFAULT for new rows, "
+                "backfill existing rows in batches outside the DDL's transaction, then make "
+                "it NOT NULL through a validated CHECK if needed",
+            )
+
+
+@rule(
+    "changing-column-type",
+    "error",
+    "a type change that is not binary-coercible rewrites the table under ACCESS EXCLUSIVE",
+)
+def changing_column_type(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
+    for table, cmd in alter_cmds(stmt.node):
+        if cmd.subtype != AlterTableType.AT_AlterColumnType or ctx.is_new(table):
+            continue
+        definition = cmd.def_ if isinstance(cmd.def_, ast.ColumnDef) else None
+        new = type_key(definition.typeName) if definition is not None else None
+        old = ctx.state.columns.get((table, str(cmd.name)))
+        using = definition is not None and definition.raw_default is not None
+        if not using and coercible(old, new):
+            continue
+        why = (
+            "with USING every row is converted"
+            if using
+            else "the old type is not known from the migrations"
+            if old is None
+            else f"{old[0]} to {new[0] if new else '?'} is not binary-coercible"
+        )
+        yield (
+            f"changing the type of {table}.{cmd.name}: {why}, so {table} (and its indexes) "
+            "is rewritten while ACCESS EXCLUSIVE is held: reads and writes wait",
+            "expand and contract: add a new column of the new type, write both from the "
+            "application, backfill in batches, switch reads, then drop the old column "
+            "(widening varchar(n) to varchar(m > n) or text needs no rewrite)",
+        )

@@ -1,0 +1,266 @@
+"""The SQL that migrations run, rendered without a database (``datalayer migrate sql``).
+
+Migration files are replayed in order with a :class:`DatalayerMigrator`
+bound to a PostgreSQL database that never connects: operations derive their
+SQL from the in-memory model state, and every statement is captured by the
+runner's dry-run recorder instead of being executed.  ``migrator.sql(...)``
+comes out verbatim; a Python function queued with ``migrator.run(fn)`` (or a
+backfill) cannot be shown and becomes a ``-- python: NAME (not shown)`` line.
+
+This is also what :mod:`datalayer.migrate.lint` reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from playhouse.migrate import Operation
+
+from ..db import Database
+from ..errors import DatabaseUnavailable, MigrationError
+from .files import sort_key
+from .router import LoadedMigration, Router, _without_transaction
+from .runner import _capture
+
+__all__ = [
+    "DEFAULT_POSTGRES",
+    "PYTHON_PREFIX",
+    "MigrationSql",
+    "migration_sql",
+    "render",
+    "select_names",
+]
+
+DEFAULT_POSTGRES = 12
+"""The PostgreSQL major version targeted when none is given (the lowest supported)."""
+
+PYTHON_PREFIX = "-- python: "
+"""How a queued Python function appears among a migration's statements."""
+
+
+@dataclass(frozen=True)
+class MigrationSql:
+    """One migration's statements (or its rollback's), in the order they run."""
+
+    name: str
+    path: Path
+    atomic: bool
+    statements: tuple[str, ...]
+    rollback: bool = False
+
+    @property
+    def header(self) -> str:
+        """Return the ``-- NAME`` line (``-- NAME (no transaction)`` for ``atomic = False``)."""
+        return f"-- {self.name}" + ("" if self.atomic else " (no transaction)")
+
+
+# -- a database that renders instead of connecting --------------------------------
+
+
+def _literal(value: Any) -> str:
+    """Return ``value`` as a PostgreSQL literal (standard_conforming_strings on)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "'\\x" + bytes(value).hex() + "'::bytea"
+    if isinstance(value, (dt.datetime, dt.date, dt.time, uuid.UUID)):
+        value = value.isoformat() if not isinstance(value, uuid.UUID) else str(value)
+    text = str(value)
+    return "'" + text.replace("'", "''") + "'"
+
+
+class _OfflineCursor:
+    def mogrify(self, sql: str, params: Any = None) -> bytes:
+        # peewee runs ``cursor.execute(sql, params or ())``: psycopg2 always formats,
+        # so ``%%`` is sent as ``%``; render the same.
+        values = tuple(_literal(p) for p in (params or ()))
+        return (sql % values).encode()
+
+
+class _OfflineConnection:
+    def cursor(self) -> _OfflineCursor:
+        return _OfflineCursor()
+
+
+class _OfflineDatabase(Database):
+    """A PostgreSQL database object that never connects; it only quotes parameters."""
+
+    def __init__(self, postgres: int) -> None:
+        super().__init__()
+        self.server_version = postgres * 10000
+
+    def connection(self) -> _OfflineConnection:
+        return _OfflineConnection()
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        raise DatabaseUnavailable(
+            "`migrate sql` renders the SQL without a database; a migration that reads "
+            "the database while it is queued cannot be rendered offline"
+        )
+
+
+# -- replaying ----------------------------------------------------------------------
+
+
+def _python_name(op: Any) -> str:
+    """Return the name of a queued Python function (``migrator.run(fn)`` wraps it)."""
+    code = getattr(op, "__code__", None)
+    if code is not None and "func" in code.co_freevars and op.__closure__:
+        op = op.__closure__[code.co_freevars.index("func")].cell_contents
+    return str(getattr(op, "__name__", None) or repr(op))
+
+
+def _render_one(
+    router: Router, migrator: Any, loaded: LoadedMigration, *, downgrade: bool
+) -> tuple[str, ...]:
+    db = router.database
+    fn = loaded.rollback if downgrade else loaded.migrate
+    out: list[str] = []
+    what = "rollback of " if downgrade else ""
+    try:
+        with _capture(db, out, execute=False), _without_transaction(migrator):
+            fn(migrator, db, fake=False)
+            ops, migrator.__ops__ = list(migrator.__ops__), []
+            for op in ops:
+                if isinstance(op, Operation):
+                    op.run()
+                else:
+                    out.append(f"{PYTHON_PREFIX}{_python_name(op)} (not shown)")
+    except MigrationError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MigrationError(
+            f"{what}{loaded.path} cannot be rendered without a database: "
+            f"{type(exc).__name__}: {first}; fix the migration"
+        ) from exc
+    return tuple(out)
+
+
+def select_names(
+    all_names: Sequence[str], names: Iterable[str] | None, directory: Path
+) -> list[str]:
+    """Return the migrations ``names`` (full names or numbers) in apply order (None: all).
+
+    :raises MigrationError: naming a name that matches no migration, or several.
+    """
+    if names is None:
+        return list(all_names)
+    chosen: set[str] = set()
+    for given in names:
+        wanted = given.removesuffix(".py")
+        matches = [n for n in all_names if n == wanted]
+        if not matches and wanted.isdigit():
+            matches = [n for n in all_names if sort_key(n)[0] == int(wanted)]
+        if len(matches) != 1:
+            which = "several migrations match" if matches else "there is no migration"
+            raise MigrationError(
+                f"{given}: {which} {given!r} in {directory}; give a name as listed by "
+                "`datalayer migrate status`"
+            )
+        chosen.add(matches[0])
+    return [n for n in all_names if n in chosen]
+
+
+def migration_sql(
+    directory: str | Path,
+    names: Iterable[str] | None = None,
+    rollback: bool = False,
+    *,
+    postgres: int = DEFAULT_POSTGRES,
+) -> list[MigrationSql]:
+    """Return the SQL of the migrations ``names`` (default: all) in ``directory``, in order.
+
+    Nothing connects to a database.  Earlier migrations are replayed to build
+    the schema state the named ones start from.  With ``rollback`` the named
+    migrations' rollback SQL is returned newest first, as ``migrate rollback``
+    runs it (each rendered against the state after every migration up to it).
+
+    :raises MigrationError: when a name matches no migration, or a file does not
+        load or cannot be rendered offline (the message names it).
+    """
+    directory = Path(directory)
+    router = Router(_OfflineDatabase(postgres), directory)
+    all_names = router.todo
+    if not all_names and not directory.is_dir():
+        raise MigrationError(f"{directory} does not exist; give the migrations directory (--dir)")
+    selected = select_names(all_names, names, directory)
+    if not selected:
+        return []
+    wanted = set(selected)
+    migrator = router.migrator_class(router.database)
+    results: list[MigrationSql] = []
+    last = all_names.index(selected[-1])
+    if not rollback:
+        return _forward(router, migrator, all_names[: last + 1], wanted, postgres)
+    router.replay(all_names[: last + 1], migrator)
+    first = all_names.index(selected[0])
+    for name in reversed(all_names[first : last + 1]):
+        loaded = router.load(name)
+        statements = _render_one(router, migrator, loaded, downgrade=True)
+        if name in wanted:
+            results.append(MigrationSql(name, loaded.path, loaded.atomic, statements, True))
+    return results
+
+
+def _forward(
+    router: Router, migrator: Any, names: Sequence[str], wanted: set[str], postgres: int
+) -> list[MigrationSql]:
+    """Render the wanted migrations among ``names`` (the first files on disk), in order.
+
+    A file's SQL depends on it and every file before it only, so it is cached
+    under their chained hash (:mod:`.cache`); only the state up to the first
+    file not cached is replayed, and nothing when all are.
+    """
+    from . import cache as _cache
+
+    keys = _cache.chain_keys(names, router.source) if _cache.cache_dir() else []
+    cached: dict[str, tuple[bool, tuple[str, ...]]] = {}
+    for name, key in zip(names, keys, strict=True):
+        if name in wanted:
+            hit = _cache.load_sql(_cache.sql_key(key, postgres))
+            if hit is not None:
+                cached[name] = hit
+    missing = [i for i, n in enumerate(names) if n in wanted and n not in cached]
+    if not missing:
+        return [MigrationSql(n, router.path(n), *cached[n]) for n in names if n in cached]
+    start = missing[0]
+    if start:
+        router.replay(names[:start], migrator)
+    rendered: dict[str, MigrationSql] = {}
+    for i, name in enumerate(names[start:], start=start):
+        loaded = router.load(name)
+        if name in wanted and name not in cached:
+            statements = _render_one(router, migrator, loaded, downgrade=False)
+            rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements)
+            if keys:
+                _cache.store_sql(_cache.sql_key(keys[i], postgres), loaded.atomic, statements)
+        elif any(n in wanted and n not in cached for n in names[i + 1 :]):
+            router.replay([name], migrator)
+    results = []
+    for name in names:
+        if name in cached:
+            atomic, statements = cached[name]
+            results.append(MigrationSql(name, router.path(name), atomic, statements))
+        elif name in rendered:
+            results.append(rendered[name])
+    return results
+
+
+def render(migrations: Iterable[MigrationSql]) -> str:
+    """Return the text ``datalayer migrate sql`` prints: a header line, then the statements."""
+    blocks = []
+    for item in migrations:
+        lines = [item.header, *item.statements]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
