@@ -345,15 +345,15 @@ def drift(cli: CliContext, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif report.ok:
         click.echo(
-            f"no drift: {where} has the schema its {_n(len(report.applied), 'applied migration')} "
-            "build"
+            f"no drift: {where} has the schema that its applied migrations build "
+            f"({len(report.applied)} applied)"
         )
     else:
         for difference in report.differences:
             click.echo(f"- {difference.message()}")
         click.echo(
-            f"drift: {where} differs from what its {_n(len(report.applied), 'applied migration')} "
-            f"build ({_n(len(report.differences), 'difference')})",
+            f"drift: {where} differs from what its applied migrations build "
+            f"({len(report.applied)} applied, {_n(len(report.differences), 'difference')})",
             err=True,
         )
     if not report.ok:

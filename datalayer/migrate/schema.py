@@ -484,7 +484,7 @@ class Difference:
             )
         what = f'{_THINGS[self.kind]} "{self.name}"'
         if self.actual is None:
-            detail = "" if self.kind == "sequence" else f" ({expected}: {self.expected})"
+            detail = "" if self.kind == "sequence" else f" ({expected} have {self.expected})"
             return f"{self.table}: {what} missing from {actual}{detail}"
         if self.expected is None:
             detail = "" if self.kind == "sequence" else f" ({self.actual})"

@@ -43,7 +43,7 @@ def scratch_server(settings: Settings) -> Settings:
 
     try:
         server = ensure_server(settings.embedded_dir)
-    except DatalayerError as exc:
+    except (DatalayerError, OSError) as exc:  # not installed, cannot start, bad directory
         raise MigrationError(
             "no scratch database server: DATALAYER_DEV_DATABASE_URL is unset and the embedded "
             f"server is not available ({_first_line(exc)}); set DATALAYER_DEV_DATABASE_URL to "
