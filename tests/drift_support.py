@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def has_table(pg: Server, dbname: str, qualified: str) -> bool:
 
 
 def scratch_databases(pg: Server) -> set[str]:
-    rows = query(pg, "postgres",
-                 "SELECT datname FROM pg_database WHERE datname LIKE 'datalayer_check_%'")
+    """Return the scratch databases this process made that still exist (others' run too)."""
+    rows = query(pg, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                 (f"datalayer\\_check\\_%\\_{os.getpid()}\\_%",))
     return {r[0] for r in rows}
 
 

@@ -305,30 +305,36 @@ def test_recording_waits_for_the_migration_lock(
     assert not has_table(pg, empty_db.dbname, "migratehistory")
 
 
+def _race(settings: Settings, mdir: Path, runs: int) -> list[object]:
+    """Start ``runs`` baselines at once on ``settings``'s database; return what each gave."""
+    start = threading.Barrier(runs)
+    outcomes: list[object] = []
+
+    def run() -> None:
+        db = Database(settings)
+        try:
+            start.wait()
+            outcomes.append(baseline(db, mdir, settings=settings).recorded)
+        except DatalayerError as exc:
+            outcomes.append(exc)
+        finally:
+            db.close_pool()
+
+    threads = [threading.Thread(target=run) for _ in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return outcomes
+
+
 def test_concurrent_baselines_record_once(pg: Server, mdir: Path) -> None:
     """Racing runs: one records, the others are refused, the history holds each name once."""
-    for _trial in range(4):
+    for _trial in range(5):
         with pg.database("dlbase") as name:
             settings = pg.settings(name, dev_database_url=pg.admin.url(masked=False))
             create_tables(settings)
-            start = threading.Barrier(3)
-            outcomes: list[object] = []
-
-            def run() -> None:
-                db = Database(settings)
-                try:
-                    start.wait()
-                    outcomes.append(baseline(db, mdir, settings=settings).recorded)
-                except DatalayerError as exc:
-                    outcomes.append(exc)
-                finally:
-                    db.close_pool()
-
-            threads = [threading.Thread(target=run) for _ in range(3)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
+            outcomes = _race(settings, mdir, 3)
             recorded = [o for o in outcomes if isinstance(o, list)]
             refused = [o for o in outcomes if isinstance(o, MigrationError)]
             assert recorded == [["001_initial"]], outcomes

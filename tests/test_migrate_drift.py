@@ -335,3 +335,12 @@ def test_no_dev_url_and_no_embedded_server_says_to_set_it(
     )
     assert "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB" in result.stderr
     assert not has_table(pg, empty_db.dbname, "migratehistory")
+
+
+def test_scratch_database_is_made_and_dropped(pg: Server, empty_db: Settings) -> None:
+    from datalayer.migrate.scratch import scratch_database, scratch_server
+
+    settings = empty_db.replace(dev_database_url=pg.admin.url(masked=False))
+    with scratch_database(scratch_server(settings), "t", settings) as scratch:
+        assert scratch_databases(pg) == {scratch.dbname}
+    assert scratch_databases(pg) == set()

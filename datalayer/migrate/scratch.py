@@ -10,6 +10,7 @@ get one is a :class:`~datalayer.errors.MigrationError` that names
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -74,7 +75,8 @@ def scratch_database(
         if from_env
         else f"the embedded scratch server {admin.describe()}"
     )
-    name = f"datalayer_check_{label}_{uuid.uuid4().hex[:10]}"
+    # The pid tells whose it is, should one outlive a killed process.
+    name = f"datalayer_check_{label}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
 
     def run(*statements: Any) -> None:
         try:
