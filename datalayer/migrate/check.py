@@ -28,6 +28,8 @@ from .scratch import scratch_database, scratch_server
 
 __all__ = ["check", "scratch_server"]
 
+_scratch_database = scratch_database  # the old private name, still imported by squash
+
 _MAX_DIFF_LINES = 40
 
 
