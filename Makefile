@@ -5,6 +5,7 @@ ENV_ARGS = $(if $(env),--env $(env),)
 
 .PHONY: install test lint type tox migrate-diff migrate-apply migrate-status migrate-hash \
         migrate-check migrate-lint migrate-rollback er-diagram bench db-start db-stop db-info
+.PHONY: migrate-baseline migrate-drift
 
 install:
 	$(PY) -m pip install -e '.[test]'
@@ -44,6 +45,13 @@ migrate-lint:
 
 migrate-rollback:
 	$(DATALAYER) $(ENV_ARGS) migrate rollback --steps $(or $(steps),1)
+
+# Adopt a database whose tables exist (make migrate-baseline [to=NAME]).
+migrate-baseline:
+	$(DATALAYER) $(ENV_ARGS) migrate baseline $(if $(to),--to $(to),)
+
+migrate-drift:
+	$(DATALAYER) $(ENV_ARGS) migrate drift $(if $(json),--json,)
 
 er-diagram:
 	$(DATALAYER) erd --output docs/er-diagram.md

@@ -107,6 +107,8 @@ def test_app_flow_on_a_real_server(venv: Path, app: Path, pg: Server) -> None:
         ok(run([str(bin_ / "datalayer"), "migrate", "status"], env, sub))
         out = ok(run([str(bin_ / "datalayer"), "migrate", "check"], env, sub))
         assert "ok:" in out
+        out = ok(run([str(bin_ / "datalayer"), "migrate", "drift"], env, sub))
+        assert "no drift" in out
         out = ok(run([str(bin_ / "datalayer"), "erd"], env, sub))
         assert "posts" in out and "users ||--o{ posts" in out
 

@@ -18,6 +18,7 @@ from datalayer.migrate.generate import create_migration
 from datalayer.migrate.router import Router
 from datalayer.models import MODELS
 from datalayer.models.fields import uuid_pk
+from tests.drift_support import scratch_databases
 from tests.migrate_runtime_support import write_migration
 from tests.pgserver import Server
 
@@ -54,13 +55,8 @@ def generated(tmp_path: Path) -> Path:
 
 
 def _scratch_databases(pg: Server) -> set[str]:
-    conn = pg.raw()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'datalayer_check_%'")
-            return {r[0] for r in cur.fetchall()}
-    finally:
-        conn.close()
+    # Only this process's: other test sessions on the same server make their own.
+    return scratch_databases(pg)
 
 
 def test_check_passes_on_generated_migrations(

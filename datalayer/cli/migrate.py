@@ -388,5 +388,84 @@ def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int |
 
     report = run_lint(_directory(cli), names or None, postgres=postgres or cli.project().postgres)
     click.echo(render_json(report) if as_json else render_text(report))
+# -- baseline and drift: the live schema against what the migrations build ---------
+
+
+@migrate.command()
+@click.option("--to", "to", metavar="NAME",
+              help="Record the migrations up to this one (name or number; default: all).")
+@click.option("--wait", type=_SECONDS, default=None, metavar="SECONDS",
+              help="How long to wait for another run's migration lock (default 300).")
+@pass_cli
+def baseline(cli: CliContext, to: str | None, wait: float | None) -> None:
+    """Adopt a database whose tables exist already (create_tables, GORM, by hand).
+
+    Builds what the migrations up to --to make in a scratch database
+    (DATALAYER_DEV_DATABASE_URL, else the embedded server) and, when the live
+    schema is the same, records them as applied. Otherwise exits 1 naming
+    every difference and records nothing. Refused when history exists.
+    """
+    from ..migrate.baseline import baseline as run_baseline
+
+    directory = _directory(cli)
+    options: dict[str, Any] = {} if wait is None else {"lock_wait": wait}
+    with _database(cli) as database:
+        where = database.settings.describe()
+        result = run_baseline(database, directory, to, settings=cli.settings(), **options)
+    if not result.ok:
+        for difference in result.differences:
+            click.echo(f"- {difference.message()}", err=True)
+        click.echo(
+            f"error: baseline refused: {where} differs from what the migrations up to "
+            f"{result.target} build ({_n(len(result.differences), 'difference')}); nothing "
+            "was recorded. Make the database match (or write a migration that does) and run "
+            "baseline again",
+            err=True,
+        )
+        click.get_current_context().exit(1)
+    for name in result.recorded:
+        click.echo(f"recorded {name}")
+    click.echo(
+        f"{_n(len(result.recorded), 'migration')} recorded as applied on {where}: its schema "
+        f"is what the migrations up to {result.target} build"
+    )
+
+
+@migrate.command()
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"differences": [{kind, table, name, expected, actual}, ...]}.')
+@pass_cli
+def drift(cli: CliContext, as_json: bool) -> None:
+    """Compare the live schema with what its applied migrations build (reads only).
+
+    Finds hand-made changes: a column added, an index dropped, a default
+    changed, a constraint or table added or removed, in every schema the
+    migrations use. Exits 0 when there are none, 1 listing each.
+    """
+    from ..migrate.drift import drift as run_drift
+
+    directory = _directory(cli)
+    with _database(cli) as database:
+        where = database.settings.describe()
+        report = run_drift(database, directory, settings=cli.settings())
+    for name in report.modified:
+        click.echo(
+            f"warning: {name} changed since it was applied; compared as it is now", err=True
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.ok:
+        click.echo(
+            f"no drift: {where} has the schema that its applied migrations build "
+            f"({len(report.applied)} applied)"
+        )
+    else:
+        for difference in report.differences:
+            click.echo(f"- {difference.message()}")
+        click.echo(
+            f"drift: {where} differs from what its applied migrations build "
+            f"({len(report.applied)} applied, {_n(len(report.differences), 'difference')})",
+            err=True,
+        )
     if not report.ok:
         click.get_current_context().exit(1)

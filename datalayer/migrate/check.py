@@ -10,17 +10,16 @@ Four checks, all reported (an empty list means the tree is fine):
 4. ``migrate lint`` finds no unallowed error in any migration
    (:mod:`datalayer.migrate.lint`).
 
-The scratch databases are created, and dropped afterwards, on the server of
-``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
-CREATEDB), or on the embedded server when that is unset.
+The scratch databases (:mod:`datalayer.migrate.scratch`) are created, and
+dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL`` (Atlas's
+dev database; its user needs CREATEDB), or on the embedded server when that
+is unset.
 """
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,63 +27,12 @@ from ..config import Settings
 from ..errors import DatalayerError, MigrationError
 from . import cache as _cache
 from . import checksum as _checksum
+from .scratch import scratch_database, scratch_server
 
 __all__ = ["check", "lint_problems", "scratch_server"]
 
+
 _MAX_DIFF_LINES = 40
-
-
-def scratch_server(settings: Settings) -> Settings:
-    """Return settings of the server that holds scratch databases (dev URL or embedded)."""
-    if settings.dev_database_url:
-        return Settings.from_url(settings.dev_database_url, application_name="datalayer-check")
-    from ..embedded import ensure_server
-
-    server = ensure_server(settings.embedded_dir)
-    return Settings.from_url(server.url, application_name="datalayer-check")
-
-
-@contextlib.contextmanager
-def _scratch_database(admin: Settings, label: str) -> Iterator[Settings]:
-    import psycopg2
-    from psycopg2 import sql
-
-    name = f"datalayer_check_{label}_{uuid.uuid4().hex[:10]}"
-
-    def run(*statements: Any) -> None:
-        try:
-            conn = psycopg2.connect(**admin.connect_kwargs())
-        except psycopg2.Error as exc:
-            raise MigrationError(
-                f"cannot connect to the scratch server {admin.describe()}: "
-                f"{str(exc).strip().splitlines()[0]}; check DATALAYER_DEV_DATABASE_URL"
-            ) from None
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
-
-    try:
-        run(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg2.Error as exc:
-        raise MigrationError(
-            f"cannot create a scratch database on {admin.describe()}: "
-            f"{str(exc).strip().splitlines()[0]}; give DATALAYER_DEV_DATABASE_URL a user "
-            "with CREATEDB (the database is dropped afterwards)"
-        ) from None
-    try:
-        yield admin.replace(dbname=name, max_open_conns=2, max_idle_conns=1)
-    finally:
-        with contextlib.suppress(Exception):
-            run(
-                sql.SQL(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}"
-                ).format(sql.Literal(name)),
-                sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)),
-            )
 
 
 def _default_models() -> Sequence[Any]:
@@ -130,8 +78,8 @@ def check(
     problems = list(_checksum.problems(directory))
     admin = scratch_server(settings)
 
-    with _scratch_database(admin, "mig") as mig_settings, _scratch_database(
-        admin, "models"
+    with scratch_database(admin, "mig", settings) as mig_settings, scratch_database(
+        admin, "models", settings
     ) as model_settings:
         migrated = Database(mig_settings)
         declared = Database(model_settings)

@@ -19,6 +19,11 @@ What is compared, and what is not:
   UNIQUE constraints, indexes, and the sequences that serial columns own.
 
 The migration history table(s) named in ``ignore`` are left out.
+
+:func:`compare` gives ``check``'s lines for one schema.  For ``baseline`` and
+``drift``, :func:`snapshot_catalog` reads every non-system schema into a
+:class:`Catalog` and :func:`differences` returns :class:`Difference` records
+(kind, table, name, expected, actual) that render as one line each.
 """
 
 from __future__ import annotations
@@ -30,15 +35,21 @@ from typing import Any, Protocol
 
 __all__ = [
     "DEFAULT_IGNORE",
+    "KINDS",
+    "Catalog",
     "Check",
     "Column",
+    "Difference",
     "ForeignKey",
     "Index",
     "Key",
     "Schema",
     "Table",
     "compare",
+    "differences",
     "snapshot",
+    "snapshot_catalog",
+    "user_schemas",
 ]
 
 DEFAULT_IGNORE = frozenset({"migratehistory"})
@@ -378,4 +389,240 @@ def _compare_named(
             out.append(f"{where}: unexpected {kind} {name}: {have[key]}")
         elif want[key] != have[key]:
             out.append(f"{where}: {kind} {name}: expected {want[key]}, found {have[key]}")
+    return out
+
+
+# -- every schema, and differences as data -----------------------------------------
+
+_USER_SCHEMAS_SQL = """
+SELECT nspname FROM pg_namespace
+WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+  AND nspname !~ '^pg_(toast|temp_)'
+ORDER BY nspname
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    """Snapshots of several schemas of one database, by schema name."""
+
+    schemas: Mapping[str, Schema]
+
+    def table(self, qualified: str) -> Table | None:
+        """Return the table named ``schema.table`` (or just ``table`` for ``public``)."""
+        schema, _, name = qualified.rpartition(".")
+        found = self.schemas.get(schema or "public")
+        return None if found is None else found.tables.get(name)
+
+
+def user_schemas(database_or_conn: Any) -> list[str]:
+    """Return the names of the schemas that are not PostgreSQL's own (``pg_*``, ...)."""
+    cur: _Cursor = database_or_conn.cursor()
+    try:
+        return [row[0] for row in _rows(cur, _USER_SCHEMAS_SQL, ())]
+    finally:
+        cur.close()
+
+
+def snapshot_catalog(
+    database_or_conn: Any,
+    schemas: Iterable[str] | None = None,
+    *,
+    ignore: Iterable[str] = DEFAULT_IGNORE,
+) -> Catalog:
+    """Read ``schemas`` (default: every non-system schema) from a live database.
+
+    A schema named in ``schemas`` that does not exist is left out of the
+    catalog (so :func:`differences` reports it missing).  Only reads the catalog.
+    """
+    present = user_schemas(database_or_conn)
+    wanted = present if schemas is None else [s for s in dict.fromkeys(schemas) if s in present]
+    skip = frozenset(ignore)
+    return Catalog({s: snapshot(database_or_conn, s, ignore=skip) for s in wanted})
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """One way two schemas differ, from the point of view of the ``expected`` side.
+
+    ``kind`` is one of :data:`KINDS`; ``table`` is ``name`` or ``schema.name``
+    (``public`` is not written; empty for a schema); ``name`` is the column,
+    index or constraint (the table or schema itself for those kinds);
+    ``expected`` / ``actual`` are the definitions on each side, ``None`` where
+    the thing is absent.
+    """
+
+    kind: str
+    table: str
+    name: str
+    expected: str | None
+    actual: str | None
+
+    def message(self, expected: str = "the migrations", actual: str = "the database") -> str:
+        """Return one line that names the thing and both sides, e.g.
+
+        ``users: column "nickname" exists in the database but not in the migrations (text)``.
+        """
+        if self.kind == "schema":
+            return (
+                f'schema "{self.name}" missing from {actual} ({expected} create it)'
+                if self.actual is None
+                else f'schema "{self.name}" exists in {actual} but not in {expected}'
+            )
+        if self.kind == "table":
+            if self.actual is None:
+                return f'table "{self.table}" missing from {actual} ({expected} create it)'
+            return f'table "{self.table}" exists in {actual} but not in {expected}'
+        if self.kind in _ATTRIBUTES:
+            where = f"{self.table}.{self.name}"
+            if self.kind == "nullable":
+                return f"{where}: {self.actual} in {actual}, {self.expected} in {expected}"
+            word = _ATTRIBUTES[self.kind]
+            return (
+                f"{where}: {word} {self.actual or 'none'} in {actual}, "
+                f"{self.expected or 'none'} in {expected}"
+            )
+        what = f'{_THINGS[self.kind]} "{self.name}"'
+        if self.actual is None:
+            detail = "" if self.kind == "sequence" else f" ({expected} have {self.expected})"
+            return f"{self.table}: {what} missing from {actual}{detail}"
+        if self.expected is None:
+            detail = "" if self.kind == "sequence" else f" ({self.actual})"
+            return f"{self.table}: {what} exists in {actual} but not in {expected}{detail}"
+        return (
+            f"{self.table}: {what} is {self.actual} in {actual}, {self.expected} in {expected}"
+        )
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Return the fields as a JSON-ready dict (``drift --json`` entries)."""
+        return dataclasses.asdict(self)
+
+
+_ATTRIBUTES = {
+    "type": "type",
+    "nullable": "nullability",
+    "default": "default",
+    "identity": "identity",
+    "generated": "generated expression",
+    "collation": "collation",
+}
+_THINGS = {
+    "column": "column",
+    "primary_key": "primary key",
+    "foreign_key": "foreign key",
+    "unique": "unique constraint",
+    "check": "check constraint",
+    "index": "index",
+    "sequence": "owned sequence",
+}
+KINDS = ("schema", "table", *_ATTRIBUTES, *_THINGS)
+"""Every ``Difference.kind``."""
+
+
+def _qualified(schema: str, table: str) -> str:
+    return table if schema == "public" else f"{schema}.{table}"
+
+
+def differences(expected: Catalog, actual: Catalog) -> list[Difference]:
+    """Return every difference between two catalogs; empty when they are equal.
+
+    The schemas compared are those of ``expected``; within them, tables on
+    either side.  Columns compare by name (their order is ignored), CHECK
+    constraints by definition (their names are ignored, see the module
+    docstring), everything else by name and definition.
+    """
+    out: list[Difference] = []
+    for schema_name in sorted(expected.schemas):
+        want_schema = expected.schemas[schema_name]
+        have_schema = actual.schemas.get(schema_name)
+        if have_schema is None:
+            out.append(Difference("schema", "", schema_name, schema_name, None))
+            have_schema = Schema(schema_name, {})
+        for name in sorted(set(want_schema.tables) | set(have_schema.tables)):
+            want, have = want_schema.tables.get(name), have_schema.tables.get(name)
+            table = _qualified(schema_name, name)
+            if have is None:
+                out.append(Difference("table", table, name, "table", None))
+            elif want is None:
+                out.append(Difference("table", table, name, None, "table"))
+            else:
+                out.extend(_table_differences(table, want, have))
+    return out
+
+
+def _column_differences(table: str, want: Column, have: Column) -> list[Difference]:
+    out = []
+    if want.type != have.type:
+        out.append(Difference("type", table, want.name, want.type, have.type))
+    if want.nullable != have.nullable:
+        def word(nullable: bool) -> str:
+            return "nullable" if nullable else "NOT NULL"
+
+        out.append(Difference(
+            "nullable", table, want.name, word(want.nullable), word(have.nullable)
+        ))
+    for kind in ("default", "identity", "generated", "collation"):
+        w, h = getattr(want, kind) or None, getattr(have, kind) or None
+        if w != h:
+            out.append(Difference(kind, table, want.name, w, h))
+    return out
+
+
+def _named(
+    kind: str, table: str, want: Mapping[str, str], have: Mapping[str, str]
+) -> list[Difference]:
+    return [
+        Difference(kind, table, name, want.get(name), have.get(name))
+        for name in sorted(set(want) | set(have))
+        if want.get(name) != have.get(name)
+    ]
+
+
+def _table_differences(table: str, want: Table, have: Table) -> list[Difference]:
+    out: list[Difference] = []
+    for col in sorted(set(want.columns) | set(have.columns)):
+        wc, hc = want.columns.get(col), have.columns.get(col)
+        if hc is None:
+            assert wc is not None
+            out.append(Difference("column", table, col, wc.describe(), None))
+        elif wc is None:
+            out.append(Difference("column", table, col, None, hc.describe()))
+        else:
+            out.extend(_column_differences(table, wc, hc))
+
+    def keys(key: Key | None) -> dict[str, str]:
+        return {} if key is None else {key.name: key.definition}
+
+    out.extend(_named("primary_key", table, keys(want.primary_key), keys(have.primary_key)))
+    out.extend(_named(
+        "foreign_key", table,
+        {fk.name: fk.definition for fk in want.foreign_keys},
+        {fk.name: fk.definition for fk in have.foreign_keys},
+    ))
+    out.extend(_named(
+        "unique", table,
+        {k.name: k.definition for k in want.uniques},
+        {k.name: k.definition for k in have.uniques},
+    ))
+    # CHECKs pair by definition; the name shown is the side's own.
+    unmatched_have = list(have.checks)
+    missing: list[Check] = []
+    for check in want.checks:
+        match = next((c for c in unmatched_have if c.definition == check.definition), None)
+        if match is None:
+            missing.append(check)
+        else:
+            unmatched_have.remove(match)
+    out.extend(Difference("check", table, c.name, c.definition, None) for c in missing)
+    out.extend(Difference("check", table, c.name, None, c.definition) for c in unmatched_have)
+    out.extend(_named(
+        "index", table,
+        {n: i.definition for n, i in want.indexes.items()},
+        {n: i.definition for n, i in have.indexes.items()},
+    ))
+    out.extend(_named(
+        "sequence", table,
+        {s: f"owned by {table}" for s in want.sequences},
+        {s: f"owned by {table}" for s in have.sequences},
+    ))
     return out

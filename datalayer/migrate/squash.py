@@ -275,13 +275,13 @@ def squash(
     """
     from ..db import Database
     from . import checksum
-    from .check import _scratch_database, scratch_server
     from .files import sort_key
     from .generate import diff_models
     from .migrator import DatalayerMigrator
     from .router import Router
     from .runner import _resolve_to, apply
     from .schema import compare, snapshot
+    from .scratch import scratch_database, scratch_server
 
     directory = Path(directory)
     _check_name(name)
@@ -336,7 +336,7 @@ def squash(
     with tempfile.TemporaryDirectory(prefix="datalayer-squash-") as tmp:
         new_dir = Path(tmp)
         (new_dir / f"{new_name}.py").write_text(source, encoding="utf-8")
-        with _scratch_database(admin, "sqold") as old_s, _scratch_database(admin, "sqnew") as new_s:
+        with scratch_database(admin, "sqold") as old_s, scratch_database(admin, "sqnew") as new_s:
             old_db, new_db = Database(old_s), Database(new_s)
             try:
                 apply(old_db, directory, to=last, lock_wait=60, verify_checksums=False)
