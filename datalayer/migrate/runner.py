@@ -590,9 +590,10 @@ class _Online:
             else "statements before the one that timed out stay in effect (atomic = False)"
         )
         limit = f" within the lock_timeout of {self.lock_timeout:g} s" if self.lock_timeout else ""
+        tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
         return MigrationError(
             f"migration {self.router.path(name)} did not get its table lock{limit} in "
-            f"{attempts} attempt{'' if attempts == 1 else 's'} over {elapsed:.0f} s; {took}{kept if results else ''}. "
+            f"{tries} over {elapsed:.0f} s; {took}{kept if results else ''}. "
             "To go on: find the session holding a lock on its table (pg_stat_activity, "
             "pg_locks) and run the command again when it is done, or allow more attempts "
             "(--lock-retries) or a longer --lock-timeout"
