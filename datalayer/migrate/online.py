@@ -95,8 +95,8 @@ class InvalidIndexes(MigrationError):
         self.indexes = tuple(indexes)
         names = ", ".join(i.qualified for i in self.indexes)
         super().__init__(
-            f"index {names} is INVALID after the migration (a concurrent build that failed or "
-            "was killed); the migration was not recorded"
+            f"index {names} is INVALID (a concurrent build failed or was killed, maybe in an "
+            "earlier run); the migration is not recorded"
         )
 
 

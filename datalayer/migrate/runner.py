@@ -530,10 +530,7 @@ class _Online:
             )
             if not retry:
                 if dropped:
-                    raise MigrationError(
-                        f"{failure} (the INVALID index {', '.join(dropped)} its failed build "
-                        "left was dropped)"
-                    ) from failure
+                    raise self._build_failed(name, failure, dropped, results) from failure
                 raise failure
             if attempt > self.retries:
                 raise self._gave_up(name, failure, attempt, time.monotonic() - start, results)
@@ -571,6 +568,23 @@ class _Online:
             logger.warning("dropped INVALID index %s left by %s", index.qualified, name)
             dropped.append(index.qualified)
         return dropped, False
+
+    def _build_failed(
+        self, name: str, failure: MigrationError, dropped: list[str], results: list[Applied]
+    ) -> MigrationError:
+        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
+        unique = (
+            " (a unique index: remove the duplicate rows first)"
+            if _pgcode(failure) == "23505"
+            else ""
+        )
+        return MigrationError(
+            f"migration {self.router.path(name)} failed: "
+            f"{_first_line(failure.__cause__ or failure)}; the INVALID index "
+            f"{', '.join(dropped)} its concurrent build left was dropped and "
+            f"the migration was not recorded{kept if results else ''}. To go on: fix the "
+            f"cause{unique} and run the command again"
+        )
 
     def _gave_up(
         self,
