@@ -6,17 +6,21 @@ Nothing here prints or exits; every function returns data or raises a
 ``apply``:
 
 1. verifies ``migrations.sum`` (:func:`.checksum.verify`);
-2. takes a PostgreSQL advisory lock (session level, waiting at most
-   ``lock_wait`` seconds, then :class:`~datalayer.errors.LockTimeout`), so any
-   number of concurrent runs apply each migration exactly once;
+2. takes a PostgreSQL advisory lock (session level, polling
+   ``pg_try_advisory_lock`` for at most ``lock_wait`` seconds, then
+   :class:`~datalayer.errors.LockTimeout`), so any number of concurrent runs
+   apply each migration exactly once, and a waiting run never holds a
+   snapshot that a ``CREATE INDEX CONCURRENTLY`` would wait for;
 3. re-reads the history under the lock, refuses applied files that are
    missing or changed since they were applied, and pending files that sort
    before an applied one;
 4. applies each pending migration in its own transaction, history row
-   included, with ``lock_timeout`` / ``statement_timeout`` set for it; a file
+   included, with ``lock_timeout`` / ``statement_timeout`` set for it, and
+   runs it again with back-off when its lock is not granted (55P03); a file
    with ``atomic = False`` runs without a transaction (``CREATE INDEX
-   CONCURRENTLY``); ``dry_run`` runs them all in one transaction that is
-   rolled back and returns the SQL.
+   CONCURRENTLY``) and is recorded only when the indexes it builds are valid
+   (an INVALID one is dropped, see :mod:`.online`); ``dry_run`` runs them all
+   in one transaction that is rolled back and returns the SQL.
 
 While it holds the lock the session sets ``client_connection_check_interval``
 (PostgreSQL 14+), so if the process dies mid-migration the server notices
@@ -764,6 +768,9 @@ def status(
     target: Target, directory: str | Path | None = None, *, migrate_table: str = MIGRATE_TABLE
 ) -> Status:
     """Return applied, pending, modified and missing migrations (reads only).
+
+    Also lists the INVALID indexes and NOT VALID constraints of the schemas
+    on the search path (a failed concurrent build, a constraint not validated).
 
     Works on a database without a history table (everything is pending) and
     on a missing directory (nothing is on disk).  ``modified`` lists applied
