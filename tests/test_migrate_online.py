@@ -393,3 +393,26 @@ def test_concurrent_index_build_completes_while_a_second_migrator_waits(
     assert len(outcome) == 1 and isinstance(outcome[0], list), outcome
     assert [a.name for a in outcome[0]] == ["002_alter"]
     assert _names(pg, empty_db) == ["001_create_t1", "002_alter"]
+
+
+def test_status_marks_an_index_still_being_built(
+    pg: Server, empty_db: Settings, mdir: Path, t1: psycopg2.extensions.connection
+) -> None:
+    writer = pg.raw(empty_db.dbname)
+    writer.autocommit = False
+    _one(writer, "INSERT INTO t1 (note) VALUES ('w') RETURNING id")  # the build waits for it
+    builder = pg.raw(empty_db.dbname)
+    build = "CREATE INDEX CONCURRENTLY t1_note_idx ON t1 (note)"
+    building = threading.Thread(target=lambda: builder.cursor().execute(build), daemon=True)
+    building.start()
+    try:
+        _wait_for(lambda: _index_state(t1, "t1_note_idx") == "INVALID", "the build to start")
+        found = runner.status(empty_db, mdir).invalid_indexes
+        assert [(i.name, i.building) for i in found] == [("t1_note_idx", True)]
+    finally:
+        writer.rollback()
+        writer.close()
+        building.join(30)
+        builder.close()
+    assert _index_state(t1, "t1_note_idx") == "valid"
+    assert runner.status(empty_db, mdir).invalid_indexes == []
