@@ -186,6 +186,24 @@ def test_lock_retries_exhausted_is_one_clear_line_and_nothing_recorded(
 # -- INVALID indexes ---------------------------------------------------------------
 
 
+def test_concurrent_index_names_are_read_from_the_statements() -> None:
+    from datalayer.migrate.online import IndexRef, concurrent_indexes
+
+    found = concurrent_indexes([
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email)",
+        'create index concurrently "Odd ""Name""" on only "app"."Items" USING btree (x)',
+        "CREATE INDEX CONCURRENTLY Mixed ON app . t (x) WHERE x > 0",
+        "CREATE INDEX plain_idx ON t (x)",  # not concurrent: a failure rolls it back
+        "CREATE INDEX CONCURRENTLY ON t (x)",  # unnamed: nothing to look up
+        "DROP INDEX CONCURRENTLY IF EXISTS users_email_key",
+    ])
+    assert found == [
+        IndexRef("users_email_key", "users"),
+        IndexRef('Odd "Name"', '"app"."Items"'),
+        IndexRef("mixed", "app.t"),
+    ]
+
+
 def _unique_index_migration(mdir: Path, exists: str = "IF NOT EXISTS ") -> None:
     write_migration(
         mdir,
