@@ -45,7 +45,10 @@ def test_status_on_empty_database_and_missing_directory_writes_nothing(
     pg: Server, empty_db: Settings, mdir: Path
 ) -> None:
     result = runner.status(empty_db, mdir)
-    assert result.to_dict() == {"applied": [], "pending": [], "modified": [], "missing": []}
+    assert result.to_dict() == {
+        "applied": [], "pending": [], "modified": [], "missing": [],
+        "invalid_indexes": [], "not_valid_constraints": [],
+    }
     assert result.up_to_date
     assert not mdir.exists(), "status must not create the migrations directory"
     assert not _has_history_table(pg, empty_db.dbname), "status must not create the history table"
@@ -230,8 +233,10 @@ def test_lock_timeout_applies_to_migrations(pg: Server, empty_db: Settings, mdir
     try:
         with holder.cursor() as cur:
             cur.execute("SELECT * FROM t1")  # holds ACCESS SHARE until rollback
-        with pytest.raises(MigrationError, match=r"lock timeout.*raise --lock-timeout"):
-            runner.apply(empty_db, mdir, lock_timeout=0.2)
+        with pytest.raises(
+            MigrationError, match=r"did not get its table lock.* in 1 attempt over.*--lock-retries"
+        ):
+            runner.apply(empty_db, mdir, lock_timeout=0.2, lock_retries=0)
     finally:
         holder.rollback()
         holder.close()
@@ -318,7 +323,8 @@ def test_history_table_written_by_upstream_is_adopted(
     upstream_db.close()
     assert history(pg, empty_db.dbname) == [(names[0], None)]  # no checksum column
     assert runner.status(empty_db, mdir).to_dict() == {
-        "applied": names[:1], "pending": names[1:], "modified": [], "missing": []
+        "applied": names[:1], "pending": names[1:], "modified": [], "missing": [],
+        "invalid_indexes": [], "not_valid_constraints": [],
     }
     runner.apply(empty_db, mdir)
     rows = history(pg, empty_db.dbname)

@@ -118,7 +118,14 @@ def diff(cli: CliContext, name: str) -> None:
     type=_SECONDS,
     default=None,
     metavar="SECONDS",
-    help="Server lock_timeout for each migration (default 10; 0: none).",
+    help="Server lock_timeout for each migration (default 2; 0: none); retried when it fires.",
+)
+@click.option(
+    "--lock-retries",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Times a migration runs again after its lock_timeout fired (default 10).",
 )
 @click.option(
     "--statement-timeout",
@@ -134,6 +141,7 @@ def apply(
     dry_run: bool,
     wait: float | None,
     lock_timeout: float | None,
+    lock_retries: int | None,
     statement_timeout: float | None,
 ) -> None:
     """Verify migrations.sum, then apply the pending migrations in order under a lock."""
@@ -149,6 +157,8 @@ def apply(
         options["lock_timeout"] = lock_timeout
     if statement_timeout is not None:
         options["statement_timeout"] = statement_timeout
+    if lock_retries is not None:
+        options["lock_retries"] = lock_retries
 
     def show_sql(result: Applied) -> None:
         note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
@@ -166,6 +176,7 @@ def apply(
             to=to,
             dry_run=dry_run,
             on_applied=show_sql if dry_run else _line("applied"),
+            on_retry=lambda retry: click.echo(retry.describe()),
             **options,
         )
     if dry_run:
@@ -220,6 +231,14 @@ def status(cli: CliContext, as_json: bool) -> None:
         )
         for problem in result.checksum_problems:
             click.echo(f"warning: {problem}", err=True)
+        for index in result.invalid_indexes:
+            state = "being built concurrently" if index.building else "a failed concurrent build"
+            click.echo(f"INVALID index {index.qualified} on {index.table} ({state})")
+        for constraint in result.not_valid_constraints:
+            click.echo(
+                f"NOT VALID constraint {constraint.name} on {constraint.schema}.{constraint.table}"
+                f": {constraint.definition}"
+            )
     if not result.up_to_date:
         click.get_current_context().exit(STATUS_NOT_UP_TO_DATE)
 

@@ -362,21 +362,34 @@ class Router(_UpstreamRouter):
         downgrade: bool = False,
         bookkeeping: bool = True,
         settings: Iterable[tuple[str, str]] = (),
+        statements: list[str] | None = None,
     ) -> LoadedMigration:
         """Run migration ``name`` (or its rollback) for real and update the history.
 
         A migration runs inside one transaction, with its history row, unless
         its file says ``atomic = False``: then its statements run one by one
-        in autocommit mode and the history row is written after the last.
+        in autocommit mode and the history row is written after the last,
+        and only if every index it builds concurrently is valid (else
+        :class:`.online.InvalidIndexes`; an ``IF NOT EXISTS`` build finds the
+        INVALID leftover of a killed run and does nothing).  Such a run appends
+        the statements it ran to ``statements`` (also when it fails), so the
+        caller can find and drop an INVALID index a failed build left.
         ``settings`` are server settings (``lock_timeout``, ...) for the run.
         """
+        from . import online
+
         loaded = self.load(name)
         fn = loaded.rollback if downgrade else loaded.migrate
         db = self.database
+        ran: list[str] = statements if statements is not None else []
 
         def body() -> None:
             fn(migrator, db, fake=False)
             migrator()
+            if not loaded.atomic and not downgrade:
+                invalid = online.invalid_indexes(db, online.concurrent_indexes(ran))
+                if invalid:
+                    raise online.InvalidIndexes(invalid)
             if bookkeeping:
                 if downgrade:
                     self.forget(name)
@@ -390,7 +403,11 @@ class Router(_UpstreamRouter):
                 with _without_transaction(migrator):
                     body()
         else:
-            with session_settings(db, settings), _without_transaction(migrator):
+            with (
+                session_settings(db, settings),
+                _without_transaction(migrator),
+                online.recording(db, ran),
+            ):
                 body()
         return loaded
 

@@ -6,17 +6,21 @@ Nothing here prints or exits; every function returns data or raises a
 ``apply``:
 
 1. verifies ``migrations.sum`` (:func:`.checksum.verify`);
-2. takes a PostgreSQL advisory lock (session level, waiting at most
-   ``lock_wait`` seconds, then :class:`~datalayer.errors.LockTimeout`), so any
-   number of concurrent runs apply each migration exactly once;
+2. takes a PostgreSQL advisory lock (session level, polling
+   ``pg_try_advisory_lock`` for at most ``lock_wait`` seconds, then
+   :class:`~datalayer.errors.LockTimeout`), so any number of concurrent runs
+   apply each migration exactly once, and a waiting run never holds a
+   snapshot that a ``CREATE INDEX CONCURRENTLY`` would wait for;
 3. re-reads the history under the lock, refuses applied files that are
    missing or changed since they were applied, and pending files that sort
    before an applied one;
 4. applies each pending migration in its own transaction, history row
-   included, with ``lock_timeout`` / ``statement_timeout`` set for it; a file
+   included, with ``lock_timeout`` / ``statement_timeout`` set for it, and
+   runs it again with back-off when its lock is not granted (55P03); a file
    with ``atomic = False`` runs without a transaction (``CREATE INDEX
-   CONCURRENTLY``); ``dry_run`` runs them all in one transaction that is
-   rolled back and returns the SQL.
+   CONCURRENTLY``) and is recorded only when the indexes it builds are valid
+   (an INVALID one is dropped, see :mod:`.online`); ``dry_run`` runs them all
+   in one transaction that is rolled back and returns the SQL.
 
 While it holds the lock the session sets ``client_connection_check_interval``
 (PostgreSQL 14+), so if the process dies mid-migration the server notices
@@ -27,6 +31,7 @@ waits for that instead of failing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -41,13 +46,16 @@ import peewee as pw
 from ..config import Settings
 from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
+from . import online
 from .files import content_hash, sort_key
 from .router import MIGRATE_TABLE, HistoryRow, Router, _without_transaction, session_settings
 
 __all__ = [
+    "DEFAULT_LOCK_RETRIES",
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_LOCK_WAIT",
     "Applied",
+    "Retry",
     "Status",
     "Target",
     "apply",
@@ -61,9 +69,15 @@ logger = logging.getLogger("datalayer.migrate")
 DEFAULT_LOCK_WAIT = 300.0
 """Seconds ``apply`` waits for another run's migration lock before :class:`LockTimeout`."""
 
-DEFAULT_LOCK_TIMEOUT = 10.0
+DEFAULT_LOCK_TIMEOUT = 2.0
 """Server ``lock_timeout`` (seconds) for each migration: DDL waiting longer for a table
-lock fails instead of queueing every query behind it.  ``None``/0: no limit."""
+lock gives up (and ``apply`` retries it) instead of queueing every query behind it.
+``None``/0: no limit."""
+
+DEFAULT_LOCK_RETRIES = 10
+"""How many times ``apply`` runs a migration again after its lock was not granted (55P03),
+with jittered exponential back-off (0.25 s doubling, capped at 15 s): with the default
+lock_timeout about 100 s in all before it gives up."""
 
 DEFAULT_STATEMENT_TIMEOUT: float | None = None
 """Server ``statement_timeout`` for each migration; ``None``: no limit (the
@@ -81,6 +95,31 @@ class Applied:
     seconds: float
     transactional: bool = True
     sql: tuple[str, ...] = ()
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A migration attempt that did not get its lock (or left an INVALID index); it runs again."""
+
+    name: str
+    attempt: int
+    """Attempts made so far (1 after the first)."""
+    attempts: int
+    """Most attempts ``apply`` makes (``lock_retries + 1``)."""
+    delay: float
+    """Seconds before the next attempt."""
+    reason: str
+    dropped: tuple[str, ...] = ()
+    """INVALID indexes the failed attempt left, dropped before the next one."""
+
+    def describe(self) -> str:
+        """Return the one line the CLI prints for it."""
+        dropped = f"; dropped INVALID index {', '.join(self.dropped)}" if self.dropped else ""
+        return (
+            f"retry {self.name}: {self.reason} (attempt {self.attempt} of {self.attempts})"
+            f"{dropped}; next attempt in {self.delay:.1f} s"
+        )
 
 
 @dataclass(frozen=True)
@@ -92,19 +131,25 @@ class Status:
     modified: list[str]
     missing: list[str]
     checksum_problems: list[str] = field(default_factory=list)
+    invalid_indexes: list[online.InvalidIndex] = field(default_factory=list)
+    """INVALID indexes of the schemas in use (a failed concurrent build, or one in progress)."""
+    not_valid_constraints: list[online.NotValidConstraint] = field(default_factory=list)
+    """Constraints added NOT VALID and not validated yet."""
 
     @property
     def up_to_date(self) -> bool:
         """True when nothing is pending, modified or missing."""
         return not (self.pending or self.modified or self.missing)
 
-    def to_dict(self) -> dict[str, list[str]]:
-        """Return the four lists (the shape of ``datalayer migrate status --json``)."""
+    def to_dict(self) -> dict[str, Any]:
+        """Return the lists (the shape of ``datalayer migrate status --json``)."""
         return {
             "applied": list(self.applied),
             "pending": list(self.pending),
             "modified": list(self.modified),
             "missing": list(self.missing),
+            "invalid_indexes": [i.to_dict() for i in self.invalid_indexes],
+            "not_valid_constraints": [c.to_dict() for c in self.not_valid_constraints],
         }
 
 
@@ -205,23 +250,8 @@ def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None
         # is rolled back and this lock freed, so the next run does not wait for long.
         db.execute_sql("SELECT set_config('client_connection_check_interval', '1000', false)")
     try:
-        if wait <= 0:
-            got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-            if not got:
-                raise _lock_timeout(db, key, wait, table)
-        else:
-            try:
-                with db.atomic():
-                    db.execute_sql(
-                        "SELECT set_config('lock_timeout', %s, true), "
-                        "set_config('statement_timeout', '0', true)",
-                        (_ms(wait),),
-                    )
-                    db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
-            except pw.DatabaseError as exc:
-                if _pgcode(exc) == "55P03":  # lock_not_available
-                    raise _lock_timeout(db, key, wait, table) from None
-                raise
+        if not _poll_advisory_lock(db, key, wait):
+            raise _lock_timeout(db, key, wait, table)
         try:
             yield
         finally:
@@ -236,6 +266,26 @@ def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None
         if check_interval:
             with contextlib.suppress(Exception):
                 db.execute_sql("RESET client_connection_check_interval")
+
+
+def _poll_advisory_lock(db: Any, key: int, wait: float) -> bool:
+    """Take advisory lock ``key`` with ``pg_try_advisory_lock``, polling for up to ``wait`` s.
+
+    Never a blocking ``pg_advisory_lock``: a session waiting in one keeps a
+    snapshot open, and every ``CREATE INDEX CONCURRENTLY`` (the lock holder's
+    own, or the application's) waits for it to end.  Between polls this
+    session is idle, outside any transaction.
+    """
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while True:
+        if db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 1.0)
 
 
 def _lock_timeout(db: Any, key: int, wait: float, table: str) -> LockTimeout:
@@ -379,6 +429,8 @@ def apply(
     migrate_table: str = MIGRATE_TABLE,
     on_applied: Callable[[Applied], None] | None = None,
     verify_checksums: bool = True,
+    lock_retries: int = DEFAULT_LOCK_RETRIES,
+    on_retry: Callable[[Retry], None] | None = None,
 ) -> list[Applied]:
     """Apply the pending migrations in ``directory`` (default: the settings' one), in order.
 
@@ -387,6 +439,15 @@ def apply(
     ``Applied.sql``; files with ``atomic = False`` are then only recorded, not
     run.  ``on_applied`` is called after each migration (the CLI prints there).
     ``verify_checksums=False`` skips the checksum file (``check`` reports it itself).
+
+    A migration whose lock is not granted within ``lock_timeout`` (55P03) is
+    rolled back and run again up to ``lock_retries`` times, after a jittered
+    exponential back-off (:func:`.online.backoff`); ``on_retry`` is called
+    before each wait.  A non-transactional migration whose concurrent index
+    build failed or was killed leaves an INVALID index: it is dropped
+    (``DROP INDEX CONCURRENTLY``) and, when the failure was a lock timeout or
+    the leftover of an earlier run, the migration runs again; it is never
+    recorded while one of its indexes is INVALID.
 
     :raises ChecksumError: when the files do not match ``migrations.sum``.
     :raises LockTimeout: when another run holds the lock for more than ``lock_wait`` s.
@@ -433,20 +494,153 @@ def apply(
                 if dry_run:
                     results = _dry_run(router, migrator, pending, on_applied)
                 else:
+                    state = _Online(router, migrator, applied, lock_retries, lock_timeout)
                     for name in pending:
-                        results.append(_run(router, migrator, name, results, False))
+                        results.append(state.apply(name, results, on_retry))
                         if on_applied is not None:
                             on_applied(results[-1])
     return results
 
 
+class _Online:
+    """Runs pending migrations one by one, retrying lock timeouts and INVALID index builds."""
+
+    def __init__(
+        self,
+        router: Router,
+        migrator: Any,
+        applied: list[str],
+        retries: int,
+        lock_timeout: float | None,
+    ) -> None:
+        self.router = router
+        self.migrator = migrator
+        self.applied = list(applied)
+        self.retries = max(0, retries)
+        self.lock_timeout = lock_timeout
+
+    def apply(
+        self, name: str, results: list[Applied], on_retry: Callable[[Retry], None] | None
+    ) -> Applied:
+        router, db = self.router, self.router.database
+        atomic = router.load(name).atomic
+        start = time.monotonic()
+        attempt = 1
+        while True:
+            ran: list[str] = []
+            try:
+                done = _run(router, self.migrator, name, results, False, statements=ran)
+            except MigrationError as exc:
+                failure = exc
+            else:
+                self.applied.append(name)
+                return dataclasses.replace(done, attempts=attempt)
+            code = _pgcode(failure)
+            dropped, drop_blocked = ([], False) if atomic else self._drop_invalid(name, ran)
+            retry = (
+                code == "55P03"
+                or drop_blocked
+                or isinstance(failure, online.InvalidIndexes)
+                or (code == "42P07" and bool(dropped))  # the killed run's index was in the way
+            )
+            if not retry:
+                if dropped:
+                    raise self._build_failed(name, failure, dropped, results) from failure
+                raise failure
+            if attempt > self.retries:
+                raise self._gave_up(name, failure, attempt, time.monotonic() - start, results)
+            delay = online.backoff(attempt)
+            reason = (
+                f"lock not granted within {self.lock_timeout:g} s"
+                if code == "55P03" and self.lock_timeout
+                else _first_line(failure.__cause__ or failure)
+            )
+            retry_note = Retry(name, attempt, self.retries + 1, delay, reason, tuple(dropped))
+            logger.warning("%s", retry_note.describe())
+            if on_retry is not None:
+                on_retry(retry_note)
+            time.sleep(delay)
+            # The failed attempt changed the migrator's picture of the schema: rebuild it.
+            self.migrator = router.migrator_class(db)
+            router.replay(self.applied, self.migrator)
+            attempt += 1
+
+    def _drop_invalid(self, name: str, ran: list[str]) -> tuple[list[str], bool]:
+        """Drop the INVALID indexes ``ran``'s concurrent builds left; (dropped, drop timed out)."""
+        db = self.router.database
+        dropped: list[str] = []
+        for index in online.invalid_indexes(db, online.concurrent_indexes(ran)):
+            try:
+                online.drop_index(db, index)
+            except pw.DatabaseError as exc:
+                if _pgcode(exc) == "55P03":
+                    return dropped, True  # still there: found and dropped on the next attempt
+                raise MigrationError(
+                    f"{self.router.path(name)} left the INVALID index {index.qualified}, and "
+                    f"dropping it failed: {_first_line(exc)}. To go on: run DROP INDEX "
+                    f"CONCURRENTLY {index.qualified}; then run the command again"
+                ) from exc
+            logger.warning("dropped INVALID index %s left by %s", index.qualified, name)
+            dropped.append(index.qualified)
+        return dropped, False
+
+    def _build_failed(
+        self, name: str, failure: MigrationError, dropped: list[str], results: list[Applied]
+    ) -> MigrationError:
+        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
+        unique = (
+            " (a unique index: remove the duplicate rows first)"
+            if _pgcode(failure) == "23505"
+            else ""
+        )
+        return MigrationError(
+            f"migration {self.router.path(name)} failed: "
+            f"{_first_line(failure.__cause__ or failure)}; the INVALID index "
+            f"{', '.join(dropped)} its concurrent build left was dropped and "
+            f"the migration was not recorded{kept if results else ''}. To go on: fix the "
+            f"cause{unique} and run the command again"
+        )
+
+    def _gave_up(
+        self,
+        name: str,
+        failure: MigrationError,
+        attempts: int,
+        elapsed: float,
+        results: list[Applied],
+    ) -> MigrationError:
+        if isinstance(failure, online.InvalidIndexes):
+            return failure
+        atomic = self.router.load(name).atomic
+        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
+        took = (
+            "it was rolled back each time, so none of it took effect"
+            if atomic
+            else "statements before the one that timed out stay in effect (atomic = False)"
+        )
+        limit = f" within the lock_timeout of {self.lock_timeout:g} s" if self.lock_timeout else ""
+        tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+        return MigrationError(
+            f"migration {self.router.path(name)} did not get its table lock{limit} in "
+            f"{tries} over {elapsed:.0f} s; {took}{kept if results else ''}. "
+            "To go on: find the session holding a lock on its table (pg_stat_activity, "
+            "pg_locks) and run the command again when it is done, or allow more attempts "
+            "(--lock-retries) or a longer --lock-timeout"
+        )
+
+
 def _run(
-    router: Router, migrator: Any, name: str, done_so_far: list[Applied], downgrade: bool
+    router: Router,
+    migrator: Any,
+    name: str,
+    done_so_far: list[Applied],
+    downgrade: bool,
+    statements: list[str] | None = None,
 ) -> Applied:
     start = time.perf_counter()
     atomic = router.load(name).atomic
     try:
-        router.execute(name, migrator, downgrade=downgrade)
+        router.execute(name, migrator, downgrade=downgrade, statements=statements)
     except MigrationError:
         raise
     except Exception as exc:
@@ -587,6 +781,9 @@ def status(
 ) -> Status:
     """Return applied, pending, modified and missing migrations (reads only).
 
+    Also lists the INVALID indexes and NOT VALID constraints of the schemas
+    on the search path (a failed concurrent build, a constraint not validated).
+
     Works on a database without a history table (everything is pending) and
     on a missing directory (nothing is on disk).  ``modified`` lists applied
     files whose bytes differ from the hash recorded when they were applied,
@@ -595,6 +792,7 @@ def status(
     directory = Path(directory) if directory is not None else _default_dir(target)
     with _connected(target) as db:
         rows = Router(db, directory, migrate_table=migrate_table).history()
+        invalid, not_valid = online.schema_problems(db)
     files = _checksum.read_files(directory)  # read once: for the hashes and the sum check
     on_disk = [name.removesuffix(".py") for name in files]
     on_disk_set = set(on_disk)
@@ -625,4 +823,6 @@ def status(
         modified=modified,
         missing=[n for n in applied if n not in on_disk_set and n not in folded],
         checksum_problems=problems,
+        invalid_indexes=invalid,
+        not_valid_constraints=not_valid,
     )
