@@ -97,12 +97,13 @@ def check(
 ) -> list[str]:
     """Return every problem found with the migrations in ``directory`` (empty: all good)."""
     from ..db import Database
+    from .files import require_dir
     from .generate import diff_source
     from .router import Router
     from .runner import apply
     from .schema import compare, snapshot
 
-    directory = Path(directory) if directory is not None else settings.migrations_dir
+    directory = require_dir(directory if directory is not None else settings.migrations_dir)
     models = [  # an abstract base (``__abstract__ = True`` on the class) is never a table
         m for m in (models if models is not None else _default_models())
         if not vars(m).get("__abstract__")

@@ -41,8 +41,15 @@ import peewee as pw
 from ..config import Settings
 from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
-from .files import content_hash, sort_key
-from .router import MIGRATE_TABLE, HistoryRow, Router, _without_transaction, session_settings
+from .files import content_hash, require_dir, sort_key
+from .router import (
+    MIGRATE_TABLE,
+    HistoryRow,
+    Router,
+    _without_transaction,
+    call_migration,
+    session_settings,
+)
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -99,12 +106,17 @@ class Status:
         return not (self.pending or self.modified or self.missing)
 
     def to_dict(self) -> dict[str, list[str]]:
-        """Return the four lists (the shape of ``datalayer migrate status --json``)."""
+        """Return the lists (the shape of ``datalayer migrate status --json``).
+
+        ``problems`` holds what is wrong with the files versus ``migrations.sum``
+        (one message each, as ``status`` prints them on stderr).
+        """
         return {
             "applied": list(self.applied),
             "pending": list(self.pending),
             "modified": list(self.modified),
             "missing": list(self.missing),
+            "problems": list(self.checksum_problems),
         }
 
 
@@ -383,12 +395,14 @@ def apply(
     :raises MigrationError: when a migration fails (it is rolled back) or the
         history does not match the files.
     """
-    directory = Path(directory) if directory is not None else _default_dir(target)
+    directory = require_dir(directory if directory is not None else _default_dir(target))
     if verify_checksums:
         _checksum.verify(directory)
     results: list[Applied] = []
     with _connected(target) as db:
         router = Router(db, directory, migrate_table=migrate_table)
+        if to is not None:
+            _resolve_to(to, router.todo, directory)  # an unknown --to creates nothing
         with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
             if not dry_run:
                 router.ensure_history()
@@ -491,6 +505,8 @@ def _dry_run(
     migrator: Any,
     pending: list[str],
     on_applied: Callable[[Applied], None] | None,
+    *,
+    downgrade: bool = False,
 ) -> list[Applied]:
     db = router.database
     results: list[Applied] = []
@@ -502,10 +518,11 @@ def _dry_run(
             try:
                 with _capture(db, statements, execute=loaded.atomic):
                     if loaded.atomic:
-                        router.execute(name, migrator, bookkeeping=False)
+                        router.execute(name, migrator, downgrade=downgrade, bookkeeping=False)
                     else:
                         # Cannot run inside the dry run's transaction: render only.
-                        loaded.migrate(migrator, db, fake=False)
+                        fn = loaded.rollback if downgrade else loaded.migrate
+                        call_migration(fn, migrator, db, fake=False)
                         with _without_transaction(migrator):
                             migrator()
             except MigrationError:
@@ -534,16 +551,21 @@ def rollback(
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     migrate_table: str = MIGRATE_TABLE,
     on_applied: Callable[[Applied], None] | None = None,
+    dry_run: bool = False,
 ) -> list[Applied]:
     """Undo the last ``steps`` applied migrations, newest first, each in its own transaction.
 
+    ``dry_run`` runs the rollbacks in one transaction that is rolled back and
+    returns their SQL in ``Applied.sql`` (as :func:`apply` does).
+
     :raises ChecksumError: when the files do not match ``migrations.sum``.
-    :raises MigrationError: when fewer than ``steps`` are applied, or a file is
-        missing or changed since it was applied.
+    :raises MigrationError: when fewer than ``steps`` are applied, a file is
+        missing or changed since it was applied, or one of them has no
+        ``rollback()`` (or an empty one): then nothing is rolled back.
     """
     if steps < 1:
         raise MigrationError(f"--steps {steps}: give a number of migrations >= 1")
-    directory = Path(directory) if directory is not None else _default_dir(target)
+    directory = require_dir(directory if directory is not None else _default_dir(target))
     _checksum.verify(directory)
     results: list[Applied] = []
     with _connected(target) as db:
@@ -560,14 +582,33 @@ def rollback(
                 )
             # A broken rollback() may be fixed in place: only missing files stop it.
             _check_history(router, rows, modified_ok=True)
+            undo = list(reversed(applied[-steps:]))
+            _require_rollbacks(router, undo)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
             with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
-                for name in reversed(applied[-steps:]):
+                if dry_run:
+                    return _dry_run(router, migrator, undo, on_applied, downgrade=True)
+                for name in undo:
                     results.append(_run(router, migrator, name, results, True))
                     if on_applied is not None:
                         on_applied(results[-1])
     return results
+
+
+def _require_rollbacks(router: Router, names: Sequence[str]) -> None:
+    """Refuse, before anything runs, to roll back a migration that has nothing to undo it."""
+    for name in names:
+        if not router.load(name).reversible:
+            later = names[: names.index(name)]
+            steps = f"; --steps {len(later)} rolls back only the ones after it" if later else ""
+            raise MigrationError(
+                f"{router.path(name)} cannot be rolled back: it has no rollback(), or one that "
+                "does nothing, so its history row would go and its changes stay; write a "
+                "rollback() that undoes migrate() (or, if nothing needs undoing, one whose body "
+                f"is `return`), run `datalayer migrate hash`, and roll back again{steps}. "
+                "Nothing was rolled back"
+            )
 
 
 def status(
@@ -575,15 +616,15 @@ def status(
 ) -> Status:
     """Return applied, pending, modified and missing migrations (reads only).
 
-    Works on a database without a history table (everything is pending) and
-    on a missing directory (nothing is on disk).  ``modified`` lists applied
+    Works on a database without a history table (everything is pending); a
+    missing directory is an error naming it.  ``modified`` lists applied
     files whose bytes differ from the hash recorded when they were applied,
     even if ``migrations.sum`` was rewritten since.
     """
-    directory = Path(directory) if directory is not None else _default_dir(target)
+    directory = require_dir(directory if directory is not None else _default_dir(target))
+    files = _checksum.read_files(directory)  # bad names and unreadable files: before connecting
     with _connected(target) as db:
         rows = Router(db, directory, migrate_table=migrate_table).history()
-    files = _checksum.read_files(directory)  # read once: for the hashes and the sum check
     on_disk = [name.removesuffix(".py") for name in files]
     on_disk_set = set(on_disk)
     applied: list[str] = []
