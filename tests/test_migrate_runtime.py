@@ -44,9 +44,9 @@ def _has_history_table(pg: Server, dbname: str) -> bool:
 def test_status_on_empty_database_and_missing_directory_writes_nothing(
     pg: Server, empty_db: Settings, mdir: Path
 ) -> None:
-    result = runner.status(empty_db, mdir)
-    assert result.to_dict() == {"applied": [], "pending": [], "modified": [], "missing": []}
-    assert result.up_to_date
+    # A folder that does not exist is an error naming it (a typo in --dir must not look fine).
+    with pytest.raises(MigrationError, match=f"migrations folder {mdir} does not exist"):
+        runner.status(empty_db, mdir)
     assert not mdir.exists(), "status must not create the migrations directory"
     assert not _has_history_table(pg, empty_db.dbname), "status must not create the history table"
 

@@ -73,8 +73,27 @@ def _line(verb: str) -> Any:
     return echo
 
 
+def _new_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check a new migration's NAME with the rule every command shares (usage error: exit 2)."""
+    from ..migrate.files import MigrationNameError, check_name
+
+    try:
+        return check_name(value)
+    except MigrationNameError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _show_sql(result: Applied) -> None:
+    """Print one migration of a dry run: a ``-- NAME`` line, its statements, a blank line."""
+    note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
+    click.echo(f"-- {result.name}{note}")
+    for statement in result.sql:
+        click.echo(statement)
+    click.echo("")
+
+
 @migrate.command()
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @pass_cli
 def diff(cli: CliContext, name: str) -> None:
     """Write a migration NAME for the model changes since the last one.
@@ -151,13 +170,6 @@ def apply(
     if statement_timeout is not None:
         options["statement_timeout"] = statement_timeout
 
-    def show_sql(result: Applied) -> None:
-        note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
-        click.echo(f"-- {result.name}{note}")
-        for statement in result.sql:
-            click.echo(statement)
-        click.echo("")
-
     start = time.perf_counter()
     with _database(cli) as database:
         where = database.settings.describe()
@@ -166,7 +178,7 @@ def apply(
             directory,
             to=to,
             dry_run=dry_run,
-            on_applied=show_sql if dry_run else _line("applied"),
+            on_applied=_show_sql if dry_run else _line("applied"),
             **options,
         )
     if dry_run:
@@ -241,8 +253,9 @@ def hash_(cli: CliContext) -> None:
               help="How many of the last applied migrations to undo.")
 @click.option("--wait", type=_SECONDS, default=None, metavar="SECONDS",
               help="How long to wait for another run's migration lock (default 300).")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
 @pass_cli
-def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
+def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> None:
     """Undo the last applied migrations, newest first, each in its own transaction."""
     from ..migrate import runner
 
@@ -251,8 +264,15 @@ def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
     with _database(cli) as database:
         where = database.settings.describe()
         results = runner.rollback(
-            database, directory, steps=steps, on_applied=_line("rolled back"), **options
+            database, directory, steps=steps, dry_run=dry_run,
+            on_applied=_show_sql if dry_run else _line("rolled back"), **options
         )
+    if dry_run:
+        click.echo(
+            f"-- dry run: {_n(len(results), 'migration')} would be rolled back on {where}; "
+            "nothing was changed"
+        )
+        return
     click.echo(f"{_n(len(results), 'migration')} rolled back on {where}")
 
 

@@ -534,6 +534,7 @@ def _in_one_transaction(db: Any, path: Path) -> Iterator[None]:
     ran: list[str] = []
 
     def guarded(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        _still_open(db, path, ran)  # ended by a raw cursor: run nothing more (no history row)
         found = transaction_control(sql) if isinstance(sql, str) else None
         if found:
             raise TransactionControl(
