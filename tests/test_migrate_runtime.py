@@ -318,7 +318,8 @@ def test_history_table_written_by_upstream_is_adopted(
     upstream_db.close()
     assert history(pg, empty_db.dbname) == [(names[0], None)]  # no checksum column
     assert runner.status(empty_db, mdir).to_dict() == {
-        "applied": names[:1], "pending": names[1:], "modified": [], "missing": []
+        "applied": names[:1], "pending": names[1:], "modified": [], "missing": [],
+        "problems": [],
     }
     runner.apply(empty_db, mdir)
     rows = history(pg, empty_db.dbname)
