@@ -350,3 +350,17 @@ def test_status_json_carries_the_checksum_problems(env: Settings, mdir: Path) ->
     assert data["pending"] == names
     assert len(data["problems"]) == 1 and "changed after" in data["problems"][0]
     assert result.stderr == "", "JSON mode puts the problems in the JSON, not on stderr"
+
+
+def test_apply_to_an_applied_migration_says_what_is_pending(env: Settings, mdir: Path) -> None:
+    names = make_tables(mdir, 2)
+    assert invoke("migrate", "apply").exit_code == 0
+    make_tables(mdir, 5)  # 003..005 pending now
+    result = invoke("migrate", "apply", "--to", "2")
+    assert result.exit_code == 0, result.output
+    assert "up to date" not in result.stdout
+    assert result.stdout.strip() == (
+        f"nothing to apply up to --to 2: it and every migration before it are applied on "
+        f"{env.describe()}; pending after it: 003_create_t3, 004_create_t4, 005_create_t5 "
+        "(run `datalayer migrate apply` without --to to apply them)"
+    ), names

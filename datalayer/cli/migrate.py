@@ -181,6 +181,8 @@ def apply(
             on_applied=_show_sql if dry_run else _line("applied"),
             **options,
         )
+        # `--to 2` with only 005 pending: not "up to date", say what is pending.
+        later = runner.status(database, directory).pending if to and not results else []
     if dry_run:
         click.echo(
             f"-- dry run: {_n(len(results), 'migration')} would be applied to {where}; "
@@ -190,6 +192,12 @@ def apply(
         click.echo(
             f"{_n(len(results), 'migration')} applied to {where} in "
             f"{_ms(time.perf_counter() - start)}"
+        )
+    elif later:
+        click.echo(
+            f"nothing to apply up to --to {to}: it and every migration before it are applied "
+            f"on {where}; pending after it: {', '.join(later)} (run `datalayer migrate apply` "
+            "without --to to apply them)"
         )
     else:
         click.echo(f"nothing to apply: {where} is up to date")
