@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 def make(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([shutil.which("make") or "make", "-f", str(ROOT / "Makefile"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    argv = [shutil.which("make") or "make", "-f", str(ROOT / "Makefile"), *args]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_make_tox_passes_every_interpreter_to_one_discover(tmp_path: Path) -> None:

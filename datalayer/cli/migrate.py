@@ -83,6 +83,11 @@ def _new_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
+def _waiting(line: str) -> None:
+    """Say on stderr that the run waits for another run's migration lock (and still does)."""
+    click.echo(line, err=True)
+
+
 def _show_sql(result: Applied) -> None:
     """Print one migration of a dry run: a ``-- NAME`` line, its statements, a blank line."""
     note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
@@ -179,6 +184,7 @@ def apply(
             to=to,
             dry_run=dry_run,
             on_applied=_show_sql if dry_run else _line("applied"),
+            on_wait=_waiting,
             **options,
         )
         # `--to 2` with only 005 pending: not "up to date", say what is pending.
@@ -272,7 +278,7 @@ def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> 
     with _database(cli) as database:
         where = database.settings.describe()
         results = runner.rollback(
-            database, directory, steps=steps, dry_run=dry_run,
+            database, directory, steps=steps, dry_run=dry_run, on_wait=_waiting,
             on_applied=_show_sql if dry_run else _line("rolled back"), **options
         )
     if dry_run:

@@ -54,6 +54,7 @@ from .router import (
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_LOCK_WAIT",
+    "WAIT_NOTICE_EVERY",
     "Applied",
     "Status",
     "Target",
@@ -201,9 +202,80 @@ def _ms(seconds: float | None) -> str:
     return "0" if not seconds else str(max(1, round(seconds * 1000)))
 
 
+WAIT_NOTICE_EVERY = 10.0
+"""Seconds between the "still waiting for the migration lock" lines (``on_wait``)."""
+
+
+class _WaitNotices:
+    """Tell ``on_wait`` once when a run starts waiting for the lock, then every ``every`` s.
+
+    Any wait loop calls :meth:`tick` whenever it wakes; the first call says who
+    holds the lock (pid, application_name, for how long).
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        key: int,
+        table: str,
+        on_wait: Callable[[str], None] | None,
+        every: float = WAIT_NOTICE_EVERY,
+    ) -> None:
+        self.db, self.key, self.table, self.on_wait, self.every = db, key, table, on_wait, every
+        self.started: float | None = None
+        self.last = 0.0
+
+    def tick(self) -> None:
+        if self.on_wait is None:
+            return
+        now = time.monotonic()
+        if self.started is None:
+            self.started = self.last = now
+            holder = _lock_holder(self.db, self.key)
+            who = f"held by {holder}" if holder else "its holder is not visible to this user"
+            self.on_wait(
+                f"waiting for the migration lock of {self.table} on {_describe(self.db)}: {who}"
+            )
+        elif now - self.last >= self.every:
+            self.last = now
+            self.on_wait(
+                f"still waiting for the migration lock of {self.table} "
+                f"({now - self.started:.0f} s so far)"
+            )
+
+
+def _lock_holder(db: Any, key: int) -> str | None:
+    """Return "pid N, application A, for S s" of the session holding lock ``key``, if seen."""
+    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    with contextlib.suppress(Exception):
+        row = db.execute_sql(
+            "SELECT a.pid, a.application_name, "
+            "EXTRACT(EPOCH FROM now() - COALESCE(a.xact_start, a.backend_start)) "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
+            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())",
+            (classid, objid),
+        ).fetchone()
+        if row:
+            pid, app, age = row
+            return f"pid {pid}, application {app or '?'}, for {float(age or 0):.0f} s"
+    return None
+
+
 @contextlib.contextmanager
-def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None]:
+def _migration_lock(
+    db: Any,
+    key: int,
+    wait: float,
+    table: str,
+    on_wait: Callable[[str], None] | None = None,
+    notice_every: float | None = None,
+) -> Iterator[None]:
     """Hold the session-level advisory lock ``key``; wait at most ``wait`` seconds for it.
+
+    ``on_wait`` gets one line when the wait starts (who holds the lock) and one
+    every ``notice_every`` seconds (default :data:`WAIT_NOTICE_EVERY`) while it lasts.
 
     :raises MigrationError: behind a transaction-pooling pooler (PgBouncer), where
         a session lock would not stay with this session.
@@ -217,23 +289,31 @@ def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None
         # is rolled back and this lock freed, so the next run does not wait for long.
         db.execute_sql("SELECT set_config('client_connection_check_interval', '1000', false)")
     try:
-        if wait <= 0:
-            got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-            if not got:
+        got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        if not got and wait <= 0:
+            raise _lock_timeout(db, key, wait, table)
+        every = WAIT_NOTICE_EVERY if notice_every is None else notice_every
+        notices = _WaitNotices(db, key, table, on_wait, every)
+        deadline = time.monotonic() + wait
+        while not got:
+            notices.tick()
+            # Wait in slices, so that the notices come while the wait lasts.
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise _lock_timeout(db, key, wait, table)
-        else:
+            slice_ = min(left, every) if on_wait is not None else left
             try:
                 with db.atomic():
                     db.execute_sql(
                         "SELECT set_config('lock_timeout', %s, true), "
                         "set_config('statement_timeout', '0', true)",
-                        (_ms(wait),),
+                        (_ms(slice_),),
                     )
                     db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+                got = True
             except pw.DatabaseError as exc:
-                if _pgcode(exc) == "55P03":  # lock_not_available
-                    raise _lock_timeout(db, key, wait, table) from None
-                raise
+                if _pgcode(exc) != "55P03":  # lock_not_available: this slice is over
+                    raise
         try:
             yield
         finally:
@@ -251,24 +331,14 @@ def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None
 
 
 def _lock_timeout(db: Any, key: int, wait: float, table: str) -> LockTimeout:
-    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    found = _lock_holder(db, key)
     holder = ""
-    with contextlib.suppress(Exception):
-        row = db.execute_sql(
-            "SELECT a.pid, a.application_name, "
-            "EXTRACT(EPOCH FROM now() - COALESCE(a.xact_start, a.backend_start)) "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
-            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())",
-            (classid, objid),
-        ).fetchone()
-        if row:
-            pid, app, age = row
-            holder = (
-                f" (held by pid {pid}, application {app or '?'}, for {float(age or 0):.0f} s; "
-                f"if that process is gone, end it with SELECT pg_terminate_backend({pid}))"
-            )
+    if found:
+        pid = found.split(",", 1)[0].removeprefix("pid ")
+        holder = (
+            f" (held by {found}; if that process is gone, end it with "
+            f"SELECT pg_terminate_backend({pid}))"
+        )
     return LockTimeout(
         f"another migration run holds the migration lock of {table} on {_describe(db)}"
         f"{holder}; waited {wait:g} s. Let it finish and retry, or wait longer (--wait)"
@@ -381,6 +451,7 @@ def apply(
     migrate_table: str = MIGRATE_TABLE,
     on_applied: Callable[[Applied], None] | None = None,
     verify_checksums: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[Applied]:
     """Apply the pending migrations in ``directory`` (default: the settings' one), in order.
 
@@ -389,6 +460,8 @@ def apply(
     ``Applied.sql``; files with ``atomic = False`` are then only recorded, not
     run.  ``on_applied`` is called after each migration (the CLI prints there).
     ``verify_checksums=False`` skips the checksum file (``check`` reports it itself).
+    ``on_wait`` gets a line when the run starts waiting for another run's lock
+    (who holds it) and one every :data:`WAIT_NOTICE_EVERY` seconds.
 
     :raises ChecksumError: when the files do not match ``migrations.sum``.
     :raises LockTimeout: when another run holds the lock for more than ``lock_wait`` s.
@@ -403,7 +476,7 @@ def apply(
         router = Router(db, directory, migrate_table=migrate_table)
         if to is not None:
             _resolve_to(to, router.todo, directory)  # an unknown --to creates nothing
-        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
+        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table, on_wait):
             if not dry_run:
                 router.ensure_history()
             rows = router.history()  # read again now that no one else can write it
@@ -552,11 +625,13 @@ def rollback(
     migrate_table: str = MIGRATE_TABLE,
     on_applied: Callable[[Applied], None] | None = None,
     dry_run: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[Applied]:
     """Undo the last ``steps`` applied migrations, newest first, each in its own transaction.
 
     ``dry_run`` runs the rollbacks in one transaction that is rolled back and
-    returns their SQL in ``Applied.sql`` (as :func:`apply` does).
+    returns their SQL in ``Applied.sql`` (as :func:`apply` does); ``on_wait``
+    as for :func:`apply`.
 
     :raises ChecksumError: when the files do not match ``migrations.sum``.
     :raises MigrationError: when fewer than ``steps`` are applied, a file is
@@ -570,7 +645,7 @@ def rollback(
     results: list[Applied] = []
     with _connected(target) as db:
         router = Router(db, directory, migrate_table=migrate_table)
-        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
+        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table, on_wait):
             rows = router.history()
             applied = router.done
             if len(applied) < steps:
