@@ -316,15 +316,13 @@ class Router(_UpstreamRouter):
         self, name: str, migrate: str = "", rollback: str = "", num: int | None = None
     ) -> str:
         """Write a new migration file numbered after the last one; return its name."""
-        from peewee_migrate.template import TEMPLATE
+        from ._template import render_migration
 
         existing = self.todo
         filename = f"{num + 1:03d}_{name}" if num is not None else _next_name(existing, name)
         path = self.path(filename)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            TEMPLATE.format(migrate=migrate, rollback=rollback, name=path.name), encoding="utf-8"
-        )
+        path.write_text(render_migration(path.name, migrate, rollback), encoding="utf-8")
         return filename
 
     # -- history (read-only unless the method says otherwise) ------------------
