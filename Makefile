@@ -20,8 +20,11 @@ type:
 	mypy
 
 # pyenv keeps 3.11-3.13 out of tox's sight unless PYENV_VERSION lists them: point it at them.
+# All in ONE --discover: tox 4 keeps only the last of several --discover options.
+TOX_PYTHONS = $(wildcard $(HOME)/.pyenv/versions/3.1[123]*/bin/python3)
 tox:
-	tox $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.1[123]*/bin/python3),--discover $(p))
+	@command -v tox >/dev/null 2>&1 || { echo "tox is not installed: run pip install -e '.[dev]' (it brings tox, ruff and mypy)" >&2; exit 1; }
+	tox $(if $(TOX_PYTHONS),--discover $(TOX_PYTHONS),)
 
 migrate-diff:
 	@test -n "$(name)" || { echo "usage: make migrate-diff name=NAME"; exit 2; }
@@ -30,8 +33,14 @@ migrate-diff:
 migrate-apply:
 	$(DATALAYER) $(ENV_ARGS) migrate apply
 
+# make exits 2 whenever a recipe fails, whatever the command's own code: the recipe
+# prints the command's exit status (3: something pending / modified / missing) first.
+# Scripts that branch on 3 run `datalayer migrate status` itself.
 migrate-status:
-	$(DATALAYER) $(ENV_ARGS) migrate status
+	@$(DATALAYER) $(ENV_ARGS) migrate status; status=$$?; \
+	if [ $$status -eq 3 ]; then echo "datalayer migrate status exited 3: not up to date (make reports any failure as 2)" >&2; \
+	elif [ $$status -ne 0 ]; then echo "datalayer migrate status exited $$status" >&2; fi; \
+	exit $$status
 
 migrate-hash:
 	$(DATALAYER) $(ENV_ARGS) migrate hash

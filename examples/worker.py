@@ -70,10 +70,22 @@ class WorkerConfig:
 
 
 def _sqlstate(exc: BaseException) -> str | None:
-    """Return the SQLSTATE of a driver error wrapped by peewee, if any."""
-    orig = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
-    code = getattr(orig, "pgcode", None)
-    return code if isinstance(code, str) else None
+    """Return the SQLSTATE of a driver error wrapped by peewee (or a DatalayerError), if any."""
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        code = getattr(item, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        item = getattr(item, "orig", None) or item.__cause__ or item.__context__
+    return None
+
+
+NO_TABLES = (
+    "the tables do not exist in this database: run `datalayer migrate apply` (with the "
+    "same DATABASE_URL / DB_*) first"
+)
 
 
 def purge_pass(config: WorkerConfig, stop: threading.Event) -> int:
@@ -91,26 +103,26 @@ def purge_pass(config: WorkerConfig, stop: threading.Event) -> int:
 def run(config: WorkerConfig, stop: threading.Event, *, once: bool = False) -> int:
     """Run passes every ``config.interval`` seconds until ``stop`` is set; return exit status."""
     db = datalayer.connect()  # DATABASE_URL / DB_*, else the embedded server
+    every = "in one pass (--once)" if once else f"every {config.interval:g}s"
     logger.info(
-        "worker started on %s: purging expired tokens every %gs, %d per batch",
-        db.settings.describe(), config.interval, config.batch_size,
+        "worker started on %s: purging expired tokens %s, %d per batch",
+        db.settings.describe(), every, config.batch_size,
     )
+    retry = "" if once else f"; retrying in {config.interval:g}s"
     status = 0
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
                 purged = purge_pass(config, stop)
-            except datalayer.DatalayerError as exc:  # e.g. the server is restarting
-                logger.warning("purge failed (%s); retrying in %gs", exc, config.interval)
-                status = 1
             except Exception as exc:
-                if _sqlstate(exc) == "42P01":  # undefined_table
-                    logger.error("the tables do not exist yet: run `datalayer migrate apply` "
-                                 "first; retrying in %gs", config.interval)
-                else:
-                    logger.exception("purge failed; retrying in %gs", config.interval)
                 status = 1
+                if _sqlstate(exc) == "42P01":  # undefined_table: not something a retry fixes
+                    logger.error("%s%s", NO_TABLES, retry)
+                elif isinstance(exc, datalayer.DatalayerError):  # e.g. the server restarting
+                    logger.warning("purge failed (%s)%s", exc, retry)
+                else:
+                    logger.exception("purge failed%s", retry)
             else:
                 status = 0
                 logger.log(logging.INFO if purged else logging.DEBUG,

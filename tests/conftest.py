@@ -99,5 +99,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
-    return f"datalayer: TEST_DATABASE_URL={'set' if url else 'unset'}"
+    from tests.pgserver import choice
+
+    return f"datalayer: the tests use {choice()[0]}"

@@ -1,13 +1,16 @@
 """Find a PostgreSQL server for the tests, and make throwaway databases on it.
 
 Order: ``TEST_DATABASE_URL`` if set, else 127.0.0.1:5432 (user postgres), else
-the embedded server in a temporary directory (stopped at the end).
+the embedded server in a temporary directory (stopped and removed at the end).
+``TEST_DATABASE_URL=embedded`` forces the embedded server even when 5432 answers.
+The session header (``pytest_report_header``) says which one :func:`choice` picks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -30,25 +33,51 @@ def _reachable(settings: Settings) -> bool:
     return True
 
 
+EMBEDDED = "embedded"
+"""The value of TEST_DATABASE_URL that forces the embedded server."""
+
+
+def _masked(url: str) -> str:
+    try:
+        return Settings.from_url(url).url(masked=True)
+    except Exception:  # never echo a URL we cannot parse: it may hold a password
+        return "(not shown: it does not parse)"
+
+
+def choice() -> tuple[str, str | None]:
+    """Return (what the tests will use, in words; the URL or None for embedded)."""
+    url = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if url == EMBEDDED:
+        return "an embedded server in a temporary directory (TEST_DATABASE_URL=embedded)", None
+    if url:
+        return f"TEST_DATABASE_URL {_masked(url)}", url
+    if _reachable(Settings.from_url(_LOCAL)):
+        return "the server on 127.0.0.1:5432 (user postgres)", _LOCAL
+    return (
+        "an embedded server in a temporary directory (nothing answers on 127.0.0.1:5432)",
+        None,
+    )
+
+
 class Server:
     """A server the tests may create databases on (as a superuser)."""
 
     def __init__(self) -> None:
         self.embedded_dir: Path | None = None
-        url = os.environ.get("TEST_DATABASE_URL")
-        if url:
+        self.kind, url = choice()
+        if url is not None:
             self.admin = Settings.from_url(url)
-            self.kind = "TEST_DATABASE_URL"
-        elif _reachable(local := Settings.from_url(_LOCAL)):
-            self.admin = local
-            self.kind = "local 127.0.0.1:5432"
         else:
             from datalayer.embedded import ensure_server
 
             self.embedded_dir = Path(tempfile.mkdtemp(prefix="datalayer-test-pg-")) / "pg"
-            server = ensure_server(self.embedded_dir)
+            try:
+                server = ensure_server(self.embedded_dir)
+            except BaseException:
+                self.stop()
+                raise
             self.admin = Settings.from_url(server.url)
-            self.kind = f"embedded {server.url}"
+            self.kind = f"{self.kind}: {server.url}"
         self.admin = self.admin.replace(application_name="datalayer-tests")
 
     def raw(self, dbname: str | None = None) -> psycopg2.extensions.connection:
@@ -98,7 +127,9 @@ class Server:
             self.drop_database(name)
 
     def stop(self) -> None:
+        """Stop and remove the embedded server, and its temporary directory, if one was made."""
         if self.embedded_dir is not None:
             from datalayer.embedded import remove_server
 
             remove_server(self.embedded_dir)
+            shutil.rmtree(self.embedded_dir.parent, ignore_errors=True)  # the mkdtemp

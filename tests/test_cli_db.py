@@ -107,3 +107,63 @@ def test_db_start_info_stop_on_the_embedded_default(clean_env: Path) -> None:
     finally:
         embedded.remove_server(base / "pg")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_db_info_shows_the_client_side_timeouts(clean_env: Path, pg: Server) -> None:
+    env = {"DATABASE_URL": pg.admin.url(masked=False), "DB_CLIENT_TIMEOUT": "7",
+           "DB_MAX_CHECKOUT_TIME": "90"}
+    code, out, err = run("db", "info", env=env)
+    assert code == 0, err
+    assert "client side:      DB_CLIENT_TIMEOUT 7 s, DB_MAX_CHECKOUT_TIME 90 s" in out
+    data = json.loads(run("db", "info", "--json", env=env)[1])
+    assert data["client_timeout"] == 7 and data["max_checkout_time"] == 90
+    code, out, _ = run("db", "info", env={"DATABASE_URL": pg.admin.url(masked=False)})
+    assert "DB_CLIENT_TIMEOUT" in out and "(DB_CLIENT_TIMEOUT unset: the default)" in out
+
+
+def test_db_url_never_starts_the_embedded_server(clean_env: Path) -> None:
+    directory = clean_env / "pg"
+    code, out, err = run("db", "url", env={"DATALAYER_EMBEDDED_DIR": str(directory)})
+    assert code == 1 and out == ""
+    assert err.strip().startswith("error: no database is configured and the embedded server")
+    assert "`datalayer db start`" in err and len(err.strip().splitlines()) == 1
+    assert not directory.exists(), "nothing was initialised or started"
+    assert embedded.server_status(directory) is None
+
+
+@pytest.mark.slow
+def test_db_start_says_what_it_did_and_db_url_on_a_stopped_server(
+    clean_env: Path, pg: Server
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="datalayer-cli-"))
+    env = {"DATALAYER_EMBEDDED_DIR": str(base / "pg")}
+    try:
+        code, out, err = run("db", "start", env=env)
+        assert code == 0, err
+        assert err.strip() == f"started the embedded server in {base / 'pg'}"
+        url = out.strip()
+        code, out, err = run("db", "start", env=env)
+        assert code == 0 and out.strip() == url
+        assert err.strip() == f"the embedded server in {base / 'pg'} is already running"
+        assert run("db", "url", env=env)[1].strip() == url
+        code, out, err = run("db", "start", env={**env, "DATABASE_URL": pg.admin.url()})
+        assert code == 0 and out.strip() == url
+        assert "note: DATABASE_URL is set, so datalayer uses " in err
+        assert "not this embedded server" in err
+        code, out, err = run("db", "start", env={**env, "DB_HOST": "127.0.0.1"})
+        assert "note: DB_* is set" in err
+        assert run("db", "stop", env=env)[0] == 0
+        code, out, err = run("db", "url", env=env)
+        assert code == 1 and "is not running" in err
+        assert embedded.server_status(base / "pg") is None, "db url did not restart it"
+    finally:
+        embedded.remove_server(base / "pg")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_mistyped_command_gets_did_you_mean_at_the_top_level() -> None:
+    result = CliRunner().invoke(main, ["migrat", "status"])
+    assert result.exit_code == 2
+    assert "No such command 'migrat'. Did you mean 'migrate'?" in result.stderr
+    result = CliRunner().invoke(main, ["migrate", "stauts"])
+    assert result.exit_code == 2 and "Did you mean 'status'?" in result.stderr

@@ -122,6 +122,20 @@ def test_worker_once_and_bad_configuration(
     assert "WORKER_INTERVAL" in bad.stderr and "WORKER_BATCH_SIZE" in bad.stderr
 
 
+def test_worker_once_on_an_empty_database_says_to_migrate(
+    pg: Server, empty_db: Settings, tmp_path: Path
+) -> None:
+    env = example_env(tmp_path, DATABASE_URL=empty_db.url(masked=False))
+    once = subprocess.run([sys.executable, str(EXAMPLES / "worker.py"), "--once"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert once.returncode == 1
+    assert "in one pass (--once)" in once.stderr and "every 60s" not in once.stderr
+    assert "run `datalayer migrate apply`" in once.stderr
+    assert "retrying" not in once.stderr and "Traceback" not in once.stderr
+    errors = [line for line in once.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, once.stderr
+
+
 # -- walkthrough ---------------------------------------------------------------------------
 
 

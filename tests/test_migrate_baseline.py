@@ -107,7 +107,8 @@ def test_baseline_of_a_create_tables_database(
     assert status.exit_code == 0, status.output
     assert "[x] 001_initial" in status.stdout
     assert status_json() == {"applied": ["001_initial"], "pending": [], "modified": [],
-                             "missing": []}
+                             "missing": [], "problems": [], "invalid_indexes": [],
+                             "not_valid_constraints": []}
     again = invoke("migrate", "apply")
     assert again.exit_code == 0, again.output
     assert "nothing to apply" in again.stdout

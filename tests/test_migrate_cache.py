@@ -152,3 +152,10 @@ def test_rendered_sql_is_cached_per_file_and_never_stale(
     again = migration_sql(history)
     changed = [a.name for a, b in zip(first, again, strict=True) if a != b]
     assert changed == [names[4]] and "VARCHAR(33)" in " ".join(again[4].statements)
+
+
+def test_sql_works_with_the_cache_off(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datalayer.migrate.offline import migration_sql
+
+    monkeypatch.setenv("DATALAYER_CACHE_DIR", "off")
+    assert len(migration_sql(history)) == COLUMNS + 1

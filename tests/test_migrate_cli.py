@@ -34,7 +34,7 @@ def test_status_json_and_exit_codes(pg: Server, env: Settings, mdir: Path) -> No
     result = invoke("migrate", "status", "--json")
     assert result.exit_code == 3
     assert json.loads(result.stdout) == {
-        "applied": [], "pending": names, "modified": [], "missing": [],
+        "applied": [], "pending": names, "modified": [], "missing": [], "problems": [],
         "invalid_indexes": [], "not_valid_constraints": [],
     }
     result = invoke("migrate", "apply", "--to", names[0])

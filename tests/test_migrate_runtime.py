@@ -44,12 +44,9 @@ def _has_history_table(pg: Server, dbname: str) -> bool:
 def test_status_on_empty_database_and_missing_directory_writes_nothing(
     pg: Server, empty_db: Settings, mdir: Path
 ) -> None:
-    result = runner.status(empty_db, mdir)
-    assert result.to_dict() == {
-        "applied": [], "pending": [], "modified": [], "missing": [],
-        "invalid_indexes": [], "not_valid_constraints": [],
-    }
-    assert result.up_to_date
+    # A folder that does not exist is an error naming it (a typo in --dir must not look fine).
+    with pytest.raises(MigrationError, match=f"migrations folder {mdir} does not exist"):
+        runner.status(empty_db, mdir)
     assert not mdir.exists(), "status must not create the migrations directory"
     assert not _has_history_table(pg, empty_db.dbname), "status must not create the history table"
 
@@ -324,6 +321,7 @@ def test_history_table_written_by_upstream_is_adopted(
     assert history(pg, empty_db.dbname) == [(names[0], None)]  # no checksum column
     assert runner.status(empty_db, mdir).to_dict() == {
         "applied": names[:1], "pending": names[1:], "modified": [], "missing": [],
+        "problems": [],
         "invalid_indexes": [], "not_valid_constraints": [],
     }
     runner.apply(empty_db, mdir)

@@ -56,7 +56,7 @@ def test_pw_migrate_applies_the_committed_migrations_and_status_agrees(
     status = run_cli(empty_db, MIGRATIONS, "migrate", "status", "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
     assert json.loads(status.stdout) == {
-        "applied": names, "pending": [], "modified": [], "missing": [],
+        "applied": names, "pending": [], "modified": [], "missing": [], "problems": [],
         "invalid_indexes": [], "not_valid_constraints": [],
     }
     # datalayer's apply has nothing to do, and records the hashes upstream did not write.

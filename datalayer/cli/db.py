@@ -37,6 +37,8 @@ def info(cli: CliContext, as_json: bool) -> None:
             "pool_timeout": s.pool_timeout,
         },
         "connect_timeout": s.connect_timeout,
+        "client_timeout": s.effective_client_timeout,
+        "max_checkout_time": s.max_checkout_time,
         "statement_timeout": s.statement_timeout,
         "lock_timeout": s.lock_timeout,
         "idle_in_transaction_timeout": s.idle_in_transaction_timeout,
@@ -64,16 +66,39 @@ def info(cli: CliContext, as_json: bool) -> None:
         f"{dur(s.statement_timeout)}, lock {dur(s.lock_timeout)}, idle in transaction "
         f"{dur(s.idle_in_transaction_timeout)}"
     )
+    client = "off" if s.effective_client_timeout is None else f"{s.effective_client_timeout:g} s"
+    unset = "" if s.client_timeout is not None else " (DB_CLIENT_TIMEOUT unset: the default)"
+    click.echo(
+        f"client side:      DB_CLIENT_TIMEOUT {client}{unset}, DB_MAX_CHECKOUT_TIME "
+        f"{dur(s.max_checkout_time)}"
+    )
     click.echo(f"application name: {s.application_name}")
 
 
 @db.command()
 @pass_cli
 def start(cli: CliContext) -> None:
-    """Start the embedded server in the background and print its URL."""
-    from ..embedded import ensure_server
+    """Start the embedded server in the background and print its URL.
 
-    server = ensure_server(cli.settings().embedded_dir)
+    The URL goes to stdout; whether a server was started or found running
+    goes to stderr, with a note when DATABASE_URL / DB_* point elsewhere.
+    """
+    from ..embedded import ensure_server, server_status
+
+    settings = cli.settings()
+    directory = settings.embedded_dir
+    running = server_status(directory)
+    server = running or ensure_server(directory)
+    if running is not None:
+        click.echo(f"the embedded server in {directory} is already running", err=True)
+    else:
+        click.echo(f"started the embedded server in {directory}", err=True)
+    if not settings.embedded:
+        click.echo(
+            f"note: {settings.source} is set, so datalayer uses {settings.describe()}, "
+            "not this embedded server (unset it to use this one)",
+            err=True,
+        )
     click.echo(server.url)
 
 
@@ -93,7 +118,22 @@ def stop(cli: CliContext) -> None:
 @db.command()
 @pass_cli
 def url(cli: CliContext) -> None:
-    """Print the URL of the configured database (password masked)."""
-    from ..db import resolve
+    """Print the URL of the configured database (password masked).
 
-    click.echo(resolve(cli.settings()).url(masked=True))
+    Never starts the embedded server: when it is stopped, says so (exit 1).
+    """
+    from ..embedded import server_status
+    from ..errors import EmbeddedServerError
+
+    settings = cli.settings()
+    if not settings.embedded:
+        click.echo(settings.url(masked=True))
+        return
+    server = server_status(settings.embedded_dir)
+    if server is None:
+        raise EmbeddedServerError(
+            f"no database is configured and the embedded server in {settings.embedded_dir} "
+            "is not running: start it with `datalayer db start` (it prints the URL), or set "
+            "DATABASE_URL / DB_HOST"
+        )
+    click.echo(server.url)

@@ -67,8 +67,32 @@ def _line(verb: str) -> Any:
     return echo
 
 
+def _new_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check a new migration's NAME with the rule every command shares (usage error: exit 2)."""
+    from ..migrate.files import MigrationNameError, check_name
+
+    try:
+        return check_name(value)
+    except MigrationNameError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _waiting(line: str) -> None:
+    """Say on stderr that the run waits for another run's migration lock (and still does)."""
+    click.echo(line, err=True)
+
+
+def _show_sql(result: Applied) -> None:
+    """Print one migration of a dry run: a ``-- NAME`` line, its statements, a blank line."""
+    note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
+    click.echo(f"-- {result.name}{note}")
+    for statement in result.sql:
+        click.echo(statement)
+    click.echo("")
+
+
 @migrate.command()
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @pass_cli
 def diff(cli: CliContext, name: str) -> None:
     """Write a migration NAME for the model changes since the last one.
@@ -160,13 +184,6 @@ def apply(
     if lock_retries is not None:
         options["lock_retries"] = lock_retries
 
-    def show_sql(result: Applied) -> None:
-        note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
-        click.echo(f"-- {result.name}{note}")
-        for statement in result.sql:
-            click.echo(statement)
-        click.echo("")
-
     start = time.perf_counter()
     with _database(cli) as database:
         where = database.settings.describe()
@@ -175,10 +192,13 @@ def apply(
             directory,
             to=to,
             dry_run=dry_run,
-            on_applied=show_sql if dry_run else _line("applied"),
+            on_applied=_show_sql if dry_run else _line("applied"),
             on_retry=lambda retry: click.echo(retry.describe()),
+            on_wait=_waiting,
             **options,
         )
+        # `--to 2` with only 005 pending: not "up to date", say what is pending.
+        later = runner.status(database, directory).pending if to and not results else []
     if dry_run:
         click.echo(
             f"-- dry run: {_n(len(results), 'migration')} would be applied to {where}; "
@@ -188,6 +208,12 @@ def apply(
         click.echo(
             f"{_n(len(results), 'migration')} applied to {where} in "
             f"{_ms(time.perf_counter() - start)}"
+        )
+    elif later:
+        click.echo(
+            f"nothing to apply up to --to {to}: it and every migration before it are applied "
+            f"on {where}; pending after it: {', '.join(later)} (run `datalayer migrate apply` "
+            "without --to to apply them)"
         )
     else:
         click.echo(f"nothing to apply: {where} is up to date")
@@ -259,8 +285,9 @@ def hash_(cli: CliContext) -> None:
               help="How many of the last applied migrations to undo.")
 @click.option("--wait", type=_SECONDS, default=None, metavar="SECONDS",
               help="How long to wait for another run's migration lock (default 300).")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
 @pass_cli
-def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
+def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> None:
     """Undo the last applied migrations, newest first, each in its own transaction."""
     from ..migrate import runner
 
@@ -269,8 +296,15 @@ def rollback(cli: CliContext, steps: int, wait: float | None) -> None:
     with _database(cli) as database:
         where = database.settings.describe()
         results = runner.rollback(
-            database, directory, steps=steps, on_applied=_line("rolled back"), **options
+            database, directory, steps=steps, dry_run=dry_run, on_wait=_waiting,
+            on_applied=_show_sql if dry_run else _line("rolled back"), **options
         )
+    if dry_run:
+        click.echo(
+            f"-- dry run: {_n(len(results), 'migration')} would be rolled back on {where}; "
+            "nothing was changed"
+        )
+        return
     click.echo(f"{_n(len(results), 'migration')} rolled back on {where}")
 
 
@@ -296,7 +330,7 @@ def check(cli: CliContext) -> None:
 
 
 @migrate.command()
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @click.option("--to", "to", metavar="NAME", help="Fold up to this migration (default: all).")
 @pass_cli
 def squash(cli: CliContext, name: str, to: str | None) -> None:
@@ -407,6 +441,10 @@ def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int |
 
     report = run_lint(_directory(cli), names or None, postgres=postgres or cli.project().postgres)
     click.echo(render_json(report) if as_json else render_text(report))
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
 # -- baseline and drift: the live schema against what the migrations build ---------
 
 

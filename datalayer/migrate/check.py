@@ -65,12 +65,13 @@ def check(
     ``postgres`` is the target server version the lint judges by (default 12).
     """
     from ..db import Database
+    from .files import require_dir
     from .generate import diff_source
     from .router import Router
     from .runner import apply
     from .schema import compare, snapshot
 
-    directory = Path(directory) if directory is not None else settings.migrations_dir
+    directory = require_dir(directory if directory is not None else settings.migrations_dir)
     models = [  # an abstract base (``__abstract__ = True`` on the class) is never a table
         m for m in (models if models is not None else _default_models())
         if not vars(m).get("__abstract__")

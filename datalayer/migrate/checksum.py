@@ -13,14 +13,15 @@ migration.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChecksumError
-from .files import SUM_FILE, migration_files, sort_key
+from ..errors import ChecksumError, MigrationError
+from .files import SUM_FILE, migration_files, read_migration, require_dir, sort_key
 
 __all__ = [
     "SumEntry",
@@ -52,7 +53,7 @@ def _b64(digest: bytes) -> str:
 
 def read_files(directory: str | Path) -> dict[str, bytes]:
     """Return {file name: bytes} of the migration files in ``directory``, in order."""
-    return {p.name: p.read_bytes() for p in migration_files(directory)}
+    return {p.name: read_migration(p) for p in migration_files(directory)}
 
 
 def compute(directory: str | Path) -> list[SumEntry]:
@@ -82,11 +83,19 @@ def render(entries: list[SumEntry]) -> str:
 
 def write_sum(directory: str | Path) -> Path:
     """Write ``directory/migrations.sum`` for the files now there and return its path."""
-    path = Path(directory) / SUM_FILE
+    path = require_dir(directory) / SUM_FILE
     text = render(compute(directory))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)  # atomic: a reader never sees half a file
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise MigrationError(
+            f"cannot write {path}: {exc.strerror or exc}; make it (and its folder) a "
+            "writable file"
+        ) from None
     return path
 
 
@@ -96,10 +105,21 @@ def read_sum(directory: str | Path) -> tuple[str, list[SumEntry]] | None:
     :raises ChecksumError: when the file cannot be parsed.
     """
     path = Path(directory) / SUM_FILE
-    if not path.is_file():
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
     fix = f"check the migration files, then run {_HASH_CMD} to rewrite it"
+    if not path.is_file():
+        if path.is_dir():
+            msg = f"{path} is a directory, not the checksum file; remove it and run {_HASH_CMD}"
+            raise ChecksumError(msg, [msg])
+        return None
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line_no = path.read_bytes()[: exc.start].count(b"\n") + 1
+        msg = f"{path} line {line_no} is not UTF-8 text (byte {exc.start}); {fix}"
+        raise ChecksumError(msg, [msg]) from None
+    except OSError as exc:
+        msg = f"{path} cannot be read: {exc.strerror or exc}; fix its permissions, or {fix}"
+        raise ChecksumError(msg, [msg]) from None
     if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in lines):
         msg = f"{path} has merge-conflict markers; {fix}"
         raise ChecksumError(msg, [msg])
@@ -107,11 +127,20 @@ def read_sum(directory: str | Path) -> tuple[str, list[SumEntry]] | None:
         msg = f"{path} does not start with an h1: line; {fix}"
         raise ChecksumError(msg, [msg])
     entries = []
+    seen: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         m = _LINE_RE.match(line)
         if not m:
             msg = f"{path} line {number} is not `NAME h1:HASH`; {fix}"
             raise ChecksumError(msg, [msg])
+        if m.group(1) in seen:
+            msg = (
+                f"{path} line {number} lists {m.group(1)} a second time (first on line "
+                f"{seen[m.group(1)]}), as a bad merge leaves it; delete the repeated line, "
+                f"then {fix}"
+            )
+            raise ChecksumError(msg, [msg])
+        seen[m.group(1)] = number
         entries.append(SumEntry(m.group(1), m.group(2)))
     return total.group(1), entries
 

@@ -62,6 +62,7 @@ from ._spec import (
     sort_models,
     table_spec,
 )
+from .files import MigrationNameError, check_name
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
 
@@ -77,7 +78,6 @@ __all__ = [
     "next_name",
 ]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _NUMBER_RE = re.compile(r"^(\d+)_")
 _NEWLINE = "\n    "
 _CLEAN_RE = re.compile(r"\s+$", re.MULTILINE)
@@ -128,11 +128,10 @@ def next_name(existing_names: Iterable[str], name: str) -> str:
 
     :raises GenerationError: when ``name`` is not letters, digits and underscores.
     """
-    if not _NAME_RE.match(name):
-        raise GenerationError(
-            f"migration name {name!r} is not valid; use letters, digits and underscores "
-            "(e.g. add_user_role)"
-        )
+    try:
+        check_name(name)  # the one rule, shared with every command that reads files
+    except MigrationNameError as exc:
+        raise GenerationError(str(exc)) from None
     top = 0
     for existing in existing_names:
         m = _NUMBER_RE.match(Path(existing).name)

@@ -21,9 +21,11 @@ Locking, timing and error reporting live in :mod:`.runner`.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -37,9 +39,20 @@ from peewee_migrate import Router as _UpstreamRouter
 from peewee_migrate.models import MIGRATE_TABLE
 
 from ..errors import MigrationError
-from .files import MIGRATION_RE, content_hash, migration_names
+from .files import MIGRATION_RE, content_hash, migration_names, read_migration
 
-__all__ = ["MIGRATE_TABLE", "HistoryRow", "LoadedMigration", "Router", "default_migrator_class"]
+__all__ = [
+    "MIGRATE_TABLE",
+    "HistoryRow",
+    "LoadedMigration",
+    "MigrationExit",
+    "Router",
+    "TransactionControl",
+    "TransactionEnded",
+    "call_migration",
+    "default_migrator_class",
+    "transaction_control",
+]
 
 logger = logging.getLogger("datalayer.migrate")
 
@@ -60,7 +73,14 @@ def default_migrator_class() -> type[Migrator]:
 
 @dataclass(frozen=True)
 class LoadedMigration:
-    """A migration file, executed: its functions and whether it wants a transaction."""
+    """A migration file, executed: its functions and whether it wants a transaction.
+
+    ``reversible`` is False when the file has no ``rollback()``, or one that
+    does nothing (only ``pass``, ``...`` or a docstring) while ``migrate()``
+    does something: rolling it back would delete the history row and leave
+    the schema as it is.  A ``rollback()`` whose body is ``return`` says on
+    purpose that nothing needs undoing.
+    """
 
     name: str
     path: Path
@@ -68,6 +88,102 @@ class LoadedMigration:
     migrate: MigrationFn
     rollback: MigrationFn
     atomic: bool
+    reversible: bool = True
+
+
+class MigrationExit(Exception):
+    """A migration called ``sys.exit()``: reported as its failure, never as an exit."""
+
+
+class TransactionControl(Exception):
+    """A transactional migration tried to run COMMIT, ROLLBACK, BEGIN or the like.
+
+    Raised before the statement reaches the server, so the migration's
+    transaction is rolled back whole.
+    """
+
+
+class TransactionEnded(MigrationError):
+    """A transactional migration's transaction ended in its middle (what ran stays)."""
+
+
+def call_migration(fn: MigrationFn, migrator: Any, database: Any, *, fake: bool) -> None:
+    """Call a migration's ``migrate`` or ``rollback``; ``sys.exit()`` raises MigrationExit."""
+    try:
+        fn(migrator, database, fake=fake)
+    except SystemExit as exc:
+        raise MigrationExit(
+            f"it called sys.exit({exc.code!r}); a migration must raise an exception to fail"
+        ) from None
+
+
+def _trivial(body: list[ast.stmt]) -> bool:
+    return all(
+        isinstance(node, ast.Pass)
+        or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        for node in body
+    )
+
+
+def _does_nothing(fn: MigrationFn, tree: ast.Module | None, path: Path) -> bool | None:
+    """True/False when ``fn`` is a ``def`` of this file whose body is (not) empty; else None."""
+    code = getattr(fn, "__code__", None)
+    if tree is None or code is None or code.co_filename != str(path):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+            node.lineno == code.co_firstlineno
+            or (node.decorator_list and node.decorator_list[0].lineno == code.co_firstlineno)
+        ):
+            return _trivial(node.body)
+    return None
+
+
+def _reversible(scope: dict[str, Any], data: bytes, path: Path) -> bool:
+    migrate, rollback = scope.get("migrate"), scope.get("rollback")
+    try:
+        tree: ast.Module | None = ast.parse(data, str(path))
+    except (SyntaxError, ValueError):
+        tree = None
+    migrate_empty = migrate is None or _does_nothing(migrate, tree, path) is True
+    if migrate_empty:
+        return True
+    return rollback is not None and _does_nothing(rollback, tree, path) is not True
+
+
+# Statements that end or start a transaction; a transactional migration must not run them.
+_TOKEN_RE = re.compile(
+    r"""--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*"|(\$[A-Za-z_][A-Za-z_0-9]*\$|\$\$).*?\1"""
+    r"""|;|[A-Za-z_][A-Za-z_0-9]*|\S""",
+    re.DOTALL,
+)
+
+
+def transaction_control(sql: str) -> str | None:
+    """Return the first statement of ``sql`` that begins or ends a transaction, or None.
+
+    Comments, quoted strings, quoted identifiers and dollar-quoted bodies (``DO $$
+    BEGIN ... END $$``) are skipped; ``SAVEPOINT`` and ``ROLLBACK TO SAVEPOINT``
+    are allowed.
+    """
+    statements: list[list[str]] = [[]]
+    for m in _TOKEN_RE.finditer(sql):
+        token = m.group(0)
+        if token == ";":
+            statements.append([])
+        elif token.startswith(("--", "/*")):
+            continue
+        elif len(statements[-1]) < 2:
+            statements[-1].append(token.upper())
+    for words in statements:
+        first, second = [*words, "", ""][:2]
+        if (
+            first in ("BEGIN", "COMMIT", "END", "ABORT")
+            or (first == "ROLLBACK" and second != "TO")
+            or (first in ("START", "PREPARE") and second == "TRANSACTION")
+        ):
+            return " ".join(words)
+    return None
 
 
 class HistoryRow(NamedTuple):
@@ -141,13 +257,7 @@ class Router(_UpstreamRouter):
         """Return the bytes of migration ``name`` (read once per router)."""
         data = self._sources.get(name)
         if data is None:
-            try:
-                data = self.path(name).read_bytes()
-            except FileNotFoundError:
-                raise MigrationError(
-                    f"{self.path(name)} is missing; restore it (git checkout) - an applied "
-                    "migration must stay on disk"
-                ) from None
+            data = read_migration(self.path(name))
             self._sources[name] = data
         return data
 
@@ -169,11 +279,16 @@ class Router(_UpstreamRouter):
         try:
             # Compiled under its real path so tracebacks point at the file.
             exec(compile(data, str(path), "exec", dont_inherit=True), scope)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            what = (
+                f"it calls sys.exit({exc.code!r}) when loaded"
+                if isinstance(exc, SystemExit)
+                else f"{type(exc).__name__}: {exc}"
+            )
             raise MigrationError(
-                f"{path} does not load: {type(exc).__name__}: {exc}; fix the file (if it was "
-                "never applied) and run `datalayer migrate hash`"
-            ) from exc
+                f"{path} does not load: {what}; fix the file (if it was never applied) and "
+                "run `datalayer migrate hash`"
+            ) from None if isinstance(exc, SystemExit) else exc
         atomic = scope.get("atomic", True)
         if not isinstance(atomic, bool):
             raise MigrationError(
@@ -187,6 +302,7 @@ class Router(_UpstreamRouter):
             migrate=scope.get("migrate", _void),
             rollback=scope.get("rollback", _void),
             atomic=atomic,
+            reversible=_reversible(scope, data, path),
         )
         self._loaded[name] = loaded
         return loaded
@@ -200,15 +316,13 @@ class Router(_UpstreamRouter):
         self, name: str, migrate: str = "", rollback: str = "", num: int | None = None
     ) -> str:
         """Write a new migration file numbered after the last one; return its name."""
-        from peewee_migrate.template import TEMPLATE
+        from ._template import render_migration
 
         existing = self.todo
         filename = f"{num + 1:03d}_{name}" if num is not None else _next_name(existing, name)
         path = self.path(filename)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            TEMPLATE.format(migrate=migrate, rollback=rollback, name=path.name), encoding="utf-8"
-        )
+        path.write_text(render_migration(path.name, migrate, rollback), encoding="utf-8")
         return filename
 
     # -- history (read-only unless the method says otherwise) ------------------
@@ -324,7 +438,7 @@ class Router(_UpstreamRouter):
             for name in names[start:]:
                 migrate = self.load(name).migrate
                 try:
-                    migrate(migrator, self.database, fake=True)
+                    call_migration(migrate, migrator, self.database, fake=True)
                 except Exception as exc:
                     raise MigrationError(
                         f"{self.path(name)} fails when replayed to rebuild the schema state: "
@@ -384,7 +498,7 @@ class Router(_UpstreamRouter):
         ran: list[str] = statements if statements is not None else []
 
         def body() -> None:
-            fn(migrator, db, fake=False)
+            call_migration(fn, migrator, db, fake=False)
             migrator()
             if not loaded.atomic and not downgrade:
                 invalid = online.invalid_indexes(db, online.concurrent_indexes(ran))
@@ -400,7 +514,7 @@ class Router(_UpstreamRouter):
             with db.atomic():
                 _set_config(db, settings, local=True)
                 # Already inside our transaction: no savepoint per migration.
-                with _without_transaction(migrator):
+                with _without_transaction(migrator), _in_one_transaction(db, loaded.path):
                     body()
         else:
             with (
@@ -431,6 +545,68 @@ def session_settings(db: Any, settings: Iterable[tuple[str, str]]) -> Iterator[N
         for key, _ in pairs:
             with contextlib.suppress(Exception):
                 db.execute_sql(f"RESET {key}")
+
+
+def _transaction_open(db: Any) -> bool | None:
+    conn = db.connection()
+    status = getattr(conn, "get_transaction_status", None)  # psycopg2
+    if status is None:
+        info = getattr(conn, "info", None)  # psycopg 3
+        status = getattr(info, "transaction_status", None)
+        if status is None:
+            return None
+        return int(status) != 0  # IDLE
+    return int(status()) != 0  # TRANSACTION_STATUS_IDLE
+
+
+@contextlib.contextmanager
+def _in_one_transaction(db: Any, path: Path) -> Iterator[None]:
+    """Keep a transactional migration inside its transaction.
+
+    A statement that would begin or end a transaction (COMMIT, ROLLBACK, BEGIN,
+    END, ...) is refused before it reaches the server; should the transaction
+    end anyway (a raw cursor, a procedure), the migration stops at that
+    statement and :class:`TransactionEnded` says what was committed.
+    """
+    had = "execute_sql" in vars(db)
+    inner = db.execute_sql
+    ran: list[str] = []
+
+    def guarded(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        _still_open(db, path, ran)  # ended by a raw cursor: run nothing more (no history row)
+        found = transaction_control(sql) if isinstance(sql, str) else None
+        if found:
+            raise TransactionControl(
+                f"it runs `{found}`, which would end its transaction half-way; remove it "
+                "(the migration already runs in one transaction), or set `atomic = False` "
+                "and make every statement safe to re-run"
+            )
+        result = inner(sql, params, *args, **kwargs)
+        ran.append(sql)
+        _still_open(db, path, ran)
+        return result
+
+    db.execute_sql = guarded
+    try:
+        yield
+        _still_open(db, path, ran)
+    finally:
+        if had:
+            db.execute_sql = inner
+        else:
+            del db.execute_sql
+
+
+def _still_open(db: Any, path: Path, ran: list[str]) -> None:
+    if _transaction_open(db) is not False:
+        return
+    last = " ".join(ran[-1].split())[:120] if ran else "a statement run outside execute_sql"
+    raise TransactionEnded(
+        f"{path} ended its own transaction: after `{last}` no transaction was open, so the "
+        f"{len(ran)} statement(s) it ran up to there were committed and stay in effect, and "
+        "it is not recorded as applied; check the schema by hand, remove the statement that "
+        "commits, and run the command again"
+    )
 
 
 @contextlib.contextmanager

@@ -47,13 +47,21 @@ from ..config import Settings
 from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
-from .files import content_hash, sort_key
-from .router import MIGRATE_TABLE, HistoryRow, Router, _without_transaction, session_settings
+from .files import content_hash, require_dir, sort_key
+from .router import (
+    MIGRATE_TABLE,
+    HistoryRow,
+    Router,
+    _without_transaction,
+    call_migration,
+    session_settings,
+)
 
 __all__ = [
     "DEFAULT_LOCK_RETRIES",
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_LOCK_WAIT",
+    "WAIT_NOTICE_EVERY",
     "Applied",
     "Retry",
     "Status",
@@ -142,12 +150,17 @@ class Status:
         return not (self.pending or self.modified or self.missing)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the lists (the shape of ``datalayer migrate status --json``)."""
+        """Return the lists (the shape of ``datalayer migrate status --json``).
+
+        ``problems`` holds what is wrong with the files versus ``migrations.sum``
+        (one message each, as ``status`` prints them on stderr).
+        """
         return {
             "applied": list(self.applied),
             "pending": list(self.pending),
             "modified": list(self.modified),
             "missing": list(self.missing),
+            "problems": list(self.checksum_problems),
             "invalid_indexes": [i.to_dict() for i in self.invalid_indexes],
             "not_valid_constraints": [c.to_dict() for c in self.not_valid_constraints],
         }
@@ -234,9 +247,80 @@ def _ms(seconds: float | None) -> str:
     return "0" if not seconds else str(max(1, round(seconds * 1000)))
 
 
+WAIT_NOTICE_EVERY = 10.0
+"""Seconds between the "still waiting for the migration lock" lines (``on_wait``)."""
+
+
+class _WaitNotices:
+    """Tell ``on_wait`` once when a run starts waiting for the lock, then every ``every`` s.
+
+    Any wait loop calls :meth:`tick` whenever it wakes; the first call says who
+    holds the lock (pid, application_name, for how long).
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        key: int,
+        table: str,
+        on_wait: Callable[[str], None] | None,
+        every: float = WAIT_NOTICE_EVERY,
+    ) -> None:
+        self.db, self.key, self.table, self.on_wait, self.every = db, key, table, on_wait, every
+        self.started: float | None = None
+        self.last = 0.0
+
+    def tick(self) -> None:
+        if self.on_wait is None:
+            return
+        now = time.monotonic()
+        if self.started is None:
+            self.started = self.last = now
+            holder = _lock_holder(self.db, self.key)
+            who = f"held by {holder}" if holder else "its holder is not visible to this user"
+            self.on_wait(
+                f"waiting for the migration lock of {self.table} on {_describe(self.db)}: {who}"
+            )
+        elif now - self.last >= self.every:
+            self.last = now
+            self.on_wait(
+                f"still waiting for the migration lock of {self.table} "
+                f"({now - self.started:.0f} s so far)"
+            )
+
+
+def _lock_holder(db: Any, key: int) -> str | None:
+    """Return "pid N, application A, for S s" of the session holding lock ``key``, if seen."""
+    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    with contextlib.suppress(Exception):
+        row = db.execute_sql(
+            "SELECT a.pid, a.application_name, "
+            "EXTRACT(EPOCH FROM now() - COALESCE(a.xact_start, a.backend_start)) "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
+            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())",
+            (classid, objid),
+        ).fetchone()
+        if row:
+            pid, app, age = row
+            return f"pid {pid}, application {app or '?'}, for {float(age or 0):.0f} s"
+    return None
+
+
 @contextlib.contextmanager
-def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None]:
+def _migration_lock(
+    db: Any,
+    key: int,
+    wait: float,
+    table: str,
+    on_wait: Callable[[str], None] | None = None,
+    notice_every: float | None = None,
+) -> Iterator[None]:
     """Hold the session-level advisory lock ``key``; wait at most ``wait`` seconds for it.
+
+    ``on_wait`` gets one line when the wait starts (who holds the lock) and one
+    every ``notice_every`` seconds (default :data:`WAIT_NOTICE_EVERY`) while it lasts.
 
     :raises MigrationError: behind a transaction-pooling pooler (PgBouncer), where
         a session lock would not stay with this session.
@@ -250,7 +334,9 @@ def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None
         # is rolled back and this lock freed, so the next run does not wait for long.
         db.execute_sql("SELECT set_config('client_connection_check_interval', '1000', false)")
     try:
-        if not _poll_advisory_lock(db, key, wait):
+        every = WAIT_NOTICE_EVERY if notice_every is None else notice_every
+        notices = _WaitNotices(db, key, table, on_wait, every)
+        if not _poll_advisory_lock(db, key, wait, notices.tick):
             raise _lock_timeout(db, key, wait, table)
         try:
             yield
@@ -268,19 +354,24 @@ def _migration_lock(db: Any, key: int, wait: float, table: str) -> Iterator[None
                 db.execute_sql("RESET client_connection_check_interval")
 
 
-def _poll_advisory_lock(db: Any, key: int, wait: float) -> bool:
+def _poll_advisory_lock(
+    db: Any, key: int, wait: float, tick: Callable[[], None] | None = None
+) -> bool:
     """Take advisory lock ``key`` with ``pg_try_advisory_lock``, polling for up to ``wait`` s.
 
     Never a blocking ``pg_advisory_lock``: a session waiting in one keeps a
     snapshot open, and every ``CREATE INDEX CONCURRENTLY`` (the lock holder's
     own, or the application's) waits for it to end.  Between polls this
-    session is idle, outside any transaction.
+    session is idle, outside any transaction; ``tick`` is called after each
+    failed poll (the waiting notices).
     """
     deadline = time.monotonic() + wait
     pause = 0.05
     while True:
         if db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             return True
+        if tick is not None:
+            tick()
         left = deadline - time.monotonic()
         if left <= 0:
             return False
@@ -289,24 +380,14 @@ def _poll_advisory_lock(db: Any, key: int, wait: float) -> bool:
 
 
 def _lock_timeout(db: Any, key: int, wait: float, table: str) -> LockTimeout:
-    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    found = _lock_holder(db, key)
     holder = ""
-    with contextlib.suppress(Exception):
-        row = db.execute_sql(
-            "SELECT a.pid, a.application_name, "
-            "EXTRACT(EPOCH FROM now() - COALESCE(a.xact_start, a.backend_start)) "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
-            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())",
-            (classid, objid),
-        ).fetchone()
-        if row:
-            pid, app, age = row
-            holder = (
-                f" (held by pid {pid}, application {app or '?'}, for {float(age or 0):.0f} s; "
-                f"if that process is gone, end it with SELECT pg_terminate_backend({pid}))"
-            )
+    if found:
+        pid = found.split(",", 1)[0].removeprefix("pid ")
+        holder = (
+            f" (held by {found}; if that process is gone, end it with "
+            f"SELECT pg_terminate_backend({pid}))"
+        )
     return LockTimeout(
         f"another migration run holds the migration lock of {table} on {_describe(db)}"
         f"{holder}; waited {wait:g} s. Let it finish and retry, or wait longer (--wait)"
@@ -431,6 +512,7 @@ def apply(
     verify_checksums: bool = True,
     lock_retries: int = DEFAULT_LOCK_RETRIES,
     on_retry: Callable[[Retry], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[Applied]:
     """Apply the pending migrations in ``directory`` (default: the settings' one), in order.
 
@@ -439,6 +521,8 @@ def apply(
     ``Applied.sql``; files with ``atomic = False`` are then only recorded, not
     run.  ``on_applied`` is called after each migration (the CLI prints there).
     ``verify_checksums=False`` skips the checksum file (``check`` reports it itself).
+    ``on_wait`` gets a line when the run starts waiting for another run's lock
+    (who holds it) and one every :data:`WAIT_NOTICE_EVERY` seconds.
 
     A migration whose lock is not granted within ``lock_timeout`` (55P03) is
     rolled back and run again up to ``lock_retries`` times, after a jittered
@@ -454,13 +538,15 @@ def apply(
     :raises MigrationError: when a migration fails (it is rolled back) or the
         history does not match the files.
     """
-    directory = Path(directory) if directory is not None else _default_dir(target)
+    directory = require_dir(directory if directory is not None else _default_dir(target))
     if verify_checksums:
         _checksum.verify(directory)
     results: list[Applied] = []
     with _connected(target) as db:
         router = Router(db, directory, migrate_table=migrate_table)
-        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
+        if to is not None:
+            _resolve_to(to, router.todo, directory)  # an unknown --to creates nothing
+        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table, on_wait):
             if not dry_run:
                 router.ensure_history()
             rows = router.history()  # read again now that no one else can write it
@@ -696,6 +782,8 @@ def _dry_run(
     migrator: Any,
     pending: list[str],
     on_applied: Callable[[Applied], None] | None,
+    *,
+    downgrade: bool = False,
 ) -> list[Applied]:
     db = router.database
     results: list[Applied] = []
@@ -707,10 +795,11 @@ def _dry_run(
             try:
                 with _capture(db, statements, execute=loaded.atomic):
                     if loaded.atomic:
-                        router.execute(name, migrator, bookkeeping=False)
+                        router.execute(name, migrator, downgrade=downgrade, bookkeeping=False)
                     else:
                         # Cannot run inside the dry run's transaction: render only.
-                        loaded.migrate(migrator, db, fake=False)
+                        fn = loaded.rollback if downgrade else loaded.migrate
+                        call_migration(fn, migrator, db, fake=False)
                         with _without_transaction(migrator):
                             migrator()
             except MigrationError:
@@ -739,21 +828,28 @@ def rollback(
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     migrate_table: str = MIGRATE_TABLE,
     on_applied: Callable[[Applied], None] | None = None,
+    dry_run: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[Applied]:
     """Undo the last ``steps`` applied migrations, newest first, each in its own transaction.
 
+    ``dry_run`` runs the rollbacks in one transaction that is rolled back and
+    returns their SQL in ``Applied.sql`` (as :func:`apply` does); ``on_wait``
+    as for :func:`apply`.
+
     :raises ChecksumError: when the files do not match ``migrations.sum``.
-    :raises MigrationError: when fewer than ``steps`` are applied, or a file is
-        missing or changed since it was applied.
+    :raises MigrationError: when fewer than ``steps`` are applied, a file is
+        missing or changed since it was applied, or one of them has no
+        ``rollback()`` (or an empty one): then nothing is rolled back.
     """
     if steps < 1:
         raise MigrationError(f"--steps {steps}: give a number of migrations >= 1")
-    directory = Path(directory) if directory is not None else _default_dir(target)
+    directory = require_dir(directory if directory is not None else _default_dir(target))
     _checksum.verify(directory)
     results: list[Applied] = []
     with _connected(target) as db:
         router = Router(db, directory, migrate_table=migrate_table)
-        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
+        with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table, on_wait):
             rows = router.history()
             replaced = _replaced(router)
             applied = [n for n in router.done if n not in replaced]
@@ -766,14 +862,33 @@ def rollback(
                 )
             # A broken rollback() may be fixed in place: only missing files stop it.
             _check_history(router, rows, modified_ok=True)
+            undo = list(reversed(applied[-steps:]))
+            _require_rollbacks(router, undo)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
             with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
-                for name in reversed(applied[-steps:]):
+                if dry_run:
+                    return _dry_run(router, migrator, undo, on_applied, downgrade=True)
+                for name in undo:
                     results.append(_run(router, migrator, name, results, True))
                     if on_applied is not None:
                         on_applied(results[-1])
     return results
+
+
+def _require_rollbacks(router: Router, names: Sequence[str]) -> None:
+    """Refuse, before anything runs, to roll back a migration that has nothing to undo it."""
+    for name in names:
+        if not router.load(name).reversible:
+            later = names[: names.index(name)]
+            steps = f"; --steps {len(later)} rolls back only the ones after it" if later else ""
+            raise MigrationError(
+                f"{router.path(name)} cannot be rolled back: it has no rollback(), or one that "
+                "does nothing, so its history row would go and its changes stay; write a "
+                "rollback() that undoes migrate() (or, if nothing needs undoing, one whose body "
+                f"is `return`), run `datalayer migrate hash`, and roll back again{steps}. "
+                "Nothing was rolled back"
+            )
 
 
 def status(
@@ -784,16 +899,16 @@ def status(
     Also lists the INVALID indexes and NOT VALID constraints of the schemas
     on the search path (a failed concurrent build, a constraint not validated).
 
-    Works on a database without a history table (everything is pending) and
-    on a missing directory (nothing is on disk).  ``modified`` lists applied
+    Works on a database without a history table (everything is pending); a
+    missing directory is an error naming it.  ``modified`` lists applied
     files whose bytes differ from the hash recorded when they were applied,
     even if ``migrations.sum`` was rewritten since.
     """
-    directory = Path(directory) if directory is not None else _default_dir(target)
+    directory = require_dir(directory if directory is not None else _default_dir(target))
+    files = _checksum.read_files(directory)  # bad names and unreadable files: before connecting
     with _connected(target) as db:
         rows = Router(db, directory, migrate_table=migrate_table).history()
         invalid, not_valid = online.schema_problems(db)
-    files = _checksum.read_files(directory)  # read once: for the hashes and the sum check
     on_disk = [name.removesuffix(".py") for name in files]
     on_disk_set = set(on_disk)
     applied: list[str] = []
