@@ -68,6 +68,8 @@ from .migrator import DatalayerMigrator
 __all__ = [
     "Diff",
     "DiffResult",
+    "Drop",
+    "DropRefused",
     "GenerationError",
     "compute_diff",
     "create_migration",
@@ -94,12 +96,51 @@ class GenerationError(MigrationError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Drop:
+    """A table or column that a migration drops, and the addition it may be a rename of."""
+
+    table: str
+    column: str | None = None  # None: the whole table
+    renamed_to: str | None = None  # a same-shaped table or column added by the same diff
+    hint: str | None = None  # the renamed_from line that makes it a rename
+
+    def __str__(self) -> str:
+        if self.column is None:
+            text = f"drops table {self.table} and its rows"
+            kind, new = "table", self.renamed_to
+        else:
+            text = f"drops column {self.table}.{self.column} and its data"
+            kind, new = "column", f"{self.table}.{self.renamed_to}"
+        if self.renamed_to is None:
+            return text
+        shape = "same column types and nullability" if self.column is None else "same type"
+        return (
+            f"{text}; it looks renamed to {kind} {new} ({shape}), and without a hint the "
+            f"rows are not carried over: if it was renamed, add {self.hint}"
+        )
+
+
+class DropRefused(GenerationError):
+    """The migration would drop tables or columns and drops were not allowed; see ``drops``."""
+
+    def __init__(self, drops: Sequence[Drop]) -> None:
+        self.drops = tuple(drops)
+        super().__init__(
+            "nothing written: this migration would drop data; mark renames with renamed_from, "
+            "or run again with --allow-drop (create_migration(..., allow_drop=True)) if the "
+            "drops are wanted",
+            [str(d) for d in self.drops],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Diff:
-    """The bodies of ``migrate`` and ``rollback`` (template-ready), and the warnings."""
+    """The bodies of ``migrate`` and ``rollback`` (template-ready), the warnings and drops."""
 
     migrate: str
     rollback: str
     warnings: tuple[str, ...] = ()
+    drops: tuple[Drop, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.migrate)
@@ -204,6 +245,15 @@ def _replay(router: Any) -> DatalayerMigrator:
 # -- comparing ---------------------------------------------------------------------
 
 
+def _state(migrator: DatalayerMigrator) -> dict[str, type[pw.Model]]:
+    """Return the tables of the in-memory state by name.
+
+    By table, not by class: peewee-migrate's ``orm`` iterates over models keyed by class
+    name, so a new model named like an old one (``Person`` on a renamed table) hides it.
+    """
+    return dict(migrator.orm.__tables__)
+
+
 def _columns(spec: TableSpec) -> dict[str, ColumnSpec]:
     return {c.name: c for c in spec.columns}
 
@@ -280,6 +330,7 @@ class _Planner:
         self.forward = forward
         self.writer = CodeWriter("m")
         self.chunks: list[str] = []
+        self.drops: list[Drop] = []
 
     @property
     def warnings(self) -> list[str]:
@@ -306,7 +357,7 @@ class _Planner:
         self.chunks.append(code)
 
     def state(self) -> dict[str, type[pw.Model]]:
-        return {m._meta.table_name: m for m in self.sim.orm}
+        return _state(self.sim)
 
     # -- phases ---------------------------------------------------------------
 
@@ -324,9 +375,9 @@ class _Planner:
         matched = [t for t in to_map if t in state]
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
-        for model in to_models:
-            if model._meta.table_name not in state:
-                self.emit("\n".join(w.model(model)))
+        created = [m for m in to_models if m._meta.table_name not in state]
+        for model in created:
+            self.emit("\n".join(w.model(model)))
         for t in matched:
             self.late(self.state()[t], to_map[t])
         current = self.state()
@@ -337,7 +388,37 @@ class _Planner:
                     f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
                     f"new model with @renamed_from({t!r})"
                 )
+                self._drop_table(model, created)
                 self.emit(w.call("remove_model", repr(t)))
+
+    def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
+        """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
+        t = model._meta.table_name
+        shape = _table_shape(table_spec(model))
+        taken = {d.renamed_to for d in self.drops if d.column is None}
+        for new in created:
+            name = new._meta.table_name
+            if name not in taken and _table_shape(table_spec(new)) == shape:
+                hint = f"@renamed_from({_py_str(t)}) above class {new.__name__}"
+                self.drops.append(Drop(t, None, name, hint))
+                return
+        self.drops.append(Drop(t))
+
+    def _drop_columns(
+        self, table: str, dropped: Sequence[ColumnSpec], added: Sequence[pw.Field],
+        added_specs: Mapping[str, ColumnSpec],
+    ) -> None:
+        """Record column drops, each paired with a same-typed added column if any."""
+        free = list(added)
+        for col in dropped:
+            match = next((f for f in free if added_specs[f.column_name].type == col.type), None)
+            if match is None:
+                self.drops.append(Drop(table, col.name))
+                continue
+            free.remove(match)
+            hint = (f"{match.name} = renamed_from({_field_class(match)}(...), "
+                    f"{_py_str(col.name)})")
+            self.drops.append(Drop(table, col.name, match.column_name, hint))
 
     def early(
         self, fm: type[pw.Model], tm: type[pw.Model], renames: Mapping[str, str]
@@ -420,15 +501,19 @@ class _Planner:
         fcols = {f.column_name: f for f in fmeta.sorted_fields}
         tcols = {f.column_name: f for f in tmeta.sorted_fields}
         dropped = [f for c, f in fcols.items() if c not in tcols]
+        added = [f for c, f in tcols.items() if c not in fcols]
         if dropped:
             for f in dropped:
                 self.warn(
                     f"drops column {t}.{f.column_name}: its data will be lost; if it was "
                     f"renamed, mark the new field with renamed_from(field, {f.column_name!r})"
                 )
+            before_cols = _columns(table_spec(fm))
+            self._drop_columns(
+                t, [before_cols[f.column_name] for f in dropped], added, _columns(tspec)
+            )
             self.emit(w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)))
 
-        added = [f for c, f in tcols.items() if c not in fcols]
         if added:
             for f in added:
                 spec = _columns(tspec)[f.column_name]
@@ -511,6 +596,23 @@ def _render_db(model: type[pw.Model]) -> Any:
     return database_of(model)
 
 
+def _table_shape(spec: TableSpec) -> list[tuple[str, bool, bool]]:
+    """Return the column types and nullability of a table, names aside (to spot renames)."""
+    return sorted((c.type.text, c.null, c.primary_key) for c in spec.columns)
+
+
+def _py_str(text: str) -> str:
+    """Return ``text`` as a Python string literal, in double quotes when possible."""
+    return f'"{text}"' if '"' not in text and "\\" not in text else repr(text)
+
+
+def _field_class(field: pw.Field) -> str:
+    """Return how a model module usually names ``field``'s class (``pw.CharField``)."""
+    cls = type(field)
+    prefix = {"peewee": "pw.", "playhouse.postgres_ext": "pw_pext."}.get(cls.__module__, "")
+    return prefix + cls.__name__
+
+
 def _meta_index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:
     """Return ``(origin, entry)`` for each ``Meta.indexes`` entry (tuples built into indexes)."""
     out = []
@@ -574,7 +676,7 @@ def _body(chunks: Sequence[str]) -> str:
 def _verify(
     sim: DatalayerMigrator, wanted: Sequence[type[pw.Model]], what: str
 ) -> None:
-    state = {m._meta.table_name: m for m in sim.orm}
+    state = _state(sim)
     want = {m._meta.table_name: m for m in wanted}
     problems: list[str] = []
     for t in sorted(set(state) | set(want)):
@@ -607,7 +709,7 @@ def diff_models(
     """
     targets = _targets(models)
     try:
-        state = {m._meta.table_name: m for m in sim.orm}
+        state = _state(sim)
         tables, columns = _renames(state, targets)
         forward = _Planner(sim, forward=True)
         forward.run(targets, tables, columns)
@@ -619,13 +721,16 @@ def diff_models(
             back_tables.get(t, t): {new: old for old, new in cols.items()}
             for t, cols in columns.items()
         }
-        originals = sort_models(original.orm)
+        originals = sort_models(_state(original).values())
         backward = _Planner(sim, forward=False)
         backward.run(originals, back_tables, back_columns)
         _verify(sim, originals, "rollback")
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
-    return Diff(_body(forward.chunks), _body(backward.chunks), tuple(forward.warnings))
+    return Diff(
+        _body(forward.chunks), _body(backward.chunks), tuple(forward.warnings),
+        tuple(forward.drops),
+    )
 
 
 def compute_diff(router: Any, models: Iterable[Any] | None = None) -> Diff:
@@ -645,20 +750,29 @@ def diff_source(router: Any, models: Iterable[Any] | None = None) -> tuple[str, 
 
 
 def create_migration(
-    router: Any, name: str, models: Iterable[Any] | None = None
+    router: Any,
+    name: str,
+    models: Iterable[Any] | None = None,
+    *,
+    allow_drop: bool = False,
 ) -> DiffResult | None:
     """Write a migration ``name`` for the model changes; return it, or None when none.
 
     The file is written by ``router.compile`` (which numbers it with
     :func:`next_name` in datalayer's Router) and loaded back once to prove
-    that it works.
+    that it works.  A migration that drops a table or a column is only
+    written with ``allow_drop``.
 
+    :raises DropRefused: when the migration drops something and ``allow_drop`` is false
+        (each drop named, with the ``renamed_from`` hint when it looks like a rename).
     :raises GenerationError: when ``name`` is invalid or a change cannot be generated.
     """
     next_name([], name)  # validates the name before any work
     diff = compute_diff(router, models)
     if not diff:
         return None
+    if diff.drops and not allow_drop:
+        raise DropRefused(diff.drops)
     written = router.compile(name, diff.migrate, diff.rollback)
     path = Path(router.migrate_dir) / f"{written}.py"
     router.read(written)

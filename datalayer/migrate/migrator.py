@@ -134,6 +134,11 @@ class DatalayerMigrator(Migrator):
     # -- plumbing -----------------------------------------------------------
 
     def _get(self, model: ModelRef) -> type[pw.Model]:
+        if isinstance(model, str) and model in self.orm.__tables__:
+            # A table name first: two models of one class name may be in the state at once
+            # (a table renamed without a hint: the old and the new class are both ``Person``).
+            found: type[pw.Model] = self.orm.__tables__[model]
+            return found
         try:
             result: type[pw.Model] = self.__get_model__(model)
         except (ValueError, KeyError):
@@ -143,6 +148,14 @@ class DatalayerMigrator(Migrator):
                 "check the migration's table names against the earlier migrations"
             ) from None
         return result
+
+    def _forget(self, cls: type[pw.Model]) -> None:
+        """Remove ``cls`` from the state, and only it (another model may share its class name)."""
+        orm = self.orm
+        if orm.__tables__.get(cls._meta.table_name) is cls:
+            del orm.__tables__[cls._meta.table_name]
+        if orm.__models__.get(cls.__name__) is cls:
+            del orm.__models__[cls.__name__]
 
     def _queue(self, steps: Iterable[Step]) -> None:
         for step in steps:
@@ -235,7 +248,7 @@ class DatalayerMigrator(Migrator):
         for field in cls._meta.sorted_fields:
             if isinstance(field, pw.ForeignKeyField) and field in cls._meta.refs:
                 cls._meta.remove_ref(field)
-        self.orm.remove(cls)
+        self._forget(cls)
         self._queue(plan_drop(spec, cascade=cascade))
 
     def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
@@ -243,7 +256,7 @@ class DatalayerMigrator(Migrator):
         cls = self._get(model)
         meta = cls._meta
         before = table_spec(cls)
-        self.orm.remove(cls)
+        self._forget(cls)
         meta.table_name = new_name
         del meta.table  # peewee caches the Table object with the old name
         entry: Any
