@@ -259,3 +259,149 @@ def test_diff_cli_refuses_drops_unless_allowed(
     result = CliRunner().invoke(main, ["migrate", "diff", "drop_extras", "--allow-drop"])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and (directory / "002_drop_extras.py").exists()
+
+
+# -- item 5: the generator's remaining failures -----------------------------------------
+
+
+def in_schema(m: type[pw.Model], schema: str | None) -> type[pw.Model]:
+    m._meta.schema = schema
+    return m
+
+
+def _moved(schema: str | None) -> Callable[[], Models]:
+    def models() -> Models:
+        parent = in_schema(model("Owner", "owners", id=uuid_pk("owner_id")), None)
+        items = in_schema(item(
+            code=pw.CharField(max_length=5, index=True),
+            owner=pw.ForeignKeyField(parent, column_name="owner_id", null=True, backref="+"),
+        ), schema)
+        return [parent, items]
+    return models
+
+
+def _moved_after(db: pw.Database) -> None:
+    assert rows(db, "SELECT count(*) FROM archive.items")[0][0] == 2
+    db.execute_sql("INSERT INTO archive.items (name, code) VALUES ('new', 'n')")
+
+
+def _parent_child(pk: Callable[[], pw.Field], *, extra: bool = False) -> Callable[[], Models]:
+    def models() -> Models:
+        parent = model("Parent", "parents", id=pk(), name=pw.CharField(max_length=20))
+        child = model("Child", "children", id=pw.AutoField(),
+                      parent=pw.ForeignKeyField(parent, column_name="parent_id",
+                                                on_delete="CASCADE", backref="+"))
+        out = [parent, child]
+        if extra:
+            out.append(model("Toy", "toys", id=pw.AutoField(),
+                             parent=pw.ForeignKeyField(parent, column_name="parent_id",
+                                                       null=True, backref="+")))
+        return out
+    return models
+
+
+SEED_PARENTS = ("INSERT INTO parents (name) VALUES ('a'), ('b'); "
+                "INSERT INTO children (parent_id) SELECT id FROM parents")
+
+
+def _sequence_type(table: str, column: str) -> Callable[[pw.Database], None]:
+    def check(db: pw.Database, want: str = "bigint") -> None:
+        got = rows(db, "SELECT format_type(s.seqtypid, NULL) FROM pg_sequence s "
+                       f"WHERE s.seqrelid = pg_get_serial_sequence('{table}', '{column}')::regclass")
+        assert got == [(want,)], got
+        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), 3000000000)")
+        db.execute_sql(f"INSERT INTO {table} (name) VALUES ('big')")
+    return check
+
+
+def _big_after(db: pw.Database) -> None:
+    _sequence_type("parents", "id")(db)
+    got = rows(db, "SELECT format_type(atttypid, NULL) FROM pg_attribute "
+                   "WHERE attrelid = 'children'::regclass AND attname = 'parent_id'")
+    assert got == [("bigint",)]
+    db.execute_sql("INSERT INTO children (parent_id) SELECT id FROM parents WHERE name = 'big'")
+
+
+def _big_rolled_back(db: pw.Database) -> None:
+    got = rows(db, "SELECT format_type(s.seqtypid, NULL) FROM pg_sequence s WHERE "
+                   "s.seqrelid = pg_get_serial_sequence('parents', 'id')::regclass")
+    assert got == [("integer",)]
+    assert rows(db, "SELECT count(*) FROM children c JOIN parents p ON p.id = c.parent_id")[0][0] == 2
+
+
+def _defaults_v2() -> Models:
+    return [item(
+        seen_at=pw.DateTimeField(default=dt.datetime.now),
+        seen_utc=pw.DateTimeField(default=dt.datetime.utcnow),
+        seen_on=pw.DateField(default=dt.date.today),
+        ratio=pw.FloatField(default=float("nan")),
+        doc=JSONField(default={}),
+        tags=JSONField(default=[]),
+        bdoc=BinaryJSONField(default=dict),
+        blist=BinaryJSONField(default=list),
+        labels=ArrayField(pw.TextField, default=list),
+        flags=BinaryJSONField(default={"a": 1}),
+    )]
+
+
+def _defaults_after(db: pw.Database) -> None:
+    got = rows(db, "SELECT seen_at IS NOT NULL, seen_utc IS NOT NULL, seen_on, ratio::text, "
+                   "doc::text, tags::text, bdoc::text, blist::text, labels, flags::text "
+                   "FROM items")
+    assert len(got) == 2
+    for row in got:
+        assert row[0] and row[1] and isinstance(row[2], dt.date)
+        assert row[3] == "NaN"
+        assert row[4:] == ("{}", "[]", "{}", "[]", [], '{"a": 1}'), row
+
+
+def _uuid_pk(column: str = "item_id") -> pw.Field:
+    return uuid_pk(column)
+
+
+def _pk_type(pk: Callable[[], pw.Field]) -> Callable[[], Models]:
+    return lambda: [model("Item", "items", id=pk(), name=pw.CharField(max_length=20, default="-"))]
+
+
+def _serial_after(db: pw.Database) -> None:
+    ids = [r[0] for r in rows(db, "SELECT id FROM items ORDER BY id")]
+    assert len(ids) == 2 and all(isinstance(i, int) for i in ids)
+    db.execute_sql("INSERT INTO items (name) VALUES ('next')")
+    assert rows(db, "SELECT max(id) FROM items")[0][0] > max(ids)
+
+
+CASES = [
+    Case("model_moved_to_another_schema", _moved(None), _moved("archive"),
+         "INSERT INTO owners DEFAULT VALUES; "
+         "INSERT INTO items (name, code, owner_id) SELECT 'a', 'x', owner_id FROM owners; "
+         "INSERT INTO items (name, code) VALUES ('b', 'y')", after=_moved_after),
+    Case("model_moved_between_two_schemas", _moved("staging"), _moved("archive"),
+         "INSERT INTO staging.items (name, code) VALUES ('a', 'x'), ('b', 'y')",
+         after=_moved_after),
+    Case("autofield_to_bigautofield_referenced", _parent_child(pw.AutoField),
+         _parent_child(pw.BigAutoField), SEED_PARENTS, after=_big_after,
+         after_rollback=_big_rolled_back),
+    Case("python_defaults_builtin_nan_json", lambda: [item()], _defaults_v2,
+         "INSERT INTO items (name) VALUES ('a'), ('b')", after=_defaults_after),
+    Case("pk_uuid_to_autofield", _pk_type(lambda: _uuid_pk("id")), _pk_type(pw.AutoField),
+         "INSERT INTO items (name) VALUES ('a'), ('b')", after=_serial_after,
+         rollback_keeps_rows=True),
+    Case("pk_integer_to_autofield", _pk_type(lambda: pw.IntegerField(primary_key=True)),
+         _pk_type(pw.AutoField), "INSERT INTO items (id, name) VALUES (1, 'a'), (5, 'b')",
+         after=_serial_after),
+    Case("pk_autofield_to_integer", _pk_type(pw.AutoField),
+         _pk_type(lambda: pw.IntegerField(primary_key=True)),
+         "INSERT INTO items (name) VALUES ('a'), ('b')"),
+    Case("pk_autofield_to_bigint", _pk_type(pw.AutoField),
+         _pk_type(lambda: pw.BigIntegerField(primary_key=True)),
+         "INSERT INTO items (name) VALUES ('a'), ('b')"),
+    Case("key_type_change_with_new_fk_to_it", _parent_child(pw.AutoField),
+         _parent_child(pw.BigAutoField, extra=True), SEED_PARENTS, after=_big_after),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_model_change(
+    case: Case, mig: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    run_case(case, mig, ref_db, tmp_path)
