@@ -280,6 +280,22 @@ def _moved(schema: str | None) -> Callable[[], Models]:
     return models
 
 
+def _referenced_moved(schema: str | None) -> Callable[[], Models]:
+    def models() -> Models:
+        owner = in_schema(model("Owner", "owners", id=uuid_pk("owner_id"),
+                                code=pw.CharField(max_length=5, unique=True)), schema)
+        items = item(owner=pw.ForeignKeyField(owner, column_name="owner_id", backref="+",
+                                              on_delete="CASCADE"))
+        return [owner, items]
+    return models
+
+
+def _referenced_moved_after(db: pw.Database) -> None:
+    assert rows(db, "SELECT count(*) FROM items i JOIN archive.owners o USING (owner_id)") == [(1,)]
+    db.execute_sql("DELETE FROM archive.owners")
+    assert rows(db, "SELECT count(*) FROM items") == [(0,)]  # the FK (CASCADE) moved along
+
+
 def _moved_after(db: pw.Database) -> None:
     assert rows(db, "SELECT count(*) FROM archive.items")[0][0] == 2
     db.execute_sql("INSERT INTO archive.items (name, code) VALUES ('new', 'n')")
@@ -378,6 +394,11 @@ CASES = [
     Case("model_moved_between_two_schemas", _moved("staging"), _moved("archive"),
          "INSERT INTO staging.items (name, code) VALUES ('a', 'x'), ('b', 'y')",
          after=_moved_after),
+    Case("referenced_model_moved_to_another_schema", _referenced_moved(None),
+         _referenced_moved("archive"),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=_referenced_moved_after),
     Case("autofield_to_bigautofield_referenced", _parent_child(pw.AutoField),
          _parent_child(pw.BigAutoField), SEED_PARENTS, after=_big_after,
          after_rollback=_big_rolled_back),
@@ -405,3 +426,29 @@ def test_model_change(
     case: Case, mig: pw.Database, ref_db: pw.Database, tmp_path: Path
 ) -> None:
     run_case(case, mig, ref_db, tmp_path)
+
+
+def test_check_handles_models_in_other_schemas(pg: Server, tmp_path: Path) -> None:
+    """check creates the models' schemas in its scratch database and compares each of them."""
+    from datalayer.db import Database
+    from datalayer.migrate.check import check
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+
+    settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+    directory = tmp_path / "migrations"
+    v1 = _moved(None)()
+    create_migration(Router(Database(), directory), "v1", v1)
+    write_sum(directory)
+    assert check(settings, directory, v1) == []
+    v2 = _moved("archive")()
+    problems = check(settings, directory, v2)
+    assert problems and "models changed without a migration" in problems[0], problems
+    assert problems[1:] == [
+        "schema differs from the models: (schema archive) table items: missing (expected by "
+        "the models)",
+        "schema differs from the models: table items: not expected (not in the models)",
+    ]
+    create_migration(Router(Database(), directory), "move", v2)
+    write_sum(directory)
+    assert check(settings, directory, v2) == []

@@ -37,6 +37,7 @@ __all__ = [
     "plan_create",
     "plan_drop",
     "plan_rename_table",
+    "plan_set_schema",
 ]
 
 
@@ -189,8 +190,28 @@ def _re(name: str) -> str:
 
 
 def plan_create(spec: TableSpec) -> list[Step]:
-    """Return the statements ``create_tables()`` runs for one model (no IF NOT EXISTS)."""
-    return list(spec.create)
+    """Return the statements ``create_tables()`` runs for one model (no IF NOT EXISTS).
+
+    A model in a schema of its own (``Meta.schema``) creates the schema first if needed:
+    ``create_tables()`` expects it to exist.
+    """
+    steps: list[Step] = []
+    if spec.schema:
+        steps.append(Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}"))
+    return steps + list(spec.create)
+
+
+def plan_set_schema(before: TableSpec, after: TableSpec) -> list[Step]:
+    """Return the statements that move a table, with its rows, to the schema of ``after``.
+
+    Its indexes, constraints and owned sequences move with it; a schema of None is
+    ``public``.  The schema is created if needed and left in place when emptied.
+    """
+    target = after.schema or "public"
+    return [
+        Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(target)}"),
+        Sql(f"ALTER TABLE {before.qualified} SET SCHEMA {quote(target)}"),
+    ]
 
 
 def plan_drop(spec: TableSpec, *, cascade: bool = False) -> list[Step]:

@@ -100,6 +100,7 @@ def check(
     from .generate import diff_source
     from .router import Router
     from .runner import apply
+    from ._spec import quote
     from .schema import compare, snapshot
 
     directory = Path(directory) if directory is not None else settings.migrations_dir
@@ -141,13 +142,19 @@ def check(
                 applied_ok = False
                 problems.append(f"the migrations do not apply to an empty database: {exc}")
             if applied_ok:
+                # Every schema the models use (Meta.schema), which create_tables() expects.
+                schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
                 with migrated.checkout():
-                    got = snapshot(migrated)  # leaves the history table out
+                    got = [snapshot(migrated, s) for s in schemas]  # without the history table
                 with declared.checkout(), declared.bind_ctx(models):
+                    for schema in schemas:
+                        declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                     declared.create_tables(models)
-                    want = snapshot(declared)
-                for difference in compare(want, got):
-                    problems.append(f"schema differs from the models: {difference}")
+                    want = [snapshot(declared, s) for s in schemas]
+                for schema, w, g in zip(schemas, want, got, strict=True):
+                    where = "" if schema == "public" else f"(schema {schema}) "
+                    for difference in compare(w, g):
+                        problems.append(f"schema differs from the models: {where}{difference}")
         finally:
             migrated.close_pool()
             declared.close_pool()

@@ -266,7 +266,7 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
     checks = Counter(spec.checks + tuple(c for col in spec.columns for c in col.checks))
     return (
         spec.name,
-        spec.schema,
+        spec.schema or "public",
         columns,
         spec.primary_key,
         checks,
@@ -278,6 +278,9 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
 def _explain(a: TableSpec, b: TableSpec) -> list[str]:
     """Return short lines saying how table spec ``a`` (state) differs from ``b`` (models)."""
     out: list[str] = []
+    if a.schema != b.schema:
+        out.append(f"{b.name}: in schema {a.schema or 'public'} in the state, "
+                   f"{b.schema or 'public'} in the models")
     ac, bc = _columns(a), _columns(b)
     for name in sorted(set(ac) | set(bc)):
         x, y = ac.get(name), bc.get(name)
@@ -373,6 +376,9 @@ class _Planner:
             self.emit(w.call("rename_table", repr(old), repr(new)))
         state = self.state()
         matched = [t for t in to_map if t in state]
+        for t in matched:
+            if (state[t]._meta.schema or "public") != (to_map[t]._meta.schema or "public"):
+                self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
         created = [m for m in to_models if m._meta.table_name not in state]

@@ -25,7 +25,15 @@ from typing import Any, TypeVar
 import peewee as pw
 from peewee_migrate import Migrator
 
-from ._ddl import Backfill, Step, plan_alter, plan_create, plan_drop, plan_rename_table
+from ._ddl import (
+    Backfill,
+    Step,
+    plan_alter,
+    plan_create,
+    plan_drop,
+    plan_rename_table,
+    plan_set_schema,
+)
 from ._spec import (
     Sql,
     UnsupportedChange,
@@ -98,7 +106,7 @@ class DatalayerMigrator(Migrator):
     Operations beyond peewee-migrate's: :meth:`alter_fields` (type change
     with ``USING``), :meth:`rename_column`, :meth:`add_named_index`,
     :meth:`drop_named_index`, :meth:`rename_index`, :meth:`set_constraints`,
-    :meth:`set_model_meta`.  Overridden with the same signatures:
+    :meth:`set_model_meta`, :meth:`set_schema`.  Overridden with the same signatures:
     ``create_model``, ``remove_model``, ``add_fields``, ``remove_fields``,
     ``change_fields``, ``rename_field``, ``rename_table``, ``add_index``,
     ``drop_index``, ``add_not_null``, ``drop_not_null``.  One deliberate
@@ -265,6 +273,22 @@ class DatalayerMigrator(Migrator):
                 _untyped(entry)._table = meta.table
         self.orm.add(cls)
         self._queue(plan_rename_table(before, table_spec(cls)))
+        return cls
+
+    def set_schema(self, model: ModelRef, schema: str | None) -> type[pw.Model]:
+        """Move the table, with its rows, indexes and sequences, to ``schema`` (None: public).
+
+        The schema is created if it does not exist.
+        """
+        cls = self._get(model)
+        meta = cls._meta
+        before = table_spec(cls)
+        meta.schema = schema  # resets the cached Table, which names the schema
+        entry: Any
+        for entry in meta.indexes:
+            if isinstance(entry, pw.ModelIndex):
+                _untyped(entry)._table = meta.table
+        self._queue(plan_set_schema(before, table_spec(cls)))
         return cls
 
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
