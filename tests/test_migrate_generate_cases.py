@@ -320,22 +320,15 @@ SEED_PARENTS = ("INSERT INTO parents (name) VALUES ('a'), ('b'); "
                 "INSERT INTO children (parent_id) SELECT id FROM parents")
 
 
-def _sequence_type(table: str, column: str) -> Callable[[pw.Database], None]:
-    def check(db: pw.Database, want: str = "bigint") -> None:
-        got = rows(db, "SELECT format_type(s.seqtypid, NULL) FROM pg_sequence s "
-                       f"WHERE s.seqrelid = pg_get_serial_sequence('{table}', '{column}')::regclass")
-        assert got == [(want,)], got
-        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), 3000000000)")
-        db.execute_sql(f"INSERT INTO {table} (name) VALUES ('big')")
-    return check
-
-
 def _big_after(db: pw.Database) -> None:
-    _sequence_type("parents", "id")(db)
+    got = rows(db, "SELECT format_type(s.seqtypid, NULL), s.seqmax FROM pg_sequence s WHERE "
+                   "s.seqrelid = pg_get_serial_sequence('parents', 'id')::regclass")
+    assert got == [("bigint", 2**63 - 1)], got
     got = rows(db, "SELECT format_type(atttypid, NULL) FROM pg_attribute "
                    "WHERE attrelid = 'children'::regclass AND attname = 'parent_id'")
     assert got == [("bigint",)]
-    db.execute_sql("INSERT INTO children (parent_id) SELECT id FROM parents WHERE name = 'big'")
+    db.execute_sql("INSERT INTO parents (id, name) VALUES (3000000000, 'big')")
+    db.execute_sql("INSERT INTO children (parent_id) VALUES (3000000000)")
 
 
 def _big_rolled_back(db: pw.Database) -> None:
@@ -452,3 +445,14 @@ def test_check_handles_models_in_other_schemas(pg: Server, tmp_path: Path) -> No
     create_migration(Router(Database(), directory), "move", v2)
     write_sum(directory)
     assert check(settings, directory, v2) == []
+
+
+def test_a_key_that_would_be_renumbered_under_a_foreign_key_is_refused(
+    mig: pw.Database, tmp_path: Path
+) -> None:
+    router = PlainRouter(mig, tmp_path)
+    create_migration(router, "v1", _parent_child(lambda: uuid_pk("id"))())
+    with pytest.raises(GenerationError, match=r"children\.parent_id refers to them") as err:
+        create_migration(router, "v2", _parent_child(pw.AutoField)())
+    assert "parents.id" in str(err.value) and "by hand" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"]

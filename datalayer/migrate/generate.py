@@ -62,6 +62,7 @@ from ._spec import (
     sort_models,
     table_spec,
 )
+from ._ddl import serial_base, serial_sequence
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
 
@@ -322,6 +323,9 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     return (a, b) not in safe
 
 
+_INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
+
+
 # -- the planner -------------------------------------------------------------------
 
 
@@ -381,6 +385,8 @@ class _Planner:
                 self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        for t in matched:
+            self._change_columns(t, to_map[t], keys_only=True)
         created = [m for m in to_models if m._meta.table_name not in state]
         for model in created:
             self.emit("\n".join(w.model(model)))
@@ -532,41 +538,7 @@ class _Planner:
                 "add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in added)
             ))
 
-        fspec = table_spec(self.state()[t])
-        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
-        plain: list[str] = []
-        cast: list[tuple[str, str, str]] = []
-        for col, target in tcols.items():
-            if col not in fcols:
-                continue
-            source = fcols[col]
-            before, after = fcol_specs[col], tcol_specs[col]
-            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
-            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
-            if before == after and fidx == tidx:
-                continue
-            code = f"{target.name}={w.field(target)}"
-            if before.null and not after.null and after.default is None and target.default is None:
-                self.warn(
-                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
-                    "NULLs; give the field a default or a server default"
-                )
-            if before.type != after.type and _needs_using(before.type, after.type):
-                using = f"{quote(col)}::{after.type.text}"
-                self.warn(
-                    f"changes the type of {t}.{col} from {before.type.text} to "
-                    f"{after.type.text} with USING {using}: check that every existing value "
-                    "converts, or edit the USING expression"
-                )
-                cast.append((target.name, w.field(target), using))
-            else:
-                plain.append(code)
-        if plain:
-            self.emit(w.call("change_fields", repr(t), *plain))
-        for name, code, using in cast:
-            self.emit(w.call(
-                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}"
-            ))
+        self._change_columns(t, tm)
 
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
@@ -579,6 +551,87 @@ class _Planner:
         entries = dict(_meta_index_entries(tm))
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]))
+
+    def _change_columns(self, t: str, tm: type[pw.Model], *, keys_only: bool = False) -> None:
+        """Change the columns of table ``t`` that both sides have (only the key: ``keys_only``).
+
+        The key is changed before new tables are created (their foreign keys take its type).
+        """
+        w = self.writer
+        fm = self.state()[t]
+        fcols = {f.column_name: f for f in fm._meta.sorted_fields}
+        tcols = {f.column_name: f for f in tm._meta.sorted_fields}
+        fspec, tspec = table_spec(fm), table_spec(tm)
+        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
+        plain: list[str] = []
+        cast: list[tuple[str, str, str]] = []
+        for col, target in tcols.items():
+            if col not in fcols:
+                continue
+            source = fcols[col]
+            if keys_only and not (source.primary_key and target.primary_key):
+                continue
+            before, after = fcol_specs[col], tcol_specs[col]
+            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
+            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
+            if before == after and fidx == tidx:
+                continue
+            code = f"{target.name}={w.field(target)}"
+            if before.null and not after.null and after.default is None and target.default is None:
+                self.warn(
+                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
+                    "NULLs; give the field a default or a server default"
+                )
+            if before.type != after.type and _needs_using(before.type, after.type):
+                using = self._using(fm, col, before, after)
+                cast.append((target.name, w.field(target), using))
+            else:
+                plain.append(code)
+        if plain:
+            self.emit(w.call("change_fields", repr(t), *plain))
+        for name, code, using in cast:
+            self.emit(w.call(
+                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}"
+            ))
+
+    def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
+        """Return the USING expression of a type change that has no assignment cast.
+
+        A key that cannot be cast is renumbered: from its new sequence (to a serial type)
+        or with ``gen_random_uuid()`` (integers to uuid); refused when foreign keys point
+        at it, since their values would no longer match.
+        """
+        t = fm._meta.table_name
+        source = serial_base(before.type.text) or before.type.text.upper()
+        target = serial_base(after.type.text) or after.type.text.upper()
+        renumber: str | None = None
+        if serial_base(after.type.text) and source not in _INTEGERS:
+            renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
+        elif target == "UUID" and source in _INTEGERS and before.primary_key:
+            renumber = "gen_random_uuid()"
+        if renumber is None:
+            using = f"{quote(col)}::{target}"
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {using}: check that every existing value "
+                "converts, or edit the USING expression"
+            )
+            return using
+        for model in self.state().values():
+            for field in model._meta.refs:
+                if field.rel_model._meta.table_name == t and field.rel_field.column_name == col:
+                    raise GenerationError("cannot generate this migration", [
+                        f"{t}.{col} changes from {before.type.text} to {after.type.text}, which "
+                        f"has no cast: its values would be renumbered, but "
+                        f"{model._meta.table_name}.{field.column_name} refers to them; write "
+                        "this migration by hand (add the new key column, map the referencing "
+                        "columns to it, then swap)"
+                    ])
+        self.warn(
+            f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
+            f"which has no cast: existing rows get new values (USING {renumber})"
+        )
+        return renumber
 
     def _add_index(self, table: str, tm: type[pw.Model], entry: Any) -> str:
         """Return the code that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
