@@ -456,3 +456,47 @@ def test_a_key_that_would_be_renumbered_under_a_foreign_key_is_refused(
         create_migration(router, "v2", _parent_child(pw.AutoField)())
     assert "parents.id" in str(err.value) and "by hand" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"]
+
+
+def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
+    pg: Server, empty_db: Any, tmp_path: Path
+) -> None:
+    """Dropping a NOT NULL column without a default: its rollback cannot re-add it on rows."""
+    from datalayer.db import Database
+    from datalayer.errors import MigrationError
+    from datalayer.migrate import runner
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+
+    directory = tmp_path / "migrations"
+    v1 = [item(code=pw.CharField(max_length=5)), model("Tag", "tags", id=pw.AutoField())]
+    v2 = [item(), model("Tag", "tags", id=pw.AutoField(),
+                        label=pw.CharField(max_length=5, null=True))]
+    create_migration(Router(Database(), directory), "v1", v1)
+    result = create_migration(Router(Database(), directory), "v2", v2, allow_drop=True)
+    assert result is not None
+    assert any("rollback cannot run while items has rows" in w for w in result.warnings), (
+        result.warnings)
+    write_sum(directory)
+    runner.apply(empty_db, directory)
+    db = open_db(pg, empty_db.dbname)
+    try:
+        db.execute_sql("INSERT INTO items (name) VALUES ('kept')")
+        before = snapshots(db)
+        with pytest.raises(MigrationError) as err:
+            runner.rollback(empty_db, directory)
+        message = str(err.value)
+        assert "nothing rolled back" in message and "002_v2.py" in message
+        assert "re-adds items.code NOT NULL without a default" in message
+        assert "empty it first" in message
+        assert differences(before, snapshots(db)) == []  # tags.label is still there too
+        assert [r[0] for r in rows(db, "SELECT name FROM migratehistory ORDER BY id")] == [
+            "001_v1", "002_v2"]
+        # Under upstream's runner the guard stops the rollback in its transaction.
+        with pytest.raises(MigrationError, match="empty it first"):
+            PlainRouter(db, directory).rollback()
+        assert differences(before, snapshots(db)) == []
+        db.execute_sql("DELETE FROM items")
+        assert [r.name for r in runner.rollback(empty_db, directory)] == ["002_v2"]
+    finally:
+        db.close()

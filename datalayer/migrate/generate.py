@@ -338,6 +338,7 @@ class _Planner:
         self.writer = CodeWriter("m")
         self.chunks: list[str] = []
         self.drops: list[Drop] = []
+        self.irreversible: list[str] = []  # rollback steps that cannot run on rows
 
     @property
     def warnings(self) -> list[str]:
@@ -534,6 +535,17 @@ class _Planner:
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
                     )
+                    if not self.forward:
+                        # The rollback re-adds a dropped column it has no values for.
+                        reason = (f"this rollback re-adds {t}.{f.column_name} NOT NULL "
+                                  "without a default")
+                        self.irreversible.append(
+                            f"the rollback cannot run while {t} has rows: it re-adds "
+                            f"{t}.{f.column_name} NOT NULL without a default; `datalayer "
+                            "migrate rollback` refuses it then (give the old field a default "
+                            "in the rollback to make it reversible)"
+                        )
+                        self.emit(w.call("require_empty", repr(t), repr(reason)))
             self.emit(w.call(
                 "add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in added)
             ))
@@ -787,8 +799,8 @@ def diff_models(
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
     return Diff(
-        _body(forward.chunks), _body(backward.chunks), tuple(forward.warnings),
-        tuple(forward.drops),
+        _body(forward.chunks), _body(backward.chunks),
+        tuple(forward.warnings) + tuple(backward.irreversible), tuple(forward.drops),
     )
 
 
