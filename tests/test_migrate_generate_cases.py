@@ -73,6 +73,10 @@ def declared(ref: pw.Database, models: Models) -> dict[str, Any]:
         ref.execute_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     with ref.bind_ctx(models):
         ref.create_tables(models)
+        for m in models:  # a DeferredForeignKey's constraint, once both tables exist
+            for field in list(m._meta.refs):
+                if field.deferred:
+                    m._schema.create_foreign_key(field)
     return snapshots(ref)
 
 
@@ -316,6 +320,7 @@ def _parent_child(pk: Callable[[], pw.Field], *, extra: bool = False) -> Callabl
     return models
 
 
+SEED_ITEMS_2 = "INSERT INTO items (name) VALUES ('a'), ('b')"
 SEED_PARENTS = ("INSERT INTO parents (name) VALUES ('a'), ('b'); "
                 "INSERT INTO children (parent_id) SELECT id FROM parents")
 
@@ -379,6 +384,41 @@ def _serial_after(db: pw.Database) -> None:
     assert rows(db, "SELECT max(id) FROM items")[0][0] > max(ids)
 
 
+def _circular() -> Models:
+    team = model("Team", "teams", id=pw.AutoField(), name=pw.CharField(max_length=20),
+                 owner=pw.DeferredForeignKey("Member", column_name="owner_id", null=True,
+                                             backref="+", on_delete="SET NULL"))
+    member = model("Member", "members", id=pw.AutoField(),
+                   team=pw.ForeignKeyField(team, column_name="team_id", backref="+",
+                                           on_delete="CASCADE"))
+    return [item(), team, member]
+
+
+SEED_CIRCULAR = (
+    "INSERT INTO teams (name) VALUES ('t'); "
+    "INSERT INTO members (team_id) SELECT id FROM teams; "
+    "UPDATE teams SET owner_id = (SELECT id FROM members)"
+)
+
+
+def _circular_after(db: pw.Database) -> None:
+    db.execute_sql("INSERT INTO teams (name) VALUES ('u')")
+    db.execute_sql("INSERT INTO members (team_id) SELECT id FROM teams WHERE name = 'u'")
+    db.execute_sql("UPDATE teams SET owner_id = (SELECT max(id) FROM members) WHERE name = 'u'")
+    assert fails_sql(db, "UPDATE teams SET owner_id = -1")  # the deferred FK is enforced
+    db.execute_sql("DELETE FROM members")
+    assert rows(db, "SELECT count(*) FROM teams WHERE owner_id IS NULL") == [(1,)]
+
+
+def fails_sql(db: pw.Database, sql: str) -> bool:
+    try:
+        with db.atomic():
+            db.execute_sql(sql)
+    except pw.DatabaseError:
+        return True
+    return False
+
+
 CASES = [
     Case("model_moved_to_another_schema", _moved(None), _moved("archive"),
          "INSERT INTO owners DEFAULT VALUES; "
@@ -409,6 +449,10 @@ CASES = [
     Case("pk_autofield_to_bigint", _pk_type(pw.AutoField),
          _pk_type(lambda: pw.BigIntegerField(primary_key=True)),
          "INSERT INTO items (name) VALUES ('a'), ('b')"),
+    Case("circular_fks_created", lambda: [item()], _circular, SEED_ITEMS_2,
+         after=_circular_after),
+    Case("circular_fks_dropped", _circular, lambda: [item()], SEED_CIRCULAR, allow_drop=True,
+         rollback_keeps_rows=False),
     Case("key_type_change_with_new_fk_to_it", _parent_child(pw.AutoField),
          _parent_child(pw.BigAutoField, extra=True), SEED_PARENTS, after=_big_after),
 ]
@@ -500,3 +544,17 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
         assert [r.name for r in runner.rollback(empty_db, directory)] == ["002_v2"]
     finally:
         db.close()
+
+
+def test_check_passes_on_circular_foreign_keys(pg: Server, tmp_path: Path) -> None:
+    from datalayer.db import Database
+    from datalayer.migrate.check import check
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+
+    settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+    directory = tmp_path / "migrations"
+    models = _circular()
+    create_migration(Router(Database(), directory), "v1", models)
+    write_sum(directory)
+    assert check(settings, directory, models) == []

@@ -21,11 +21,12 @@ import importlib
 import math
 import re
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import peewee as pw
 
-from ._spec import Sql, _untyped, database_of, render
+from ._spec import Sql, _untyped, database_of, deferred_fk_name, render
 
 __all__ = ["CodeWriter"]
 
@@ -194,6 +195,8 @@ class CodeWriter:
         if isinstance(field, pw.ForeignKeyField):
             for attr in ("on_delete", "on_update", "deferrable", "constraint_name"):
                 value = getattr(field, attr, None)
+                if attr == "constraint_name" and not value and field.deferred:
+                    value = deferred_fk_name(field)  # as create_foreign_key() names it
                 if value:
                     kw.append(f"{attr}={value!r}")
             kw.append("backref='+'")
@@ -238,14 +241,18 @@ class CodeWriter:
             kw.append(f"nulls_distinct={index._nulls_distinct!r}")
         return kw
 
-    def model(self, model: type[pw.Model]) -> list[str]:
-        """Return the lines that define ``model`` and create it with ``m.create_model``."""
+    def model(self, model: type[pw.Model], skip: Collection[str] = ()) -> list[str]:
+        """Return the lines that define ``model`` and create it with ``m.create_model``.
+
+        Fields named in ``skip`` are left out (a foreign key to a table created later).
+        """
         meta = model._meta
         db = database_of(model)
         name = model.__name__
         lines = [f"class {name}(pw.Model):"]
         for field in meta.sorted_fields:
-            lines.append(f"    {field.name} = {self.field(field)}")
+            if field.name not in skip:
+                lines.append(f"    {field.name} = {self.field(field)}")
         lines += ["", "    class Meta:", f"        table_name = {meta.table_name!r}"]
         if meta.schema:
             lines.append(f"        schema = {meta.schema!r}")

@@ -6,7 +6,9 @@ Three checks, all reported (an empty list means the tree is fine):
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
    that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.schema`).
+   database (compared with :mod:`datalayer.migrate.schema`), in every schema
+   the models use, with the constraints of ``DeferredForeignKey`` fields
+   added afterwards (``create_foreign_key()``, as peewee's docs do).
 
 The scratch databases are created, and dropped afterwards, on the server of
 ``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
@@ -150,6 +152,10 @@ def check(
                     for schema in schemas:
                         declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                     declared.create_tables(models)
+                    for model in models:  # as peewee's docs say to, once both tables exist
+                        for field in list(model._meta.refs):
+                            if field.deferred:
+                                model._schema.create_foreign_key(field)
                     want = [snapshot(declared, s) for s in schemas]
                 for schema, w, g in zip(schemas, want, got, strict=True):
                     where = "" if schema == "public" else f"(schema {schema}) "

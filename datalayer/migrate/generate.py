@@ -389,20 +389,37 @@ class _Planner:
         for t in matched:
             self._change_columns(t, to_map[t], keys_only=True)
         created = [m for m in to_models if m._meta.table_name not in state]
+        to_create = {m._meta.table_name for m in created}
+        postponed: list[tuple[str, list[pw.Field]]] = []
         for model in created:
-            self.emit("\n".join(w.model(model)))
+            to_create.discard(model._meta.table_name)
+            # A foreign key to a table created later (a DeferredForeignKey in a cycle) is
+            # added once that table exists.
+            later = [f for f in model._meta.refs
+                     if f.rel_model is not model and f.rel_model._meta.table_name in to_create]
+            self.emit("\n".join(w.model(model, skip={f.name for f in later})))
+            if later:
+                postponed.append((model._meta.table_name, later))
+        for t, fields in postponed:
+            self.emit(w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)))
         for t in matched:
             self.late(self.state()[t], to_map[t])
         current = self.state()
-        for model in reversed(sort_models(current.values())):
+        doomed = [m for m in reversed(sort_models(current.values()))
+                  if m._meta.table_name not in to_map]
+        for i, model in enumerate(doomed):
             t = model._meta.table_name
-            if t not in to_map:
-                self.warn(
-                    f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
-                    f"new model with @renamed_from({t!r})"
-                )
-                self._drop_table(model, created)
-                self.emit(w.call("remove_model", repr(t)))
+            self.warn(
+                f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
+                f"new model with @renamed_from({t!r})"
+            )
+            self._drop_table(model, created)
+            # In a cycle of foreign keys, a table dropped later may still refer to this one:
+            # CASCADE drops those constraints (only them: that table goes next).
+            cycle = any(f.rel_model is model for other in doomed[i + 1:]
+                        for f in other._meta.refs if other is not model)
+            args = [repr(t), "cascade=True"] if cycle else [repr(t)]
+            self.emit(w.call("remove_model", *args))
 
     def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
         """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
