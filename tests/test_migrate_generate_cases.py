@@ -20,6 +20,7 @@ import pytest
 from playhouse.postgres_ext import (
     ArrayField,
     BinaryJSONField,
+    DateTimeTZField,
     JSONField,
     PostgresqlExtDatabase,
 )
@@ -558,3 +559,284 @@ def test_check_passes_on_circular_foreign_keys(pg: Server, tmp_path: Path) -> No
     create_migration(Router(Database(), directory), "v1", models)
     write_sum(directory)
     assert check(settings, directory, models) == []
+
+
+# -- more model changes, tried as an application would make them -------------------------
+
+
+def _owner() -> type[pw.Model]:
+    return model("Owner", "owners", id=uuid_pk("owner_id"), code=pw.CharField(max_length=5))
+
+
+def _with_owner(**fk: Any) -> Callable[[], Models]:
+    def models() -> Models:
+        owner = _owner()
+        return [owner, item(owner=pw.ForeignKeyField(owner, column_name="owner_id",
+                                                     backref="+", **fk))]
+    return models
+
+
+def _two_tables(**fields: Any) -> Callable[[], Models]:
+    return lambda: [_owner(), item(**fields)]
+
+
+def _composite(**extra: Any) -> Callable[[], Models]:
+    def models() -> Models:
+        fields = {"a": pw.IntegerField(), "b": pw.CharField(max_length=5)}
+        fields.update(extra)
+        meta = type("Meta", (), {"table_name": "pairs", "legacy_table_names": False,
+                                 "primary_key": pw.CompositeKey("a", "b")})
+        pair = type("Pair", (pw.Model,), {"Meta": meta, "__module__": __name__, **fields})
+        return [item(), pair]
+    return models
+
+
+def _no_pk(**extra: Any) -> Callable[[], Models]:
+    def models() -> Models:
+        fields = {"event": pw.CharField(max_length=20)}
+        fields.update(extra)
+        meta = type("Meta", (), {"table_name": "events", "legacy_table_names": False,
+                                 "primary_key": False})
+        return [type("Event", (pw.Model,), {"Meta": meta, "__module__": __name__, **fields})]
+    return models
+
+
+def _renamed_table_and_column() -> Models:
+    m = model("Thing", "things", id=uuid_pk("item_id"),
+              title=renamed_from(pw.CharField(max_length=50, default="-"), "name"),
+              created_at=created_at_field(), code=pw.CharField(max_length=5, index=True))
+    return [renamed_from(m, "items")]
+
+
+def _status_check(values: Sequence[str]) -> pw.Field:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return pw.CharField(max_length=10, default=values[0],
+                        constraints=[pw.Check(f"status IN ({allowed})")])
+
+
+def _retargeted(target: str) -> Callable[[], Models]:
+    def models() -> Models:
+        owner = _owner()
+        group = model("Group", "groups", id=uuid_pk("owner_id"))
+        rel = owner if target == "owners" else group
+        return [owner, group, item(owner=pw.ForeignKeyField(rel, column_name="owner_id",
+                                                            null=True, backref="+"))]
+    return models
+
+
+def _moved_and_renamed() -> Models:
+    owner = in_schema(model("Owner", "owners", id=uuid_pk("owner_id")), None)
+    thing = model("Thing", "things", id=uuid_pk("item_id"),
+                  name=pw.CharField(max_length=50, default="-"), created_at=created_at_field(),
+                  code=pw.CharField(max_length=5, index=True),
+                  owner=pw.ForeignKeyField(owner, column_name="owner_id", null=True,
+                                           backref="+"))
+    return [owner, in_schema(renamed_from(thing, "items"), "archive")]
+
+
+def _note_in_audit() -> Models:
+    owner = _owner()
+    note = in_schema(model("Note", "notes", id=pw.AutoField(),
+                           owner=pw.ForeignKeyField(owner, column_name="owner_id",
+                                                    backref="+")), "audit")
+    return [owner, note]
+
+
+def _self_ref() -> Models:
+    m = item(parent=pw.ForeignKeyField("self", column_name="parent_id", null=True,
+                                       backref="+", on_delete="SET NULL"))
+    return [m]
+
+
+def _deferred_owner() -> Models:
+    it = item(owner=pw.DeferredForeignKey("Owner", column_name="owner_id", null=True,
+                                          backref="+"))
+    owner = _owner()
+    return [owner, it]
+
+
+def _renamed_with_fk() -> Models:
+    owner = _owner()
+    m = model("Thing", "things", id=uuid_pk("item_id"),
+              name=pw.CharField(max_length=50, default="-"), created_at=created_at_field(),
+              owner=pw.ForeignKeyField(owner, column_name="owner_id", backref="+",
+                                       on_delete="RESTRICT"))
+    return [owner, renamed_from(m, "items")]
+
+
+SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
+               "INSERT INTO items (name) VALUES ('a'), ('b')")
+
+MORE = [
+    Case("nullable_to_not_null_with_default_on_filled_table",
+         lambda: [item(note=pw.CharField(max_length=10, null=True))],
+         lambda: [item(note=pw.CharField(max_length=10, default="none"))],
+         "INSERT INTO items (name, note) VALUES ('a', NULL), ('b', 'kept')",
+         after=lambda db: _eq(db, "SELECT note FROM items ORDER BY name",
+                              [("none",), ("kept",)])),
+    Case("nullable_to_not_null_with_server_default",
+         lambda: [item(note=pw.CharField(max_length=10, null=True))],
+         lambda: [item(note=pw.CharField(max_length=10,
+                                         constraints=[pw.SQL("DEFAULT 'srv'")]))],
+         "INSERT INTO items (name, note) VALUES ('a', NULL)",
+         after=lambda db: _eq(db, "SELECT note FROM items", [("srv",)])),
+    Case("index_made_unique", lambda: [item(code=pw.CharField(max_length=5, index=True))],
+         lambda: [item(code=pw.CharField(max_length=5, unique=True))],
+         "INSERT INTO items (name, code) VALUES ('a', 'x'), ('b', 'y')",
+         after=lambda db: _refused(db, "INSERT INTO items (name, code) VALUES ('c', 'x')")),
+    Case("unique_made_plain_index", lambda: [item(code=pw.CharField(max_length=5, unique=True))],
+         lambda: [item(code=pw.CharField(max_length=5, index=True))],
+         "INSERT INTO items (name, code) VALUES ('a', 'x')"),
+    Case("nullable_fk_added_to_filled_table", _two_tables(), _with_owner(null=True),
+         SEED_OWNERS),
+    Case("not_null_fk_with_server_default_added", _two_tables(),
+         _with_owner(on_delete="CASCADE", constraints=[pw.SQL(
+             "DEFAULT '00000000-0000-0000-0000-000000000001'")]),
+         "INSERT INTO owners (owner_id, code) VALUES "
+         "('00000000-0000-0000-0000-000000000001', 'o1'); "
+         "INSERT INTO items (name) VALUES ('a')",
+         after=lambda db: _eq(db, "SELECT count(*) FROM items i JOIN owners o USING (owner_id)",
+                              [(1,)])),
+    Case("fk_made_not_null", _with_owner(null=True), _with_owner(),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners"),
+    Case("fk_on_delete_changed", _with_owner(on_delete="CASCADE"),
+         _with_owner(on_delete="RESTRICT"),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=lambda db: _refused(db, "DELETE FROM owners")),
+    Case("fk_retargeted_to_another_table", _retargeted("owners"), _retargeted("groups"),
+         SEED_ITEMS_2),
+    Case("max_length_down", lambda: [item(code=pw.CharField(max_length=50))],
+         lambda: [item(code=pw.CharField(max_length=5))],
+         "INSERT INTO items (name, code) VALUES ('a', 'abc')",
+         after=lambda db: _refused(db, "INSERT INTO items (name, code) VALUES ('b', '123456')")),
+    Case("meta_index_tuples_added", lambda: [item(a=pw.IntegerField(), b=pw.IntegerField())],
+         lambda: [item(a=pw.IntegerField(), b=pw.IntegerField(),
+                       indexes=[(("a", "b"), True), (("b",), False)])],
+         "INSERT INTO items (name, a, b) VALUES ('x', 1, 2)"),
+    Case("meta_index_tuples_removed",
+         lambda: [item(a=pw.IntegerField(), b=pw.IntegerField(),
+                       indexes=[(("a", "b"), True), (("b",), False)])],
+         lambda: [item(a=pw.IntegerField(), b=pw.IntegerField(), indexes=[(("b",), False)])],
+         "INSERT INTO items (name, a, b) VALUES ('x', 1, 2)"),
+    Case("composite_key_model_added", lambda: [item()], _composite(), SEED_ITEMS_2),
+    Case("composite_key_table_gets_a_column", _composite(),
+         _composite(note=pw.TextField(null=True), n=pw.IntegerField(default=0)),
+         "INSERT INTO pairs (a, b) VALUES (1, 'x'), (2, 'y')"),
+    Case("model_without_primary_key_changed", _no_pk(),
+         _no_pk(at=pw.DateTimeField(null=True), event=pw.CharField(max_length=40)),
+         "INSERT INTO events (event) VALUES ('e')"),
+    Case("field_renamed_and_retyped",
+         lambda: [item(qty=pw.IntegerField(), code=pw.CharField(max_length=5))],
+         lambda: [item(quantity=renamed_from(pw.BigIntegerField(), "qty"),
+                       label=renamed_from(pw.TextField(), "code"))],
+         "INSERT INTO items (name, qty, code) VALUES ('a', 7, 'c')",
+         after=lambda db: _eq(db, "SELECT quantity, label FROM items", [(7, "c")])),
+    Case("boolean_server_default_changed",
+         lambda: [item(active=pw.BooleanField(constraints=[pw.SQL("DEFAULT true")]))],
+         lambda: [item(active=pw.BooleanField(constraints=[pw.SQL("DEFAULT false")]))],
+         "INSERT INTO items (name) VALUES ('a')",
+         after=lambda db: _eq(db, "SELECT active FROM items ORDER BY name", [(True,)])),
+    Case("boolean_python_default_changed_and_column_added",
+         lambda: [item(active=pw.BooleanField(default=True))],
+         lambda: [item(active=pw.BooleanField(default=False),
+                       hidden=pw.BooleanField(default=True))],
+         "INSERT INTO items (name, active) VALUES ('a', true)",
+         after=lambda db: _eq(db, "SELECT active, hidden FROM items", [(True, True)])),
+    Case("decimal_precision_changed",
+         lambda: [item(price=pw.DecimalField(max_digits=6, decimal_places=2))],
+         lambda: [item(price=pw.DecimalField(max_digits=12, decimal_places=4))],
+         "INSERT INTO items (name, price) VALUES ('a', 1234.56)"),
+    Case("text_to_char", lambda: [item(body=pw.TextField())],
+         lambda: [item(body=pw.CharField(max_length=20))],
+         "INSERT INTO items (name, body) VALUES ('a', 'short')"),
+    Case("integer_to_bigint", lambda: [item(n=pw.IntegerField())],
+         lambda: [item(n=pw.BigIntegerField())], "INSERT INTO items (name, n) VALUES ('a', 5)",
+         after=lambda db: db.execute_sql("INSERT INTO items (name, n) VALUES ('b', 2^40)")),
+    Case("timestamp_to_timestamptz", lambda: [item(at=pw.DateTimeField(null=True))],
+         lambda: [item(at=DateTimeTZField(null=True))],
+         "INSERT INTO items (name, at) VALUES ('a', '2024-01-01 10:00')"),
+    Case("jsonb_array_server_defaults_added", lambda: [item()],
+         lambda: [item(doc=BinaryJSONField(constraints=[pw.SQL("DEFAULT '{}'::jsonb")]),
+                       tags=ArrayField(pw.TextField, constraints=[
+                           pw.SQL("DEFAULT '{}'::text[]")]))],
+         SEED_ITEMS_2,
+         after=lambda db: _eq(db, "SELECT DISTINCT doc::text, tags FROM items", [("{}", [])])),
+    Case("table_renamed_and_column_renamed_in_one_step",
+         lambda: [item(code=pw.CharField(max_length=5, index=True))],
+         _renamed_table_and_column, "INSERT INTO items (name, code) VALUES ('a', 'c')",
+         after=lambda db: _eq(db, "SELECT title, code FROM things", [("a", "c")])),
+    Case("enum_check_values_changed",
+         lambda: [item(status=_status_check(["new", "done"]))],
+         lambda: [item(status=_status_check(["new", "done", "failed"]))],
+         "INSERT INTO items (name, status) VALUES ('a', 'done')",
+         after=lambda db: db.execute_sql("INSERT INTO items (name, status) VALUES ('b', 'failed')")),
+    Case("check_added_to_filled_table", lambda: [item(qty=pw.IntegerField())],
+         lambda: [item(qty=pw.IntegerField(constraints=[pw.Check("qty >= 0")]))],
+         "INSERT INTO items (name, qty) VALUES ('a', 3)",
+         after=lambda db: _refused(db, "INSERT INTO items (name, qty) VALUES ('b', -1)")),
+    Case("model_with_fks_to_it_removed", _with_owner(null=True), lambda: [item()],
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         allow_drop=True, rollback_keeps_rows=False),
+    Case("unhinted_rename_taken_as_drop_and_add",
+         lambda: [item(code=pw.CharField(max_length=5, null=True))],
+         lambda: [item(label=pw.CharField(max_length=5, null=True))],
+         "INSERT INTO items (name, code) VALUES ('a', 'c')", allow_drop=True,
+         warns=("drops column items.code",)),
+    Case("moved_to_another_schema_and_renamed", _moved(None), _moved_and_renamed,
+         "INSERT INTO items (name, code) VALUES ('a', 'x'), ('b', 'y')",
+         after=lambda db: _eq(db, "SELECT count(*) FROM archive.things", [(2,)])),
+    Case("serial_table_moved_to_another_schema",
+         lambda: [in_schema(model("Counter", "counters", id=pw.AutoField(),
+                                  hits=pw.IntegerField(default=0)), None)],
+         lambda: [in_schema(model("Counter", "counters", id=pw.AutoField(),
+                                  hits=pw.IntegerField(default=0)), "stats")],
+         "INSERT INTO counters (hits) VALUES (1), (2)",
+         after=lambda db: db.execute_sql("INSERT INTO stats.counters (hits) VALUES (3)")),
+    Case("new_model_in_another_schema_referencing_public", lambda: [_owner()],
+         _note_in_audit, "INSERT INTO owners (code) VALUES ('o')"),
+    Case("self_referential_fk_added", lambda: [item()],
+         _self_ref, SEED_ITEMS_2),
+    Case("unique_not_null_column_with_callable_default_added", lambda: [item()],
+         lambda: [item(token=pw.UUIDField(unique=True, default=__import__("uuid").uuid4))],
+         SEED_ITEMS_2,
+         after=lambda db: _eq(db, "SELECT count(DISTINCT token) FROM items", [(2,)])),
+    Case("column_in_meta_index_dropped",
+         lambda: [item(a=pw.IntegerField(null=True), b=pw.IntegerField(null=True),
+                       indexes=[(("a", "b"), False)])],
+         lambda: [item(b=pw.IntegerField(null=True))],
+         "INSERT INTO items (name, a, b) VALUES ('x', 1, 2)", allow_drop=True),
+    Case("column_in_meta_index_renamed",
+         lambda: [item(a=pw.IntegerField(null=True), b=pw.IntegerField(null=True),
+                       indexes=[(("a", "b"), True)])],
+         lambda: [item(alpha=renamed_from(pw.IntegerField(null=True), "a"),
+                       b=pw.IntegerField(null=True), indexes=[(("alpha", "b"), True)])],
+         "INSERT INTO items (name, a, b) VALUES ('x', 1, 2)",
+         after=lambda db: _eq(db, "SELECT alpha FROM items", [(1,)])),
+    Case("table_renamed_without_hint_allowed", lambda: [_person("people")],
+         lambda: [_person("persons")], "INSERT INTO people (name) VALUES ('a')",
+         allow_drop=True, rollback_keeps_rows=False, warns=("drops table people",)),
+    Case("deferred_fk_to_existing_table_added", lambda: [_owner(), item()],
+         _deferred_owner, SEED_OWNERS),
+    Case("table_renamed_with_on_delete_changed", _with_owner(on_delete="CASCADE"),
+         _renamed_with_fk, "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=lambda db: _refused(db, "DELETE FROM owners")),
+]
+
+
+def _eq(db: pw.Database, sql: str, expected: list[tuple[Any, ...]]) -> None:
+    assert rows(db, sql) == expected
+
+
+def _refused(db: pw.Database, sql: str) -> None:
+    assert fails_sql(db, sql), f"expected the database to refuse: {sql}"
+
+
+@pytest.mark.parametrize("case", MORE, ids=[c.id for c in MORE])
+def test_more_model_changes(
+    case: Case, mig: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    run_case(case, mig, ref_db, tmp_path)
