@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from playhouse.postgres_ext import (
 from datalayer.migrate.generate import (
     DropRefused,
     GenerationError,
-    compute_diff,
     create_migration,
     diff_source,
 )
@@ -341,7 +339,8 @@ def _big_rolled_back(db: pw.Database) -> None:
     got = rows(db, "SELECT format_type(s.seqtypid, NULL) FROM pg_sequence s WHERE "
                    "s.seqrelid = pg_get_serial_sequence('parents', 'id')::regclass")
     assert got == [("integer",)]
-    assert rows(db, "SELECT count(*) FROM children c JOIN parents p ON p.id = c.parent_id")[0][0] == 2
+    joined = "SELECT count(*) FROM children c JOIN parents p ON p.id = c.parent_id"
+    assert rows(db, joined) == [(2,)]
 
 
 def _defaults_v2() -> Models:
@@ -771,7 +770,8 @@ MORE = [
          lambda: [item(status=_status_check(["new", "done"]))],
          lambda: [item(status=_status_check(["new", "done", "failed"]))],
          "INSERT INTO items (name, status) VALUES ('a', 'done')",
-         after=lambda db: db.execute_sql("INSERT INTO items (name, status) VALUES ('b', 'failed')")),
+         after=lambda db: db.execute_sql(
+             "INSERT INTO items (name, status) VALUES ('b', 'failed')")),
     Case("check_added_to_filled_table", lambda: [item(qty=pw.IntegerField())],
          lambda: [item(qty=pw.IntegerField(constraints=[pw.Check("qty >= 0")]))],
          "INSERT INTO items (name, qty) VALUES ('a', 3)",

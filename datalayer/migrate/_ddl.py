@@ -474,7 +474,9 @@ def _serial_change(
         stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {target}")
         steps.append(stmt + f" USING {using}" if using else stmt)
     steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}"))
-    steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"))
+    steps.append(Sql(
+        f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"
+    ))
     steps.append(Sql(
         f"SELECT setval({_literal(seq)}, COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}"
     ))

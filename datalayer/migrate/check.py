@@ -99,10 +99,10 @@ def check(
 ) -> list[str]:
     """Return every problem found with the migrations in ``directory`` (empty: all good)."""
     from ..db import Database
+    from ._spec import quote
     from .generate import diff_source
     from .router import Router
     from .runner import apply
-    from ._spec import quote
     from .schema import compare, snapshot
 
     directory = Path(directory) if directory is not None else settings.migrations_dir

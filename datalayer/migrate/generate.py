@@ -48,6 +48,7 @@ from playhouse import postgres_ext as pw_pext
 
 from ..errors import MigrationError
 from ._codegen import CodeWriter
+from ._ddl import serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
     IndexSpec,
@@ -62,7 +63,6 @@ from ._spec import (
     sort_models,
     table_spec,
 )
-from ._ddl import serial_base, serial_sequence
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
 

@@ -145,7 +145,8 @@ class DatalayerMigrator(Migrator):
     Operations beyond peewee-migrate's: :meth:`alter_fields` (type change
     with ``USING``), :meth:`rename_column`, :meth:`add_named_index`,
     :meth:`drop_named_index`, :meth:`rename_index`, :meth:`set_constraints`,
-    :meth:`set_model_meta`, :meth:`set_schema`, :meth:`require_empty`.  Overridden with the same signatures:
+    :meth:`set_model_meta`, :meth:`set_schema`, :meth:`require_empty`.  Overridden with the
+    same signatures:
     ``create_model``, ``remove_model``, ``add_fields``, ``remove_fields``,
     ``change_fields``, ``rename_field``, ``rename_table``, ``add_index``,
     ``drop_index``, ``add_not_null``, ``drop_not_null``.  One deliberate
