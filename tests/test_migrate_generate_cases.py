@@ -663,6 +663,12 @@ def _renamed_with_fk() -> Models:
     return [owner, renamed_from(m, "items")]
 
 
+def _many_to_many() -> Models:
+    tag = model("Tag", "tags", id=pw.AutoField(), label=pw.CharField(max_length=10))
+    it = item(tags=pw.ManyToManyField(tag, backref="items"))
+    return [it, tag, it.tags.get_through_model()]
+
+
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
                "INSERT INTO items (name) VALUES ('a'), ('b')")
 
@@ -824,6 +830,51 @@ MORE = [
          _renamed_with_fk, "INSERT INTO owners (code) VALUES ('o'); "
          "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
          after=lambda db: _refused(db, "DELETE FROM owners")),
+    Case("integer_key_to_bigautofield_referenced",
+         _parent_child(lambda: pw.IntegerField(primary_key=True)),
+         _parent_child(pw.BigAutoField),
+         "INSERT INTO parents (id, name) VALUES (1, 'a'), (9, 'b'); "
+         "INSERT INTO children (parent_id) VALUES (1), (9)", after=_big_after),
+    Case("uuid_key_to_bigautofield", _pk_type(lambda: _uuid_pk("id")),
+         _pk_type(pw.BigAutoField), "INSERT INTO items (name) VALUES ('a'), ('b')",
+         after=_serial_after),
+    Case("array_element_type_changed", lambda: [item(tags=ArrayField(pw.TextField, null=True))],
+         lambda: [item(tags=ArrayField(pw.CharField, field_kwargs={"max_length": 10},
+                                       null=True))],
+         "INSERT INTO items (name, tags) VALUES ('a', '{x,y}')",
+         after=lambda db: _eq(db, "SELECT tags FROM items", [(["x", "y"],)])),
+    Case("json_to_jsonb_with_its_gin_index", lambda: [item(doc=JSONField(null=True))],
+         lambda: [item(doc=BinaryJSONField(null=True))],
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": 1}')"),
+    Case("nullable_to_not_null_with_callable_default",
+         lambda: [item(seen=pw.DateTimeField(null=True))],
+         lambda: [item(seen=pw.DateTimeField(default=dt.datetime.now))],
+         "INSERT INTO items (name) VALUES ('a'), ('b')",
+         after=lambda db: _eq(db, "SELECT count(*) FROM items WHERE seen IS NULL", [(0,)])),
+    Case("float_infinity_default_added", lambda: [item()],
+         lambda: [item(limit=pw.FloatField(default=float("inf")))], SEED_ITEMS_2,
+         after=lambda db: _eq(db, "SELECT DISTINCT \"limit\"::text FROM items", [("Infinity",)])),
+    Case("check_with_percent_and_quotes", lambda: [item(code=pw.CharField(max_length=10))],
+         lambda: [item(code=pw.CharField(max_length=10, constraints=[
+             pw.Check("code LIKE 'A%%' OR code = 'it''s'")]))],
+         "INSERT INTO items (name, code) VALUES ('a', 'Abc')",
+         after=lambda db: _refused(db, "INSERT INTO items (name, code) VALUES ('b', 'zz')")),
+    Case("odd_identifiers", lambda: [model("Log", "UserLogs", id=pw.AutoField(),
+                                           note=pw.CharField(max_length=5, column_name="Odd Name",
+                                                             null=True))],
+         lambda: [in_schema(model("Log", "UserLogs", id=pw.AutoField(),
+                                  note=pw.CharField(max_length=9, column_name="Odd Name",
+                                                    index=True, null=True),
+                                  extra=pw.IntegerField(column_name='we"ird', default=1)),
+                            "Audit Trail")],
+         'INSERT INTO "UserLogs" ("Odd Name") VALUES (\'a\')'),
+    Case("many_to_many_added", lambda: [item()], _many_to_many, SEED_ITEMS_2),
+    Case("fixed_char_and_small_int", lambda: [item(code=pw.CharField(max_length=3))],
+         lambda: [item(code=pw.FixedCharField(max_length=3),
+                       rank=pw.SmallIntegerField(default=1))],
+         "INSERT INTO items (name, code) VALUES ('a', 'abc')"),
+    Case("deferred_fk_removed", _deferred_owner, lambda: [_owner(), item()], SEED_OWNERS,
+         allow_drop=True),
 ]
 
 
