@@ -669,6 +669,29 @@ def _many_to_many() -> Models:
     return [it, tag, it.tags.get_through_model()]
 
 
+def _in_archive(version: int) -> Callable[[], Models]:
+    def models() -> Models:
+        if version == 1:
+            m = model("Counter", "counters", id=pw.AutoField(), hits=pw.IntegerField(default=0),
+                      code=pw.CharField(max_length=5, index=True,
+                                        constraints=[pw.Check("code <> ''")]))
+        else:
+            m = renamed_from(model(
+                "Counter", "tallies", id=pw.AutoField(),
+                total=renamed_from(pw.BigIntegerField(default=0), "hits"),
+                code=pw.CharField(max_length=9, unique=True), note=pw.TextField(null=True),
+                constraints=[pw.Check("total >= 0")]), "counters")
+        return [in_schema(m, "archive")]
+    return models
+
+
+def _cross_schema(pk: Callable[[], pw.Field]) -> Callable[[], Models]:
+    def models() -> Models:
+        parent, child = _parent_child(pk)()
+        return [parent, in_schema(child, "kids")]
+    return models
+
+
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
                "INSERT INTO items (name) VALUES ('a'), ('b')")
 
@@ -875,6 +898,13 @@ MORE = [
          "INSERT INTO items (name, code) VALUES ('a', 'abc')"),
     Case("deferred_fk_removed", _deferred_owner, lambda: [_owner(), item()], SEED_OWNERS,
          allow_drop=True),
+    Case("changes_inside_another_schema", _in_archive(1), _in_archive(2),
+         "INSERT INTO archive.counters (hits, code) VALUES (1, 'a'), (2, 'b')",
+         after=lambda db: _eq(db, "SELECT count(*) FROM archive.tallies", [(2,)])),
+    Case("bigautofield_with_child_in_another_schema", _cross_schema(pw.AutoField),
+         _cross_schema(pw.BigAutoField),
+         "INSERT INTO parents (name) VALUES ('a'); "
+         "INSERT INTO kids.children (parent_id) SELECT id FROM parents"),
 ]
 
 
@@ -891,3 +921,35 @@ def test_more_model_changes(
     case: Case, mig: pw.Database, ref_db: pw.Database, tmp_path: Path
 ) -> None:
     run_case(case, mig, ref_db, tmp_path)
+
+
+def _local_default() -> str:
+    return "x"
+
+
+def test_a_not_null_column_without_a_writable_default_stops_cleanly_on_rows(
+    mig: pw.Database, tmp_path: Path
+) -> None:
+    """A lambda default cannot be written: the migration says so and stops before any change."""
+    from datalayer.errors import MigrationError
+
+    router = PlainRouter(mig, tmp_path)
+    create_migration(router, "v1", [item()])
+    router.run()
+    mig.execute_sql("INSERT INTO items (name) VALUES ('a')")
+    before = snapshots(mig)
+    result = create_migration(router, "v2", [item(
+        x=pw.CharField(max_length=5, default=lambda: "x"),
+        y=pw.CharField(max_length=5, default=_local_default),
+    )])
+    assert result is not None
+    text = "\n".join(result.warnings)
+    assert "items.x: its default" in text and "a lambda or a local function" in text
+    assert "adds items.x NOT NULL without a default" in text
+    assert "items.y" not in text  # a module-level function is written by reference
+    with pytest.raises(MigrationError, match="adds items.x NOT NULL without a default to fill"):
+        router.run()
+    assert differences(before, snapshots(mig)) == [] and router.done == ["001_v1"]
+    mig.execute_sql("DELETE FROM items")
+    router.run()
+    assert router.done == ["001_v1", "002_v2"]

@@ -547,12 +547,15 @@ class _Planner:
         if added:
             for f in added:
                 spec = _columns(tspec)[f.column_name]
-                if not spec.null and spec.default is None and f.default is None:
+                if not spec.null and spec.default is None and not _writable_default(f):
                     self.warn(
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
                     )
-                    if not self.forward:
+                    if self.forward:
+                        reason = (f"this migration adds {t}.{f.column_name} NOT NULL without "
+                                  "a default to fill existing rows with")
+                    else:
                         # The rollback re-adds a dropped column it has no values for.
                         reason = (f"this rollback re-adds {t}.{f.column_name} NOT NULL "
                                   "without a default")
@@ -562,7 +565,8 @@ class _Planner:
                             "migrate rollback` refuses it then (give the old field a default "
                             "in the rollback to make it reversible)"
                         )
-                        self.emit(w.call("require_empty", repr(t), repr(reason)))
+                    # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
+                    self.emit(w.call("require_empty", repr(t), repr(reason)))
             self.emit(w.call(
                 "add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in added)
             ))
@@ -682,6 +686,11 @@ class _Planner:
 
 def _render_db(model: type[pw.Model]) -> Any:
     return database_of(model)
+
+
+def _writable_default(field: pw.Field) -> bool:
+    """Return True when ``field`` has a Python default that a migration can write."""
+    return field.default is not None and CodeWriter().default(field) is not None
 
 
 def _table_shape(spec: TableSpec) -> list[tuple[str, bool, bool]]:
