@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -692,6 +693,29 @@ def _cross_schema(pk: Callable[[], pw.Field]) -> Callable[[], Models]:
     return models
 
 
+class _Kind(str, __import__("enum").Enum):
+    BIG = "big"
+    SMALL = "small"
+
+
+def _one_to_one(pk: Callable[[], pw.Field]) -> Callable[[], Models]:
+    def models() -> Models:
+        parent = model("Parent", "parents", id=pk(), name=pw.CharField(max_length=20))
+        profile = model("Profile", "profiles",
+                        parent=pw.ForeignKeyField(parent, column_name="parent_id",
+                                                  primary_key=True, backref="+"))
+        return [parent, profile]
+    return models
+
+
+def _inherited() -> Models:
+    base = item()
+    special = type("Special", (base,), {
+        "Meta": type("Meta", (), {"table_name": "specials"}),
+        "__module__": __name__, "extra": pw.IntegerField(null=True)})
+    return [base, special]
+
+
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
                "INSERT INTO items (name) VALUES ('a'), ('b')")
 
@@ -905,6 +929,45 @@ MORE = [
          _cross_schema(pw.BigAutoField),
          "INSERT INTO parents (name) VALUES ('a'); "
          "INSERT INTO kids.children (parent_id) SELECT id FROM parents"),
+    Case("column_and_meta_index_on_it_added", lambda: [item(a=pw.IntegerField(null=True))],
+         lambda: [item(a=pw.IntegerField(null=True), b=pw.IntegerField(default=3),
+                       indexes=[(("a", "b"), True)])],
+         "INSERT INTO items (name, a) VALUES ('x', 1)",
+         after=lambda db: _eq(db, "SELECT b FROM items", [(3,)])),
+    Case("fk_turned_into_plain_column", _with_owner(null=True),
+         _two_tables(owner_id=pw.UUIDField(null=True)),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=lambda db: db.execute_sql(
+             "INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    Case("plain_column_turned_into_fk", _two_tables(owner_id=pw.UUIDField(null=True)),
+         _with_owner(null=True),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=lambda db: _refused(
+             db, "INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    Case("one_to_one_key_follows_bigautofield", _one_to_one(pw.AutoField),
+         _one_to_one(pw.BigAutoField),
+         "INSERT INTO parents (name) VALUES ('a'); "
+         "INSERT INTO profiles (parent_id) SELECT id FROM parents"),
+    Case("literal_decimal_date_enum_defaults_added", lambda: [item()],
+         lambda: [item(price=pw.DecimalField(max_digits=6, decimal_places=2,
+                                             default=decimal.Decimal("1.50")),
+                       since=pw.DateField(default=dt.date(2020, 1, 2)),
+                       kind=pw.CharField(max_length=10, default=_Kind.BIG))],
+         SEED_ITEMS_2,
+         after=lambda db: _eq(db, "SELECT DISTINCT price::text, since, kind FROM items",
+                              [("1.50", dt.date(2020, 1, 2), "big")])),
+    Case("text_to_jsonb_with_using", lambda: [item(doc=pw.TextField(null=True))],
+         lambda: [item(doc=BinaryJSONField(null=True))],
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": [1, 2]}')",
+         after=lambda db: _eq(db, "SELECT doc->'k'->>1 FROM items", [("2",)]),
+         warns=("with USING",)),
+    Case("integer_to_boolean_with_using", lambda: [item(flag=pw.IntegerField(default=0))],
+         lambda: [item(flag=pw.BooleanField(default=False))],
+         "INSERT INTO items (name, flag) VALUES ('a', 1), ('b', 0)",
+         after=lambda db: _eq(db, "SELECT flag FROM items ORDER BY name", [(True,), (False,)])),
+    Case("concrete_model_inheritance", lambda: [item()], _inherited, SEED_ITEMS_2),
 ]
 
 
