@@ -1010,9 +1010,46 @@ def test_a_not_null_column_without_a_writable_default_stops_cleanly_on_rows(
     assert "items.x: its default" in text and "a lambda or a local function" in text
     assert "adds items.x NOT NULL without a default" in text
     assert "items.y" not in text  # a module-level function is written by reference
-    with pytest.raises(MigrationError, match="adds items.x NOT NULL without a default to fill"):
+    with pytest.raises(MigrationError, match=r"adds items\.x NOT NULL without a default to fill"):
         router.run()
     assert differences(before, snapshots(mig)) == [] and router.done == ["001_v1"]
     mig.execute_sql("DELETE FROM items")
     router.run()
     assert router.done == ["001_v1", "002_v2"]
+
+
+def test_rollback_cli_refuses_with_one_line(
+    clean_env: Path, empty_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from datalayer.cli import main
+    from datalayer.db import Database
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+
+    monkeypatch.setenv("DATABASE_URL", empty_db.url(masked=False))
+    directory = clean_env / "migrations"
+    create_migration(Router(Database(), directory), "v1", [item(code=pw.CharField(max_length=5))])
+    create_migration(Router(Database(), directory), "v2", [item()], allow_drop=True)
+    write_sum(directory)
+    # The models are the package's own here: the diff/apply above used the library.
+    from datalayer.migrate import runner
+
+    runner.apply(empty_db, directory)
+    conn = open_db_settings(empty_db)
+    try:
+        conn.execute_sql("INSERT INTO items (name) VALUES ('kept')")
+    finally:
+        conn.close()
+    result = CliRunner().invoke(main, ["migrate", "rollback"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "nothing rolled back" in result.output and "002_v2.py" in result.output
+    assert "items has rows: empty it first" in result.output
+
+
+def open_db_settings(settings: Any) -> PostgresqlExtDatabase:
+    kwargs = settings.connect_kwargs()
+    name = kwargs.pop("dbname")
+    return PostgresqlExtDatabase(name, **kwargs)
