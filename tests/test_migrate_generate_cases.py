@@ -968,6 +968,12 @@ MORE = [
          "INSERT INTO items (name, flag) VALUES ('a', 1), ('b', 0)",
          after=lambda db: _eq(db, "SELECT flag FROM items ORDER BY name", [(True,), (False,)])),
     Case("concrete_model_inheritance", lambda: [item()], _inherited, SEED_ITEMS_2),
+    Case("serial_key_on_a_long_table_name",
+         lambda: [model("Long", "t" * 45, id=pw.IntegerField(primary_key=True,
+                                                             column_name="k" * 30))],
+         lambda: [model("Long", "t" * 45, id=pw.AutoField(column_name="k" * 30))],
+         f"INSERT INTO {'t' * 45} ({'k' * 30}) VALUES (4)",
+         after=lambda db: db.execute_sql(f"INSERT INTO {'t' * 45} DEFAULT VALUES")),
 ]
 
 

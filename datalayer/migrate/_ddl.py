@@ -419,8 +419,20 @@ def serial_base(type_text: str) -> str | None:
 
 
 def serial_sequence(table: str, schema: str | None, column: str) -> str:
-    """Return the quoted name of the sequence PostgreSQL makes for a serial column."""
-    name = f"{table}_{column}_seq"
+    """Return the quoted name of the sequence PostgreSQL makes for a serial column.
+
+    Long names are shortened as PostgreSQL's ``makeObjectName`` does: the longer of
+    table and column loses a character at a time until ``table_column_seq`` fits in 63
+    bytes.
+    """
+    a, b = table.encode(), column.encode()
+    room = 63 - len("__seq")
+    while len(a) + len(b) > room:
+        if len(a) > len(b):
+            a = a[:-1]
+        else:
+            b = b[:-1]
+    name = f"{a.decode(errors='ignore')}_{b.decode(errors='ignore')}_seq"
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
