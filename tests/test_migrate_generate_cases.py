@@ -974,6 +974,14 @@ MORE = [
          lambda: [model("Long", "t" * 45, id=pw.AutoField(column_name="k" * 30))],
          f"INSERT INTO {'t' * 45} ({'k' * 30}) VALUES (4)",
          after=lambda db: db.execute_sql(f"INSERT INTO {'t' * 45} DEFAULT VALUES")),
+    Case("referenced_uuid_key_to_varchar", _parent_child(lambda: uuid_pk("id")),
+         _parent_child(lambda: pw.CharField(max_length=36, primary_key=True)),
+         "INSERT INTO parents (name) VALUES ('a'); "
+         "INSERT INTO children (parent_id) SELECT id FROM parents"),
+    Case("referenced_integer_key_to_bigint", _parent_child(lambda: pw.IntegerField(
+        primary_key=True)), _parent_child(lambda: pw.BigIntegerField(primary_key=True)),
+         "INSERT INTO parents (id, name) VALUES (1, 'a'); "
+         "INSERT INTO children (parent_id) VALUES (1)"),
 ]
 
 

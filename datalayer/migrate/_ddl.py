@@ -411,6 +411,49 @@ def _fill_nulls(table: str, T: str, col: ColumnSpec) -> list[Step]:
 
 
 _SERIALS = {"SMALLSERIAL": "SMALLINT", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT"}
+_INTEGER_TYPES = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
+
+
+def _integers(*types: str) -> bool:
+    return all((serial_base(t) or t.strip().upper()) in _INTEGER_TYPES for t in types)
+
+
+def _retype_referenced_key(T: str, column: str, alter: str, new_type: str) -> Sql:
+    """Return ``alter`` (a key's type change) with the foreign keys that refer to the key.
+
+    PostgreSQL refuses to keep a foreign key between columns of incompatible types
+    (uuid and varchar): the referencing constraints are dropped, the key and then each
+    referencing column get the new type, and the constraints are added back as they were.
+    Found in the catalog at run time, so hand-written foreign keys are carried too.
+    """
+    rc = _literal(T) + "::regclass"
+    typ = _literal(new_type)[1:-1]
+    body = f"""DECLARE
+    r record;
+    saved text[] := '{{}}';
+    i int;
+BEGIN
+    FOR r IN SELECT k.conrelid::regclass::text AS tbl, k.conname,
+                    pg_get_constraintdef(k.oid) AS def, a.attname
+               FROM pg_constraint k
+               JOIN pg_attribute ka ON ka.attrelid = k.confrelid AND ka.attnum = k.confkey[1]
+               JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+              WHERE k.contype = 'f' AND k.confrelid = {rc} AND cardinality(k.confkey) = 1
+                AND ka.attname = {_literal(column)}
+              ORDER BY 1, 2 LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
+        saved := saved || ARRAY[r.tbl, r.conname, r.def, r.attname];
+    END LOOP;
+    EXECUTE {_literal(alter)};
+    i := 1;
+    WHILE i < coalesce(array_length(saved, 1), 0) LOOP
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE {typ} USING %I::text::{typ}',
+                       saved[i], saved[i + 3], saved[i + 3]);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', saved[i], saved[i + 1], saved[i + 2]);
+        i := i + 4;
+    END LOOP;
+END"""
+    return _do(_pct(body))
 
 
 def serial_base(type_text: str) -> str | None:
@@ -544,6 +587,8 @@ def _alter_column(
             stmt = stmt + f" COLLATE {new.collation}"
         if using:
             stmt = stmt + f" USING {using}"
+        if new.primary_key and not _integers(old.type.text, new.type.text) and not stmt.params:
+            stmt = _retype_referenced_key(T, new.name, stmt.text, new.type.text)
         steps.append(stmt)
     if retype and (old_serial or new_serial) and old.default is not None:
         default_dropped = True  # _serial_change dropped it
