@@ -716,6 +716,22 @@ def _inherited() -> Models:
     return [base, special]
 
 
+def _auth_models() -> Models:
+    from datalayer.models import MODELS
+
+    return list(MODELS)
+
+
+def _with_posts() -> Models:
+    from datalayer.models import User
+
+    post = model("Post", "posts", id=uuid_pk("posts_id"), title=pw.CharField(max_length=80),
+                 user=pw.ForeignKeyField(User, column_name="users_id", backref="+",
+                                         on_delete="CASCADE"),
+                 created_at=created_at_field())
+    return [*_auth_models(), post]
+
+
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
                "INSERT INTO items (name) VALUES ('a'), ('b')")
 
@@ -982,6 +998,12 @@ MORE = [
         primary_key=True)), _parent_child(lambda: pw.BigIntegerField(primary_key=True)),
          "INSERT INTO parents (id, name) VALUES (1, 'a'); "
          "INSERT INTO children (parent_id) VALUES (1)"),
+    Case("own_model_with_fk_to_users_added", lambda: list(_auth_models()), _with_posts,
+         "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x')"),
+    Case("own_model_with_fk_to_users_removed", _with_posts, lambda: list(_auth_models()),
+         "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x'); "
+         "INSERT INTO posts (users_id, title) SELECT users_id, 't' FROM users",
+         allow_drop=True, rollback_keeps_rows=False),
 ]
 
 
