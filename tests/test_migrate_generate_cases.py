@@ -732,6 +732,20 @@ def _with_posts() -> Models:
     return [*_auth_models(), post]
 
 
+def _renamed_moved_widened() -> Models:
+    parent, child = _parent_child(pw.BigAutoField)()
+    parent._meta.table_name = "families"
+    del parent._meta.table
+    return [in_schema(renamed_from(parent, "parents"), "core"), child]
+
+
+def _circular_in(schema: str) -> Callable[[], Models]:
+    def models() -> Models:
+        it, team, member = _circular()
+        return [it, in_schema(team, schema), in_schema(member, schema)]
+    return models
+
+
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
                "INSERT INTO items (name) VALUES ('a'), ('b')")
 
@@ -1004,6 +1018,20 @@ MORE = [
          "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x'); "
          "INSERT INTO posts (users_id, title) SELECT users_id, 't' FROM users",
          allow_drop=True, rollback_keeps_rows=False),
+    Case("renamed_moved_and_key_widened_in_one_step", _parent_child(pw.AutoField),
+         _renamed_moved_widened, SEED_PARENTS,
+         after=lambda db: _eq(db, "SELECT count(*) FROM children c JOIN core.families f "
+                                  "ON f.id = c.parent_id", [(2,)])),
+    Case("unique_nullable_fk_added_to_filled_table", _two_tables(),
+         _with_owner(null=True, unique=True), SEED_OWNERS),
+    Case("column_used_by_a_meta_check_dropped",
+         lambda: [item(lo=pw.IntegerField(null=True), hi=pw.IntegerField(),
+                       constraints=[pw.Check("lo <= hi"), pw.Check("hi < 100")])],
+         lambda: [item(hi=pw.IntegerField(), constraints=[pw.Check("hi < 100")])],
+         "INSERT INTO items (name, lo, hi) VALUES ('a', 1, 2)", allow_drop=True,
+         rollback_keeps_rows=True,
+         after=lambda db: _refused(db, "INSERT INTO items (name, hi) VALUES ('b', 100)")),
+    Case("cycle_moved_to_another_schema", _circular, _circular_in("org"), SEED_CIRCULAR),
 ]
 
 
