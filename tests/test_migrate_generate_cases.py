@@ -522,11 +522,19 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
     assert result is not None
     assert any("rollback cannot run while items has rows" in w for w in result.warnings), (
         result.warnings)
+    v3 = [item(extra=pw.IntegerField(null=True)), *v2[1:]]
+    create_migration(Router(Database(), directory), "v3", v3)
     write_sum(directory)
     runner.apply(empty_db, directory)
     db = open_db(pg, empty_db.dbname)
     try:
         db.execute_sql("INSERT INTO items (name) VALUES ('kept')")
+        before = snapshots(db)
+        # Two steps: the newer one (v3) could run, the older cannot: neither runs.
+        with pytest.raises(MigrationError, match="nothing rolled back"):
+            runner.rollback(empty_db, directory, steps=2)
+        assert differences(before, snapshots(db)) == []
+        assert [r.name for r in runner.rollback(empty_db, directory)] == ["003_v3"]
         before = snapshots(db)
         with pytest.raises(MigrationError) as err:
             runner.rollback(empty_db, directory)
