@@ -1040,6 +1040,15 @@ MORE = [
          rollback_keeps_rows=True,
          after=lambda db: _refused(db, "INSERT INTO items (name, hi) VALUES ('b', 100)")),
     Case("cycle_moved_to_another_schema", _circular, _circular_in("org"), SEED_CIRCULAR),
+    Case("identity_key_model_added", lambda: [item()],
+         lambda: [item(), model("Seq", "seqs", id=pw.IdentityField(),
+                                note=pw.TextField(null=True))], SEED_ITEMS_2,
+         after=lambda db: db.execute_sql("INSERT INTO seqs (note) VALUES ('n')")),
+    Case("autofield_to_identity", _pk_type(pw.AutoField), _pk_type(pw.IdentityField),
+         "INSERT INTO items (name) VALUES ('a'), ('b')", after=_serial_after),
+    Case("integer_key_to_identity", _pk_type(lambda: pw.IntegerField(primary_key=True)),
+         _pk_type(pw.IdentityField), "INSERT INTO items (id, name) VALUES (3, 'a'), (7, 'b')",
+         after=_serial_after),
 ]
 
 

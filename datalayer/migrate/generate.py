@@ -48,7 +48,7 @@ from playhouse import postgres_ext as pw_pext
 
 from ..errors import MigrationError
 from ._codegen import CodeWriter
-from ._ddl import serial_base, serial_sequence
+from ._ddl import auto_base, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
     IndexSpec,
@@ -300,6 +300,9 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     """Return True when PostgreSQL has no assignment cast from ``old`` to ``new``."""
 
     def base(t: str) -> str:
+        auto = auto_base(t)  # serial and identity types: their integer type
+        if auto:
+            return auto
         t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
         aliases = {
             "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
@@ -635,9 +638,17 @@ class _Planner:
         at it, since their values would no longer match.
         """
         t = fm._meta.table_name
-        source = serial_base(before.type.text) or before.type.text.upper()
-        target = serial_base(after.type.text) or after.type.text.upper()
+        source = auto_base(before.type.text) or before.type.text.upper()
+        target = auto_base(after.type.text) or after.type.text.upper()
         renumber: str | None = None
+        if auto_base(after.type.text) and not serial_base(after.type.text) and (
+            source not in _INTEGERS
+        ):
+            raise GenerationError("cannot generate this migration", [
+                f"{t}.{col} changes from {before.type.text} to an identity column, which "
+                "has no cast: write this migration by hand (add the new column, fill it, "
+                "then swap)"
+            ])
         if serial_base(after.type.text) and source not in _INTEGERS:
             renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
         elif target == "UUID" and source in _INTEGERS and before.primary_key:
