@@ -27,8 +27,8 @@ tox:
 	tox $(if $(TOX_PYTHONS),--discover $(TOX_PYTHONS),)
 
 migrate-diff:
-	@test -n "$(name)" || { echo "usage: make migrate-diff name=NAME"; exit 2; }
-	$(DATALAYER) $(ENV_ARGS) migrate diff $(name)
+	@test -n "$(name)" || { echo "usage: make migrate-diff name=NAME [allow_drop=1]"; exit 2; }
+	$(DATALAYER) $(ENV_ARGS) migrate diff $(name) $(if $(allow_drop),--allow-drop)
 
 migrate-apply:
 	$(DATALAYER) $(ENV_ARGS) migrate apply

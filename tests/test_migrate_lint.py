@@ -312,7 +312,7 @@ def test_diff_prints_the_lint_findings_of_the_file_it_wrote(clean_env: Path) -> 
     anchor = "        display_name = pw.CharField("
     (d / "001_initial.py").write_text(source.replace(anchor, f"        {extra}\n{anchor}", 1))
     write_sum(d)
-    result = CliRunner().invoke(main, ["migrate", "diff", "drop_legacy"])
+    result = CliRunner().invoke(main, ["migrate", "diff", "drop_legacy", "--allow-drop"])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output
     assert "lint warning ban-drop-column: dropping users.legacy" in result.output

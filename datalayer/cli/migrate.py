@@ -93,12 +93,18 @@ def _show_sql(result: Applied) -> None:
 
 @migrate.command()
 @click.argument("name", callback=_new_name)
+@click.option(
+    "--allow-drop", is_flag=True,
+    help="Write the migration even if it drops tables or columns (refused otherwise).",
+)
 @pass_cli
-def diff(cli: CliContext, name: str) -> None:
+def diff(cli: CliContext, name: str, allow_drop: bool) -> None:
     """Write a migration NAME for the model changes since the last one.
 
     Writes nothing (and says so) when the models and migrations agree, then
-    rewrites migrations.sum.  Drops of tables or columns are called out.
+    rewrites migrations.sum.  A migration that drops tables or columns is
+    refused (each drop named, with the renamed_from line when it looks like a
+    rename) unless --allow-drop is given.
     """
     from ..db import Database
     from ..migrate.checksum import verify, write_sum
@@ -109,7 +115,9 @@ def diff(cli: CliContext, name: str) -> None:
     directory = _directory(cli)
     verify(directory)  # never build on files that do not match migrations.sum
     # The diff replays the files only: a database object is needed, a connection is not.
-    result = create_migration(Router(Database(), directory), name, cli.models())
+    result = create_migration(
+        Router(Database(), directory), name, cli.models(), allow_drop=allow_drop
+    )
     if result is None:
         click.echo(
             f"no changes: the migrations in {directory} already match the models; "

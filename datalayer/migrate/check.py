@@ -6,7 +6,9 @@ Four checks, all reported (an empty list means the tree is fine):
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
    that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.schema`);
+   database (compared with :mod:`datalayer.migrate.schema`), in every schema
+   the models use, with the constraints of ``DeferredForeignKey`` fields
+   added afterwards (``create_foreign_key()``, as peewee's docs do);
 4. ``migrate lint`` finds no unallowed error in any migration
    (:mod:`datalayer.migrate.lint`).
 
@@ -41,7 +43,7 @@ def _default_models() -> Sequence[Any]:
     return MODELS
 
 
-def _snapshot_key(db: Any, directory: Path) -> str | None:
+def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | None:
     """Key of the schema the files in ``directory`` build on ``db``'s server (None: no cache)."""
     from .files import migration_names
 
@@ -50,7 +52,7 @@ def _snapshot_key(db: Any, directory: Path) -> str | None:
         return None
     keys = _cache.chain_keys(names, lambda n: (directory / f"{n}.py").read_bytes())
     version = db.execute_sql("SHOW server_version_num").fetchone()[0]
-    return _cache.snapshot_key(keys[-1], str(version))
+    return _cache.snapshot_key(keys[-1], f"{version}|{','.join(schemas)}")
 
 
 def check(
@@ -65,6 +67,7 @@ def check(
     ``postgres`` is the target server version the lint judges by (default 12).
     """
     from ..db import Database
+    from ._spec import quote
     from .files import require_dir
     from .generate import diff_source
     from .router import Router
@@ -104,8 +107,10 @@ def check(
                     f"A diff would write:\n    {shown}{more}"
                 )
             applied_ok = True
+            # Every schema the models use (Meta.schema), which create_tables() expects.
+            schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
             with migrated.checkout():
-                key = _snapshot_key(migrated, directory)
+                key = _snapshot_key(migrated, directory, schemas)
             got = _cache.load_snapshot(key) if key else None
             if got is None:
                 try:
@@ -115,15 +120,23 @@ def check(
                     problems.append(f"the migrations do not apply to an empty database: {exc}")
             if applied_ok:
                 if got is None:
-                    with migrated.checkout():
-                        got = snapshot(migrated)  # leaves the history table out
+                    with migrated.checkout():  # without the history table
+                        got = [snapshot(migrated, s) for s in schemas]
                     if key:
                         _cache.store_snapshot(key, got)
                 with declared.checkout(), declared.bind_ctx(models):
+                    for schema in schemas:
+                        declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                     declared.create_tables(models)
-                    want = snapshot(declared)
-                for difference in compare(want, got):
-                    problems.append(f"schema differs from the models: {difference}")
+                    for model in models:  # as peewee's docs say to, once both tables exist
+                        for field in list(model._meta.refs):
+                            if field.deferred:
+                                model._schema.create_foreign_key(field)
+                    want = [snapshot(declared, s) for s in schemas]
+                for schema, w, g in zip(schemas, want, got, strict=True):
+                    where = "" if schema == "public" else f"(schema {schema}) "
+                    for difference in compare(w, g):
+                        problems.append(f"schema differs from the models: {where}{difference}")
         finally:
             migrated.close_pool()
             declared.close_pool()

@@ -48,6 +48,7 @@ from playhouse import postgres_ext as pw_pext
 
 from ..errors import DatalayerError, MigrationError
 from ._codegen import CodeWriter
+from ._ddl import auto_base, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
     IndexSpec,
@@ -69,6 +70,8 @@ from .migrator import DatalayerMigrator
 __all__ = [
     "Diff",
     "DiffResult",
+    "Drop",
+    "DropRefused",
     "GenerationError",
     "compute_diff",
     "create_migration",
@@ -94,12 +97,51 @@ class GenerationError(MigrationError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Drop:
+    """A table or column that a migration drops, and the addition it may be a rename of."""
+
+    table: str
+    column: str | None = None  # None: the whole table
+    renamed_to: str | None = None  # a same-shaped table or column added by the same diff
+    hint: str | None = None  # the renamed_from line that makes it a rename
+
+    def __str__(self) -> str:
+        if self.column is None:
+            text = f"drops table {self.table} and its rows"
+            kind, new = "table", self.renamed_to
+        else:
+            text = f"drops column {self.table}.{self.column} and its data"
+            kind, new = "column", f"{self.table}.{self.renamed_to}"
+        if self.renamed_to is None:
+            return text
+        shape = "same column types and nullability" if self.column is None else "same type"
+        return (
+            f"{text}; it looks renamed to {kind} {new} ({shape}), and without a hint the "
+            f"rows are not carried over: if it was renamed, add {self.hint}"
+        )
+
+
+class DropRefused(GenerationError):
+    """The migration would drop tables or columns and drops were not allowed; see ``drops``."""
+
+    def __init__(self, drops: Sequence[Drop]) -> None:
+        self.drops = tuple(drops)
+        super().__init__(
+            "nothing written: this migration would drop data; mark renames with renamed_from, "
+            "or run again with --allow-drop (create_migration(..., allow_drop=True)) if the "
+            "drops are wanted",
+            [str(d) for d in self.drops],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Diff:
-    """The bodies of ``migrate`` and ``rollback`` (template-ready), and the warnings."""
+    """The bodies of ``migrate`` and ``rollback`` (template-ready), the warnings and drops."""
 
     migrate: str
     rollback: str
     warnings: tuple[str, ...] = ()
+    drops: tuple[Drop, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.migrate)
@@ -203,6 +245,15 @@ def _replay(router: Any) -> DatalayerMigrator:
 # -- comparing ---------------------------------------------------------------------
 
 
+def _state(migrator: DatalayerMigrator) -> dict[str, type[pw.Model]]:
+    """Return the tables of the in-memory state by name.
+
+    By table, not by class: peewee-migrate's ``orm`` iterates over models keyed by class
+    name, so a new model named like an old one (``Person`` on a renamed table) hides it.
+    """
+    return dict(migrator.orm.__tables__)
+
+
 def _columns(spec: TableSpec) -> dict[str, ColumnSpec]:
     return {c.name: c for c in spec.columns}
 
@@ -215,7 +266,7 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
     checks = Counter(spec.checks + tuple(c for col in spec.columns for c in col.checks))
     return (
         spec.name,
-        spec.schema,
+        spec.schema or "public",
         columns,
         spec.primary_key,
         checks,
@@ -227,6 +278,9 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
 def _explain(a: TableSpec, b: TableSpec) -> list[str]:
     """Return short lines saying how table spec ``a`` (state) differs from ``b`` (models)."""
     out: list[str] = []
+    if a.schema != b.schema:
+        out.append(f"{b.name}: in schema {a.schema or 'public'} in the state, "
+                   f"{b.schema or 'public'} in the models")
     ac, bc = _columns(a), _columns(b)
     for name in sorted(set(ac) | set(bc)):
         x, y = ac.get(name), bc.get(name)
@@ -245,6 +299,9 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     """Return True when PostgreSQL has no assignment cast from ``old`` to ``new``."""
 
     def base(t: str) -> str:
+        auto = auto_base(t)  # serial and identity types: their integer type
+        if auto:
+            return auto
         t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
         aliases = {
             "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
@@ -268,6 +325,9 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     return (a, b) not in safe
 
 
+_INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
+
+
 # -- the planner -------------------------------------------------------------------
 
 
@@ -279,6 +339,8 @@ class _Planner:
         self.forward = forward
         self.writer = CodeWriter("m")
         self.chunks: list[str] = []
+        self.drops: list[Drop] = []
+        self.irreversible: list[str] = []  # rollback steps that cannot run on rows
 
     @property
     def warnings(self) -> list[str]:
@@ -305,7 +367,7 @@ class _Planner:
         self.chunks.append(code)
 
     def state(self) -> dict[str, type[pw.Model]]:
-        return {m._meta.table_name: m for m in self.sim.orm}
+        return _state(self.sim)
 
     # -- phases ---------------------------------------------------------------
 
@@ -322,21 +384,73 @@ class _Planner:
         state = self.state()
         matched = [t for t in to_map if t in state]
         for t in matched:
+            if (state[t]._meta.schema or "public") != (to_map[t]._meta.schema or "public"):
+                self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
+        for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
-        for model in to_models:
-            if model._meta.table_name not in state:
-                self.emit("\n".join(w.model(model)))
+        for t in matched:
+            self._change_columns(t, to_map[t], keys_only=True)
+        created = [m for m in to_models if m._meta.table_name not in state]
+        to_create = {m._meta.table_name for m in created}
+        postponed: list[tuple[str, list[pw.Field]]] = []
+        for model in created:
+            to_create.discard(model._meta.table_name)
+            # A foreign key to a table created later (a DeferredForeignKey in a cycle) is
+            # added once that table exists.
+            later = [f for f in model._meta.refs
+                     if f.rel_model is not model and f.rel_model._meta.table_name in to_create]
+            self.emit("\n".join(w.model(model, skip={f.name for f in later})))
+            if later:
+                postponed.append((model._meta.table_name, later))
+        for t, fields in postponed:
+            self.emit(w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)))
         for t in matched:
             self.late(self.state()[t], to_map[t])
         current = self.state()
-        for model in reversed(sort_models(current.values())):
+        doomed = [m for m in reversed(sort_models(current.values()))
+                  if m._meta.table_name not in to_map]
+        for i, model in enumerate(doomed):
             t = model._meta.table_name
-            if t not in to_map:
-                self.warn(
-                    f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
-                    f"new model with @renamed_from({t!r})"
-                )
-                self.emit(w.call("remove_model", repr(t)))
+            self.warn(
+                f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
+                f"new model with @renamed_from({t!r})"
+            )
+            self._drop_table(model, created)
+            # In a cycle of foreign keys, a table dropped later may still refer to this one:
+            # CASCADE drops those constraints (only them: that table goes next).
+            cycle = any(f.rel_model is model for other in doomed[i + 1:]
+                        for f in other._meta.refs if other is not model)
+            args = [repr(t), "cascade=True"] if cycle else [repr(t)]
+            self.emit(w.call("remove_model", *args))
+
+    def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
+        """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
+        t = model._meta.table_name
+        shape = _table_shape(table_spec(model))
+        taken = {d.renamed_to for d in self.drops if d.column is None}
+        for new in created:
+            name = new._meta.table_name
+            if name not in taken and _table_shape(table_spec(new)) == shape:
+                hint = f"@renamed_from({_py_str(t)}) above class {new.__name__}"
+                self.drops.append(Drop(t, None, name, hint))
+                return
+        self.drops.append(Drop(t))
+
+    def _drop_columns(
+        self, table: str, dropped: Sequence[ColumnSpec], added: Sequence[pw.Field],
+        added_specs: Mapping[str, ColumnSpec],
+    ) -> None:
+        """Record column drops, each paired with a same-typed added column if any."""
+        free = list(added)
+        for col in dropped:
+            match = next((f for f in free if added_specs[f.column_name].type == col.type), None)
+            if match is None:
+                self.drops.append(Drop(table, col.name))
+                continue
+            free.remove(match)
+            hint = (f"{match.name} = renamed_from({_field_class(match)}(...), "
+                    f"{_py_str(col.name)})")
+            self.drops.append(Drop(table, col.name, match.column_name, hint))
 
     def early(
         self, fm: type[pw.Model], tm: type[pw.Model], renames: Mapping[str, str]
@@ -419,62 +533,47 @@ class _Planner:
         fcols = {f.column_name: f for f in fmeta.sorted_fields}
         tcols = {f.column_name: f for f in tmeta.sorted_fields}
         dropped = [f for c, f in fcols.items() if c not in tcols]
+        added = [f for c, f in tcols.items() if c not in fcols]
         if dropped:
             for f in dropped:
                 self.warn(
                     f"drops column {t}.{f.column_name}: its data will be lost; if it was "
                     f"renamed, mark the new field with renamed_from(field, {f.column_name!r})"
                 )
+            before_cols = _columns(table_spec(fm))
+            self._drop_columns(
+                t, [before_cols[f.column_name] for f in dropped], added, _columns(tspec)
+            )
             self.emit(w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)))
 
-        added = [f for c, f in tcols.items() if c not in fcols]
         if added:
             for f in added:
                 spec = _columns(tspec)[f.column_name]
-                if not spec.null and spec.default is None and f.default is None:
+                if not spec.null and spec.default is None and not _writable_default(f):
                     self.warn(
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
                     )
+                    if self.forward:
+                        reason = (f"this migration adds {t}.{f.column_name} NOT NULL without "
+                                  "a default to fill existing rows with")
+                    else:
+                        # The rollback re-adds a dropped column it has no values for.
+                        reason = (f"this rollback re-adds {t}.{f.column_name} NOT NULL "
+                                  "without a default")
+                        self.irreversible.append(
+                            f"the rollback cannot run while {t} has rows: it re-adds "
+                            f"{t}.{f.column_name} NOT NULL without a default; `datalayer "
+                            "migrate rollback` refuses it then (give the old field a default "
+                            "in the rollback to make it reversible)"
+                        )
+                    # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
+                    self.emit(w.call("require_empty", repr(t), repr(reason)))
             self.emit(w.call(
                 "add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in added)
             ))
 
-        fspec = table_spec(self.state()[t])
-        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
-        plain: list[str] = []
-        cast: list[tuple[str, str, str]] = []
-        for col, target in tcols.items():
-            if col not in fcols:
-                continue
-            source = fcols[col]
-            before, after = fcol_specs[col], tcol_specs[col]
-            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
-            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
-            if before == after and fidx == tidx:
-                continue
-            code = f"{target.name}={w.field(target)}"
-            if before.null and not after.null and after.default is None and target.default is None:
-                self.warn(
-                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
-                    "NULLs; give the field a default or a server default"
-                )
-            if before.type != after.type and _needs_using(before.type, after.type):
-                using = f"{quote(col)}::{after.type.text}"
-                self.warn(
-                    f"changes the type of {t}.{col} from {before.type.text} to "
-                    f"{after.type.text} with USING {using}: check that every existing value "
-                    "converts, or edit the USING expression"
-                )
-                cast.append((target.name, w.field(target), using))
-            else:
-                plain.append(code)
-        if plain:
-            self.emit(w.call("change_fields", repr(t), *plain))
-        for name, code, using in cast:
-            self.emit(w.call(
-                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}"
-            ))
+        self._change_columns(t, tm)
 
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
@@ -487,6 +586,95 @@ class _Planner:
         entries = dict(_meta_index_entries(tm))
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]))
+
+    def _change_columns(self, t: str, tm: type[pw.Model], *, keys_only: bool = False) -> None:
+        """Change the columns of table ``t`` that both sides have (only the key: ``keys_only``).
+
+        The key is changed before new tables are created (their foreign keys take its type).
+        """
+        w = self.writer
+        fm = self.state()[t]
+        fcols = {f.column_name: f for f in fm._meta.sorted_fields}
+        tcols = {f.column_name: f for f in tm._meta.sorted_fields}
+        fspec, tspec = table_spec(fm), table_spec(tm)
+        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
+        plain: list[str] = []
+        cast: list[tuple[str, str, str]] = []
+        for col, target in tcols.items():
+            if col not in fcols:
+                continue
+            source = fcols[col]
+            if keys_only and not (source.primary_key and target.primary_key):
+                continue
+            before, after = fcol_specs[col], tcol_specs[col]
+            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
+            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
+            if before == after and fidx == tidx:
+                continue
+            code = f"{target.name}={w.field(target)}"
+            if before.null and not after.null and after.default is None and target.default is None:
+                self.warn(
+                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
+                    "NULLs; give the field a default or a server default"
+                )
+            if before.type != after.type and _needs_using(before.type, after.type):
+                using = self._using(fm, col, before, after)
+                cast.append((target.name, w.field(target), using))
+            else:
+                plain.append(code)
+        if plain:
+            self.emit(w.call("change_fields", repr(t), *plain))
+        for name, code, using in cast:
+            self.emit(w.call(
+                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}"
+            ))
+
+    def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
+        """Return the USING expression of a type change that has no assignment cast.
+
+        A key that cannot be cast is renumbered: from its new sequence (to a serial type)
+        or with ``gen_random_uuid()`` (integers to uuid); refused when foreign keys point
+        at it, since their values would no longer match.
+        """
+        t = fm._meta.table_name
+        source = auto_base(before.type.text) or before.type.text.upper()
+        target = auto_base(after.type.text) or after.type.text.upper()
+        renumber: str | None = None
+        if auto_base(after.type.text) and not serial_base(after.type.text) and (
+            source not in _INTEGERS
+        ):
+            raise GenerationError("cannot generate this migration", [
+                f"{t}.{col} changes from {before.type.text} to an identity column, which "
+                "has no cast: write this migration by hand (add the new column, fill it, "
+                "then swap)"
+            ])
+        if serial_base(after.type.text) and source not in _INTEGERS:
+            renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
+        elif target == "UUID" and source in _INTEGERS and before.primary_key:
+            renumber = "gen_random_uuid()"
+        if renumber is None:
+            using = f"{quote(col)}::{target}"
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {using}: check that every existing value "
+                "converts, or edit the USING expression"
+            )
+            return using
+        for model in self.state().values():
+            for field in model._meta.refs:
+                if field.rel_model._meta.table_name == t and field.rel_field.column_name == col:
+                    raise GenerationError("cannot generate this migration", [
+                        f"{t}.{col} changes from {before.type.text} to {after.type.text}, which "
+                        f"has no cast: its values would be renumbered, but "
+                        f"{model._meta.table_name}.{field.column_name} refers to them; write "
+                        "this migration by hand (add the new key column, map the referencing "
+                        "columns to it, then swap)"
+                    ])
+        self.warn(
+            f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
+            f"which has no cast: existing rows get new values (USING {renumber})"
+        )
+        return renumber
 
     def _add_index(self, table: str, tm: type[pw.Model], entry: Any) -> str:
         """Return the code that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
@@ -508,6 +696,28 @@ class _Planner:
 
 def _render_db(model: type[pw.Model]) -> Any:
     return database_of(model)
+
+
+def _writable_default(field: pw.Field) -> bool:
+    """Return True when ``field`` has a Python default that a migration can write."""
+    return field.default is not None and CodeWriter().default(field) is not None
+
+
+def _table_shape(spec: TableSpec) -> list[tuple[str, bool, bool]]:
+    """Return the column types and nullability of a table, names aside (to spot renames)."""
+    return sorted((c.type.text, c.null, c.primary_key) for c in spec.columns)
+
+
+def _py_str(text: str) -> str:
+    """Return ``text`` as a Python string literal, in double quotes when possible."""
+    return f'"{text}"' if '"' not in text and "\\" not in text else repr(text)
+
+
+def _field_class(field: pw.Field) -> str:
+    """Return how a model module usually names ``field``'s class (``pw.CharField``)."""
+    cls = type(field)
+    prefix = {"peewee": "pw.", "playhouse.postgres_ext": "pw_pext."}.get(cls.__module__, "")
+    return prefix + cls.__name__
 
 
 def _meta_index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:
@@ -573,7 +783,7 @@ def _body(chunks: Sequence[str]) -> str:
 def _verify(
     sim: DatalayerMigrator, wanted: Sequence[type[pw.Model]], what: str
 ) -> None:
-    state = {m._meta.table_name: m for m in sim.orm}
+    state = _state(sim)
     want = {m._meta.table_name: m for m in wanted}
     problems: list[str] = []
     for t in sorted(set(state) | set(want)):
@@ -606,7 +816,7 @@ def diff_models(
     """
     targets = _targets(models)
     try:
-        state = {m._meta.table_name: m for m in sim.orm}
+        state = _state(sim)
         tables, columns = _renames(state, targets)
         forward = _Planner(sim, forward=True)
         forward.run(targets, tables, columns)
@@ -618,13 +828,16 @@ def diff_models(
             back_tables.get(t, t): {new: old for old, new in cols.items()}
             for t, cols in columns.items()
         }
-        originals = sort_models(original.orm)
+        originals = sort_models(_state(original).values())
         backward = _Planner(sim, forward=False)
         backward.run(originals, back_tables, back_columns)
         _verify(sim, originals, "rollback")
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
-    return Diff(_body(forward.chunks), _body(backward.chunks), tuple(forward.warnings))
+    return Diff(
+        _body(forward.chunks), _body(backward.chunks),
+        tuple(forward.warnings) + tuple(backward.irreversible), tuple(forward.drops),
+    )
 
 
 def compute_diff(router: Any, models: Iterable[Any] | None = None) -> Diff:
@@ -644,20 +857,29 @@ def diff_source(router: Any, models: Iterable[Any] | None = None) -> tuple[str, 
 
 
 def create_migration(
-    router: Any, name: str, models: Iterable[Any] | None = None
+    router: Any,
+    name: str,
+    models: Iterable[Any] | None = None,
+    *,
+    allow_drop: bool = False,
 ) -> DiffResult | None:
     """Write a migration ``name`` for the model changes; return it, or None when none.
 
     The file is written by ``router.compile`` (which numbers it with
     :func:`next_name` in datalayer's Router) and loaded back once to prove
-    that it works.
+    that it works.  A migration that drops a table or a column is only
+    written with ``allow_drop``.
 
+    :raises DropRefused: when the migration drops something and ``allow_drop`` is false
+        (each drop named, with the ``renamed_from`` hint when it looks like a rename).
     :raises GenerationError: when ``name`` is invalid or a change cannot be generated.
     """
     next_name([], name)  # validates the name before any work
     diff = compute_diff(router, models)
     if not diff:
         return None
+    if diff.drops and not allow_drop:
+        raise DropRefused(diff.drops)
     written = router.compile(name, diff.migrate, diff.rollback)
     path = Path(router.migrate_dir) / f"{written}.py"
     router.read(written)

@@ -27,7 +27,15 @@ from typing import Any, TypeVar, cast
 import peewee as pw
 from peewee_migrate import Migrator
 
-from ._ddl import Backfill, Step, plan_alter, plan_create, plan_drop, plan_rename_table
+from ._ddl import (
+    Backfill,
+    Step,
+    plan_alter,
+    plan_create,
+    plan_drop,
+    plan_rename_table,
+    plan_set_schema,
+)
 from ._spec import (
     Sql,
     TableSpec,
@@ -38,7 +46,7 @@ from ._spec import (
     table_spec,
 )
 
-__all__ = ["DatalayerMigrator", "UnsupportedChange", "ref", "replaying", "typed"]
+__all__ = ["DatalayerMigrator", "RowsGuard", "UnsupportedChange", "ref", "replaying", "typed"]
 
 # -- replays derive no SQL ------------------------------------------------------------
 # A replay (router.replay: the history run in fake mode to know the schema) throws the
@@ -72,6 +80,7 @@ plan_alter = _unless_replaying(plan_alter, list)
 plan_create = _unless_replaying(plan_create, list)
 plan_drop = _unless_replaying(plan_drop, list)
 plan_rename_table = _unless_replaying(plan_rename_table, list)
+plan_set_schema = _unless_replaying(plan_set_schema, list)
 
 ModelRef = str | type[pw.Model]
 F = TypeVar("F", bound=pw.Field)
@@ -128,13 +137,53 @@ def _backfill_op(database: Any, step: Backfill) -> Callable[[], None]:
     return backfill
 
 
+class RowsGuard:
+    """An operation that stops a migration (or rollback) when a table has rows.
+
+    Queued by :meth:`DatalayerMigrator.require_empty` before a step that cannot fill
+    existing rows (a NOT NULL column re-added without a default).  It runs in its place
+    like any operation, and ``datalayer migrate rollback`` also finds it in the queued
+    operations and checks it before anything runs (:meth:`blocked`).
+    """
+
+    def __init__(self, database: Any, table: str, table_sql: str, reason: str) -> None:
+        self.database = database
+        self.table = table
+        self.table_sql = table_sql
+        self.reason = reason
+        self.__name__ = f"require_empty_{table}"
+
+    def blocked(self, database: Any | None = None) -> str | None:
+        """Return why the step cannot run on ``database`` now (None: the table is empty)."""
+        db = database if database is not None else self.database
+        found = db.execute_sql("SELECT to_regclass(%s)", (self.table_sql,)).fetchone()
+        if found is None or found[0] is None:
+            return None
+        cursor = db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table_sql})")
+        row = cursor.fetchone()
+        if not row or not row[0]:
+            return None
+        return (
+            f"{self.reason}, and table {self.table} has rows: empty it first, or edit the "
+            "file to give the column a default (then run `datalayer migrate hash`)"
+        )
+
+    def __call__(self) -> None:
+        from ..errors import MigrationError
+
+        problem = self.blocked()
+        if problem:
+            raise MigrationError(problem)
+
+
 class DatalayerMigrator(Migrator):
     """A peewee-migrate ``Migrator`` whose operations reproduce ``create_tables()`` exactly.
 
     Operations beyond peewee-migrate's: :meth:`alter_fields` (type change
     with ``USING``), :meth:`rename_column`, :meth:`add_named_index`,
     :meth:`drop_named_index`, :meth:`rename_index`, :meth:`set_constraints`,
-    :meth:`set_model_meta`.  Overridden with the same signatures:
+    :meth:`set_model_meta`, :meth:`set_schema`, :meth:`require_empty`.  Overridden with the
+    same signatures:
     ``create_model``, ``remove_model``, ``add_fields``, ``remove_fields``,
     ``change_fields``, ``rename_field``, ``rename_table``, ``add_index``,
     ``drop_index``, ``add_not_null``, ``drop_not_null``.  One deliberate
@@ -170,6 +219,11 @@ class DatalayerMigrator(Migrator):
     # -- plumbing -----------------------------------------------------------
 
     def _get(self, model: ModelRef) -> type[pw.Model]:
+        if isinstance(model, str) and model in self.orm.__tables__:
+            # A table name first: two models of one class name may be in the state at once
+            # (a table renamed without a hint: the old and the new class are both ``Person``).
+            found: type[pw.Model] = self.orm.__tables__[model]
+            return found
         try:
             result: type[pw.Model] = self.__get_model__(model)
         except (ValueError, KeyError):
@@ -179,6 +233,14 @@ class DatalayerMigrator(Migrator):
                 "check the migration's table names against the earlier migrations"
             ) from None
         return result
+
+    def _forget(self, cls: type[pw.Model]) -> None:
+        """Remove ``cls`` from the state, and only it (another model may share its class name)."""
+        orm = self.orm
+        if orm.__tables__.get(cls._meta.table_name) is cls:
+            del orm.__tables__[cls._meta.table_name]
+        if orm.__models__.get(cls.__name__) is cls:
+            del orm.__models__[cls.__name__]
 
     def _queue(self, steps: Iterable[Step]) -> None:
         for step in steps:
@@ -271,7 +333,7 @@ class DatalayerMigrator(Migrator):
         for field in cls._meta.sorted_fields:
             if isinstance(field, pw.ForeignKeyField) and field in cls._meta.refs:
                 cls._meta.remove_ref(field)
-        self.orm.remove(cls)
+        self._forget(cls)
         self._queue(plan_drop(spec, cascade=cascade))
 
     def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
@@ -279,7 +341,7 @@ class DatalayerMigrator(Migrator):
         cls = self._get(model)
         meta = cls._meta
         before = table_spec(cls)
-        self.orm.remove(cls)
+        self._forget(cls)
         meta.table_name = new_name
         del meta.table  # peewee caches the Table object with the old name
         entry: Any
@@ -288,6 +350,22 @@ class DatalayerMigrator(Migrator):
                 _untyped(entry)._table = meta.table
         self.orm.add(cls)
         self._queue(plan_rename_table(before, table_spec(cls)))
+        return cls
+
+    def set_schema(self, model: ModelRef, schema: str | None) -> type[pw.Model]:
+        """Move the table, with its rows, indexes and sequences, to ``schema`` (None: public).
+
+        The schema is created if it does not exist.
+        """
+        cls = self._get(model)
+        meta = cls._meta
+        before = table_spec(cls)
+        meta.schema = schema  # resets the cached Table, which names the schema
+        entry: Any
+        for entry in meta.indexes:
+            if isinstance(entry, pw.ModelIndex):
+                _untyped(entry)._table = meta.table
+        self._queue(plan_set_schema(before, table_spec(cls)))
         return cls
 
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
@@ -313,6 +391,14 @@ class DatalayerMigrator(Migrator):
             cls._meta.constraints = list(constraints)
 
         return self._alter(cls, mutate)
+
+    def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
+        """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
+        cls = self._get(model)
+        spec = table_spec(cls)
+        if spec is not None:  # None in a replay, which queues nothing
+            self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason))
+        return cls
 
     # -- columns ----------------------------------------------------------------
 
