@@ -312,3 +312,79 @@ def test_a_new_table_gets_the_plain_forms_in_one_transaction(tmp_path: Path) -> 
 def test_target_version_below_12_is_refused(tmp_path: Path) -> None:
     with pytest.raises(GenerationError, match="PostgreSQL version 11 is not supported"):
         compute_diff(Router(PostgresqlExtDatabase(None), tmp_path), [items()], postgres=11)
+
+
+RERUN = ["set_not_null_through_check", "unique_constraint_using_index", "fk_new_column",
+         "volatile_server_default", "index_field_flag", "check_not_valid_then_validate"]
+_DDL = ("ALTER", "CREATE", "DROP", "DO", "UPDATE")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in RERUN],
+                         ids=[c.id for c in CASES if c.id in RERUN])
+def test_interrupted_migration_runs_again(
+    case: Case, online_db: tuple[str, PostgresqlExtDatabase], ref: PostgresqlExtDatabase,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed before its k-th statement, for every k, the migration applies on the next run.
+
+    An ``atomic = False`` file keeps the statements before the kill, so each of
+    its statements must cope with a half-done state (and with being run twice).
+    """
+    _, db = online_db
+    router = Router(db, tmp_path)
+    create_migration(router, "v1", case.v1())
+    write_sum(tmp_path)
+    runner.apply(db, tmp_path)
+    if "categories" in db.get_tables():
+        db.execute_sql("INSERT INTO categories (title) VALUES ('a'), ('b')")
+    db.execute_sql("INSERT INTO items (name, qty) SELECT 'r' || g, g FROM generate_series(1, 50) g")
+    if case.seed:
+        db.execute_sql(case.seed)
+    before = snapshot(db)
+    result = create_migration(Router(db, tmp_path), "v2", case.v2())
+    assert result is not None
+    write_sum(tmp_path)
+    want = declared(ref, case.v2())
+
+    real = db.execute_sql
+    for k in range(1, 100):
+        count = 0
+
+        def flaky(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            if sql.lstrip().upper().startswith(_DDL):
+                count += 1
+                if count == k:
+                    raise psycopg2.OperationalError("simulated kill of the migration")
+            return real(sql, params, *args, **kwargs)
+
+        monkeypatch.setattr(db, "execute_sql", flaky)
+        try:
+            runner.apply(db, tmp_path)
+            interrupted = False
+        except Exception as exc:
+            assert "simulated kill" in str(exc)
+            interrupted = True
+        monkeypatch.setattr(db, "execute_sql", real)
+        runner.apply(db, tmp_path)  # the next run: must finish the job
+        assert compare(want, snapshot(db)) == [], f"killed before statement {k}"
+        runner.rollback(db, tmp_path, steps=len(result.names))
+        assert compare(before, snapshot(db)) == [], f"rollback after a kill before {k}"
+        if not interrupted:
+            break
+    assert k > 2, "the migration ran fewer statements than expected"
+
+
+def test_a_field_named_online_is_a_field(
+    online_db: tuple[str, PostgresqlExtDatabase], ref: PostgresqlExtDatabase, tmp_path: Path,
+) -> None:
+    _, db = online_db
+    router = Router(db, tmp_path)
+    create_migration(router, "v1", [items()])
+    v2 = [items(online=pw.BooleanField(default=False, index=True))]
+    result = create_migration(router, "v2", v2)
+    assert result is not None
+    write_sum(tmp_path)
+    db.execute_sql("SELECT 1")
+    runner.apply(db, tmp_path)
+    assert compare(declared(ref, v2), snapshot(db)) == []

@@ -47,13 +47,13 @@ __all__ = [
     "concurrent_create",
     "fill_nulls",
     "is_volatile",
-    "rewrites_type",
-    "set_not_null",
-    "validate_constraints",
     "plan_alter",
     "plan_create",
     "plan_drop",
     "plan_rename_table",
+    "rewrites_type",
+    "set_not_null",
+    "validate_constraints",
 ]
 
 
@@ -511,8 +511,9 @@ def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> lis
         ALTER TABLE {T} ADD CONSTRAINT {quote(name)} UNIQUE USING INDEX {quote(name)};
     END IF;
 END"""
+    create = f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({cols})"
     return [
-        Online(Sql(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({cols})")),
+        Online(Sql(create)),
         Sql(_do(_pct(body)).text, hint="using-index"),
     ]
 

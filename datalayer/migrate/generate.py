@@ -626,9 +626,10 @@ class _Planner:
                     if volatile and spec.null:
                         self.backfill.setdefault(t, []).append(f.name)
                 codes.append(f"{f.name}={w.field(written)}")
-            self.emit(
-                w.call("add_fields", repr(t), *codes, *self.online(phase_one=True)), table=t
-            )
+            flag = self.online(phase_one=True)
+            if flag and any(f.name == "online" for f in added):
+                flag = []  # a field named "online" would clash with the option: plain form
+            self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
 
         fspec = table_spec(self.state()[t])
         fcol_specs = _columns(fspec)
@@ -676,9 +677,7 @@ class _Planner:
             else:
                 plain.append(code)
         if plain:
-            self.emit(
-                w.call("change_fields", repr(t), *plain, *self.online(phase_one=True)), table=t
-            )
+            self._change_fields(t, plain, self.online(phase_one=True))
         for name, code, using in cast:
             self.emit(w.call(
                 "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}",
@@ -718,6 +717,15 @@ class _Planner:
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
 
+    def _change_fields(self, t: str, codes: Sequence[str], flag: Sequence[str]) -> None:
+        """Emit ``change_fields``; as ``alter_fields`` with a mapping when a field is "online"."""
+        w = self.writer
+        if flag and any(c.startswith("online=") for c in codes):
+            items = ", ".join(f"{c.split('=', 1)[0]!r}: {c.split('=', 1)[1]}" for c in codes)
+            self.emit(w.call("alter_fields", repr(t), f"{{{items}}}", *flag), table=t)
+            return
+        self.emit(w.call("change_fields", repr(t), *codes, *flag), table=t)
+
     def late_online(self, t: str, tm: type[pw.Model]) -> None:
         """Phase two of a table in safe mode: what must not hold a lock or a transaction."""
         w = self.writer
@@ -740,7 +748,7 @@ class _Planner:
             if fcol_specs[col] != tcol_specs[col] or fidx != tidx:
                 changed.append(f"{target.name}={w.field(target)}")
         if changed:
-            self.emit(w.call("change_fields", repr(t), *changed, "online=True"), table=t)
+            self._change_fields(t, changed, ["online=True"])
         if self.backfill.get(t):
             names = ", ".join(repr(n) for n in self.backfill[t])
             self.emit(w.call("backfill", repr(t), names), table=t)

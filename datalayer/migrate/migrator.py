@@ -35,7 +35,6 @@ from peewee_migrate import Migrator
 
 from ._ddl import (
     BatchFill,
-    Online,
     Step,
     fill_nulls,
     plan_alter,
@@ -46,10 +45,10 @@ from ._ddl import (
 )
 from ._spec import (
     Sql,
-    quote,
     UnsupportedChange,
     _untyped,
     index_entries,
+    quote,
     rename_identifier,
     table_spec,
 )
@@ -448,7 +447,7 @@ class DatalayerMigrator(Migrator):
         model: ModelRef,
         *,
         allow_not_null: bool = False,
-        online: bool = False,
+        online: bool | pw.Field = False,
         **fields: pw.Field,
     ) -> type[pw.Model]:
         """Add columns with their defaults, CHECKs, foreign keys and indexes.
@@ -458,9 +457,11 @@ class DatalayerMigrator(Migrator):
         ``online``: CHECKs and foreign keys are added NOT VALID, a volatile
         server default is set after the column is added and the rows filled
         in batches.  ``allow_not_null`` is accepted for peewee-migrate
-        compatibility.
+        compatibility.  A field named ``online`` is a field, not the option.
         """
         del allow_not_null
+        if isinstance(online, pw.Field):
+            fields, online = {"online": online, **fields}, False
         cls = self._get(model)
 
         def mutate() -> None:
@@ -494,14 +495,17 @@ class DatalayerMigrator(Migrator):
         return cls
 
     def change_fields(
-        self, model: ModelRef, *, online: bool = False, **fields: pw.Field
+        self, model: ModelRef, *, online: bool | pw.Field = False, **fields: pw.Field
     ) -> type[pw.Model]:
         """Change columns to match the given fields (type, NULL, default, CHECK, FK, index).
 
         ``online``: indexes built and dropped concurrently, CHECKs and foreign
         keys added NOT VALID, NOT NULL through a validated CHECK after the
-        NULLs are filled in batches (run it with ``atomic = False``).
+        NULLs are filled in batches (run it with ``atomic = False``).  A field
+        named ``online`` is a field, not the option (:meth:`alter_fields` takes both).
         """
+        if isinstance(online, pw.Field):
+            fields, online = {"online": online, **fields}, False
         return self.alter_fields(model, fields, online=online)
 
     def alter_fields(

@@ -29,8 +29,8 @@ from ._spec import Sql
 __all__ = [
     "Lock",
     "Operation",
-    "PlannedMigration",
     "Plan",
+    "PlannedMigration",
     "Statement",
     "describe",
     "statement_of",
