@@ -388,3 +388,36 @@ def test_a_field_named_online_is_a_field(
     db.execute_sql("SELECT 1")
     runner.apply(db, tmp_path)
     assert compare(declared(ref, v2), snapshot(db)) == []
+
+
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_cli_diff_writes_online_files_or_with_unsafe_the_plain_forms(
+    unsafe: bool, tmp_path: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from datalayer.cli import main
+    from datalayer.migrate import generate
+
+    mdir = tmp_path / "migrations"
+    models: list[Models] = [[items()]]
+    monkeypatch.setattr(generate, "_default_models", lambda: models[0])
+    cli = CliRunner()
+    first = cli.invoke(main, ["migrate", "--dir", str(mdir), "diff", "v1"])
+    assert first.exit_code == 0, first.output
+    models[0] = [items(qty=pw.IntegerField(default=0, index=True), code=pw.UUIDField(
+        null=True, constraints=[pw.SQL("DEFAULT gen_random_uuid()")]))]
+    args = ["migrate", "--dir", str(mdir), "diff", "v2", *(["--unsafe"] if unsafe else [])]
+    done = cli.invoke(main, [*args, "--postgres", "15"])
+    assert done.exit_code == 0, done.output
+    if unsafe:
+        assert "wrote" in done.output and "(no transaction)" not in done.output
+        assert sorted(p.name for p in mdir.glob("0*.py")) == ["001_v1.py", "002_v2.py"]
+        text = (mdir / "002_v2.py").read_text()
+        assert "online=True" not in text and "atomic = False" not in text
+    else:
+        assert "003_v2_2.py (no transaction)" in done.output, done.output
+        assert "atomic = False" in (mdir / "003_v2_2.py").read_text()
+    bad = cli.invoke(main, ["migrate", "--dir", str(mdir), "diff", "v3", "--postgres", "11"])
+    assert bad.exit_code == 1 and "not supported" in bad.output
+    assert "Traceback" not in bad.output
