@@ -350,7 +350,7 @@ def test_interrupted_migration_runs_again(
     for k in range(1, 100):
         count = 0
 
-        def flaky(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        def flaky(sql: str, params: Any = None, *args: Any, k: int = k, **kwargs: Any) -> Any:
             nonlocal count
             if sql.lstrip().upper().startswith(_DDL):
                 count += 1
