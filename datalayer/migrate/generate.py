@@ -4,27 +4,35 @@ The migration history on disk is replayed in memory (peewee-migrate's fake
 mode) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
 run (:mod:`._spec`).  Each difference becomes one operation of
-:class:`~datalayer.migrate.migrator.DatalayerMigrator`, written as code and
-executed at once on the in-memory state, so the next comparison sees it.
-When all are written the state must equal the models exactly, and the
-rollback, built the same way in the other direction, must restore the
-history's state exactly; otherwise :class:`GenerationError` says what does
-not match and nothing is written.
+:class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
+the in-memory state, so the next comparison sees it; the operations and the
+statements they queue make a :class:`~datalayer.migrate.plan.Plan`.  When
+all are planned the state must equal the models exactly, and each file's
+rollback, planned the same way in the other direction, must restore the
+state before it exactly; otherwise :class:`GenerationError` says what does
+not match and nothing is written.  The files are written from the plan.
+
+Changes to existing tables are planned in two phases unless ``unsafe``:
+phase one, in a transaction, adds columns (nullable where a fill must come
+first) and constraints ``NOT VALID``; phase two, in a file with ``atomic =
+False``, builds and drops indexes concurrently, fills NULLs in batches,
+validates, sets NOT NULL and adds UNIQUE constraints through their index.
 
 Interface (used by the runtime's Router and CLI):
 
 * :func:`next_name` ``(existing_names, name) -> str``: the next file name,
   numbered after the highest one (``999_x`` is followed by ``1000_name``);
 * :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
-  the ``migrate`` and ``rollback`` bodies, None when nothing changed;
-* :func:`compute_diff` ``(router, models=None) -> Diff``: the same with the
-  warnings (``Diff.warnings``: drops of columns or tables without a rename
-  hint, NOT NULL without a default, casts with USING, defaults that cannot be
-  written);
-* :func:`create_migration` ``(router, name, models=None) -> DiffResult | None``:
-  writes the file through ``router.compile``; ``DiffResult`` has ``path``,
-  ``name`` and ``warnings`` and is path-like; None (nothing written) when the
-  models match the history;
+  the ``migrate`` and ``rollback`` bodies (all files joined), None when
+  nothing changed;
+* :func:`compute_diff` ``(router, models=None, *, postgres=12, unsafe=False)
+  -> Diff``: the same with the warnings, the files (``Diff.files``) and the
+  plan (``Diff.plan``);
+* :func:`create_migration` ``(router, name, models=None, *, allow_drop=False,
+  postgres=12, unsafe=False) -> DiffResult | None``: writes the file(s)
+  through ``router.compile``; ``DiffResult`` has ``path``, ``name`` (the
+  first file), ``paths``, ``names``, ``plan`` and ``warnings`` and is
+  path-like; None (nothing written) when the models match the history;
 * :func:`install_upstream`: makes ``pw_migrate create --auto`` use this
   generator (called from ``migrations/conf.py``, which peewee-migrate runs).
 
