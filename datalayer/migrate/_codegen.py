@@ -18,18 +18,33 @@ import datetime as dt
 import decimal
 import enum
 import importlib
+import math
 import re
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import peewee as pw
 
-from ._spec import Sql, _untyped, database_of, render
+from ._spec import Sql, _untyped, database_of, deferred_fk_name, render
 
 __all__ = ["CodeWriter"]
 
 _MODULES = {"peewee": "pw", "playhouse.postgres_ext": "pw_pext"}
 _CHECK_ONLY = re.compile(r"^CHECK \((.*)\)$", re.DOTALL)
+
+
+def _plain_data(value: Any) -> bool:
+    """Return True when ``repr(value)`` is a Python literal that rebuilds it (JSON-like data)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_plain_data(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_data(v) for k, v in value.items())
+    return False
 
 
 def _base_class(field: pw.Field) -> type[pw.Field]:
@@ -80,7 +95,11 @@ class CodeWriter:
         """Return a Python literal for ``value`` (used for SQL parameters and defaults)."""
         if isinstance(value, enum.Enum):
             value = value.value
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"float({str(value)!r})"  # repr() gives nan / inf, which are not names
         if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            return repr(value)
+        if isinstance(value, (dict, list, tuple)) and _plain_data(value):
             return repr(value)
         if isinstance(value, (decimal.Decimal, uuid.UUID, dt.date, dt.time, dt.timedelta)):
             return repr(str(value))
@@ -98,6 +117,10 @@ class CodeWriter:
             return None
         if callable(value):
             module = getattr(value, "__module__", None)
+            owner = getattr(value, "__self__", None)
+            if module is None and isinstance(owner, type):
+                # A builtin class method (datetime.datetime.now, date.today): no __module__.
+                module = owner.__module__
             qualname = getattr(value, "__qualname__", "")
             if module and qualname and "<" not in qualname:
                 try:
@@ -106,14 +129,22 @@ class CodeWriter:
                         obj = getattr(obj, part)
                 except (ImportError, AttributeError):
                     obj = None
-                if obj is value:
+                # == as well as is: a bound method is a new object at each attribute access.
+                if obj is value or (obj is not None and obj == value):
                     return f"{self.m}.ref({module!r}, {qualname!r})"
+            kind = (
+                "a lambda or a local function" if "<" in qualname
+                else "not importable under its own name"
+            )
             self.warnings.append(
-                f"{where}: its default {value!r} cannot be imported by name (a lambda or a "
-                "local function), so the migration has no default to fill existing rows "
-                "with; give it a module-level function or a server default"
+                f"{where}: its default {value!r} cannot be written into a migration ({kind}), "
+                "so the migration has no default to fill existing rows with; give it a "
+                "module-level function or a server default"
             )
             return None
+        if isinstance(value, (dict, list, tuple)):
+            # A JSON or array default: the Python value itself (db_value would wrap it).
+            return self.literal(value, context=where)
         try:
             convert: Any = field.db_value
             value = convert(value)
@@ -164,6 +195,8 @@ class CodeWriter:
         if isinstance(field, pw.ForeignKeyField):
             for attr in ("on_delete", "on_update", "deferrable", "constraint_name"):
                 value = getattr(field, attr, None)
+                if attr == "constraint_name" and not value and field.deferred:
+                    value = deferred_fk_name(field)  # as create_foreign_key() names it
                 if value:
                     kw.append(f"{attr}={value!r}")
             kw.append("backref='+'")
@@ -208,14 +241,18 @@ class CodeWriter:
             kw.append(f"nulls_distinct={index._nulls_distinct!r}")
         return kw
 
-    def model(self, model: type[pw.Model]) -> list[str]:
-        """Return the lines that define ``model`` and create it with ``m.create_model``."""
+    def model(self, model: type[pw.Model], skip: Collection[str] = ()) -> list[str]:
+        """Return the lines that define ``model`` and create it with ``m.create_model``.
+
+        Fields named in ``skip`` are left out (a foreign key to a table created later).
+        """
         meta = model._meta
         db = database_of(model)
         name = model.__name__
         lines = [f"class {name}(pw.Model):"]
         for field in meta.sorted_fields:
-            lines.append(f"    {field.name} = {self.field(field)}")
+            if field.name not in skip:
+                lines.append(f"    {field.name} = {self.field(field)}")
         lines += ["", "    class Meta:", f"        table_name = {meta.table_name!r}"]
         if meta.schema:
             lines.append(f"        schema = {meta.schema!r}")

@@ -51,6 +51,7 @@ __all__ = [
     "plan_create",
     "plan_drop",
     "plan_rename_table",
+    "plan_set_schema",
     "rewrites_type",
     "set_not_null",
     "validate_constraints",
@@ -252,8 +253,28 @@ def _re(name: str) -> str:
 
 
 def plan_create(spec: TableSpec) -> list[Step]:
-    """Return the statements ``create_tables()`` runs for one model (no IF NOT EXISTS)."""
-    return list(spec.create)
+    """Return the statements ``create_tables()`` runs for one model (no IF NOT EXISTS).
+
+    A model in a schema of its own (``Meta.schema``) creates the schema first if needed:
+    ``create_tables()`` expects it to exist.
+    """
+    steps: list[Step] = []
+    if spec.schema:
+        steps.append(Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}"))
+    return steps + list(spec.create)
+
+
+def plan_set_schema(before: TableSpec, after: TableSpec) -> list[Step]:
+    """Return the statements that move a table, with its rows, to the schema of ``after``.
+
+    Its indexes, constraints and owned sequences move with it; a schema of None is
+    ``public``.  The schema is created if needed and left in place when emptied.
+    """
+    target = after.schema or "public"
+    return [
+        Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(target)}"),
+        Sql(f"ALTER TABLE {before.qualified} SET SCHEMA {quote(target)}"),
+    ]
 
 
 def plan_drop(spec: TableSpec, *, cascade: bool = False) -> list[Step]:
@@ -603,6 +624,80 @@ def fill_nulls(
                       online=online)]
 
 
+_SERIALS = {"SMALLSERIAL": "SMALLINT", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT"}
+
+
+def serial_base(type_text: str) -> str | None:
+    """Return the integer type under a serial pseudo-type (``BIGSERIAL``: ``BIGINT``), or None."""
+    return _SERIALS.get(type_text.strip().upper())
+
+
+def serial_sequence(table: str, schema: str | None, column: str) -> str:
+    """Return the quoted name of the sequence PostgreSQL makes for a serial column."""
+    name = f"{table}_{column}_seq"
+    return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
+
+
+def _serial_sequence_of(T: str, column: str, action: str) -> Sql:
+    """Return a statement running ``action`` (``ALTER SEQUENCE %s ...``) on a column's sequence."""
+    body = f"""DECLARE
+    seq text := pg_get_serial_sequence({_literal(T)}, {_literal(column)});
+BEGIN
+    IF seq IS NULL THEN
+        RAISE EXCEPTION 'column {_pct(_literal(column)[1:-1])} of {_pct(_literal(T)[1:-1])} '
+            'owns no sequence: the database does not match its migration history';
+    END IF;
+    EXECUTE format({_literal(action)}, seq);
+END"""
+    return _do(_pct(body))
+
+
+def _serial_change(
+    table: str, T: str, old: ColumnSpec, new: ColumnSpec, using: str | None
+) -> list[Step]:
+    """Return the statements for a type change to, from or between serial types.
+
+    ``SERIAL`` is not a type: to one, the column gets the integer type, a sequence it owns
+    and ``DEFAULT nextval(...)`` (the sequence starts after the largest value, unless
+    ``using`` numbers the rows from it); from one, the default and the sequence go; between
+    two, the column and its sequence change integer type.
+    """
+    c = quote(new.name)
+    old_base, new_base = serial_base(old.type.text), serial_base(new.type.text)
+    target = new_base or new.type.text
+    steps: list[Step] = []
+    if old_base and new_base:
+        if old_base != new_base:
+            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}"))
+            steps.append(_serial_sequence_of(T, new.name, f"ALTER SEQUENCE %s AS {new_base}"))
+        return steps
+    if old_base:
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+        steps.append(_serial_sequence_of(T, new.name, "DROP SEQUENCE %s"))
+        if old_base != new.type.text.upper() or using:
+            stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE ") + new.type
+            steps.append(stmt + f" USING {using}" if using else stmt)
+        return steps
+    # To a serial: the sequence first (a USING may number the rows from it).
+    schema = T.split(".", 1)[0][1:-1].replace('""', '"') if "." in T else None
+    seq = serial_sequence(table, schema, new.name)
+    steps.append(Sql(f"CREATE SEQUENCE {seq} AS {target}"))
+    if old.default is not None:
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+    if old.type.text.upper() != target or using:
+        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {target}")
+        steps.append(stmt + f" USING {using}" if using else stmt)
+    steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}"))
+    steps.append(Sql(
+        f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"
+    ))
+    steps.append(Sql(
+        f"SELECT setval({_literal(seq)}, COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}"
+    ))
+    return steps
+
+
+
 def set_not_null(table: str, T: str, column: str, *, online: bool) -> list[Step]:
     """Return the statements that make ``column`` NOT NULL.
 
@@ -718,7 +813,10 @@ def _alter_column(
         )
     retype = old.type != new.type or old.collation != new.collation
     default_dropped = False
-    if retype:
+    old_serial, new_serial = serial_base(old.type.text), serial_base(new.type.text)
+    if retype and (old_serial or new_serial):
+        steps.extend(_serial_change(table, T, old, new, using))
+    elif retype:
         if old.default is not None:
             # The old default may not cast to the new type; set it again afterwards.
             steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
@@ -732,6 +830,8 @@ def _alter_column(
             old.type, new.type
         )
         steps.append(dataclasses.replace(stmt, hint="rewrite" if rewrite else "in-place"))
+    if retype and (old_serial or new_serial) and old.default is not None:
+        default_dropped = True  # _serial_change dropped it
     if new.default is not None and (default_dropped or old.default != new.default):
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ") + new.default)
     elif new.default is None and old.default is not None and not default_dropped:

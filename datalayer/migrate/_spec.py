@@ -213,6 +213,13 @@ def column_spec(field: pw.Field, db: pw.Database | None = None) -> ColumnSpec:
     return _column_spec(field, db or database_of(field.model))
 
 
+def deferred_fk_name(field: pw.ForeignKeyField) -> str:
+    """Return the name peewee's ``create_foreign_key()`` gives a DeferredForeignKey's constraint."""
+    truncate: Any = _untyped(pw)._truncate_constraint_name
+    name: str = truncate(field.get_constraint_name())
+    return name
+
+
 def _column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     if getattr(field, "sequence", None):
         raise UnsupportedChange(
@@ -225,13 +232,10 @@ def _column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     fk: Sql | None = None
     fk_name: str | None = None
     if isinstance(field, pw.ForeignKeyField):
-        if field.deferred:
-            raise UnsupportedChange(
-                f"{field.model.__name__}.{field.name} is a DeferredForeignKey; declare the "
-                "constraint in a hand-written migration"
-            )
-        fk = render(field.foreign_key_constraint(), db, values_scope=True)
-        fk_name = field.constraint_name or None
+        # A resolved DeferredForeignKey too: its constraint is the one peewee's
+        # create_foreign_key() adds once both tables exist, which names it explicitly.
+        fk = render(field.foreign_key_constraint(bool(field.deferred)), db, values_scope=True)
+        fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
     null_saved = field.null
     try:
         field.null = True

@@ -6,7 +6,9 @@ Three checks, all reported (an empty list means the tree is fine):
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
    that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.schema`).
+   database (compared with :mod:`datalayer.migrate.schema`), in every schema
+   the models use, with the constraints of ``DeferredForeignKey`` fields
+   added afterwards (``create_foreign_key()``, as peewee's docs do).
 
 The scratch databases are created, and dropped afterwards, on the server of
 ``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
@@ -97,6 +99,7 @@ def check(
 ) -> list[str]:
     """Return every problem found with the migrations in ``directory`` (empty: all good)."""
     from ..db import Database
+    from ._spec import quote
     from .generate import diff_source
     from .router import Router
     from .runner import apply
@@ -141,13 +144,23 @@ def check(
                 applied_ok = False
                 problems.append(f"the migrations do not apply to an empty database: {exc}")
             if applied_ok:
+                # Every schema the models use (Meta.schema), which create_tables() expects.
+                schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
                 with migrated.checkout():
-                    got = snapshot(migrated)  # leaves the history table out
+                    got = [snapshot(migrated, s) for s in schemas]  # without the history table
                 with declared.checkout(), declared.bind_ctx(models):
+                    for schema in schemas:
+                        declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                     declared.create_tables(models)
-                    want = snapshot(declared)
-                for difference in compare(want, got):
-                    problems.append(f"schema differs from the models: {difference}")
+                    for model in models:  # as peewee's docs say to, once both tables exist
+                        for field in list(model._meta.refs):
+                            if field.deferred:
+                                model._schema.create_foreign_key(field)
+                    want = [snapshot(declared, s) for s in schemas]
+                for schema, w, g in zip(schemas, want, got, strict=True):
+                    where = "" if schema == "public" else f"(schema {schema}) "
+                    for difference in compare(w, g):
+                        problems.append(f"schema differs from the models: {where}{difference}")
         finally:
             migrated.close_pool()
             declared.close_pool()

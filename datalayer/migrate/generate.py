@@ -57,7 +57,7 @@ from playhouse import postgres_ext as pw_pext
 
 from ..errors import MigrationError
 from ._codegen import CodeWriter
-from ._ddl import is_volatile, rewrites_type
+from ._ddl import is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
     IndexSpec,
@@ -300,7 +300,7 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
     checks = Counter(spec.checks + tuple(c for col in spec.columns for c in col.checks))
     return (
         spec.name,
-        spec.schema,
+        spec.schema or "public",
         columns,
         spec.primary_key,
         checks,
@@ -312,6 +312,9 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
 def _explain(a: TableSpec, b: TableSpec) -> list[str]:
     """Return short lines saying how table spec ``a`` (state) differs from ``b`` (models)."""
     out: list[str] = []
+    if a.schema != b.schema:
+        out.append(f"{b.name}: in schema {a.schema or 'public'} in the state, "
+                   f"{b.schema or 'public'} in the models")
     ac, bc = _columns(a), _columns(b)
     for name in sorted(set(ac) | set(bc)):
         x, y = ac.get(name), bc.get(name)
@@ -353,6 +356,9 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     return (a, b) not in safe
 
 
+_INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
+
+
 # -- the planner -------------------------------------------------------------------
 
 
@@ -392,6 +398,7 @@ class _Planner:
         self.writer = CodeWriter("m")
         self.ops: list[_Chunk] = []
         self.drops: list[Drop] = []
+        self.irreversible: list[str] = []  # rollback steps that cannot run on rows
         self.phase = _NO_TX if mode == _ONLINE else _TX
         self.deferred: list[Callable[[], None]] = []
         self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
@@ -457,22 +464,47 @@ class _Planner:
         state = self.state()
         matched = [t for t in to_map if t in state]
         for t in matched:
+            if (state[t]._meta.schema or "public") != (to_map[t]._meta.schema or "public"):
+                self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
+        for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        for t in matched:
+            self._change_columns(t, to_map[t], keys_only=True)
         created = [m for m in to_models if m._meta.table_name not in state]
+        to_create = {m._meta.table_name for m in created}
+        postponed: list[tuple[str, list[pw.Field]]] = []
         for model in created:
-            self.emit("\n".join(w.model(model)), table=model._meta.table_name)
+            to_create.discard(model._meta.table_name)
+            # A foreign key to a table created later (a DeferredForeignKey in a cycle) is
+            # added once that table exists.
+            later = [f for f in model._meta.refs
+                     if f.rel_model is not model and f.rel_model._meta.table_name in to_create]
+            self.emit("\n".join(w.model(model, skip={f.name for f in later})),
+                      table=model._meta.table_name)
+            if later:
+                postponed.append((model._meta.table_name, later))
+        for t, fields in postponed:
+            self.emit(
+                w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)), table=t
+            )
         for t in matched:
             self.late(self.state()[t], to_map[t])
         current = self.state()
-        for model in reversed(sort_models(current.values())):
+        doomed = [m for m in reversed(sort_models(current.values()))
+                  if m._meta.table_name not in to_map]
+        for i, model in enumerate(doomed):
             t = model._meta.table_name
-            if t not in to_map:
-                self.warn(
-                    f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
-                    f"new model with @renamed_from({t!r})"
-                )
-                self._drop_table(model, created)
-                self.emit(w.call("remove_model", repr(t)), table=t)
+            self.warn(
+                f"drops table {t}: its rows will be lost; if it was renamed, decorate the "
+                f"new model with @renamed_from({t!r})"
+            )
+            self._drop_table(model, created)
+            # In a cycle of foreign keys, a table dropped later may still refer to this one:
+            # CASCADE drops those constraints (only them: that table goes next).
+            cycle = any(f.rel_model is model for other in doomed[i + 1:]
+                        for f in other._meta.refs if other is not model)
+            args = [repr(t), "cascade=True"] if cycle else [repr(t)]
+            self.emit(w.call("remove_model", *args), table=t)
         if self.deferred:
             self.phase = _NO_TX
             for step in self.deferred:
@@ -623,6 +655,17 @@ class _Planner:
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
                     )
+                    if not self.forward:
+                        # The rollback re-adds a dropped column it has no values for.
+                        reason = (f"this rollback re-adds {t}.{f.column_name} NOT NULL "
+                                  "without a default")
+                        self.irreversible.append(
+                            f"the rollback cannot run while {t} has rows: it re-adds "
+                            f"{t}.{f.column_name} NOT NULL without a default; `datalayer "
+                            "migrate rollback` refuses it then (give the old field a default "
+                            "in the rollback to make it reversible)"
+                        )
+                        self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
                 written = f
                 if safe:
                     volatile = is_volatile(spec.default)
@@ -639,58 +682,8 @@ class _Planner:
                 flag = []  # a field named "online" would clash with the option: plain form
             self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
 
-        fspec = table_spec(self.state()[t])
-        fcol_specs = _columns(fspec)
-        plain: list[str] = []
-        cast: list[tuple[str, str, str]] = []
-        for col, target in tcols.items():
-            if col not in fcols:
-                continue
-            source = fcols[col]
-            before, after = fcol_specs[col], tcol_specs[col]
-            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
-            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
-            if before == after and fidx == tidx:
-                continue
-            if before.null and not after.null and after.default is None and target.default is None:
-                self.warn(
-                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
-                    "NULLs; give the field a default or a server default"
-                )
-            if before.type != after.type and rewrites_type(before.type, after.type):
-                self.warn(
-                    f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
-                    "which rewrites the table under ACCESS EXCLUSIVE (reads and writes wait; lint "
-                    "rule changing-column-type). On a busy table do it by expand/contract instead: "
-                    "add a new column, write both from the application, backfill it in batches, "
-                    "switch reads to it, then drop the old one"
-                )
-            written = target
-            if safe:
-                written = _phase_one_field(
-                    target, null=after.null or before.null, index=(source.index, source.unique),
-                    drop_default=False,
-                )
-                if column_spec(written, _render_db(tm)) == before:
-                    continue  # only indexes or NOT NULL change: phase two does them
-            code = f"{target.name}={w.field(written)}"
-            if before.type != after.type and _needs_using(before.type, after.type):
-                using = f"{quote(col)}::{after.type.text}"
-                self.warn(
-                    f"changes the type of {t}.{col} from {before.type.text} to "
-                    f"{after.type.text} with USING {using}: check that every existing value "
-                    "converts, or edit the USING expression"
-                )
-                cast.append((target.name, w.field(written), using))
-            else:
-                plain.append(code)
-        if plain:
-            self._change_fields(t, plain, self.online(phase_one=True))
-        for name, code, using in cast:
-            self.emit(w.call(
-                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}",
-                *self.online(phase_one=True),
-            ), table=t)
+        self._change_columns(t, tm)
+
 
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
@@ -775,6 +768,109 @@ class _Planner:
                 self.emit(self._add_index(t, tm, entries[ix.origin], online=True), table=t)
         if t in self.not_valid:
             self.emit(w.call("validate_constraints", repr(t)), table=t)
+
+    def _change_columns(self, t: str, tm: type[pw.Model], *, keys_only: bool = False) -> None:
+        """Change the columns of table ``t`` that both sides have (only the key: ``keys_only``).
+
+        The key is changed before new tables are created (their foreign keys take its type).
+        In safe mode the indexes and NOT NULL of a column wait for phase two.
+        """
+        w = self.writer
+        safe = self.mode == _SAFE and not keys_only
+        fm = self.state()[t]
+        fcols = {f.column_name: f for f in fm._meta.sorted_fields}
+        tcols = {f.column_name: f for f in tm._meta.sorted_fields}
+        fspec, tspec = table_spec(fm), table_spec(tm)
+        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
+        plain: list[str] = []
+        cast: list[tuple[str, str, str]] = []
+        for col, target in tcols.items():
+            if col not in fcols:
+                continue
+            source = fcols[col]
+            if keys_only and not (source.primary_key and target.primary_key):
+                continue
+            before, after = fcol_specs[col], tcol_specs[col]
+            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
+            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
+            if before == after and fidx == tidx:
+                continue
+            if before.null and not after.null and after.default is None and target.default is None:
+                self.warn(
+                    f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
+                    "NULLs; give the field a default or a server default"
+                )
+            if (before.type != after.type and not serial_base(before.type.text)
+                    and not serial_base(after.type.text)
+                    and rewrites_type(before.type, after.type)):
+                self.warn(
+                    f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
+                    "which rewrites the table under ACCESS EXCLUSIVE (reads and writes wait; lint "
+                    "rule changing-column-type). On a busy table do it by expand/contract instead: "
+                    "add a new column, write both from the application, backfill it in batches, "
+                    "switch reads to it, then drop the old one"
+                )
+            written = target
+            if safe:
+                written = _phase_one_field(
+                    target, null=after.null or before.null, index=(source.index, source.unique),
+                    drop_default=False,
+                )
+                if column_spec(written, _render_db(tm)) == before:
+                    continue  # only indexes or NOT NULL change: phase two does them
+            code = f"{target.name}={w.field(written)}"
+            if before.type != after.type and _needs_using(before.type, after.type):
+                using = self._using(fm, col, before, after)
+                cast.append((target.name, w.field(written), using))
+            else:
+                plain.append(code)
+        flag = self.online(phase_one=True) if not keys_only else []
+        if plain:
+            self._change_fields(t, plain, flag)
+        for name, code, using in cast:
+            self.emit(w.call(
+                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}",
+                *flag,
+            ), table=t)
+
+    def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
+        """Return the USING expression of a type change that has no assignment cast.
+
+        A key that cannot be cast is renumbered: from its new sequence (to a serial type)
+        or with ``gen_random_uuid()`` (integers to uuid); refused when foreign keys point
+        at it, since their values would no longer match.
+        """
+        t = fm._meta.table_name
+        source = serial_base(before.type.text) or before.type.text.upper()
+        target = serial_base(after.type.text) or after.type.text.upper()
+        renumber: str | None = None
+        if serial_base(after.type.text) and source not in _INTEGERS:
+            renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
+        elif target == "UUID" and source in _INTEGERS and before.primary_key:
+            renumber = "gen_random_uuid()"
+        if renumber is None:
+            using = f"{quote(col)}::{target}"
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {using}: check that every existing value "
+                "converts, or edit the USING expression"
+            )
+            return using
+        for model in self.state().values():
+            for field in model._meta.refs:
+                if field.rel_model._meta.table_name == t and field.rel_field.column_name == col:
+                    raise GenerationError("cannot generate this migration", [
+                        f"{t}.{col} changes from {before.type.text} to {after.type.text}, which "
+                        f"has no cast: its values would be renumbered, but "
+                        f"{model._meta.table_name}.{field.column_name} refers to them; write "
+                        "this migration by hand (add the new key column, map the referencing "
+                        "columns to it, then swap)"
+                    ])
+        self.warn(
+            f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
+            f"which has no cast: existing rows get new values (USING {renumber})"
+        )
+        return renumber
 
     def _add_index(
         self, table: str, tm: type[pw.Model], entry: Any, *, online: bool = False
@@ -1008,6 +1104,7 @@ def plan_models(
             for t, cols in columns.items()
         }
         rollbacks: list[list[_Chunk]] = [[] for _ in groups]
+        irreversible: list[str] = []
         for k in reversed(range(len(groups))):
             if k == 0:
                 goal, bt, bc = original, back_tables, back_columns
@@ -1026,6 +1123,7 @@ def plan_models(
             backward.run(goal_models, bt, bc)
             _verify(sim, goal_models, "rollback")
             rollbacks[k] = backward.ops
+            irreversible.extend(backward.irreversible)
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
     migrations = tuple(
@@ -1037,6 +1135,7 @@ def plan_models(
         )
         for k, group in enumerate(groups)
     )
+    warnings += tuple(irreversible)
     return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
 
 

@@ -41,6 +41,7 @@ from ._ddl import (
     plan_create,
     plan_drop,
     plan_rename_table,
+    plan_set_schema,
     validate_constraints,
 )
 from ._spec import (
@@ -53,7 +54,7 @@ from ._spec import (
     table_spec,
 )
 
-__all__ = ["DatalayerMigrator", "UnsupportedChange", "ref", "typed"]
+__all__ = ["DatalayerMigrator", "RowsGuard", "UnsupportedChange", "ref", "typed"]
 
 ModelRef = str | type[pw.Model]
 F = TypeVar("F", bound=pw.Field)
@@ -208,13 +209,53 @@ def _outside_transaction(
     return run
 
 
+class RowsGuard:
+    """An operation that stops a migration (or rollback) when a table has rows.
+
+    Queued by :meth:`DatalayerMigrator.require_empty` before a step that cannot fill
+    existing rows (a NOT NULL column re-added without a default).  It runs in its place
+    like any operation, and ``datalayer migrate rollback`` also finds it in the queued
+    operations and checks it before anything runs (:meth:`blocked`).
+    """
+
+    def __init__(self, database: Any, table: str, table_sql: str, reason: str) -> None:
+        self.database = database
+        self.table = table
+        self.table_sql = table_sql
+        self.reason = reason
+        self.__name__ = f"require_empty_{table}"
+
+    def blocked(self, database: Any | None = None) -> str | None:
+        """Return why the step cannot run on ``database`` now (None: the table is empty)."""
+        db = database if database is not None else self.database
+        found = db.execute_sql("SELECT to_regclass(%s)", (self.table_sql,)).fetchone()
+        if found is None or found[0] is None:
+            return None
+        cursor = db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table_sql})")
+        row = cursor.fetchone()
+        if not row or not row[0]:
+            return None
+        return (
+            f"{self.reason}, and table {self.table} has rows: empty it first, or edit the "
+            "file to give the column a default (then run `datalayer migrate hash`)"
+        )
+
+    def __call__(self) -> None:
+        from ..errors import MigrationError
+
+        problem = self.blocked()
+        if problem:
+            raise MigrationError(problem)
+
+
 class DatalayerMigrator(Migrator):
     """A peewee-migrate ``Migrator`` whose operations reproduce ``create_tables()`` exactly.
 
     Operations beyond peewee-migrate's: :meth:`alter_fields` (type change
     with ``USING``), :meth:`rename_column`, :meth:`add_named_index`,
     :meth:`drop_named_index`, :meth:`rename_index`, :meth:`set_constraints`,
-    :meth:`set_model_meta`.  Overridden with the same signatures:
+    :meth:`set_model_meta`, :meth:`set_schema`, :meth:`require_empty`.  Overridden with the
+    same signatures:
     ``create_model``, ``remove_model``, ``add_fields``, ``remove_fields``,
     ``change_fields``, ``rename_field``, ``rename_table``, ``add_index``,
     ``drop_index``, ``add_not_null``, ``drop_not_null``.  One deliberate
@@ -409,6 +450,22 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_rename_table(before, table_spec(cls)))
         return cls
 
+    def set_schema(self, model: ModelRef, schema: str | None) -> type[pw.Model]:
+        """Move the table, with its rows, indexes and sequences, to ``schema`` (None: public).
+
+        The schema is created if it does not exist.
+        """
+        cls = self._get(model)
+        meta = cls._meta
+        before = table_spec(cls)
+        meta.schema = schema  # resets the cached Table, which names the schema
+        entry: Any
+        for entry in meta.indexes:
+            if isinstance(entry, pw.ModelIndex):
+                _untyped(entry)._table = meta.table
+        self._queue(plan_set_schema(before, table_spec(cls)))
+        return cls
+
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
         """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes)."""
         cls = self._get(model)
@@ -439,6 +496,13 @@ class DatalayerMigrator(Migrator):
             cls._meta.constraints = list(constraints)
 
         return self._alter(cls, mutate, online=online)
+
+    def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
+        """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
+        cls = self._get(model)
+        spec = table_spec(cls)
+        self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason))
+        return cls
 
     # -- columns ----------------------------------------------------------------
 

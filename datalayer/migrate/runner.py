@@ -562,12 +562,53 @@ def rollback(
             _check_history(router, rows, modified_ok=True)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
+            _refuse_blocked_rollbacks(router, db, applied, steps)
             with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
                 for name in reversed(applied[-steps:]):
                     results.append(_run(router, migrator, name, results, True))
                     if on_applied is not None:
                         on_applied(results[-1])
     return results
+
+
+def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps: int) -> None:
+    """Refuse, before anything runs, rollbacks whose guards (``m.require_empty``) would stop.
+
+    The rollbacks are queued without running (on a replayed state, the database mocked as
+    in a replay) to find their :class:`~.migrator.RowsGuard` operations; each is then
+    checked on the real database.  A rollback that fails to queue is left to the real run,
+    which reports it.
+    """
+    from unittest import mock
+
+    from .migrator import RowsGuard
+
+    names = list(reversed(applied[-steps:]))
+    migrator = router.migrator_class(db)
+    router.replay(applied, migrator)
+    guards: list[tuple[str, RowsGuard]] = []
+    cursor = mock.Mock()
+    cursor.fetch_one.return_value = None
+    with (
+        mock.patch("peewee.Model.select"),
+        mock.patch("peewee.Database.execute_sql", return_value=cursor),
+    ):
+        for name in names:
+            try:
+                router.load(name).rollback(migrator, db, fake=True)
+            except Exception:
+                break
+            guards += [(name, op) for op in migrator.__ops__ if isinstance(op, RowsGuard)]
+            migrator.__ops__ = []
+    problems = []
+    for name, guard in guards:
+        problem = guard.blocked(db)
+        if problem:
+            problems.append(f"{router.path(name)}: {problem}")
+    if problems:
+        raise MigrationError(
+            "nothing rolled back: " + "; ".join(problems)
+        )
 
 
 def status(
