@@ -421,3 +421,37 @@ def test_cli_diff_writes_online_files_or_with_unsafe_the_plain_forms(
     bad = cli.invoke(main, ["migrate", "--dir", str(mdir), "diff", "v3", "--postgres", "11"])
     assert bad.exit_code == 1 and "not supported" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_read_migrations_reports_the_statements_of_the_files(tmp_path: Path) -> None:
+    """What lint and sql read: generated files give the plan's statements; raw SQL is parsed."""
+    from datalayer.migrate.plan import read_migrations
+
+    db = PostgresqlExtDatabase(None)
+    router = Router(db, tmp_path)
+    create_migration(router, "v1", [items()])
+    result = create_migration(router, "v2", [items(qty=pw.IntegerField(default=0, index=True),
+                                                   constraints=[pw.Check("qty >= 0")])])
+    assert result is not None and result.plan is not None and len(result.names) == 2
+    (tmp_path / "004_by_hand.py").write_text(
+        "def migrate(migrator, database, *, fake=False):\n"
+        "    migrator.sql('CREATE INDEX items_name ON items (name)')\n"
+        "    migrator.add_index('items', 'name', unique=True)\n\n"
+        "def rollback(migrator, database, *, fake=False):\n"
+        "    migrator.sql('DROP INDEX items_name')\n"
+    )
+    found = read_migrations(Router(db, tmp_path))
+    assert [m.name for m in found] == ["001_v1", *result.names, "004_by_hand"]
+    for planned, read in zip(result.plan.migrations, found[1:3], strict=True):
+        assert read.atomic == planned.atomic
+        assert [s.sql for s in read.statements] == [s.sql for s in planned.statements()]
+        assert [s.sql for s in read.rollback] == [
+            s.sql for s in planned.statements(rollback=True)]
+    hand = found[3]
+    assert hand.statements[0].lock is Lock.SHARE and hand.statements[0].scans
+    assert hand.statements[0].transactional
+    assert any("UNIQUE INDEX" in s.sql for s in hand.statements[1:])
+    assert hand.rollback[0].lock is Lock.ACCESS_EXCLUSIVE
+    only = read_migrations(Router(db, tmp_path), [result.names[1]])
+    assert [m.name for m in only] == [result.names[1]] and not only[0].atomic
+    assert all(not s.transactional for s in only[0].statements if "CONCURRENTLY" in s.sql)

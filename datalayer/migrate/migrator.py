@@ -321,11 +321,14 @@ class DatalayerMigrator(Migrator):
         db = self.__database__
         for step in steps:
             if isinstance(step, Sql):
-                self.__ops__.append(self.__migrator__.sql(step.text, list(step.params) or None))
+                queued = self.__migrator__.sql(step.text, list(step.params) or None)
+                queued._datalayer_step = step  # what plan.read_migrations reports
+                self.__ops__.append(queued)
                 continue
             if isinstance(step, BatchFill):
                 op = _fill_op(db, step)
                 if not step.online:
+                    vars(op)["_datalayer_step"] = step
                     self.__ops__.append(op)
                     continue
             else:
@@ -339,7 +342,9 @@ class DatalayerMigrator(Migrator):
                 # pw_migrate's savepoint around the operations would not survive the
                 # commit that lets this statement run outside the transaction.
                 self.__migrator__.transactional_ddl = False
-            self.__ops__.append(_outside_transaction(self.__dict__, db, op))
+            outside = _outside_transaction(self.__dict__, db, op)
+            vars(outside)["_datalayer_step"] = step
+            self.__ops__.append(outside)
 
     def take_steps(self) -> list[Step]:
         """Return the steps queued since the last call, and forget them (for the planner)."""

@@ -21,18 +21,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+from unittest import mock
 
 from ._ddl import BatchFill, Online, Step
 from ._spec import Sql
 
 __all__ = [
     "Lock",
+    "MigrationStatements",
     "Operation",
     "Plan",
     "PlannedMigration",
     "Statement",
     "describe",
+    "read_migrations",
     "statement_of",
 ]
 
@@ -267,3 +271,105 @@ def statement_of(step: Step, *, postgres: int = 12) -> Statement:
 
 def statements_of(steps: Sequence[Step], *, postgres: int = 12) -> tuple[Statement, ...]:
     return tuple(statement_of(s, postgres=postgres) for s in steps)
+
+
+# -- the statements of migration files ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationStatements:
+    """The statements a migration file runs (and its rollback), read without a database."""
+
+    name: str
+    atomic: bool
+    statements: tuple[Statement, ...]
+    rollback: tuple[Statement, ...]
+
+
+def _render_op(op: Any, database: Any, postgres: int) -> list[Statement]:
+    """Return the statements of one queued operation, without running it."""
+    step = getattr(op, "_datalayer_step", None)
+    if step is not None:
+        return [statement_of(step, postgres=postgres)]
+    from playhouse.migrate import Operation
+
+    if not isinstance(op, Operation):  # migrator.run(fn): Python code
+        name = getattr(op, "__name__", type(op).__name__)
+        return [Statement(f"-- runs Python: {name}()")]
+    nodes: list[Any] = []
+    op.execute = nodes.append  # collect instead of running
+    try:
+        op.run()
+    except Exception as exc:  # an upstream operation that reads the catalog first
+        return [Statement(f"-- {getattr(op.fn, '__name__', 'operation')}: cannot be shown "
+                          f"without a database ({type(exc).__name__})")]
+    out = []
+    for node in nodes:
+        import peewee as pw
+
+        ctx = node if isinstance(node, pw.Context) else database.get_sql_context().sql(node)
+        text, params = ctx.query()
+        found = describe(text, postgres=postgres)
+        out.append(dataclasses.replace(found, params=tuple(params or ())))
+    return out
+
+
+def read_migrations(
+    router: Any, names: Iterable[str] | None = None, *, postgres: int = 12
+) -> list[MigrationStatements]:
+    """Return the statements of migration files ``names`` (default: all), in order.
+
+    The history is replayed in memory up to each file (no database is
+    queried); the file's ``migrate`` and then its ``rollback`` are run with
+    every operation collected instead of executed: generated operations,
+    ``migrator.sql(...)`` and upstream peewee-migrate operations alike, and
+    statements the file sends through ``database.execute_sql`` directly.
+    ``router`` is datalayer's :class:`~datalayer.migrate.router.Router`.
+    """
+    from ..errors import MigrationError
+    from .migrator import DatalayerMigrator
+
+    todo = list(router.todo)
+    wanted = list(todo if names is None else names)
+    unknown = [n for n in wanted if n not in todo]
+    if unknown:
+        raise MigrationError(
+            f"no migration {', '.join(unknown)} in {router.migrate_dir}; "
+            "`datalayer migrate status` lists them"
+        )
+    db = router.database
+    migrator = DatalayerMigrator(db)
+    out: list[MigrationStatements] = []
+    cursor = mock.Mock()
+    cursor.fetchone.return_value = None
+    cursor.fetchall.return_value = []
+
+    def collect(fn: Any, direct: Any) -> tuple[Statement, ...]:
+        migrator.__ops__ = []
+        migrator.take_steps()
+        direct.reset_mock()
+        fn(migrator, db, fake=False)
+        found = [
+            describe(c.args[0], postgres=postgres) for c in direct.call_args_list if c.args
+        ]
+        for op in migrator.__ops__:
+            found.extend(_render_op(op, db, postgres))
+        migrator.__ops__ = []
+        migrator.take_steps()
+        return tuple(found)
+
+    with (
+        mock.patch("peewee.Model.select"),
+        mock.patch("peewee.Database.execute_sql", return_value=cursor) as direct,
+    ):
+        for name in todo:
+            loaded = router.load(name)
+            if name in wanted:
+                forward = collect(loaded.migrate, direct)
+                backward = collect(loaded.rollback, direct)
+                out.append(MigrationStatements(name, loaded.atomic, forward, backward))
+                collect(loaded.migrate, direct)  # back to the state after this file
+            else:
+                collect(loaded.migrate, direct)
+    order = {n: i for i, n in enumerate(wanted)}
+    return sorted(out, key=lambda m: order[m.name])
