@@ -23,8 +23,8 @@ tox:
 	tox $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.1[123]*/bin/python3),--discover $(p))
 
 migrate-diff:
-	@test -n "$(name)" || { echo "usage: make migrate-diff name=NAME"; exit 2; }
-	$(DATALAYER) $(ENV_ARGS) migrate diff $(name)
+	@test -n "$(name)" || { echo "usage: make migrate-diff name=NAME [allow_drop=1]"; exit 2; }
+	$(DATALAYER) $(ENV_ARGS) migrate diff $(name) $(if $(allow_drop),--allow-drop)
 
 migrate-apply:
 	$(DATALAYER) $(ENV_ARGS) migrate apply

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -522,11 +523,19 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
     assert result is not None
     assert any("rollback cannot run while items has rows" in w for w in result.warnings), (
         result.warnings)
+    v3 = [item(extra=pw.IntegerField(null=True)), *v2[1:]]
+    create_migration(Router(Database(), directory), "v3", v3)
     write_sum(directory)
     runner.apply(empty_db, directory)
     db = open_db(pg, empty_db.dbname)
     try:
         db.execute_sql("INSERT INTO items (name) VALUES ('kept')")
+        before = snapshots(db)
+        # Two steps: the newer one (v3) could run, the older cannot: neither runs.
+        with pytest.raises(MigrationError, match="nothing rolled back"):
+            runner.rollback(empty_db, directory, steps=2)
+        assert differences(before, snapshots(db)) == []
+        assert [r.name for r in runner.rollback(empty_db, directory)] == ["003_v3"]
         before = snapshots(db)
         with pytest.raises(MigrationError) as err:
             runner.rollback(empty_db, directory)
@@ -662,6 +671,88 @@ def _renamed_with_fk() -> Models:
               owner=pw.ForeignKeyField(owner, column_name="owner_id", backref="+",
                                        on_delete="RESTRICT"))
     return [owner, renamed_from(m, "items")]
+
+
+def _many_to_many() -> Models:
+    tag = model("Tag", "tags", id=pw.AutoField(), label=pw.CharField(max_length=10))
+    it = item(tags=pw.ManyToManyField(tag, backref="items"))
+    return [it, tag, it.tags.get_through_model()]
+
+
+def _in_archive(version: int) -> Callable[[], Models]:
+    def models() -> Models:
+        if version == 1:
+            m = model("Counter", "counters", id=pw.AutoField(), hits=pw.IntegerField(default=0),
+                      code=pw.CharField(max_length=5, index=True,
+                                        constraints=[pw.Check("code <> ''")]))
+        else:
+            m = renamed_from(model(
+                "Counter", "tallies", id=pw.AutoField(),
+                total=renamed_from(pw.BigIntegerField(default=0), "hits"),
+                code=pw.CharField(max_length=9, unique=True), note=pw.TextField(null=True),
+                constraints=[pw.Check("total >= 0")]), "counters")
+        return [in_schema(m, "archive")]
+    return models
+
+
+def _cross_schema(pk: Callable[[], pw.Field]) -> Callable[[], Models]:
+    def models() -> Models:
+        parent, child = _parent_child(pk)()
+        return [parent, in_schema(child, "kids")]
+    return models
+
+
+class _Kind(str, __import__("enum").Enum):
+    BIG = "big"
+    SMALL = "small"
+
+
+def _one_to_one(pk: Callable[[], pw.Field]) -> Callable[[], Models]:
+    def models() -> Models:
+        parent = model("Parent", "parents", id=pk(), name=pw.CharField(max_length=20))
+        profile = model("Profile", "profiles",
+                        parent=pw.ForeignKeyField(parent, column_name="parent_id",
+                                                  primary_key=True, backref="+"))
+        return [parent, profile]
+    return models
+
+
+def _inherited() -> Models:
+    base = item()
+    special = type("Special", (base,), {
+        "Meta": type("Meta", (), {"table_name": "specials"}),
+        "__module__": __name__, "extra": pw.IntegerField(null=True)})
+    return [base, special]
+
+
+def _auth_models() -> Models:
+    from datalayer.models import MODELS
+
+    return list(MODELS)
+
+
+def _with_posts() -> Models:
+    from datalayer.models import User
+
+    post = model("Post", "posts", id=uuid_pk("posts_id"), title=pw.CharField(max_length=80),
+                 user=pw.ForeignKeyField(User, column_name="users_id", backref="+",
+                                         on_delete="CASCADE"),
+                 created_at=created_at_field())
+    return [*_auth_models(), post]
+
+
+def _renamed_moved_widened() -> Models:
+    parent, child = _parent_child(pw.BigAutoField)()
+    parent._meta.table_name = "families"
+    del parent._meta.table
+    return [in_schema(renamed_from(parent, "parents"), "core"), child]
+
+
+def _circular_in(schema: str) -> Callable[[], Models]:
+    def models() -> Models:
+        it, team, member = _circular()
+        return [it, in_schema(team, schema), in_schema(member, schema)]
+    return models
 
 
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
@@ -825,6 +916,140 @@ MORE = [
          _renamed_with_fk, "INSERT INTO owners (code) VALUES ('o'); "
          "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
          after=lambda db: _refused(db, "DELETE FROM owners")),
+    Case("integer_key_to_bigautofield_referenced",
+         _parent_child(lambda: pw.IntegerField(primary_key=True)),
+         _parent_child(pw.BigAutoField),
+         "INSERT INTO parents (id, name) VALUES (1, 'a'), (9, 'b'); "
+         "INSERT INTO children (parent_id) VALUES (1), (9)", after=_big_after),
+    Case("uuid_key_to_bigautofield", _pk_type(lambda: _uuid_pk("id")),
+         _pk_type(pw.BigAutoField), "INSERT INTO items (name) VALUES ('a'), ('b')",
+         after=_serial_after),
+    Case("array_element_type_changed", lambda: [item(tags=ArrayField(pw.TextField, null=True))],
+         lambda: [item(tags=ArrayField(pw.CharField, field_kwargs={"max_length": 10},
+                                       null=True))],
+         "INSERT INTO items (name, tags) VALUES ('a', '{x,y}')",
+         after=lambda db: _eq(db, "SELECT tags FROM items", [(["x", "y"],)])),
+    Case("json_to_jsonb_with_its_gin_index", lambda: [item(doc=JSONField(null=True))],
+         lambda: [item(doc=BinaryJSONField(null=True))],
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": 1}')"),
+    Case("nullable_to_not_null_with_callable_default",
+         lambda: [item(seen=pw.DateTimeField(null=True))],
+         lambda: [item(seen=pw.DateTimeField(default=dt.datetime.now))],
+         "INSERT INTO items (name) VALUES ('a'), ('b')",
+         after=lambda db: _eq(db, "SELECT count(*) FROM items WHERE seen IS NULL", [(0,)])),
+    Case("float_infinity_default_added", lambda: [item()],
+         lambda: [item(limit=pw.FloatField(default=float("inf")))], SEED_ITEMS_2,
+         after=lambda db: _eq(db, "SELECT DISTINCT \"limit\"::text FROM items", [("Infinity",)])),
+    Case("check_with_percent_and_quotes", lambda: [item(code=pw.CharField(max_length=10))],
+         lambda: [item(code=pw.CharField(max_length=10, constraints=[
+             pw.Check("code LIKE 'A%%' OR code = 'it''s'")]))],
+         "INSERT INTO items (name, code) VALUES ('a', 'Abc')",
+         after=lambda db: _refused(db, "INSERT INTO items (name, code) VALUES ('b', 'zz')")),
+    Case("odd_identifiers", lambda: [model("Log", "UserLogs", id=pw.AutoField(),
+                                           note=pw.CharField(max_length=5, column_name="Odd Name",
+                                                             null=True))],
+         lambda: [in_schema(model("Log", "UserLogs", id=pw.AutoField(),
+                                  note=pw.CharField(max_length=9, column_name="Odd Name",
+                                                    index=True, null=True),
+                                  extra=pw.IntegerField(column_name='we"ird', default=1)),
+                            "Audit Trail")],
+         'INSERT INTO "UserLogs" ("Odd Name") VALUES (\'a\')'),
+    Case("many_to_many_added", lambda: [item()], _many_to_many, SEED_ITEMS_2),
+    Case("fixed_char_and_small_int", lambda: [item(code=pw.CharField(max_length=3))],
+         lambda: [item(code=pw.FixedCharField(max_length=3),
+                       rank=pw.SmallIntegerField(default=1))],
+         "INSERT INTO items (name, code) VALUES ('a', 'abc')"),
+    Case("deferred_fk_removed", _deferred_owner, lambda: [_owner(), item()], SEED_OWNERS,
+         allow_drop=True),
+    Case("changes_inside_another_schema", _in_archive(1), _in_archive(2),
+         "INSERT INTO archive.counters (hits, code) VALUES (1, 'a'), (2, 'b')",
+         after=lambda db: _eq(db, "SELECT count(*) FROM archive.tallies", [(2,)])),
+    Case("bigautofield_with_child_in_another_schema", _cross_schema(pw.AutoField),
+         _cross_schema(pw.BigAutoField),
+         "INSERT INTO parents (name) VALUES ('a'); "
+         "INSERT INTO kids.children (parent_id) SELECT id FROM parents"),
+    Case("column_and_meta_index_on_it_added", lambda: [item(a=pw.IntegerField(null=True))],
+         lambda: [item(a=pw.IntegerField(null=True), b=pw.IntegerField(default=3),
+                       indexes=[(("a", "b"), True)])],
+         "INSERT INTO items (name, a) VALUES ('x', 1)",
+         after=lambda db: _eq(db, "SELECT b FROM items", [(3,)])),
+    Case("fk_turned_into_plain_column", _with_owner(null=True),
+         _two_tables(owner_id=pw.UUIDField(null=True)),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=lambda db: db.execute_sql(
+             "INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    Case("plain_column_turned_into_fk", _two_tables(owner_id=pw.UUIDField(null=True)),
+         _with_owner(null=True),
+         "INSERT INTO owners (code) VALUES ('o'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=lambda db: _refused(
+             db, "INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    Case("one_to_one_key_follows_bigautofield", _one_to_one(pw.AutoField),
+         _one_to_one(pw.BigAutoField),
+         "INSERT INTO parents (name) VALUES ('a'); "
+         "INSERT INTO profiles (parent_id) SELECT id FROM parents"),
+    Case("literal_decimal_date_enum_defaults_added", lambda: [item()],
+         lambda: [item(price=pw.DecimalField(max_digits=6, decimal_places=2,
+                                             default=decimal.Decimal("1.50")),
+                       since=pw.DateField(default=dt.date(2020, 1, 2)),
+                       kind=pw.CharField(max_length=10, default=_Kind.BIG))],
+         SEED_ITEMS_2,
+         after=lambda db: _eq(db, "SELECT DISTINCT price::text, since, kind FROM items",
+                              [("1.50", dt.date(2020, 1, 2), "big")])),
+    Case("text_to_jsonb_with_using", lambda: [item(doc=pw.TextField(null=True))],
+         lambda: [item(doc=BinaryJSONField(null=True))],
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": [1, 2]}')",
+         after=lambda db: _eq(db, "SELECT doc->'k'->>1 FROM items", [("2",)]),
+         warns=("with USING",)),
+    Case("integer_to_boolean_with_using", lambda: [item(flag=pw.IntegerField(default=0))],
+         lambda: [item(flag=pw.BooleanField(default=False))],
+         "INSERT INTO items (name, flag) VALUES ('a', 1), ('b', 0)",
+         after=lambda db: _eq(db, "SELECT flag FROM items ORDER BY name", [(True,), (False,)])),
+    Case("concrete_model_inheritance", lambda: [item()], _inherited, SEED_ITEMS_2),
+    Case("serial_key_on_a_long_table_name",
+         lambda: [model("Long", "t" * 45, id=pw.IntegerField(primary_key=True,
+                                                             column_name="k" * 30))],
+         lambda: [model("Long", "t" * 45, id=pw.AutoField(column_name="k" * 30))],
+         f"INSERT INTO {'t' * 45} ({'k' * 30}) VALUES (4)",
+         after=lambda db: db.execute_sql(f"INSERT INTO {'t' * 45} DEFAULT VALUES")),
+    Case("referenced_uuid_key_to_varchar", _parent_child(lambda: uuid_pk("id")),
+         _parent_child(lambda: pw.CharField(max_length=36, primary_key=True)),
+         "INSERT INTO parents (name) VALUES ('a'); "
+         "INSERT INTO children (parent_id) SELECT id FROM parents"),
+    Case("referenced_integer_key_to_bigint", _parent_child(lambda: pw.IntegerField(
+        primary_key=True)), _parent_child(lambda: pw.BigIntegerField(primary_key=True)),
+         "INSERT INTO parents (id, name) VALUES (1, 'a'); "
+         "INSERT INTO children (parent_id) VALUES (1)"),
+    Case("own_model_with_fk_to_users_added", lambda: list(_auth_models()), _with_posts,
+         "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x')"),
+    Case("own_model_with_fk_to_users_removed", _with_posts, lambda: list(_auth_models()),
+         "INSERT INTO users (email, password_hash) VALUES ('a@example.com', 'x'); "
+         "INSERT INTO posts (users_id, title) SELECT users_id, 't' FROM users",
+         allow_drop=True, rollback_keeps_rows=False),
+    Case("renamed_moved_and_key_widened_in_one_step", _parent_child(pw.AutoField),
+         _renamed_moved_widened, SEED_PARENTS,
+         after=lambda db: _eq(db, "SELECT count(*) FROM children c JOIN core.families f "
+                                  "ON f.id = c.parent_id", [(2,)])),
+    Case("unique_nullable_fk_added_to_filled_table", _two_tables(),
+         _with_owner(null=True, unique=True), SEED_OWNERS),
+    Case("column_used_by_a_meta_check_dropped",
+         lambda: [item(lo=pw.IntegerField(null=True), hi=pw.IntegerField(),
+                       constraints=[pw.Check("lo <= hi"), pw.Check("hi < 100")])],
+         lambda: [item(hi=pw.IntegerField(), constraints=[pw.Check("hi < 100")])],
+         "INSERT INTO items (name, lo, hi) VALUES ('a', 1, 2)", allow_drop=True,
+         rollback_keeps_rows=True,
+         after=lambda db: _refused(db, "INSERT INTO items (name, hi) VALUES ('b', 100)")),
+    Case("cycle_moved_to_another_schema", _circular, _circular_in("org"), SEED_CIRCULAR),
+    Case("identity_key_model_added", lambda: [item()],
+         lambda: [item(), model("Seq", "seqs", id=pw.IdentityField(),
+                                note=pw.TextField(null=True))], SEED_ITEMS_2,
+         after=lambda db: db.execute_sql("INSERT INTO seqs (note) VALUES ('n')")),
+    Case("autofield_to_identity", _pk_type(pw.AutoField), _pk_type(pw.IdentityField),
+         "INSERT INTO items (name) VALUES ('a'), ('b')", after=_serial_after),
+    Case("integer_key_to_identity", _pk_type(lambda: pw.IntegerField(primary_key=True)),
+         _pk_type(pw.IdentityField), "INSERT INTO items (id, name) VALUES (3, 'a'), (7, 'b')",
+         after=_serial_after),
 ]
 
 
@@ -841,3 +1066,72 @@ def test_more_model_changes(
     case: Case, mig: pw.Database, ref_db: pw.Database, tmp_path: Path
 ) -> None:
     run_case(case, mig, ref_db, tmp_path)
+
+
+def _local_default() -> str:
+    return "x"
+
+
+def test_a_not_null_column_without_a_writable_default_stops_cleanly_on_rows(
+    mig: pw.Database, tmp_path: Path
+) -> None:
+    """A lambda default cannot be written: the migration says so and stops before any change."""
+    from datalayer.errors import MigrationError
+
+    router = PlainRouter(mig, tmp_path)
+    create_migration(router, "v1", [item()])
+    router.run()
+    mig.execute_sql("INSERT INTO items (name) VALUES ('a')")
+    before = snapshots(mig)
+    result = create_migration(router, "v2", [item(
+        x=pw.CharField(max_length=5, default=lambda: "x"),
+        y=pw.CharField(max_length=5, default=_local_default),
+    )])
+    assert result is not None
+    text = "\n".join(result.warnings)
+    assert "items.x: its default" in text and "a lambda or a local function" in text
+    assert "adds items.x NOT NULL without a default" in text
+    assert "items.y" not in text  # a module-level function is written by reference
+    with pytest.raises(MigrationError, match=r"adds items\.x NOT NULL without a default to fill"):
+        router.run()
+    assert differences(before, snapshots(mig)) == [] and router.done == ["001_v1"]
+    mig.execute_sql("DELETE FROM items")
+    router.run()
+    assert router.done == ["001_v1", *result.names]  # NAME_2: the fill and NOT NULL, online
+
+
+def test_rollback_cli_refuses_with_one_line(
+    clean_env: Path, empty_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from datalayer.cli import main
+    from datalayer.db import Database
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+
+    monkeypatch.setenv("DATABASE_URL", empty_db.url(masked=False))
+    directory = clean_env / "migrations"
+    create_migration(Router(Database(), directory), "v1", [item(code=pw.CharField(max_length=5))])
+    create_migration(Router(Database(), directory), "v2", [item()], allow_drop=True)
+    write_sum(directory)
+    # The models are the package's own here: the diff/apply above used the library.
+    from datalayer.migrate import runner
+
+    runner.apply(empty_db, directory)
+    conn = open_db_settings(empty_db)
+    try:
+        conn.execute_sql("INSERT INTO items (name) VALUES ('kept')")
+    finally:
+        conn.close()
+    result = CliRunner().invoke(main, ["migrate", "rollback"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "nothing rolled back" in result.output and "002_v2.py" in result.output
+    assert "items has rows: empty it first" in result.output
+
+
+def open_db_settings(settings: Any) -> PostgresqlExtDatabase:
+    kwargs = settings.connect_kwargs()
+    name = kwargs.pop("dbname")
+    return PostgresqlExtDatabase(name, **kwargs)

@@ -25,6 +25,8 @@ _LAZY: dict[str, str] = {
     "check": "datalayer.migrate.check",
     "create_migration": "datalayer.migrate.generate",
     "DiffResult": "datalayer.migrate.generate",
+    "DropRefused": "datalayer.migrate.generate",
+    "GenerationError": "datalayer.migrate.generate",
     "write_sum": "datalayer.migrate.checksum",
     "verify": "datalayer.migrate.checksum",
     "Router": "datalayer.migrate.router",

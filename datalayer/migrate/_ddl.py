@@ -625,6 +625,49 @@ def fill_nulls(
 
 
 _SERIALS = {"SMALLSERIAL": "SMALLINT", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT"}
+_INTEGER_TYPES = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
+
+
+def _integers(*types: str) -> bool:
+    return all((serial_base(t) or t.strip().upper()) in _INTEGER_TYPES for t in types)
+
+
+def _retype_referenced_key(T: str, column: str, alter: str, new_type: str) -> Sql:
+    """Return ``alter`` (a key's type change) with the foreign keys that refer to the key.
+
+    PostgreSQL refuses to keep a foreign key between columns of incompatible types
+    (uuid and varchar): the referencing constraints are dropped, the key and then each
+    referencing column get the new type, and the constraints are added back as they were.
+    Found in the catalog at run time, so hand-written foreign keys are carried too.
+    """
+    rc = _literal(T) + "::regclass"
+    typ = _literal(new_type)[1:-1]
+    body = f"""DECLARE
+    r record;
+    saved text[] := '{{}}';
+    i int;
+BEGIN
+    FOR r IN SELECT k.conrelid::regclass::text AS tbl, k.conname,
+                    pg_get_constraintdef(k.oid) AS def, a.attname
+               FROM pg_constraint k
+               JOIN pg_attribute ka ON ka.attrelid = k.confrelid AND ka.attnum = k.confkey[1]
+               JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+              WHERE k.contype = 'f' AND k.confrelid = {rc} AND cardinality(k.confkey) = 1
+                AND ka.attname = {_literal(column)}
+              ORDER BY 1, 2 LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
+        saved := saved || ARRAY[r.tbl, r.conname, r.def, r.attname];
+    END LOOP;
+    EXECUTE {_literal(alter)};
+    i := 1;
+    WHILE i < coalesce(array_length(saved, 1), 0) LOOP
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE {typ} USING %I::text::{typ}',
+                       saved[i], saved[i + 3], saved[i + 3]);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', saved[i], saved[i + 1], saved[i + 2]);
+        i := i + 4;
+    END LOOP;
+END"""
+    return _do(_pct(body))
 
 
 def serial_base(type_text: str) -> str | None:
@@ -632,9 +675,42 @@ def serial_base(type_text: str) -> str | None:
     return _SERIALS.get(type_text.strip().upper())
 
 
+_IDENTITY_RE = re.compile(
+    r"^\s*(\w+)\s+GENERATED\s+(ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY\s*$", re.IGNORECASE
+)
+
+
+def identity_of(type_text: str) -> tuple[str, str] | None:
+    """Return (integer type, ``ALWAYS`` or ``BY DEFAULT``) of an identity column's type."""
+    m = _IDENTITY_RE.match(type_text)
+    if not m:
+        return None
+    base = {"INT": "INTEGER", "INT4": "INTEGER", "INT8": "BIGINT", "INT2": "SMALLINT"}
+    kind = re.sub(r"\s+", " ", m.group(2).upper())
+    return base.get(m.group(1).upper(), m.group(1).upper()), kind
+
+
+def auto_base(type_text: str) -> str | None:
+    """Return the integer type under a serial or identity type, None for any other type."""
+    ident = identity_of(type_text)
+    return serial_base(type_text) or (ident[0] if ident else None)
+
+
 def serial_sequence(table: str, schema: str | None, column: str) -> str:
-    """Return the quoted name of the sequence PostgreSQL makes for a serial column."""
-    name = f"{table}_{column}_seq"
+    """Return the quoted name of the sequence PostgreSQL makes for a serial column.
+
+    Long names are shortened as PostgreSQL's ``makeObjectName`` does: the longer of
+    table and column loses a character at a time until ``table_column_seq`` fits in 63
+    bytes.
+    """
+    a, b = table.encode(), column.encode()
+    room = 63 - len("__seq")
+    while len(a) + len(b) > room:
+        if len(a) > len(b):
+            a = a[:-1]
+        else:
+            b = b[:-1]
+    name = f"{a.decode(errors='ignore')}_{b.decode(errors='ignore')}_seq"
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
@@ -655,45 +731,61 @@ END"""
 def _serial_change(
     table: str, T: str, old: ColumnSpec, new: ColumnSpec, using: str | None
 ) -> list[Step]:
-    """Return the statements for a type change to, from or between serial types.
+    """Return the statements for a type change to, from or between auto-numbered types.
 
     ``SERIAL`` is not a type: to one, the column gets the integer type, a sequence it owns
     and ``DEFAULT nextval(...)`` (the sequence starts after the largest value, unless
-    ``using`` numbers the rows from it); from one, the default and the sequence go; between
-    two, the column and its sequence change integer type.
+    ``using`` numbers the rows from it); from one, the default and the sequence go. An
+    identity column (``INT GENERATED ... AS IDENTITY``) is added with ``ADD GENERATED``
+    and removed with ``DROP IDENTITY``. Between two of one kind, the column and its
+    sequence change integer type.
     """
     c = quote(new.name)
-    old_base, new_base = serial_base(old.type.text), serial_base(new.type.text)
-    target = new_base or new.type.text
+    old_serial, new_serial = serial_base(old.type.text), serial_base(new.type.text)
+    old_ident, new_ident = identity_of(old.type.text), identity_of(new.type.text)
+    old_base = old_serial or (old_ident and old_ident[0]) or old.type.text.upper()
+    new_base = new_serial or (new_ident and new_ident[0]) or new.type.text.upper()
     steps: list[Step] = []
-    if old_base and new_base:
+    if (old_serial and new_serial) or (old_ident and new_ident):
         if old_base != new_base:
             steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}"))
             steps.append(_serial_sequence_of(T, new.name, f"ALTER SEQUENCE %s AS {new_base}"))
+        if old_ident and new_ident and old_ident[1] != new_ident[1]:
+            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET GENERATED {new_ident[1]}"))
         return steps
-    if old_base:
+    # Leave the old numbering.
+    if old_serial:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
         steps.append(_serial_sequence_of(T, new.name, "DROP SEQUENCE %s"))
-        if old_base != new.type.text.upper() or using:
-            stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE ") + new.type
-            steps.append(stmt + f" USING {using}" if using else stmt)
-        return steps
-    # To a serial: the sequence first (a USING may number the rows from it).
-    schema = T.split(".", 1)[0][1:-1].replace('""', '"') if "." in T else None
-    seq = serial_sequence(table, schema, new.name)
-    steps.append(Sql(f"CREATE SEQUENCE {seq} AS {target}"))
-    if old.default is not None:
+    elif old_ident:
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP IDENTITY"))
+    elif old.default is not None:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
-    if old.type.text.upper() != target or using:
-        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {target}")
+    seq: str | None = None
+    if new_serial:
+        # The sequence first: a USING may number the rows from it.
+        schema = T.split(".", 1)[0][1:-1].replace('""', '"') if "." in T else None
+        seq = serial_sequence(table, schema, new.name)
+        steps.append(Sql(f"CREATE SEQUENCE {seq} AS {new_base}"))
+    if old_base != new_base or using:
+        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}")
         steps.append(stmt + f" USING {using}" if using else stmt)
-    steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}"))
-    steps.append(Sql(
-        f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"
-    ))
-    steps.append(Sql(
-        f"SELECT setval({_literal(seq)}, COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}"
-    ))
+    if seq is not None:
+        steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}"))
+        steps.append(Sql(
+            f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"
+        ))
+        steps.append(Sql(
+            f"SELECT setval({_literal(seq)}, COALESCE(max({c}), 1), max({c}) IS NOT NULL) "
+            f"FROM {T}"
+        ))
+    elif new_ident:
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} ADD GENERATED {new_ident[1]} "
+                         "AS IDENTITY"))
+        steps.append(Sql(
+            f"SELECT setval(pg_get_serial_sequence({_literal(T)}, {_literal(new.name)}), "
+            f"COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}"
+        ))
     return steps
 
 
@@ -813,8 +905,8 @@ def _alter_column(
         )
     retype = old.type != new.type or old.collation != new.collation
     default_dropped = False
-    old_serial, new_serial = serial_base(old.type.text), serial_base(new.type.text)
-    if retype and (old_serial or new_serial):
+    auto = auto_base(old.type.text) or auto_base(new.type.text)
+    if retype and auto:
         steps.extend(_serial_change(table, T, old, new, using))
     elif retype:
         if old.default is not None:
@@ -826,11 +918,13 @@ def _alter_column(
             stmt = stmt + f" COLLATE {new.collation}"
         if using:
             stmt = stmt + f" USING {using}"
+        if new.primary_key and not _integers(old.type.text, new.type.text) and not stmt.params:
+            stmt = _retype_referenced_key(T, new.name, stmt.text, new.type.text)
         rewrite = using is not None or old.collation != new.collation or rewrites_type(
             old.type, new.type
         )
         steps.append(dataclasses.replace(stmt, hint="rewrite" if rewrite else "in-place"))
-    if retype and (old_serial or new_serial) and old.default is not None:
+    if retype and auto and old.default is not None:
         default_dropped = True  # _serial_change dropped it
     if new.default is not None and (default_dropped or old.default != new.default):
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ") + new.default)

@@ -57,7 +57,7 @@ from playhouse import postgres_ext as pw_pext
 
 from ..errors import MigrationError
 from ._codegen import CodeWriter
-from ._ddl import is_volatile, rewrites_type, serial_base, serial_sequence
+from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
     IndexSpec,
@@ -333,6 +333,9 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     """Return True when PostgreSQL has no assignment cast from ``old`` to ``new``."""
 
     def base(t: str) -> str:
+        auto = auto_base(t)  # serial and identity types: their integer type
+        if auto:
+            return auto
         t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
         aliases = {
             "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
@@ -650,12 +653,15 @@ class _Planner:
             codes = []
             for f in added:
                 spec = tcol_specs[f.column_name]
-                if not spec.null and spec.default is None and f.default is None:
+                if not spec.null and spec.default is None and not _writable_default(f):
                     self.warn(
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
                     )
-                    if not self.forward:
+                    if self.forward:
+                        reason = (f"this migration adds {t}.{f.column_name} NOT NULL without "
+                                  "a default to fill existing rows with")
+                    else:
                         # The rollback re-adds a dropped column it has no values for.
                         reason = (f"this rollback re-adds {t}.{f.column_name} NOT NULL "
                                   "without a default")
@@ -665,11 +671,12 @@ class _Planner:
                             "migrate rollback` refuses it then (give the old field a default "
                             "in the rollback to make it reversible)"
                         )
-                        self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
+                    # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
+                    self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
                 written = f
                 if safe:
                     volatile = is_volatile(spec.default)
-                    fill = volatile or (spec.default is None and f.default is not None)
+                    fill = volatile or (spec.default is None and _writable_default(f))
                     written = _phase_one_field(
                         f, null=spec.null or fill, index=False,
                         drop_default=volatile,
@@ -841,9 +848,17 @@ class _Planner:
         at it, since their values would no longer match.
         """
         t = fm._meta.table_name
-        source = serial_base(before.type.text) or before.type.text.upper()
-        target = serial_base(after.type.text) or after.type.text.upper()
+        source = auto_base(before.type.text) or before.type.text.upper()
+        target = auto_base(after.type.text) or after.type.text.upper()
         renumber: str | None = None
+        if auto_base(after.type.text) and not serial_base(after.type.text) and (
+            source not in _INTEGERS
+        ):
+            raise GenerationError("cannot generate this migration", [
+                f"{t}.{col} changes from {before.type.text} to an identity column, which "
+                "has no cast: write this migration by hand (add the new column, fill it, "
+                "then swap)"
+            ])
         if serial_base(after.type.text) and source not in _INTEGERS:
             renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
         elif target == "UUID" and source in _INTEGERS and before.primary_key:
@@ -926,6 +941,11 @@ def _is_unique(sql: Sql) -> bool:
 
 def _render_db(model: type[pw.Model]) -> Any:
     return database_of(model)
+
+
+def _writable_default(field: pw.Field) -> bool:
+    """Return True when ``field`` has a Python default that a migration can write."""
+    return field.default is not None and CodeWriter().default(field) is not None
 
 
 def _table_shape(spec: TableSpec) -> list[tuple[str, bool, bool]]:
