@@ -54,9 +54,10 @@ def v2() -> list[type[pw.Model]]:
 
 
 def generate(directory: Path) -> list[str]:
+    """Two generated migrations, in the plain forms (one file each; safe forms: elsewhere)."""
     names = []
     for i, models in enumerate((v1(), v2()), 1):
-        result = create_migration(Router(Database(), directory), f"step{i}", models)
+        result = create_migration(Router(Database(), directory), f"step{i}", models, unsafe=True)
         assert result is not None
         names.append(result.name)
     write_sum(directory)
@@ -213,8 +214,22 @@ def test_generated_backfill_shows_as_a_python_step(tmp_path: Path) -> None:
     models = v2()
     thing = models[1]
     thing._meta.add_field("token", pw.UUIDField(default=uuid.uuid4))
-    assert create_migration(Router(Database(), directory), "token", models) is not None
+    made = create_migration(Router(Database(), directory), "token", models, unsafe=True)
+    assert made is not None
     *_, m = migration_sql(directory)
     python = [s for s in m.statements if s.startswith("-- python: ")]
     assert python and all(s.endswith(" (not shown)") for s in python)
     assert any('ADD COLUMN "token"' in s for s in m.statements)
+
+
+def test_safe_forms_show_their_sql(tmp_path: Path) -> None:
+    directory = tmp_path / "m"
+    for i, models in enumerate((v1(), v2()), 1):
+        assert create_migration(Router(Database(), directory), f"step{i}", models) is not None
+    result = migration_sql(directory)
+    outside = [m for m in result if not m.atomic]
+    assert outside, [m.name for m in result]
+    text = "\n".join(s for m in outside for s in m.statements)
+    assert 'CREATE INDEX CONCURRENTLY IF NOT EXISTS "things_size"' in text
+    assert "VALIDATE CONSTRAINT" in text and "-- python: concurrently" not in text
+    assert render(result).count("(no transaction)") == len(outside)

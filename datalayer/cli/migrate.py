@@ -97,14 +97,28 @@ def _show_sql(result: Applied) -> None:
     "--allow-drop", is_flag=True,
     help="Write the migration even if it drops tables or columns (refused otherwise).",
 )
+@click.option(
+    "--unsafe", is_flag=True,
+    help="Write the plain forms (locking, one transaction): for tables known to be small.",
+)
+@click.option(
+    "--postgres", "postgres", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Target PostgreSQL major version (default: [tool.datalayer] postgres, else 12).",
+)
 @pass_cli
-def diff(cli: CliContext, name: str, allow_drop: bool) -> None:
+def diff(
+    cli: CliContext, name: str, allow_drop: bool, unsafe: bool, postgres: int | None
+) -> None:
     """Write a migration NAME for the model changes since the last one.
 
     Writes nothing (and says so) when the models and migrations agree, then
     rewrites migrations.sum.  A migration that drops tables or columns is
     refused (each drop named, with the renamed_from line when it looks like a
-    rename) unless --allow-drop is given.
+    rename) unless --allow-drop is given.  Changes to existing tables are
+    written in forms that keep them readable and writable (concurrent
+    indexes, NOT VALID then VALIDATE, batched fills), as NAME and, for what
+    must run outside a transaction, NAME_2 (atomic = False); --unsafe writes
+    the plain forms.
     """
     from ..db import Database
     from ..migrate.checksum import verify, write_sum
@@ -116,7 +130,12 @@ def diff(cli: CliContext, name: str, allow_drop: bool) -> None:
     verify(directory)  # never build on files that do not match migrations.sum
     # The diff replays the files only: a database object is needed, a connection is not.
     result = create_migration(
-        Router(Database(), directory), name, cli.models(), allow_drop=allow_drop
+        Router(Database(), directory),
+        name,
+        cli.models(),
+        allow_drop=allow_drop,
+        unsafe=unsafe or cli.project().unsafe,
+        postgres=cli.project().postgres if postgres is None else postgres,
     )
     if result is None:
         click.echo(
@@ -130,9 +149,18 @@ def diff(cli: CliContext, name: str, allow_drop: bool) -> None:
     conf = ensure_conf(directory)
     if conf is not None:
         click.echo(f"wrote {conf} (makes pw_migrate create --auto use these models)")
-    click.echo(f"wrote {result.path}")
+    for path, planned in zip(result.paths or (result.path,), _planned(result), strict=False):
+        click.echo(f"wrote {path}{'' if planned else ' (no transaction)'}")
     click.echo(f"updated {sum_path}")
-    _lint_written(directory, Path(result.path).stem, cli.project().postgres)
+    target = cli.project().postgres if postgres is None else postgres
+    for path in result.paths or (result.path,):
+        _lint_written(directory, Path(path).stem, target)
+
+
+def _planned(result: Any) -> list[bool]:
+    """Return, for each file written, whether it runs in one transaction."""
+    plan = getattr(result, "plan", None)
+    return [m.atomic for m in plan.migrations] if plan else [True]
 
 
 @migrate.command()

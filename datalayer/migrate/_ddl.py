@@ -9,6 +9,16 @@ Objects whose names PostgreSQL chose (unnamed CHECK and foreign key
 constraints) are found at run time from the catalog, by definition or by
 column, in a ``DO`` block, so that a migration never depends on guessing
 those names.
+
+With ``online=True`` the same changes come out in the forms that do not
+block the application's reads and writes on a table that has rows: indexes
+built and dropped ``CONCURRENTLY`` (:class:`Online` steps, which cannot run
+in a transaction block), foreign keys and CHECKs added ``NOT VALID`` (a
+later ``VALIDATE CONSTRAINT`` checks the rows under a weak lock), ``SET NOT
+NULL`` behind a validated ``CHECK (col IS NOT NULL)``, UNIQUE constraints
+through a concurrent unique index and ``USING INDEX``, NULLs filled in
+batches (:class:`BatchFill`), each statement safe to run again after an
+interruption (``IF [NOT] EXISTS``, or a ``DO`` block that looks first).
 """
 
 from __future__ import annotations
@@ -31,31 +41,69 @@ from ._spec import (
 )
 
 __all__ = [
-    "Backfill",
+    "BatchFill",
+    "Online",
     "Step",
+    "concurrent_create",
+    "fill_nulls",
+    "is_volatile",
     "plan_alter",
     "plan_create",
     "plan_drop",
     "plan_rename_table",
     "plan_set_schema",
+    "rewrites_type",
+    "set_not_null",
+    "validate_constraints",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
-class Backfill:
-    """Fill the NULLs of a column row by row with a Python callable's results."""
+class Online:
+    """A statement that cannot run inside a transaction block (``CONCURRENTLY``)."""
 
-    table: str
-    column: str
-    factory: Callable[[], Any]
-    db_value: Callable[[Any], Any]
+    sql: Sql
 
     def __str__(self) -> str:
-        name = getattr(self.factory, "__qualname__", repr(self.factory))
-        return f"-- fill {self.table}.{quote(self.column)} row by row with {name}()"
+        return self.sql.text
 
 
-Step = Sql | Backfill
+@dataclasses.dataclass(frozen=True)
+class BatchFill:
+    """Fill the NULLs of a column in batches of ``batch_size`` rows, walking the primary key.
+
+    The value is the column's server default (``source="default"``), one
+    literal (``"value"``), or a Python callable called once per row
+    (``"callable"``).  With ``online`` every batch is its own short
+    transaction, run outside the migration's transaction and lock; without,
+    the batches run in the migration's transaction.
+    """
+
+    table: str  # qualified and quoted
+    column: str
+    key: str | None  # the single-column primary key, None: the table has none
+    source: str
+    value: Any = None
+    factory: Callable[[], Any] | None = None
+    db_value: Callable[[Any], Any] | None = None
+    batch_size: int = 1000
+    online: bool = False
+
+    def __str__(self) -> str:
+        what = {
+            "default": "its DEFAULT",
+            "value": repr(self.value),
+            "callable": f"{getattr(self.factory, '__qualname__', self.factory)}() per row",
+        }[self.source]
+        by = f"by {quote(self.key)}" if self.key else "by ctid"
+        mode = ", one transaction per batch" if self.online else ""
+        return (
+            f"-- fill NULLs of {self.table}.{quote(self.column)} with {what}, "
+            f"{self.batch_size} rows at a time {by}{mode}"
+        )
+
+
+Step = Sql | Online | BatchFill
 _AUTO_SUFFIX = "(?:pkey|fkey|check|key|excl)[0-9]*"
 
 
@@ -73,16 +121,26 @@ def _do(body: str, params: tuple[Any, ...] = ()) -> Sql:
     return Sql(f"DO $datalayer$\n{body}\n$datalayer$", params)
 
 
-def drop_check(table: str, table_sql: str, check: Sql) -> Sql:
+def _if_exists(missing_ok: bool) -> str:
+    return "IF EXISTS " if missing_ok else ""
+
+
+def _give_up(missing_ok: bool) -> str:
+    """Return what a ``DO`` block does when the object to drop is not there."""
+    return "\n        RETURN;  -- already gone: this statement ran before" if missing_ok else ""
+
+
+def drop_check(table: str, table_sql: str, check: Sql, *, missing_ok: bool = False) -> Sql:
     """Return the statement that drops the CHECK constraint ``check`` from a table.
 
     A named check is dropped by name.  For an unnamed one, PostgreSQL's own
     text of the expression is obtained by adding it once more as a NOT VALID
     probe (no rows are read), and the constraint with that text is dropped.
+    ``missing_ok``: nothing to drop is not an error (a statement run again).
     """
     name = constraint_name(check)
     if name:
-        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {quote(name)}")
+        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}")
     rc = _literal(table_sql) + "::regclass"
     body = f"""DECLARE
     wanted text;
@@ -94,9 +152,10 @@ BEGIN
     ALTER TABLE {table_sql} DROP CONSTRAINT datalayer_probe;
     wanted := replace(wanted, ' NOT VALID', '');
     SELECT conname INTO victim FROM pg_constraint
-     WHERE conrelid = {rc} AND contype = 'c' AND pg_get_constraintdef(oid) = wanted
+     WHERE conrelid = {rc} AND contype = 'c'
+       AND replace(pg_get_constraintdef(oid), ' NOT VALID', '') = wanted
      ORDER BY conname LIMIT 1;
-    IF victim IS NULL THEN
+    IF victim IS NULL THEN{_give_up(missing_ok)}
         RAISE EXCEPTION 'table {_pct(_literal(table)[1:-1])} has no constraint %%: the database '
             'does not match its migration history; compare them with datalayer migrate check',
             wanted;
@@ -106,10 +165,12 @@ END"""
     return _do(body, check.params)
 
 
-def drop_foreign_key(table: str, table_sql: str, column: str, name: str | None) -> Sql:
+def drop_foreign_key(
+    table: str, table_sql: str, column: str, name: str | None, *, missing_ok: bool = False
+) -> Sql:
     """Return the statement that drops the foreign key on ``column`` (found by column)."""
     if name:
-        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {quote(name)}")
+        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}")
     rc = _literal(table_sql) + "::regclass"
     body = f"""DECLARE
     victim name;
@@ -119,7 +180,7 @@ BEGIN
      WHERE k.conrelid = {rc} AND k.contype = 'f' AND cardinality(k.conkey) = 1
        AND a.attname = {_literal(column)}
      ORDER BY k.conname LIMIT 1;
-    IF victim IS NULL THEN
+    IF victim IS NULL THEN{_give_up(missing_ok)}
         RAISE EXCEPTION 'table {_pct(_literal(table)[1:-1])} has no foreign key on column '
             '{_pct(_literal(column)[1:-1])}: the database does not match its migration history';
     END IF;
@@ -128,11 +189,13 @@ END"""
     return _do(body)
 
 
-def drop_constraint(table: str, table_sql: str, constraint: Sql) -> Sql:
+def drop_constraint(
+    table: str, table_sql: str, constraint: Sql, *, missing_ok: bool = False
+) -> Sql:
     """Return the statement that drops a table constraint other than CHECK."""
     name = constraint_name(constraint)
     if name:
-        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {quote(name)}")
+        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}")
     if constraint.params:
         raise UnsupportedChange(
             f"{table}: cannot find the unnamed constraint {constraint.text!r} to drop it; "
@@ -147,7 +210,7 @@ BEGIN
      WHERE conrelid = {rc} AND contype <> 'c'
        AND regexp_replace(lower(pg_get_constraintdef(oid)), '[\\s"]', '', 'g') = {_literal(wanted)}
      ORDER BY conname LIMIT 1;
-    IF victim IS NULL THEN
+    IF victim IS NULL THEN{_give_up(missing_ok)}
         RAISE EXCEPTION 'table {_literal(table)[1:-1]} has no constraint '
             '{_literal(constraint.text)[1:-1]}; name it in the model (CONSTRAINT name ...)';
     END IF;
@@ -288,12 +351,14 @@ def plan_alter(
     *,
     renames: Mapping[str, str] | None = None,
     using: Mapping[str, str] | None = None,
+    online: bool = False,
 ) -> list[Step]:
     """Return the statements that turn table ``before`` into table ``after``.
 
     ``renames`` maps old column names to new ones (the columns are renamed,
     not dropped and added); ``using`` maps a column to the ``USING``
-    expression of its type change.
+    expression of its type change; ``online`` writes the forms that do not
+    block reads and writes (see the module's docstring).
 
     :raises UnsupportedChange: for a change of primary key or of a column
         constraint other than DEFAULT and CHECK.
@@ -344,7 +409,12 @@ def plan_alter(
             new_ix.remove(match)
     schema_prefix = f"{quote(after.schema)}." if after.schema else ""
     for ix in gone:
-        steps.append(Sql(f"DROP INDEX {schema_prefix}{quote(ix.name)}"))
+        if online:
+            steps.append(Online(Sql(
+                f"DROP INDEX CONCURRENTLY IF EXISTS {schema_prefix}{quote(ix.name)}"
+            )))
+        else:
+            steps.append(Sql(f"DROP INDEX {schema_prefix}{quote(ix.name)}"))
     for old_ix, new_ix_spec in renamed:
         steps.append(Sql(
             f"ALTER INDEX {schema_prefix}{quote(old_ix.name)} RENAME TO {quote(new_ix_spec.name)}"
@@ -359,7 +429,10 @@ def plan_alter(
         return out
 
     bchecks = checks(before, dropped_names)  # a dropped column takes its checks along
-    achecks = checks(after, added_names)  # an added column brings its checks inline
+    # An added column brings its checks inline; online, they are added NOT VALID after it.
+    achecks = checks(after, set() if online else added_names)
+    # CHECKs and foreign keys are dropped in a migration's transactional part: a
+    # missing one means the database and its history disagree, which must be said.
     for text, params in sorted((bchecks - achecks).elements()):
         steps.append(drop_check(table, T, Sql(text, params)))
 
@@ -369,45 +442,186 @@ def plan_alter(
 
     bcons, acons = Counter(map(_key, before.constraints)), Counter(map(_key, after.constraints))
     for text, params in sorted((bcons - acons).elements()):
-        steps.append(drop_constraint(table, T, Sql(text, params)))
+        steps.append(drop_constraint(table, T, Sql(text, params), missing_ok=online))
 
     for col in dropped:
         steps.append(Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}"))
 
+    pk = after.primary_key[0] if len(after.primary_key) == 1 else None
     for col in added:
-        steps.extend(_add_column(table, T, col))
+        steps.extend(_add_column(table, T, col, online=online, key=pk))
 
     for old_col, new_col in both:
-        steps.extend(_alter_column(table, T, old_col, new_col, using.get(new_col.name)))
+        steps.extend(_alter_column(
+            table, T, old_col, new_col, using.get(new_col.name), online=online, key=pk
+        ))
 
+    not_valid = " NOT VALID" if online else ""
     for text, params in sorted((achecks - bchecks).elements()):
-        steps.append(Sql(f"ALTER TABLE {T} ADD ", ()) + Sql(text, params))
+        steps.append(Sql(f"ALTER TABLE {T} ADD ", ()) + Sql(text, params) + not_valid)
 
     for col in added:
         if col.fk is not None:
-            steps.append(Sql(f"ALTER TABLE {T} ADD ") + col.fk)
+            steps.append(Sql(f"ALTER TABLE {T} ADD ") + col.fk + not_valid)
     for old_col, new_col in both:
         if new_col.fk is not None and old_col.fk != new_col.fk:
-            steps.append(Sql(f"ALTER TABLE {T} ADD ") + new_col.fk)
+            steps.append(Sql(f"ALTER TABLE {T} ADD ") + new_col.fk + not_valid)
 
     for text, params in sorted((acons - bcons).elements()):
-        steps.append(Sql(f"ALTER TABLE {T} ADD ") + Sql(text, params))
+        steps.extend(_add_constraint(table, T, Sql(text, params), online=online))
 
     for ix in new_ix:
-        steps.append(ix.create)
+        steps.append(Online(concurrent_create(ix.create)) if online else ix.create)
     return steps
 
 
-def _fill_nulls(table: str, T: str, col: ColumnSpec) -> list[Step]:
-    """Return the statements that give the NULLs of ``col`` its default before SET NOT NULL."""
-    c = quote(col.name)
+_CREATE_INDEX_RE = re.compile(r"^CREATE (UNIQUE )?INDEX (IF NOT EXISTS )?", re.IGNORECASE)
+_UNIQUE_RE = re.compile(
+    r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\s*\(([^()]*)\)\s*$', re.IGNORECASE
+)
+_FOREIGN_RE = re.compile(
+    r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?FOREIGN\s+KEY\b', re.IGNORECASE
+)
+_NAMEDATALEN = 63
+
+
+def concurrent_create(create: Sql) -> Sql:
+    """Return ``CREATE [UNIQUE] INDEX`` as ``CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS``."""
+    text, n = _CREATE_INDEX_RE.subn(
+        lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY IF NOT EXISTS ", create.text, 1
+    )
+    if not n:  # pragma: no cover - every index spec renders CREATE [UNIQUE] INDEX
+        raise UnsupportedChange(f"cannot build {create.text!r} concurrently")
+    return Sql(text, create.params)
+
+
+def _short_name(name: str) -> str:
+    """Return ``name``, or a name under PostgreSQL's 63-byte limit derived from it."""
+    if len(name.encode()) <= _NAMEDATALEN:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name.encode()[: _NAMEDATALEN - 11].decode(errors="ignore") + "_" + digest
+
+
+def _unquote(name: str) -> str:
+    name = name.strip()
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> list[Step]:
+    """Return the statements that add a table constraint other than CHECK."""
+    plain: list[Step] = [Sql(f"ALTER TABLE {T} ADD ") + constraint]
+    if not online or constraint.params:
+        return plain
+    if _FOREIGN_RE.match(constraint.text):
+        return [Sql(f"ALTER TABLE {T} ADD ") + constraint + " NOT VALID"]
+    m = _UNIQUE_RE.match(constraint.text)
+    if not m:
+        return plain
+    columns = [_unquote(c) for c in m.group(2).split(",")]
+    # The name PostgreSQL gives an unnamed UNIQUE constraint (without its collision numbering).
+    name = _unquote(m.group(1)) if m.group(1) else f"{table}_{'_'.join(columns)}_key"
+    if len(name.encode()) > _NAMEDATALEN:
+        return plain
+    cols = ", ".join(quote(c) for c in columns)
+    body = f"""BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = {_literal(T)}::regclass AND conname = {_literal(name)}) THEN
+        ALTER TABLE {T} ADD CONSTRAINT {quote(name)} UNIQUE USING INDEX {quote(name)};
+    END IF;
+END"""
+    create = f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({cols})"
+    return [
+        Online(Sql(create)),
+        Sql(_do(_pct(body)).text, hint="using-index"),
+    ]
+
+
+def _column_ddl(col: ColumnSpec, *, null: bool, default: bool, checks: bool) -> Sql:
+    """Return ``col``'s definition with or without NOT NULL, its DEFAULT and its CHECKs."""
+    out = Sql(f"{quote(col.name)} ") + col.type
+    if col.collation:
+        out = out + f" COLLATE {col.collation}"
+    if not null:
+        out = out + " NOT NULL"
+    if default and col.default is not None:
+        out = out + " DEFAULT " + col.default
+    for extra in col.other + (col.checks if checks else ()):
+        out = out + " " + extra
+    return out
+
+
+_STABLE_CALLS = {
+    "now", "current_timestamp", "current_date", "current_time", "localtimestamp",
+    "localtime", "transaction_timestamp", "statement_timestamp", "current_user",
+    "current_schema", "session_user", "array", "row", "coalesce", "nullif", "greatest",
+    "least", "jsonb_build_object", "json_build_object", "jsonb_build_array", "to_jsonb",
+}
+_CALL_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
+
+
+def is_volatile(default: Sql | None) -> bool:
+    """Return True when a server default may differ per row (``gen_random_uuid()``, ...).
+
+    Such a default makes ``ADD COLUMN`` rewrite the whole table; a constant
+    or stable one (``0``, ``'x'``, ``now()``) is stored once, without a rewrite.
+    Unknown functions count as volatile.
+    """
+    if default is None:
+        return False
+    text = re.sub(r"'(?:[^']|'')*'", "''", default.text)
+    return any(
+        m.group(1).rsplit(".", 1)[-1].lower() not in _STABLE_CALLS
+        for m in _CALL_RE.finditer(text)
+    )
+
+
+_TYPE_RE = re.compile(r"^\s*([A-Za-z ]+?)\s*(?:\((\d+)(?:\s*,\s*(\d+))?\))?\s*$")
+_TEXTUAL = {"VARCHAR", "CHARACTER VARYING", "TEXT"}
+
+
+def rewrites_type(old: Sql, new: Sql) -> bool:
+    """Return True when changing a column's type from ``old`` to ``new`` rewrites the table.
+
+    Binary-coercible changes are done in place: ``VARCHAR(n)`` to
+    ``VARCHAR(m >= n)``, ``VARCHAR`` or ``TEXT``; ``NUMERIC(p, s)`` to
+    ``NUMERIC(q >= p, s)`` or ``NUMERIC``; the same type.
+    """
+    a, b = _TYPE_RE.match(old.text), _TYPE_RE.match(new.text)
+    if old.text.strip().upper() == new.text.strip().upper():
+        return False
+    if not a or not b:
+        return True
+    ta, tb = a.group(1).upper(), b.group(1).upper()
+    if ta in _TEXTUAL and tb in _TEXTUAL:
+        if tb == "TEXT" or b.group(2) is None:
+            return False
+        return ta == "TEXT" or a.group(2) is None or int(b.group(2)) < int(a.group(2))
+    if {ta, tb} <= {"NUMERIC", "DECIMAL"}:
+        if b.group(2) is None:
+            return False
+        if a.group(2) is None:
+            return True
+        return int(b.group(2)) < int(a.group(2)) or (a.group(3) or "0") != (b.group(3) or "0")
+    return True
+
+
+def fill_nulls(
+    T: str, col: ColumnSpec, *, online: bool, key: str | None, batch_size: int = 1000
+) -> list[Step]:
+    """Return the steps that give the NULLs of ``col`` its default (server, then Python)."""
     if col.default is not None:
-        return [Sql(f"UPDATE {T} SET {c} = DEFAULT WHERE {c} IS NULL")]
+        return [BatchFill(T, col.name, key, "default", batch_size=batch_size, online=online)]
     if col.py_default is None or col.db_value is None:
         return []
     if callable(col.py_default):
-        return [Backfill(T, col.name, col.py_default, col.db_value)]
-    return [Sql(f"UPDATE {T} SET {c} = %s WHERE {c} IS NULL", (col.db_value(col.py_default),))]
+        return [BatchFill(T, col.name, key, "callable", factory=col.py_default,
+                          db_value=col.db_value, batch_size=batch_size, online=online)]
+    value = col.db_value(col.py_default)
+    return [BatchFill(T, col.name, key, "value", value=value, batch_size=batch_size,
+                      online=online)]
 
 
 _SERIALS = {"SMALLSERIAL": "SMALLINT", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT"}
@@ -575,26 +789,106 @@ def _serial_change(
     return steps
 
 
-def _add_column(table: str, T: str, col: ColumnSpec) -> list[Step]:
+
+def set_not_null(table: str, T: str, column: str, *, online: bool) -> list[Step]:
+    """Return the statements that make ``column`` NOT NULL.
+
+    Online (PostgreSQL 12+): a ``CHECK (column IS NOT NULL) NOT VALID`` (a
+    brief lock, no scan), validated in its own transaction (a scan that lets
+    reads and writes through), then ``SET NOT NULL``, which PostgreSQL proves
+    from the valid CHECK without a scan, then the CHECK dropped.  Each
+    statement can run again.
+    """
+    c = quote(column)
+    if not online:
+        return [Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL")]
+    name = _short_name(f"{table}_{column}_not_null_dl")
+    n, rc = quote(name), f"{_literal(T)}::regclass"
+    exists = f"SELECT 1 FROM pg_constraint WHERE conrelid = {rc} AND conname = {_literal(name)}"
+    add = f"""BEGIN
+    IF NOT EXISTS ({exists}) AND NOT (SELECT attnotnull FROM pg_attribute
+                    WHERE attrelid = {rc} AND attname = {_literal(column)}) THEN
+        ALTER TABLE {T} ADD CONSTRAINT {n} CHECK ({c} IS NOT NULL) NOT VALID;
+    END IF;
+END"""
+    validate = f"""BEGIN
+    IF EXISTS ({exists} AND NOT convalidated) THEN
+        ALTER TABLE {T} VALIDATE CONSTRAINT {n};
+    END IF;
+END"""
+    return [
+        _do(_pct(add)),
+        Sql(_do(_pct(validate)).text, hint="validate"),
+        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL", hint="no-scan"),
+        Sql(f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS {n}"),
+    ]
+
+
+def validate_constraints(T: str) -> Sql:
+    """Return the statement that validates every NOT VALID CHECK and foreign key of a table.
+
+    ``VALIDATE CONSTRAINT`` scans the rows under SHARE UPDATE EXCLUSIVE (reads
+    and writes go on); a table with nothing to validate is left alone.
+    """
+    body = f"""DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT conname FROM pg_constraint
+              WHERE conrelid = {_literal(T)}::regclass AND contype IN ('c', 'f')
+                AND NOT convalidated ORDER BY conname LOOP
+        EXECUTE 'ALTER TABLE ' || {_literal(T)} || ' VALIDATE CONSTRAINT '
+            || quote_ident(r.conname);
+    END LOOP;
+END"""
+    return Sql(_do(_pct(body)).text, hint="validate")
+
+
+def _add_column(
+    table: str, T: str, col: ColumnSpec, *, online: bool = False, key: str | None = None
+) -> list[Step]:
     c = quote(col.name)
     if col.primary_key:
         raise UnsupportedChange(
             f"{table}.{col.name}: adding a primary key column is not supported; "
             "write that migration by hand"
         )
-    if not col.null and col.default is None and col.py_default is not None:
+    needs_fill = col.default is None and col.py_default is not None
+    if online and (is_volatile(col.default) or (not col.null and needs_fill)):
+        # Added empty (no rewrite under the lock), the default set for new rows, the
+        # existing rows filled in batches outside the lock, then NOT NULL if wanted.
+        steps: list[Step] = [
+            Sql(f"ALTER TABLE {T} ADD COLUMN ")
+            + _column_ddl(col, null=True, default=False, checks=False)
+        ]
+        if col.default is not None:
+            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ") + col.default)
+        steps.extend(fill_nulls(T, col, online=True, key=key))
+        if not col.null:
+            steps.extend(set_not_null(table, T, col.name, online=True))
+        return steps
+    if online:
+        return [Sql(f"ALTER TABLE {T} ADD COLUMN ")
+                + _column_ddl(col, null=col.null, default=True, checks=False)]
+    if not col.null and needs_fill:
         # NOT NULL with a Python-side default only: add it nullable, fill the
         # existing rows, then forbid NULLs (create_tables() has no DEFAULT here).
         return [
             Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl_nullable,
-            *_fill_nulls(table, T, col),
+            *fill_nulls(T, col, online=False, key=key),
             Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL"),
         ]
     return [Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl]
 
 
 def _alter_column(
-    table: str, T: str, old: ColumnSpec, new: ColumnSpec, using: str | None
+    table: str,
+    T: str,
+    old: ColumnSpec,
+    new: ColumnSpec,
+    using: str | None,
+    *,
+    online: bool = False,
+    key: str | None = None,
 ) -> list[Step]:
     c = quote(new.name)
     steps: list[Step] = []
@@ -626,7 +920,10 @@ def _alter_column(
             stmt = stmt + f" USING {using}"
         if new.primary_key and not _integers(old.type.text, new.type.text) and not stmt.params:
             stmt = _retype_referenced_key(T, new.name, stmt.text, new.type.text)
-        steps.append(stmt)
+        rewrite = using is not None or old.collation != new.collation or rewrites_type(
+            old.type, new.type
+        )
+        steps.append(dataclasses.replace(stmt, hint="rewrite" if rewrite else "in-place"))
     if retype and auto and old.default is not None:
         default_dropped = True  # _serial_change dropped it
     if new.default is not None and (default_dropped or old.default != new.default):
@@ -634,8 +931,8 @@ def _alter_column(
     elif new.default is None and old.default is not None and not default_dropped:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
     if old.null and not new.null:
-        steps.extend(_fill_nulls(table, T, new))
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL"))
+        steps.extend(fill_nulls(T, new, online=online, key=key))
+        steps.extend(set_not_null(table, T, new.name, online=online))
     elif not old.null and new.null:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL"))
     return steps

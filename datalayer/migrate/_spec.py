@@ -49,6 +49,9 @@ class Sql:
 
     text: str
     params: tuple[Any, ...] = ()
+    # What the statement does to the table beyond its text (``"rewrite"``, ``"no-scan"``),
+    # for the plan's lock report; not part of the comparison and dropped by ``+``.
+    hint: str = dataclasses.field(default="", compare=False)
 
     def __str__(self) -> str:
         return self.text
@@ -203,6 +206,11 @@ def constraint_name(sql: Sql) -> str | None:
         return None
     name = m.group(1)
     return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def column_spec(field: pw.Field, db: pw.Database | None = None) -> ColumnSpec:
+    """Return what ``CREATE TABLE`` says about ``field``'s column."""
+    return _column_spec(field, db or database_of(field.model))
 
 
 def deferred_fk_name(field: pw.ForeignKeyField) -> str:

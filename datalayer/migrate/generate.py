@@ -4,27 +4,35 @@ The migration history on disk is replayed in memory (peewee-migrate's fake
 mode) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
 run (:mod:`._spec`).  Each difference becomes one operation of
-:class:`~datalayer.migrate.migrator.DatalayerMigrator`, written as code and
-executed at once on the in-memory state, so the next comparison sees it.
-When all are written the state must equal the models exactly, and the
-rollback, built the same way in the other direction, must restore the
-history's state exactly; otherwise :class:`GenerationError` says what does
-not match and nothing is written.
+:class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
+the in-memory state, so the next comparison sees it; the operations and the
+statements they queue make a :class:`~datalayer.migrate.plan.Plan`.  When
+all are planned the state must equal the models exactly, and each file's
+rollback, planned the same way in the other direction, must restore the
+state before it exactly; otherwise :class:`GenerationError` says what does
+not match and nothing is written.  The files are written from the plan.
+
+Changes to existing tables are planned in two phases unless ``unsafe``:
+phase one, in a transaction, adds columns (nullable where a fill must come
+first) and constraints ``NOT VALID``; phase two, in a file with ``atomic =
+False``, builds and drops indexes concurrently, fills NULLs in batches,
+validates, sets NOT NULL and adds UNIQUE constraints through their index.
 
 Interface (used by the runtime's Router and CLI):
 
 * :func:`next_name` ``(existing_names, name) -> str``: the next file name,
   numbered after the highest one (``999_x`` is followed by ``1000_name``);
 * :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
-  the ``migrate`` and ``rollback`` bodies, None when nothing changed;
-* :func:`compute_diff` ``(router, models=None) -> Diff``: the same with the
-  warnings (``Diff.warnings``: drops of columns or tables without a rename
-  hint, NOT NULL without a default, casts with USING, defaults that cannot be
-  written);
-* :func:`create_migration` ``(router, name, models=None) -> DiffResult | None``:
-  writes the file through ``router.compile``; ``DiffResult`` has ``path``,
-  ``name`` and ``warnings`` and is path-like; None (nothing written) when the
-  models match the history;
+  the ``migrate`` and ``rollback`` bodies (all files joined), None when
+  nothing changed;
+* :func:`compute_diff` ``(router, models=None, *, postgres=12, unsafe=False)
+  -> Diff``: the same with the warnings, the files (``Diff.files``) and the
+  plan (``Diff.plan``);
+* :func:`create_migration` ``(router, name, models=None, *, allow_drop=False,
+  postgres=12, unsafe=False) -> DiffResult | None``: writes the file(s)
+  through ``router.compile``; ``DiffResult`` has ``path``, ``name`` (the
+  first file), ``paths``, ``names``, ``plan`` and ``warnings`` and is
+  path-like; None (nothing written) when the models match the history;
 * :func:`install_upstream`: makes ``pw_migrate create --auto`` use this
   generator (called from ``migrations/conf.py``, which peewee-migrate runs).
 
@@ -35,11 +43,12 @@ declared with :func:`datalayer.migrate.hints.renamed_from`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +57,14 @@ from playhouse import postgres_ext as pw_pext
 
 from ..errors import DatalayerError, MigrationError
 from ._codegen import CodeWriter
-from ._ddl import auto_base, serial_base, serial_sequence
+from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
     IndexSpec,
     Sql,
     TableSpec,
     UnsupportedChange,
+    column_spec,
     database_of,
     index_entries,
     quote,
@@ -66,9 +76,11 @@ from ._spec import (
 from .files import MigrationNameError, check_name
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
+from .plan import Operation, Plan, PlannedMigration, statements_of
 
 __all__ = [
     "Diff",
+    "DiffFile",
     "DiffResult",
     "Drop",
     "DropRefused",
@@ -79,6 +91,8 @@ __all__ = [
     "diff_source",
     "install_upstream",
     "next_name",
+    "plan_models",
+    "render_file_bodies",
 ]
 
 _NUMBER_RE = re.compile(r"^(\d+)_")
@@ -135,13 +149,29 @@ class DropRefused(GenerationError):
 
 
 @dataclasses.dataclass(frozen=True)
+class DiffFile:
+    """One file of a migration: its name suffix, whether it is one transaction, its bodies."""
+
+    suffix: str
+    atomic: bool
+    migrate: str
+    rollback: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Diff:
-    """The bodies of ``migrate`` and ``rollback`` (template-ready), the warnings and drops."""
+    """The bodies of ``migrate`` and ``rollback`` (template-ready), the warnings and drops.
+
+    ``files`` has one entry per file to write; ``migrate`` and ``rollback``
+    join them (for display); ``plan`` is the plan they were written from.
+    """
 
     migrate: str
     rollback: str
     warnings: tuple[str, ...] = ()
     drops: tuple[Drop, ...] = ()
+    files: tuple[DiffFile, ...] = ()
+    plan: Plan | None = None
 
     def __bool__(self) -> bool:
         return bool(self.migrate)
@@ -154,6 +184,9 @@ class DiffResult:
     path: Path
     name: str
     warnings: tuple[str, ...] = ()
+    paths: tuple[Path, ...] = ()  # every file written, the first is ``path``
+    names: tuple[str, ...] = ()
+    plan: Plan | None = None
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -331,16 +364,51 @@ _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
 # -- the planner -------------------------------------------------------------------
 
 
-class _Planner:
-    """Write operations from the current state (``sim``) towards ``to_models``."""
+_PLAIN, _ONLINE, _SAFE = "plain", "online", "safe"
+_TX, _NO_TX = "tx", "no-tx"
 
-    def __init__(self, sim: DatalayerMigrator, *, forward: bool) -> None:
+
+@dataclasses.dataclass
+class _Chunk:
+    """One emitted operation: its code, the phase it belongs to and the steps it queued."""
+
+    code: str
+    phase: str
+    method: str
+    table: str | None
+    steps: list[Any]
+
+
+class _Planner:
+    """Write operations from the current state (``sim``) towards ``to_models``.
+
+    ``mode`` is ``"plain"`` (the forms ``create_tables()`` would use, one
+    transaction), ``"online"`` (every operation in its online form, for a
+    migration with ``atomic = False``) or ``"safe"`` (forward only: changes
+    to existing tables in two phases, the transactional part with NOT VALID
+    constraints first, then the concurrent indexes, validations, fills and
+    NOT NULLs, which run outside a transaction).
+    """
+
+    def __init__(
+        self, sim: DatalayerMigrator, *, forward: bool, mode: str = _PLAIN, postgres: int = 12
+    ) -> None:
         self.sim = sim
         self.forward = forward
+        self.mode = mode
+        self.postgres = postgres
         self.writer = CodeWriter("m")
-        self.chunks: list[str] = []
+        self.ops: list[_Chunk] = []
         self.drops: list[Drop] = []
         self.irreversible: list[str] = []  # rollback steps that cannot run on rows
+        self.phase = _NO_TX if mode == _ONLINE else _TX
+        self.deferred: list[Callable[[], None]] = []
+        self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
+        self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
+
+    @property
+    def chunks(self) -> list[str]:
+        return [c.code for c in self.ops]
 
     @property
     def warnings(self) -> list[str]:
@@ -350,9 +418,16 @@ class _Planner:
         if self.forward:
             self.writer.warnings.append(message)
 
-    def emit(self, code: str) -> None:
+    def online(self, *, phase_one: bool = False) -> list[str]:
+        """Return ``["online=True"]`` when the next operation is to be written online."""
+        if self.mode == _ONLINE or (self.mode == _SAFE and (phase_one or self.phase == _NO_TX)):
+            return ["online=True"]
+        return []
+
+    def emit(self, code: str, *, table: str | None = None) -> None:
         """Record ``code`` and run it on the in-memory state, as the file will."""
         scope = {"m": self.sim, "pw": pw, "pw_pext": pw_pext}
+        self.sim.take_steps()
         try:
             exec(compile(code, "<generated migration>", "exec"), scope)
         except UnsupportedChange as exc:
@@ -364,7 +439,14 @@ class _Planner:
                 [f"{type(exc).__name__}: {exc}", code],
             ) from exc
         self.sim.__ops__ = []
-        self.chunks.append(code)
+        steps = self.sim.take_steps()
+        method = re.match(r"(?:.*\n)*?m\.(\w+)\(", code)
+        self.ops.append(_Chunk(code, self.phase, method.group(1) if method else "create_model",
+                               table, steps))
+        if self.mode == _SAFE and self.phase == _TX and table is not None and any(
+            isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps
+        ):
+            self.not_valid.add(table)
 
     def state(self) -> dict[str, type[pw.Model]]:
         return _state(self.sim)
@@ -380,7 +462,7 @@ class _Planner:
         w = self.writer
         to_map = {m._meta.table_name: m for m in to_models}
         for old, new in table_renames.items():
-            self.emit(w.call("rename_table", repr(old), repr(new)))
+            self.emit(w.call("rename_table", repr(old), repr(new)), table=new)
         state = self.state()
         matched = [t for t in to_map if t in state]
         for t in matched:
@@ -399,11 +481,14 @@ class _Planner:
             # added once that table exists.
             later = [f for f in model._meta.refs
                      if f.rel_model is not model and f.rel_model._meta.table_name in to_create]
-            self.emit("\n".join(w.model(model, skip={f.name for f in later})))
+            self.emit("\n".join(w.model(model, skip={f.name for f in later})),
+                      table=model._meta.table_name)
             if later:
                 postponed.append((model._meta.table_name, later))
         for t, fields in postponed:
-            self.emit(w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)))
+            self.emit(
+                w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)), table=t
+            )
         for t in matched:
             self.late(self.state()[t], to_map[t])
         current = self.state()
@@ -421,7 +506,11 @@ class _Planner:
             cycle = any(f.rel_model is model for other in doomed[i + 1:]
                         for f in other._meta.refs if other is not model)
             args = [repr(t), "cascade=True"] if cycle else [repr(t)]
-            self.emit(w.call("remove_model", *args))
+            self.emit(w.call("remove_model", *args), table=t)
+        if self.deferred:
+            self.phase = _NO_TX
+            for step in self.deferred:
+                step()
 
     def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
         """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
@@ -476,7 +565,7 @@ class _Planner:
                 kept_nodes.append(node)
         if len(kept_nodes) != len(fm._meta.constraints or ()):
             items = ", ".join(w.constraint(render(n, db)) for n in kept_nodes)
-            self.emit(w.call("set_constraints", repr(t), f"[{items}]"))
+            self.emit(w.call("set_constraints", repr(t), f"[{items}]"), table=t)
         for old, new in renames.items():
             target = tcols[new]
             source = fm._meta.columns[old]
@@ -484,7 +573,7 @@ class _Planner:
             default_attr = new if source.name == old else source.name
             if target.name != default_attr:
                 args.append(f"field_name={target.name!r}")
-            self.emit(w.call("rename_column", *args))
+            self.emit(w.call("rename_column", *args), table=t)
         self._rename_attributes(fm, tm)
 
     def _rename_attributes(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
@@ -496,12 +585,17 @@ class _Planner:
                 col = target.column_name
                 self.emit(self.writer.call(
                     "rename_column", repr(t), repr(col), repr(col), f"field_name={target.name!r}"
-                ))
+                ), table=t)
 
     def late(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
-        """Bring the columns, table constraints and indexes of one table in line."""
+        """Bring the columns, table constraints and indexes of one table in line.
+
+        In safe mode this is phase one (transactional); what must wait for
+        phase two is left out here and done by :meth:`late_online`.
+        """
         w = self.writer
         t = fm._meta.table_name
+        safe = self.mode == _SAFE
         fmeta, tmeta = fm._meta, tm._meta
         if fmeta.legacy_table_names != tmeta.legacy_table_names or (
             tmeta.legacy_table_names and fmeta.name != tmeta.name
@@ -509,8 +603,14 @@ class _Planner:
             self.emit(w.call(
                 "set_model_meta", repr(t), f"name={tmeta.name!r}",
                 f"legacy_table_names={tmeta.legacy_table_names!r}",
-            ))
+            ), table=t)
         fspec, tspec = table_spec(fm), table_spec(tm)
+
+        fcols = {f.column_name: f for f in fmeta.sorted_fields}
+        tcols = {f.column_name: f for f in tmeta.sorted_fields}
+        dropped = [f for c, f in fcols.items() if c not in tcols]
+        added = [f for c, f in tcols.items() if c not in fcols]
+        dropped_cols = {f.column_name for f in dropped}
 
         fmeta_ix = {i.name: i for i in fspec.indexes if i.origin.startswith("meta:")}
         tmeta_ix = {i.name: i for i in tspec.indexes if i.origin.startswith("meta:")}
@@ -528,12 +628,11 @@ class _Planner:
                 new.remove(match)
                 renamed.append((ix, match))
         for ix in gone:
-            self.emit(w.call("drop_named_index", repr(t), repr(ix.name)))
+            # Online, an index drop waits for phase two, unless a dropped column takes it.
+            if safe and not any(quote(c) in ix.definition.text for c in dropped_cols):
+                continue
+            self.emit(w.call("drop_named_index", repr(t), repr(ix.name)), table=t)
 
-        fcols = {f.column_name: f for f in fmeta.sorted_fields}
-        tcols = {f.column_name: f for f in tmeta.sorted_fields}
-        dropped = [f for c, f in fcols.items() if c not in tcols]
-        added = [f for c, f in tcols.items() if c not in fcols]
         if dropped:
             for f in dropped:
                 self.warn(
@@ -544,11 +643,15 @@ class _Planner:
             self._drop_columns(
                 t, [before_cols[f.column_name] for f in dropped], added, _columns(tspec)
             )
-            self.emit(w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)))
+            self.emit(
+                w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)), table=t
+            )
 
+        tcol_specs = _columns(tspec)
         if added:
+            codes = []
             for f in added:
-                spec = _columns(tspec)[f.column_name]
+                spec = tcol_specs[f.column_name]
                 if not spec.null and spec.default is None and not _writable_default(f):
                     self.warn(
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
@@ -568,31 +671,118 @@ class _Planner:
                             "in the rollback to make it reversible)"
                         )
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
-                    self.emit(w.call("require_empty", repr(t), repr(reason)))
-            self.emit(w.call(
-                "add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in added)
-            ))
+                    self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
+                written = f
+                if safe:
+                    volatile = is_volatile(spec.default)
+                    fill = volatile or (spec.default is None and _writable_default(f))
+                    written = _phase_one_field(
+                        f, null=spec.null or fill, index=False,
+                        drop_default=volatile,
+                    )
+                    if volatile and spec.null:
+                        self.backfill.setdefault(t, []).append(f.name)
+                codes.append(f"{f.name}={w.field(written)}")
+            flag = self.online(phase_one=True)
+            if flag and any(f.name == "online" for f in added):
+                flag = []  # a field named "online" would clash with the option: plain form
+            self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
 
         self._change_columns(t, tm)
+
 
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
             db = _render_db(tm)
-            items = ", ".join(w.constraint(render(c, db)) for c in tmeta.constraints or ())
-            self.emit(w.call("set_constraints", repr(t), f"[{items}]"))
+            nodes = list(tmeta.constraints or ())
+            if safe:
+                # A new UNIQUE constraint waits for its concurrent index in phase two.
+                have = Counter(fspec.constraints)
+                kept = []
+                for node in nodes:
+                    sql = render(node, db)
+                    if have[sql] > 0:
+                        have[sql] -= 1
+                    elif _is_unique(sql):
+                        continue
+                    kept.append(node)
+                nodes = kept
+            items = ", ".join(w.constraint(render(c, db)) for c in nodes)
+            if Counter(render(c, db) for c in nodes) != Counter(fspec.checks + fspec.constraints):
+                self.emit(w.call(
+                    "set_constraints", repr(t), f"[{items}]", *self.online(phase_one=True)
+                ), table=t)
 
         for old_ix, new_ix in renamed:
-            self.emit(w.call("rename_index", repr(t), repr(old_ix.name), repr(new_ix.name)))
+            self.emit(
+                w.call("rename_index", repr(t), repr(old_ix.name), repr(new_ix.name)), table=t
+            )
+        if safe:
+            self.deferred.append(lambda: self.late_online(t, tm))
+            return
         entries = dict(_meta_index_entries(tm))
         for ix in new:
-            self.emit(self._add_index(t, tm, entries[ix.origin]))
+            self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
+
+    def _change_fields(self, t: str, codes: Sequence[str], flag: Sequence[str]) -> None:
+        """Emit ``change_fields``; as ``alter_fields`` with a mapping when a field is "online"."""
+        w = self.writer
+        if flag and any(c.startswith("online=") for c in codes):
+            items = ", ".join(f"{c.split('=', 1)[0]!r}: {c.split('=', 1)[1]}" for c in codes)
+            self.emit(w.call("alter_fields", repr(t), f"{{{items}}}", *flag), table=t)
+            return
+        self.emit(w.call("change_fields", repr(t), *codes, *flag), table=t)
+
+    def late_online(self, t: str, tm: type[pw.Model]) -> None:
+        """Phase two of a table in safe mode: what must not hold a lock or a transaction."""
+        w = self.writer
+        fm = self.state()[t]
+        fspec, tspec = table_spec(fm), table_spec(tm)
+        fmeta_ix = {i.name: i for i in fspec.indexes if i.origin.startswith("meta:")}
+        tmeta_ix = {i.name: i for i in tspec.indexes if i.origin.startswith("meta:")}
+        for name, ix in fmeta_ix.items():
+            if name not in tmeta_ix or tmeta_ix[name] != ix:
+                self.emit(w.call("drop_named_index", repr(t), repr(name), "online=True"), table=t)
+
+        fspec = table_spec(self.state()[t])
+        fcols = {f.column_name: f for f in self.state()[t]._meta.sorted_fields}
+        fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
+        changed: list[str] = []
+        for col, target in {f.column_name: f for f in tm._meta.sorted_fields}.items():
+            source = fcols[col]
+            fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
+            tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
+            if fcol_specs[col] != tcol_specs[col] or fidx != tidx:
+                changed.append(f"{target.name}={w.field(target)}")
+        if changed:
+            self._change_fields(t, changed, ["online=True"])
+        if self.backfill.get(t):
+            names = ", ".join(repr(n) for n in self.backfill[t])
+            self.emit(w.call("backfill", repr(t), names), table=t)
+
+        fspec = table_spec(self.state()[t])
+        if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
+            db = _render_db(tm)
+            items = ", ".join(w.constraint(render(c, db)) for c in tm._meta.constraints or ())
+            self.emit(w.call("set_constraints", repr(t), f"[{items}]", "online=True"), table=t)
+
+        entries = dict(_meta_index_entries(tm))
+        fspec = table_spec(self.state()[t])
+        have = {i.name: i for i in fspec.indexes if i.origin.startswith("meta:")}
+        for name, ix in tmeta_ix.items():
+            if name not in have or have[name] != ix:
+                self.emit(self._add_index(t, tm, entries[ix.origin], online=True), table=t)
+        if t in self.not_valid:
+            self.emit(w.call("validate_constraints", repr(t)), table=t)
 
     def _change_columns(self, t: str, tm: type[pw.Model], *, keys_only: bool = False) -> None:
         """Change the columns of table ``t`` that both sides have (only the key: ``keys_only``).
 
         The key is changed before new tables are created (their foreign keys take its type).
+        In safe mode the indexes and NOT NULL of a column wait for phase two.
         """
         w = self.writer
+        safe = self.mode == _SAFE and not keys_only
         fm = self.state()[t]
         fcols = {f.column_name: f for f in fm._meta.sorted_fields}
         tcols = {f.column_name: f for f in tm._meta.sorted_fields}
@@ -611,23 +801,43 @@ class _Planner:
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
             if before == after and fidx == tidx:
                 continue
-            code = f"{target.name}={w.field(target)}"
             if before.null and not after.null and after.default is None and target.default is None:
                 self.warn(
                     f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
                     "NULLs; give the field a default or a server default"
                 )
+            if (before.type != after.type and not serial_base(before.type.text)
+                    and not serial_base(after.type.text)
+                    and rewrites_type(before.type, after.type)):
+                self.warn(
+                    f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
+                    "which rewrites the table under ACCESS EXCLUSIVE (reads and writes wait; lint "
+                    "rule changing-column-type). On a busy table do it by expand/contract instead: "
+                    "add a new column, write both from the application, backfill it in batches, "
+                    "switch reads to it, then drop the old one"
+                )
+            written = target
+            if safe:
+                written = _phase_one_field(
+                    target, null=after.null or before.null, index=(source.index, source.unique),
+                    drop_default=False,
+                )
+                if column_spec(written, _render_db(tm)) == before:
+                    continue  # only indexes or NOT NULL change: phase two does them
+            code = f"{target.name}={w.field(written)}"
             if before.type != after.type and _needs_using(before.type, after.type):
                 using = self._using(fm, col, before, after)
-                cast.append((target.name, w.field(target), using))
+                cast.append((target.name, w.field(written), using))
             else:
                 plain.append(code)
+        flag = self.online(phase_one=True) if not keys_only else []
         if plain:
-            self.emit(w.call("change_fields", repr(t), *plain))
+            self._change_fields(t, plain, flag)
         for name, code, using in cast:
             self.emit(w.call(
-                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}"
-            ))
+                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}",
+                *flag,
+            ), table=t)
 
     def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
         """Return the USING expression of a type change that has no assignment cast.
@@ -676,7 +886,9 @@ class _Planner:
         )
         return renumber
 
-    def _add_index(self, table: str, tm: type[pw.Model], entry: Any) -> str:
+    def _add_index(
+        self, table: str, tm: type[pw.Model], entry: Any, *, online: bool = False
+    ) -> str:
         """Return the code that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
         w = self.writer
         db = _render_db(tm)
@@ -691,7 +903,39 @@ class _Planner:
         args = [repr(table), repr(index._name)]
         args += [w.index_expression(e, None, db) for e in index._expressions]
         args += w.index_options(index, db)[1:]
+        if online or self.mode == _ONLINE:
+            args.append("online=True")
         return w.call("add_named_index", *args)
+
+
+def _phase_one_field(
+    field: pw.Field, *, null: bool, index: bool | tuple[bool, bool], drop_default: bool
+) -> pw.Field:
+    """Return a copy of ``field`` as phase one of a safe migration adds or changes it.
+
+    ``null``: the NULL-ness to write (NOT NULL comes in phase two); ``index``:
+    False for no index, else the ``(index, unique)`` flags to keep (phase two
+    builds the wanted ones concurrently); ``drop_default``: leave a volatile
+    server default to phase two.
+    """
+    out = copy.copy(field)
+    out.null = null
+    if index is False:
+        out.index = out.unique = False
+    else:
+        assert isinstance(index, tuple)
+        out.index, out.unique = index
+    if drop_default:
+        db = database_of(field.model)
+        out.constraints = [
+            c for c in field.constraints or ()
+            if not render(c, db).text.lstrip().upper().startswith("DEFAULT ")
+        ] or None
+    return out
+
+
+def _is_unique(sql: Sql) -> bool:
+    return bool(re.match(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\b', sql.text, re.I))
 
 
 def _render_db(model: type[pw.Model]) -> Any:
@@ -803,56 +1047,206 @@ def _verify(
         )
 
 
-def diff_models(
+MIN_POSTGRES = 12
+
+
+def _check_postgres(postgres: int) -> None:
+    if not isinstance(postgres, int) or isinstance(postgres, bool) or postgres < MIN_POSTGRES:
+        raise GenerationError(
+            f"target PostgreSQL version {postgres!r} is not supported; give a major version "
+            f"of {MIN_POSTGRES} or later (e.g. postgres = 15 under [tool.datalayer])"
+        )
+
+
+def _groups(ops: Sequence[_Chunk]) -> list[list[_Chunk]]:
+    """Split the operations into files: a new file wherever the phase changes."""
+    groups: list[list[_Chunk]] = []
+    for op in ops:
+        if groups and groups[-1][0].phase == op.phase:
+            groups[-1].append(op)
+        else:
+            groups.append([op])
+    return groups
+
+
+def _run_codes(migrator: DatalayerMigrator, codes: Iterable[str]) -> None:
+    """Run generated operations on an in-memory state (no SQL is run)."""
+    for code in codes:
+        exec(compile(code, "<generated migration>", "exec"),
+             {"m": migrator, "pw": pw, "pw_pext": pw_pext})
+        migrator.__ops__ = []
+    migrator.take_steps()
+
+
+def _operations(chunks: Sequence[_Chunk], postgres: int) -> tuple[Operation, ...]:
+    return tuple(
+        Operation(
+            code=c.code, method=c.method, table=c.table,
+            statements=statements_of(c.steps, postgres=postgres),
+            online="online=True" in c.code or c.method in ("backfill", "validate_constraints"),
+        )
+        for c in chunks
+    )
+
+
+def plan_models(
     sim: DatalayerMigrator,
     original: DatalayerMigrator,
     models: Iterable[Any] | None = None,
-) -> Diff:
-    """Return the migration from the state in ``sim`` to ``models``, and its rollback.
+    *,
+    postgres: int = 12,
+    unsafe: bool = False,
+    replay: Callable[[], DatalayerMigrator] | None = None,
+) -> tuple[Plan, tuple[Drop, ...]]:
+    """Return the plan from the state in ``sim`` to ``models`` (and the drops it makes).
 
     ``sim`` and ``original`` must hold the same state (two replays of one
     history); ``sim`` ends up in the state of the models, ``original`` is
-    only read.
+    only read.  ``replay`` returns one more such state; it is needed when
+    the plan has more than one migration (to plan each one's rollback).
     """
+    _check_postgres(postgres)
     targets = _targets(models)
     try:
         state = _state(sim)
         tables, columns = _renames(state, targets)
-        forward = _Planner(sim, forward=True)
+        forward = _Planner(sim, forward=True, mode=_PLAIN if unsafe else _SAFE, postgres=postgres)
         forward.run(targets, tables, columns)
-        if not forward.chunks:
-            return Diff("", "", tuple(forward.warnings))
+        warnings = tuple(forward.warnings)
+        if not forward.ops:
+            return Plan((), warnings, postgres, not unsafe), tuple(forward.drops)
         _verify(sim, targets, "migration")
+        groups = _groups(forward.ops)
         back_tables = {new: old for old, new in tables.items()}
         back_columns = {
             back_tables.get(t, t): {new: old for old, new in cols.items()}
             for t, cols in columns.items()
         }
-        originals = sort_models(_state(original).values())
-        backward = _Planner(sim, forward=False)
-        backward.run(originals, back_tables, back_columns)
-        _verify(sim, originals, "rollback")
+        rollbacks: list[list[_Chunk]] = [[] for _ in groups]
+        irreversible: list[str] = []
+        for k in reversed(range(len(groups))):
+            if k == 0:
+                goal, bt, bc = original, back_tables, back_columns
+            else:
+                if replay is None:
+                    raise GenerationError(
+                        "this migration is written as several files; pass replay= to plan "
+                        "their rollbacks (compute_diff does)"
+                    )
+                goal, bt, bc = replay(), {}, {}
+                _run_codes(goal, (c.code for g in groups[:k] for c in g))
+            atomic = groups[k][0].phase == _TX
+            backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
+                                postgres=postgres)
+            goal_models = sort_models(_state(goal).values())
+            backward.run(goal_models, bt, bc)
+            _verify(sim, goal_models, "rollback")
+            rollbacks[k] = backward.ops
+            irreversible.extend(backward.irreversible)
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
-    return Diff(
-        _body(forward.chunks), _body(backward.chunks),
-        tuple(forward.warnings) + tuple(backward.irreversible), tuple(forward.drops),
+    migrations = tuple(
+        PlannedMigration(
+            suffix="" if k == 0 else f"_{k + 1}",
+            atomic=group[0].phase == _TX,
+            operations=_operations(group, postgres),
+            rollback=_operations(rollbacks[k], postgres),
+        )
+        for k, group in enumerate(groups)
     )
+    warnings += tuple(irreversible)
+    return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
 
 
-def compute_diff(router: Any, models: Iterable[Any] | None = None) -> Diff:
+_NO_TRANSACTION = (
+    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
+    "# the like); each statement commits on its own and can run again after an interruption.\n"
+    "atomic = False\n"
+)
+
+
+def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
+    """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
+    forward = _body([op.code for op in migration.operations])
+    backward = _body([op.code for op in migration.rollback])
+    if forward and not backward:
+        # Validating constraints or filling rows changes no schema that needs undoing
+        # (the rollback of the migration before it drops what it added): say so, so
+        # `rollback` does not take the empty body for a forgotten one.
+        backward = "return  # nothing to undo: this migration changes no schema"
+    return forward, backward
+
+
+def _diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
+    files = tuple(
+        DiffFile(m.suffix, m.atomic, *render_file_bodies(m)) for m in plan.migrations
+    )
+    if not files:
+        return Diff("", "", plan.warnings, drops, (), plan)
+
+    def joined(attr: str) -> str:
+        parts = []
+        for f in files:
+            body = getattr(f, attr)
+            if len(files) > 1 or not f.atomic:
+                label = f"# -- NAME{f.suffix}" + ("" if f.atomic else " (no transaction)")
+                body = label + _NEWLINE + body
+            parts.append(body)
+        return (_NEWLINE + _NEWLINE).join(parts)
+
+    return Diff(joined("migrate"), joined("rollback"), plan.warnings, drops, files, plan)
+
+
+def diff_models(
+    sim: DatalayerMigrator,
+    original: DatalayerMigrator,
+    models: Iterable[Any] | None = None,
+    *,
+    postgres: int = 12,
+    unsafe: bool = False,
+    replay: Callable[[], DatalayerMigrator] | None = None,
+) -> Diff:
+    """Return the migration(s) from the state in ``sim`` to ``models``, and the rollbacks.
+
+    See :func:`plan_models`; ``Diff.plan`` holds the plan itself.
+    """
+    plan, drops = plan_models(
+        sim, original, models, postgres=postgres, unsafe=unsafe, replay=replay
+    )
+    return _diff_of(plan, drops)
+
+
+def compute_diff(
+    router: Any,
+    models: Iterable[Any] | None = None,
+    *,
+    postgres: int = 12,
+    unsafe: bool = False,
+) -> Diff:
     """Return the migration that takes ``router``'s migration files to ``models``.
 
-    Reads the migration files only (the database is not queried).
+    Reads the migration files only (the database is not queried).  By
+    default changes to existing tables are written in their online forms
+    for PostgreSQL ``postgres`` (12 or later), in more than one file when a
+    part must run outside a transaction (``Diff.files``); ``unsafe`` writes
+    the plain forms (for tables known to be small).
 
     :raises GenerationError: when a change cannot be generated; nothing is written.
     """
-    return diff_models(_replay(router), _replay(router), models)
+    return diff_models(
+        _replay(router), _replay(router), models, postgres=postgres, unsafe=unsafe,
+        replay=lambda: _replay(router),
+    )
 
 
-def diff_source(router: Any, models: Iterable[Any] | None = None) -> tuple[str, str] | None:
-    """Return the ``(migrate, rollback)`` code for the model changes, or None when none."""
-    diff = compute_diff(router, models)
+def diff_source(
+    router: Any, models: Iterable[Any] | None = None, **options: Any
+) -> tuple[str, str] | None:
+    """Return the ``(migrate, rollback)`` code for the model changes, or None when none.
+
+    With several files the bodies are joined, each after a ``# -- NAME_n`` line.
+    """
+    diff = compute_diff(router, models, **options)
     return (diff.migrate, diff.rollback) if diff else None
 
 
@@ -862,28 +1256,48 @@ def create_migration(
     models: Iterable[Any] | None = None,
     *,
     allow_drop: bool = False,
+    postgres: int = 12,
+    unsafe: bool = False,
 ) -> DiffResult | None:
     """Write a migration ``name`` for the model changes; return it, or None when none.
 
     The file is written by ``router.compile`` (which numbers it with
     :func:`next_name` in datalayer's Router) and loaded back once to prove
-    that it works.  A migration that drops a table or a column is only
-    written with ``allow_drop``.
+    that it works.  When part of the change must run outside a transaction
+    (a concurrent index build, a batched fill), the migration is several
+    files, ``name``, ``name_2``, ...; those that run outside a transaction
+    say ``atomic = False``.  A migration that drops a table or a column is
+    only written with ``allow_drop``.  ``postgres`` and ``unsafe``: see
+    :func:`compute_diff`.
 
     :raises DropRefused: when the migration drops something and ``allow_drop`` is false
         (each drop named, with the ``renamed_from`` hint when it looks like a rename).
     :raises GenerationError: when ``name`` is invalid or a change cannot be generated.
     """
     next_name([], name)  # validates the name before any work
-    diff = compute_diff(router, models)
+    diff = compute_diff(router, models, postgres=postgres, unsafe=unsafe)
     if not diff:
         return None
     if diff.drops and not allow_drop:
         raise DropRefused(diff.drops)
-    written = router.compile(name, diff.migrate, diff.rollback)
-    path = Path(router.migrate_dir) / f"{written}.py"
-    router.read(written)
-    return DiffResult(path=path, name=written, warnings=diff.warnings)
+    names: list[str] = []
+    paths: list[Path] = []
+    for f in diff.files:
+        written = router.compile(name + f.suffix, f.migrate, f.rollback)
+        path = Path(router.migrate_dir) / f"{written}.py"
+        if not f.atomic:
+            text = path.read_text(encoding="utf-8")
+            at = text.index("\n\ndef migrate(")
+            path.write_text(
+                text[:at] + "\n\n" + _NO_TRANSACTION + text[at:], encoding="utf-8"
+            )
+        router.read(written)
+        names.append(written)
+        paths.append(path)
+    return DiffResult(
+        path=paths[0], name=names[0], warnings=diff.warnings, paths=tuple(paths),
+        names=tuple(names), plan=diff.plan,
+    )
 
 
 # -- pw_migrate ------------------------------------------------------------------------

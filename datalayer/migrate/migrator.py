@@ -13,6 +13,14 @@ mocks ``execute_sql``) only updates the models.
 Generated migration files call :func:`datalayer.migrate.ops.extend` on the
 migrator they are given, so they work the same under ``pw_migrate migrate``
 (plain Migrator) and under datalayer's Router (this class).
+
+Operations that take ``online=True`` queue the forms that keep the table
+readable and writable (see :mod:`._ddl`); some of their statements cannot
+run in a transaction block (``CREATE INDEX CONCURRENTLY``, batched fills), so
+the generator puts them in migrations with ``atomic = False``.  Under
+``pw_migrate migrate``, which runs every migration in one transaction, such
+a statement commits what the migration did so far, runs on its own, and
+opens a new transaction for the rest (and for the history row).
 """
 
 from __future__ import annotations
@@ -28,13 +36,15 @@ import peewee as pw
 from peewee_migrate import Migrator
 
 from ._ddl import (
-    Backfill,
+    BatchFill,
     Step,
+    fill_nulls,
     plan_alter,
     plan_create,
     plan_drop,
     plan_rename_table,
     plan_set_schema,
+    validate_constraints,
 )
 from ._spec import (
     Sql,
@@ -42,6 +52,7 @@ from ._spec import (
     UnsupportedChange,
     _untyped,
     index_entries,
+    quote,
     rename_identifier,
     table_spec,
 )
@@ -62,6 +73,10 @@ def _unless_replaying(fn: Callable[..., _T], empty: Callable[[], _T]) -> Callabl
         return empty() if getattr(_REPLAY, "on", False) else fn(*args, **kwargs)
 
     return wrapper
+
+
+def _replaying_now() -> bool:
+    return bool(getattr(_REPLAY, "on", False))
 
 
 @contextlib.contextmanager
@@ -121,20 +136,118 @@ def _sql_node(node: Any, renames: Mapping[str, str]) -> Any:
     return node
 
 
-def _backfill_op(database: Any, step: Backfill) -> Callable[[], None]:
-    """Return a callable operation that fills NULLs row by row (``ctid`` identifies rows)."""
+_STEPS = "_datalayer_steps"  # the steps queued, for the planner (in the shared __dict__)
+_UPSTREAM = "_datalayer_upstream"  # set when extend() wrapped another runner's Migrator
 
-    def backfill() -> None:
-        column = '"' + step.column.replace('"', '""') + '"'
-        cursor = database.execute_sql(f"SELECT ctid FROM {step.table} WHERE {column} IS NULL")
-        for (ctid,) in cursor.fetchall():
-            database.execute_sql(
-                f"UPDATE {step.table} SET {column} = %s WHERE ctid = %s::tid",
-                (step.db_value(step.factory()), ctid),
+
+def _column_types(database: Any, step: BatchFill) -> tuple[str, str]:
+    """Return the SQL types of the key column (``tid`` without one) and of the filled column."""
+    rows = database.execute_sql(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attname IN (%s, %s) AND NOT attisdropped",
+        (step.table, step.key or step.column, step.column),
+    ).fetchall()
+    types = dict(rows)
+    return (types.get(step.key, "tid") if step.key else "tid"), types.get(step.column, "text")
+
+
+def run_fill(database: Any, step: BatchFill) -> int:
+    """Fill the NULLs of ``step.column`` ``step.batch_size`` rows at a time; return the count.
+
+    Rows are walked in primary-key order (``ctid`` without a single-column
+    key); each batch is one UPDATE of a key range (or, for a Python
+    callable, of a list of rows with one value each), so under autocommit
+    every batch is its own short transaction.  A last pass picks up NULLs
+    that concurrent inserts left behind the walk.
+    """
+    T, c, n = step.table, quote(step.column), int(step.batch_size)
+    k = quote(step.key) if step.key else "ctid"
+    key_type, col_type = _column_types(database, step)
+    filled = 0
+
+    def update(keys: Sequence[Any]) -> None:
+        nonlocal filled
+        if step.source == "callable":
+            assert step.factory is not None and step.db_value is not None
+            pairs = [(key, step.db_value(step.factory())) for key in keys]
+            values = ", ".join(f"(%s::{key_type}, %s::{col_type})" for _ in pairs)
+            params = [p for pair in pairs for p in pair]
+            cursor = database.execute_sql(
+                f"UPDATE {T} SET {c} = v.val FROM (VALUES {values}) AS v(k, val) "
+                f"WHERE {T}.{k} = v.k AND {T}.{c} IS NULL",
+                params,
             )
+        else:
+            value, params = ("DEFAULT", []) if step.source == "default" else ("%s", [step.value])
+            if step.key:
+                where, params = f"{k} >= %s AND {k} <= %s", [*params, keys[0], keys[-1]]
+            else:
+                where, params = f"{k} = ANY(%s::tid[])", [*params, list(keys)]
+            cursor = database.execute_sql(
+                f"UPDATE {T} SET {c} = {value} WHERE {where} AND {c} IS NULL", params
+            )
+        filled += max(cursor.rowcount or 0, 0)
 
-    backfill.__name__ = f"backfill_{step.column}"
-    return backfill
+    last: Any = None
+    while step.key:  # the walk by primary key
+        after = "" if last is None else f"WHERE {k} > %s "
+        rows = database.execute_sql(
+            f"SELECT {k} FROM {T} {after}ORDER BY {k} LIMIT {n}", [] if last is None else [last]
+        ).fetchall()
+        if not rows:
+            break
+        keys = [r[0] for r in rows]
+        if step.source == "callable":
+            found = database.execute_sql(
+                f"SELECT {k} FROM {T} WHERE {k} >= %s AND {k} <= %s AND {c} IS NULL",
+                [keys[0], keys[-1]],
+            ).fetchall()
+            if found:
+                update(sorted(r[0] for r in found))
+        else:
+            update(keys)
+        last = keys[-1]
+    while True:  # what is still NULL: rows inserted behind the walk, or no key to walk
+        order = f" ORDER BY {k}" if step.key else ""
+        rows = database.execute_sql(
+            f"SELECT {k} FROM {T} WHERE {c} IS NULL{order} LIMIT {n}"
+        ).fetchall()
+        if not rows:
+            return filled
+        update([r[0] for r in rows])
+
+
+def _fill_op(database: Any, step: BatchFill) -> Callable[[], None]:
+    def fill() -> None:
+        run_fill(database, step)
+
+    fill.__name__ = f"fill_{step.column}"
+    return fill
+
+
+def _outside_transaction(
+    shared: dict[str, Any], database: Any, fn: Callable[[], None]
+) -> Callable[[], None]:
+    """Return ``fn`` made to run outside a transaction block.
+
+    datalayer runs a migration with ``atomic = False`` in autocommit, so there
+    is nothing to do.  ``pw_migrate migrate`` wraps every migration in one
+    transaction: commit it (what the migration did so far is kept), run
+    ``fn`` in autocommit, and begin again for the rest and the history row.
+    """
+
+    def run() -> None:
+        if shared.get(_UPSTREAM) and database.in_transaction():
+            database.commit()
+            try:
+                fn()
+            finally:
+                database.begin()
+        else:
+            fn()
+
+    run.__name__ = getattr(fn, "__name__", "outside_transaction")
+    return run
 
 
 class RowsGuard:
@@ -214,6 +327,7 @@ class DatalayerMigrator(Migrator):
             )
         extended = cls.__new__(cls)
         extended.__dict__ = migrator.__dict__
+        extended.__dict__[_UPSTREAM] = True
         return extended
 
     # -- plumbing -----------------------------------------------------------
@@ -243,11 +357,40 @@ class DatalayerMigrator(Migrator):
             del orm.__models__[cls.__name__]
 
     def _queue(self, steps: Iterable[Step]) -> None:
+        steps = list(steps)
+        self.__dict__.setdefault(_STEPS, []).extend(steps)
+        db = self.__database__
         for step in steps:
-            if isinstance(step, Backfill):
-                self.__ops__.append(_backfill_op(self.__database__, step))
+            if isinstance(step, Sql):
+                queued = self.__migrator__.sql(step.text, list(step.params) or None)
+                queued._datalayer_step = step  # what plan.read_migrations reports
+                self.__ops__.append(queued)
+                continue
+            if isinstance(step, BatchFill):
+                op = _fill_op(db, step)
+                if not step.online:
+                    vars(op)["_datalayer_step"] = step
+                    self.__ops__.append(op)
+                    continue
             else:
-                self.__ops__.append(self.__migrator__.sql(step.text, list(step.params) or None))
+                sql = step.sql
+
+                def op(sql: Sql = sql) -> None:
+                    db.execute_sql(sql.text, list(sql.params) or None)
+
+                op.__name__ = "concurrently"
+            if self.__dict__.get(_UPSTREAM):
+                # pw_migrate's savepoint around the operations would not survive the
+                # commit that lets this statement run outside the transaction.
+                self.__migrator__.transactional_ddl = False
+            outside = _outside_transaction(self.__dict__, db, op)
+            vars(outside)["_datalayer_step"] = step
+            self.__ops__.append(outside)
+
+    def take_steps(self) -> list[Step]:
+        """Return the steps queued since the last call, and forget them (for the planner)."""
+        steps: list[Step] = self.__dict__.pop(_STEPS, [])
+        return steps
 
     def _alter(
         self,
@@ -256,11 +399,12 @@ class DatalayerMigrator(Migrator):
         *,
         renames: Mapping[str, str] | None = None,
         using: Mapping[str, str] | None = None,
+        online: bool = False,
     ) -> type[pw.Model]:
         before = table_spec(model)
         mutate()
         after = table_spec(model)
-        self._queue(plan_alter(before, after, renames=renames, using=using))
+        self._queue(plan_alter(before, after, renames=renames, using=using, online=online))
         return model
 
     def _field(self, model: type[pw.Model], name: str) -> pw.Field:
@@ -383,42 +527,59 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
-    def set_constraints(self, model: ModelRef, constraints: Sequence[Any]) -> type[pw.Model]:
-        """Replace the table constraints (``Meta.constraints``: CHECK, UNIQUE, ...)."""
+    def set_constraints(
+        self, model: ModelRef, constraints: Sequence[Any], *, online: bool = False
+    ) -> type[pw.Model]:
+        """Replace the table constraints (``Meta.constraints``: CHECK, UNIQUE, ...).
+
+        ``online``: CHECKs and foreign keys are added NOT VALID (validate them
+        later with :meth:`validate_constraints`), a UNIQUE constraint through
+        a concurrent unique index (run it with ``atomic = False``).
+        """
         cls = self._get(model)
 
         def mutate() -> None:
             cls._meta.constraints = list(constraints)
 
-        return self._alter(cls, mutate)
+        return self._alter(cls, mutate, online=online)
 
     def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
         """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
         cls = self._get(model)
-        spec = table_spec(cls)
-        if spec is not None:  # None in a replay, which queues nothing
+        if not _replaying_now():  # a check only; the schema state does not change
+            spec = table_spec(cls)
             self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason))
         return cls
 
     # -- columns ----------------------------------------------------------------
 
     def add_fields(
-        self, model: ModelRef, *, allow_not_null: bool = False, **fields: pw.Field
+        self,
+        model: ModelRef,
+        *,
+        allow_not_null: bool = False,
+        online: bool | pw.Field = False,
+        **fields: pw.Field,
     ) -> type[pw.Model]:
         """Add columns with their defaults, CHECKs, foreign keys and indexes.
 
         A NOT NULL column with only a Python default is added nullable, its
         rows are filled from the default, then it is made NOT NULL.
-        ``allow_not_null`` is accepted for peewee-migrate compatibility.
+        ``online``: CHECKs and foreign keys are added NOT VALID, a volatile
+        server default is set after the column is added and the rows filled
+        in batches.  ``allow_not_null`` is accepted for peewee-migrate
+        compatibility.  A field named ``online`` is a field, not the option.
         """
         del allow_not_null
+        if isinstance(online, pw.Field):
+            fields, online = {"online": online, **fields}, False
         cls = self._get(model)
 
         def mutate() -> None:
             for name, field in fields.items():
                 cls._meta.add_field(name, field)
 
-        return self._alter(cls, mutate)
+        return self._alter(cls, mutate, online=online)
 
     def remove_fields(
         self, model: ModelRef, *names: str, cascade: bool = False, **params: Any
@@ -444,9 +605,19 @@ class DatalayerMigrator(Migrator):
         self._queue(steps)
         return cls
 
-    def change_fields(self, model: ModelRef, **fields: pw.Field) -> type[pw.Model]:
-        """Change columns to match the given fields (type, NULL, default, CHECK, FK, index)."""
-        return self.alter_fields(model, fields)
+    def change_fields(
+        self, model: ModelRef, *, online: bool | pw.Field = False, **fields: pw.Field
+    ) -> type[pw.Model]:
+        """Change columns to match the given fields (type, NULL, default, CHECK, FK, index).
+
+        ``online``: indexes built and dropped concurrently, CHECKs and foreign
+        keys added NOT VALID, NOT NULL through a validated CHECK after the
+        NULLs are filled in batches (run it with ``atomic = False``).  A field
+        named ``online`` is a field, not the option (:meth:`alter_fields` takes both).
+        """
+        if isinstance(online, pw.Field):
+            fields, online = {"online": online, **fields}, False
+        return self.alter_fields(model, fields, online=online)
 
     def alter_fields(
         self,
@@ -454,6 +625,7 @@ class DatalayerMigrator(Migrator):
         fields: Mapping[str, pw.Field],
         *,
         using: Mapping[str, str] | None = None,
+        online: bool = False,
     ) -> type[pw.Model]:
         """Change columns; ``using`` maps a column name to its type change's USING expression."""
         cls = self._get(model)
@@ -470,7 +642,7 @@ class DatalayerMigrator(Migrator):
                 cls._meta.add_field(old.name, new)
                 self._replace_in_indexes(cls, old, new)
 
-        return self._alter(cls, mutate, renames=renames, using=using)
+        return self._alter(cls, mutate, renames=renames, using=using, online=online)
 
     def rename_column(
         self,
@@ -533,8 +705,14 @@ class DatalayerMigrator(Migrator):
             new_column = new_name + "_id"
         return self.rename_column(cls, field.column_name, new_column, field_name=new_name)
 
-    def add_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
-        """Make columns NOT NULL, filling NULLs from the server or Python default first."""
+    def add_not_null(
+        self, model: ModelRef, *names: str, online: bool = False
+    ) -> type[pw.Model]:
+        """Make columns NOT NULL, filling NULLs from the server or Python default first.
+
+        ``online``: the NULLs filled in batches, then a validated CHECK lets
+        ``SET NOT NULL`` skip its scan (run it with ``atomic = False``).
+        """
         cls = self._get(model)
         targets = [self._field(cls, n) for n in names]
 
@@ -542,7 +720,35 @@ class DatalayerMigrator(Migrator):
             for f in targets:
                 f.null = False
 
-        return self._alter(cls, mutate)
+        return self._alter(cls, mutate, online=online)
+
+    def backfill(self, model: ModelRef, *names: str, batch_size: int = 1000) -> type[pw.Model]:
+        """Fill the NULLs of columns from their server or Python default, in batches.
+
+        Each batch is its own short transaction in a migration with
+        ``atomic = False`` (rows walked by primary key); the schema is unchanged.
+        """
+        cls = self._get(model)
+        if _replaying_now():  # SQL only; the schema state does not change
+            return cls
+        spec = table_spec(cls)
+        key = spec.primary_key[0] if len(spec.primary_key) == 1 else None
+        steps: list[Step] = []
+        for name in names:
+            col = spec.column(self._field(cls, name).column_name)
+            assert col is not None
+            steps.extend(
+                fill_nulls(spec.qualified, col, online=True, key=key, batch_size=batch_size)
+            )
+        self._queue(steps)
+        return cls
+
+    def validate_constraints(self, model: ModelRef) -> type[pw.Model]:
+        """Validate the table's NOT VALID CHECKs and foreign keys (reads and writes go on)."""
+        cls = self._get(model)
+        if not _replaying_now():  # SQL only; the schema state does not change
+            self._queue([validate_constraints(table_spec(cls).qualified)])
+        return cls
 
     def drop_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
         """Allow NULL in columns."""
@@ -597,10 +803,12 @@ class DatalayerMigrator(Migrator):
         where: str | pw.Node | None = None,
         using: str | None = None,
         nulls_distinct: bool | None = None,
+        online: bool = False,
     ) -> type[pw.Model]:
         """Add an index named ``name``; strings are field names, nodes are SQL expressions.
 
-        ``where`` makes a partial index (text or a peewee node).
+        ``where`` makes a partial index (text or a peewee node); ``online``
+        builds it ``CONCURRENTLY`` (run it with ``atomic = False``).
         """
         cls = self._get(model)
         exprs: list[Any] = [
@@ -615,10 +823,15 @@ class DatalayerMigrator(Migrator):
             )
             cls._meta.indexes = [*cls._meta.indexes, index]
 
-        return self._alter(cls, mutate)
+        return self._alter(cls, mutate, online=online)
 
-    def drop_named_index(self, model: ModelRef, name: str) -> type[pw.Model]:
-        """Drop the index named ``name`` (a field's ``index``/``unique`` or a Meta index)."""
+    def drop_named_index(
+        self, model: ModelRef, name: str, *, online: bool = False
+    ) -> type[pw.Model]:
+        """Drop the index named ``name`` (a field's ``index``/``unique`` or a Meta index).
+
+        ``online``: ``DROP INDEX CONCURRENTLY IF EXISTS`` (run it with ``atomic = False``).
+        """
         cls = self._get(model)
         meta = cls._meta
         for origin, index in index_entries(cls):
@@ -635,7 +848,7 @@ class DatalayerMigrator(Migrator):
                     del entries[int(ref)]
                     meta.indexes = entries
 
-            return self._alter(cls, mutate)
+            return self._alter(cls, mutate, online=online)
         raise UnsupportedChange(
             f"table {meta.table_name} has no index named {name!r} in the migration history"
         )

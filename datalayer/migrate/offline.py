@@ -24,6 +24,7 @@ from playhouse.migrate import Operation
 
 from ..db import Database
 from ..errors import DatabaseUnavailable, MigrationError
+from ._ddl import Online
 from .files import sort_key
 from .router import LoadedMigration, Router, _without_transaction
 from .runner import _capture
@@ -132,8 +133,11 @@ def _render_one(
             fn(migrator, db, fake=False)
             ops, migrator.__ops__ = list(migrator.__ops__), []
             for op in ops:
-                if isinstance(op, Operation):
-                    op.run()
+                step = vars(op).get("_datalayer_step") if hasattr(op, "__dict__") else None
+                if isinstance(op, Operation) or isinstance(step, Online):
+                    # An Online step (CREATE INDEX CONCURRENTLY, ...) only executes its SQL,
+                    # which the recorder captures.
+                    op.run() if isinstance(op, Operation) else op()
                 else:
                     out.append(f"{PYTHON_PREFIX}{_python_name(op)} (not shown)")
     except MigrationError:
