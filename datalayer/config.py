@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from . import _redact
 from .errors import ConfigError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _URL_SCHEMES = ("postgresql", "postgres")
+_SECRET_OPTIONS = frozenset({"password", "sslpassword"})
 CLIENT_TIMEOUT_MARGIN = 5.0
 """Seconds added to DB_STATEMENT_TIMEOUT for the default DB_CLIENT_TIMEOUT.
 
@@ -47,24 +49,19 @@ class ConfigWarning(UserWarning):
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{k}={'***' if k.lower() == 'password' else v}" for k, v in pairs
-        )
-    masked = f"{parts.scheme}://{netloc}{parts.path}"
-    return f"{masked}?{query}" if query else masked
+    """Return ``url`` with any password replaced by ``***``, whether it parses or not.
+
+    See :func:`datalayer._redact.mask_url`: everything that could be a
+    password (an unencoded ``/``, ``#``, ``?``, ``@`` or ``:`` in it included)
+    is hidden.
+    """
+    return _redact.mask_url(url)
+
+
+_ENCODE_HINT = (
+    "percent-encode the special characters of the password (/ as %2F, ? as %3F, # as %23, "
+    "@ as %40, : as %3A, % as %25), e.g. with urllib.parse.quote(password, safe='')"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +80,8 @@ class Settings:
     password: str = dataclasses.field(default="", repr=False)
     dbname: str = "postgres"
     sslmode: str = "prefer"
-    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # repr=False: a URL's query may carry sslpassword.
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     max_open_conns: int = 25
     max_idle_conns: int = 5
     conn_max_lifetime: float = 3600.0
@@ -140,7 +138,10 @@ class Settings:
             query["host"] = self.host
         if self.sslmode != "prefer":
             query["sslmode"] = self.sslmode
-        tail = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in query.items())
+        tail = "&".join(
+            f"{k}={'***' if masked and k.lower() in _SECRET_OPTIONS else quote(str(v), safe='/')}"
+            for k, v in query.items()
+        )
         base = f"postgresql://{netloc}/{quote(self.dbname, safe='')}"
         return f"{base}?{tail}" if tail else base
 
@@ -254,13 +255,21 @@ def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
     masked = mask_url(url)
     try:
         parts = urlsplit(url.strip())
-        port = parts.port
     except ValueError:
         return {}, f"{masked} is not a valid URL; expected postgresql://user:password@host:5432/name"
     if parts.scheme not in _URL_SCHEMES:
         return {}, (
             f"{masked} has scheme {parts.scheme!r}; expected postgresql://user:password@host:5432/name"
         )
+    if "#" in url or "@" in parts.path or "@" in parts.query:
+        # An unencoded "/", "?", "#" or "@" in the password: the host, port and name a parser
+        # finds would be parts of the password.
+        return {}, f"{masked} cannot be read unambiguously; {_ENCODE_HINT}"
+    try:
+        port = parts.port
+    except ValueError:
+        return {}, (f"{masked} has a port that is not a number from 1 to 65535; if the "
+                    f"password contains a colon or a slash, {_ENCODE_HINT}")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     host = unquote(parts.hostname or "") or query.pop("host", "")
     query.pop("host", None)

@@ -51,8 +51,9 @@ __all__ = [
 # One "@" with something around it, no blanks: enough to catch a wrong value in the
 # e-mail column; deliverability is the mail server's business.
 _EMAIL_FORM = re.compile(r"[^@\s]+@[^@\s]+").fullmatch
-# The same, with nothing COPY text would have to escape (and no NUL): the common case.
-_COPY_SAFE_EMAIL = re.compile(r"[^@\s\\\x00]+@[^@\s\\\x00]+").fullmatch
+# The same, with nothing COPY text would have to escape (and no control character): the
+# common case.
+_COPY_SAFE_EMAIL = re.compile(r"[^@\s\\\x00-\x1f\x7f]+@[^@\s\\\x00-\x1f\x7f]+").fullmatch
 _FIELDS = tuple(User._meta.sorted_fields)
 _build_user = row_builder(User, _FIELDS)
 
@@ -148,7 +149,7 @@ def normalize_email(email: Any) -> str:
 def _lookup_email(email: Any) -> str:
     """Return ``email`` in stored form for a lookup (no format check: it just finds nothing)."""
     if (type(email) is str and email.isascii() and len(email) <= EMAIL_MAX_LENGTH
-            and "\x00" not in email):
+            and email.isprintable()):
         return email.strip().lower()  # the fast path of validate_value()
     value: str = validate_value(User.email, email)
     return value
