@@ -40,6 +40,26 @@ timeout; and a frozen server should hold a thread for not much longer than
 the timeout the operator chose (x2 would make a 30 s timeout a 60 s hang).
 """
 
+DEFAULT_CLIENT_TIMEOUT = 60.0
+"""Seconds a statement may be in flight before the client gives up, when neither
+DB_CLIENT_TIMEOUT nor DB_STATEMENT_TIMEOUT is set.
+
+Without it a silent network (a partition, a stalled proxy or NAT that still
+ACKs) holds a thread for ever: TCP keepalives see a peer that answers.  60 s is
+far above what an operation of this package takes (a 10,000-row import: 0.1 s)
+and short enough that a stuck worker is noticed; a longer job sets
+DB_CLIENT_TIMEOUT (or DB_STATEMENT_TIMEOUT) itself, and migrations lift it."""
+
+DEFAULT_MAX_IDLE_CONNS = 5
+"""DB_MAX_IDLE_CONNS when unset: this, or DB_MAX_OPEN_CONNS when that is smaller."""
+
+TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                  "keepalives_count": 3}
+"""libpq's TCP keepalive settings, on by default: a server host that died or a
+network path that dropped the connection is noticed within about a minute
+(30 s idle + 3 probes 10 s apart), also on an idle pooled connection.  A URL
+option (``?keepalives_idle=60``) overrides each."""
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
@@ -70,8 +90,9 @@ class Settings:
 
     ``host`` is ``None`` when the embedded server is to be used (neither
     DATABASE_URL nor DB_HOST set); :func:`datalayer.db.connect` fills it in.
-    Durations are in seconds; ``None`` means no limit (``client_timeout``: ``None``
-    means the default, see :attr:`effective_client_timeout`).
+    Durations are in seconds; ``None`` or ``0`` means no limit (``client_timeout``:
+    ``None`` means the default, ``0`` off, see :attr:`effective_client_timeout`).
+    ``max_idle_conns`` left out is ``min(5, max_open_conns)``.
     """
 
     host: str | None = None
@@ -83,7 +104,8 @@ class Settings:
     # repr=False: a URL's query may carry sslpassword.
     options: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     max_open_conns: int = 25
-    max_idle_conns: int = 5
+    # None (the default): min(DEFAULT_MAX_IDLE_CONNS, max_open_conns), set in __post_init__.
+    max_idle_conns: int = None  # type: ignore[assignment]
     conn_max_lifetime: float = 3600.0
     conn_max_idle_time: float = 1800.0
     pool_timeout: float = 10.0
@@ -102,6 +124,15 @@ class Settings:
     source: str = "DB_*"
 
     def __post_init__(self) -> None:
+        # Frozen: object.__setattr__ fills in what was left to its default.
+        idle_default = self.max_idle_conns is None
+        object.__setattr__(self, "_idle_default", idle_default)
+        if idle_default and isinstance(self.max_open_conns, int):
+            object.__setattr__(self, "max_idle_conns",
+                               max(1, min(DEFAULT_MAX_IDLE_CONNS, self.max_open_conns)))
+        for name in _ZERO_IS_NONE:  # documented: 0 means none, as DB_STATEMENT_TIMEOUT=0
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, None)
         problems = _check_ranges(self)
         if problems:
             raise ConfigError(problems)
@@ -115,15 +146,16 @@ class Settings:
     def effective_client_timeout(self) -> float | None:
         """Return how long a statement may be in flight before the client gives up.
 
-        DB_CLIENT_TIMEOUT when set (0: off); otherwise DB_STATEMENT_TIMEOUT plus
-        :data:`CLIENT_TIMEOUT_MARGIN`, so the server's own timeout normally fires
-        first; ``None`` (off) when neither is set.
+        DB_CLIENT_TIMEOUT when set (0: off, ``None`` returned); otherwise
+        DB_STATEMENT_TIMEOUT plus :data:`CLIENT_TIMEOUT_MARGIN`, so the server's
+        own timeout normally fires first; :data:`DEFAULT_CLIENT_TIMEOUT` when
+        neither is set, so that the default configuration never waits for ever.
         """
         if self.client_timeout is not None:
             return self.client_timeout or None
         if self.statement_timeout:
             return self.statement_timeout + CLIENT_TIMEOUT_MARGIN
-        return None
+        return DEFAULT_CLIENT_TIMEOUT
 
     def url(self, *, masked: bool = True) -> str:
         """Return the connection URL; the password is shown as ``***`` unless ``masked=False``."""
@@ -164,6 +196,7 @@ class Settings:
         }
         if self.password:
             kwargs["password"] = self.password
+        kwargs.update(TCP_KEEPALIVES)
         options = _server_options(self)
         if options:
             kwargs["options"] = options
@@ -174,7 +207,13 @@ class Settings:
         return kwargs
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with ``changes`` applied (validated again)."""
+        """Return a copy with ``changes`` applied (validated again).
+
+        A ``max_idle_conns`` that was left to its default follows a new
+        ``max_open_conns``.
+        """
+        if getattr(self, "_idle_default", False):
+            changes.setdefault("max_idle_conns", None)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -186,6 +225,10 @@ class Settings:
         parsed.update(overrides)
         parsed.setdefault("source", "DATABASE_URL")
         return cls(**parsed)
+
+
+_ZERO_IS_NONE = ("statement_timeout", "lock_timeout", "idle_in_transaction_timeout",
+                 "max_checkout_time")
 
 
 def _ms(seconds: float) -> int:
