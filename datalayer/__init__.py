@@ -77,6 +77,7 @@ _LAZY: dict[str, str] = {
     "PoolClosed": "datalayer.errors",
     "PoolTimeout": "datalayer.errors",
     "TokenReuseError": "datalayer.errors",
+    "TooManyConnections": "datalayer.errors",
     "ValidationError": "datalayer.errors",
 }
 

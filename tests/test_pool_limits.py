@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+import datalayer
 from datalayer import config, retry
 from datalayer.auth import passwords, users
 from datalayer.config import DEFAULT_CLIENT_TIMEOUT, Settings, load_settings
@@ -158,6 +159,8 @@ def test_the_connection_limit_is_reported_as_such(small: OwnServer) -> None:
     assert "too many clients" in full and "remaining connection slots are reserved" in reserved
     exc = TooManyConnections("x")
     assert not retry.is_retryable(exc)
+    assert datalayer.TooManyConnections is TooManyConnections
+    assert issubclass(TooManyConnections, DatabaseUnavailable)
 
 
 def test_a_full_server_makes_checkouts_wait_for_the_pools_own_connections(
