@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from . import _redact
 from .errors import ConfigError
@@ -287,10 +287,21 @@ def _check_ranges(s: Settings) -> dict[str, str]:
         need(opt is None or opt > 0, name, f"{opt} must be a duration > 0, or unset / 0 for none")
     need(s.client_timeout is None or s.client_timeout >= 0, "DB_CLIENT_TIMEOUT",
          f"{s.client_timeout} must be a duration >= 0 (0: off), or unset for "
-         f"DB_STATEMENT_TIMEOUT + {CLIENT_TIMEOUT_MARGIN:g} s")
+         f"DB_STATEMENT_TIMEOUT + {CLIENT_TIMEOUT_MARGIN:g} s ({DEFAULT_CLIENT_TIMEOUT:g} s "
+         "without it)")
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
          "must be 1-63 characters")
     return problems
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """Split a URL's query as libpq does: ``&`` between pairs, percent-decoding, no ``+``."""
+    pairs = []
+    for item in query.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            pairs.append((unquote(key), unquote(value)))
+    return pairs
 
 
 def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
@@ -313,7 +324,15 @@ def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
     except ValueError:
         return {}, (f"{masked} has a port that is not a number from 1 to 65535; if the "
                     f"password contains a colon or a slash, {_ENCODE_HINT}")
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    pairs = _query_pairs(parts.query)
+    secret_at = next((i for i, (k, _) in enumerate(pairs) if k in _SECRET_OPTIONS), None)
+    if secret_at is not None and any(k not in _SECRET_OPTIONS for k, _ in pairs[secret_at:]):
+        # "?password=a&b=c": option b, or a password "a&b=c"?  What follows could be part
+        # of the password, and would show in messages as an option's name or value.
+        return {}, (f"{masked} has parameters after password=, which could be part of the "
+                    "password; put password= last, or give the password in the URL as "
+                    f"postgresql://user:PASSWORD@host/name ({_ENCODE_HINT})")
+    query = dict(pairs)
     host = unquote(parts.hostname or "") or query.pop("host", "")
     query.pop("host", None)
     if not host:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ SPECIALS = "/#?@:%&=+ ;[]!$'\"\\,~^`"
 RIGHT_PASSWORD = "the-right-one"
 # Commands that act on the embedded server, not on DATABASE_URL.
 SKIPPED = {("db", "start"), ("db", "stop")}
+EXAMPLES = int(os.environ.get("DATALAYER_SECRETS_EXAMPLES", "40"))  # CLI runs per example: ~0.3 s
 
 
 def _leaked_forms() -> list[str]:
@@ -194,7 +196,7 @@ def project(clean_env: Path) -> Path:
     return clean_env
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=passwords, target=st.sampled_from(["nobody listens", "wrong password"]),
        form=st.integers(0, 4))
@@ -276,6 +278,23 @@ def test_an_ambiguous_url_is_refused_with_the_way_out(password: str) -> None:
     assert "cret" not in message and "c@ret" not in message
     encoded = Settings.from_url(f"postgresql://app:{quote(password, safe='')}@db.example/app")
     assert encoded.password == password and encoded.host == "db.example"
+
+
+@pytest.mark.parametrize("query", ["password=Λ&Λ:", "password=a&sslmode=require",
+                                   "sslmode=disable&password=se&cret=x"])
+def test_parameters_after_password_are_refused(query: str) -> None:
+    """Found by the property test: "?password=Λ&Λ:" passed "Λ:" to libpq as an option name."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_url(f"postgresql://app@db.example/app?{query}")
+    message = str(info.value)
+    assert "put password= last" in message
+    tail = query.partition("password=")[2]
+    assert tail not in message and "Λ" not in message and "cret" not in message
+
+
+def test_the_query_is_read_as_libpq_reads_it() -> None:
+    s = Settings.from_url("postgresql://app@db.example/app?sslmode=require&password=a+b%26c")
+    assert (s.password, s.sslmode) == ("a+b&c", "require")  # "+" is no space for libpq
 
 
 def test_an_at_sign_and_a_colon_in_the_password_parse(tmp_path: Any) -> None:
