@@ -121,6 +121,7 @@ _LAZY: dict[str, str] = {
     "ProjectError": "datalayer.errors",
     "PoolTimeout": "datalayer.errors",
     "TokenReuseError": "datalayer.errors",
+    "TooManyConnections": "datalayer.errors",
     "ValidationError": "datalayer.errors",
 }
 

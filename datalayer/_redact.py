@@ -11,6 +11,9 @@ addresses.  The package therefore
 * gives every model a ``DoesNotExist`` whose message keeps the SQL and drops
   the parameters (:func:`redact_does_not_exist`).
 
+:func:`mask_url` hides the password of a connection URL, whether the URL
+parses or not.
+
 An application that really wants the values in its logs (a local debugging
 session) can remove the filter: ``datalayer._redact.uninstall()``.
 """
@@ -18,12 +21,16 @@ session) can remove the filter: ``datalayer._redact.uninstall()``.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = [
+    "MASK",
     "REDACTED",
     "RedactParams",
     "install",
+    "mask_url",
     "redact_message",
     "redacted_does_not_exist",
     "uninstall",
@@ -93,3 +100,65 @@ def redacted_does_not_exist(exc_class: type[Exception]) -> type[Exception]:
         {"__init__": __init__, "__module__": exc_class.__module__,
          "__qualname__": exc_class.__qualname__},
     )
+
+
+# -- connection URLs -----------------------------------------------------------------
+
+_SECRET_KEYS = frozenset({"password", "sslpassword"})
+_QUERY_KEY = re.compile(r"[?&]([^=&?#]*)=")
+MASK = "***"
+
+
+def _secret_values(text: str) -> list[int]:
+    """Return where the value of each ``password=`` / ``sslpassword=`` parameter of ``text`` starts.
+
+    The key is compared percent-decoded and case-insensitively (libpq decodes keys).
+    """
+    return [match.end() for match in _QUERY_KEY.finditer(text)
+            if unquote(match[1]).strip().lower() in _SECRET_KEYS]
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with every possible password replaced by ``***``.
+
+    Written for URLs that do not parse as well as for those that do: an
+    unencoded ``/``, ``?``, ``#``, ``@`` or ``:`` in a password moves the
+    boundaries a URL parser sees (``postgresql://app:se/cret@host/db`` has the
+    netloc ``app:se``), so nothing here relies on one.  Instead, everything
+    that could be a password is hidden:
+
+    * from the first ``:`` after ``scheme://`` up to the *last* ``@`` of the
+      whole text (a host contains no ``@``; a password may): the userinfo
+      password, however it is written;
+    * from the value of the first ``password=`` (or ``sslpassword=``)
+      parameter to the end of the text: a value may itself contain ``&``,
+      ``#`` or ``@``.
+
+    Text without ``scheme://`` is not shown at all.  An ``@`` in another
+    query option makes it hide more than needed, never less.
+    """
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme or any(c in scheme for c in "@:/?#"):
+        return "<unparseable URL>"
+    hidden: list[tuple[int, int]] = []
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, max(at, 0))
+    if colon >= 0:
+        hidden.append((colon + 1, at))
+    values = _secret_values(rest)
+    if values:
+        hidden.append((values[0], len(rest)))
+    shown, pos = [], 0
+    for begin, end in sorted(hidden):
+        if end <= pos:
+            continue
+        if begin > pos:
+            shown.append(rest[pos:begin])
+            shown.append(MASK)
+        elif not shown or shown[-1] != MASK:
+            shown.append(MASK)
+        pos = max(pos, end)
+    shown.append(rest[pos:])
+    return f"{scheme}://{''.join(shown)}"

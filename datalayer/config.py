@@ -14,8 +14,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
+from . import _redact
 from .errors import ConfigError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _URL_SCHEMES = ("postgresql", "postgres")
+_SECRET_OPTIONS = frozenset({"password", "sslpassword"})
 CLIENT_TIMEOUT_MARGIN = 5.0
 """Seconds added to DB_STATEMENT_TIMEOUT for the default DB_CLIENT_TIMEOUT.
 
@@ -38,6 +40,26 @@ timeout; and a frozen server should hold a thread for not much longer than
 the timeout the operator chose (x2 would make a 30 s timeout a 60 s hang).
 """
 
+DEFAULT_CLIENT_TIMEOUT = 60.0
+"""Seconds a statement may be in flight before the client gives up, when neither
+DB_CLIENT_TIMEOUT nor DB_STATEMENT_TIMEOUT is set.
+
+Without it a silent network (a partition, a stalled proxy or NAT that still
+ACKs) holds a thread for ever: TCP keepalives see a peer that answers.  60 s is
+far above what an operation of this package takes (a 10,000-row import: 0.1 s)
+and short enough that a stuck worker is noticed; a longer job sets
+DB_CLIENT_TIMEOUT (or DB_STATEMENT_TIMEOUT) itself, and migrations lift it."""
+
+DEFAULT_MAX_IDLE_CONNS = 5
+"""DB_MAX_IDLE_CONNS when unset: this, or DB_MAX_OPEN_CONNS when that is smaller."""
+
+TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                  "keepalives_count": 3}
+"""libpq's TCP keepalive settings, on by default: a server host that died or a
+network path that dropped the connection is noticed within about a minute
+(30 s idle + 3 probes 10 s apart), also on an idle pooled connection.  A URL
+option (``?keepalives_idle=60``) overrides each."""
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
@@ -47,24 +69,19 @@ class ConfigWarning(UserWarning):
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(
-            f"{k}={'***' if k.lower() == 'password' else v}" for k, v in pairs
-        )
-    masked = f"{parts.scheme}://{netloc}{parts.path}"
-    return f"{masked}?{query}" if query else masked
+    """Return ``url`` with any password replaced by ``***``, whether it parses or not.
+
+    See :func:`datalayer._redact.mask_url`: everything that could be a
+    password (an unencoded ``/``, ``#``, ``?``, ``@`` or ``:`` in it included)
+    is hidden.
+    """
+    return _redact.mask_url(url)
+
+
+_ENCODE_HINT = (
+    "percent-encode the special characters of the password (/ as %2F, ? as %3F, # as %23, "
+    "@ as %40, : as %3A, % as %25), e.g. with urllib.parse.quote(password, safe='')"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +90,9 @@ class Settings:
 
     ``host`` is ``None`` when the embedded server is to be used (neither
     DATABASE_URL nor DB_HOST set); :func:`datalayer.db.connect` fills it in.
-    Durations are in seconds; ``None`` means no limit (``client_timeout``: ``None``
-    means the default, see :attr:`effective_client_timeout`).
+    Durations are in seconds; ``None`` or ``0`` means no limit (``client_timeout``:
+    ``None`` means the default, ``0`` off, see :attr:`effective_client_timeout`).
+    ``max_idle_conns`` left out is ``min(5, max_open_conns)``.
     """
 
     host: str | None = None
@@ -83,9 +101,11 @@ class Settings:
     password: str = dataclasses.field(default="", repr=False)
     dbname: str = "postgres"
     sslmode: str = "prefer"
-    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # repr=False: a URL's query may carry sslpassword.
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     max_open_conns: int = 25
-    max_idle_conns: int = 5
+    # None (the default): min(DEFAULT_MAX_IDLE_CONNS, max_open_conns), set in __post_init__.
+    max_idle_conns: int = None  # type: ignore[assignment]
     conn_max_lifetime: float = 3600.0
     conn_max_idle_time: float = 1800.0
     pool_timeout: float = 10.0
@@ -104,6 +124,15 @@ class Settings:
     source: str = "DB_*"
 
     def __post_init__(self) -> None:
+        # Frozen: object.__setattr__ fills in what was left to its default.
+        idle_default = self.max_idle_conns is None
+        object.__setattr__(self, "_idle_default", idle_default)
+        if idle_default and isinstance(self.max_open_conns, int):
+            object.__setattr__(self, "max_idle_conns",
+                               max(1, min(DEFAULT_MAX_IDLE_CONNS, self.max_open_conns)))
+        for name in _ZERO_IS_NONE:  # documented: 0 means none, as DB_STATEMENT_TIMEOUT=0
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, None)
         problems = _check_ranges(self)
         if problems:
             raise ConfigError(problems)
@@ -117,15 +146,16 @@ class Settings:
     def effective_client_timeout(self) -> float | None:
         """Return how long a statement may be in flight before the client gives up.
 
-        DB_CLIENT_TIMEOUT when set (0: off); otherwise DB_STATEMENT_TIMEOUT plus
-        :data:`CLIENT_TIMEOUT_MARGIN`, so the server's own timeout normally fires
-        first; ``None`` (off) when neither is set.
+        DB_CLIENT_TIMEOUT when set (0: off, ``None`` returned); otherwise
+        DB_STATEMENT_TIMEOUT plus :data:`CLIENT_TIMEOUT_MARGIN`, so the server's
+        own timeout normally fires first; :data:`DEFAULT_CLIENT_TIMEOUT` when
+        neither is set, so that the default configuration never waits for ever.
         """
         if self.client_timeout is not None:
             return self.client_timeout or None
         if self.statement_timeout:
             return self.statement_timeout + CLIENT_TIMEOUT_MARGIN
-        return None
+        return DEFAULT_CLIENT_TIMEOUT
 
     def url(self, *, masked: bool = True) -> str:
         """Return the connection URL; the password is shown as ``***`` unless ``masked=False``."""
@@ -140,7 +170,10 @@ class Settings:
             query["host"] = self.host
         if self.sslmode != "prefer":
             query["sslmode"] = self.sslmode
-        tail = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in query.items())
+        tail = "&".join(
+            f"{k}={'***' if masked and k.lower() in _SECRET_OPTIONS else quote(str(v), safe='/')}"
+            for k, v in query.items()
+        )
         base = f"postgresql://{netloc}/{quote(self.dbname, safe='')}"
         return f"{base}?{tail}" if tail else base
 
@@ -163,6 +196,7 @@ class Settings:
         }
         if self.password:
             kwargs["password"] = self.password
+        kwargs.update(TCP_KEEPALIVES)
         options = _server_options(self)
         if options:
             kwargs["options"] = options
@@ -173,7 +207,13 @@ class Settings:
         return kwargs
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with ``changes`` applied (validated again)."""
+        """Return a copy with ``changes`` applied (validated again).
+
+        A ``max_idle_conns`` that was left to its default follows a new
+        ``max_open_conns``.
+        """
+        if getattr(self, "_idle_default", False):
+            changes.setdefault("max_idle_conns", None)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -185,6 +225,10 @@ class Settings:
         parsed.update(overrides)
         parsed.setdefault("source", "DATABASE_URL")
         return cls(**parsed)
+
+
+_ZERO_IS_NONE = ("statement_timeout", "lock_timeout", "idle_in_transaction_timeout",
+                 "max_checkout_time")
 
 
 def _ms(seconds: float) -> int:
@@ -243,10 +287,21 @@ def _check_ranges(s: Settings) -> dict[str, str]:
         need(opt is None or opt > 0, name, f"{opt} must be a duration > 0, or unset / 0 for none")
     need(s.client_timeout is None or s.client_timeout >= 0, "DB_CLIENT_TIMEOUT",
          f"{s.client_timeout} must be a duration >= 0 (0: off), or unset for "
-         f"DB_STATEMENT_TIMEOUT + {CLIENT_TIMEOUT_MARGIN:g} s")
+         f"DB_STATEMENT_TIMEOUT + {CLIENT_TIMEOUT_MARGIN:g} s ({DEFAULT_CLIENT_TIMEOUT:g} s "
+         "without it)")
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
          "must be 1-63 characters")
     return problems
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """Split a URL's query as libpq does: ``&`` between pairs, percent-decoding, no ``+``."""
+    pairs = []
+    for item in query.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            pairs.append((unquote(key), unquote(value)))
+    return pairs
 
 
 def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
@@ -254,14 +309,30 @@ def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
     masked = mask_url(url)
     try:
         parts = urlsplit(url.strip())
-        port = parts.port
     except ValueError:
         return {}, f"{masked} is not a valid URL; expected postgresql://user:password@host:5432/name"
     if parts.scheme not in _URL_SCHEMES:
         return {}, (
             f"{masked} has scheme {parts.scheme!r}; expected postgresql://user:password@host:5432/name"
         )
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if "#" in url or "@" in parts.path or "@" in parts.query:
+        # An unencoded "/", "?", "#" or "@" in the password: the host, port and name a parser
+        # finds would be parts of the password.
+        return {}, f"{masked} cannot be read unambiguously; {_ENCODE_HINT}"
+    try:
+        port = parts.port
+    except ValueError:
+        return {}, (f"{masked} has a port that is not a number from 1 to 65535; if the "
+                    f"password contains a colon or a slash, {_ENCODE_HINT}")
+    pairs = _query_pairs(parts.query)
+    secret_at = next((i for i, (k, _) in enumerate(pairs) if k in _SECRET_OPTIONS), None)
+    if secret_at is not None and any(k not in _SECRET_OPTIONS for k, _ in pairs[secret_at:]):
+        # "?password=a&b=c": option b, or a password "a&b=c"?  What follows could be part
+        # of the password, and would show in messages as an option's name or value.
+        return {}, (f"{masked} has parameters after password=, which could be part of the "
+                    "password; put password= last, or give the password in the URL as "
+                    f"postgresql://user:PASSWORD@host/name ({_ENCODE_HINT})")
+    query = dict(pairs)
     host = unquote(parts.hostname or "") or query.pop("host", "")
     query.pop("host", None)
     if not host:

@@ -41,7 +41,7 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 from ._watchdog import lost_message, watching
 from .config import Settings, load_settings
 from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
-from .pool import ConnectionPool, PoolStats
+from .pool import ConnectionPool, PoolStats, connect_failure
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         try:
             raw = psycopg2.connect(**settings.connect_kwargs())
         except psycopg2.Error as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to {settings.describe()}: {_first_line(exc)}; check that the "
-                "server runs and DATABASE_URL / DB_* point at it"
-            ) from None
+            raise connect_failure(settings.describe(), exc) from None
         raw.autocommit = True
         if self.server_version is None:  # type: ignore[has-type]
             self.server_version = raw.server_version

@@ -71,6 +71,14 @@ class PoolTimeout(DatabaseUnavailable):
     """No pooled connection became free within DB_POOL_TIMEOUT."""
 
 
+class TooManyConnections(DatabaseUnavailable):
+    """The server refused a new connection: its connection limit is reached (SQLSTATE 53300).
+
+    Raised once the pool has waited DB_POOL_TIMEOUT for one of its own
+    connections to come back.  Not retried by :mod:`datalayer.retry`.
+    """
+
+
 class PoolClosed(DatalayerError):
     """The pool was closed; set the package up again before using it."""
 
@@ -111,5 +119,6 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "TokenReuseError",
+    "TooManyConnections",
     "ValidationError",
 ]

@@ -9,6 +9,10 @@
   by a small background reaper);
 * connections are opened *outside* the pool's lock, so a slow or hung server
   delays only the caller that needs a new connection;
+* when the server refuses a new connection because its ``max_connections`` is
+  reached (:class:`~datalayer.errors.TooManyConnections`), the checkout waits
+  up to ``timeout`` for one of the pool's own connections to come back (or a
+  slot to free up) instead of failing at once;
 * a checkout never hands out a dead connection: the socket of an idle
   connection is polled (a killed backend or a restarted server has sent its
   goodbye and closed, which shows as a readable socket) and a connection idle
@@ -39,11 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._watchdog import Watchdog
-from .errors import PoolClosed, PoolTimeout
+from .errors import DatabaseUnavailable, PoolClosed, PoolTimeout, TooManyConnections
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConnectionPool", "PoolStats"]
+__all__ = ["ConnectionPool", "PoolStats", "connect_failure", "is_server_full"]
 
 
 # Bumped in a forked child, so a pool notices a fork with one integer compare per checkout
@@ -84,6 +88,46 @@ class PoolStats:
     reclaimed_total: int = 0
     timeouts_total: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+# What a server at its connection limit answers a new connection (SQLSTATE 53300,
+# too_many_connections), whose text is all libpq passes on from a failed connect:
+# "sorry, too many clients already", "too many connections for role / database",
+# "remaining connection slots are reserved for ..." (superuser / replication slots).
+_SERVER_FULL = ("too many clients", "too many connections",
+                "remaining connection slots are reserved")
+
+
+def is_server_full(exc: BaseException) -> bool:
+    """Return True when a failed connect means the server's connection limit is reached."""
+    if getattr(exc, "pgcode", None) == "53300":
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _SERVER_FULL)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def connect_failure(where: str, exc: BaseException) -> DatabaseUnavailable:
+    """Return the error for a connect to ``where`` (user@host:port/name) that failed with ``exc``.
+
+    The server's connection limit is named as such (:class:`TooManyConnections`),
+    with the two ways out; anything else says to check the server and the settings.
+    """
+    first = _first_line(exc)
+    if is_server_full(exc):
+        return TooManyConnections(
+            f"cannot connect to {where}: the server's connection limit is reached "
+            f"(SQLSTATE 53300: {first}); lower DB_MAX_OPEN_CONNS (summed over every process "
+            "that connects) or raise max_connections on the server"
+        )
+    return DatabaseUnavailable(
+        f"cannot connect to {where}: {first}; check that the server runs and "
+        "DATABASE_URL / DB_* point at it"
+    )
 
 
 def _poller(raw: Any) -> Any:
@@ -190,6 +234,7 @@ class ConnectionPool:
             self.discard(fast.raw)
         wait = self.timeout if timeout is None else timeout
         deadline: float | None = None
+        full_waits = 0
         while True:
             to_close: list[Any] = []
             entry: _Entry | None = None
@@ -242,7 +287,19 @@ class ConnectionPool:
                 self.discard(entry.raw)
                 continue
             if must_open:
-                return self._open(owner)
+                try:
+                    return self._open(owner)
+                except TooManyConnections as exc:
+                    # The server is full: wait for one of our own connections to come back
+                    # (a release wakes us) or a slot to free up, up to the pool's timeout.
+                    if deadline is None:
+                        deadline = time.monotonic() + wait
+                    full_waits += 1
+                    if not self._wait_after_full(deadline, full_waits):
+                        raise TooManyConnections(
+                            f"{exc} (waited {wait:g} s, DB_POOL_TIMEOUT, with "
+                            f"{self.stats().in_use} of this pool's connections in use)"
+                        ) from None
 
     def putconn(self, raw: Any, *, reusable: bool = True) -> None:
         """Return a connection; it is closed instead when it is broken, too old or surplus."""
@@ -405,6 +462,27 @@ class ConnectionPool:
         self.watchdog.start()
         logger.debug("pool %s: opened a connection (%d open)", self.name, self._open_count())
         return raw
+
+    def _wait_after_full(self, deadline: float, attempt: int) -> bool:
+        """Wait after the server refused a connection as full; False when time is up.
+
+        Returns early when a connection of the pool is released (``putconn``
+        and ``discard`` notify waiters); otherwise after a back-off that
+        doubles from 50 ms to 1 s, so waiting threads do not hammer a full
+        server with connects (each one costs it a process).
+        """
+        with self._lock:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                if remaining <= 0:
+                    self._timeouts_total += 1
+                return False
+            self._waiting += 1
+            try:
+                self._cond.wait(min(remaining, 0.05 * 2 ** min(attempt - 1, 5)))
+            finally:
+                self._waiting -= 1
+        return True
 
     def _reclaim_dead_owners_locked(self, to_close: list[Any]) -> None:
         now = time.monotonic()

@@ -25,8 +25,14 @@ have committed, and running it again could write it twice.
 
 Statement, lock and idle-in-transaction timeouts (SQLSTATE 57014, 55P03,
 25P03) are *not* retried: they mean the unit is too slow or blocked, and
-running it again would only add load.  Neither are :class:`PoolTimeout` and
-:class:`PoolClosed`.
+running it again would only add load.  Neither are :class:`PoolTimeout`,
+:class:`TooManyConnections` (the pool has waited DB_POOL_TIMEOUT already; more
+connects would only add to the server's load) and :class:`PoolClosed`.
+
+The default policy (:data:`DEFAULT_POLICY`: up to 40 attempts within 15 s,
+pauses doubling from 50 ms to 1 s, each at least half its ceiling) rides out
+a server restart of several seconds; a unit that meets a server that stays
+down fails after about 15 s.
 
 Attempts are logged at DEBUG on the ``datalayer.retry`` logger with the error
 type and SQLSTATE only, never the statement or its parameters.
@@ -44,7 +50,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import psycopg2
 
-from .errors import CommitUnknown, ConnectionLost, DatalayerError, PoolClosed, PoolTimeout
+from .errors import (
+    CommitUnknown,
+    ConnectionLost,
+    DatalayerError,
+    PoolClosed,
+    PoolTimeout,
+    TooManyConnections,
+)
 
 if TYPE_CHECKING:
     from .db import Database
@@ -85,14 +98,19 @@ class RetryPolicy:
     capped at ``max_delay`` and at the time left before ``deadline``.
     """
 
-    attempts: int = 5
+    attempts: int = 40
     """Tries in all, the first included (1: no retry)."""
-    deadline: float = 30.0
-    """Seconds from the first attempt after which no new attempt starts."""
+    deadline: float = 15.0
+    """Seconds from the first attempt after which no new attempt starts.
+
+    The default rides out a server restart or fail-over of several seconds (see
+    the README's figures); with ``attempts`` high it is the bound that counts."""
     base_delay: float = 0.05
-    max_delay: float = 2.0
-    jitter: float = 1.0
-    """0: no randomness; 1: "full jitter" (anything from 0 to the delay)."""
+    max_delay: float = 1.0
+    jitter: float = 0.5
+    """0: no randomness; 1: "full jitter" (anything from 0 to the delay).  The default
+    keeps each pause at least half its ceiling, so that the pauses add up to the
+    outage instead of many near-zero retries spent in its first second."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -137,7 +155,8 @@ def _sqlstate(exc: BaseException) -> str | None:
 def is_retryable(exc: BaseException) -> bool:
     """Return True when ``exc`` means the whole unit of work may simply be run again."""
     chain = list(_chain(exc))
-    if any(isinstance(e, (CommitUnknown, PoolTimeout, PoolClosed)) for e in chain):
+    if any(isinstance(e, (CommitUnknown, PoolTimeout, PoolClosed, TooManyConnections))
+           for e in chain):
         return False
     for e in chain:
         if isinstance(e, ConnectionLost):

@@ -34,7 +34,7 @@ def main() -> int:
         with db.checkout(), db.atomic() as txn:
             db.create_tables(MODELS, safe=True)  # a no-op once migrations are applied
 
-            step("create a user (the password is stored as a salted scrypt hash)")
+            step("create a user (the password is stored as a salted argon2id hash)")
             user = datalayer.create_user(email, "correct horse battery staple",
                                          display_name="Ada Lovelace")
             print(f"created {user!r}: email stored as {user.email}")

@@ -151,7 +151,7 @@ def assert_walked_through(done: subprocess.CompletedProcess[str]) -> None:
                      "purge_expired: deleted 3", "imported 1000 users", "DuplicateError",
                      "deactivate_user", "rolled back"):
         assert expected in out, f"{expected!r} missing from:\n{out}"
-    assert "correct horse" not in out and "scrypt$" not in out
+    assert "correct horse" not in out and "scrypt$" not in out and "argon2id$" not in out
 
 
 def test_walkthrough_leaves_the_database_as_it_was(

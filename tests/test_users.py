@@ -64,7 +64,7 @@ def test_verify_reads_the_parameters_from_the_hash() -> None:
 
 @pytest.mark.parametrize(
     "stored",
-    ["", "plain text", "scrypt$ln=4,r=8,p=1$%%%$%%%", "scrypt$ln=99,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$"
+    ["", "plain text", "scrypt$ln=4,r=8,p=1$%%%$%%%", "scrypt$ln=0,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$"
      "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "bcrypt$2b$12$abc"],
 )
 def test_a_stored_value_that_is_no_hash_never_matches(stored: str) -> None:

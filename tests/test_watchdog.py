@@ -28,7 +28,12 @@ from click.testing import CliRunner
 from datalayer import _sql
 from datalayer._watchdog import Watchdog
 from datalayer.cli import main
-from datalayer.config import CLIENT_TIMEOUT_MARGIN, Settings, load_settings
+from datalayer.config import (
+    CLIENT_TIMEOUT_MARGIN,
+    DEFAULT_CLIENT_TIMEOUT,
+    Settings,
+    load_settings,
+)
 from datalayer.db import Database, database
 from datalayer.errors import ConfigError, ConnectionLost, DatabaseUnavailable
 from datalayer.migrate import runner
@@ -48,7 +53,7 @@ VICTIM_SQL = "SELECT pg_sleep(1.0) AS watchdog_victim"  # shorter than CLIENT_TI
 @pytest.mark.parametrize(
     ("statement_timeout", "client_timeout", "effective"),
     [
-        (None, None, None),  # neither set: off
+        (None, None, DEFAULT_CLIENT_TIMEOUT),  # neither set: the default, never for ever
         (10.0, None, 10.0 + CLIENT_TIMEOUT_MARGIN),  # the server's timeout fires first
         (10.0, 0.0, None),  # explicit 0: off
         (10.0, 3.0, 3.0),
@@ -412,13 +417,19 @@ def test_statements_below_the_limit_are_not_cut(
     assert db.pool_stats().in_use == 0
 
 
-def test_default_off_without_statement_timeout_and_server_timeout_first(
+def test_default_without_statement_timeout_and_server_timeout_first(
     srv: OwnServer, configure: Callable[..., Database]
 ) -> None:
     db = configure(client_timeout=None)
     assert db.execute_sql("SELECT 1").fetchone() == (1,)
     db.close()
+    assert db.pool.watchdog.timeout == DEFAULT_CLIENT_TIMEOUT  # never for ever by default
+    db = configure(client_timeout=0)  # explicitly off: no thread
+    assert db.execute_sql("SELECT 1").fetchone() == (1,)
+    db.close()
     assert db.pool.watchdog.timeout is None and db.pool.watchdog._thread is None
+    for thread in [t for t in threading.enumerate() if t.name == f"{APP}-pool-watchdog"]:
+        thread.join(5)  # the first pool's watchdog, stopped when that pool was closed
     assert not [t for t in threading.enumerate() if t.name == f"{APP}-pool-watchdog"]
 
     # With a statement timeout the watchdog is on, above it: the server's own

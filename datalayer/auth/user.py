@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 from typing import Any
 
 import peewee as pw
@@ -15,6 +16,7 @@ from ..models.fields import (
     updated_at_field,
     uuid_pk,
 )
+from ..models.validation import check_visible
 
 __all__ = ["EMAIL_MAX_LENGTH", "EmailField", "Role", "User"]
 
@@ -32,17 +34,39 @@ class Role(enum.StrEnum):
 
 
 class EmailField(pw.CharField):
-    """An e-mail address, stored lower-cased and compared lower-cased.
+    """An e-mail address, stored NFC-normalized and lower-cased, and compared so.
 
-    ``db_value`` lower-cases every value bound to the column (inserts, updates
+    ``db_value`` normalizes every value bound to the column (inserts, updates
     and ``User.email == X`` lookups alike), and a CHECK constraint keeps rows
-    written by other means in the same form.
+    written by other means lower-cased.
+
+    * NFC: ``café`` typed with a precomposed ``é`` and with ``e`` + a combining
+      accent (NFD, what some keyboards and macOS file names give) is one
+      address, so one account.
+    * Control and format characters (Unicode categories Cc, Cf, Zl, Zp: a
+      zero-width space, a direction mark, a BOM) are refused: they make
+      addresses that look alike and differ.  Blanks around the address are
+      removed, as before.
+    * ``lower()``, not ``casefold()``: the unique index and the CHECK
+      ``email = lower(email)`` are on the stored value, and every address stored
+      so far was ``lower()``-ed.  ``casefold()`` maps further (``ß`` to ``ss``,
+      final sigma to sigma, lower-case Cherokee to upper-case), so an existing
+      ``straße@x.test`` could no longer be found without rewriting the rows —
+      and rewriting could merge two accounts that exist today — and some
+      case-folded values would break the CHECK.  It would also be wrong for
+      domains: IDNA 2008 keeps ``ß`` distinct from ``ss``.
     """
 
     @staticmethod
     def normalize(value: str) -> str:
-        """Return the stored form of an address: surrounding blanks removed, lower-cased."""
-        return value.strip().lower()
+        """Return the stored form of an address: trimmed, NFC, checked, lower-cased.
+
+        :raises ValidationError: for a control or format character.
+        """
+        value = check_visible("email", unicodedata.normalize("NFC", value.strip()))
+        lowered = value.lower()
+        # lower() can decompose (U+0130 gives i + U+0307): NFC again.
+        return lowered if lowered.isascii() else unicodedata.normalize("NFC", lowered)
 
     def db_value(self, value: Any) -> Any:
         if isinstance(value, str):

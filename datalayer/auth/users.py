@@ -51,8 +51,9 @@ __all__ = [
 # One "@" with something around it, no blanks: enough to catch a wrong value in the
 # e-mail column; deliverability is the mail server's business.
 _EMAIL_FORM = re.compile(r"[^@\s]+@[^@\s]+").fullmatch
-# The same, with nothing COPY text would have to escape (and no NUL): the common case.
-_COPY_SAFE_EMAIL = re.compile(r"[^@\s\\\x00]+@[^@\s\\\x00]+").fullmatch
+# The same, with nothing COPY text would have to escape (and no control character): the
+# common case.
+_COPY_SAFE_EMAIL = re.compile(r"[^@\s\\\x00-\x1f\x7f]+@[^@\s\\\x00-\x1f\x7f]+").fullmatch
 _FIELDS = tuple(User._meta.sorted_fields)
 _build_user = row_builder(User, _FIELDS)
 
@@ -148,7 +149,7 @@ def normalize_email(email: Any) -> str:
 def _lookup_email(email: Any) -> str:
     """Return ``email`` in stored form for a lookup (no format check: it just finds nothing)."""
     if (type(email) is str and email.isascii() and len(email) <= EMAIL_MAX_LENGTH
-            and "\x00" not in email):
+            and email.isprintable()):
         return email.strip().lower()  # the fast path of validate_value()
     value: str = validate_value(User.email, email)
     return value
@@ -186,7 +187,7 @@ def create_user(
     is_active: bool = True,
     db: Database | None = None,
 ) -> User:
-    """Create a user and return it; the password is stored only as a salted scrypt hash.
+    """Create a user and return it; the password is stored only as a salted argon2id hash.
 
     Give ``password`` (hashed here) or ``password_hash`` (made earlier with
     :func:`datalayer.auth.passwords.hash_password`), not both.  The e-mail address
@@ -241,12 +242,16 @@ def get_user_by_email(email: str, *, db: Database | None = None) -> User:
 def authenticate(email: str, password: str, *, db: Database | None = None) -> User:
     """Return the active user with ``email`` and ``password``, and record the sign-in.
 
-    ``last_login_at`` is set; a hash made with older scrypt parameters is
-    replaced by one made with the current ones.  An unknown address, a wrong
-    password and a deactivated account raise the same error, after the same
-    amount of hashing work, so a caller cannot tell them apart.
+    ``last_login_at`` is set; a hash made with another algorithm or older
+    parameters (the scrypt hashes of release 0.1) is replaced by one made with
+    :data:`~datalayer.auth.passwords.DEFAULT_PARAMS`.  An unknown address, a
+    wrong password and a deactivated account raise the same error, after at
+    least the hashing work of a current hash (``harden_runtime``), so a caller
+    cannot tell them apart.
 
     :raises AuthenticationError: when the credentials are not accepted.
+    :raises ValidationError: when the stored hash asks for a cost beyond the
+        limits (refused without being computed; set a new password).
     """
     database = _database(db)
     try:
@@ -260,7 +265,15 @@ def authenticate(email: str, password: str, *, db: Database | None = None) -> Us
         passwords.dummy_verify(password)
         raise AuthenticationError(_BAD_CREDENTIALS)
     user = _build_user(row)
-    if not passwords.verify_password(password, user.password_hash) or not user.is_active:
+    stored = user.password_hash
+    try:
+        accepted = passwords.verify_password(password, stored)
+    except ValidationError:  # a stored cost beyond the limits: refused, never computed
+        passwords.dummy_verify(password)
+        raise
+    if not accepted or not user.is_active:
+        # An older, cheaper hash must not answer faster than an unknown address.
+        passwords.harden_runtime(password, stored)
         raise AuthenticationError(_BAD_CREDENTIALS)
     values: dict[str, Any] = {"id": user.id}
     rehash = passwords.needs_rehash(user.password_hash)

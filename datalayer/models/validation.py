@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import unicodedata
 import uuid
 from typing import Any
 
@@ -22,7 +23,7 @@ from playhouse.postgres_ext import DateTimeTZField
 from ..errors import ValidationError
 from .fields import EnumField
 
-__all__ = ["check_text", "validate_value"]
+__all__ = ["INVISIBLE_CATEGORIES", "check_text", "check_visible", "validate_value"]
 
 _MAX_TEXT = 1_000_000  # a TextField still has a sane upper bound
 
@@ -46,6 +47,32 @@ def check_text(name: str, value: Any, max_length: int | None) -> str:
     limit = max_length if max_length is not None else _MAX_TEXT
     if len(value) > limit:
         raise ValidationError(name, f"is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories refused by :func:`check_visible`: control characters, format
+characters (zero-width spaces and joiners, direction marks, the BOM, soft hyphens) and
+line / paragraph separators.  They make two values that look the same compare
+different (an address no one can type again)."""
+
+
+def check_visible(name: str, value: str) -> str:
+    """Return ``value`` if it has no control, format or line / paragraph separator character.
+
+    The message names the first such character by code point and category
+    (never the value itself).
+    """
+    if value.isprintable():  # fast: no Cc, Cf, Zl, Zp (nor other spaces than " ")
+        return value
+    for char in value:
+        category = unicodedata.category(char)
+        if category in INVISIBLE_CATEGORIES:
+            raise ValidationError(
+                name,
+                f"contains an invisible or control character (U+{ord(char):04X}, Unicode "
+                f"category {category}); remove it",
+            )
     return value
 
 
