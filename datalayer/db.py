@@ -11,9 +11,15 @@ Recovery from lost connections happens here, at the driver boundary:
   already knows is closed is swapped for a fresh one (nothing was sent yet);
 * the first statement on a connection fresh out of the pool, outside a
   transaction, is re-run once on a new connection when the old one turns out
-  dead (the server restarted between the pool's check and the statement);
-* any other statement that loses its connection raises
-  :class:`~datalayer.errors.ConnectionLost` once; the connection is dropped so
+  dead (the server restarted between the pool's check and the statement) —
+  if it only reads (:func:`datalayer._sql.is_read_only`): a write may have
+  reached the server and committed before the reply was lost, so it is never
+  re-run;
+* a write outside a transaction that loses its connection raises
+  :class:`~datalayer.errors.CommitUnknown` (it may have committed; not retried
+  by :mod:`datalayer.retry`); any other statement that loses its connection
+  raises :class:`~datalayer.errors.ConnectionLost` once, saying whether
+  anything can have been changed; the connection is dropped so
   the next statement gets a new one (peewee alone raises ``InterfaceError:
   connection already closed`` on every later query of that thread);
 * a rollback on a dead connection is a no-op (the server already rolled the
@@ -38,9 +44,9 @@ import psycopg2
 from peewee import InterfaceError, OperationalError
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from ._watchdog import lost_message, watching
+from ._watchdog import watching
 from .config import Settings, load_settings
-from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
+from .errors import ConnectionLost, DatabaseUnavailable
 from .pool import ConnectionPool, PoolStats
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,17 @@ __all__ = ["Database", "close", "connect", "database", "get_database", "resolve"
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class _Connection(psycopg2.extensions.connection):  # type: ignore[misc]
+    """A psycopg2 connection that remembers its server process id.
+
+    libpq forgets it once the connection breaks, which is when
+    :mod:`datalayer._outcome` needs it: to wait for that server process to
+    finish the statement whose reply was lost.
+    """
+
+    server_pid: int = 0
 
 
 class Database(PostgresqlExtDatabase):  # type: ignore[misc]
@@ -119,13 +136,14 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
     def _open_raw(self) -> Any:
         settings = self.settings
         try:
-            raw = psycopg2.connect(**settings.connect_kwargs())
+            raw = psycopg2.connect(**settings.connect_kwargs(), connection_factory=_Connection)
         except psycopg2.Error as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to {settings.describe()}: {_first_line(exc)}; check that the "
                 "server runs and DATABASE_URL / DB_* point at it"
             ) from None
         raw.autocommit = True
+        raw.server_pid = raw.info.backend_pid
         if self.server_version is None:  # type: ignore[has-type]
             self.server_version = raw.server_version
         return raw
@@ -217,18 +235,15 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             first = getattr(state, "fresh", False)
             in_txn = bool(state.transactions)
             limit = self._timed_out(raw)
+            from . import _sql  # deferred: _sql imports the models, which import this module
+
+            read_only = _sql.is_read_only(sql)
             if not in_txn:
                 self._drop_connection()
-                if first and limit is None:
-                    logger.info("a pooled connection was dead; re-running on a new one")
+                if first and limit is None and read_only:
+                    logger.info("a pooled connection was dead; re-running the read on a new one")
                     return self._watched(run)
-            if limit is not None:
-                raise ConnectionLost(lost_message(self.settings.describe(), limit)) from exc
-            raise ConnectionLost(
-                f"lost the connection to {self.settings.describe()} while a statement was in "
-                f"flight ({_first_line(exc)}); it was not committed. Retry the unit of work "
-                "(datalayer.retry does so)"
-            ) from exc
+            raise _sql._lost(self, exc, limit, raw, in_txn, read_only) from exc
         state.fresh = False
         return cursor
 
@@ -289,9 +304,12 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
                 super().commit()
         except (OperationalError, InterfaceError) as exc:
             if state.conn is not None and state.conn.closed:
-                raise CommitUnknown(
+                from . import _sql  # deferred, as above
+
+                raise _sql.lost_write(
                     f"lost the connection to {self.settings.describe()} during COMMIT; whether "
-                    "it committed is unknown. Check before retrying"
+                    "it committed is unknown. Check before retrying",
+                    _sql.backend_pid(state.conn),
                 ) from exc
             raise
 
