@@ -504,8 +504,7 @@ def import_users(rows: Iterable[Mapping[str, Any]], *, db: Database | None = Non
 
     # A transaction of its own outside the caller's: after a lost reply the server
     # says whether it committed.
-    with database.checkout():
-        own_transaction(database, work)
+    own_transaction(database, work)
     return len(lines)
 
 
