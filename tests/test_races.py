@@ -8,7 +8,8 @@ brings no old session back.
 
 Each trial starts rotators (8 threads in this process, or 8 threads spread
 over 4 worker processes), each rotating its own token again and again until
-it is refused; a few milliseconds in, the main thread revokes.  A trial is a
+it is refused; once every one of them has rotated at least once, and up to
+20 ms later, the main thread revokes.  A trial is a
 violation when, after the revocation returned, an affected token is live
 (checked at once and again when the rotators are done) or a rotation that
 *started* after it returned succeeded.  Every test prints its trials and
@@ -48,46 +49,57 @@ Outcome = tuple[list[tuple[float, str]], str]
 # -- the rotators -----------------------------------------------------------------------------
 
 
-def rotate_until_refused(db: Database, token: str, start_at: float, stop_at: float) -> Outcome:
-    """Rotate ``token`` and each successor until refused (or ``stop_at``)."""
-    delay = start_at - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
+# How long rotators go on after the revocation returned (to catch one that still succeeds).
+AFTERWARDS = 0.1
+
+
+def rotate_until_refused(db: Database, token: str, started: Any, revoked: Any) -> Outcome:
+    """Rotate ``token`` and each successor until refused.
+
+    ``started`` (a shared int) is incremented after the first success, so the
+    main thread revokes only once every rotator is rotating; ``revoked`` (a
+    shared float) is when the revocation returned: a rotator still succeeding
+    stops ``AFTERWARDS`` seconds after it.
+    """
     got: list[tuple[float, str]] = []
     current = token
+    give_up = time.monotonic() + 60
     while True:
-        started = time.monotonic()
-        if started >= stop_at:
+        started_at = time.monotonic()
+        done = revoked.value
+        if (done and started_at > done + AFTERWARDS) or started_at > give_up:
             return got, "still rotating"
         try:
             current = tokens.rotate_token(current, db=db).token
         except AuthenticationError as exc:
             return got, type(exc).__name__
-        got.append((started, current))
+        got.append((started_at, current))
+        if len(got) == 1:
+            with started.get_lock():
+                started.value += 1
 
 
-def _rotate_all(db: Database, batch: Sequence[str], start_at: float,
-                stop_at: float) -> list[Outcome]:
+def _rotate_all(db: Database, batch: Sequence[str], started: Any,
+                revoked: Any) -> list[Outcome]:
     with ThreadPoolExecutor(len(batch)) as pool:
-        futures = [pool.submit(rotate_until_refused, db, t, start_at, stop_at) for t in batch]
+        futures = [pool.submit(rotate_until_refused, db, t, started, revoked) for t in batch]
         return [f.result() for f in futures]
 
 
-_worker_db: Database | None = None
+_worker: dict[str, Any] = {}
 
 
-def _init_worker(settings: Settings) -> None:
-    global _worker_db
-    _worker_db = Database(settings)
+def _init_worker(settings: Settings, started: Any, revoked: Any) -> None:
+    _worker.update(db=Database(settings), started=started, revoked=revoked)
 
 
-def _worker_rotate(batch: list[str], start_at: float, stop_at: float) -> list[Outcome]:
-    assert _worker_db is not None
+def _worker_rotate(batch: list[str]) -> list[Outcome]:
+    db = _worker["db"]
     if not batch:  # the warm-up: connect once
-        with _worker_db.checkout():
-            _worker_db.execute_sql("SELECT 1")
+        with db.checkout():
+            db.execute_sql("SELECT 1")
         return []
-    return _rotate_all(_worker_db, batch, start_at, stop_at)
+    return _rotate_all(db, batch, _worker["started"], _worker["revoked"])
 
 
 class Rotators:
@@ -96,39 +108,50 @@ class Rotators:
     def __init__(self, db: Database, mode: str) -> None:
         self.db = db
         self.mode = mode
+        ctx = multiprocessing.get_context("spawn")
+        self.started = ctx.Value("i", 0)
+        self.revoked = ctx.Value("d", 0.0)
         self._threads = ThreadPoolExecutor(1)
         self._procs: Any = None
         if mode == "processes":
-            ctx = multiprocessing.get_context("spawn")
             self._procs = ctx.Pool(PROCESSES, initializer=_init_worker,
-                                   initargs=(db.settings,))
+                                   initargs=(db.settings, self.started, self.revoked))
             # Warm up: every worker imported the package and connected before trial 1.
-            self._procs.starmap(_worker_rotate, [([], 0.0, 0.0)] * PROCESSES)
+            self._procs.map(_worker_rotate, [[]] * PROCESSES, chunksize=1)
 
-    @property
-    def lead_time(self) -> float:
-        return 0.15 if self._procs is not None else 0.03
-
-    def start(self, batch: Sequence[str], start_at: float,
-              stop_at: float) -> Callable[[], list[Outcome]]:
+    def start(self, batch: Sequence[str]) -> Callable[[], list[Outcome]]:
+        """Start rotating ``batch``; return once every rotator has rotated once."""
+        self.started.value = 0
+        self.revoked.value = 0.0
         if self._procs is None:
             future: Future[list[Outcome]] = self._threads.submit(
-                _rotate_all, self.db, list(batch), start_at, stop_at
+                _rotate_all, self.db, list(batch), self.started, self.revoked
             )
-            return future.result
-        chunks = [list(batch[i::PROCESSES]) for i in range(PROCESSES)]
-        pending = [self._procs.apply_async(_worker_rotate, (c, start_at, stop_at))
-                   for c in chunks]
+            result = future.result
+        else:
+            chunks = [list(batch[i::PROCESSES]) for i in range(PROCESSES)]
+            pending = [self._procs.apply_async(_worker_rotate, (c,)) for c in chunks]
 
-        def result() -> list[Outcome]:
-            parts = [p.get(60) for p in pending]
-            out: list[Outcome] = [([], "")] * len(batch)
-            for i, part in enumerate(parts):
-                for j, outcome in enumerate(part):
-                    out[i + j * PROCESSES] = outcome
-            return out
+            def result() -> list[Outcome]:
+                parts = [p.get(90) for p in pending]
+                out: list[Outcome] = [([], "")] * len(batch)
+                for i, part in enumerate(parts):
+                    for j, outcome in enumerate(part):
+                        out[i + j * PROCESSES] = outcome
+                return out
 
+        deadline = time.monotonic() + 60
+        while self.started.value < len(batch):
+            assert time.monotonic() < deadline, "the rotators did not start"
+            time.sleep(0.001)
+        time.sleep(random.uniform(0.0, 0.02))  # then revoke somewhere in the thick of it
         return result
+
+    def revoked_now(self) -> float:
+        """Tell the rotators the revocation returned; return the moment."""
+        now = time.monotonic()
+        self.revoked.value = now
+        return now
 
     def close(self) -> None:
         self._threads.shutdown()
@@ -188,18 +211,6 @@ def late_successes(outcome: Outcome, after: float) -> int:
     return sum(1 for started, _ in outcome[0] if started > after)
 
 
-def begin(runner: Rotators, batch: Sequence[str]) -> tuple[Callable[[], list[Outcome]], float]:
-    start_at = time.monotonic() + runner.lead_time
-    done = runner.start(batch, start_at, start_at + 1.0)
-    return done, start_at
-
-
-def pause_until(moment: float) -> None:
-    delay = moment - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-
-
 def new_user(db: Database, pw_hash: str, label: str) -> User:
     return users.create_user(f"{label}-{uuid.uuid4().hex[:10]}@example.com",
                              password_hash=pw_hash, db=db)
@@ -214,10 +225,9 @@ def test_revoke_all_against_rotators(isolated_db: Database, rotators: Rotators,
     for _ in range(TRIALS):
         user = new_user(isolated_db, pw_hash, "all")
         batch = [tokens.issue_token(user, db=isolated_db).token for _ in range(ROTATORS)]
-        done, start_at = begin(rotators, batch)
-        pause_until(start_at + random.uniform(0.005, 0.04))
+        done = rotators.start(batch)
         tokens.revoke_all_for_user(user, db=isolated_db)
-        returned = time.monotonic()
+        returned = rotators.revoked_now()
         problems = []
         if (n := live(isolated_db, user=user.id)):
             problems.append(f"{n} live right after it returned")
@@ -241,10 +251,9 @@ def test_attacker_rotating_in_a_loop_against_sign_out_everywhere(
         stolen = tokens.issue_token(victim, db=isolated_db).token
         tokens.issue_token(victim, db=isolated_db)  # the victim's own sessions
         others = [tokens.issue_token(b, db=isolated_db).token for b in bystanders]
-        done, start_at = begin(rotators, [stolen, *others])
-        pause_until(start_at + random.uniform(0.005, 0.04))
+        done = rotators.start([stolen, *others])
         tokens.revoke_all_for_user(victim, db=isolated_db)
-        returned = time.monotonic()
+        returned = rotators.revoked_now()
         problems = []
         if (n := live(isolated_db, user=victim.id)):
             problems.append(f"{n} live right after it returned")
@@ -266,8 +275,7 @@ def test_reuse_detection_against_rotation_in_flight(
         user = new_user(isolated_db, pw_hash, "reuse")
         stale = [tokens.issue_token(user, db=isolated_db) for _ in range(ROTATORS)]
         current = [tokens.rotate_token(s.token, db=isolated_db).token for s in stale]
-        done, start_at = begin(rotators, current)
-        pause_until(start_at + random.uniform(0.005, 0.03))
+        done = rotators.start(current)
         returned: list[float] = []
         problems = []
         for i, old in enumerate(stale):  # each family's stale token, one after the other
@@ -279,6 +287,7 @@ def test_reuse_detection_against_rotation_in_flight(
             returned.append(time.monotonic())
             if (n := live(isolated_db, family=old.family_id)):
                 problems.append(f"family {i}: {n} live right after TokenReuseError")
+        rotators.revoked_now()
         outcomes = done()
         for i, (old, outcome) in enumerate(zip(stale, outcomes, strict=True)):
             if (n := live(isolated_db, family=old.family_id)):
@@ -296,10 +305,9 @@ def test_deactivate_against_rotators_then_reactivate(
     for _ in range(TRIALS):
         user = new_user(isolated_db, pw_hash, "deactivate")
         batch = [tokens.issue_token(user, db=isolated_db).token for _ in range(ROTATORS)]
-        done, start_at = begin(rotators, batch)
-        pause_until(start_at + random.uniform(0.005, 0.04))
+        done = rotators.start(batch)
         users.deactivate_user(user, db=isolated_db)
-        returned = time.monotonic()
+        returned = rotators.revoked_now()
         problems = []
         if (n := live(isolated_db, user=user.id)):
             problems.append(f"{n} live right after it returned")
@@ -333,8 +341,7 @@ def test_revoke_token_of_a_rotated_token_against_its_rotating_successor(
         user = new_user(isolated_db, pw_hash, "signout")
         rotated = [tokens.issue_token(user, db=isolated_db) for _ in range(ROTATORS)]
         current = [tokens.rotate_token(r.token, db=isolated_db).token for r in rotated]
-        done, start_at = begin(rotators, current)
-        pause_until(start_at + random.uniform(0.005, 0.03))
+        done = rotators.start(current)
         returned: list[float] = []
         problems = []
         for i, old in enumerate(rotated):
@@ -343,6 +350,7 @@ def test_revoke_token_of_a_rotated_token_against_its_rotating_successor(
             returned.append(time.monotonic())
             if (n := live(isolated_db, family=old.family_id)):
                 problems.append(f"family {i}: {n} live right after it returned")
+        rotators.revoked_now()
         outcomes = done()
         for i, (old, outcome) in enumerate(zip(rotated, outcomes, strict=True)):
             if (n := live(isolated_db, family=old.family_id)):
