@@ -494,9 +494,10 @@ def purge_expired(
     transaction.  Several purges at once, and rotations beside them, never
     deadlock: a batch takes only expired tokens that no other token points at
     (``replaced_by``), with ``SKIP LOCKED``, so it locks nothing else.  An
-    expired token rotated from another expired one goes in the batch after
-    that one's.  Stops when a batch deletes nothing, or after ``max_batches``
-    batches (a worker can then check whether to stop).
+    expired token that another token still points at (its predecessor in the
+    family, which with the same ``ttl`` expired earlier) goes in a batch after
+    that one is deleted.  Stops when a batch deletes nothing, or after
+    ``max_batches`` batches (a worker can then check whether to stop).
     """
     if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
             or not 0 < batch_size < 2**63):

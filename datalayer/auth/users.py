@@ -13,6 +13,12 @@ thread's transaction when one is open (``with db.atomic():``).
 The SQL of each operation is built from the models once and reused (see
 :mod:`datalayer._sql`).  No message, log line or repr contains a password, a
 password hash or an e-mail address.
+
+A reply lost to a broken connection never turns into a wrong answer
+(:mod:`datalayer._outcome`): ``create_user`` finds its own row by the address
+and the salted hash it made; ``deactivate_user``, ``delete_user`` and
+``import_users`` run in transactions of their own and ask the server whether
+they committed; what cannot be found out raises ``CommitUnknown``.
 """
 
 from __future__ import annotations
