@@ -291,3 +291,32 @@ def test_a_lost_reply_leaves_no_connection_checked_out(
     users.create_user("pool@example.com", password_hash=pw_hash, db=db)
     assert_lost(proxy)
     assert db.pool_stats().in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("sql", "read_only"),
+    [
+        ('SELECT "t1"."email" FROM "users" AS "t1" WHERE ("t1"."email" = %s)', True),
+        ("  select 1", True),
+        ("SHOW server_version", True),
+        ("SELECT updated_at FROM users", True),  # a column named like a keyword is fine
+        ("SELECT 1 FROM users FOR UPDATE", False),
+        ("SELECT 1 FROM users FOR SHARE", False),
+        ('WITH "old" AS (UPDATE t SET x = 1 RETURNING x) SELECT x FROM "old"', False),
+        ("SELECT nextval('s')", False),
+        ("SELECT pg_advisory_lock(1)", False),
+        ("SELECT txid_current()", False),
+        ("SELECT * INTO copy_of_users FROM users", False),
+        ("INSERT INTO t VALUES (1)", False),
+        ("UPDATE t SET x = 1", False),
+        ("COPY t FROM STDIN", False),
+        ("BEGIN", False),
+        ("", False),
+    ],
+)
+def test_only_statements_that_cannot_have_changed_anything_count_as_reads(
+    sql: str, read_only: bool
+) -> None:
+    from datalayer._sql import is_read_only
+
+    assert is_read_only(sql) is read_only
