@@ -320,3 +320,24 @@ def test_only_statements_that_cannot_have_changed_anything_count_as_reads(
     from datalayer._sql import is_read_only
 
     assert is_read_only(sql) is read_only
+
+
+def test_what_cannot_be_found_out_is_commit_unknown_and_not_run_again(
+    isolated_db: Database, proxied: tuple[Database, LossyProxy], pw_hash: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As when the old server process does not exit within SETTLE_TIMEOUT.
+    from datalayer import _outcome
+
+    db, proxy = proxied
+    old = _rotation_setup(isolated_db, pw_hash, "unknown@example.com")
+    monkeypatch.setattr(_outcome, "SETTLE_TIMEOUT", 0.0)
+    monkeypatch.setattr(_outcome, "_ACTIVITY", _outcome.Statement.text(
+        "SELECT 1 WHERE %s IS NOT NULL", "pid"))  # the old process never seems to exit
+    proxy.lose_reply_to(b'"old"')
+    with pytest.raises(CommitUnknown, match="may have run and committed"):
+        tokens.rotate_token(old.token, db=db)
+    assert_lost(proxy)
+    live = one(isolated_db, "SELECT count(*) FROM refresh_tokens "
+               "WHERE family_id = %s AND revoked_at IS NULL", old.family_id)
+    assert live == (1,)  # not run again, so not taken for reuse
