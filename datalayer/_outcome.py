@@ -16,7 +16,10 @@ So the operations find out:
 * a write made of several statements runs in a transaction of its own whose
   id it learns from its first statement; after a lost ``COMMIT`` the server's
   ``txid_status()`` says whether that transaction committed:
-  :func:`own_transaction`.
+  :func:`own_transaction`;
+* in a transaction of the caller's, a single-statement write leaves a
+  *witness* with the database (:meth:`datalayer.db.Database.witness`): after a
+  lost ``COMMIT``, finding it proves the transaction committed (:func:`committed`).
 
 Where it cannot find out (the server does not answer, or the old server
 process does not exit within :data:`SETTLE_TIMEOUT`) the operation raises
@@ -30,10 +33,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._sql import Statement, fetchone
+from ._sql import _ONE, Statement, _on_checkout, fetchone
 from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("datalayer")
 
-__all__ = ["SETTLE_TIMEOUT", "own_transaction", "settle", "single_write"]
+__all__ = ["SETTLE_TIMEOUT", "committed", "own_transaction", "settle", "single_write"]
 
 T = TypeVar("T")
 
@@ -64,7 +67,7 @@ def settle(db: Database, pid: int | None, timeout: float | None = None) -> bool:
     deadline = time.monotonic() + limit
     pause = 0.005
     while True:
-        if fetchone(db, _ACTIVITY, {"pid": pid}) is None:
+        if _aside(db, _ACTIVITY, {"pid": pid}) is None:
             return True
         if time.monotonic() >= deadline:
             logger.warning(
@@ -76,23 +79,48 @@ def settle(db: Database, pid: int | None, timeout: float | None = None) -> bool:
         pause = min(pause * 2, 0.1)
 
 
+def _aside(db: Database, stmt: Statement, values: Mapping[str, Any]) -> Any:
+    """Run a read on a connection of its own (the thread's may be dead, in a transaction)."""
+    return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only)
+
+
+def committed(db: Database, unknown: CommitUnknown,
+              witnesses: Sequence[tuple[Statement, Mapping[str, Any]]]) -> bool:
+    """After a lost COMMIT: return True when one of ``witnesses`` finds its row.
+
+    See :meth:`datalayer.db.Database.witness`.  False means "not known".
+    """
+    try:
+        if not settle(db, getattr(unknown, "backend_pid", None)):
+            return False
+        return any(_aside(db, stmt, values) is not None for stmt, values in witnesses)
+    except DatabaseUnavailable:
+        return False
+
+
 def single_write(
     db: Database,
     attempt: Callable[[], T],
     find: Callable[[], T | None],
+    witness: tuple[Statement, Mapping[str, Any]] | None = None,
 ) -> T:
     """Run ``attempt`` (one statement that writes); after a lost reply, ``find`` what it did.
 
     ``find`` returns the result ``attempt`` would have returned when the lost
     attempt committed, else None; then ``attempt`` runs once more (the lost one
     is known to have changed nothing).  Inside the caller's transaction nothing
-    is looked up: a loss there rolled everything back (``ConnectionLost``).
+    is looked up: a loss there rolled everything back (``ConnectionLost``); but
+    ``witness`` (a read that finds what ``attempt`` wrote) is handed to the
+    database, so that a lost reply to the caller's COMMIT can be settled.
 
     :raises CommitUnknown: when what happened cannot be found out.
     """
     for tries in (1, 2):
         try:
-            return attempt()
+            result = attempt()
+            if witness is not None and db.in_transaction():
+                db.witness(*witness)
+            return result
         except CommitUnknown as exc:
             if db.in_transaction():
                 raise

@@ -265,6 +265,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         # OperationalError.  BEGIN has no effects, so it is always safe to re-run it once
         # on a new connection.
         state = self._state
+        state.witnesses = []  # see witness()
         parent = super().begin
 
         def run() -> None:
@@ -304,14 +305,38 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
                 super().commit()
         except (OperationalError, InterfaceError) as exc:
             if state.conn is not None and state.conn.closed:
-                from . import _sql  # deferred, as above
+                from . import _outcome, _sql  # deferred, as above
 
-                raise _sql.lost_write(
+                unknown = _sql.lost_write(
                     f"lost the connection to {self.settings.describe()} during COMMIT; whether "
                     "it committed is unknown. Check before retrying",
                     _sql.backend_pid(state.conn),
-                ) from exc
+                )
+                witnesses, state.witnesses = getattr(state, "witnesses", None) or [], []
+                if witnesses and _outcome.committed(self, unknown, witnesses):
+                    logger.info("the reply to COMMIT was lost; the transaction had committed")
+                    return
+                raise unknown from exc
             raise
+        finally:
+            state.witnesses = []
+
+    def witness(self, stmt: Any, values: Any) -> None:
+        """Remember a read that finds a write of the open transaction, for a lost COMMIT.
+
+        ``stmt`` (a :class:`datalayer._sql.Statement`) with ``values`` returns a row
+        only once a row that only this transaction wrote is visible (the hash of a
+        token it issued, say).  When the reply to COMMIT is lost, the server
+        process is waited for and the read run on another connection: a row
+        means the transaction committed (it commits whole), and ``commit()``
+        returns; no row proves nothing (a savepoint may have been rolled back),
+        so :class:`~datalayer.errors.CommitUnknown` is raised as without one.
+        """
+        witnesses = getattr(self._state, "witnesses", None)
+        if witnesses is None:
+            witnesses = self._state.witnesses = []
+        if len(witnesses) < 3:  # a few are plenty
+            witnesses.append((stmt, values))
 
     # -- helpers for scripts and workers ------------------------------------
 

@@ -23,7 +23,7 @@ from datalayer import retry
 from datalayer.auth import passwords, tokens, users
 from datalayer.db import Database
 from datalayer.errors import CommitUnknown, ConnectionLost
-from datalayer.models import RefreshToken
+from datalayer.models import RefreshToken, User
 from tests._proxy import LossyProxy
 
 RT = RefreshToken
@@ -156,17 +156,47 @@ def test_rotate_token_through_run_transaction_lost_statement_reply(
 def test_rotate_token_through_run_transaction_lost_commit_reply(
     isolated_db: Database, proxied: tuple[Database, LossyProxy], pw_hash: str
 ) -> None:
-    # The caller's COMMIT: its outcome is unknown to the package, which says so and
-    # does not run the rotation again (that would be reported as reuse).
+    # The caller's COMMIT: the rotation left a witness (its successor's hash), found
+    # once the old server process is gone, so commit() knows the transaction committed.
     db, proxy = proxied
     old = _rotation_setup(isolated_db, pw_hash, "lost-commit@example.com")
     proxy.lose_reply_to(b"COMMIT")
-    with pytest.raises(CommitUnknown, match="unknown"):
-        retry.run_transaction(lambda: tokens.rotate_token(old.token, db=db), db=db)
+    new = retry.run_transaction(lambda: tokens.rotate_token(old.token, db=db), db=db)
     assert_lost(proxy)
-    live = one(isolated_db, "SELECT count(*) FROM refresh_tokens "
-               "WHERE family_id = %s AND revoked_at IS NULL", old.family_id)
-    assert live == (1,)  # it had committed; the family was not revoked
+    _assert_rotated_once(isolated_db, old, new)
+
+
+def test_create_and_issue_in_one_transaction_lost_commit_reply(
+    isolated_db: Database, proxied: tuple[Database, LossyProxy], pw_hash: str
+) -> None:
+    db, proxy = proxied
+
+    def sign_up() -> tokens.IssuedToken:
+        user = users.create_user("lost-signup@example.com", password_hash=pw_hash, db=db)
+        return tokens.issue_token(user, db=db)
+
+    proxy.lose_reply_to(b"COMMIT")
+    issued = retry.run_transaction(sign_up, db=db)
+    assert_lost(proxy)
+    assert one(isolated_db, "SELECT count(*) FROM users") == (1,)
+    assert tokens.rotate_token(issued.token, db=isolated_db).family_id == issued.family_id
+
+
+def test_a_lost_commit_of_a_transaction_without_a_witness_is_commit_unknown(
+    isolated_db: Database, proxied: tuple[Database, LossyProxy], pw_hash: str
+) -> None:
+    # Nothing written by the operations: the package cannot tell, says so, does not retry.
+    db, proxy = proxied
+    user = users.create_user("plain@example.com", password_hash=pw_hash, db=isolated_db)
+
+    def rename() -> None:
+        User.update(display_name="renamed").where(User.id == user.id).execute()
+
+    proxy.lose_reply_to(b"COMMIT")
+    with User.bind_ctx(db), pytest.raises(CommitUnknown, match="unknown"):
+        retry.run_transaction(rename, db=db)
+    assert_lost(proxy)
+    assert one(isolated_db, "SELECT display_name FROM users") == ("renamed",)
 
 
 # -- transactions of their own: txid_status() says whether they committed ------------------------

@@ -355,11 +355,12 @@ def issue_token(
             )
         return issued
 
-    def find() -> IssuedToken | None:  # after a lost reply: did the insert commit?
-        found = fetchone(database, _find_token(), {"token_hash": values["token_hash"]})
-        return None if found is None else issued
+    mine = {"token_hash": values["token_hash"]}
 
-    return single_write(database, attempt, find)
+    def find() -> IssuedToken | None:  # after a lost reply: did the insert commit?
+        return None if fetchone(database, _find_token(), mine) is None else issued
+
+    return single_write(database, attempt, find, (_find_token(), mine))
 
 
 def rotate_token(
@@ -399,13 +400,15 @@ def rotate_token(
         user_id, family_id = row
         return IssuedToken(new_token, new_id, user_id, family_id, expires_at)
 
+    mine = {"token_hash": values["new_hash"]}
+
     def find() -> IssuedToken | None:  # after a lost reply: is the successor there?
-        row = fetchone(database, _find_token(), {"token_hash": values["new_hash"]})
+        row = fetchone(database, _find_token(), mine)
         if row is None:
             return None
         return IssuedToken(new_token, new_id, row[0], row[1], expires_at)
 
-    return single_write(database, attempt, find)
+    return single_write(database, attempt, find, (_find_token(), mine))
 
 
 def _refuse(database: Database, token_hash: str) -> NoReturn:

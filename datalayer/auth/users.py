@@ -85,6 +85,15 @@ def _select_by_id() -> Statement:
 
 
 @functools.cache
+def _select_own() -> Statement:
+    # The row a create_user wrote: its address and the salted hash it made.
+    query = User.select(User.id).where(
+        (User.email == Param("email")) & (User.password_hash == Param("password_hash"))
+    )
+    return Statement(query)
+
+
+@functools.cache
 def _insert_user() -> Statement:
     query = (
         User.insert(
@@ -231,7 +240,8 @@ def create_user(
         user = _build_user(row)
         return user if user.password_hash == values["password_hash"] else None
 
-    return single_write(database, attempt, find)
+    mine = {"email": values["email"], "password_hash": values["password_hash"]}
+    return single_write(database, attempt, find, (_select_own(), mine))
 
 
 def get_user(user_id: uuid.UUID | str, *, db: Database | None = None) -> User:
