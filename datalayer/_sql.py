@@ -9,8 +9,13 @@ values and runs the SQL on the thread's pooled connection directly.
 
 What peewee's ``execute_sql`` would add is kept: a checkout per statement
 when the thread holds no connection, the recovery rules of
-:mod:`datalayer.db` (a dead connection fresh out of the pool is replaced and
-the statement re-run once; otherwise :class:`~datalayer.errors.ConnectionLost`;
+:mod:`datalayer.db` (a *read-only* statement whose connection, fresh out of
+the pool, turns out dead is re-run once on a new one; a write is never re-run
+here: outside a transaction its loss raises
+:class:`~datalayer.errors.CommitUnknown`, since the server may have run and
+committed it before the reply was lost, and the operations find out what
+happened (:mod:`datalayer._outcome`); inside one,
+:class:`~datalayer.errors.ConnectionLost`, as the server rolled it back;
 never a re-run after the watchdog gave up on the statement), the watchdog
 registration around every statement, and driver errors raised as peewee's
 exception types.  What is left out on purpose: peewee's DEBUG log of every
@@ -21,6 +26,7 @@ to the log.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +38,7 @@ import psycopg2.extensions
 from peewee import __exception_wrapper__  # type: ignore[attr-defined]  # not in the stubs
 
 from ._watchdog import lost_message
-from .errors import ConnectionLost
+from .errors import CommitUnknown, ConnectionLost
 from .models.fields import EnumField
 
 if TYPE_CHECKING:
@@ -45,7 +51,54 @@ _monotonic = time.monotonic
 
 M = TypeVar("M", bound=pw.Model)
 
-__all__ = ["Param", "Statement", "copy_in", "execute", "fetchall", "fetchone", "row_builder"]
+__all__ = [
+    "Param",
+    "Statement",
+    "copy_in",
+    "execute",
+    "fetchall",
+    "fetchone",
+    "is_read_only",
+    "lost_write",
+    "row_builder",
+]
+
+# Statements that cannot have changed anything start with one of these words...
+_READ_HEADS = frozenset({"SELECT", "SHOW", "VALUES", "TABLE"})
+# ... and hold none of these (a lock, a sequence, a data-modifying CTE, SELECT INTO,
+# a setting, an advisory lock).  A word inside a string literal makes a statement
+# count as a write: when in doubt, no re-run.
+_WRITE_WORD = re.compile(
+    r"\b(?:insert|update|delete|merge|copy|into|lock|share|nextval|setval|set_config|"
+    r"txid_current|pg_current_xact_id|pg_advisory\w*|pg_try_advisory\w*|pg_terminate_backend|"
+    r"pg_cancel_backend|pg_notify|lo_\w+|dblink\w*)\b",
+    re.IGNORECASE,
+)
+
+
+def is_read_only(sql: str) -> bool:
+    """Return True when ``sql`` cannot have changed anything, so running it again is safe.
+
+    A plain ``SELECT`` (or ``SHOW``, ``VALUES``, ``TABLE``) that takes no row
+    lock and calls none of the well-known functions with effects.  A ``SELECT``
+    calling a function of the application's own that writes is not detected:
+    run such calls inside a transaction.
+    """
+    head = sql.lstrip(" \t\r\n(")[:8].split(None, 1)
+    if not head or head[0].upper() not in _READ_HEADS:
+        return False
+    return _WRITE_WORD.search(sql) is None
+
+
+def backend_pid(raw: Any) -> int | None:
+    """Return the server process id of ``raw`` (known from its start-up), or None."""
+    pid = getattr(raw, "server_pid", 0)  # set by datalayer.db: libpq forgets it on a break
+    if not pid:
+        try:
+            pid = int(raw.info.backend_pid)
+        except Exception:  # pragma: no cover - a driver without .info
+            return None
+    return int(pid) or None
 
 
 class _Slot:
@@ -77,13 +130,14 @@ class Param(pw.Node):
 class Statement:
     """SQL text compiled once from a peewee query, and how to bind its parameters."""
 
-    __slots__ = ("_plan", "names", "sql")
+    __slots__ = ("_plan", "names", "read_only", "sql")
 
     def __init__(self, query: Any) -> None:
         from .db import database  # the SQL dialect; the same for every Database
 
         sql, params = database.get_sql_context().sql(query).query()
         self.sql: str = sql
+        self.read_only = is_read_only(sql)
         plan: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
         for p in params:
             if isinstance(p, _Slot):
@@ -92,6 +146,16 @@ class Statement:
                 plan.append((None, None, p))  # a constant peewee put in (e.g. a default)
         self._plan = tuple(plan)
         self.names = frozenset(n for n, _, _ in plan if n is not None)
+
+    @classmethod
+    def text(cls, sql: str, *names: str) -> Statement:
+        """Return a statement of hand-written ``sql`` whose ``%s`` take ``names`` in order."""
+        stmt = cls.__new__(cls)
+        stmt.sql = sql
+        stmt.read_only = is_read_only(sql)
+        stmt._plan = tuple((n, None, None) for n in names)
+        stmt.names = frozenset(names)
+        return stmt
 
     def bind(self, values: Mapping[str, Any]) -> list[Any]:
         """Return the parameter list for ``values`` (keyed by :class:`Param` name)."""
@@ -207,7 +271,13 @@ def _send(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | No
     return cursor
 
 
-def _run(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | None = None) -> Any:
+def _run(
+    db: Database,
+    sql: str,
+    params: Sequence[Any],
+    copy_from: IO[str] | None = None,
+    read_only: bool | None = None,
+) -> Any:
     """Execute on the thread's connection; apply the recovery rules of :mod:`datalayer.db`.
 
     With ``copy_from``, ``sql`` is a ``COPY ... FROM STDIN`` fed from that file.
@@ -226,32 +296,67 @@ def _run(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | Non
             raise  # pragma: no cover - _reraise always raises
         first = getattr(state, "fresh", False)
         limit = db._timed_out(raw)
-        if not state.transactions:
+        in_transaction = bool(state.transactions)
+        if read_only is None:
+            read_only = is_read_only(sql)
+        if not in_transaction:
             db._drop_connection()
-            if first and limit is None:
-                logger.info("a pooled connection was dead; re-running the statement on a new one")
-                if copy_from is not None:
-                    copy_from.seek(0)
+            if first and limit is None and read_only:
+                logger.info("a pooled connection was dead; re-running the read on a new one")
                 try:
                     cursor = _send(db, sql, params, copy_from)
                 except psycopg2.Error as exc2:
                     _reraise(exc2)
                 state.fresh = False
                 return cursor
-        raise _lost(db, exc, limit) from exc
+        raise _lost(db, exc, limit, raw, in_transaction, read_only) from exc
     state.fresh = False
     return cursor
 
 
-def _lost(db: Database, exc: BaseException, limit: float | None = None) -> ConnectionLost:
-    if limit is not None:  # the watchdog gave up on it
-        return ConnectionLost(lost_message(db.settings.describe(), limit))
+def _lost(
+    db: Database,
+    exc: BaseException,
+    limit: float | None,
+    raw: Any,
+    in_transaction: bool,
+    read_only: bool,
+) -> ConnectionLost:
+    """Return the error for a statement whose connection died, telling what may have happened."""
+    where = db.settings.describe()
     text = str(exc).strip().splitlines()
+    cause = text[0] if text else type(exc).__name__
+    if not in_transaction and not read_only:
+        message = (
+            lost_message(where, limit) if limit is not None else
+            f"lost the connection to {where} after a statement that writes was sent outside "
+            f"a transaction ({cause}); the server may have run and committed it. Check "
+            "before running it again (datalayer.retry does not re-run it)"
+        )
+        return lost_write(message, backend_pid(raw))
+    if limit is not None:  # the watchdog gave up on it
+        return ConnectionLost(lost_message(where, limit))
+    if in_transaction:
+        return ConnectionLost(
+            f"lost the connection to {where} while a statement was in flight ({cause}); the "
+            "server rolls the open transaction back, so none of it was committed. Retry the "
+            "unit of work (datalayer.retry does so)"
+        )
     return ConnectionLost(
-        f"lost the connection to {db.settings.describe()} while a statement was in flight "
-        f"({text[0] if text else type(exc).__name__}); it was not committed. Retry the "
-        "unit of work (datalayer.retry does so)"
+        f"lost the connection to {where} while a statement was in flight ({cause}); it only "
+        "reads, so nothing was changed. Retry it (datalayer.retry does so)"
     )
+
+
+def lost_write(message: str, pid: int | None) -> CommitUnknown:
+    """Return the error for a write whose reply was lost, with its server process id.
+
+    ``backend_pid`` lets :mod:`datalayer._outcome` wait for that server process
+    to finish before it looks at what the write did.
+    """
+    error = CommitUnknown(message)
+    error.backend_pid = pid  # type: ignore[attr-defined]
+    return error
 
 
 _ONE, _ALL, _COUNT = 0, 1, 2
@@ -262,16 +367,17 @@ def _idle(raw: Any) -> bool:
     return not raw.closed and raw.get_transaction_status() == _STATUS_IDLE
 
 
-def _on_checkout(db: Database, sql: str, params: Sequence[Any], mode: int) -> Any:
+def _on_checkout(
+    db: Database, sql: str, params: Sequence[Any], mode: int, read_only: bool | None = None
+) -> Any:
     """Run one statement on a connection checked out of the pool for it alone.
 
     Used when the thread holds no connection: the pool is used directly,
     without peewee's per-thread connection state (a measurable part of a
     single-row operation).  The rules are those of :mod:`datalayer.db`: a
-    connection found dead on this, its first statement, is discarded and the
-    statement runs once more on a new one; a second loss raises
-    :class:`~datalayer.errors.ConnectionLost`.  Autocommit: the statement is
-    its own transaction.
+    read whose connection is found dead on this, its first statement, is run
+    once more on a new one; a write is not (see :func:`_lost`).  Autocommit:
+    the statement is its own transaction.
     """
     pool = db._pool or db.pool  # the property raises the "not set up" error
     inflight = pool.inflight
@@ -293,10 +399,12 @@ def _on_checkout(db: Database, sql: str, params: Sequence[Any], mode: int) -> An
             if raw.closed and isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
                 pool.discard(raw)
                 limit = pool.watchdog.timed_out(raw)
-                if attempt == 1 and limit is None:
-                    logger.info("a pooled connection was dead; running the statement on a new one")
+                if read_only is None:
+                    read_only = is_read_only(sql)
+                if attempt == 1 and limit is None and read_only:
+                    logger.info("a pooled connection was dead; running the read on a new one")
                     continue
-                raise _lost(db, exc, limit) from exc
+                raise _lost(db, exc, limit, raw, False, read_only) from exc
             pool.putconn(raw, reusable=_idle(raw))
             _reraise(exc)
         except BaseException:
@@ -310,25 +418,25 @@ def _on_checkout(db: Database, sql: str, params: Sequence[Any], mode: int) -> An
 def fetchone(db: Database, stmt: Statement, values: Mapping[str, Any]) -> Any:
     """Run ``stmt`` and return its first row (or None); check a connection out if needed."""
     if db._state.closed:
-        return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE)
-    return _run(db, stmt.sql, stmt.bind(values)).fetchone()
+        return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only)
+    return _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only).fetchone()
 
 
 def fetchall(db: Database, stmt: Statement, values: Mapping[str, Any]) -> list[Any]:
     """Run ``stmt`` and return all its rows; check a connection out if needed."""
     if db._state.closed:
-        rows: list[Any] = _on_checkout(db, stmt.sql, stmt.bind(values), _ALL)
+        rows: list[Any] = _on_checkout(db, stmt.sql, stmt.bind(values), _ALL, stmt.read_only)
     else:
-        rows = _run(db, stmt.sql, stmt.bind(values)).fetchall()
+        rows = _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only).fetchall()
     return rows
 
 
 def execute(db: Database, stmt: Statement, values: Mapping[str, Any]) -> int:
     """Run ``stmt`` and return the number of rows it touched; check a connection out if needed."""
     if db._state.closed:
-        count: int = _on_checkout(db, stmt.sql, stmt.bind(values), _COUNT)
+        count: int = _on_checkout(db, stmt.sql, stmt.bind(values), _COUNT, stmt.read_only)
     else:
-        count = _run(db, stmt.sql, stmt.bind(values)).rowcount
+        count = _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only).rowcount
     return count
 
 

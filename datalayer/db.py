@@ -11,9 +11,15 @@ Recovery from lost connections happens here, at the driver boundary:
   already knows is closed is swapped for a fresh one (nothing was sent yet);
 * the first statement on a connection fresh out of the pool, outside a
   transaction, is re-run once on a new connection when the old one turns out
-  dead (the server restarted between the pool's check and the statement);
-* any other statement that loses its connection raises
-  :class:`~datalayer.errors.ConnectionLost` once; the connection is dropped so
+  dead (the server restarted between the pool's check and the statement) —
+  if it only reads (:func:`datalayer._sql.is_read_only`): a write may have
+  reached the server and committed before the reply was lost, so it is never
+  re-run;
+* a write outside a transaction that loses its connection raises
+  :class:`~datalayer.errors.CommitUnknown` (it may have committed; not retried
+  by :mod:`datalayer.retry`); any other statement that loses its connection
+  raises :class:`~datalayer.errors.ConnectionLost` once, saying whether
+  anything can have been changed; the connection is dropped so
   the next statement gets a new one (peewee alone raises ``InterfaceError:
   connection already closed`` on every later query of that thread);
 * a rollback on a dead connection is a no-op (the server already rolled the
@@ -38,9 +44,9 @@ import psycopg2
 from peewee import InterfaceError, OperationalError
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from ._watchdog import lost_message, watching
+from ._watchdog import watching
 from .config import Settings, load_settings
-from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
+from .errors import ConnectionLost, DatabaseUnavailable
 from .pool import ConnectionPool, PoolStats, connect_failure
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,17 @@ __all__ = ["Database", "close", "connect", "database", "get_database", "resolve"
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class _Connection(psycopg2.extensions.connection):  # type: ignore[misc]
+    """A psycopg2 connection that remembers its server process id.
+
+    libpq forgets it once the connection breaks, which is when
+    :mod:`datalayer._outcome` needs it: to wait for that server process to
+    finish the statement whose reply was lost.
+    """
+
+    server_pid: int = 0
 
 
 class Database(PostgresqlExtDatabase):  # type: ignore[misc]
@@ -119,10 +136,11 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
     def _open_raw(self) -> Any:
         settings = self.settings
         try:
-            raw = psycopg2.connect(**settings.connect_kwargs())
+            raw = psycopg2.connect(**settings.connect_kwargs(), connection_factory=_Connection)
         except psycopg2.Error as exc:
             raise connect_failure(settings.describe(), exc) from None
         raw.autocommit = True
+        raw.server_pid = raw.info.backend_pid
         if self.server_version is None:  # type: ignore[has-type]
             self.server_version = raw.server_version
         return raw
@@ -214,18 +232,15 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             first = getattr(state, "fresh", False)
             in_txn = bool(state.transactions)
             limit = self._timed_out(raw)
+            from . import _sql  # deferred: _sql imports the models, which import this module
+
+            read_only = _sql.is_read_only(sql)
             if not in_txn:
                 self._drop_connection()
-                if first and limit is None:
-                    logger.info("a pooled connection was dead; re-running on a new one")
+                if first and limit is None and read_only:
+                    logger.info("a pooled connection was dead; re-running the read on a new one")
                     return self._watched(run)
-            if limit is not None:
-                raise ConnectionLost(lost_message(self.settings.describe(), limit)) from exc
-            raise ConnectionLost(
-                f"lost the connection to {self.settings.describe()} while a statement was in "
-                f"flight ({_first_line(exc)}); it was not committed. Retry the unit of work "
-                "(datalayer.retry does so)"
-            ) from exc
+            raise _sql._lost(self, exc, limit, raw, in_txn, read_only) from exc
         state.fresh = False
         return cursor
 
@@ -247,6 +262,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         # OperationalError.  BEGIN has no effects, so it is always safe to re-run it once
         # on a new connection.
         state = self._state
+        state.witnesses = []  # see witness()
         parent = super().begin
 
         def run() -> None:
@@ -286,11 +302,38 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
                 super().commit()
         except (OperationalError, InterfaceError) as exc:
             if state.conn is not None and state.conn.closed:
-                raise CommitUnknown(
+                from . import _outcome, _sql  # deferred, as above
+
+                unknown = _sql.lost_write(
                     f"lost the connection to {self.settings.describe()} during COMMIT; whether "
-                    "it committed is unknown. Check before retrying"
-                ) from exc
+                    "it committed is unknown. Check before retrying",
+                    _sql.backend_pid(state.conn),
+                )
+                witnesses, state.witnesses = getattr(state, "witnesses", None) or [], []
+                if witnesses and _outcome.committed(self, unknown, witnesses):
+                    logger.info("the reply to COMMIT was lost; the transaction had committed")
+                    return
+                raise unknown from exc
             raise
+        finally:
+            state.witnesses = []
+
+    def witness(self, stmt: Any, values: Any) -> None:
+        """Remember a read that finds a write of the open transaction, for a lost COMMIT.
+
+        ``stmt`` (a :class:`datalayer._sql.Statement`) with ``values`` returns a row
+        only once a row that only this transaction wrote is visible (the hash of a
+        token it issued, say).  When the reply to COMMIT is lost, the server
+        process is waited for and the read run on another connection: a row
+        means the transaction committed (it commits whole), and ``commit()``
+        returns; no row proves nothing (a savepoint may have been rolled back),
+        so :class:`~datalayer.errors.CommitUnknown` is raised as without one.
+        """
+        witnesses = getattr(self._state, "witnesses", None)
+        if witnesses is None:
+            witnesses = self._state.witnesses = []
+        if len(witnesses) < 3:  # a few are plenty
+            witnesses.append((stmt, values))
 
     # -- helpers for scripts and workers ------------------------------------
 

@@ -16,6 +16,26 @@ feeding an ``INSERT`` of the successor), so of several callers rotating the
 same token at once exactly one gets the successor; the others find the token
 revoked and get ``TokenReuseError``.
 
+Revocation wins every race with rotation.  Under READ COMMITTED a revoking
+``UPDATE`` does not see a successor that a rotation in flight commits after
+the ``UPDATE`` began, so both sides take a lock on the *user's row*:
+
+* rotation (and issuing) takes ``FOR SHARE`` on it inside its one statement,
+  before it touches the token (rotations of one user do not block each other);
+* every revocation (:func:`revoke_token`, :func:`revoke_all_for_user`, the
+  revocation of a family on reuse, :func:`~datalayer.auth.users.deactivate_user`)
+  is a transaction that first takes ``FOR NO KEY UPDATE`` on it, which waits for
+  the rotations in flight to commit, and only then revokes, in a second
+  statement whose snapshot sees their successors.  A rotation that comes later
+  waits for the revocation to commit and then finds its token revoked.
+
+A family has at most one live token (its newest): revoking any token of a
+family, current or already rotated, revokes the family's live token with it.
+
+A reply lost to a broken connection never turns into a wrong answer: rotation
+and issue look their token up by the hash they made, revocations ask the
+server whether their transaction committed (:mod:`datalayer._outcome`).
+
 Call :func:`rotate_token` outside transactions of your own: the revocation of
 a reused token's family is written with the caller's transaction, and an
 exception that rolls that transaction back rolls the revocation back too.
@@ -34,6 +54,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import peewee as pw
 
+from .._outcome import own_transaction, single_write
 from .._sql import Param, Statement, execute, fetchone
 from ..errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
 from ..models.validation import check_text, normalize_ip
@@ -97,7 +118,12 @@ class IssuedToken:
 def _insert() -> Statement:
     # INSERT ... SELECT ... WHERE the user exists and is active: an inactive or
     # deleted user gets no row, and no error that would abort the caller's transaction.
-    active_user = User.select(pw.SQL("1")).where((User.id == Param("user_id")) & User.is_active)
+    # FOR SHARE: a deactivation in flight is waited for (see the module's docstring).
+    active_user = (
+        User.select(pw.SQL("1"))
+        .where((User.id == Param("user_id")) & User.is_active)
+        .for_update("FOR SHARE")  # type: ignore[arg-type]  # the stubs: bool only
+    )
     source = pw.Select(
         columns=[
             Param("id"),
@@ -123,7 +149,14 @@ def _rotate() -> Statement:
     # the row lock, then re-checks "revoked_at IS NULL", finds it false and
     # inserts nothing.  replaced_by points at the successor's id, chosen here;
     # the foreign key is checked at the end of the statement, after the INSERT.
-    owner_active = User.select(pw.SQL("1")).where((User.id == RT.user) & User.is_active)
+    # The owner's row is locked FOR SHARE in the WHERE, so before the token's row:
+    # a revocation holding it (FOR NO KEY UPDATE) is waited for, and one that comes
+    # later waits for this statement (see the module's docstring).
+    owner_active = (
+        User.select(pw.SQL("1"))
+        .where((User.id == RT.user) & User.is_active)
+        .for_update("FOR SHARE")  # type: ignore[arg-type]  # the stubs: bool only
+    )
     old = (
         RT.update(revoked_at=pw.fn.now(), replaced_by=Param("new_id"))
         .where(
@@ -170,17 +203,37 @@ def _inspect() -> Statement:
 
 
 @functools.cache
-def _revoke_family() -> Statement:
-    query = RT.update(revoked_at=pw.fn.now()).where(
-        (RT.family_id == Param("family_id")) & RT.revoked_at.is_null()
+def _find_token() -> Statement:
+    # What a write whose reply was lost made, found by the hash only it knows.
+    return Statement(RT.select(RT.user, RT.family_id).where(RT.token_hash == Param("token_hash")))
+
+
+@functools.cache
+def _lock_user() -> Statement:
+    # The revocations' side of the lock the rotations share (see the module's docstring).
+    query = (
+        User.select(User.id)
+        .where(User.id == Param("user_id"))
+        .for_update("FOR NO KEY UPDATE")  # type: ignore[arg-type]
     )
     return Statement(query)
 
 
 @functools.cache
-def _revoke_one() -> Statement:
+def _lock_user_of_token() -> Statement:
+    query = (
+        RT.select(RT.family_id)
+        .join(User, on=(RT.user == User.id))
+        .where(RT.token_hash == Param("token_hash"))
+        .for_update("FOR NO KEY UPDATE", of=User)  # type: ignore[arg-type]
+    )
+    return Statement(query)
+
+
+@functools.cache
+def _revoke_family() -> Statement:
     query = RT.update(revoked_at=pw.fn.now()).where(
-        (RT.token_hash == Param("token_hash")) & RT.revoked_at.is_null()
+        (RT.family_id == Param("family_id")) & RT.revoked_at.is_null()
     )
     return Statement(query)
 
@@ -199,9 +252,17 @@ def _revoke_all() -> Statement:
 @functools.cache
 def _purge_batch() -> Statement:
     # SKIP LOCKED: two workers purging at once share the work instead of queueing.
+    # Only tokens no other token points at (replaced_by): deleting one then fires
+    # no ON DELETE SET NULL, so a purge locks nothing but the rows it took with
+    # SKIP LOCKED and never waits for another purge or a rotation (a cascade into
+    # rows another purge holds is how two purges deadlocked).  An expired token
+    # pointed at by one that is expired too goes in a later batch, after it.
+    # No token comes to point at an expired one: only a new successor is pointed at.
+    expired, referrer = RT.alias("expired"), RT.alias("referrer")
+    pointed_at = referrer.select(pw.SQL("1")).where(referrer.replaced_by == expired.id)
     batch = (
-        RT.select(RT.id)
-        .where(RT.expires_at < _statement_time())
+        expired.select(expired.id)
+        .where((expired.expires_at < _statement_time()) & ~pw.fn.EXISTS(pointed_at))
         .limit(Param("limit"))
         .for_update(skip_locked=True)
     )
@@ -282,15 +343,24 @@ def issue_token(
         "user_agent": _user_agent(user_agent),
         "ip": normalize_ip("ip", ip),
     }
-    row = fetchone(database, _insert(), values)
-    if row is None:
-        state = fetchone(database, _user_state(), {"id": user_id})
-        if state is None:
-            raise NotFound("no user has this id; it may have been deleted")
-        raise AuthenticationError(
-            "the user is deactivated; tokens are issued only to active users"
-        )
-    return IssuedToken(token, token_id, user_id, family_id, expires_at)
+    issued = IssuedToken(token, token_id, user_id, family_id, expires_at)
+
+    def attempt() -> IssuedToken:
+        if fetchone(database, _insert(), values) is None:
+            state = fetchone(database, _user_state(), {"id": user_id})
+            if state is None:
+                raise NotFound("no user has this id; it may have been deleted")
+            raise AuthenticationError(
+                "the user is deactivated; tokens are issued only to active users"
+            )
+        return issued
+
+    mine = {"token_hash": values["token_hash"]}
+
+    def find() -> IssuedToken | None:  # after a lost reply: did the insert commit?
+        return None if fetchone(database, _find_token(), mine) is None else issued
+
+    return single_write(database, attempt, find, (_find_token(), mine))
 
 
 def rotate_token(
@@ -322,11 +392,23 @@ def rotate_token(
         "user_agent": _user_agent(user_agent),
         "ip": normalize_ip("ip", ip),
     }
-    row = fetchone(database, _rotate(), values)
-    if row is None:
-        _refuse(database, old_hash)
-    user_id, family_id = row
-    return IssuedToken(new_token, new_id, user_id, family_id, expires_at)
+
+    def attempt() -> IssuedToken:
+        row = fetchone(database, _rotate(), values)
+        if row is None:
+            _refuse(database, old_hash)
+        user_id, family_id = row
+        return IssuedToken(new_token, new_id, user_id, family_id, expires_at)
+
+    mine = {"token_hash": values["new_hash"]}
+
+    def find() -> IssuedToken | None:  # after a lost reply: is the successor there?
+        row = fetchone(database, _find_token(), mine)
+        if row is None:
+            return None
+        return IssuedToken(new_token, new_id, row[0], row[1], expires_at)
+
+    return single_write(database, attempt, find, (_find_token(), mine))
 
 
 def _refuse(database: Database, token_hash: str) -> NoReturn:
@@ -336,7 +418,7 @@ def _refuse(database: Database, token_hash: str) -> NoReturn:
         raise AuthenticationError("unknown refresh token; sign in again")
     family_id, revoked_at, expired, user_active = found
     if revoked_at is not None:
-        revoked = execute(database, _revoke_family(), {"family_id": family_id})
+        revoked = _revoke_family_of(database, token_hash) or 0
         logger.warning(
             "a revoked refresh token was presented again; revoked the %d live token(s) of its "
             "family %s",
@@ -355,13 +437,54 @@ def _refuse(database: Database, token_hash: str) -> NoReturn:
 
 
 def revoke_token(token: str, *, db: Database | None = None) -> bool:
-    """Revoke ``token`` (sign-out); return False when it was unknown or already revoked."""
-    return execute(_database(db), _revoke_one(), {"token_hash": _hash(token)}) == 1
+    """Revoke ``token`` and its family's live token (sign-out); return whether one was live.
+
+    A family has one live token at most, its newest: revoking an already
+    rotated token revokes the successor that is live now, so a token handed
+    on (or stolen) before its rotation cannot keep a session alive.  Returns
+    False when ``token`` is unknown or nothing of its family was live.
+    Wins every race with rotation (see the module's docstring).
+    """
+    return bool(_revoke_family_of(_database(db), _hash(token)))
 
 
 def revoke_all_for_user(user: User | uuid.UUID | str, *, db: Database | None = None) -> int:
-    """Revoke every live token of ``user`` (sign out everywhere); return how many."""
-    return execute(_database(db), _revoke_all(), {"user_id": _user_id(user)})
+    """Revoke every live token of ``user`` (sign out everywhere); return how many.
+
+    Wins every race with rotation: once it returns, no token of the user is
+    live and none rotates (see the module's docstring).
+    """
+    return _revoke_user(_database(db), _user_id(user)) or 0
+
+
+def _revoke_user(database: Database, user_id: uuid.UUID) -> int | None:
+    """Lock the user's row, then revoke its live tokens; return how many (None: no user).
+
+    A transaction of its own unless the caller has one.
+    """
+
+    def work() -> int | None:
+        if fetchone(database, _lock_user(), {"user_id": user_id}) is None:
+            return None
+        return execute(database, _revoke_all(), {"user_id": user_id})
+
+    return own_transaction(database, work)
+
+
+def _revoke_family_of(database: Database, token_hash: str) -> int | None:
+    """Lock the owner's row, then revoke the live tokens of the token's family.
+
+    Returns how many were revoked (None: no such token).  A transaction of its
+    own unless the caller has one.
+    """
+
+    def work() -> int | None:
+        found = fetchone(database, _lock_user_of_token(), {"token_hash": token_hash})
+        if found is None:
+            return None
+        return execute(database, _revoke_family(), {"family_id": found[0]})
+
+    return own_transaction(database, work)
 
 
 def purge_expired(
@@ -371,7 +494,12 @@ def purge_expired(
 
     Each batch is its own short statement (outside a transaction of the
     caller's), so locks are held briefly and a long purge does not bloat one
-    transaction.  Stops when a batch comes back short, or after
+    transaction.  Several purges at once, and rotations beside them, never
+    deadlock: a batch takes only expired tokens that no other token points at
+    (``replaced_by``), with ``SKIP LOCKED``, so it locks nothing else.  An
+    expired token that another token still points at (its predecessor in the
+    family, which with the same ``ttl`` expired earlier) goes in a batch after
+    that one is deleted.  Stops when a batch deletes nothing, or after
     ``max_batches`` batches (a worker can then check whether to stop).
     """
     if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
@@ -389,5 +517,5 @@ def purge_expired(
         deleted = execute(database, stmt, {"limit": batch_size})
         total += deleted
         batches += 1
-        if deleted < batch_size or (max_batches is not None and batches >= max_batches):
+        if deleted == 0 or (max_batches is not None and batches >= max_batches):
             return total

@@ -13,6 +13,12 @@ thread's transaction when one is open (``with db.atomic():``).
 The SQL of each operation is built from the models once and reused (see
 :mod:`datalayer._sql`).  No message, log line or repr contains a password, a
 password hash or an e-mail address.
+
+A reply lost to a broken connection never turns into a wrong answer
+(:mod:`datalayer._outcome`): ``create_user`` finds its own row by the address
+and the salted hash it made; ``deactivate_user``, ``delete_user`` and
+``import_users`` run in transactions of their own and ask the server whether
+they committed; what cannot be found out raises ``CommitUnknown``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import peewee as pw
 import psycopg2.errors
 
+from .._outcome import own_transaction, single_write
 from .._sql import Param, Statement, copy_in, execute, fetchone, row_builder
 from ..errors import AuthenticationError, DuplicateError, NotFound, ValidationError
 from ..models.validation import validate_value
@@ -76,6 +83,15 @@ def _select_by_email() -> Statement:
 @functools.cache
 def _select_by_id() -> Statement:
     return Statement(User.select(*_FIELDS).where(User.id == Param("id")))
+
+
+@functools.cache
+def _select_own() -> Statement:
+    # The row a create_user wrote: its address and the salted hash it made.
+    query = User.select(User.id).where(
+        (User.email == Param("email")) & (User.password_hash == Param("password_hash"))
+    )
+    return Statement(query)
 
 
 @functools.cache
@@ -208,12 +224,25 @@ def create_user(
         "role": validate_value(User.role, role).value,
         "is_active": validate_value(User.is_active, is_active),
     }
-    row = fetchone(_database(db), _insert_user(), values)
-    if row is None:
-        raise DuplicateError(
-            "a user with this e-mail address already exists; sign in, or use another address"
-        )
-    return _build_user(row)
+    database = _database(db)
+
+    def attempt() -> User:
+        row = fetchone(database, _insert_user(), values)
+        if row is None:
+            raise DuplicateError(
+                "a user with this e-mail address already exists; sign in, or use another address"
+            )
+        return _build_user(row)
+
+    def find() -> User | None:  # after a lost reply: is the row with our (salted) hash there?
+        row = fetchone(database, _select_by_email(), {"email": values["email"]})
+        if row is None:
+            return None
+        user = _build_user(row)
+        return user if user.password_hash == values["password_hash"] else None
+
+    mine = {"email": values["email"], "password_hash": values["password_hash"]}
+    return single_write(database, attempt, find, (_select_own(), mine))
 
 
 def get_user(user_id: uuid.UUID | str, *, db: Database | None = None) -> User:
@@ -279,7 +308,9 @@ def authenticate(email: str, password: str, *, db: Database | None = None) -> Us
     rehash = passwords.needs_rehash(user.password_hash)
     if rehash:
         values["password_hash"] = passwords.hash_password(password)
-    stamp = fetchone(database, _record_login(rehash), values)
+    stamp = single_write(  # a lost reply: run again (it sets the same values)
+        database, lambda: fetchone(database, _record_login(rehash), values), lambda: None
+    )
     if stamp is None:  # deactivated or deleted since the lookup
         raise AuthenticationError(_BAD_CREDENTIALS)
     data = user.__data__
@@ -293,16 +324,24 @@ def deactivate_user(user: User | uuid.UUID | str, *, db: Database | None = None)
     """Deactivate a user and revoke its refresh tokens; return how many tokens were revoked.
 
     The user can no longer sign in, and its tokens no longer rotate.  Both
-    changes are made in one transaction.
+    changes are made in one transaction, which first updates (so locks) the
+    user's row: rotations in flight are waited for and their successors
+    revoked too, and later ones find the user inactive (see
+    :mod:`datalayer.auth.tokens`).  Activating the user again brings none of
+    the revoked tokens back.
 
     :raises NotFound: when there is no such user.
     """
     database = _database(db)
     user_id = _user_id(user)
-    with database.checkout(), database.atomic():
+
+    def work() -> int:
         if execute(database, _deactivate(), {"id": user_id}) == 0:
             raise NotFound(_NO_USER_ID)
-        revoked = execute(database, _revoke_user_tokens(), {"user_id": user_id})
+        revoked: int = execute(database, _revoke_user_tokens(), {"user_id": user_id})
+        return revoked
+
+    revoked = own_transaction(database, work)
     if isinstance(user, User):
         user.__data__["is_active"] = False
     return revoked
@@ -313,8 +352,16 @@ def delete_user(user: User | uuid.UUID | str, *, db: Database | None = None) -> 
 
     :raises NotFound: when there is no such user.
     """
-    if execute(_database(db), _delete(), {"id": _user_id(user)}) == 0:
-        raise NotFound(_NO_USER_ID)
+    database = _database(db)
+    user_id = _user_id(user)
+
+    def work() -> None:
+        if execute(database, _delete(), {"id": user_id}) == 0:
+            raise NotFound(_NO_USER_ID)
+
+    # A transaction of its own: after a lost reply the server says whether it
+    # committed (a deleted row leaves nothing to look up).
+    own_transaction(database, work)
 
 
 # -- bulk import ---------------------------------------------------------------------
@@ -469,17 +516,24 @@ def import_users(rows: Iterable[Mapping[str, Any]], *, db: Database | None = Non
     lines = _copy_lines(rows)
     if not lines:
         return 0
-    data = io.StringIO("".join(lines))
-    # One statement: all rows or none.  Inside the caller's transaction a savepoint
-    # keeps that transaction usable after a duplicate.
-    with database.checkout(), database.atomic() if database.in_transaction() else nullcontext():
-        try:
-            copy_in(database, _copy_sql(), data)
-        except pw.IntegrityError as exc:
-            orig = getattr(exc, "orig", None)  # the driver's error, kept by peewee
-            if isinstance(orig, psycopg2.errors.UniqueViolation):
-                raise _duplicate_in_import(orig) from None
-            raise
+    text = "".join(lines)
+    nested = database.in_transaction()
+
+    def work() -> None:
+        # One statement: all rows or none.  Inside the caller's transaction a savepoint
+        # keeps that transaction usable after a duplicate.
+        with database.atomic() if nested else nullcontext():
+            try:
+                copy_in(database, _copy_sql(), io.StringIO(text))
+            except pw.IntegrityError as exc:
+                orig = getattr(exc, "orig", None)  # the driver's error, kept by peewee
+                if isinstance(orig, psycopg2.errors.UniqueViolation):
+                    raise _duplicate_in_import(orig) from None
+                raise
+
+    # A transaction of its own outside the caller's: after a lost reply the server
+    # says whether it committed.
+    own_transaction(database, work)
     return len(lines)
 
 
