@@ -120,6 +120,7 @@ _LAZY: dict[str, str] = {
     "PoolClosed": "datalayer.errors",
     "ProjectError": "datalayer.errors",
     "PoolTimeout": "datalayer.errors",
+    "TableMissing": "datalayer.errors",
     "TokenReuseError": "datalayer.errors",
     "TooManyConnections": "datalayer.errors",
     "ValidationError": "datalayer.errors",

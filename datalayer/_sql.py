@@ -38,7 +38,7 @@ import psycopg2.extensions
 from peewee import __exception_wrapper__  # type: ignore[attr-defined]  # not in the stubs
 
 from ._watchdog import lost_message
-from .errors import CommitUnknown, ConnectionLost
+from .errors import CommitUnknown, ConnectionLost, TableMissing
 from .models.fields import EnumField
 
 if TYPE_CHECKING:
@@ -249,8 +249,30 @@ def _driver_type(field: pw.Field) -> type:
 # -- running ----------------------------------------------------------------
 
 
-def _reraise(exc: psycopg2.Error) -> None:
-    """Raise ``exc`` as peewee's matching exception type (as ``execute_sql`` would)."""
+def table_missing(exc: BaseException, where: str) -> TableMissing | None:
+    """Return the error to raise for an undefined table (SQLSTATE 42P01), else None."""
+    for candidate in (exc, exc.__cause__, exc.__context__, *exc.args):
+        if getattr(candidate, "pgcode", None) == "42P01":
+            diag = getattr(candidate, "diag", None)
+            what = getattr(diag, "message_primary", None) or "a table does not exist"
+            return TableMissing(
+                f"{what} on {where}: the migrations are not applied there yet; run "
+                "`datalayer migrate apply` (or check DATABASE_URL / DB_* point at the "
+                "right database)"
+            )
+    return None
+
+
+def _reraise(exc: psycopg2.Error, db: Database | None = None) -> None:
+    """Raise ``exc`` as peewee's matching exception type (as ``execute_sql`` would).
+
+    An undefined table becomes :class:`~datalayer.errors.TableMissing`, which
+    says to apply the migrations.
+    """
+    if db is not None and getattr(exc, "pgcode", None) == "42P01":
+        missing = table_missing(exc, db.settings.describe())
+        if missing is not None:
+            raise missing from exc
     with __exception_wrapper__:
         raise exc
 
@@ -292,7 +314,7 @@ def _run(
             or not raw.closed
             or not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
         ):
-            _reraise(exc)
+            _reraise(exc, db)
             raise  # pragma: no cover - _reraise always raises
         first = getattr(state, "fresh", False)
         limit = db._timed_out(raw)
@@ -406,7 +428,7 @@ def _on_checkout(
                     continue
                 raise _lost(db, exc, limit, raw, False, read_only) from exc
             pool.putconn(raw, reusable=_idle(raw))
-            _reraise(exc)
+            _reraise(exc, db)
         except BaseException:
             pool.putconn(raw, reusable=_idle(raw))
             raise

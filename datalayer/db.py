@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
-from peewee import InterfaceError, OperationalError
+from peewee import InterfaceError, OperationalError, ProgrammingError
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from ._watchdog import watching
@@ -225,6 +225,14 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
 
         try:
             cursor = self._watched(run)
+        except ProgrammingError as exc:
+            from ._sql import table_missing
+
+            # An undefined table: the migrations are not applied (TableMissing says so).
+            missing = table_missing(exc, self.settings.describe()) if self._settings else None
+            if missing is None:
+                raise
+            raise missing from exc
         except (OperationalError, InterfaceError) as exc:
             raw = state.conn
             if raw is None or not raw.closed:

@@ -27,6 +27,10 @@ class ProjectError(DatalayerError, ValueError):
     """The project's configuration ([tool.datalayer], --models, --dir) or models are unusable."""
 
 
+class TableMissing(DatalayerError):
+    """A query used a table that does not exist yet: the migrations are not applied."""
+
+
 class ValidationError(DatalayerError, ValueError):
     """A value given to a model does not fit its field; nothing was written."""
 
