@@ -332,7 +332,10 @@ def test_the_default_configuration_never_waits_for_ever_on_a_silent_network(
         print(f"\nsilent network, default client timeout 1.5 s: {type(outcome[0]).__name__} "
               f"after {took:.2f} s")
         assert isinstance(outcome[0], (ConnectionLost, DatabaseUnavailable)), outcome
-        assert "DB_CLIENT_TIMEOUT" in str(outcome[0])
+        # The statement's loss says DB_CLIENT_TIMEOUT; import_users, whose transaction the
+        # server rolled back, runs once more and then cannot even connect (still silent).
+        message = str(outcome[0])
+        assert "DB_CLIENT_TIMEOUT" in message or "cannot connect" in message, message
     finally:
         proxy.close()
         db.close_pool()
