@@ -88,6 +88,27 @@ def chain_keys(names: Sequence[str], source: Callable[[str], bytes]) -> list[str
     return keys
 
 
+def _write(name: str, text: str) -> bool:
+    """Write ``name`` in the cache folder atomically (readers never see half a file).
+
+    Returns False, logging why, when caching is off or the write fails: a
+    read-only home or a full disk only costs the cache.
+    """
+    folder = cache_dir()
+    if folder is None:
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, folder / name)
+    except OSError as exc:
+        logger.debug("%s not cached: %s", name, exc)
+        return False
+    return True
+
+
 def _path(folder: Path, key: str) -> Path:
     return folder / f"{_FORMAT}-{key}.py"
 
@@ -166,16 +187,7 @@ def store_state(key: str, migrator: Any) -> bool:
     if not _same_tables(probe, migrator):
         logger.debug("schema state not cached: its code does not rebuild the same tables")
         return False
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(code)
-        os.replace(tmp, _path(folder, key))
-    except OSError as exc:  # a read-only home, a full disk: the cache is only an optimisation
-        logger.debug("schema state not cached: %s", exc)
-        return False
-    return True
+    return _write(_path(folder, key).name, code)
 
 
 # -- the schema a history builds on a server (for ``migrate check``) -------------------
@@ -229,17 +241,7 @@ def store_snapshot(key: str, snapshot: Any) -> None:
     """Cache a schema snapshot (written atomically; failures only cost the cache)."""
     import json
 
-    folder = cache_dir()
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(_encode(snapshot), out)
-        os.replace(tmp, folder / f"snapshot-v1-{key}.json")
-    except (OSError, TypeError, ValueError) as exc:
-        logger.debug("schema snapshot not cached: %s", exc)
+    _write(f"snapshot-v1-{key}.json", json.dumps(_encode(snapshot)))
 
 
 # -- the SQL one migration renders (for ``migrate sql`` and ``lint``) ------------------
@@ -268,14 +270,4 @@ def store_sql(key: str, atomic: bool, statements: Sequence[str]) -> None:
     """Cache one migration's rendered SQL (atomically; failures only cost the cache)."""
     import json
 
-    folder = cache_dir()
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sql-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({"atomic": atomic, "statements": list(statements)}, out)
-        os.replace(tmp, folder / f"sql-v1-{key}.json")
-    except OSError as exc:
-        logger.debug("rendered SQL not cached: %s", exc)
+    _write(f"sql-v1-{key}.json", json.dumps({"atomic": atomic, "statements": list(statements)}))
