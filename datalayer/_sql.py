@@ -312,7 +312,7 @@ def _run(
         if (
             raw is None
             or not raw.closed
-            or not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
+            or not isinstance(exc, (psycopg2.DatabaseError, psycopg2.InterfaceError))
         ):
             _reraise(exc, db)
             raise  # pragma: no cover - _reraise always raises
@@ -418,7 +418,7 @@ def _on_checkout(
                 else cursor.fetchall()
             )
         except psycopg2.Error as exc:
-            if raw.closed and isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            if raw.closed and isinstance(exc, (psycopg2.DatabaseError, psycopg2.InterfaceError)):
                 pool.discard(raw)
                 limit = pool.watchdog.timed_out(raw)
                 if read_only is None:

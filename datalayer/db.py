@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
-from peewee import InterfaceError, OperationalError, ProgrammingError
+from peewee import DatabaseError, InterfaceError, OperationalError, ProgrammingError
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from ._watchdog import watching
@@ -233,7 +233,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             if missing is None:
                 raise
             raise missing from exc
-        except (OperationalError, InterfaceError) as exc:
+        except (DatabaseError, InterfaceError) as exc:  # a dead socket: also DatabaseError
             raw = state.conn
             if raw is None or not raw.closed:
                 raise  # an ordinary error on a live connection (timeout, 40001, ...)
@@ -308,7 +308,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         try:
             with watching(self._inflight, state.conn):
                 super().commit()
-        except (OperationalError, InterfaceError) as exc:
+        except (DatabaseError, InterfaceError) as exc:  # a dead socket: also DatabaseError
             if state.conn is not None and state.conn.closed:
                 from . import _outcome, _sql  # deferred, as above
 
