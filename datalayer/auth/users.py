@@ -38,11 +38,12 @@ from .._outcome import own_transaction, single_write
 from .._sql import Param, Statement, copy_in, execute, fetchone, row_builder
 from ..errors import AuthenticationError, DuplicateError, NotFound, ValidationError
 from ..models.validation import validate_value
-from . import passwords
 from .refresh_token import RefreshToken
 from .user import EMAIL_MAX_LENGTH, Role, User
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from ..db import Database
 
 __all__ = [
@@ -70,6 +71,13 @@ _BAD_CREDENTIALS = (
     "sign-in refused: the e-mail address or the password is wrong, or the account is "
     "deactivated"
 )
+
+
+def _passwords() -> ModuleType:
+    """Return :mod:`.passwords`, imported on first use (a lookup never hashes)."""
+    from . import passwords
+
+    return passwords
 
 
 # -- the queries, built from the models once ------------------------------
@@ -181,7 +189,7 @@ def _user_id(user: User | uuid.UUID | str) -> uuid.UUID:
 
 
 def _password_hash(value: Any) -> str:
-    if not passwords.is_password_hash(value):
+    if not _passwords().is_password_hash(value):
         raise ValidationError(
             "password_hash",
             "is not a hash made by datalayer.auth.passwords.hash_password(); hash the password "
@@ -217,7 +225,7 @@ def create_user(
     values = {
         "email": normalize_email(email),
         "password_hash": (
-            passwords.hash_password(password) if password is not None
+            _passwords().hash_password(password) if password is not None
             else _password_hash(password_hash)
         ),
         "display_name": validate_value(User.display_name, display_name),
@@ -287,27 +295,27 @@ def authenticate(email: str, password: str, *, db: Database | None = None) -> Us
         address: str | None = _lookup_email(email)
     except ValidationError:
         address = None
-    if not isinstance(password, str) or len(password) > passwords.MAX_PASSWORD_LENGTH:
+    if not isinstance(password, str) or len(password) > _passwords().MAX_PASSWORD_LENGTH:
         address = None
     row = None if address is None else fetchone(database, _select_by_email(), {"email": address})
     if row is None:
-        passwords.dummy_verify(password)
+        _passwords().dummy_verify(password)
         raise AuthenticationError(_BAD_CREDENTIALS)
     user = _build_user(row)
     stored = user.password_hash
     try:
-        accepted = passwords.verify_password(password, stored)
+        accepted = _passwords().verify_password(password, stored)
     except ValidationError:  # a stored cost beyond the limits: refused, never computed
-        passwords.dummy_verify(password)
+        _passwords().dummy_verify(password)
         raise
     if not accepted or not user.is_active:
         # An older, cheaper hash must not answer faster than an unknown address.
-        passwords.harden_runtime(password, stored)
+        _passwords().harden_runtime(password, stored)
         raise AuthenticationError(_BAD_CREDENTIALS)
     values: dict[str, Any] = {"id": user.id}
-    rehash = passwords.needs_rehash(user.password_hash)
+    rehash = _passwords().needs_rehash(user.password_hash)
     if rehash:
-        values["password_hash"] = passwords.hash_password(password)
+        values["password_hash"] = _passwords().hash_password(password)
     stamp = single_write(  # a lost reply: run again (it sets the same values)
         database, lambda: fetchone(database, _record_login(rehash), values), lambda: None
     )
@@ -418,8 +426,8 @@ def _import_line(row: Any) -> tuple[str, str]:
     if password is not None:
         if pw_hash is not None:
             raise ValidationError("password", "give either password or password_hash (exactly one)")
-        pw_hash = passwords.hash_password(password)
-    elif not passwords.is_password_hash(pw_hash):
+        pw_hash = _passwords().hash_password(password)
+    elif not _passwords().is_password_hash(pw_hash):
         _password_hash(pw_hash)
     name = row.get("display_name")
     if name is None:
@@ -448,7 +456,7 @@ def _copy_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     # The common row (a dict of plain ASCII text, a hash of the right form) is
     # checked inline with a few C-level calls; anything else goes through
     # _import_line(), which normalises it or says exactly what is wrong.
-    email_ok, hash_ok, name_ok = _COPY_SAFE_EMAIL, passwords._HASH_FORM, _COPY_SAFE_NAME
+    email_ok, hash_ok, name_ok = _COPY_SAFE_EMAIL, _passwords()._HASH_FORM, _COPY_SAFE_NAME
     keys, roles, max_email = _IMPORT_KEYS, _ROLES, EMAIL_MAX_LENGTH
     lines: list[str] = []
     seen: set[str] = set()
