@@ -98,7 +98,7 @@ def _write(name: str, text: str) -> bool:
     if folder is None:
         return False
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # code runs from here: private
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
