@@ -37,6 +37,8 @@ __all__ = [
     "DEFAULT_POSTGRES",
     "MIN_POSTGRES",
     "Project",
+    "default_migrations_dir",
+    "default_models",
     "find_pyproject",
     "import_models",
     "load_project",
@@ -74,6 +76,24 @@ class Project:
     def load_models(self) -> list[Any]:
         """Import the model modules and return their concrete models, in dependency order."""
         return import_models(self.models, self.root)
+
+
+def default_models() -> list[Any]:
+    """The models a library call uses when given none: the project's (see :func:`load_project`)."""
+    return load_project().load_models()
+
+
+def default_migrations_dir(settings: Any = None) -> Path:
+    """The migrations folder a library call uses when given none.
+
+    ``settings.migrations_dir`` when it was configured (``DATALAYER_MIGRATIONS_DIR``,
+    possibly from a .env file), else the project's (``[tool.datalayer] migrations``),
+    else ``./migrations`` — the folder the CLI would use from here.
+    """
+    configured = getattr(settings, "migrations_dir", None)
+    if configured is not None and Path(configured) != Path("migrations"):
+        return Path(configured)
+    return load_project().migrations
 
 
 def find_pyproject(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:

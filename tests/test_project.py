@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from datalayer.cli import hoist_global_options, main
+from datalayer.config import Settings
 from datalayer.errors import ProjectError
 from datalayer.models import RefreshToken, User
 from datalayer.project import DEFAULT_MODELS, import_models, load_project
@@ -146,3 +147,28 @@ def test_diff_uses_the_project_models(project: Path, monkeypatch: pytest.MonkeyP
     assert result.exit_code == 0 and "no changes" in result.output
     result = invoke("erd")
     assert "posts" in result.output and "users ||--o{ posts" in result.output
+
+
+def test_library_calls_default_to_the_project(
+    project: Path, monkeypatch: pytest.MonkeyPatch, empty_db: Settings
+) -> None:
+    """migrate.apply / status / check / diff called from Python, with no folder or models given,
+    use [tool.datalayer] as the CLI does (not ./migrations and datalayer's own models)."""
+    from datalayer.db import Database
+    from datalayer.migrate import runner
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.generate import create_migration
+    from datalayer.migrate.router import Router
+    from datalayer.project import default_migrations_dir
+
+    monkeypatch.chdir(project / "deep")
+    folder = default_migrations_dir(empty_db)
+    assert folder.resolve() == (project / "db" / "migrations").resolve()
+    written = create_migration(Router(Database(), folder), "initial")
+    assert written is not None and "table_name = 'posts'" in written.path.read_text()
+    write_sum(folder)
+    applied = runner.apply(empty_db)
+    assert [a.name for a in applied] == [written.name]
+    assert runner.status(empty_db).up_to_date
+    # DATALAYER_MIGRATIONS_DIR (in the settings, e.g. from a .env file) still wins.
+    assert default_migrations_dir(empty_db.replace(migrations_dir=Path("x"))) == Path("x")

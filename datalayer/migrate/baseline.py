@@ -106,7 +106,9 @@ def baseline(
     """
     scratch = scratch_settings(target, settings)
     if directory is None:
-        directory = scratch.migrations_dir
+        from ..project import default_migrations_dir
+
+        directory = default_migrations_dir(scratch)
     directory = Path(directory)
     require_directory(directory)
     _checksum.verify(directory)

@@ -38,9 +38,9 @@ _MAX_DIFF_LINES = 40
 
 
 def _default_models() -> Sequence[Any]:
-    from ..models import MODELS
+    from ..project import default_models
 
-    return MODELS
+    return default_models()  # the project's: [tool.datalayer] models, else datalayer's
 
 
 def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | None:
@@ -74,7 +74,11 @@ def check(
     from .runner import apply
     from .schema import compare, snapshot
 
-    directory = require_dir(directory if directory is not None else settings.migrations_dir)
+    if directory is None:
+        from ..project import default_migrations_dir
+
+        directory = default_migrations_dir(settings)
+    directory = require_dir(directory)
     models = [  # an abstract base (``__abstract__ = True`` on the class) is never a table
         m for m in (models if models is not None else _default_models())
         if not vars(m).get("__abstract__")

@@ -83,7 +83,11 @@ def drift(
         database cannot be made, or the migrations do not apply there.
     """
     scratch = scratch_settings(target, settings)
-    directory = Path(directory) if directory is not None else scratch.migrations_dir
+    if directory is None:
+        from ..project import default_migrations_dir
+
+        directory = default_migrations_dir(scratch)
+    directory = Path(directory)
     require_directory(directory)
     with _connected(target) as db, _read_only(db):
         where = _describe(db)

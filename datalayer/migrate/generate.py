@@ -219,9 +219,9 @@ def next_name(existing_names: Iterable[str], name: str) -> str:
 
 
 def _default_models() -> list[type[pw.Model]]:
-    from ..models import MODELS
+    from ..project import default_models
 
-    return list(MODELS)
+    return default_models()  # the project's: [tool.datalayer] models, else datalayer's
 
 
 def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:

@@ -183,10 +183,10 @@ def _describe(db: Any) -> str:
 
 
 def _default_dir(target: Target) -> Path:
+    from ..project import default_migrations_dir
+
     settings = target if isinstance(target, Settings) else getattr(target, "_settings", None)
-    if isinstance(settings, Settings):
-        return settings.migrations_dir
-    return Path("migrations")
+    return default_migrations_dir(settings if isinstance(settings, Settings) else None)
 
 
 @contextlib.contextmanager
