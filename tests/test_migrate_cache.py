@@ -159,3 +159,38 @@ def test_sql_works_with_the_cache_off(history: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setenv("DATALAYER_CACHE_DIR", "off")
     assert len(migration_sql(history)) == COLUMNS + 1
+
+
+def test_a_replay_in_one_thread_never_strips_the_sql_of_another(history: Path) -> None:
+    """The replay switch is per thread: real operations elsewhere still derive their SQL."""
+    import threading
+
+    from datalayer.migrate.migrator import replaying
+
+    stop = threading.Event()
+    empty: list[int] = []
+
+    def replayer() -> None:
+        while not stop.is_set():
+            with replaying():
+                router = Router(Database(), history)
+                router.replay(router.todo, DatalayerMigrator(router.database), cache=False)
+
+    def operator(trials: int) -> None:
+        for i in range(trials):
+            m = DatalayerMigrator(Database())
+            m.create_model(_model(3))
+            m.add_fields("items", extra=pw.IntegerField(null=True))
+            if not m.take_steps():
+                empty.append(i)
+
+    threads = [threading.Thread(target=replayer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        operator(300)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert empty == []
