@@ -162,7 +162,8 @@ def test_sql_works_with_the_cache_off(history: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_replay_in_one_thread_never_strips_the_sql_of_another(history: Path) -> None:
-    """The replay switch is per thread: real operations elsewhere still derive their SQL."""
+    """The replay switch is per thread: real operations elsewhere still derive their SQL;
+    and concurrent replays never leave peewee patched."""
     import threading
 
     from datalayer.migrate.migrator import replaying
@@ -194,3 +195,8 @@ def test_a_replay_in_one_thread_never_strips_the_sql_of_another(history: Path) -
         for t in threads:
             t.join(30)
     assert empty == []
+    # Replays in two threads at once leave peewee as they found it (no mock left behind).
+    from unittest import mock
+
+    assert not isinstance(vars(pw.Database)["execute_sql"], mock.Mock)
+    assert not isinstance(vars(pw.Model)["select"], mock.Mock)

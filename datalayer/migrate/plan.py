@@ -23,7 +23,6 @@ import enum
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from unittest import mock
 
 from ._ddl import BatchFill, Online, Step
 from ._spec import Sql
@@ -340,10 +339,6 @@ def read_migrations(
     db = router.database
     migrator = DatalayerMigrator(db)
     out: list[MigrationStatements] = []
-    cursor = mock.Mock()
-    cursor.fetchone.return_value = None
-    cursor.fetchall.return_value = []
-
     def collect(fn: Any, direct: Any) -> tuple[Statement, ...]:
         migrator.__ops__ = []
         migrator.take_steps()
@@ -358,10 +353,9 @@ def read_migrations(
         migrator.take_steps()
         return tuple(found)
 
-    with (
-        mock.patch("peewee.Model.select"),
-        mock.patch("peewee.Database.execute_sql", return_value=cursor) as direct,
-    ):
+    from .router import fake_database
+
+    with fake_database() as direct:
         for name in todo:
             loaded = router.load(name)
             if name in wanted:

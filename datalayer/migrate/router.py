@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -428,13 +429,7 @@ class Router(_UpstreamRouter):
                         f"the cached schema state for {names[start - 1]} does not load "
                         f"({type(exc).__name__}: {exc}); delete {_cache.cache_dir()} and retry"
                     ) from exc
-        cursor = mock.Mock()
-        cursor.fetch_one.return_value = None
-        with (
-            mock.patch("peewee.Model.select"),
-            mock.patch("peewee.Database.execute_sql", return_value=cursor),
-            replaying(),
-        ):
+        with fake_database(), replaying():
             for name in names[start:]:
                 migrate = self.load(name).migrate
                 try:
@@ -524,6 +519,31 @@ class Router(_UpstreamRouter):
             ):
                 body()
         return loaded
+
+
+# Patching peewee's classes is process-wide: two threads entering and leaving such
+# patches in an interleaved order would restore each other's mock for good.  One
+# re-entrant lock keeps every fake-database block of the process whole.
+_FAKE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def fake_database() -> Iterator[Any]:
+    """Make peewee queries and ``execute_sql`` do nothing (migrations replayed in fake mode).
+
+    Yields the mock that stands for ``Database.execute_sql``.  The patches are
+    process-wide, so blocks of different threads run one at a time.
+    """
+    cursor = mock.Mock()
+    cursor.fetch_one.return_value = None
+    cursor.fetchone.return_value = None
+    cursor.fetchall.return_value = []
+    with (
+        _FAKE_LOCK,
+        mock.patch("peewee.Model.select"),
+        mock.patch("peewee.Database.execute_sql", return_value=cursor) as execute_sql,
+    ):
+        yield execute_sql
 
 
 def _set_config(db: Any, settings: Iterable[tuple[str, str]], *, local: bool) -> None:

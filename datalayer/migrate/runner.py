@@ -900,7 +900,6 @@ def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps
     checked on the real database.  A rollback that fails to queue is left to the real run,
     which reports it.
     """
-    from unittest import mock
 
     from .migrator import RowsGuard
 
@@ -908,12 +907,9 @@ def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps
     migrator = router.migrator_class(db)
     router.replay(applied, migrator)
     guards: list[tuple[str, RowsGuard]] = []
-    cursor = mock.Mock()
-    cursor.fetch_one.return_value = None
-    with (
-        mock.patch("peewee.Model.select"),
-        mock.patch("peewee.Database.execute_sql", return_value=cursor),
-    ):
+    from .router import fake_database
+
+    with fake_database():
         for name in names:
             try:
                 router.load(name).rollback(migrator, db, fake=True)
