@@ -186,7 +186,7 @@ class _Group(click.Group):
     help="Migrations folder (default: DATALAYER_MIGRATIONS_DIR, [tool.datalayer] "
     "migrations, else ./migrations).",
 )
-@click.version_option(package_name="datalayer")
+@click.version_option(package_name="peewee-datalayer")
 @click.pass_context
 def main(
     ctx: click.Context,
