@@ -39,8 +39,10 @@ _APP_NAME = "datalayer-check"
 _DEV_SOURCE = "DATALAYER_DEV_DATABASE_URL"
 _EMBEDDED_SOURCE = "embedded"
 _PREFIX = "datalayer_check_"
-# datalayer_check_<label>_<pid>_<10 hex>: the pid and the hex make the owner's marker.
-_NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{10})$")
+# datalayer_check_<label>_<pid>_<12 hex>: the pid and the hex make the owner's marker.
+_NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{12})$")
+# Before markers (datalayer 0.2): 10 hex, and only the pid tells whether the owner lives.
+_OLD_NAME = re.compile(r"^datalayer_check_.+_(\d+)_[0-9a-f]{10}$")
 _MARKER = "datalayer-check "
 """``application_name`` prefix of the connection that owns a scratch database."""
 
@@ -127,12 +129,30 @@ def _where(admin: Settings) -> tuple[str, str]:
     )
 
 
-def _drop_leftovers(cur: Any) -> None:
+def _owner_gone(name: str, markers: set[str], local: bool) -> bool:
+    match = _NAME.match(name)
+    if match is not None:
+        return _MARKER + match.group(1) not in markers
+    old = _OLD_NAME.match(name)
+    if old is None or not local:
+        return False
+    try:
+        os.kill(int(old.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
+
+
+def _drop_leftovers(cur: Any, admin: Settings) -> None:
     """Drop the scratch databases whose owner is gone (killed, or Ctrl-C mid-drop).
 
     A database in use has its owner's marked connection (made before it was
-    created, closed after it was dropped) or a session in it.  Databases this
-    user may not drop are left alone.
+    created, closed after it was dropped) or a session in it.  One made by
+    an older datalayer (no marker) is dropped only on a server of this host
+    whose creating process is gone.  Databases this user may not drop are
+    left alone.
     """
     import psycopg2
     from psycopg2 import sql
@@ -147,9 +167,9 @@ def _drop_leftovers(cur: Any) -> None:
     rows = cur.fetchall()
     markers = {row[0] for row in rows if row[0]}
     in_use = {row[1] for row in rows if row[1]}
+    local = (admin.host or "").startswith("/") or admin.host in ("127.0.0.1", "::1", "localhost")
     for name in names:
-        match = _NAME.match(name)
-        if match is None or name in in_use or _MARKER + match.group(1) in markers:
+        if name in in_use or not _owner_gone(name, markers, local):
             continue
         with contextlib.suppress(psycopg2.Error):  # not ours to drop, or just dropped
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
@@ -173,7 +193,7 @@ def scratch_database(
 
     del settings
     where, fix = _where(admin)
-    token = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"  # the pid: whose it is, for a reader
+    token = f"{os.getpid()}_{uuid.uuid4().hex[:12]}"  # the pid: whose it is, for a reader
     name = f"{_PREFIX}{label}_{token}"
     try:
         # The owner's connection, marked with the token, lives as long as the database.
@@ -184,7 +204,7 @@ def scratch_database(
         owner.autocommit = True
         cur = owner.cursor()
         try:
-            _drop_leftovers(cur)
+            _drop_leftovers(cur, admin)
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg2.Error as exc:
             raise MigrationError(
