@@ -286,27 +286,59 @@ def test_a_killed_check_leaves_a_scratch_database_the_next_run_drops_but_not_a_l
 def test_concurrent_runs_never_drop_each_others_scratch_databases(
     pg: Server, empty_db: Settings
 ) -> None:
+    """Runs hold scratch databases (nobody inside, or a session inside) while others sweep.
+
+    CREATE and DROP DATABASE are slow and serialise, so runs that only create would sweep
+    in step, when the others' databases are being dropped: the sweepers here run the sweep
+    every run does before it creates, at any moment.
+    """
+    import psycopg2
+
+    from datalayer.migrate.scratch import _drop_leftovers
+
     admin = scratch_server(empty_db)
     failures: list[str] = []
-    start = threading.Barrier(4)
+    done = threading.Event()
+    sweeps = [0]
 
-    def run(worker: int) -> None:
+    def hold(worker: int) -> None:
         rng = random.Random(worker)
-        start.wait()
-        for trial in range(12):
+        for trial in range(6):
             try:
-                # Each creation sweeps leftovers while the others hold theirs (nobody inside).
                 with scratch_database(admin, f"w{worker}") as scratch:
-                    time.sleep(rng.uniform(0, 0.05))
-                    if not _exists(pg, scratch.dbname):
-                        failures.append(f"worker {worker} trial {trial}: dropped under it")
+                    inside = psycopg2.connect(**scratch.connect_kwargs()) if trial % 2 else None
+                    until = time.monotonic() + rng.uniform(0.3, 1.0)
+                    while time.monotonic() < until:
+                        if not _exists(pg, scratch.dbname):
+                            failures.append(f"worker {worker} trial {trial}: dropped under it")
+                            break
+                        time.sleep(0.02)
+                    if inside is not None:
+                        inside.close()
             except Exception as exc:  # collected and asserted below
                 failures.append(f"worker {worker} trial {trial}: {exc}")
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(4)]
-    for t in threads:
+    def sweep() -> None:
+        conn = psycopg2.connect(**admin.connect_kwargs())
+        conn.autocommit = True
+        try:
+            while not done.is_set():
+                with conn.cursor() as cur:
+                    _drop_leftovers(cur, admin)
+                sweeps[0] += 1
+                time.sleep(random.uniform(0, 0.03))
+        finally:
+            conn.close()
+
+    holders = [threading.Thread(target=hold, args=(w,)) for w in range(3)]
+    sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+    for t in holders + sweepers:
         t.start()
-    for t in threads:
+    for t in holders:
         t.join(timeout=300)
+    done.set()
+    for t in sweepers:
+        t.join(timeout=60)
     assert failures == []
+    assert sweeps[0] > 100, "the sweeps ran while the databases were held"
     assert _scratch_names(pg, os.getpid()) == set()
