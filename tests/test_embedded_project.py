@@ -342,3 +342,26 @@ def test_concurrent_runs_never_drop_each_others_scratch_databases(
     assert failures == []
     assert sweeps[0] > 100, "the sweeps ran while the databases were held"
     assert _scratch_names(pg, os.getpid()) == set()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_check_leaves_no_scratch_database(
+    pg: Server, empty_db: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    env = _env(DATABASE_URL=empty_db.url(masked=False))
+    assert dl(tmp_path, "migrate", "diff", "initial", env=env).returncode == 0
+    rng = random.Random(7)
+    interrupted = 0
+    for _ in range(8):
+        proc = subprocess.Popen(cli_command("migrate", "check"), cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not _scratch_names(pg, proc.pid) and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.6))  # the second CREATE, the migrations, the comparison
+        proc.send_signal(signal.SIGINT)
+        interrupted += proc.wait(timeout=60) != 0
+        assert _scratch_names(pg, proc.pid) == set(), "dropped on the way out, not left over"
+    assert interrupted >= 4, "most runs were interrupted, not finished"

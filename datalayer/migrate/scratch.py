@@ -204,17 +204,18 @@ def scratch_database(
         owner.autocommit = True
         cur = owner.cursor()
         try:
-            _drop_leftovers(cur, admin)
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg2.Error as exc:
-            raise MigrationError(
-                f"cannot create a scratch database on {where}: {_first_line(exc)}; set "
-                "DATALAYER_DEV_DATABASE_URL to a server and user with CREATEDB (`ALTER ROLE ... "
-                "CREATEDB`; each scratch database is dropped afterwards)"
-            ) from None
-        try:
+            try:
+                _drop_leftovers(cur, admin)
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg2.Error as exc:
+                raise MigrationError(
+                    f"cannot create a scratch database on {where}: {_first_line(exc)}; set "
+                    "DATALAYER_DEV_DATABASE_URL to a server and user with CREATEDB (`ALTER "
+                    "ROLE ... CREATEDB`; each scratch database is dropped afterwards)"
+                ) from None
             yield admin.replace(dbname=name, max_open_conns=2, max_idle_conns=1)
         finally:
+            # Also when the CREATE itself was interrupted: Ctrl-C lands after it completes.
             with contextlib.suppress(psycopg2.Error):
                 _drop(cur, name)
     finally:
