@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from datalayer import embedded
 from datalayer.cli import main
 from datalayer.config import Settings, load_settings
+from datalayer.errors import MigrationError
 from datalayer.migrate.scratch import scratch_database, scratch_server
 from tests.conftest import ENV_PREFIXES
 from tests.drift_support import query, run_sql
@@ -218,13 +219,19 @@ def test_a_server_that_cannot_host_scratch_databases_falls_back_to_the_embedded_
     assert scratch_server(superuser).source == superuser.source, "DATABASE_URL's server hosts"
     with LossyProxy(pg.admin.host, pg.admin.port) as proxy:  # as PgBouncer: another port
         cases = {
-            "no CREATEDB": superuser.replace(user=no_createdb_role, password=""),
-            "a proxy": superuser.replace(host=proxy.host, port=proxy.port),
+            "may not create databases: no CREATEDB": superuser.replace(
+                user=no_createdb_role, password=""),
+            f"port {proxy.port} reaches a server on port {pg.admin.port}: a pooler or proxy":
+                superuser.replace(host=proxy.host, port=proxy.port),
         }
-        for case, settings in cases.items():
-            with pytest.raises(Exception, match="the embedded server is not available") as err:
+        for why, settings in cases.items():
+            with pytest.raises(MigrationError) as err:
                 scratch_server(settings)
-            assert "may not create databases" in str(err.value), case
+            message = str(err.value)
+            assert message.startswith(
+                "no scratch database server: DATALAYER_DEV_DATABASE_URL is unset, the server of "
+                "DATABASE_URL cannot hold them (")
+            assert why in message and "the embedded server is not available" in message
 
 
 def _scratch_names(pg: Server, pid: int) -> set[str]:

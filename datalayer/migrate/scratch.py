@@ -62,9 +62,11 @@ def scratch_server(settings: Settings) -> Settings:
         return Settings.from_url(
             settings.dev_database_url, application_name=_APP_NAME, source=_DEV_SOURCE
         )
+    why_not = None
     if not settings.embedded and settings.source != _EMBEDDED_SOURCE:
         own = settings.replace(application_name=_APP_NAME, connect_timeout=2.0)
-        if _may_host(own):
+        why_not = _cannot_host(own)
+        if why_not is None:
             return own
     from ..embedded import ensure_server
 
@@ -75,12 +77,9 @@ def scratch_server(settings: Settings) -> Settings:
             "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB "
             "(postgresql://user:password@host:5432/postgres)"
         )
-        if settings.embedded:
-            reason = "DATALAYER_DEV_DATABASE_URL is unset"
-        else:
-            reason = (f"DATALAYER_DEV_DATABASE_URL is unset, the user of {settings.source} "
-                      "may not create databases there")
-            fix += f", or grant CREATEDB to the user of {settings.source}"
+        reason = "DATALAYER_DEV_DATABASE_URL is unset"
+        if why_not is not None:
+            reason += f", the server of {settings.source} cannot hold them ({why_not})"
         raise MigrationError(
             f"no scratch database server: {reason} and the embedded server is not available "
             f"({_first_line(exc)}); {fix}"
@@ -88,14 +87,14 @@ def scratch_server(settings: Settings) -> Settings:
     return Settings.from_url(server.url, application_name=_APP_NAME, source=_EMBEDDED_SOURCE)
 
 
-def _may_host(admin: Settings) -> bool:
-    """Whether ``admin``'s user may create databases on a server reached directly."""
+def _cannot_host(admin: Settings) -> str | None:
+    """Say why ``admin``'s server cannot hold scratch databases; None when it can."""
     import psycopg2
 
     try:
         conn = psycopg2.connect(**admin.connect_kwargs())
-    except psycopg2.Error:
-        return False
+    except psycopg2.Error as exc:
+        return f"cannot connect: {_first_line(exc)}"
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -103,12 +102,16 @@ def _may_host(admin: Settings) -> bool:
                 "current_user), inet_server_port()"
             )
             may, port = cur.fetchone()
-    except psycopg2.Error:
-        return False
+    except psycopg2.Error as exc:
+        return _first_line(exc)
     finally:
         conn.close()
-    # Another port than the URL's: PgBouncer or a proxy, which may not know a new database.
-    return bool(may) and (port is None or port == admin.port)
+    if not may:
+        return f"its user {admin.user} may not create databases: no CREATEDB"
+    if port is not None and port != admin.port:
+        # PgBouncer or another proxy, which would not know a new database.
+        return f"port {admin.port} reaches a server on port {port}: a pooler or proxy"
+    return None
 
 
 def _where(admin: Settings) -> tuple[str, str]:
