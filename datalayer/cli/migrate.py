@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import CliContext, pass_cli
+from ._types import Seconds, Whole
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -26,7 +27,7 @@ __all__ = ["STATUS_NOT_UP_TO_DATE", "migrate"]
 STATUS_NOT_UP_TO_DATE = 3
 """Exit status of ``migrate status`` when anything is pending, modified or missing."""
 
-_SECONDS = click.FloatRange(min=0)
+_SECONDS = Seconds()
 
 
 @click.group()
@@ -102,7 +103,7 @@ def _show_sql(result: Applied) -> None:
     help="Write the plain forms (locking, one transaction): for tables known to be small.",
 )
 @click.option(
-    "--postgres", "postgres", type=click.IntRange(min=1), default=None, metavar="N",
+    "--postgres", "postgres", type=Whole(min=1), default=None, metavar="N",
     help="Target PostgreSQL major version (default: [tool.datalayer] postgres, else 12).",
 )
 @pass_cli
@@ -182,7 +183,7 @@ def _planned(result: Any) -> list[bool]:
 )
 @click.option(
     "--lock-retries",
-    type=click.IntRange(min=0),
+    type=Whole(min=0),
     default=None,
     metavar="N",
     help="Times a migration runs again after its lock_timeout fired (default 10).",
@@ -317,7 +318,7 @@ def hash_(cli: CliContext) -> None:
 
 
 @migrate.command()
-@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--steps", type=Whole(min=1), default=1, show_default=True,
               help="How many of the last applied migrations to undo.")
 @click.option("--wait", type=_SECONDS, default=None, metavar="SECONDS",
               help="How long to wait for another run's migration lock (default 300).")
@@ -441,7 +442,7 @@ _POSTGRES_HELP = (
 @migrate.command("sql")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--rollback", is_flag=True, help="Print the rollback SQL, newest first.")
-@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+@click.option("--postgres", type=Whole(min=10), default=None, metavar="N",
               help=_POSTGRES_HELP)
 @pass_cli
 def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int | None) -> None:
@@ -464,7 +465,7 @@ def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int |
 @migrate.command("lint")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+@click.option("--postgres", type=Whole(min=10), default=None, metavar="N",
               help=_POSTGRES_HELP)
 @pass_cli
 def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int | None) -> None:

@@ -47,7 +47,7 @@ from ..config import Settings
 from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
-from .files import content_hash, require_dir, sort_key
+from .files import content_hash, number, require_dir, sort_key
 from .router import (
     MIGRATE_TABLE,
     HistoryRow,
@@ -457,8 +457,8 @@ def _capture(db: Any, out: list[str], *, execute: bool) -> Iterator[None]:
 def _resolve_to(to: str, names: Sequence[str], directory: Path) -> str:
     wanted = to.removesuffix(".py")
     matches = [n for n in names if n == wanted]
-    if not matches and wanted.isdigit():
-        matches = [n for n in names if sort_key(n)[0] == int(wanted)]
+    if not matches and number(wanted) is not None:
+        matches = [n for n in names if sort_key(n)[0] == number(wanted)]
     if len(matches) != 1:
         which = "several migrations match" if matches else "there is no migration"
         raise MigrationError(
