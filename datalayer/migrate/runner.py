@@ -781,8 +781,34 @@ def _run(
                 "another session held a table lock for longer than the migration lock_timeout; "
                 "retry when traffic is lower, or raise --lock-timeout"
             )
+        if code in _ALREADY_THERE and not downgrade:
+            todo = _already_there(router)
         raise MigrationError(f"{what}: {_first_line(exc)}{kept}. To go on: {todo}") from exc
     return Applied(name, time.perf_counter() - start, atomic)
+
+
+_ALREADY_THERE = {"42P07", "42710", "42701", "42P06"}
+"""duplicate_table, duplicate_object, duplicate_column, duplicate_schema."""
+
+
+def _already_there(router: Router) -> str:
+    """Advice for a migration that creates what the database has already."""
+    try:
+        first = not router.done
+    except Exception:  # the connection is gone: say both
+        first = True
+    if first:
+        return (
+            "the database already has these tables (made by create_tables(), another tool or "
+            "by hand) and no migration is recorded: do not edit the migration; run `datalayer "
+            "migrate baseline`, which checks that the schema is what the migrations build and "
+            "records them as applied"
+        )
+    return (
+        "the database has it already, made outside the migrations: drop or rename what is in "
+        "the way (if nothing needs it) and run the command again; `datalayer migrate drift` "
+        "lists every difference from what the applied migrations build"
+    )
 
 
 def _find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
