@@ -8,7 +8,7 @@ import pytest
 
 from datalayer.config import Settings
 from tests.drift_support import create_tables, generate_initial, invoke, use
-from tests.migrate_runtime_support import history, write_table_migration
+from tests.migrate_runtime_support import history, write_migration, write_table_migration
 from tests.pgserver import Server
 
 pytestmark = pytest.mark.slow
@@ -49,3 +49,28 @@ def test_a_table_made_by_hand_after_migrations_is_not_baseline(
     assert failed.exit_code == 1
     assert "made outside the migrations" in failed.stderr, failed.stderr
     assert "baseline" not in failed.stderr
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_missing_table_names_the_migration_and_statement(
+    pg: Server, empty_db: Settings, clean_env: Path, monkeypatch: pytest.MonkeyPatch,
+    dry_run: bool,
+) -> None:
+    """Not TableMissing's "run `datalayer migrate apply`": this is apply."""
+    mdir = clean_env / "migrations"
+    write_table_migration(mdir, "001_a", "a")
+    write_migration(mdir, "002_fix", migrate="""
+        migrator.sql("UPDATE a SET note = 'x'")
+        migrator.sql("UPDATE nosuch SET note = 'secret-value'")
+    """)
+    assert invoke("migrate", "hash", "--dir", str(mdir)).exit_code == 0
+    use(monkeypatch, pg, empty_db, mdir)
+    failed = invoke("migrate", "apply", *(["--dry-run"] if dry_run else []))
+    assert failed.exit_code == 1
+    message = failed.stderr
+    assert "002_fix.py" in message, message
+    assert "the statement `UPDATE nosuch SET note = '...'` failed" in message, message
+    assert 'relation "nosuch" does not exist' in message
+    assert "the table it names does not exist" in message
+    assert "run `datalayer migrate apply`" not in message
+    assert "secret-value" not in message

@@ -783,8 +783,33 @@ def _run(
             )
         if code in _ALREADY_THERE and not downgrade:
             todo = _already_there(router)
-        raise MigrationError(f"{what}: {_first_line(exc)}{kept}. To go on: {todo}") from exc
+        detail = _first_line(exc)
+        if code == "42P01":  # not TableMissing's "run migrate apply": this is apply
+            detail = _undefined_table(exc, _describe(router.database))
+        raise MigrationError(f"{what}: {detail}{kept}. To go on: {todo}") from exc
     return Applied(name, time.perf_counter() - start, atomic)
+
+
+_LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
+
+
+def _undefined_table(exc: BaseException, where: str) -> str:
+    """Say which statement of a migration named a table that does not exist."""
+    found = _find_error(exc, Exception, lambda e: getattr(e, "pgcode", None) == "42P01")
+    diag = getattr(found, "diag", None)
+    what = getattr(diag, "message_primary", None) or "a table it names does not exist"
+    query = getattr(getattr(found, "cursor", None), "query", None)
+    if isinstance(query, bytes):
+        query = query.decode(errors="replace")
+    statement = " ".join(str(query).split()) if query else ""
+    statement = _LITERAL_RE.sub("'...'", statement)  # values may be secrets: never shown
+    if len(statement) > 200:
+        statement = statement[:197] + "..."
+    at = f"the statement `{statement}` failed" if statement else "a statement failed"
+    return (
+        f"{at}: {what} on {where} (the table it names does not exist there: misspelled, in "
+        "another schema, or made by a later migration?)"
+    )
 
 
 _ALREADY_THERE = {"42P07", "42710", "42701", "42P06"}
@@ -811,12 +836,16 @@ def _already_there(router: Router) -> str:
     )
 
 
-def _find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """Return ``exc`` or the first exception of ``kind`` in its cause/context chain."""
+def _find_error(
+    exc: BaseException,
+    kind: type[BaseException],
+    test: Callable[[BaseException], bool] | None = None,
+) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` (passing ``test``) in its chain."""
     seen: set[int] = set()
     item: BaseException | None = exc
     while item is not None and id(item) not in seen:
-        if isinstance(item, kind):
+        if isinstance(item, kind) and (test is None or test(item)):
             return item
         seen.add(id(item))
         item = item.__cause__ or item.__context__
@@ -949,8 +978,12 @@ def _dry_run(
             except MigrationError:
                 raise
             except Exception as exc:
+                detail = (
+                    _undefined_table(exc, _describe(db)) if _pgcode(exc) == "42P01"
+                    else _first_line(exc)
+                )
                 raise MigrationError(
-                    f"dry run: {router.path(name)} fails: {_first_line(exc)}; nothing was "
+                    f"dry run: {router.path(name)} fails: {detail}; nothing was "
                     "changed. Fix the migration before applying it"
                 ) from exc
             results.append(
