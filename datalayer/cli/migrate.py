@@ -52,6 +52,35 @@ def _database(cli: CliContext) -> Iterator[Database]:
         database.close_pool()
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+@contextmanager
+def _interruptible(database: Database, verb: str) -> Iterator[None]:
+    """Cancel the running statement on Ctrl-C and say what stays, then exit 130."""
+    from ..errors import DatalayerError
+    from ._interrupt import cancel_on_interrupt
+
+    with cancel_on_interrupt(database) as interrupt:
+        try:
+            yield
+        except (Exception, KeyboardInterrupt) as exc:
+            if not interrupt.pressed or isinstance(exc, click.exceptions.Exit):
+                raise
+            if isinstance(exc, DatalayerError):
+                line = str(exc)
+            else:
+                line = (
+                    f"stopped; a migration that was being {verb} was rolled back and nothing of "
+                    "it was recorded (one with `atomic = False` keeps the statements it had "
+                    f"run); those listed as {verb} above stay so; `datalayer migrate status` "
+                    "shows where the database stands"
+                )
+            click.echo(f"interrupted (Ctrl-C): {line}", err=True)
+            click.get_current_context().exit(INTERRUPTED)
+
+
 def _n(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
@@ -222,7 +251,7 @@ def apply(
         options["lock_retries"] = lock_retries
 
     start = time.perf_counter()
-    with _database(cli) as database:
+    with _database(cli) as database, _interruptible(database, "applied"):
         where = database.settings.describe()
         results = runner.apply(
             database,
@@ -330,7 +359,7 @@ def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> 
 
     directory = _directory(cli)
     options: dict[str, Any] = {} if wait is None else {"lock_wait": wait}
-    with _database(cli) as database:
+    with _database(cli) as database, _interruptible(database, "rolled back"):
         where = database.settings.describe()
         results = runner.rollback(
             database, directory, steps=steps, dry_run=dry_run, on_wait=_waiting,

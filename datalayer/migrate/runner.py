@@ -771,7 +771,14 @@ def _run(
                 "run `datalayer migrate hash`, and run the command again"
             )
         code = _pgcode(exc)
-        if code == "57014":  # query_canceled: the statement_timeout fired
+        if code == "57014" and "user request" in str(exc):  # Ctrl-C, pg_cancel_backend
+            todo = (
+                "its running statement was cancelled (Ctrl-C, or pg_cancel_backend), so "
+                "nothing of it was recorded as "
+                + ("rolled back" if downgrade else "applied")
+                + "; run the command again when ready"
+            )
+        elif code == "57014":  # query_canceled: the statement_timeout fired
             todo = (
                 "a statement ran longer than the migration statement_timeout; raise "
                 "--statement-timeout (0: none) and run the command again"
