@@ -206,7 +206,7 @@ class _Group(click.Group):
     help="Migrations folder (default: DATALAYER_MIGRATIONS_DIR, [tool.datalayer] "
     "migrations, else ./migrations).",
 )
-@click.version_option(package_name="datalayer")
+@click.version_option(package_name="peewee-datalayer")
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -218,11 +218,15 @@ def main(
     """PostgreSQL data layer: database, migrations and ER diagram.
 
     Configuration comes from the environment (DATABASE_URL or DB_*), a .env
-    file in the current directory, and --env / --env-file.  With no server
-    configured, an embedded PostgreSQL server is started.  The models and the
+    file in the project folder (else the current one), and --env / --env-file.
+    With no server configured, an embedded PostgreSQL server is started (it
+    says so on stderr; `datalayer db stop` stops it).  The models and the
     migrations folder come from [tool.datalayer] in the nearest pyproject.toml
     (or --models / --dir).  Global options may come before or after the command.
     """
+    from .db import echo_embedded_starts
+
+    echo_embedded_starts()
     ctx.obj = CliContext(
         env_name=env_name, env_file=env_file, models_option=models, dir_option=directory
     )
