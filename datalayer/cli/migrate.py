@@ -30,7 +30,48 @@ STATUS_NOT_UP_TO_DATE = 3
 _SECONDS = Seconds()
 
 
-@click.group()
+class _MigrateGroup(click.Group):
+    """Names the configured migrations folder in the help, not always ``migrations/``."""
+
+    def _help_for(self, ctx: click.Context) -> str:
+        return (self.help or "").replace("files in migrations/", f"files in {_folder(ctx)}")
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        original = self.help
+        self.help = self._help_for(ctx)
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = original
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        ctx = click.get_current_context(silent=True)
+        if ctx is None:
+            return super().get_short_help_str(limit)
+        original = self.help
+        self.help = self._help_for(ctx)
+        try:
+            return super().get_short_help_str(limit)
+        finally:
+            self.help = original
+
+
+def _folder(ctx: click.Context) -> str:
+    """The migrations folder the commands would use from here (for the help text)."""
+    from ..errors import DatalayerError
+    from ..project import load_project
+
+    cli = ctx.find_object(CliContext)
+    try:
+        project = load_project(
+            models=None, migrations=cli.dir_option if cli is not None else None
+        )
+    except (DatalayerError, OSError, ValueError):
+        return "the configured folder"
+    return f"{project.migrations}/"
+
+
+@click.group(cls=_MigrateGroup)
 def migrate() -> None:
     """Generate, apply and check migrations (peewee-migrate files in migrations/).
 
