@@ -36,11 +36,15 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import hmac
 import os
 import re
+import statistics
+import time
+from collections.abc import Callable
 from typing import ClassVar, Generic, TypeVar
 
 from argon2.low_level import Type, hash_secret_raw
@@ -49,6 +53,7 @@ from ..errors import ValidationError
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "MAX_COST_FACTOR",
     "MAX_MEMORY_BYTES",
     "MAX_PARALLELISM",
     "MAX_PASSWORD_LENGTH",
@@ -59,6 +64,7 @@ __all__ = [
     "ScryptHasher",
     "ScryptParams",
     "check_password",
+    "check_sign_in",
     "dummy_verify",
     "harden_runtime",
     "hash_password",
@@ -75,9 +81,17 @@ _MIB = 1024 * 1024
 MAX_MEMORY_BYTES = 256 * _MIB
 """A stored hash that needs more memory than this is refused, never computed."""
 MAX_WORK_BYTES = 1024 * _MIB
-"""Memory times passes (argon2 ``m * t``, scrypt ``128 * r * n * p``): the bound on time.
+"""Memory times passes (argon2 ``m * t``, scrypt ``2 * 128 * r * n * p``): a ceiling on time.
 
-1 GiB-passes is about 0.8 s here, 16 times the default's cost."""
+The bound that counts for stored hashes is :data:`MAX_COST_FACTOR`, relative to the
+current parameters; this one only caps what :data:`DEFAULT_PARAMS` may be set to."""
+MAX_COST_FACTOR = 4
+"""A stored hash may cost at most this many times a hash made with :data:`DEFAULT_PARAMS`
+(memory times passes; or release 0.1's scrypt hash, where that costs more).
+
+A costlier one is refused without being computed.  Every failed sign-in takes the time
+such a hash could take (see :func:`check_sign_in`), so the factor is also what a refusal
+costs in waiting (not in computing)."""
 
 _SALT_BYTES = 16
 _KEY_BYTES = 32
@@ -136,7 +150,8 @@ class ScryptParams:
 
     @property
     def work_bytes(self) -> int:
-        return self.memory_bytes * self.p
+        # scrypt fills its memory once and reads it back once: two passes per lane.
+        return 2 * self.memory_bytes * self.p
 
     @property
     def maxmem(self) -> int:
@@ -149,10 +164,13 @@ class ScryptParams:
 
 Params = Argon2Params | ScryptParams
 P = TypeVar("P", Argon2Params, ScryptParams)
+T = TypeVar("T")
 
 DEFAULT_PARAMS: Params = Argon2Params()
 """Parameters (and so the algorithm) of new hashes.  Assign other ones to raise the
 cost; old hashes keep working and are replaced at the next sign-in."""
+
+_RELEASE_0_1 = ScryptParams()  # what release 0.1 stored: ln=14, r=8, p=1
 
 
 def _b64(data: bytes) -> str:
@@ -181,6 +199,11 @@ MAX_PARALLELISM = 16
 """Lanes (argon2 ``p``) or sequential passes (scrypt ``p``) beyond this are refused."""
 
 
+def _reference_work() -> int:
+    """Return the memory passes of a current hash, or of a release 0.1 one if costlier."""
+    return max(DEFAULT_PARAMS.work_bytes, _RELEASE_0_1.work_bytes)
+
+
 def _cost_problem(params: Params) -> str | None:
     """Return why ``params`` are too costly to compute, or None (no allocation, no hashing)."""
     lanes = params.parallelism if isinstance(params, Argon2Params) else params.p
@@ -192,6 +215,10 @@ def _cost_problem(params: Params) -> str | None:
     if params.work_bytes > MAX_WORK_BYTES:
         return (f"needs {_mib(params.work_bytes)} of memory passes, more than the limit of "
                 f"{_mib(MAX_WORK_BYTES)}")
+    limit = MAX_COST_FACTOR * _reference_work()
+    if params.work_bytes > limit:
+        return (f"needs {_mib(params.work_bytes)} of memory passes, more than "
+                f"{MAX_COST_FACTOR} times a hash with the current parameters ({_mib(limit)})")
     return None
 
 
@@ -406,7 +433,8 @@ def hash_password(password: str, *, params: Params | None = None) -> str:
     return _ARGON2.encode(password, params)
 
 
-_PARAMS_OK: dict[str, bool] = {}  # the parameters part of a stored form -> within the limits
+# (the parameters part of a stored form, DEFAULT_PARAMS) -> within the limits
+_PARAMS_OK: dict[tuple[str, Params], bool] = {}
 
 
 def _params_within_limits(hasher: Argon2idHasher | ScryptHasher, match: re.Match[str]) -> bool:
@@ -432,13 +460,13 @@ def _hash_form(value: str) -> object | None:
         return None
     if match is None:
         return None
-    params = match["params"]
-    ok = _PARAMS_OK.get(params)
+    key = (match["params"], DEFAULT_PARAMS)  # the limits follow the current parameters
+    ok = _PARAMS_OK.get(key)
     if ok is None:
         ok = _params_within_limits(hasher, match)
         if len(_PARAMS_OK) > 256:  # a few parameter sets in real data; bounded anyway
             _PARAMS_OK.clear()
-        _PARAMS_OK[params] = ok
+        _PARAMS_OK[key] = ok
     return match if ok else None
 
 
@@ -508,3 +536,90 @@ def dummy_verify(password: str) -> None:
     except ValidationError:
         usable = "x" * 16  # still spend the time: a bad password must not answer sooner
     verify_password(usable, dummy)
+
+
+_TIME_MARGIN = 1.25
+"""Time per memory pass varies by algorithm and memory size (scrypt's is about 1.2 times
+argon2id's here): the allowance for the costliest accepted hash is widened by this."""
+
+_YARDSTICK_SAMPLES = 31
+# DEFAULT_PARAMS -> the times of the latest verifications made with them (seconds).
+_yardsticks: dict[Params, collections.deque[float]] = {}
+
+
+def _yardstick(sample: float | None) -> float | None:
+    """Record ``sample`` (a timed verification with the current parameters); return the median.
+
+    The median of the latest :data:`_YARDSTICK_SAMPLES` verifications, from every
+    sign-in of the process, whichever account: it follows the machine's load, and
+    is the same for every kind of failed sign-in made at about the same time.
+    """
+    window = _yardsticks.get(DEFAULT_PARAMS)
+    if window is None:
+        window = _yardsticks.setdefault(DEFAULT_PARAMS, collections.deque(
+            maxlen=_YARDSTICK_SAMPLES))
+    if sample is not None:
+        window.append(sample)
+    samples = list(window)  # a copy: other threads append meanwhile
+    return statistics.median(samples) if samples else None
+
+
+def _failure_multiple() -> float:
+    """Return how many current hashes' time a failed sign-in lasts.
+
+    The most a stored hash within the limits can take: :data:`MAX_COST_FACTOR`
+    times the reference work, in units of a current hash, widened by
+    :data:`_TIME_MARGIN`.
+    """
+    ratio = _reference_work() / DEFAULT_PARAMS.work_bytes
+    return max(1.0, MAX_COST_FACTOR * ratio * _TIME_MARGIN)
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def check_sign_in(password: object, stored: str | None, *, active: bool = True) -> bool:
+    """Return True when ``password`` matches ``stored`` and ``active``; else False, late.
+
+    ``stored`` None means there is no such account.  Every False answer (and
+    the refusal of an out-of-bounds hash) comes at the same time, whatever is
+    stored: an unknown address, a current hash, a release 0.1 scrypt hash, a
+    costlier hash within the limits, a deactivated account.  How: the stored
+    hash is verified (a current one, or the dummy hash when there is no usable
+    one, is timed), and a False answer is given when :func:`_failure_multiple`
+    times the median of the process's recent timed verifications has passed
+    since the start: time enough for the costliest hash accepted (the rest is
+    slept, not computed).  A True answer is not delayed.
+
+    :raises ValidationError: when ``stored`` asks for a cost beyond the limits
+        (never computed; the error comes at the time of a refusal).
+    """
+    started = time.perf_counter()
+    hasher = identify(stored)
+    decoded = hasher.decode(stored) if hasher is not None and stored is not None else None
+    accepted, refused, sample = False, None, None
+    secret: str = password  # type: ignore[assignment]  # verify() spends the time for any
+    if hasher is None or stored is None or decoded is None:
+        _, sample = _timed(lambda: dummy_verify(password))  # type: ignore[arg-type]
+    elif decoded.params == DEFAULT_PARAMS:
+        accepted, sample = _timed(lambda: hasher.verify(secret, stored))
+    else:
+        try:
+            accepted = hasher.verify(secret, stored)
+        except ValidationError as exc:  # out of bounds: refused, never computed
+            refused = exc
+    unit = _yardstick(sample)
+    if accepted and active and refused is None:
+        return True
+    if unit is None:  # no current verification timed yet in this process
+        _, sample = _timed(lambda: dummy_verify(password))  # type: ignore[arg-type]
+        unit = _yardstick(sample) or 0.0
+    delay = started + unit * _failure_multiple() - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+    if refused is not None:
+        raise refused
+    return False
