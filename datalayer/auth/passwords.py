@@ -17,15 +17,20 @@ successful sign-in.
 
 Two protections that come with reading parameters from stored data:
 
-* a stored hash whose cost is beyond :data:`MAX_MEMORY_BYTES` or
-  :data:`MAX_WORK_BYTES` (``scrypt ln=20``: 1 GiB; ``argon2 m=4 GiB``) is
-  refused with :class:`~datalayer.errors.ValidationError` before anything is
-  computed: one sign-in attempt must not cost seconds and gigabytes;
-* :func:`harden_runtime` (Django's name) spends the time of one verification
-  with the current parameters when a wrong password was checked against an
-  older, cheaper hash, so that such an account answers no faster than an
-  unknown e-mail address (for which :func:`dummy_verify` runs the current
-  algorithm).
+* a stored hash that costs more than :data:`MAX_COST_FACTOR` (4) times a
+  current hash (memory times passes), or more than :data:`MAX_MEMORY_BYTES`
+  of memory or :data:`MAX_PARALLELISM` lanes, is refused with
+  :class:`~datalayer.errors.ValidationError` before anything is computed:
+  one sign-in attempt must not cost seconds and gigabytes (an argon2 hash of
+  m = 256 MiB, t = 4 took 23.6 s on a loaded machine);
+* :func:`check_sign_in` gives every failed sign-in the same duration,
+  whatever the account holds (Django's ``harden_runtime`` idea, made exact):
+  an unknown address, a current hash, a release 0.1 scrypt hash and a
+  costlier hash within the limits cannot be told apart by timing.  A
+  memory-hard hash cannot be topped up with hashing work, so the answer waits
+  (sleeps, computing nothing) until the time the costliest accepted hash may
+  take has passed, measured in recent verifications with the current
+  parameters.
 
 Keys are compared in constant time.  Nothing here logs, and no message
 contains a password or a hash.
@@ -87,7 +92,7 @@ The bound that counts for stored hashes is :data:`MAX_COST_FACTOR`, relative to 
 current parameters; this one only caps what :data:`DEFAULT_PARAMS` may be set to."""
 MAX_COST_FACTOR = 4
 """A stored hash may cost at most this many times a hash made with :data:`DEFAULT_PARAMS`
-(memory times passes; or release 0.1's scrypt hash, where that costs more).
+(memory times passes: release 0.1's scrypt hash costs less than half the default's).
 
 A costlier one is refused without being computed.  Every failed sign-in takes the time
 such a hash could take (see :func:`check_sign_in`), so the factor is also what a refusal
@@ -170,8 +175,6 @@ DEFAULT_PARAMS: Params = Argon2Params()
 """Parameters (and so the algorithm) of new hashes.  Assign other ones to raise the
 cost; old hashes keep working and are replaced at the next sign-in."""
 
-_RELEASE_0_1 = ScryptParams()  # what release 0.1 stored: ln=14, r=8, p=1
-
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -199,11 +202,6 @@ MAX_PARALLELISM = 16
 """Lanes (argon2 ``p``) or sequential passes (scrypt ``p``) beyond this are refused."""
 
 
-def _reference_work() -> int:
-    """Return the memory passes of a current hash, or of a release 0.1 one if costlier."""
-    return max(DEFAULT_PARAMS.work_bytes, _RELEASE_0_1.work_bytes)
-
-
 def _cost_problem(params: Params) -> str | None:
     """Return why ``params`` are too costly to compute, or None (no allocation, no hashing)."""
     lanes = params.parallelism if isinstance(params, Argon2Params) else params.p
@@ -215,7 +213,7 @@ def _cost_problem(params: Params) -> str | None:
     if params.work_bytes > MAX_WORK_BYTES:
         return (f"needs {_mib(params.work_bytes)} of memory passes, more than the limit of "
                 f"{_mib(MAX_WORK_BYTES)}")
-    limit = MAX_COST_FACTOR * _reference_work()
+    limit = MAX_COST_FACTOR * DEFAULT_PARAMS.work_bytes
     if params.work_bytes > limit:
         return (f"needs {_mib(params.work_bytes)} of memory passes, more than "
                 f"{MAX_COST_FACTOR} times a hash with the current parameters ({_mib(limit)})")
@@ -509,7 +507,10 @@ def harden_runtime(password: str, stored: str) -> None:
     """After a failed check against ``stored``, spend what a current hash would have cost.
 
     Does nothing for a hash made with :data:`DEFAULT_PARAMS`; see
-    :meth:`PasswordHasher.harden_runtime`.
+    :meth:`PasswordHasher.harden_runtime`.  This only tops up a cheaper hash
+    (and then takes longer than a current one); for answers that take the
+    same time whatever is stored, use :func:`check_sign_in`, as
+    :func:`~datalayer.auth.users.authenticate` does.
     """
     hasher = identify(stored)
     if hasher is None:
@@ -568,11 +569,9 @@ def _failure_multiple() -> float:
     """Return how many current hashes' time a failed sign-in lasts.
 
     The most a stored hash within the limits can take: :data:`MAX_COST_FACTOR`
-    times the reference work, in units of a current hash, widened by
-    :data:`_TIME_MARGIN`.
+    current hashes, widened by :data:`_TIME_MARGIN`.
     """
-    ratio = _reference_work() / DEFAULT_PARAMS.work_bytes
-    return max(1.0, MAX_COST_FACTOR * ratio * _TIME_MARGIN)
+    return MAX_COST_FACTOR * _TIME_MARGIN
 
 
 def _timed(fn: Callable[[], T]) -> tuple[T, float]:
