@@ -27,12 +27,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal, Protocol
 
 __all__ = [
     "EFFECTS",
     "NOT_VOLATILE",
     "Effect",
     "Lock",
+    "Origin",
+    "StatementFacts",
     "TypeChange",
     "TypeKey",
     "effect",
@@ -152,6 +155,46 @@ EFFECTS: Mapping[str, Effect] = MappingProxyType({
     "create_trigger": Effect(_SRE),
 })
 """The effect of each kind of statement (keys are the kinds the generator and lint use)."""
+
+
+Origin = Literal["generated", "hand-written"]
+
+
+class StatementFacts(Protocol):
+    """What the lint needs to know about one statement without parsing its SQL.
+
+    The generator knows these facts for every statement it writes (today
+    :class:`.plan.Statement`; the operation objects of the engine's rework
+    implement the same): the lint reads them when pglast is not installed, and
+    parses only what is ``hand-written`` (``migrator.sql(...)``).
+    """
+
+    @property
+    def sql(self) -> str: ...  # the statement as it runs
+
+    @property
+    def kind(self) -> str: ...  # a key of EFFECTS ("": not recognised)
+
+    @property
+    def lock(self) -> Lock: ...  # the strongest lock it takes
+
+    @property
+    def table(self) -> str | None: ...  # the table it changes (for an index: the index)
+
+    @property
+    def tables(self) -> tuple[str, ...]: ...  # every table it locks
+
+    @property
+    def scans(self) -> bool: ...
+
+    @property
+    def rewrites(self) -> bool: ...
+
+    @property
+    def transactional(self) -> bool: ...  # False: refused inside a transaction block
+
+    @property
+    def origin(self) -> str: ...  # "generated" or "hand-written" (an Origin)
 
 
 def effect(kind: str, *, postgres: int = 12) -> Effect:

@@ -7,13 +7,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pglast
-from pglast import ast
-
 from ...errors import MigrationError
 from ..offline import DEFAULT_POSTGRES, PYTHON_PREFIX, MigrationSql, migration_sql, select_names
 from ._allow import read_allowances
+from ._generated import generated_report, unanalysed_report
 from ._locks import Facts, analyse
+from ._pg import AVAILABLE, ast, pglast
 from ._state import Context, SchemaState, track
 from ._types import ERROR, WARNING, Finding, LintReport, MigrationReport, StatementReport
 from .rules import RULES, Statement
@@ -80,7 +79,8 @@ def _check(node: Any, sql: str, ctx: Context) -> tuple[Facts, list[Finding]]:
 
 def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport]:
     reports: list[StatementReport] = []
-    for text in item.statements:
+    known = item.facts or (None,) * len(item.statements)
+    for text, fact in zip(item.statements, known, strict=True):
         if text.startswith(PYTHON_PREFIX):
             report = StatementReport(len(reports) + 1, text, "python")
             report.notes.append(
@@ -89,6 +89,14 @@ def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport
                    "before it" if item.atomic else "")
             )
             reports.append(report)
+            continue
+        if not AVAILABLE:  # no parser: the generator's facts, or nothing
+            reports.append(
+                generated_report(len(reports) + 1, fact, ctx) if fact is not None
+                else unanalysed_report(len(reports) + 1, text)
+            )
+            if not item.atomic:
+                ctx.end_transaction()
             continue
         try:
             parsed = list(_parse(text))
@@ -172,7 +180,8 @@ def lint(
     :raises MigrationError: when a name matches no migration or a file cannot be rendered.
     """
     directory = Path(directory)
-    everything = migration_sql(directory, postgres=postgres)
+    # Without pglast the generator's facts are what the lint reads (not cached).
+    everything = migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
     chosen = select_names([m.name for m in everything], names, directory)
     if not chosen:
         return LintReport(postgres)
@@ -184,7 +193,8 @@ def lint(
             break
     problem: Finding | None = None
     try:
-        backward = migration_sql(directory, chosen, rollback=True, postgres=postgres)
+        backward = migration_sql(directory, chosen, rollback=True, postgres=postgres,
+                                 facts=not AVAILABLE)
     except MigrationError as exc:
         backward = []
         problem = Finding(

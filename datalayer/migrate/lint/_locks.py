@@ -11,9 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
-
 from .. import facts as _facts
 from ..facts import Lock
 from ._nodes import (
@@ -27,6 +24,7 @@ from ._nodes import (
     type_key,
     volatile,
 )
+from ._pg import AlterTableType, ConstrType, ObjectType, ast
 from ._state import Context
 
 __all__ = ["LEVELS", "Facts", "analyse", "blocks", "strongest", "type_change"]
@@ -133,31 +131,28 @@ def type_change(ctx: Context, table: str, cmd: Any) -> _facts.TypeChange:
     )
 
 
+# ALTER TABLE subcommands by the name of pglast's AlterTableType member.
 _WEAK = frozenset({
-    AlterTableType.AT_SetStatistics, AlterTableType.AT_SetOptions,
-    AlterTableType.AT_ResetOptions, AlterTableType.AT_ClusterOn,
-    AlterTableType.AT_DropCluster, AlterTableType.AT_SetRelOptions,
-    AlterTableType.AT_ResetRelOptions,
+    "AT_SetStatistics", "AT_SetOptions", "AT_ResetOptions", "AT_ClusterOn", "AT_DropCluster",
+    "AT_SetRelOptions", "AT_ResetRelOptions",
 })
 _TRIGGERS = frozenset({
-    AlterTableType.AT_EnableTrig, AlterTableType.AT_DisableTrig,
-    AlterTableType.AT_EnableAlwaysTrig, AlterTableType.AT_EnableReplicaTrig,
-    AlterTableType.AT_EnableTrigAll, AlterTableType.AT_DisableTrigAll,
-    AlterTableType.AT_EnableTrigUser, AlterTableType.AT_DisableTrigUser,
+    "AT_EnableTrig", "AT_DisableTrig", "AT_EnableAlwaysTrig", "AT_EnableReplicaTrig",
+    "AT_EnableTrigAll", "AT_DisableTrigAll", "AT_EnableTrigUser", "AT_DisableTrigUser",
 })
 _SIMPLE = {
-    AlterTableType.AT_ValidateConstraint: "validate_constraint",
-    AlterTableType.AT_SetLogged: "set_logged",
-    AlterTableType.AT_SetUnLogged: "set_logged",
-    AlterTableType.AT_DropColumn: "drop_column",
-    AlterTableType.AT_DropConstraint: "drop_constraint",
-    AlterTableType.AT_ColumnDefault: "set_default",
+    "AT_ValidateConstraint": "validate_constraint",
+    "AT_SetLogged": "set_logged",
+    "AT_SetUnLogged": "set_logged",
+    "AT_DropColumn": "drop_column",
+    "AT_DropConstraint": "drop_constraint",
+    "AT_ColumnDefault": "set_default",
 }
 
 
 def _alter(facts: Facts, ctx: Context, node: Any) -> None:
     for table, cmd in alter_cmds(node):
-        sub = cmd.subtype
+        sub = AlterTableType(cmd.subtype)
         if is_add_column(cmd):
             _add_column(facts, ctx, table, cmd.def_)
         elif is_add_constraint(cmd):
@@ -167,11 +162,11 @@ def _alter(facts: Facts, ctx: Context, node: Any) -> None:
             facts.apply(table, "set_not_null_checked" if checked else "set_not_null", ctx)
         elif sub == AlterTableType.AT_AlterColumnType:
             facts.apply(table, type_change(ctx, table, cmd).kind, ctx)
-        elif sub in _SIMPLE:
-            facts.apply(table, _SIMPLE[sub], ctx)
-        elif sub in _WEAK:
+        elif sub.name in _SIMPLE:
+            facts.apply(table, _SIMPLE[sub.name], ctx)
+        elif sub.name in _WEAK:
             facts.apply(table, "set_options", ctx)
-        elif sub in _TRIGGERS:
+        elif sub.name in _TRIGGERS:
             facts.apply(table, "alter_trigger", ctx)
         else:
             facts.apply(table, "alter_table", ctx)

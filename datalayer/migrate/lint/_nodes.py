@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, NullTestType
-
 from .. import facts
 from ..facts import TypeKey
+from ._pg import AlterTableType, ConstrType, NullTestType, ast
 
 __all__ = [
     "TypeKey",

@@ -14,9 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ObjectType
-
 from ._nodes import (
     TypeKey,
     alter_cmds,
@@ -29,6 +26,7 @@ from ._nodes import (
     qualified,
     type_key,
 )
+from ._pg import AlterTableType, ObjectType, ast
 
 __all__ = ["Context", "SchemaState", "track"]
 

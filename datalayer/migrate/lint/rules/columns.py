@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType
-
 from .._locks import type_change
 from .._nodes import (
     alter_cmds,
@@ -17,6 +14,7 @@ from .._nodes import (
     type_key,
     volatile,
 )
+from .._pg import AlterTableType, ConstrType, ast
 from .._state import Context
 from ._registry import Statement, rule
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pglast import ast
-from pglast.enums import AlterTableType, DropBehavior, ObjectType
-
 from .._nodes import alter_cmds, name_list, qualified
+from .._pg import AlterTableType, DropBehavior, ObjectType, ast
 from .._state import Context
 from ._registry import Statement, rule
 
