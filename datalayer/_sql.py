@@ -390,6 +390,21 @@ def _reraise(exc: psycopg2.Error, db: Database | None = None) -> None:
         raise exc
 
 
+def _cursor(raw: Any) -> Any:
+    """Return the cursor the package's statements use on ``raw`` (made once per connection).
+
+    Every caller here reads the result before the connection is used again, so
+    one cursor serves them all; making and freeing one per statement is a
+    measurable part of a single-row operation's client time.
+    """
+    cursor = getattr(raw, "statement_cursor", None)
+    if cursor is None or cursor.closed:
+        cursor = raw.cursor()
+        if hasattr(raw, "statement_cursor"):  # a datalayer connection (db._Connection)
+            raw.statement_cursor = cursor
+    return cursor
+
+
 def _send(
     db: Database,
     sql: str,
@@ -403,8 +418,8 @@ def _send(
     (see :func:`_execute`); inside one, a prepared statement gone stale would
     abort the caller's transaction, so the plain text runs.
     """
-    cursor = db.cursor()
-    raw = cursor.connection
+    raw = db._live_connection()
+    cursor = _cursor(raw)
     inflight = db._inflight
     inflight[raw] = _monotonic()
     try:
@@ -538,7 +553,7 @@ def _on_checkout(
     for attempt in (1, 2):
         raw = pool.getconn()
         try:
-            cursor = raw.cursor()
+            cursor = _cursor(raw)
             inflight[raw] = _monotonic()
             try:
                 if stmt is None:
