@@ -67,12 +67,12 @@ __all__ = [
 _READ_HEADS = frozenset({"SELECT", "SHOW", "VALUES", "TABLE"})
 # ... and hold none of these (a lock, a sequence, a data-modifying CTE, SELECT INTO,
 # a setting, an advisory lock).  A word inside a string literal makes a statement
-# count as a write: when in doubt, no re-run.
-_WRITE_WORD = re.compile(
+# count as a write: when in doubt, no re-run.  Compiled on first use: only a
+# statement that lost its connection is looked at (milliseconds off a script's start).
+_WRITE_WORDS = (
     r"\b(?:insert|update|delete|merge|copy|into|lock|share|nextval|setval|set_config|"
     r"txid_current|pg_current_xact_id|pg_advisory\w*|pg_try_advisory\w*|pg_terminate_backend|"
-    r"pg_cancel_backend|pg_notify|lo_\w+|dblink\w*)\b",
-    re.IGNORECASE,
+    r"pg_cancel_backend|pg_notify|lo_\w+|dblink\w*)\b"
 )
 
 
@@ -87,7 +87,7 @@ def is_read_only(sql: str) -> bool:
     head = sql.lstrip(" \t\r\n(")[:8].split(None, 1)
     if not head or head[0].upper() not in _READ_HEADS:
         return False
-    return _WRITE_WORD.search(sql) is None
+    return re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None  # re caches the pattern
 
 
 def backend_pid(raw: Any) -> int | None:
@@ -142,7 +142,8 @@ class Statement:
 
         sql, params = database.get_sql_context().sql(query).query()
         self.sql: str = sql
-        self.read_only = is_read_only(sql)
+        # Looked at only after a lost connection (None: work it out then, is_read_only()).
+        self.read_only: bool | None = None
         plan: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
         for p in params:
             if isinstance(p, _Slot):
@@ -158,7 +159,7 @@ class Statement:
         """Return a statement of hand-written ``sql`` whose ``%s`` take ``names`` in order."""
         stmt = cls.__new__(cls)
         stmt.sql = sql
-        stmt.read_only = is_read_only(sql)
+        stmt.read_only = None
         stmt._plan = tuple((n, None, None) for n in names)
         stmt.names = frozenset(names)
         stmt._texts = None
@@ -209,7 +210,7 @@ class _Prepared:
         digest = hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()
         self.name = f"datalayer_{digest[:16]}"
         numbers = iter(range(1, count + 1))
-        body = _PLACEHOLDER.sub(lambda m: "%" if m[1] == "%" else f"${next(numbers)}", sql)
+        body = re.sub(_PLACEHOLDER, lambda m: "%" if m[1] == "%" else f"${next(numbers)}", sql)
         args = f"({', '.join(['%s'] * count)})" if count else ""
         prepare = f"PREPARE {self.name} AS {body.replace('%', '%%')}"
         self.execute = f"EXECUTE {self.name}{args}"
@@ -217,7 +218,7 @@ class _Prepared:
         self.renew = f"DEALLOCATE {self.name};{self.first}"
 
 
-_PLACEHOLDER = re.compile(r"%([s%])")
+_PLACEHOLDER = r"%([s%])"  # peewee's parameter, or a literal percent sign
 
 # SQLSTATEs after which a prepared statement is made again and the call re-run: the
 # server answered before running anything.
