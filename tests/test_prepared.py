@@ -266,3 +266,48 @@ def test_a_connection_remembers_what_it_prepared(fresh: tuple[Database, str]) ->
     with db.checkout():
         raw = db.connection()
         assert raw.prepared == {_name(users._select_by_email())}
+
+
+# -- migrations --------------------------------------------------------------------------
+
+
+def test_history_reads_run_prepared(fresh: tuple[Database, str], tmp_path: Path) -> None:
+    from datalayer.migrate import runner
+    from datalayer.migrate.router import Router
+    from tests.migrate_runtime_support import make_tables
+
+    db, _ = fresh
+    make_tables(tmp_path, 2)
+    runner.apply(db.settings, tmp_path)
+    router = Router(db, tmp_path)
+    for _ in range(3):  # a checkout per read, on the pool's one connection
+        assert [row.name for row in router.history()] == ["001_create_t1", "002_create_t2"]
+    with db.checkout():
+        counts = sorted(_executions(db).values())
+    assert counts == [3, 3]  # the columns of the history table, and its rows
+
+
+def test_a_migration_that_changes_a_returned_column_never_reaches_the_callers(
+    fresh: tuple[Database, str], tmp_path: Path
+) -> None:
+    """`migrate apply` changes the type of a column the prepared operations return."""
+    from datalayer.migrate import runner
+    from datalayer.migrate.checksum import write_sum
+    from tests.migrate_runtime_support import write_migration
+
+    db, _ = fresh
+    user = users.create_user("apply@example.test", password_hash=HASH, display_name="A", db=db)
+    issued = tokens.issue_token(user, user_agent="before", db=db)
+    assert users.get_user_by_email("apply@example.test", db=db).display_name == "A"
+    write_migration(
+        tmp_path, "001_widen",
+        migrate='migrator.sql("ALTER TABLE users ALTER COLUMN display_name TYPE text")\n'
+                'migrator.sql("ALTER TABLE refresh_tokens ALTER COLUMN family_id TYPE text")',
+    )
+    write_sum(tmp_path)
+    assert [a.name for a in runner.apply(db.settings, tmp_path)] == ["001_widen"]
+    assert users.get_user_by_email("apply@example.test", db=db).display_name == "A"
+    rotated = tokens.rotate_token(issued.token, db=db)  # returns family_id, now text
+    assert str(rotated.family_id) == str(issued.family_id)
+    assert users.create_user("after@example.test", password_hash=HASH, db=db).email == (
+        "after@example.test")
