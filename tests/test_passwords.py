@@ -154,7 +154,7 @@ def test_an_older_hash_answers_no_faster_than_an_unknown_address(db: Database) -
     """Medians of interleaved sign-ins, compared with each other with a wide margin.
 
     Without harden_runtime the account with the cheap scrypt hash answers in about
-    a twentieth of the unknown address's time (see the report in the README).
+    a twentieth of the unknown address's time (see the report in docs/library/index.md).
     """
     cheap = passwords.hash_password(PASSWORD, params=passwords.ScryptParams(ln=10))
     users.create_user("cheap@example.com", password_hash=cheap)
