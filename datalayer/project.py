@@ -36,6 +36,7 @@ from .errors import ProjectError
 __all__ = [
     "DEFAULT_MODELS",
     "DEFAULT_POSTGRES",
+    "MAX_POSTGRES",
     "MIN_POSTGRES",
     "Project",
     "default_migrations_dir",
@@ -43,13 +44,31 @@ __all__ = [
     "find_pyproject",
     "import_models",
     "load_project",
+    "postgres_problem",
 ]
 
 DEFAULT_MODELS: tuple[str, ...] = ("datalayer.models",)
 MIN_POSTGRES = 12
 """The lowest PostgreSQL major version datalayer supports (and targets by default)."""
 DEFAULT_POSTGRES = MIN_POSTGRES
-_MAX_POSTGRES = 99
+MAX_POSTGRES = 99
+"""The highest major version accepted (a typo guard: 150 for 15)."""
+_MAX_POSTGRES = MAX_POSTGRES
+
+
+def postgres_problem(value: object) -> str | None:
+    """Say what is wrong with ``value`` as a target PostgreSQL major version, else None.
+
+    The one check behind ``[tool.datalayer] postgres`` and every ``--postgres``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        MIN_POSTGRES <= value <= MAX_POSTGRES
+    ):
+        return (
+            f"must be a major version number from {MIN_POSTGRES} to {MAX_POSTGRES} (e.g. 15), "
+            f"not {value!r}"
+        )
+    return None
 _KEYS = {"models", "migrations", "postgres", "unsafe"}
 
 
@@ -190,13 +209,9 @@ def load_project(
         folder = base / "migrations"
 
     postgres = table.get("postgres", DEFAULT_POSTGRES)
-    if isinstance(postgres, bool) or not isinstance(postgres, int) or not (
-        MIN_POSTGRES <= postgres <= _MAX_POSTGRES
-    ):
-        raise ProjectError(
-            f"{where} postgres must be a major version number >= {MIN_POSTGRES} (e.g. 15), "
-            f"not {postgres!r}"
-        )
+    problem = postgres_problem(postgres)
+    if problem is not None:
+        raise ProjectError(f"{where} postgres {problem}")
     unsafe = table.get("unsafe", False)
     if not isinstance(unsafe, bool):
         raise ProjectError(f"{where} unsafe must be true or false, not {unsafe!r}")

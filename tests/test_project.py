@@ -87,7 +87,7 @@ def test_environment_and_options_override(project: Path, monkeypatch: pytest.Mon
     [
         ('models = "nope-not a module"', "is not a module name"),
         ("models = []", "names no module"),
-        ("postgres = 9", "postgres must be a major version number >= 12"),
+        ("postgres = 9", "postgres must be a major version number from 12 to 99"),
         ('postgres = "15"', "postgres must be a major version number"),
         ("migrations = 3", "migrations must be a folder path"),
         ("unsafe = 1", "unsafe must be true or false"),

@@ -56,6 +56,7 @@ import peewee as pw
 from playhouse import postgres_ext as pw_pext
 
 from ..errors import DatalayerError, MigrationError
+from ..project import MIN_POSTGRES
 from ._codegen import CodeWriter
 from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
@@ -1047,7 +1048,6 @@ def _verify(
         )
 
 
-MIN_POSTGRES = 12
 
 
 def _check_postgres(postgres: int) -> None:

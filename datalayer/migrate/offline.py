@@ -24,6 +24,7 @@ from playhouse.migrate import Operation
 
 from ..db import Database
 from ..errors import DatabaseUnavailable, MigrationError
+from ..project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
 from ._ddl import Online
 from .files import number, sort_key
 from .router import LoadedMigration, Router, _without_transaction
@@ -38,7 +39,7 @@ __all__ = [
     "select_names",
 ]
 
-DEFAULT_POSTGRES = 12
+DEFAULT_POSTGRES = _DEFAULT_POSTGRES
 """The PostgreSQL major version targeted when none is given (the lowest supported)."""
 
 PYTHON_PREFIX = "-- python: "
