@@ -48,8 +48,9 @@ __all__ = [
 ]
 
 DEFAULT_MODELS: tuple[str, ...] = ("datalayer.models",)
-MIN_POSTGRES = 12
-"""The lowest PostgreSQL major version datalayer supports (and targets by default)."""
+MIN_POSTGRES = 13
+"""The lowest PostgreSQL major version datalayer supports (and targets by default): every
+table's primary key defaults to ``gen_random_uuid()``, in core only from 13."""
 DEFAULT_POSTGRES = MIN_POSTGRES
 MAX_POSTGRES = 99
 """The highest major version accepted (a typo guard: 150 for 15)."""
@@ -61,6 +62,12 @@ def postgres_problem(value: object) -> str | None:
 
     The one check behind ``[tool.datalayer] postgres`` and every ``--postgres``.
     """
+    if value == 12 and not isinstance(value, bool):
+        return (
+            f"must be a major version number from {MIN_POSTGRES} to {MAX_POSTGRES}, not 12: "
+            "every table's primary key defaults to gen_random_uuid(), which PostgreSQL has in "
+            "core only from 13 (upgrade the server to 13 or later)"
+        )
     if isinstance(value, bool) or not isinstance(value, int) or not (
         MIN_POSTGRES <= value <= MAX_POSTGRES
     ):

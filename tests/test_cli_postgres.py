@@ -34,3 +34,14 @@ def test_every_command_takes_the_supported_versions(clean_env: Path, command: li
     for version in (MIN_POSTGRES, 17, MAX_POSTGRES):
         result = CliRunner().invoke(main, [*command, "--postgres", str(version)])
         assert result.exit_code == 0, result.output
+
+
+def test_postgres_12_is_refused_saying_why(clean_env: Path) -> None:
+    assert MIN_POSTGRES == 13 and load_project().postgres == 13  # the default: the lowest
+    result = CliRunner().invoke(main, ["migrate", "lint", "--postgres", "12"])
+    assert result.exit_code == 2
+    assert "gen_random_uuid()" in result.output and "only from 13" in result.output
+    (clean_env / "pyproject.toml").write_text("[tool.datalayer]\npostgres = 12\n")
+    failed = CliRunner().invoke(main, ["migrate", "lint"])
+    assert failed.exit_code == 1 and "only from 13" in failed.output, failed.output
+    assert "Traceback" not in failed.output

@@ -265,7 +265,7 @@ def test_cli_exit_codes_and_json(clean_env: Path) -> None:
     result = invoke("migrate", "lint", "--json", "3")
     assert result.exit_code == 1
     data = json.loads(result.output)
-    assert (data["ok"], data["errors"], data["warnings"], data["postgres"]) == (False, 1, 0, 12)
+    assert (data["ok"], data["errors"], data["warnings"], data["postgres"]) == (False, 1, 0, 13)
     (stmt,) = data["migrations"][0]["statements"]
     assert stmt["tables"] == ["t"] and stmt["lock"] == "SHARE" and stmt["scans"] is True
     assert stmt["findings"][0]["rule"] == "require-concurrent-index-creation"
