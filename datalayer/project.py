@@ -267,6 +267,7 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
     if root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     found: list[Any] = []
+    scanned: set[Any] = set()  # found by looking at a module's classes (not its MODELS)
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -287,6 +288,8 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
                 and issubclass(value, pw.Model)
                 and (value.__module__ == name or value.__module__.startswith(name + "."))
             ]
+            scanned.update(candidates)
+            candidates = [m for m in candidates if not _is_base(m, candidates)]
         models = [m for m in candidates if not vars(m).get("__abstract__")]
         if not models:
             raise ProjectError(
@@ -300,6 +303,28 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
     from .migrate._spec import sort_models
 
     return sort_models(found)
+
+
+def _is_base(model: Any, models: Sequence[Any]) -> bool:
+    """True for a base class of other models (``class Base(pw.Model)``), not a table.
+
+    A class that another model of the module subclasses and that declares no field
+    of its own besides its primary key is where shared fields, ``Meta`` and methods
+    live: peewee would give it a table (``base``) that nothing uses.  A class with
+    fields of its own is a table even when subclassed; ``__abstract__ = True`` marks
+    any class as a base explicitly.
+    """
+    if not any(other is not model and issubclass(other, model) for other in models):
+        return False
+    inherited: set[str] = set()
+    for parent in model.__mro__[1:]:
+        meta = getattr(parent, "_meta", None)
+        inherited.update(getattr(meta, "fields", {}) or {})
+    own = [
+        field for name, field in model._meta.fields.items()
+        if name not in inherited and not field.primary_key
+    ]
+    return not own
 
 
 def _check_references(models: list[Any]) -> None:
