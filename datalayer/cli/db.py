@@ -39,6 +39,7 @@ def _project_servers(cli: CliContext) -> list[EmbeddedServer]:
     datalayer server whose data directory lies in the project (an older datalayer made one
     per subfolder; another DATALAYER_EMBEDDED_DIR)."""
     from ..embedded import running_servers
+    from ..errors import ProjectError
     from ..project import find_pyproject
 
     configured = cli.settings().embedded_dir.expanduser().resolve()
@@ -51,7 +52,10 @@ def _project_servers(cli: CliContext) -> list[EmbeddedServer]:
             return True
         if not datadir.is_relative_to(here):
             return False
-        inner = find_pyproject(datadir)  # a project nested inside this one keeps its own
+        try:
+            inner = find_pyproject(datadir)  # a project nested inside this one keeps its own
+        except ProjectError:  # an unreadable pyproject.toml on the way: not ours to judge
+            return False
         return (inner[0].parent if inner else None) == root
     return [s for s in running_servers() if ours(s.datadir)]
 

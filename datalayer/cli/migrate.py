@@ -497,9 +497,10 @@ def _lint_written(directory: Path, name: str, postgres: int) -> None:
     except DatalayerError as exc:
         click.echo(f"warning: could not lint {name}: {exc}", err=True)
         return
-    shown = [f for _, f in report.findings() if not f.allowed]
-    for finding in shown:
-        click.echo(f"lint {finding.level} {finding.rule}: {finding.message}", err=True)
+    shown = [(n, f) for n, f in report.every_finding() if not f.allowed]
+    for where, finding in shown:
+        part = " (rollback)" if where != name else ""
+        click.echo(f"lint {finding.level} {finding.rule}{part}: {finding.message}", err=True)
         click.echo(f"  fix: {finding.fix}", err=True)
     if shown:
         click.echo(
