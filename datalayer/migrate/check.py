@@ -64,7 +64,7 @@ def check(
 ) -> list[str]:
     """Return every problem found with the migrations in ``directory`` (empty: all good).
 
-    ``postgres`` is the target server version the lint judges by (default 12).
+    ``postgres`` is the target server version the lint judges by (default 13, the lowest supported).
     """
     from ..db import Database
     from ._spec import quote
