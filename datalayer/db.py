@@ -439,7 +439,6 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         if replicas is not None:
             return replicas.last_write_position()
         from ._sql import Statement, fetchone
-
         from .replicas import format_position, parse_lsn
 
         row = fetchone(self, Statement.text("SELECT pg_current_wal_insert_lsn()"), {})

@@ -47,7 +47,13 @@ import psycopg2.extensions
 from peewee import DatabaseError, InterfaceError
 
 from . import pool as _pool
-from .errors import DatabaseUnavailable, DatalayerError, ReplicaWriteError, TableMissing
+from .errors import (
+    DatabaseUnavailable,
+    DatalayerError,
+    PoolTimeout,
+    ReplicaWriteError,
+    TableMissing,
+)
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -179,7 +185,7 @@ def may_write(sql: str) -> bool:
 
 
 def surely_writes(sql: str) -> bool:
-    """Return True when ``sql`` is a write a replica would refuse anyway (refused before sending)."""
+    """Return True when ``sql`` is a write a replica would refuse (refused before sending)."""
     head = _head(sql)
     return head in _SURE_WRITES or (head == "WITH" and _DML.search(sql) is not None)
 
@@ -450,7 +456,7 @@ class Replica:
     def _open(self) -> Any:
         return self._connect(ReplicaCursor)
 
-    def check(self) -> ReplicaState:
+    def check(self, *, log: bool = True) -> ReplicaState:
         """Read the replica's replay position and lag now (one round trip); set the state."""
         inflight = self.pool.inflight
         raw = self._check_conn
@@ -472,23 +478,25 @@ class Replica:
                     raw.close()
             self._check_conn = None
             return self.set_state(ReplicaState(False, reason=f"down: {_first_line(exc)}",
-                                               checked=_monotonic()))
+                                               checked=_monotonic()), log)
         in_recovery, replay, lag = row
         now = _monotonic()
         if not in_recovery or replay is None:
             return self.set_state(ReplicaState(
-                False, reason="not a standby (pg_is_in_recovery() is false)", checked=now))
+                False, reason="not a standby (pg_is_in_recovery() is false)", checked=now), log)
         lag = float(lag)
         position = parse_lsn(replay)
         if lag > self.owner.max_lag:
             return self.set_state(ReplicaState(
                 False, position, lag, f"lag {lag:.1f} s > DB_REPLICA_MAX_LAG "
-                f"{self.owner.max_lag:g} s", now))
-        return self.set_state(ReplicaState(True, position, lag, "", now))
+                f"{self.owner.max_lag:g} s", now), log)
+        return self.set_state(ReplicaState(True, position, lag, "", now), log)
 
-    def set_state(self, state: ReplicaState) -> ReplicaState:
+    def set_state(self, state: ReplicaState, log: bool = True) -> ReplicaState:
         """Replace the state; log one line when the replica leaves or returns to use."""
         self.state = state
+        if not log:
+            return state
         was = self.in_use
         if state.usable and was is not True:
             self.in_use = True
@@ -629,7 +637,7 @@ class ReplicaSet:
         return _Scope(self, db, what)
 
     def read(self, db: Database, call: Callable[[], T], what: str) -> T:
-        """Run ``call`` (a read) on a replica when one may answer; on its failure, on the primary."""
+        """Run ``call`` (a read) on a replica when one may; on the primary if the replica fails."""
         scope = _Scope(self, db, what)
         with scope:
             try:
@@ -769,7 +777,7 @@ class ReplicaSet:
         """Each replica's masked URL, whether it is used, its lag and replay position."""
         out = []
         for replica in self.replicas:
-            state = replica.check() if check else replica.state
+            state = replica.check(log=False) if check else replica.state
             out.append({
                 "url": replica.url,
                 "in_use": state.usable,
@@ -832,7 +840,7 @@ class _Scope:
         try:
             raw = replica.pool.getconn()
         except DatalayerError as exc:
-            if not isinstance(exc, _pool.PoolTimeout):
+            if not isinstance(exc, PoolTimeout):
                 replica.mark_down(exc)
             logger.debug("%s -> primary: %s: %s", self.what, replica.name, _first_line(exc))
             return self

@@ -9,6 +9,7 @@ cannot be built here (the tests are then skipped with that reason).
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
 import time
@@ -22,6 +23,14 @@ import psycopg2
 from datalayer import embedded
 from datalayer.config import Settings
 from tests._faults_helpers import OwnServer
+
+
+@functools.cache
+def password_hash() -> str:
+    """One real hash, made once: the trials insert users without hashing each time."""
+    from datalayer.auth.passwords import hash_password
+
+    return hash_password("correct horse battery staple")
 
 
 def standby_unavailable() -> str | None:
