@@ -88,7 +88,10 @@ CHECK_SQL = (
     "ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
 )
 """A replica's replay position and lag: 0 when it has replayed all it received, else the
-age of the last transaction it replayed (the usual measure; see docs/operations/replicas.md)."""
+age of the last transaction it replayed (the usual measure, an upper bound: after an idle
+spell that transaction is old although the replica is only just behind, so
+:meth:`Replica.check` also bounds the lag by the time since a check last saw the replica
+caught up)."""
 
 DOWN_RETRY = 0.5
 """Seconds between connection attempts to a replica that is down."""
@@ -440,6 +443,7 @@ class Replica:
         self.in_use: bool | None = None  # for the one log line when it leaves / returns
         self.poller: threading.Thread | None = None
         self._check_conn: Any = None
+        self._caught_up_at: float | None = None  # when a check last saw nothing left to replay
 
     def _connect(self, cursor_factory: Any) -> Any:
         try:
@@ -477,6 +481,7 @@ class Replica:
                 with contextlib.suppress(Exception):
                     raw.close()
             self._check_conn = None
+            self._caught_up_at = None
             return self.set_state(ReplicaState(False, reason=f"down: {_first_line(exc)}",
                                                checked=_monotonic()), log)
         in_recovery, replay, lag = row
@@ -485,6 +490,10 @@ class Replica:
             return self.set_state(ReplicaState(
                 False, reason="not a standby (pg_is_in_recovery() is false)", checked=now), log)
         lag = float(lag)
+        if lag == 0.0:
+            self._caught_up_at = now
+        elif self._caught_up_at is not None:
+            lag = min(lag, now - self._caught_up_at)
         position = parse_lsn(replay)
         if lag > self.owner.max_lag:
             return self.set_state(ReplicaState(
