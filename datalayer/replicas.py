@@ -322,17 +322,24 @@ UNKNOWN = "state not known"
 STALE = "no recent check"
 
 
-@dataclass(frozen=True)
 class Route:
-    """Where a read goes (``replica`` None: the primary) and why."""
+    """Where a read goes (``replica`` None: the primary) and why (``str()`` says it)."""
 
-    replica: Any
-    code: str
-    needed: int = 0
-    replayed: int = 0
-    lag: float | None = None
-    detail: str = ""
-    name: str = ""
+    __slots__ = ("code", "detail", "lag", "name", "needed", "replayed", "replica")
+
+    def __init__(self, replica: Any, code: str, needed: int = 0, replayed: int = 0,
+                 lag: float | None = None, detail: str = "", name: str = "") -> None:
+        # A plain class: built for every routed read, a frozen dataclass costs ~2 us more.
+        self.replica = replica
+        self.code = code
+        self.needed = needed
+        self.replayed = replayed
+        self.lag = lag
+        self.detail = detail
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Route {self}>"
 
     def __str__(self) -> str:
         if self.replica is not None:
@@ -563,6 +570,8 @@ class ReplicaSet:
         self._stop = threading.Event()
         self._last_read = 0.0
         self._generation = _pool._fork_generation[0]
+        self._threads_missing = True  # a poller is to be started (at first, after it stopped)
+        self._sample_conn: Any = None
 
     # -- positions ----------------------------------------------------------------
 
@@ -636,9 +645,7 @@ class ReplicaSet:
         """Return where this caller's next read goes (and start the pollers if needed)."""
         now = _monotonic()
         self._last_read = now
-        if self._generation != _pool._fork_generation[0] or any(
-            r.poller is None for r in self.replicas
-        ):
+        if self._threads_missing or self._generation != _pool._fork_generation[0]:
             self._ensure_threads(pollers=True)
         return self.router.db_for_read(self.needed(), now)
 
@@ -704,6 +711,7 @@ class ReplicaSet:
             if self._generation != _pool._fork_generation[0]:  # a forked child: none run here
                 self._generation = _pool._fork_generation[0]
                 self._sampler = None
+                self._sample_conn = None  # the parent's
                 for replica in self.replicas:
                     replica.poller = None
                     replica._check_conn = None
@@ -713,6 +721,8 @@ class ReplicaSet:
                         target=self._poll, args=(replica,), daemon=True,
                         name=f"{replica.pool.name}-check")
                     replica.poller.start()
+            if pollers:
+                self._threads_missing = False
             if self._sample_wanted.is_set() and (self._sampler is None
                                                  or not self._sampler.is_alive()):
                 self._sampler = threading.Thread(target=self._sample_primary, daemon=True,
@@ -733,6 +743,7 @@ class ReplicaSet:
             with self._lock:
                 if replica.poller is me:
                     replica.poller = None
+                    self._threads_missing = True
 
     def _sample_primary(self) -> None:
         me = threading.current_thread()
@@ -761,12 +772,25 @@ class ReplicaSet:
             with self._lock:
                 if self._sampler is me:
                     self._sampler = None
+                    raw, self._sample_conn = self._sample_conn, None
+                    if raw is not None:
+                        with contextlib.suppress(Exception):
+                            raw.close()
 
     def _query_primary(self) -> int:
-        pool = self.db.pool
-        raw = pool.getconn()
+        """Read the primary's insert position on a connection of the sampler's own.
+
+        Not from the pool: the sampler must neither take a slot the application
+        waits for nor show in its pool's counters.
+        """
+        inflight = self.db.pool.inflight  # the watchdog ends a query a frozen server holds
+        raw = self._sample_conn
         try:
-            inflight = pool.inflight
+            if raw is None or raw.closed:
+                self._sample_conn = None
+                raw = psycopg2.connect(**self.db.settings.connect_kwargs())
+                raw.autocommit = True
+                self._sample_conn = raw
             inflight[raw] = _monotonic()
             try:
                 with raw.cursor() as cur:
@@ -775,9 +799,11 @@ class ReplicaSet:
             finally:
                 inflight.pop(raw, None)
         except BaseException:
-            pool.putconn(raw, reusable=_reusable(raw))
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.close()
+            self._sample_conn = None
             raise
-        pool.putconn(raw)
         return parse_lsn(row[0])
 
     # -- status ------------------------------------------------------------------
@@ -799,6 +825,10 @@ class ReplicaSet:
     def close(self) -> None:
         self._stop.set()
         self._sample_wanted.set()
+        raw, self._sample_conn = self._sample_conn, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.close()
         for replica in self.replicas:
             replica.close()
 

@@ -131,15 +131,17 @@ def _ms(text: str) -> int:
     return -1
 
 
-def make_standby(primary: OwnServer, datadir: Path) -> Standby:
-    """``pg_basebackup -R`` of ``primary`` into ``datadir``, on a port of its own; started."""
-    assert primary.server is not None
+def make_standby(primary_port: int, datadir: Path) -> Standby:
+    """``pg_basebackup -R`` of the embedded server on ``primary_port`` into ``datadir``; started.
+
+    The standby gets a port of its own.
+    """
     user = embedded._run_as()
     datadir.mkdir(parents=True)
     datadir.chmod(0o700)
     if user:
         embedded._grant_access(datadir, user)
-    embedded._run(["pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.server.port),
+    embedded._run(["pg_basebackup", "-h", "127.0.0.1", "-p", str(primary_port),
                    "-U", "postgres", "-D", str(datadir), "-R", "-X", "stream", "-c", "fast"],
                   user=user, timeout=120)
     port = embedded._free_port()
@@ -168,7 +170,8 @@ def cluster(prefix: str = "datalayer-replica-") -> Iterator[Cluster]:
     try:
         primary.start()
         primary.create_tables()
-        standby = make_standby(primary, directory / "standby")
+        assert primary.server is not None
+        standby = make_standby(primary.server.port, directory / "standby")
         standby.wait_caught_up(primary)
         yield Cluster(primary, standby)
     finally:
