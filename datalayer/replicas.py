@@ -84,10 +84,11 @@ PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()"
 CHECK_SQL = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), "
     "CASE WHEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) "
-    "= pg_last_wal_replay_lsn() THEN 0 "
+    "<= pg_last_wal_replay_lsn() THEN 0 "
     "ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
 )
-"""A replica's replay position and lag: 0 when it has replayed all it received, else the
+"""A replica's replay position and lag: 0 when it has replayed all it received (after a
+restart the receive position starts behind the replay one), else the
 age of the last transaction it replayed (the usual measure, an upper bound: after an idle
 spell that transaction is old although the replica is only just behind, so
 :meth:`Replica.check` also bounds the lag by the time since a check last saw the replica
@@ -137,7 +138,7 @@ def parse_position(position: str) -> int:
 # -- which statements write ------------------------------------------------------------------
 
 _CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START", "END",
-                      "ABORT", "SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE"})
+                      "ABORT", "SET", "RESET", "SHOW", "DISCARD"})
 _READ_HEADS = frozenset({"SELECT", "VALUES", "TABLE", "WITH", "EXPLAIN", "FETCH", "DECLARE",
                          "CLOSE", "MOVE"})
 # Words that make a read statement one that may write or lock (as datalayer._sql).
@@ -153,6 +154,11 @@ _SURE_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "CREATE
                           "IMPORT", "REASSIGN", "NOTIFY"})
 _DML = re.compile(r"\b(?:insert|update|delete|merge)\b", re.IGNORECASE)
 _may_write_cache: dict[str, bool] = {}
+# Server-side prepared statements (datalayer._sql): name -> whether its body may write, learnt
+# from the PREPARE this process sent (names derive from the SQL text, so they are stable).
+_prepared_may_write: dict[str, bool] = {}
+_PREPARE = re.compile(r"\bPREPARE\s+(\w+)\s+AS\s+(.*?)(?:;\s*EXECUTE\b|$)",
+                      re.IGNORECASE | re.DOTALL)
 
 
 def _text(query: Any, cursor: Any) -> str:
@@ -179,8 +185,22 @@ def may_write(sql: str) -> bool:
         result = False
     elif head in _READ_HEADS:
         result = _WRITE_WORD.search(sql) is not None
+    elif head in ("PREPARE", "DEALLOCATE"):  # "[DEALLOCATE x;]PREPARE x AS body;EXECUTE x(..)"
+        found = _PREPARE.search(sql)
+        if found is None:
+            result = head == "PREPARE"
+        else:
+            result = may_write(found[2])
+            _prepared_may_write[found[1]] = result
+    elif head == "EXECUTE":
+        words = sql.split(None, 2)
+        name = words[1].split("(", 1)[0] if len(words) > 1 else ""
+        known = _prepared_may_write.get(name)
+        if known is None:
+            return True  # not prepared by this process: may write (and not cached)
+        result = known
     else:
-        result = True  # EXECUTE of a prepared statement too: it may write
+        result = True
     if len(_may_write_cache) > 4096:
         _may_write_cache.clear()
     _may_write_cache[sql] = result

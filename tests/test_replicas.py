@@ -128,6 +128,18 @@ def test_statements_that_may_write(sql, writes):
     assert may_write(sql) is writes
 
 
+def test_prepared_statements_are_judged_by_their_prepared_body():
+    from datalayer._sql import Statement
+
+    read = Statement.text('SELECT "email" FROM "users" WHERE "email" = %s', "email").prepared
+    write = Statement.text('UPDATE "users" SET "is_active" = false WHERE "users_id" = %s',
+                           "id").prepared
+    assert may_write(read.execute) and may_write(write.execute)  # never prepared here: unknown
+    assert may_write(read.first) is False and may_write(write.first) is True
+    assert may_write(read.execute) is False and may_write(write.execute) is True
+    assert may_write(read.renew) is False and may_write(write.renew) is True
+
+
 def test_statements_a_replica_refuses_before_sending():
     assert surely_writes('INSERT INTO "users" VALUES (1)')
     assert surely_writes("  delete from t")
