@@ -141,6 +141,22 @@ def test_reads_go_to_the_replica_writes_and_transactions_to_the_primary(configur
     assert routes.replica >= 1
 
 
+def test_a_held_primary_connection_comes_back_after_the_block(configure):
+    db = configure()
+    wait_for_replica(db)
+    with db.checkout():
+        pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        with db.read_replica():
+            assert on_replica(db)
+            with db.read_replica():  # nested: the same replica connection
+                assert on_replica(db)
+        assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == pid
+        assert not on_replica(db)
+    assert db._state.closed
+    assert db.pool_stats().in_use == 0
+    assert db._replicas.replicas[0].pool.stats().in_use == 0
+
+
 def test_a_write_on_the_replica_is_an_error_naming_the_call(configure, rep):
     db = configure()
     tag = uuid.uuid4().hex[:8]
