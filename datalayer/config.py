@@ -60,7 +60,12 @@ network path that dropped the connection is noticed within about a minute
 (30 s idle + 3 probes 10 s apart), also on an idle pooled connection.  A URL
 option (``?keepalives_idle=60``) overrides each."""
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
+# ASCII digits only: \d would accept other scripts' digits ('٣' read as 3).
+_DURATION = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE | re.ASCII
+)
+_MAX_DURATION = 2147483.647
+"""The longest duration accepted, in seconds: PostgreSQL's largest timeout (2^31-1 ms)."""
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
 
@@ -360,12 +365,32 @@ def _duration(raw: str, *, allow_none: bool) -> float | None:
     if not m:
         raise ValueError("not a duration")
     value = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "").lower() or None]
+    if not value <= _MAX_DURATION:  # 400 digits: inf, which no timeout can be set to
+        raise ValueError("too long")
     if value == 0 and allow_none:
         return None
     return value
 
 
-_DURATION_HINT = "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min)"
+def _env_folder(cwd: str | Path | None) -> tuple[Path, bool]:
+    """Return where .env files are read: the project folder, else ``cwd``; and whether
+    that folder is anchored (a project's, or ``cwd`` given) rather than the current one.
+
+    :raises ProjectError: a pyproject.toml on the way up that is not valid TOML.
+    """
+    from .project import find_pyproject  # deferred: tomllib only when settings are read
+
+    start = Path(cwd) if cwd is not None else Path.cwd()
+    found = find_pyproject(start)
+    if found is not None:
+        return found[0].parent, True
+    return start, cwd is not None
+
+
+_DURATION_HINT = (
+    "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min), "
+    "at most 596h"
+)
 
 
 def load_settings(
@@ -376,16 +401,20 @@ def load_settings(
 ) -> Settings:
     """Read the environment (and ``.env`` files) into validated :class:`Settings`.
 
-    ``.env`` in ``cwd`` is read if present; ``env_name`` adds ``.env.NAME``
-    and ``env_file`` a file of your choice, both of which must exist and win
-    over ``.env``.  Variables already in the process environment win over
-    every file.
+    The files are looked for in the project folder, the one holding the
+    nearest ``pyproject.toml`` with ``[tool.datalayer]`` upward of ``cwd``
+    (default: the current folder), else in ``cwd`` itself: ``.env`` is read
+    if present; ``env_name`` adds ``.env.NAME`` and ``env_file`` a file of
+    your choice, both of which must exist and win over ``.env``.  Variables
+    already in the process environment win over every file.  A relative
+    ``DATALAYER_EMBEDDED_DIR`` (default ``.datalayer/pg``) is taken from the
+    project folder too, so every subfolder uses the project's one server.
 
     :raises ConfigError: naming every bad variable and what it accepts.
     """
     from environs import Env  # deferred: keeps ``import datalayer`` light
 
-    base = Path(cwd) if cwd is not None else Path.cwd()
+    base, anchored = _env_folder(cwd)
     env = Env(eager=False)
     problems: dict[str, str] = {}
     # Files read first win over files read later (override=False).
@@ -421,11 +450,15 @@ def load_settings(
         try:
             values[field] = conv(text)
         except (ValueError, TypeError):
-            shown = f"{text!r} is not valid; " if show_value else ""
+            value = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+            shown = f"{value!r} is not valid; " if show_value else ""
             problems[name] = f"{shown}expected {hint}"
 
     def integer(text: str) -> int:
-        return int(text.strip())
+        digits = text.strip()
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
+            raise ValueError("not a whole number")  # '٣' or 400 digits: refused
+        return int(digits)
 
     url = raw("DATABASE_URL")
     db_host = raw("DB_HOST")
@@ -486,7 +519,9 @@ def load_settings(
     if text:
         values["migrations_dir"] = Path(text)
     text = raw("DATALAYER_EMBEDDED_DIR")
-    if text:
+    if anchored:  # relative to the project (or the given cwd) ...
+        values["embedded_dir"] = base / (text or Settings.embedded_dir)
+    elif text:  # ... else to the current folder, as before there were projects
         values["embedded_dir"] = Path(text)
     text = raw("DATALAYER_DEV_DATABASE_URL")
     if text:

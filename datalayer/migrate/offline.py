@@ -27,7 +27,7 @@ from ..db import Database
 from ..errors import DatabaseUnavailable, MigrationError
 from ._ddl import Online
 from .facts import StatementFacts
-from .files import sort_key
+from .files import number, sort_key
 from .router import LoadedMigration, Router, _without_transaction
 from .runner import _capture
 
@@ -188,8 +188,8 @@ def select_names(
     for given in names:
         wanted = given.removesuffix(".py")
         matches = [n for n in all_names if n == wanted]
-        if not matches and wanted.isdigit():
-            matches = [n for n in all_names if sort_key(n)[0] == int(wanted)]
+        if not matches and number(wanted) is not None:
+            matches = [n for n in all_names if sort_key(n)[0] == number(wanted)]
         if len(matches) != 1:
             which = "several migrations match" if matches else "there is no migration"
             raise MigrationError(

@@ -47,7 +47,7 @@ from ..config import Settings
 from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
-from .files import content_hash, require_dir, sort_key
+from .files import content_hash, number, require_dir, sort_key
 from .router import (
     MIGRATE_TABLE,
     HistoryRow,
@@ -338,8 +338,12 @@ def _migration_lock(
         notices = _WaitNotices(db, key, table, on_wait, every)
         if not _poll_advisory_lock(db, key, wait, notices.tick):
             raise _lock_timeout(db, key, wait, table)
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
                 db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
@@ -347,7 +351,8 @@ def _migration_lock(
                 # Never hand a connection that may still hold the lock back to a pool.
                 with contextlib.suppress(Exception):
                     db.connection().close()
-                raise
+                if not failed:  # a lost connection took the lock with it: keep the real error
+                    raise
     finally:
         if check_interval:
             with contextlib.suppress(Exception):
@@ -452,8 +457,8 @@ def _capture(db: Any, out: list[str], *, execute: bool) -> Iterator[None]:
 def _resolve_to(to: str, names: Sequence[str], directory: Path) -> str:
     wanted = to.removesuffix(".py")
     matches = [n for n in names if n == wanted]
-    if not matches and wanted.isdigit():
-        matches = [n for n in names if sort_key(n)[0] == int(wanted)]
+    if not matches and number(wanted) is not None:
+        matches = [n for n in names if sort_key(n)[0] == number(wanted)]
     if len(matches) != 1:
         which = "several migrations match" if matches else "there is no migration"
         raise MigrationError(
@@ -730,6 +735,9 @@ def _run(
     except MigrationError:
         raise
     except Exception as exc:
+        lost = _lost_connection(router, name, exc, done_so_far, downgrade, atomic)
+        if lost is not None:
+            raise lost from exc
         verb = "rollback of" if downgrade else "migration"
         earlier = len(done_so_far)
         kept = (
@@ -763,7 +771,14 @@ def _run(
                 "run `datalayer migrate hash`, and run the command again"
             )
         code = _pgcode(exc)
-        if code == "57014":  # query_canceled: the statement_timeout fired
+        if code == "57014" and "user request" in str(exc):  # Ctrl-C, pg_cancel_backend
+            todo = (
+                "its running statement was cancelled (Ctrl-C, or pg_cancel_backend), so "
+                "nothing of it was recorded as "
+                + ("rolled back" if downgrade else "applied")
+                + "; run the command again when ready"
+            )
+        elif code == "57014":  # query_canceled: the statement_timeout fired
             todo = (
                 "a statement ran longer than the migration statement_timeout; raise "
                 "--statement-timeout (0: none) and run the command again"
@@ -773,8 +788,173 @@ def _run(
                 "another session held a table lock for longer than the migration lock_timeout; "
                 "retry when traffic is lower, or raise --lock-timeout"
             )
-        raise MigrationError(f"{what}: {_first_line(exc)}{kept}. To go on: {todo}") from exc
+        if code in _ALREADY_THERE and not downgrade:
+            todo = _already_there(router)
+        detail = _first_line(exc)
+        if code == "42P01":  # not TableMissing's "run migrate apply": this is apply
+            detail = _undefined_table(exc, _describe(router.database))
+        raise MigrationError(f"{what}: {detail}{kept}. To go on: {todo}") from exc
     return Applied(name, time.perf_counter() - start, atomic)
+
+
+_LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
+
+
+def _undefined_table(exc: BaseException, where: str) -> str:
+    """Say which statement of a migration named a table that does not exist."""
+    found = _find_error(exc, Exception, lambda e: getattr(e, "pgcode", None) == "42P01")
+    diag = getattr(found, "diag", None)
+    what = getattr(diag, "message_primary", None) or "a table it names does not exist"
+    query = getattr(getattr(found, "cursor", None), "query", None)
+    if isinstance(query, bytes):
+        query = query.decode(errors="replace")
+    statement = " ".join(str(query).split()) if query else ""
+    statement = _LITERAL_RE.sub("'...'", statement)  # values may be secrets: never shown
+    if len(statement) > 200:
+        statement = statement[:197] + "..."
+    at = f"the statement `{statement}` failed" if statement else "a statement failed"
+    return (
+        f"{at}: {what} on {where} (the table it names does not exist there: misspelled, in "
+        "another schema, or made by a later migration?)"
+    )
+
+
+_ALREADY_THERE = {"42P07", "42710", "42701", "42P06"}
+"""duplicate_table, duplicate_object, duplicate_column, duplicate_schema."""
+
+
+def _already_there(router: Router) -> str:
+    """Advice for a migration that creates what the database has already."""
+    try:
+        first = not router.done
+    except Exception:  # the connection is gone: say both
+        first = True
+    if first:
+        return (
+            "the database already has these tables (made by create_tables(), another tool or "
+            "by hand) and no migration is recorded: do not edit the migration; run `datalayer "
+            "migrate baseline`, which checks that the schema is what the migrations build and "
+            "records them as applied"
+        )
+    return (
+        "the database has it already, made outside the migrations: drop or rename what is in "
+        "the way (if nothing needs it) and run the command again; `datalayer migrate drift` "
+        "lists every difference from what the applied migrations build"
+    )
+
+
+def _find_error(
+    exc: BaseException,
+    kind: type[BaseException],
+    test: Callable[[BaseException], bool] | None = None,
+) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` (passing ``test``) in its chain."""
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        if isinstance(item, kind) and (test is None or test(item)):
+            return item
+        seen.add(id(item))
+        item = item.__cause__ or item.__context__
+    return None
+
+
+def _recorded(router: Router, name: str, unknown: BaseException) -> bool | None:
+    """After a lost connection: is ``name``'s history row there?  None when it cannot be known.
+
+    Asked on another connection, once the server process of the lost one has
+    exited when its id is known (so nothing of it can still commit; without it,
+    after a loss before COMMIT, the open transaction's row is invisible and never
+    commits): the history row is written in
+    the migration's own transaction (or last, for ``atomic = False``), so it is
+    there exactly when the migration was recorded as applied.
+    """
+    from .. import _outcome
+    from .._sql import Statement
+    from ..db import Database
+    from ..errors import DatabaseUnavailable
+
+    db = router.database
+    if not isinstance(db, Database):  # a plain peewee database: no pool to ask another on
+        return None
+    try:
+        if not _outcome.settle(db, getattr(unknown, "backend_pid", None)):
+            return None
+        row = _outcome._aside(
+            db,
+            Statement.text(f"SELECT count(*) FROM {router._quoted_table()} WHERE name = %s", "n"),
+            {"n": name},
+        )
+    except (DatabaseUnavailable, pw.DatabaseError):
+        return None
+    return None if row is None else bool(row[0])
+
+
+def _lost_connection(
+    router: Router,
+    name: str,
+    exc: BaseException,
+    done_so_far: list[Applied],
+    downgrade: bool,
+    atomic: bool,
+) -> MigrationError | None:
+    """Say what a migration whose connection was lost did, found out on a new connection.
+
+    Returns None when ``exc`` is not a lost connection.  The migration lock went
+    with the connection, so the run stops here in every case.
+    """
+    from ..errors import ConnectionLost
+
+    lost = _find_error(exc, ConnectionLost)
+    if lost is None:
+        # A plain peewee database: the driver's error, and a connection now closed.
+        conn = getattr(getattr(router.database, "_state", None), "conn", None)
+        if not (isinstance(exc, (pw.OperationalError, pw.InterfaceError)) and conn is not None
+                and getattr(conn, "closed", False)):
+            return None
+        lost = exc
+    path = router.path(name)
+    verb = "rollback of" if downgrade else "migration"
+    earlier = len(done_so_far)
+    kept = (
+        f"; the {earlier} migration(s) before it in this run stay "
+        + ("rolled back" if downgrade else "applied")
+        if earlier
+        else ""
+    )
+    again = (
+        "the migration lock went with the connection, so this run stopped here; run the "
+        "command again"
+    )
+    # Lost before COMMIT, the server rolls the transaction back and its row never shows;
+    # lost during COMMIT (CommitUnknown), the server process is waited for first.
+    recorded = _recorded(router, name, lost)
+    partly = "" if atomic else "; it has `atomic = False`, so statements it ran stay in effect"
+    if recorded is None:
+        return MigrationError(
+            f"lost the connection to {_describe(router.database)} during the {verb} {path} "
+            f"and could not find out whether it committed{partly}{kept}. Do not edit or re-run "
+            "anything yet: once the server answers, `datalayer migrate status` shows "
+            f"{name} as applied if it committed; then run the command again"
+        )
+    if recorded != downgrade:
+        done = "rolled back" if downgrade else "applied"
+        return MigrationError(
+            f"lost the connection to {_describe(router.database)} during the {verb} {path}, "
+            f"but it committed: {name} is {done} (its history row "
+            f"{'is gone' if downgrade else 'is there'}){kept}. Keep the file as it is; "
+            f"{again}"
+        )
+    what = (
+        "it did not commit: it stays applied" if downgrade
+        else "it did not commit: none of it took effect and it is not recorded as applied"
+        if atomic
+        else f"it is not recorded as applied{partly}"
+    )
+    return MigrationError(
+        f"lost the connection to {_describe(router.database)} during the {verb} {path}; "
+        f"{what}{kept}. {again[0].upper()}{again[1:]}"
+    )
 
 
 def _dry_run(
@@ -805,8 +985,12 @@ def _dry_run(
             except MigrationError:
                 raise
             except Exception as exc:
+                detail = (
+                    _undefined_table(exc, _describe(db)) if _pgcode(exc) == "42P01"
+                    else _first_line(exc)
+                )
                 raise MigrationError(
-                    f"dry run: {router.path(name)} fails: {_first_line(exc)}; nothing was "
+                    f"dry run: {router.path(name)} fails: {detail}; nothing was "
                     "changed. Fix the migration before applying it"
                 ) from exc
             results.append(
