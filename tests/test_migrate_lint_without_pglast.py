@@ -154,3 +154,18 @@ def test_the_cli_lints_without_pglast_and_says_how_to_install_it(folder: Path) -
     assert "warning sql-not-analysed: not analysed: install the lint extra " \
            "(pip install 'peewee-datalayer[lint]')" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_squash_says_to_install_the_extra_rather_than_calling_ddl_a_data_change() -> None:
+    code = '''
+        from datalayer.migrate import squash
+        calls = [squash._Call("002_x", "sql", "CREATE INDEX items_name ON items (name)")]
+        print(squash._data_changes(calls))
+    '''
+    hidden = child(code)
+    assert hidden.returncode == 0, hidden.stderr
+    assert "is not analysed: install the lint extra (pip install 'peewee-datalayer[lint]')" \
+        in hidden.stdout
+    assert "is not DDL" not in hidden.stdout
+    shown = child(code, hide=False)
+    assert shown.stdout.strip() == "[]"  # with the parser: DDL, nothing to refuse
