@@ -31,7 +31,7 @@ from ..config import Settings
 from ..errors import DatalayerError, MigrationError
 
 if TYPE_CHECKING:
-    from .schema import Catalog
+    from .inspect import Catalog
 
 __all__ = ["built_catalog", "scratch_database", "scratch_server"]
 
@@ -262,9 +262,9 @@ def built_catalog(
         migrations do not apply, or ``names`` is not what the files give in order.
     """
     from ..db import Database
+    from .inspect import snapshot_catalog
     from .router import Router
     from .runner import apply
-    from .schema import snapshot_catalog
 
     admin = scratch_server(settings)
     with scratch_database(admin, label, settings) as scratch:
