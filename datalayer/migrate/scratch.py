@@ -41,7 +41,7 @@ _EMBEDDED_SOURCE = "embedded"
 _PREFIX = "datalayer_check_"
 # datalayer_check_<label>_<pid>_<12 hex>: the pid and the hex make the owner's marker.
 _NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{12})$")
-# Before markers (datalayer 0.2): 10 hex, and only the pid tells whether the owner lives.
+# Made before markers: 10 hex, and only the pid tells whether the owner lives.
 _OLD_NAME = re.compile(r"^datalayer_check_.+_(\d+)_[0-9a-f]{10}$")
 _MARKER = "datalayer-check "
 """``application_name`` prefix of the connection that owns a scratch database."""
