@@ -124,6 +124,16 @@ def test_every_subfolder_uses_the_project_server_and_db_stop_stops_them_all(
         assert f"pid {embedded.server_status(server).pid}" in row
     assert str(other.datadir) not in listed.stdout
 
+    # With no project, only the configured server, not every one below the current folder
+    # (a home folder holds many projects').
+    (project / "pyproject.toml").rename(project / "pyproject.off")
+    try:
+        loose = dl(project, "db", "status")
+    finally:
+        (project / "pyproject.off").rename(project / "pyproject.toml")
+    assert loose.returncode == 0 and len(loose.stdout.splitlines()) == 1, loose.stdout
+    assert loose.stdout.startswith(".datalayer/pg  "), "the configured one, shown from here"
+
     stopped = dl(project / "sub", "db", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.count("stopped the embedded server in ") == 2, stopped.stdout

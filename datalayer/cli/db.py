@@ -37,20 +37,20 @@ def echo_embedded_starts() -> None:
 def _project_servers(cli: CliContext) -> list[EmbeddedServer]:
     """The running embedded servers of this project: its configured one, and any other
     datalayer server whose data directory lies in the project (an older datalayer made one
-    per subfolder; another DATALAYER_EMBEDDED_DIR)."""
+    per subfolder; another DATALAYER_EMBEDDED_DIR).  With no project, the configured one:
+    a home folder holds many projects' servers."""
     from ..embedded import running_servers
     from ..errors import ProjectError
     from ..project import find_pyproject
 
     configured = cli.settings().embedded_dir.expanduser().resolve()
     found = find_pyproject()
-    root = found[0].parent if found else None
-    here = (root or Path.cwd()).resolve()
+    root = found[0].parent.resolve() if found else None
 
     def ours(datadir: Path) -> bool:
         if datadir == configured:
             return True
-        if not datadir.is_relative_to(here):
+        if root is None or not datadir.is_relative_to(root):
             return False
         try:
             inner = find_pyproject(datadir)  # a project nested inside this one keeps its own
