@@ -7,8 +7,8 @@ knows the current schema when it replays applied migrations with
 between the table's model before and after the operation (see
 :mod:`._ddl`), so server defaults, CHECK constraints, foreign key actions,
 index names and partial indexes all come out as ``create_tables()`` would
-make them.  Nothing here runs SQL while queueing, so a fake replay (which
-mocks ``execute_sql``) only updates the models.
+make them.  Nothing here runs SQL while queueing, so a fake replay (the
+migrator bound to a recorder that runs nothing) only updates the models.
 
 Generated migration files call :func:`datalayer.migrate.ops.extend` on the
 migrator they are given, so they work the same under ``pw_migrate migrate``
@@ -26,6 +26,7 @@ opens a new transaction for the rest (and for the history row).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import operator
 import threading
@@ -34,6 +35,7 @@ from typing import Any, TypeVar, cast
 
 import peewee as pw
 from peewee_migrate import Migrator
+from playhouse.migrate import SchemaMigrator
 
 from ._ddl import (
     BatchFill,
@@ -57,7 +59,17 @@ from ._spec import (
     table_spec,
 )
 
-__all__ = ["DatalayerMigrator", "RowsGuard", "UnsupportedChange", "ref", "replaying", "typed"]
+__all__ = [
+    "DatalayerMigrator",
+    "Opaque",
+    "RowsGuard",
+    "UnsupportedChange",
+    "bind",
+    "bound",
+    "ref",
+    "replaying",
+    "typed",
+]
 
 # -- replays derive no SQL ------------------------------------------------------------
 # A replay (router.replay: the history run in fake mode to know the schema) throws the
@@ -250,6 +262,48 @@ def _outside_transaction(
     return run
 
 
+def bind(migrator: Migrator, database: Any) -> None:
+    """Point ``migrator`` (its schema migrator and the models of its state) at ``database``.
+
+    A replay binds its migrator to a :class:`~.runtime.recorder.Recorder`, an apply to a
+    watched view of the real database; only this migrator's own objects change.
+    """
+    old = migrator.__migrator__
+    migrator.__database__ = database
+    migrator.__migrator__ = SchemaMigrator.from_database(database)
+    if "transactional_ddl" in vars(old):
+        migrator.__migrator__.transactional_ddl = old.transactional_ddl
+    for model in migrator.orm.__tables__.values():
+        model._meta.database = database
+
+
+@contextlib.contextmanager
+def bound(migrator: Migrator, database: Any) -> Iterator[Any]:
+    """Bind ``migrator`` to ``database`` for the block, then back to what it was bound to."""
+    previous = migrator.__database__
+    bind(migrator, database)
+    try:
+        yield database
+    finally:
+        bind(migrator, previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class Opaque:
+    """A ``migrator.sql(...)`` or ``migrator.run(fn)`` call, as a replay records it.
+
+    A replay never executes either: it notes them (``squash`` refuses to fold data
+    changes it cannot carry; the lint reads the SQL).
+    """
+
+    kind: str  # "sql" or "run"
+    text: str  # the SQL, or the function's name
+    params: tuple[Any, ...] = ()
+
+
+_OPAQUE = "_datalayer_opaque"  # the Opaque calls recorded (in the shared __dict__)
+
+
 class RowsGuard:
     """An operation that stops a migration (or rollback) when a table has rows.
 
@@ -329,6 +383,29 @@ class DatalayerMigrator(Migrator):
         extended.__dict__ = migrator.__dict__
         extended.__dict__[_UPSTREAM] = True
         return extended
+
+    # -- opaque operations: SQL and Python a replay notes and never runs ----------
+
+    def sql(self, sql: str, *params: Any) -> None:
+        """Run raw SQL (upstream's operation; a replay records it as :class:`Opaque`)."""
+        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("sql", sql, params))
+        super().sql(sql, *params)
+
+    def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run a Python function (upstream's operation; a replay records it, never runs it)."""
+        name = str(getattr(func, "__name__", None) or repr(func))
+        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("run", name))
+
+        def call() -> None:
+            func(*args, **kwargs)
+
+        call.__name__ = name
+        self.__ops__.append(call)
+
+    def take_opaque(self) -> list[Opaque]:
+        """Return the ``sql``/``run`` calls since the last call, and forget them."""
+        found: list[Opaque] = self.__dict__.pop(_OPAQUE, [])
+        return found
 
     # -- plumbing -----------------------------------------------------------
 
