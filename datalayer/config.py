@@ -365,6 +365,21 @@ def _duration(raw: str, *, allow_none: bool) -> float | None:
     return value
 
 
+def _env_folder(cwd: str | Path | None) -> tuple[Path, bool]:
+    """Return where .env files are read: the project folder, else ``cwd``; and whether
+    that folder is anchored (a project's, or ``cwd`` given) rather than the current one.
+
+    :raises ProjectError: a pyproject.toml on the way up that is not valid TOML.
+    """
+    from .project import find_pyproject  # deferred: tomllib only when settings are read
+
+    start = Path(cwd) if cwd is not None else Path.cwd()
+    found = find_pyproject(start)
+    if found is not None:
+        return found[0].parent, True
+    return start, cwd is not None
+
+
 _DURATION_HINT = "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min)"
 
 
@@ -376,16 +391,20 @@ def load_settings(
 ) -> Settings:
     """Read the environment (and ``.env`` files) into validated :class:`Settings`.
 
-    ``.env`` in ``cwd`` is read if present; ``env_name`` adds ``.env.NAME``
-    and ``env_file`` a file of your choice, both of which must exist and win
-    over ``.env``.  Variables already in the process environment win over
-    every file.
+    The files are looked for in the project folder, the one holding the
+    nearest ``pyproject.toml`` with ``[tool.datalayer]`` upward of ``cwd``
+    (default: the current folder), else in ``cwd`` itself: ``.env`` is read
+    if present; ``env_name`` adds ``.env.NAME`` and ``env_file`` a file of
+    your choice, both of which must exist and win over ``.env``.  Variables
+    already in the process environment win over every file.  A relative
+    ``DATALAYER_EMBEDDED_DIR`` (default ``.datalayer/pg``) is taken from the
+    project folder too, so every subfolder uses the project's one server.
 
     :raises ConfigError: naming every bad variable and what it accepts.
     """
     from environs import Env  # deferred: keeps ``import datalayer`` light
 
-    base = Path(cwd) if cwd is not None else Path.cwd()
+    base, anchored = _env_folder(cwd)
     env = Env(eager=False)
     problems: dict[str, str] = {}
     # Files read first win over files read later (override=False).
@@ -486,7 +505,9 @@ def load_settings(
     if text:
         values["migrations_dir"] = Path(text)
     text = raw("DATALAYER_EMBEDDED_DIR")
-    if text:
+    if anchored:  # relative to the project (or the given cwd) ...
+        values["embedded_dir"] = base / (text or Settings.embedded_dir)
+    elif text:  # ... else to the current folder, as before there were projects
         values["embedded_dir"] = Path(text)
     text = raw("DATALAYER_DEV_DATABASE_URL")
     if text:

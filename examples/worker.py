@@ -4,8 +4,8 @@
     python examples/worker.py --once     # one pass, then exit (cron)
 
 Configuration comes from the environment, like every datalayer program:
-DATABASE_URL or DB_* (the embedded server when neither is set; see the
-README), plus the worker's own
+DATABASE_URL or DB_* (the embedded server when neither is set; see
+docs/configuration.md), plus the worker's own
 
     WORKER_INTERVAL     seconds between passes (default 60)
     WORKER_BATCH_SIZE   rows deleted per statement (default 1000)

@@ -140,8 +140,12 @@ def test_db_start_says_what_it_did_and_db_url_on_a_stopped_server(
     try:
         code, out, err = run("db", "start", env=env)
         assert code == 0, err
-        assert err.strip() == f"started the embedded server in {base / 'pg'}"
         url = out.strip()
+        assert err.strip() == (
+            f"started the embedded PostgreSQL {(base / 'pg' / 'PG_VERSION').read_text().strip()} "
+            f"in {base / 'pg'} on port {url.split(':')[-1].split('/')[0]} "
+            "(datalayer db stop stops it)"
+        )
         code, out, err = run("db", "start", env=env)
         assert code == 0 and out.strip() == url
         assert err.strip() == f"the embedded server in {base / 'pg'} is already running"

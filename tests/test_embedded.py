@@ -88,5 +88,5 @@ def test_missing_extra_says_what_to_install(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
                          capture_output=True, timeout=60)
-    assert "pip install 'datalayer[embedded]'" in out.stdout
+    assert "pip install 'peewee-datalayer[embedded]'" in out.stdout
     assert "DATABASE_URL" in out.stdout and "DB_HOST" in out.stdout

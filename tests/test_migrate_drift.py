@@ -320,10 +320,12 @@ def test_scratch_server_problems_name_the_variable(
 
 
 def test_no_dev_url_and_no_embedded_server_says_to_set_it(
-    pg: Server, empty_db: Settings, mdir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pg: Server, empty_db: Settings, mdir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    role_without_createdb: str,
 ) -> None:
     create_tables(empty_db)
-    use(monkeypatch, pg, empty_db, mdir)
+    # A DATABASE_URL user with CREATEDB would host the scratch database itself.
+    use(monkeypatch, pg, empty_db.replace(user=role_without_createdb, password=""), mdir)
     monkeypatch.delenv("DATALAYER_DEV_DATABASE_URL")
     blocker = tmp_path / "a-file"
     blocker.write_text("")

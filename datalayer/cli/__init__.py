@@ -70,6 +70,7 @@ class CliContext:
 
             self.settings()  # loads .env files first: DATALAYER_* may come from them
             self._project = load_project(models=self.models_option, migrations=self.dir_option)
+            _importable(self._project.root)
         return self._project
 
     def models(self) -> list[Any]:
@@ -81,6 +82,25 @@ class CliContext:
     def directory(self) -> Path:
         """The migrations folder."""
         return self.project().migrations
+
+
+def _importable(root: Path | None) -> None:
+    """Put the project's folder on ``sys.path`` (first, as ``python -m`` puts the current one).
+
+    Migrations refer to the application's modules (``m.ref('app.models', 'make_code')``
+    for a callable default, a data migration's ``from app import ...``): every command
+    that loads migrations or models must import them as the application does, from any
+    subfolder, without ``PYTHONPATH=.``.  With no ``pyproject.toml`` the current folder
+    is added last, so that a stray ``peewee.py`` there shadows nothing installed.
+    """
+    if root is not None:
+        entry = str(root.resolve())
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+        return
+    cwd = str(Path.cwd().resolve())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
@@ -186,7 +206,7 @@ class _Group(click.Group):
     help="Migrations folder (default: DATALAYER_MIGRATIONS_DIR, [tool.datalayer] "
     "migrations, else ./migrations).",
 )
-@click.version_option(package_name="datalayer")
+@click.version_option(package_name="peewee-datalayer")
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -198,11 +218,15 @@ def main(
     """PostgreSQL data layer: database, migrations and ER diagram.
 
     Configuration comes from the environment (DATABASE_URL or DB_*), a .env
-    file in the current directory, and --env / --env-file.  With no server
-    configured, an embedded PostgreSQL server is started.  The models and the
+    file in the project folder (else the current one), and --env / --env-file.
+    With no server configured, an embedded PostgreSQL server is started (it
+    says so on stderr; `datalayer db stop` stops it).  The models and the
     migrations folder come from [tool.datalayer] in the nearest pyproject.toml
     (or --models / --dir).  Global options may come before or after the command.
     """
+    from .db import echo_embedded_starts
+
+    echo_embedded_starts()
     ctx.obj = CliContext(
         env_name=env_name, env_file=env_file, models_option=models, dir_option=directory
     )

@@ -3,12 +3,57 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import CliContext, pass_cli
 
-__all__ = ["db"]
+if TYPE_CHECKING:
+    from ..embedded import EmbeddedServer
+
+__all__ = ["db", "echo_embedded_starts"]
+
+
+class _StartedLine(logging.Handler):
+    """Print the library's "started the embedded PostgreSQL ..." record on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "embedded_started", None) is not None:
+            click.echo(record.getMessage(), err=True)
+
+
+def echo_embedded_starts() -> None:
+    """Make every embedded server this process starts say so in one line on stderr."""
+    logger = logging.getLogger("datalayer.embedded")
+    if not any(isinstance(h, _StartedLine) for h in logger.handlers):
+        logger.addHandler(_StartedLine())
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+
+
+def _project_servers(cli: CliContext) -> list[EmbeddedServer]:
+    """The running embedded servers of this project: its configured one, and any other
+    datalayer server whose data directory lies in the project (an older datalayer made one
+    per subfolder; another DATALAYER_EMBEDDED_DIR)."""
+    from ..embedded import running_servers
+    from ..project import find_pyproject
+
+    configured = cli.settings().embedded_dir.expanduser().resolve()
+    found = find_pyproject()
+    root = found[0].parent if found else None
+    here = (root or Path.cwd()).resolve()
+
+    def ours(datadir: Path) -> bool:
+        if datadir == configured:
+            return True
+        if not datadir.is_relative_to(here):
+            return False
+        inner = find_pyproject(datadir)  # a project nested inside this one keeps its own
+        return (inner[0].parent if inner else None) == root
+    return [s for s in running_servers() if ours(s.datadir)]
 
 
 @click.group()
@@ -83,16 +128,16 @@ def start(cli: CliContext) -> None:
     The URL goes to stdout; whether a server was started or found running
     goes to stderr, with a note when DATABASE_URL / DB_* point elsewhere.
     """
-    from ..embedded import ensure_server, server_status
+    from ..embedded import ensure_server, server_status, shown_path
 
     settings = cli.settings()
     directory = settings.embedded_dir
     running = server_status(directory)
-    server = running or ensure_server(directory)
+    server = running or ensure_server(directory)  # starting it prints the "started" line
     if running is not None:
-        click.echo(f"the embedded server in {directory} is already running", err=True)
-    else:
-        click.echo(f"started the embedded server in {directory}", err=True)
+        click.echo(
+            f"the embedded server in {shown_path(server.datadir)} is already running", err=True
+        )
     if not settings.embedded:
         click.echo(
             f"note: {settings.source} is set, so datalayer uses {settings.describe()}, "
@@ -103,16 +148,34 @@ def start(cli: CliContext) -> None:
 
 
 @db.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_cli
+def status(cli: CliContext, as_json: bool) -> None:
+    """List the project's running embedded servers (never starts one)."""
+    from ..embedded import shown_path
+
+    servers = _project_servers(cli)
+    if as_json:
+        click.echo(json.dumps([{"datadir": str(s.datadir), "port": s.port, "pid": s.pid,
+                                "version": s.version, "url": s.url} for s in servers], indent=2))
+    elif not servers:
+        click.echo(f"no embedded server runs (this project's: {cli.settings().embedded_dir})")
+    for s in [] if as_json else servers:
+        click.echo(f"{shown_path(s.datadir)}  PostgreSQL {s.version}  port {s.port}  pid {s.pid}")
+
+
+@db.command()
 @pass_cli
 def stop(cli: CliContext) -> None:
-    """Stop the embedded server."""
-    from ..embedded import stop_server
+    """Stop every embedded server of the project (see `datalayer db status`)."""
+    from ..embedded import shown_path, stop_server
 
-    directory = cli.settings().embedded_dir
-    if stop_server(directory):
-        click.echo(f"stopped the embedded server in {directory}")
-    else:
-        click.echo(f"no embedded server runs in {directory}")
+    servers = _project_servers(cli)
+    for server in servers:
+        if stop_server(server.datadir):
+            click.echo(f"stopped the embedded server in {shown_path(server.datadir)}")
+    if not servers:
+        click.echo(f"no embedded server runs (this project's: {cli.settings().embedded_dir})")
 
 
 @db.command()

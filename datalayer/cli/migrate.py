@@ -390,18 +390,20 @@ def squash(cli: CliContext, name: str, to: str | None) -> None:
 
 @migrate.command()
 @click.argument("name")
+@click.option("--wait", type=_SECONDS, default=None, metavar="SECONDS",
+              help="How long to wait for another run's migration lock (default 300).")
 @pass_cli
-def rebase(cli: CliContext, name: str) -> None:
+def rebase(cli: CliContext, name: str, wait: float | None) -> None:
     """After a merge: renumber migration NAME to come after every other; rewrite the sum.
 
     Refused for a migration that the configured database (DATABASE_URL or
-    DB_*) has applied.
+    DB_*) has applied.  Runs under the migration lock, as apply does.
     """
     from ..migrate.rebase import rebase as run_rebase
 
     directory = _directory(cli)
     with _database(cli) as database:
-        result = run_rebase(database, directory, name)
+        result = run_rebase(database, directory, name, lock_wait=wait, on_wait=_waiting)
     click.echo(f"renamed {result.old.name} to {result.new.name}")
     click.echo(f"updated {directory / 'migrations.sum'}")
 

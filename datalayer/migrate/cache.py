@@ -68,7 +68,7 @@ def _version_salt() -> bytes:
     from importlib.metadata import PackageNotFoundError, version
 
     parts = [_FORMAT]
-    for dist in ("datalayer", "peewee", "peewee-migrate"):
+    for dist in ("peewee-datalayer", "peewee", "peewee-migrate"):
         try:
             parts.append(f"{dist}={version(dist)}")
         except PackageNotFoundError:  # pragma: no cover - running from a bare checkout

@@ -11,6 +11,7 @@ has applied is never renumbered: its history row names it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +44,51 @@ def _find(name: str, names: list[str], directory: Path) -> str:
     raise MigrationError(f"there is no migration {name!r} in {directory}")
 
 
-def rebase(target: Any, directory: str | Path, name: str) -> RebaseResult:
+def rebase(
+    target: Any,
+    directory: str | Path,
+    name: str,
+    *,
+    lock_wait: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> RebaseResult:
     """Renumber migration ``name`` to come after every other one; rewrite migrations.sum.
 
     ``target`` is the database (or settings) whose history is checked first.
+    The whole rename runs under the migration lock ``apply`` takes (waiting at
+    most ``lock_wait`` seconds, default as ``apply``; ``on_wait`` as for
+    ``apply``): an ``apply`` running at the same time either records the
+    migration first (and the rebase is refused) or sees the renamed file.
 
+    :raises LockTimeout: when another run holds the lock for more than ``lock_wait`` s.
     :raises MigrationError: an unknown name, a migration the database has
         applied, or a history that does not replay once renumbered; nothing
         is changed then.
     """
-    from . import checksum
-    from .files import sort_key
-    from .migrator import DatalayerMigrator
-    from .router import Router
-    from .runner import _connected
+    from .router import MIGRATE_TABLE
+    from .runner import DEFAULT_LOCK_WAIT, _connected, _migration_lock, lock_key
 
     directory = Path(directory)
     if not directory.is_dir():
         raise MigrationError(f"{directory} does not exist; nothing to rebase")
+    wait = DEFAULT_LOCK_WAIT if lock_wait is None else lock_wait
+    with (
+        _connected(target) as db,
+        _migration_lock(db, lock_key(MIGRATE_TABLE), wait, MIGRATE_TABLE, on_wait),
+    ):
+        return _rebase_locked(db, directory, name)
+
+
+def _rebase_locked(db: Any, directory: Path, name: str) -> RebaseResult:
+    """Do the rebase; the caller holds the migration lock, so the history cannot change."""
+    from . import checksum
+    from .files import sort_key
+    from .migrator import DatalayerMigrator
+    from .router import Router
+
     names = Router(_null_database(), directory).todo
     chosen = _find(name, names, directory)
-    with _connected(target) as db:
-        applied = set(Router(db, directory).done)
+    applied = set(Router(db, directory).done)
     if chosen in applied:
         raise MigrationError(
             f"{chosen} is applied on the configured database; an applied migration keeps its "

@@ -339,8 +339,12 @@ def _migration_lock(
         notices = _WaitNotices(db, key, table, on_wait, every)
         if not _poll_advisory_lock(db, key, wait, notices.tick):
             raise _lock_timeout(db, key, wait, table)
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
                 db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
@@ -348,7 +352,8 @@ def _migration_lock(
                 # Never hand a connection that may still hold the lock back to a pool.
                 with contextlib.suppress(Exception):
                     db.connection().close()
-                raise
+                if not failed:  # a lost connection took the lock with it: keep the real error
+                    raise
     finally:
         if check_interval:
             with contextlib.suppress(Exception):
@@ -705,6 +710,9 @@ def _run(
     except MigrationError:
         raise
     except Exception as exc:
+        lost = _lost_connection(router, name, exc, done_so_far, downgrade, atomic)
+        if lost is not None:
+            raise lost from exc
         verb = "rollback of" if downgrade else "migration"
         earlier = len(done_so_far)
         kept = (
@@ -750,6 +758,116 @@ def _run(
             )
         raise MigrationError(f"{what}: {_first_line(exc)}{kept}. To go on: {todo}") from exc
     return Applied(name, time.perf_counter() - start, atomic)
+
+
+def _find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` in its cause/context chain."""
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        if isinstance(item, kind):
+            return item
+        seen.add(id(item))
+        item = item.__cause__ or item.__context__
+    return None
+
+
+def _recorded(router: Router, name: str, unknown: BaseException) -> bool | None:
+    """After a lost connection: is ``name``'s history row there?  None when it cannot be known.
+
+    Asked on another connection, once the server process of the lost one has
+    exited when its id is known (so nothing of it can still commit; without it,
+    after a loss before COMMIT, the open transaction's row is invisible and never
+    commits): the history row is written in
+    the migration's own transaction (or last, for ``atomic = False``), so it is
+    there exactly when the migration was recorded as applied.
+    """
+    from .. import _outcome
+    from .._sql import Statement
+    from ..db import Database
+    from ..errors import DatabaseUnavailable
+
+    db = router.database
+    if not isinstance(db, Database):  # a plain peewee database: no pool to ask another on
+        return None
+    try:
+        if not _outcome.settle(db, getattr(unknown, "backend_pid", None)):
+            return None
+        row = _outcome._aside(
+            db,
+            Statement.text(f"SELECT count(*) FROM {router._quoted_table()} WHERE name = %s", "n"),
+            {"n": name},
+        )
+    except (DatabaseUnavailable, pw.DatabaseError):
+        return None
+    return None if row is None else bool(row[0])
+
+
+def _lost_connection(
+    router: Router,
+    name: str,
+    exc: BaseException,
+    done_so_far: list[Applied],
+    downgrade: bool,
+    atomic: bool,
+) -> MigrationError | None:
+    """Say what a migration whose connection was lost did, found out on a new connection.
+
+    Returns None when ``exc`` is not a lost connection.  The migration lock went
+    with the connection, so the run stops here in every case.
+    """
+    from ..errors import ConnectionLost
+
+    lost = _find_error(exc, ConnectionLost)
+    if lost is None:
+        # A plain peewee database: the driver's error, and a connection now closed.
+        conn = getattr(getattr(router.database, "_state", None), "conn", None)
+        if not (isinstance(exc, (pw.OperationalError, pw.InterfaceError)) and conn is not None
+                and getattr(conn, "closed", False)):
+            return None
+        lost = exc
+    path = router.path(name)
+    verb = "rollback of" if downgrade else "migration"
+    earlier = len(done_so_far)
+    kept = (
+        f"; the {earlier} migration(s) before it in this run stay "
+        + ("rolled back" if downgrade else "applied")
+        if earlier
+        else ""
+    )
+    again = (
+        "the migration lock went with the connection, so this run stopped here; run the "
+        "command again"
+    )
+    # Lost before COMMIT, the server rolls the transaction back and its row never shows;
+    # lost during COMMIT (CommitUnknown), the server process is waited for first.
+    recorded = _recorded(router, name, lost)
+    partly = "" if atomic else "; it has `atomic = False`, so statements it ran stay in effect"
+    if recorded is None:
+        return MigrationError(
+            f"lost the connection to {_describe(router.database)} during the {verb} {path} "
+            f"and could not find out whether it committed{partly}{kept}. Do not edit or re-run "
+            "anything yet: once the server answers, `datalayer migrate status` shows "
+            f"{name} as applied if it committed; then run the command again"
+        )
+    if recorded != downgrade:
+        done = "rolled back" if downgrade else "applied"
+        return MigrationError(
+            f"lost the connection to {_describe(router.database)} during the {verb} {path}, "
+            f"but it committed: {name} is {done} (its history row "
+            f"{'is gone' if downgrade else 'is there'}){kept}. Keep the file as it is; "
+            f"{again}"
+        )
+    what = (
+        "it did not commit: it stays applied" if downgrade
+        else "it did not commit: none of it took effect and it is not recorded as applied"
+        if atomic
+        else f"it is not recorded as applied{partly}"
+    )
+    return MigrationError(
+        f"lost the connection to {_describe(router.database)} during the {verb} {path}; "
+        f"{what}{kept}. {again[0].upper()}{again[1:]}"
+    )
 
 
 def _dry_run(

@@ -1,16 +1,27 @@
 """Scratch databases: where ``check``, ``baseline`` and ``drift`` build a schema to compare.
 
-A scratch database is created, used and dropped on the server of
-``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
-CREATEDB), or on the embedded server when that is unset.  Every failure to
-get one is a :class:`~datalayer.errors.MigrationError` that names
-``DATALAYER_DEV_DATABASE_URL`` and what to fix.
+The server that holds them (:func:`scratch_server`), first that applies:
+
+1. ``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs CREATEDB);
+2. the server the settings name (DATABASE_URL or DB_*) when its user may
+   create databases (superuser or CREATEDB) and it answers on the port the
+   URL names (not through PgBouncer or another proxy, which would not know
+   the new database);
+3. the project's embedded server (the one ``DATALAYER_EMBEDDED_DIR`` names).
+
+A scratch database is created, used and dropped.  While it exists its owner
+holds a connection whose ``application_name`` names it; a scratch database
+with no such connection and no session in it was left by a run that was
+killed, and the next run on that server drops it.  Every failure to get one
+is a :class:`~datalayer.errors.MigrationError` that says what to fix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +36,13 @@ if TYPE_CHECKING:
 __all__ = ["built_catalog", "scratch_database", "scratch_server"]
 
 _APP_NAME = "datalayer-check"
+_DEV_SOURCE = "DATALAYER_DEV_DATABASE_URL"
+_EMBEDDED_SOURCE = "embedded"
+_PREFIX = "datalayer_check_"
+# datalayer_check_<label>_<pid>_<10 hex>: the pid and the hex make the owner's marker.
+_NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{10})$")
+_MARKER = "datalayer-check "
+"""``application_name`` prefix of the connection that owns a scratch database."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -33,24 +51,108 @@ def _first_line(exc: BaseException) -> str:
 
 
 def scratch_server(settings: Settings) -> Settings:
-    """Return settings of the server that holds scratch databases (dev URL or embedded).
+    """Return settings of the server that holds scratch databases (see the module's rule).
 
-    :raises MigrationError: when ``DATALAYER_DEV_DATABASE_URL`` is unset and the
+    :raises MigrationError: when no server of the rule is usable and the
         embedded server cannot be started (not installed, or it fails).
     """
     if settings.dev_database_url:
-        return Settings.from_url(settings.dev_database_url, application_name=_APP_NAME)
+        return Settings.from_url(
+            settings.dev_database_url, application_name=_APP_NAME, source=_DEV_SOURCE
+        )
+    if not settings.embedded and settings.source != _EMBEDDED_SOURCE:
+        own = settings.replace(application_name=_APP_NAME, connect_timeout=2.0)
+        if _may_host(own):
+            return own
     from ..embedded import ensure_server
 
     try:
         server = ensure_server(settings.embedded_dir)
     except (DatalayerError, OSError) as exc:  # not installed, cannot start, bad directory
+        fix = (
+            "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB "
+            "(postgresql://user:password@host:5432/postgres)"
+        )
+        if settings.embedded:
+            reason = "DATALAYER_DEV_DATABASE_URL is unset"
+        else:
+            reason = (f"DATALAYER_DEV_DATABASE_URL is unset, the user of {settings.source} "
+                      "may not create databases there")
+            fix += f", or grant CREATEDB to the user of {settings.source}"
         raise MigrationError(
-            "no scratch database server: DATALAYER_DEV_DATABASE_URL is unset and the embedded "
-            f"server is not available ({_first_line(exc)}); set DATALAYER_DEV_DATABASE_URL to "
-            "a server whose user has CREATEDB (postgresql://user:password@host:5432/postgres)"
+            f"no scratch database server: {reason} and the embedded server is not available "
+            f"({_first_line(exc)}); {fix}"
         ) from None
-    return Settings.from_url(server.url, application_name=_APP_NAME)
+    return Settings.from_url(server.url, application_name=_APP_NAME, source=_EMBEDDED_SOURCE)
+
+
+def _may_host(admin: Settings) -> bool:
+    """Whether ``admin``'s user may create databases on a server reached directly."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(**admin.connect_kwargs())
+    except psycopg2.Error:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT (SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = "
+                "current_user), inet_server_port()"
+            )
+            may, port = cur.fetchone()
+    except psycopg2.Error:
+        return False
+    finally:
+        conn.close()
+    # Another port than the URL's: PgBouncer or a proxy, which may not know a new database.
+    return bool(may) and (port is None or port == admin.port)
+
+
+def _where(admin: Settings) -> tuple[str, str]:
+    """Name the scratch server and say how to fix a connection to it."""
+    if admin.source == _EMBEDDED_SOURCE:
+        return (
+            f"the embedded scratch server {admin.describe()}",
+            "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB",
+        )
+    if admin.source == _DEV_SOURCE:
+        return (
+            f"the scratch server {admin.describe()} ({_DEV_SOURCE})",
+            "fix DATALAYER_DEV_DATABASE_URL (host, port, user, password) or start that server",
+        )
+    return (
+        f"the scratch server {admin.describe()} ({admin.source})",
+        "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB",
+    )
+
+
+def _drop_leftovers(cur: Any) -> None:
+    """Drop the scratch databases whose owner is gone (killed, or Ctrl-C mid-drop).
+
+    A database in use has its owner's marked connection (made before it was
+    created, closed after it was dropped) or a session in it.  Databases this
+    user may not drop are left alone.
+    """
+    import psycopg2
+    from psycopg2 import sql
+
+    pattern = _PREFIX.replace("_", r"\_") + "%"
+    cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))
+    names = [row[0] for row in cur.fetchall()]
+    if not names:
+        return
+    # Read after the list: a database listed above has its owner's marker by now, if alive.
+    cur.execute("SELECT application_name, datname FROM pg_stat_activity")
+    rows = cur.fetchall()
+    markers = {row[0] for row in rows if row[0]}
+    in_use = {row[1] for row in rows if row[1]}
+    for name in names:
+        match = _NAME.match(name)
+        if match is None or name in in_use or _MARKER + match.group(1) in markers:
+            continue
+        with contextlib.suppress(psycopg2.Error):  # not ours to drop, or just dropped
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @contextlib.contextmanager
@@ -59,61 +161,65 @@ def scratch_database(
 ) -> Iterator[Settings]:
     """Create an empty database on ``admin``'s server, yield its settings, drop it.
 
-    ``settings`` (the caller's) only shape the messages: whether the server
-    came from ``DATALAYER_DEV_DATABASE_URL`` or is the embedded one.
+    ``admin`` comes from :func:`scratch_server` (its ``source`` shapes the
+    messages); ``settings`` is accepted for compatibility and unused.  Before
+    creating, leftovers of killed runs on that server are dropped.
 
     :raises MigrationError: when the server cannot be reached or its user may
-        not create databases; the message says to set or fix
-        ``DATALAYER_DEV_DATABASE_URL``.
+        not create databases; the message says what to set or fix.
     """
     import psycopg2
     from psycopg2 import sql
 
-    from_env = settings is None or bool(settings.dev_database_url)
-    where = (
-        f"the scratch server {admin.describe()} (DATALAYER_DEV_DATABASE_URL)"
-        if from_env
-        else f"the embedded scratch server {admin.describe()}"
-    )
-    # The pid tells whose it is, should one outlive a killed process.
-    name = f"datalayer_check_{label}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-
-    def run(*statements: Any) -> None:
-        try:
-            conn = psycopg2.connect(**admin.connect_kwargs())
-        except psycopg2.Error as exc:
-            fix = (
-                "fix DATALAYER_DEV_DATABASE_URL (host, port, user, password) or start that server"
-                if from_env
-                else "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB"
-            )
-            raise MigrationError(f"cannot connect to {where}: {_first_line(exc)}; {fix}") from None
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
-
+    del settings
+    where, fix = _where(admin)
+    token = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"  # the pid: whose it is, for a reader
+    name = f"{_PREFIX}{label}_{token}"
     try:
-        run(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # The owner's connection, marked with the token, lives as long as the database.
+        owner = psycopg2.connect(**admin.replace(application_name=_MARKER + token).connect_kwargs())
     except psycopg2.Error as exc:
-        raise MigrationError(
-            f"cannot create a scratch database on {where}: {_first_line(exc)}; set "
-            "DATALAYER_DEV_DATABASE_URL to a server and user with CREATEDB (`ALTER ROLE ... "
-            "CREATEDB`; each scratch database is dropped afterwards)"
-        ) from None
+        raise MigrationError(f"cannot connect to {where}: {_first_line(exc)}; {fix}") from None
     try:
-        yield admin.replace(dbname=name, max_open_conns=2, max_idle_conns=1)
+        owner.autocommit = True
+        cur = owner.cursor()
+        try:
+            _drop_leftovers(cur)
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg2.Error as exc:
+            raise MigrationError(
+                f"cannot create a scratch database on {where}: {_first_line(exc)}; set "
+                "DATALAYER_DEV_DATABASE_URL to a server and user with CREATEDB (`ALTER ROLE ... "
+                "CREATEDB`; each scratch database is dropped afterwards)"
+            ) from None
+        try:
+            yield admin.replace(dbname=name, max_open_conns=2, max_idle_conns=1)
+        finally:
+            with contextlib.suppress(psycopg2.Error):
+                _drop(cur, name)
     finally:
-        with contextlib.suppress(Exception):
-            run(
-                sql.SQL(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {}"
-                ).format(sql.Literal(name)),
-                sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)),
-            )
+        owner.close()
+
+
+def _drop(cur: Any, name: str) -> None:
+    import psycopg2.errors
+    from psycopg2 import sql
+
+    ident = sql.Identifier(name)
+    if cur.connection.server_version >= 130000:  # closes what is still connected to it
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        return
+    for attempt in range(50):  # PostgreSQL 12: terminate, then wait for the sessions to go
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        try:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+            return
+        except psycopg2.errors.ObjectInUse:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 def built_catalog(
