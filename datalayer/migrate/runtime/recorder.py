@@ -85,7 +85,11 @@ class Recorder(Database):
     ``calls`` holds each statement as sent (text and parameters), ``statements``
     the same rendered with the parameters written in; every query returns no
     rows.  Peewee's transaction calls (BEGIN, COMMIT, savepoints) do nothing.
+    Code that would ask the database a question it needs answered can look at
+    ``runs_nothing`` and skip the question.
     """
+
+    runs_nothing = True
 
     def __init__(self, postgres: int = 12) -> None:
         super().__init__()
