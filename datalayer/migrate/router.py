@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -88,7 +89,16 @@ class LoadedMigration:
     migrate: MigrationFn
     rollback: MigrationFn
     atomic: bool
-    reversible: bool = True
+    source: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+
+    @cached_property
+    def reversible(self) -> bool:
+        """Whether ``rollback()`` undoes something (parsed only when asked: replays never do)."""
+        scope = {  # a function the file does not define is loaded as _void
+            "migrate": None if self.migrate is _void else self.migrate,
+            "rollback": None if self.rollback is _void else self.rollback,
+        }
+        return _reversible(scope, self.source, self.path)
 
 
 class MigrationExit(Exception):
@@ -302,7 +312,7 @@ class Router(_UpstreamRouter):
             migrate=scope.get("migrate", _void),
             rollback=scope.get("rollback", _void),
             atomic=atomic,
-            reversible=_reversible(scope, data, path),
+            source=data,
         )
         self._loaded[name] = loaded
         return loaded
@@ -401,7 +411,7 @@ class Router(_UpstreamRouter):
 
     # -- running ---------------------------------------------------------------
 
-    def replay(self, names: Iterable[str], migrator: Migrator, *, cache: bool = True) -> None:
+    def replay(self, names: Iterable[str], migrator: Migrator, *, cache: bool = False) -> None:
         """Replay migrations ``names`` in fake mode to build ``migrator``'s picture of the schema.
 
         Nothing reaches a database: for the replay the migrator (and the
@@ -409,35 +419,16 @@ class Router(_UpstreamRouter):
         :class:`~.runtime.recorder.Recorder`, which runs nothing and returns no
         rows; ``migrator.sql`` and ``migrator.run`` are noted, never run
         (:meth:`DatalayerMigrator.take_opaque`).  Afterwards the migrator is
-        bound to its own database again.  When ``names`` are the first files
-        on disk, the state of the longest cached prefix is loaded instead of
-        replaying it, and the state reached is cached for next time
-        (:mod:`.cache`: keyed by the chained hash of the files, so it never
-        serves changed files).
+        bound to its own database again.  Nothing is cached: a cached state
+        would be code to execute, and replaying needs no database.
         """
-        from . import cache as _cache
         from .migrator import bound, replaying
         from .runtime.recorder import Recorder
 
-        names = list(names)
-        start = 0
-        keys: list[str] | None = None
+        del cache  # accepted for callers; replayed states are not cached (they were code)
         recorder = Recorder()
         with bound(migrator, recorder), replaying():
-            if cache and len(names) >= _cache.MIN_FILES and names == self.todo[: len(names)]:
-                keys = _cache.chain_keys(names, self.source)
-                hit = _cache.load_state(keys)
-                if hit is not None:
-                    start, code = hit
-                    try:
-                        _cache.run_state(code, migrator)
-                    except Exception as exc:
-                        raise MigrationError(
-                            f"the cached schema state for {names[start - 1]} does not load "
-                            f"({type(exc).__name__}: {exc}); delete {_cache.cache_dir()} and "
-                            "retry"
-                        ) from exc
-            for name in names[start:]:
+            for name in names:
                 migrate = self.load(name).migrate
                 try:
                     call_migration(migrate, migrator, recorder, fake=True)
@@ -448,8 +439,6 @@ class Router(_UpstreamRouter):
                     ) from exc
                 migrator.__ops__ = []
                 recorder.take()
-            if keys is not None and start < len(names):
-                _cache.store_state(keys[-1], migrator)
 
     def run_one(
         self,
