@@ -449,7 +449,7 @@ def _timeouts(lock_timeout: float | None, statement_timeout: float | None) -> li
 
 def _replaced(router: Router) -> dict[str, str]:
     """Return ``{folded name: squashed migration}`` for the squashed files on disk."""
-    from .squash import replaced_names
+    from .runtime.history import replaced_names
 
     return replaced_names({f"{n}.py": router.source(n) for n in router.todo})
 
@@ -1068,7 +1068,7 @@ def status(
         ):
             modified.append(name)
     problems = _checksum.problems(directory, files)
-    from .squash import replaced_names
+    from .runtime.history import replaced_names
 
     folded = replaced_names(files)
     return Status(

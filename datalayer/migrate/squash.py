@@ -26,8 +26,6 @@ migration before it (``--to``).
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import dataclasses
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MigrationError
+from .runtime.history import replaced_names
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -49,7 +48,6 @@ __all__ = [
     "state_only",
 ]
 
-_REPLACES_MARK = b"\nreplaces = "
 _HISTORY = "migratehistory"
 
 
@@ -120,30 +118,6 @@ def forget_replaced(database: Any, replaces: Sequence[str], *, fake: bool = Fals
         return
     if _has_history(database):
         database.execute_sql(f"DELETE FROM {_HISTORY} WHERE name = ANY(%s)", (list(replaces),))
-
-
-def replaced_names(sources: dict[str, bytes]) -> dict[str, str]:
-    """Return ``{folded name: squash name}`` for the squashed files among ``sources``.
-
-    ``sources`` maps file names (``NNN_x.py``) to bytes; only files holding a
-    module-level ``replaces = [...]`` are parsed.
-    """
-    found: dict[str, str] = {}
-    for filename, data in sources.items():
-        if _REPLACES_MARK not in data:
-            continue
-        with contextlib.suppress(SyntaxError, ValueError, UnicodeDecodeError):
-            tree = ast.parse(data.decode("utf-8"))
-            for node in tree.body:
-                if (
-                    isinstance(node, ast.Assign)
-                    and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id == "replaces"
-                ):
-                    for name in ast.literal_eval(node.value):
-                        found[str(name)] = filename.removesuffix(".py")
-    return found
 
 
 # -- squashing ---------------------------------------------------------------------------
