@@ -2,8 +2,10 @@
 
 A replay (``diff``, ``check``, ``squash``, ``sql``) hands migration files a
 recorder object instead of patching ``Database.execute_sql`` or
-``Model.select`` for the whole process, so other threads of the same process,
-querying the same database all the while, always get their real rows.
+``Model.select`` for the whole process, and ``apply`` / ``rollback`` hand them
+a view of the database instead of rebinding its ``execute_sql``; so other
+threads of the same process, querying the same database object all the
+while, always get their real rows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.db import Database
+from datalayer.migrate import runner
 from datalayer.migrate.check import check
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.files import migration_names
@@ -132,6 +135,8 @@ def test_library_migrations_never_touch_other_threads_queries(
             directory = tmp_path / f"run{run}" / "migrations"
             _history(directory)  # diff, three times (each replays the history before it)
             assert check(checking, directory, _models(3)) == []
+            applied = runner.apply(app_db, directory)  # the very database object the app uses
+            runner.rollback(app_db, directory, steps=len(applied))
             assert len(migration_sql(directory)) == len(migration_names(directory)) > 2
             squash(scratch, directory, "squashed")
             assert len(migration_sql(directory)) == 1
