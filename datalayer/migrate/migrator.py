@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import operator
 import threading
@@ -37,6 +38,7 @@ import peewee as pw
 from peewee_migrate import Migrator
 from playhouse.migrate import SchemaMigrator
 
+from . import operations as ops
 from ._ddl import (
     BatchFill,
     Step,
@@ -58,6 +60,7 @@ from ._spec import (
     rename_identifier,
     table_spec,
 )
+from .operations import calls
 
 __all__ = [
     "DatalayerMigrator",
@@ -304,6 +307,44 @@ class Opaque:
 _OPAQUE = "_datalayer_opaque"  # the Opaque calls recorded (in the shared __dict__)
 
 
+_OPERATIONS = "_datalayer_operations"  # the Operation objects recorded (shared __dict__)
+_DEPTH = "_datalayer_operation_depth"  # > 0 inside a recorded method (nested calls fold in)
+
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _records(build: Callable[..., ops.Operation]) -> Callable[[_M], _M]:
+    """Record ``build(self, *args, **kwargs)`` with the steps the decorated method queues.
+
+    Only the outermost recorded call is kept (``change_fields`` calls ``alter_fields``):
+    one call of a migration file, one operation.  A call that fails records nothing.
+    """
+
+    def decorate(method: _M) -> _M:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            shared = self.__dict__
+            if shared.get(_DEPTH):
+                return method(self, *args, **kwargs)
+            try:
+                op = build(self, *args, **kwargs)
+            except Exception:  # the method itself says what is wrong with its arguments
+                return method(self, *args, **kwargs)
+            start = len(shared.get(_STEPS, []))
+            shared[_DEPTH] = 1
+            try:
+                result = method(self, *args, **kwargs)
+            finally:
+                shared[_DEPTH] = 0
+            steps = tuple(shared.get(_STEPS, [])[start:])
+            shared.setdefault(_OPERATIONS, []).append(dataclasses.replace(op, steps=steps))
+            return result
+
+        return cast(_M, wrapper)
+
+    return decorate
+
+
 class RowsGuard:
     """An operation that stops a migration (or rollback) when a table has rows.
 
@@ -386,11 +427,13 @@ class DatalayerMigrator(Migrator):
 
     # -- opaque operations: SQL and Python a replay notes and never runs ----------
 
+    @_records(calls.sql)
     def sql(self, sql: str, *params: Any) -> None:
         """Run raw SQL (upstream's operation; a replay records it as :class:`Opaque`)."""
         self.__dict__.setdefault(_OPAQUE, []).append(Opaque("sql", sql, params))
         super().sql(sql, *params)
 
+    @_records(calls.run)
     def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run a Python function (upstream's operation; a replay records it, never runs it)."""
         name = str(getattr(func, "__name__", None) or repr(func))
@@ -401,6 +444,11 @@ class DatalayerMigrator(Migrator):
 
         call.__name__ = name
         self.__ops__.append(call)
+
+    def take_operations(self) -> list[ops.Operation]:
+        """Return the operations recorded since the last call (see :mod:`.operations`)."""
+        found: list[ops.Operation] = self.__dict__.pop(_OPERATIONS, [])
+        return found
 
     def take_opaque(self) -> list[Opaque]:
         """Return the ``sql``/``run`` calls since the last call, and forget them."""
@@ -539,6 +587,7 @@ class DatalayerMigrator(Migrator):
 
     # -- tables ---------------------------------------------------------------
 
+    @_records(calls.create_model)
     def create_model(self, model: Any) -> Any:
         """Create the table (and its indexes) exactly as ``create_tables()`` would."""
         meta = model._meta
@@ -547,6 +596,7 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_create(table_spec(model)))
         return model
 
+    @_records(calls.remove_model)
     def remove_model(self, model: ModelRef, *, cascade: bool = False) -> None:
         """Drop the table; without ``cascade`` it fails if anything still depends on it."""
         cls = self._get(model)
@@ -557,6 +607,7 @@ class DatalayerMigrator(Migrator):
         self._forget(cls)
         self._queue(plan_drop(spec, cascade=cascade))
 
+    @_records(calls.rename_table)
     def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
         """Rename the table, and the indexes, constraints and sequences named after it."""
         cls = self._get(model)
@@ -573,6 +624,7 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_rename_table(before, table_spec(cls)))
         return cls
 
+    @_records(calls.set_schema)
     def set_schema(self, model: ModelRef, schema: str | None) -> type[pw.Model]:
         """Move the table, with its rows, indexes and sequences, to ``schema`` (None: public).
 
@@ -589,6 +641,7 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_set_schema(before, table_spec(cls)))
         return cls
 
+    @_records(calls.set_model_meta)
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
         """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes)."""
         cls = self._get(model)
@@ -604,6 +657,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
+    @_records(calls.set_constraints)
     def set_constraints(
         self, model: ModelRef, constraints: Sequence[Any], *, online: bool = False
     ) -> type[pw.Model]:
@@ -620,6 +674,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.require_empty)
     def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
         """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
         cls = self._get(model)
@@ -630,6 +685,7 @@ class DatalayerMigrator(Migrator):
 
     # -- columns ----------------------------------------------------------------
 
+    @_records(calls.add_fields)
     def add_fields(
         self,
         model: ModelRef,
@@ -658,6 +714,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.remove_fields)
     def remove_fields(
         self, model: ModelRef, *names: str, cascade: bool = False, **params: Any
     ) -> type[pw.Model]:
@@ -682,6 +739,7 @@ class DatalayerMigrator(Migrator):
         self._queue(steps)
         return cls
 
+    @_records(calls.change_fields)
     def change_fields(
         self, model: ModelRef, *, online: bool | pw.Field = False, **fields: pw.Field
     ) -> type[pw.Model]:
@@ -696,6 +754,7 @@ class DatalayerMigrator(Migrator):
             fields, online = {"online": online, **fields}, False
         return self.alter_fields(model, fields, online=online)
 
+    @_records(calls.alter_fields)
     def alter_fields(
         self,
         model: ModelRef,
@@ -721,6 +780,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, renames=renames, using=using, online=online)
 
+    @_records(calls.rename_column)
     def rename_column(
         self,
         model: ModelRef,
@@ -773,6 +833,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, renames=renames)
 
+    @_records(calls.rename_field)
     def rename_field(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
         """Rename a field and its column (peewee-migrate's operation, data kept)."""
         cls = self._get(model)
@@ -782,6 +843,7 @@ class DatalayerMigrator(Migrator):
             new_column = new_name + "_id"
         return self.rename_column(cls, field.column_name, new_column, field_name=new_name)
 
+    @_records(calls.add_not_null)
     def add_not_null(
         self, model: ModelRef, *names: str, online: bool = False
     ) -> type[pw.Model]:
@@ -799,6 +861,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.backfill)
     def backfill(self, model: ModelRef, *names: str, batch_size: int = 1000) -> type[pw.Model]:
         """Fill the NULLs of columns from their server or Python default, in batches.
 
@@ -820,6 +883,7 @@ class DatalayerMigrator(Migrator):
         self._queue(steps)
         return cls
 
+    @_records(calls.validate_constraints)
     def validate_constraints(self, model: ModelRef) -> type[pw.Model]:
         """Validate the table's NOT VALID CHECKs and foreign keys (reads and writes go on)."""
         cls = self._get(model)
@@ -827,6 +891,7 @@ class DatalayerMigrator(Migrator):
             self._queue([validate_constraints(table_spec(cls).qualified)])
         return cls
 
+    @_records(calls.drop_not_null)
     def drop_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
         """Allow NULL in columns."""
         cls = self._get(model)
@@ -840,6 +905,7 @@ class DatalayerMigrator(Migrator):
 
     # -- indexes ------------------------------------------------------------------
 
+    @_records(calls.add_index)
     def add_index(
         self, model: ModelRef, *columns: str, unique: bool = False, **index_params: Any
     ) -> type[pw.Model]:
@@ -858,6 +924,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
+    @_records(calls.drop_index)
     def drop_index(self, model: ModelRef, *columns: str) -> type[pw.Model]:
         """Drop the index on exactly these fields or columns (by its real name)."""
         cls = self._get(model)
@@ -871,6 +938,7 @@ class DatalayerMigrator(Migrator):
             "migration history"
         )
 
+    @_records(calls.add_named_index)
     def add_named_index(
         self,
         model: ModelRef,
@@ -902,6 +970,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.drop_named_index)
     def drop_named_index(
         self, model: ModelRef, name: str, *, online: bool = False
     ) -> type[pw.Model]:
@@ -930,6 +999,7 @@ class DatalayerMigrator(Migrator):
             f"table {meta.table_name} has no index named {name!r} in the migration history"
         )
 
+    @_records(calls.rename_index)
     def rename_index(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
         """Rename an index declared in ``Meta.indexes``."""
         cls = self._get(model)
