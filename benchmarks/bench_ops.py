@@ -4,24 +4,38 @@
     python -m benchmarks ops        # this one
 
 Runs against DATABASE_URL / DB_* when set, else the embedded server, in a
-scratch database of its own that is dropped afterwards.  Each line times the
-package and the raw version alternately, round by round, and prints the
-medians and the ratio of their throughputs (package / raw).
+scratch database of its own that is dropped afterwards.
 
-The package side is what a worker writes: ``datalayer.get_user_by_email(...)``
-with a pooled checkout per call.  The raw side holds one psycopg2 connection
-(autocommit, like the pool's) and runs the same SQL, written by hand, doing the
-same work in Python that the operation needs (lower-casing the address,
-making and hashing the token, escaping COPY text).
+The first table times each single-row operation four ways, round by round
+in rotating order, and prints for each the median of the per-round ratios
+of throughput to the anchor, hand-written unprepared SQL on raw psycopg2
+(1.00x):
+
+* ``package``: what a worker writes, ``datalayer.get_user_by_email(...)`` with a
+  pooled checkout per call (the package prepares its statements itself);
+* ``raw PREPARE``: the same SQL on raw psycopg2, ``PREPARE``d once by hand and
+  run with ``EXECUTE name(...)``;
+* ``psycopg 3``: the same SQL on psycopg 3 with a ``psycopg_pool`` checkout per
+  call and psycopg's automatic prepare (``prepare_threshold`` 5, its default).
+
+Every side does the same work in Python that the operation needs (lower-casing
+the address, making and hashing the token).  The raw sides hold one
+connection each (autocommit, like the pool's).  Client CPU per operation is
+``time.process_time()`` over a batch, divided by its size: the package's
+against the anchor's, median of the per-round ratios.
+
+The second table: bulk import, the cost of a checkout, threads, import time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import io
 import itertools
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -30,13 +44,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 
 from benchmarks._common import Result, interleaved, print_results, scratch_database, server_settings
 
-SINGLE_ROW_TARGET = 0.8
+SINGLE_ROW_TARGET = 0.8  # the second table's lines
+LOOKUP_TARGET = 1.3  # get user by e-mail, x raw unprepared
+WRITE_TARGET = 1.05  # create user, issue token, rotate token (their commit dominates)
+CPU_TARGET = 1.15  # client CPU per operation, package / raw unprepared, at most
 THREADS_TARGET = 0.3
 BULK_TARGET = 0.8
 CHECKOUT_BUDGET_US = 20.0
@@ -93,6 +111,117 @@ def _raw_escape(value: Any) -> str:
     )
 
 
+# -- four sides, rotating order ---------------------------------------------------------
+
+SIDES = ("raw", "package", "raw PREPARE", "psycopg 3")
+
+
+@dataclass
+class Line:
+    """One operation timed on every side: medians per operation and per-round ratios."""
+
+    name: str
+    target: float
+    wall: dict[str, float]  # median seconds per operation
+    ratio: dict[str, float]  # median over rounds of raw time / side time
+    cpu: dict[str, float]  # median client CPU seconds per operation
+    cpu_ratio: dict[str, float]  # median over rounds of side CPU / raw CPU
+
+    @property
+    def met(self) -> bool:
+        return (
+            self.ratio["package"] >= self.target
+            and self.ratio["package"] > self.ratio["psycopg 3"]
+            and self.cpu_ratio["package"] <= CPU_TARGET
+        )
+
+
+def _time_batch(fn: Callable[[int], None], n: int) -> tuple[float, float]:
+    gc.disable()
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn(n)
+        return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+    finally:
+        gc.enable()
+
+
+def compare(name: str, sides: dict[str, Callable[[int], None]], *, target: float,
+            rounds: int = 41, batch: int = 100) -> Line:
+    """Time every side ``batch`` operations per round, the first side of a round rotating."""
+    order = list(sides)
+    for fn in sides.values():  # warm up: connections, prepared statements, caches
+        fn(max(10, batch // 4))
+    walls: dict[str, list[float]] = {k: [] for k in sides}
+    cpus: dict[str, list[float]] = {k: [] for k in sides}
+    for i in range(rounds):
+        shift = i % len(order)
+        for key in order[shift:] + order[:shift]:
+            wall, cpu = _time_batch(sides[key], batch)
+            walls[key].append(wall)
+            cpus[key].append(cpu)
+    anchor, anchor_cpu = walls["raw"], cpus["raw"]
+    return Line(
+        name,
+        target,
+        wall={k: statistics.median(v) for k, v in walls.items()},
+        ratio={k: statistics.median(r / s for r, s in zip(anchor, v, strict=True))
+               for k, v in walls.items()},
+        cpu={k: statistics.median(v) for k, v in cpus.items()},
+        cpu_ratio={k: statistics.median(s / r for r, s in zip(anchor_cpu, v, strict=True))
+                   for k, v in cpus.items()},
+    )
+
+
+def print_lines(lines: list[Line]) -> None:
+    """Print the four-sided table: time per operation and throughput ratio to raw."""
+    print("\nsingle-row operations: throughput vs raw psycopg2, hand-written unprepared SQL")
+    head = (f"{'operation':<30}" + "".join(f"{k:>17}" for k in SIDES)
+            + f"{'target':>8}{'CPU/op':>16}  met")
+    print(head)
+    print("-" * len(head))
+    for line in lines:
+        cells = "".join(
+            f"{line.wall[k] * 1e6:8.1f} us {line.ratio[k]:4.2f}x" for k in SIDES
+        )
+        cpu = f"{line.cpu['package'] * 1e6:5.1f} us {line.cpu_ratio['package']:4.2f}x"
+        print(f"{line.name:<30}{cells}{'>=' + format(line.target, 'g') + 'x':>8}{cpu:>16}"
+              f"  {'yes' if line.met else 'NO'}")
+    print(f"x = throughput / raw unprepared's (median of per-round ratios); met: package >= "
+          f"target, ahead of psycopg 3, and client CPU/op (package, x raw's) <= {CPU_TARGET:g}x")
+
+
+def _dollars(sql: str) -> tuple[str, list[str]]:
+    """Return ``sql`` with ``%s`` / ``%(name)s`` as ``$n`` (a name once), and the names."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        key = match[1] or str(len(names))
+        if match[1] is None or key not in names:
+            names.append(key)
+            return f"${len(names)}"
+        return f"${names.index(key) + 1}"
+
+    return re.sub(r"%(?:\((\w+)\))?s", number, sql), names
+
+
+class Prepared:
+    """A statement PREPAREd by hand on one raw psycopg2 connection."""
+
+    def __init__(self, conn: Any, name: str, sql: str) -> None:
+        body, names = _dollars(sql)
+        with conn.cursor() as cur:
+            cur.execute(f"PREPARE {name} AS {body}")
+        self.sql = f"EXECUTE {name}({', '.join(['%s'] * len(names))})"
+        self.names = names
+
+    def args(self, params: Any) -> list[Any]:
+        if isinstance(params, dict):
+            return [params[k] for k in self.names]
+        return list(params)
+
+
+
 class Bench:
     """The state of one run: the package's database and a raw connection to the same one."""
 
@@ -116,6 +245,24 @@ class Bench:
         )
         self.user_ids = [u[0] for u in self.query("SELECT users_id FROM users")]
         self.counter = itertools.count()
+        self.prep = self.raw_connection()  # the raw side that PREPAREs by hand
+        self.pg3 = self.psycopg3_pool()
+
+    def psycopg3_pool(self) -> Any:
+        """Return a psycopg_pool of one connection (autocommit, automatic prepare)."""
+        import psycopg
+        import psycopg_pool
+
+        kwargs = self.settings.connect_kwargs()
+        conninfo = psycopg.conninfo.make_conninfo(
+            **{k: str(v) for k, v in kwargs.items() if v is not None}
+        )
+        pool = psycopg_pool.ConnectionPool(
+            conninfo, min_size=1, max_size=1, open=True,
+            kwargs={"autocommit": True, "prepare_threshold": 5},
+        )
+        pool.wait()
+        return pool
 
     def raw_connection(self) -> Any:
         conn = psycopg2.connect(**self.settings.connect_kwargs())
@@ -130,6 +277,8 @@ class Bench:
 
     def close(self) -> None:
         self.raw.close()
+        self.prep.close()
+        self.pg3.close()
         self.dl.close()
 
     # -- single-row operations ------------------------------------------------------
@@ -139,23 +288,44 @@ class Bench:
         cycle = itertools.cycle([f"Seed{i}@Bench.Example" for i in range(SEED_USERS)])
         return cycle.__next__
 
-    def get_by_email(self) -> Result:
+    def get_by_email(self) -> Line:
         get = self.dl.get_user_by_email
-        nxt_p, nxt_r = self.emails(), self.emails()
-        conn = self.raw
+        nxt = {k: self.emails() for k in SIDES}
+        conn, prep, pg3 = self.raw, Prepared(self.prep, "bench_get", RAW_GET_BY_EMAIL), self.pg3
 
         def package(n: int) -> None:
+            nxt_p = nxt["package"]
             for _ in range(n):
                 get(nxt_p())
 
         def raw(n: int) -> None:
+            nxt_r = nxt["raw"]
             for _ in range(n):
                 with conn.cursor() as cur:
                     cur.execute(RAW_GET_BY_EMAIL, (nxt_r().strip().lower(),))
                     cur.fetchone()
 
-        p, r, q = interleaved(package, raw, rounds=41, batch=150)
-        return Result("get user by e-mail", p, r, target=SINGLE_ROW_TARGET, ratio_override=q)
+        def raw_prepared(n: int) -> None:
+            nxt_r, pconn, sql = nxt["raw PREPARE"], self.prep, prep.sql
+            for _ in range(n):
+                with pconn.cursor() as cur:
+                    cur.execute(sql, (nxt_r().strip().lower(),))
+                    cur.fetchone()
+
+        def psycopg3(n: int) -> None:
+            nxt_r = nxt["psycopg 3"]
+            for _ in range(n):
+                with pg3.connection() as c:
+                    c.execute(RAW_GET_BY_EMAIL, (nxt_r().strip().lower(),)).fetchone()
+
+        return compare("get user by e-mail", self._sides(package, raw, raw_prepared, psycopg3),
+                       target=LOOKUP_TARGET, batch=150)
+
+    @staticmethod
+    def _sides(*fns: Callable[[int], None]) -> dict[str, Callable[[int], None]]:
+        package, raw, raw_prepared, psycopg3 = fns
+        return {"raw": raw, "package": package, "raw PREPARE": raw_prepared,
+                "psycopg 3": psycopg3}
 
     def get_by_email_held(self) -> Result:
         """The cost of a checkout: the same lookup with and without a held connection."""
@@ -203,28 +373,43 @@ class Bench:
         p, _, _ = interleaved(cycle, nothing, rounds=11, batch=2000)
         return p
 
-    def create_user(self) -> Result:
+    def create_user(self) -> Line:
         create = self.dl.create_user
         hashed = self.hash
-        conn = self.raw
+        conn, pg3 = self.raw, self.pg3
+        prep = Prepared(self.prep, "bench_insert_user", RAW_INSERT_USER)
         run = uuid.uuid4().hex[:6]
         counter = self.counter
 
+        def email() -> str:
+            return f"New{run}-{next(counter)}@Bench.Example"
+
         def package(n: int) -> None:
             for _ in range(n):
-                create(f"New{run}-{next(counter)}@Bench.Example", password_hash=hashed,
-                       display_name="New User")
+                create(email(), password_hash=hashed, display_name="New User")
 
         def raw(n: int) -> None:
             for _ in range(n):
-                email = f"New{run}-{next(counter)}@Bench.Example".strip().lower()
                 with conn.cursor() as cur:
-                    cur.execute(RAW_INSERT_USER, (email, hashed, "New User", "user", True))
+                    cur.execute(RAW_INSERT_USER, (email().strip().lower(), hashed, "New User",
+                                                  "user", True))
                     cur.fetchone()
 
-        p, r, q = interleaved(package, raw, rounds=41, batch=100)
-        return Result("create user (database work)", p, r, target=SINGLE_ROW_TARGET,
-                      ratio_override=q)
+        def raw_prepared(n: int) -> None:
+            pconn, sql = self.prep, prep.sql
+            for _ in range(n):
+                with pconn.cursor() as cur:
+                    cur.execute(sql, (email().strip().lower(), hashed, "New User", "user", True))
+                    cur.fetchone()
+
+        def psycopg3(n: int) -> None:
+            for _ in range(n):
+                with pg3.connection() as c:
+                    c.execute(RAW_INSERT_USER, (email().strip().lower(), hashed, "New User",
+                                                "user", True)).fetchone()
+
+        return compare("create user (database work)",
+                       self._sides(package, raw, raw_prepared, psycopg3), target=WRITE_TARGET)
 
     def hashing(self) -> Result:
         from argon2.low_level import Type, hash_secret
@@ -246,66 +431,104 @@ class Bench:
         return Result(f"create user (argon2id hashing, {params.encode()})", p, r, unit="ms",
                       ratio_override=q)
 
-    def issue_token(self) -> Result:
+    def issue_token(self) -> Line:
         issue = self.dl.issue_token
-        ids_p = itertools.cycle(self.user_ids)
-        ids_r = itertools.cycle(self.user_ids)
-        conn = self.raw
+        ids = {k: itertools.cycle(self.user_ids) for k in SIDES}
+        conn, pg3 = self.raw, self.pg3
+        prep = Prepared(self.prep, "bench_issue", RAW_ISSUE)
+
+        def params(user_id: Any) -> tuple[Any, ...]:
+            token = secrets.token_urlsafe(32)
+            token_hash = hashlib.sha256(token.encode()).hexdigest()
+            expires = dt.datetime.now(dt.UTC) + TTL
+            return (uuid.uuid4(), user_id, token_hash, uuid.uuid4(), expires, "bench/1.0",
+                    "192.0.2.1", user_id)
 
         def package(n: int) -> None:
+            nxt = ids["package"]
             for _ in range(n):
-                issue(next(ids_p), user_agent="bench/1.0", ip="192.0.2.1")
+                issue(next(nxt), user_agent="bench/1.0", ip="192.0.2.1")
 
         def raw(n: int) -> None:
+            nxt = ids["raw"]
             for _ in range(n):
-                user_id = next(ids_r)
-                token = secrets.token_urlsafe(32)
-                token_hash = hashlib.sha256(token.encode()).hexdigest()
-                expires = dt.datetime.now(dt.UTC) + TTL
                 with conn.cursor() as cur:
-                    cur.execute(RAW_ISSUE, (uuid.uuid4(), user_id, token_hash, uuid.uuid4(),
-                                            expires, "bench/1.0", "192.0.2.1", user_id))
+                    cur.execute(RAW_ISSUE, params(next(nxt)))
                     if cur.fetchone() is None:
                         raise RuntimeError("raw issue failed")
 
-        p, r, q = interleaved(package, raw, rounds=41, batch=100)
-        return Result("issue token", p, r, target=SINGLE_ROW_TARGET, ratio_override=q)
+        def raw_prepared(n: int) -> None:
+            nxt, pconn, sql = ids["raw PREPARE"], self.prep, prep.sql
+            for _ in range(n):
+                with pconn.cursor() as cur:
+                    cur.execute(sql, params(next(nxt)))
+                    if cur.fetchone() is None:
+                        raise RuntimeError("raw issue failed")
 
-    def rotate_token(self) -> Result:
+        def psycopg3(n: int) -> None:
+            nxt = ids["psycopg 3"]
+            for _ in range(n):
+                with pg3.connection() as c:
+                    if c.execute(RAW_ISSUE, params(next(nxt))).fetchone() is None:
+                        raise RuntimeError("psycopg 3 issue failed")
+
+        return compare("issue token", self._sides(package, raw, raw_prepared, psycopg3),
+                       target=WRITE_TARGET)
+
+    def rotate_token(self) -> Line:
         rotate = self.dl.rotate_token
-        conn = self.raw
-        state = {
-            "pkg": self.dl.issue_token(self.user_ids[0]).token,
-            "raw": self.dl.issue_token(self.user_ids[1]).token,
-        }
+        conn, pg3 = self.raw, self.pg3
+        prep = Prepared(self.prep, "bench_rotate", RAW_ROTATE)
+        state = {k: self.dl.issue_token(self.user_ids[i]).token for i, k in enumerate(SIDES)}
+
+        def params(token: str) -> tuple[str, dict[str, Any]]:
+            new = secrets.token_urlsafe(32)
+            return new, {
+                "old_hash": hashlib.sha256(token.encode()).hexdigest(),
+                "new_id": uuid.uuid4(),
+                "new_hash": hashlib.sha256(new.encode()).hexdigest(),
+                "expires_at": dt.datetime.now(dt.UTC) + TTL,
+                "user_agent": None,
+                "ip": None,
+            }
 
         def package(n: int) -> None:
-            token = state["pkg"]
+            token = state["package"]
             for _ in range(n):
                 token = rotate(token).token
-            state["pkg"] = token
+            state["package"] = token
 
         def raw(n: int) -> None:
             token = state["raw"]
             for _ in range(n):
-                new = secrets.token_urlsafe(32)
-                params = {
-                    "old_hash": hashlib.sha256(token.encode()).hexdigest(),
-                    "new_id": uuid.uuid4(),
-                    "new_hash": hashlib.sha256(new.encode()).hexdigest(),
-                    "expires_at": dt.datetime.now(dt.UTC) + TTL,
-                    "user_agent": None,
-                    "ip": None,
-                }
+                token, values = params(token)
                 with conn.cursor() as cur:
-                    cur.execute(RAW_ROTATE, params)
+                    cur.execute(RAW_ROTATE, values)
                     if cur.fetchone() is None:
                         raise RuntimeError("raw rotation failed")
-                token = new
             state["raw"] = token
 
-        p, r, q = interleaved(package, raw, rounds=41, batch=100)
-        return Result("rotate token", p, r, target=SINGLE_ROW_TARGET, ratio_override=q)
+        def raw_prepared(n: int) -> None:
+            token, pconn, sql = state["raw PREPARE"], self.prep, prep.sql
+            for _ in range(n):
+                token, values = params(token)
+                with pconn.cursor() as cur:
+                    cur.execute(sql, prep.args(values))
+                    if cur.fetchone() is None:
+                        raise RuntimeError("raw rotation failed")
+            state["raw PREPARE"] = token
+
+        def psycopg3(n: int) -> None:
+            token = state["psycopg 3"]
+            for _ in range(n):
+                token, values = params(token)
+                with pg3.connection() as c:
+                    if c.execute(RAW_ROTATE, values).fetchone() is None:
+                        raise RuntimeError("psycopg 3 rotation failed")
+            state["psycopg 3"] = token
+
+        return compare("rotate token", self._sides(package, raw, raw_prepared, psycopg3),
+                       target=WRITE_TARGET)
 
     # -- bulk -------------------------------------------------------------------------
 
@@ -474,12 +697,13 @@ def main(argv: list[str] | None = None) -> int:
             max_open_conns=THREADS, max_idle_conns=THREADS, application_name="datalayer-bench"
         ))
         try:
+            lines: list[Line] = []
+            for line_step in (bench.get_by_email, bench.create_user, bench.issue_token,
+                              bench.rotate_token):
+                lines.append(line_step())
+                print(f"  done: {lines[-1].name}", file=sys.stderr)
             steps: list[Callable[[], Result]] = [
-                bench.get_by_email,
-                bench.create_user,
                 bench.hashing,
-                bench.issue_token,
-                bench.rotate_token,
                 bench.bulk_import,
                 bench.get_by_email_held,
                 bench.threads,
@@ -491,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.close()
     results.extend(import_results())
+    print_lines(lines)
     print_results("operations: package vs raw psycopg2", results)
     print(f"(took {time.perf_counter() - started:.0f} s)")
     return 0

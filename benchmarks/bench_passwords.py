@@ -6,7 +6,7 @@ parameters for argon2id (the default for new hashes), ``hashlib.scrypt`` for
 the scrypt hashes of release 0.1.  A last pair of lines shows what
 ``harden_runtime`` buys: a wrong password against a release 0.1 hash costs
 at least one current verification, like an unknown e-mail address
-(``dummy_verify``).  The absolute times are the figures the README quotes.
+(``dummy_verify``).  The absolute times are the figures docs/library/index.md quotes.
 """
 
 from __future__ import annotations

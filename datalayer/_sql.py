@@ -67,12 +67,12 @@ __all__ = [
 _READ_HEADS = frozenset({"SELECT", "SHOW", "VALUES", "TABLE"})
 # ... and hold none of these (a lock, a sequence, a data-modifying CTE, SELECT INTO,
 # a setting, an advisory lock).  A word inside a string literal makes a statement
-# count as a write: when in doubt, no re-run.
-_WRITE_WORD = re.compile(
+# count as a write: when in doubt, no re-run.  Compiled on first use: only a
+# statement that lost its connection is looked at (milliseconds off a script's start).
+_WRITE_WORDS = (
     r"\b(?:insert|update|delete|merge|copy|into|lock|share|nextval|setval|set_config|"
     r"txid_current|pg_current_xact_id|pg_advisory\w*|pg_try_advisory\w*|pg_terminate_backend|"
-    r"pg_cancel_backend|pg_notify|lo_\w+|dblink\w*)\b",
-    re.IGNORECASE,
+    r"pg_cancel_backend|pg_notify|lo_\w+|dblink\w*)\b"
 )
 
 
@@ -87,7 +87,7 @@ def is_read_only(sql: str) -> bool:
     head = sql.lstrip(" \t\r\n(")[:8].split(None, 1)
     if not head or head[0].upper() not in _READ_HEADS:
         return False
-    return _WRITE_WORD.search(sql) is None
+    return re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None  # re caches the pattern
 
 
 def backend_pid(raw: Any) -> int | None:
@@ -128,16 +128,22 @@ class Param(pw.Node):
 
 
 class Statement:
-    """SQL text compiled once from a peewee query, and how to bind its parameters."""
+    """SQL text compiled once from a peewee query, and how to bind its parameters.
 
-    __slots__ = ("_plan", "names", "read_only", "sql")
+    On a direct connection it runs as a server-side prepared statement (see
+    :func:`_execute`): ``PREPARE name AS ...`` once per connection, folded into
+    the round trip of its first use, then ``EXECUTE name(...)``.
+    """
+
+    __slots__ = ("_plan", "_texts", "names", "read_only", "sql")
 
     def __init__(self, query: Any) -> None:
         from .db import database  # the SQL dialect; the same for every Database
 
         sql, params = database.get_sql_context().sql(query).query()
         self.sql: str = sql
-        self.read_only = is_read_only(sql)
+        # Looked at only after a lost connection (None: work it out then, is_read_only()).
+        self.read_only: bool | None = None
         plan: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
         for p in params:
             if isinstance(p, _Slot):
@@ -146,15 +152,17 @@ class Statement:
                 plan.append((None, None, p))  # a constant peewee put in (e.g. a default)
         self._plan = tuple(plan)
         self.names = frozenset(n for n, _, _ in plan if n is not None)
+        self._texts: _Prepared | None = None
 
     @classmethod
     def text(cls, sql: str, *names: str) -> Statement:
         """Return a statement of hand-written ``sql`` whose ``%s`` take ``names`` in order."""
         stmt = cls.__new__(cls)
         stmt.sql = sql
-        stmt.read_only = is_read_only(sql)
+        stmt.read_only = None
         stmt._plan = tuple((n, None, None) for n in names)
         stmt.names = frozenset(names)
+        stmt._texts = None
         return stmt
 
     def bind(self, values: Mapping[str, Any]) -> list[Any]:
@@ -169,8 +177,114 @@ class Statement:
                 out.append(convert(values[name]))
         return out
 
+    @property
+    def prepared(self) -> _Prepared:
+        """Return the texts that prepare and run this statement by name (made once)."""
+        texts = self._texts
+        if texts is None:
+            texts = self._texts = _Prepared(self.sql, len(self._plan))
+        return texts
+
     def __repr__(self) -> str:
         return f"<Statement {self.sql[:60]!r}...>"
+
+
+# -- server-side prepared statements ------------------------------------------------
+
+
+class _Prepared:
+    """The SQL texts that run one statement as a server-side prepared statement.
+
+    The name is derived from the SQL text, so the same statement has the same
+    name in every process (``pg_prepared_statements`` shows which ones a
+    connection holds).  psycopg2 interpolates the parameters into ``EXECUTE
+    name(...)`` as it does into any statement; the server coerces each to the
+    type it inferred for ``$n`` when the statement was prepared.
+    """
+
+    __slots__ = ("execute", "first", "name", "renew")
+
+    def __init__(self, sql: str, count: int) -> None:
+        import hashlib  # deferred: only a script that prepares pays for it
+
+        digest = hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()
+        self.name = f"datalayer_{digest[:16]}"
+        numbers = iter(range(1, count + 1))
+        body = re.sub(_PLACEHOLDER, lambda m: "%" if m[1] == "%" else f"${next(numbers)}", sql)
+        args = f"({', '.join(['%s'] * count)})" if count else ""
+        prepare = f"PREPARE {self.name} AS {body.replace('%', '%%')}"
+        self.execute = f"EXECUTE {self.name}{args}"
+        self.first = f"{prepare};{self.execute}"
+        self.renew = f"DEALLOCATE {self.name};{self.first}"
+
+
+_PLACEHOLDER = r"%([s%])"  # peewee's parameter, or a literal percent sign
+
+# SQLSTATEs after which a prepared statement is made again and the call re-run: the
+# server answered before running anything.
+_GONE = "26000"  # invalid_sql_statement_name: DISCARD ALL, DEALLOCATE, a new session
+_STALE = "0A000"  # "cached plan must not change result type": a column changed type
+_EXISTS = "42P05"  # duplicate_prepared_statement: an earlier first use failed after PREPARE
+
+
+def _prepared_names(raw: Any) -> set[str] | None:
+    """Return a new set for the names prepared on ``raw``, or None when it must not prepare.
+
+    Asked once per connection, on its first statement that could be prepared
+    (one round trip, :func:`datalayer._pooler.pooler_detected`): a connection
+    through a pooler such as PgBouncer never prepares (in transaction mode a
+    prepared statement stays with a server connection that the next
+    transaction may not get).  The answer is kept on the connection.
+    """
+    from ._pooler import pooler_detected  # deferred: only when a statement may prepare
+
+    if pooler_detected(raw):
+        raw.prepared = False
+        logger.debug("a connection goes through a pooler: no prepared statements on it")
+        return None
+    names: set[str] = set()
+    raw.prepared = names
+    return names
+
+
+def _execute(cursor: Any, raw: Any, stmt: Statement, params: Sequence[Any]) -> None:
+    """Run ``stmt`` on ``cursor`` (of ``raw``, outside a transaction), prepared where it can.
+
+    A statement the server no longer has (``DISCARD ALL``) or whose plan went
+    stale (a migration changed the type of a column it returns) is prepared
+    again and re-run once: the server refused it before running anything, and
+    outside a transaction the refusal left nothing to roll back.
+    """
+    known: set[str] | bool | None = getattr(raw, "prepared", False)
+    if known is None:  # the connection's first: is it direct?
+        known = _prepared_names(raw)
+    if known is None or known is False or known is True:
+        cursor.execute(stmt.sql, params)
+        return
+    names = known
+    texts = stmt._texts or stmt.prepared
+    name = texts.name
+    if name in names:
+        try:
+            cursor.execute(texts.execute, params)
+            return
+        except psycopg2.Error as exc:
+            code = exc.pgcode
+            if raw.closed or code not in (_GONE, _STALE):
+                raise
+            names.discard(name)
+            logger.debug("prepared statement %s %s; preparing it again", name,
+                         "is gone" if code == _GONE else "went stale")
+            sql = texts.first if code == _GONE else texts.renew
+    else:
+        sql = texts.first
+    try:
+        cursor.execute(sql, params)
+    except psycopg2.Error as exc:
+        if raw.closed or exc.pgcode != _EXISTS:
+            raise
+        cursor.execute(texts.execute, params)  # it was prepared by a first use that failed
+    names.add(name)
 
 
 def row_builder(model: type[M], fields: Sequence[pw.Field]) -> Callable[[Sequence[Any]], M]:
@@ -277,17 +391,45 @@ def _reraise(exc: psycopg2.Error, db: Database | None = None) -> None:
         raise exc
 
 
-def _send(db: Database, sql: str, params: Sequence[Any], copy_from: IO[str] | None) -> Any:
-    """Execute on the thread's connection, registered with the watchdog while in flight."""
-    cursor = db.cursor()
-    raw = cursor.connection
+def _cursor(raw: Any) -> Any:
+    """Return the cursor the package's statements use on ``raw`` (made once per connection).
+
+    Every caller here reads the result before the connection is used again, so
+    one cursor serves them all; making and freeing one per statement is a
+    measurable part of a single-row operation's client time.
+    """
+    cursor = getattr(raw, "statement_cursor", None)
+    if cursor is None or cursor.closed:
+        cursor = raw.cursor()
+        if hasattr(raw, "statement_cursor"):  # a datalayer connection (db._Connection)
+            raw.statement_cursor = cursor
+    return cursor
+
+
+def _send(
+    db: Database,
+    sql: str,
+    params: Sequence[Any],
+    copy_from: IO[str] | None,
+    stmt: Statement | None = None,
+) -> Any:
+    """Execute on the thread's connection, registered with the watchdog while in flight.
+
+    ``stmt`` (whose text is ``sql``) runs prepared when no transaction is open
+    (see :func:`_execute`); inside one, a prepared statement gone stale would
+    abort the caller's transaction, so the plain text runs.
+    """
+    raw = db._live_connection()
+    cursor = _cursor(raw)
     inflight = db._inflight
     inflight[raw] = _monotonic()
     try:
-        if copy_from is None:
-            cursor.execute(sql, params)
-        else:
+        if copy_from is not None:
             cursor.copy_expert(sql, copy_from)
+        elif stmt is not None and raw.get_transaction_status() == _STATUS_IDLE:
+            _execute(cursor, raw, stmt, params)
+        else:
+            cursor.execute(sql, params)
     finally:
         inflight.pop(raw, None)
     return cursor
@@ -299,6 +441,7 @@ def _run(
     params: Sequence[Any],
     copy_from: IO[str] | None = None,
     read_only: bool | None = None,
+    stmt: Statement | None = None,
 ) -> Any:
     """Execute on the thread's connection; apply the recovery rules of :mod:`datalayer.db`.
 
@@ -306,7 +449,7 @@ def _run(
     """
     state = db._state
     try:
-        cursor = _send(db, sql, params, copy_from)
+        cursor = _send(db, sql, params, copy_from, stmt)
     except psycopg2.Error as exc:
         raw = state.conn
         if (
@@ -326,7 +469,7 @@ def _run(
             if first and limit is None and read_only:
                 logger.info("a pooled connection was dead; re-running the read on a new one")
                 try:
-                    cursor = _send(db, sql, params, copy_from)
+                    cursor = _send(db, sql, params, copy_from, stmt)
                 except psycopg2.Error as exc2:
                     _reraise(exc2)
                 state.fresh = False
@@ -390,7 +533,12 @@ def _idle(raw: Any) -> bool:
 
 
 def _on_checkout(
-    db: Database, sql: str, params: Sequence[Any], mode: int, read_only: bool | None = None
+    db: Database,
+    sql: str,
+    params: Sequence[Any],
+    mode: int,
+    read_only: bool | None = None,
+    stmt: Statement | None = None,
 ) -> Any:
     """Run one statement on a connection checked out of the pool for it alone.
 
@@ -406,10 +554,13 @@ def _on_checkout(
     for attempt in (1, 2):
         raw = pool.getconn()
         try:
-            cursor = raw.cursor()
+            cursor = _cursor(raw)
             inflight[raw] = _monotonic()
             try:
-                cursor.execute(sql, params)
+                if stmt is None:
+                    cursor.execute(sql, params)
+                else:
+                    _execute(cursor, raw, stmt, params)  # idle: fresh out of the pool
             finally:
                 inflight.pop(raw, None)
             result = (
@@ -440,25 +591,27 @@ def _on_checkout(
 def fetchone(db: Database, stmt: Statement, values: Mapping[str, Any]) -> Any:
     """Run ``stmt`` and return its first row (or None); check a connection out if needed."""
     if db._state.closed:
-        return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only)
-    return _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only).fetchone()
+        return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only, stmt)
+    return _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only, stmt).fetchone()
 
 
 def fetchall(db: Database, stmt: Statement, values: Mapping[str, Any]) -> list[Any]:
     """Run ``stmt`` and return all its rows; check a connection out if needed."""
     if db._state.closed:
-        rows: list[Any] = _on_checkout(db, stmt.sql, stmt.bind(values), _ALL, stmt.read_only)
+        rows: list[Any] = _on_checkout(
+            db, stmt.sql, stmt.bind(values), _ALL, stmt.read_only, stmt
+        )
     else:
-        rows = _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only).fetchall()
+        rows = _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only, stmt).fetchall()
     return rows
 
 
 def execute(db: Database, stmt: Statement, values: Mapping[str, Any]) -> int:
     """Run ``stmt`` and return the number of rows it touched; check a connection out if needed."""
     if db._state.closed:
-        count: int = _on_checkout(db, stmt.sql, stmt.bind(values), _COUNT, stmt.read_only)
+        count: int = _on_checkout(db, stmt.sql, stmt.bind(values), _COUNT, stmt.read_only, stmt)
     else:
-        count = _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only).rowcount
+        count = _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only, stmt).rowcount
     return count
 
 

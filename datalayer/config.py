@@ -60,7 +60,12 @@ network path that dropped the connection is noticed within about a minute
 (30 s idle + 3 probes 10 s apart), also on an idle pooled connection.  A URL
 option (``?keepalives_idle=60``) overrides each."""
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE)
+# ASCII digits only: \d would accept other scripts' digits ('٣' read as 3).
+_DURATION = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE | re.ASCII
+)
+_MAX_DURATION = 2147483.647
+"""The longest duration accepted, in seconds: PostgreSQL's largest timeout (2^31-1 ms)."""
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
 
@@ -360,6 +365,8 @@ def _duration(raw: str, *, allow_none: bool) -> float | None:
     if not m:
         raise ValueError("not a duration")
     value = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "").lower() or None]
+    if not value <= _MAX_DURATION:  # 400 digits: inf, which no timeout can be set to
+        raise ValueError("too long")
     if value == 0 and allow_none:
         return None
     return value
@@ -380,7 +387,10 @@ def _env_folder(cwd: str | Path | None) -> tuple[Path, bool]:
     return start, cwd is not None
 
 
-_DURATION_HINT = "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min)"
+_DURATION_HINT = (
+    "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min), "
+    "at most 596h"
+)
 
 
 def load_settings(
@@ -440,11 +450,15 @@ def load_settings(
         try:
             values[field] = conv(text)
         except (ValueError, TypeError):
-            shown = f"{text!r} is not valid; " if show_value else ""
+            value = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+            shown = f"{value!r} is not valid; " if show_value else ""
             problems[name] = f"{shown}expected {hint}"
 
     def integer(text: str) -> int:
-        return int(text.strip())
+        digits = text.strip()
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
+            raise ValueError("not a whole number")  # '٣' or 400 digits: refused
+        return int(digits)
 
     url = raw("DATABASE_URL")
     db_host = raw("DB_HOST")

@@ -68,6 +68,11 @@ class _Connection(psycopg2.extensions.connection):  # type: ignore[misc]
     """
 
     server_pid: int = 0
+    # The names of the server-side prepared statements made on it (datalayer._sql);
+    # None until the first one is asked for, False behind a pooler (never prepare).
+    prepared: set[str] | bool | None = None
+    # The cursor datalayer._sql runs the package's statements with (made on first use).
+    statement_cursor: Any = None
 
 
 class Database(PostgresqlExtDatabase):  # type: ignore[misc]

@@ -271,21 +271,35 @@ def render_mermaid(models: Iterable[type[pw.Model]]) -> str:
 
 
 def render_markdown(
-    models: Iterable[type[pw.Model]], modules: Sequence[str] = ("datalayer.models",)
+    models: Iterable[type[pw.Model]],
+    modules: Sequence[str] = ("datalayer.models",),
+    *,
+    make_target: str | None = "er-diagram",
 ) -> str:
     """Return the markdown page holding the diagram (``docs/er-diagram.md``).
 
-    ``modules`` names where the models come from, for the page's header.
+    ``modules`` names where the models come from, for the page's header;
+    ``make_target`` the Makefile target that regenerates it (this repository's
+    ``er-diagram``), or None for a project without one: the page then names
+    ``datalayer erd --output FILE``.
     """
     diagram = render_mermaid(models)
     source = ", ".join(f"`{m}`" for m in modules)
+    if make_target:
+        how = (
+            f" (`make {make_target}`); do not edit it by hand. After changing a model, run"
+            f" `make {make_target}` and commit the result;"
+        )
+    else:
+        how = (
+            "; do not edit it by hand. After changing a model, run `datalayer erd --output"
+            " FILE` (FILE: this file) and commit the result;"
+        )
     return (
         "# ER diagram\n"
         "\n"
-        f"Generated from the models in {source} by `datalayer erd`"
-        " (`make er-diagram`); do not edit it by hand. After changing a model, run"
-        " `make er-diagram` and commit the result; `datalayer erd --check` (run in CI)"
-        " fails while this file is out of date.\n"
+        f"Generated from the models in {source} by `datalayer erd`{how}"
+        " `datalayer erd --check` (run in CI) fails while this file is out of date.\n"
         "\n"
         "Types are PostgreSQL column types, with lengths in the comment column."
         " Columns are NOT NULL unless marked `nullable`. Markers: `PK` primary key,"

@@ -22,6 +22,7 @@ does: the auth models are defined in :mod:`datalayer.auth`).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import os
 import sys
@@ -182,7 +183,7 @@ def load_project(
         folder = base / env["DATALAYER_MIGRATIONS_DIR"].strip()
     elif "migrations" in table:
         value = table["migrations"]
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
             raise ProjectError(f"{where} migrations must be a folder path, e.g. \"db/migrations\"")
         folder = base / value
     else:
@@ -210,12 +211,27 @@ def load_project(
 
 
 def _tidy(path: Path) -> Path:
-    """Show paths under the current directory relative to it (shorter messages)."""
-    full = path.resolve()
+    """Show paths under the current directory relative to it (shorter messages).
+
+    :raises ProjectError: for a symlink loop (which no command could use).
+    """
+    try:
+        full = path.resolve()
+    except (RuntimeError, OSError) as exc:  # Python < 3.13 raises RuntimeError for a loop
+        raise ProjectError(
+            f"migrations folder {path} cannot be resolved ({_why(exc)}); point it at a real "
+            "folder ([tool.datalayer] migrations, DATALAYER_MIGRATIONS_DIR or --dir)"
+        ) from None
     try:
         return full.relative_to(Path.cwd().resolve())
     except ValueError:
         return full
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "a symlink loop"
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]:

@@ -104,7 +104,7 @@ class RetryPolicy:
     """Seconds from the first attempt after which no new attempt starts.
 
     The default rides out a server restart or fail-over of several seconds (see
-    the README's figures); with ``attempts`` high it is the bound that counts."""
+    the figures in docs/operations/retry.md); with ``attempts`` high it is the bound that counts."""
     base_delay: float = 0.05
     max_delay: float = 1.0
     jitter: float = 0.5

@@ -51,11 +51,24 @@ def doc_files() -> list[Path]:
 
 
 def code_regions(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) of every fenced code block line and every inline code span."""
+    """(line number, text) of every fenced code block line and every inline code span.
+
+    An inline span may run over a line break (`datalayer db
+    stop`): spans are looked for in whole paragraphs, joined with spaces.
+    """
     fence: str | None = None
+    paragraph: list[str] = []
+    start = 0
+
+    def spans() -> Iterator[tuple[int, str]]:
+        for span in re.findall(r"``?([^`]+)``?", " ".join(paragraph)):
+            yield start, span
+
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if fence is None and stripped.startswith(("```", "~~~")):
+            yield from spans()
+            paragraph = []
             fence = stripped[:3]
             continue
         if fence is not None:
@@ -64,8 +77,14 @@ def code_regions(text: str) -> Iterator[tuple[int, str]]:
             else:
                 yield number, line
             continue
-        for span in re.findall(r"``?([^`]+)``?", line):
-            yield number, span
+        if not stripped:
+            yield from spans()
+            paragraph = []
+            continue
+        if not paragraph:
+            start = number
+        paragraph.append(stripped)
+    yield from spans()
 
 
 def shown_commands() -> list[Shown]:

@@ -78,6 +78,9 @@ TRIGGERS: dict[str, tuple[str, bool]] = {
     "renaming-table": ("ALTER TABLE u RENAME TO users2", True),
     "ban-truncate-cascade": ("TRUNCATE u CASCADE", True),
     "transaction-nesting": ("COMMIT", True),
+    "ban-set-schema": ("ALTER TABLE u SET SCHEMA archive", True),
+    "changing-column-collation": ('ALTER TABLE t ALTER COLUMN v TYPE varchar(20) COLLATE "C"',
+                                  True),
 }
 
 
@@ -354,6 +357,7 @@ SAMPLES = [
     ("ALTER TABLE t RENAME COLUMN v TO w", True),
     ("ALTER TABLE u RENAME TO users2", True),
     ("TRUNCATE u CASCADE", True),
+    ("ALTER TABLE u SET SCHEMA archive", True),
 ]
 
 # Where datalayer and squawk differ on purpose: sql -> (only datalayer, only squawk).
@@ -367,6 +371,10 @@ KNOWN_DIFFERENCES: dict[str, tuple[set[str], set[str]]] = {
     "ALTER TABLE t ALTER COLUMN v TYPE varchar(50)": (set(), {"changing-column-type"}),
     # lower() is immutable: evaluated once, no rewrite (squawk flags any function but now()).
     "ALTER TABLE t ADD COLUMN l text DEFAULT lower('X')": (set(), {"adding-field-with-default"}),
+    # A collation change keeps the rows (no rewrite) but rebuilds the column's indexes:
+    # datalayer names it changing-column-collation, squawk calls it a type change.
+    'ALTER TABLE t ALTER COLUMN v TYPE varchar(20) COLLATE "C"': (
+        {"changing-column-collation"}, {"changing-column-type"}),
 }
 
 

@@ -284,7 +284,7 @@ def _wait_for(predicate: object, what: str, timeout: float = 30.0) -> None:
 def test_apply_killed_mid_concurrent_build_then_rerun(
     pg: Server, empty_db: Settings, mdir: Path, t1: psycopg2.extensions.connection, exists: str
 ) -> None:
-    """The README's ``atomic = False`` example, killed mid-build, is safe to run again."""
+    """docs/migrations/apply.md's ``atomic = False`` example, killed mid-build, is safe to rerun."""
     _unique_index_migration(mdir, exists)
     # Keep the build waiting (phase "waiting for writers") so the kill lands mid-build.
     writer = pg.raw(empty_db.dbname)

@@ -258,3 +258,70 @@ def test_valid_values_are_normalised(db: Database) -> None:
 
 def test_models_list_is_in_dependency_order() -> None:
     assert (User, RefreshToken) == MODELS
+
+
+# -- names that set nothing ----------------------------------------------------------
+
+
+def test_create_with_an_unknown_field_is_refused_as_insert_is(db: Database) -> None:
+    before = User.select().count()
+    for make in (
+        lambda: User.create(email="typo@example.com", password_hash="scrypt$x", emial="x"),
+        lambda: User(email="typo@example.com", password_hash="scrypt$x", emial="x"),
+        lambda: User.insert(email="typo@example.com", password_hash="scrypt$x", emial="x"),
+        lambda: User.get_or_create(email="typo@example.com", emial="x"),
+        lambda: User.get_or_create(email="typo@example.com", defaults={"emial": "x"}),
+        lambda: User.update(emial="x"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            make()
+        assert info.value.field == "emial"
+        assert str(info.value).startswith("emial: is not a field of User; its fields are: ")
+    assert User.select().count() == before
+
+
+def test_what_create_accepts_besides_fields(db: Database) -> None:
+    owner = make_user()
+    token = make_token(owner, user=None, users_id=owner.id)  # the foreign key's id name
+    assert token.users_id == owner.id
+    with pytest.raises(ValidationError, match=r"^user_id: is not a field"):
+        make_token(owner, user_id=owner.id)  # silently ignored before
+    # Rows read with extra selected columns still come back as instances.
+    row = User.select(User.id, pw.fn.length(User.email).alias("n")).where(
+        User.id == owner.id).get()
+    assert int(row.n) == len("ada@example.com")
+
+    class Sketch(User):
+        @property
+        def shout(self) -> str:
+            return str(self.display_name).upper()
+
+        @shout.setter
+        def shout(self, value: str) -> None:
+            self.display_name = value.lower()
+
+    assert Sketch(shout="HI").display_name == "hi"  # a property with a setter
+    with pytest.raises(ValidationError, match=r"^save: is not a field"):
+        User(save=1)  # a method is not something to set
+
+
+def test_create_with_the_old_name_of_a_renamed_field_names_the_new_one(db: Database) -> None:
+    """Old code calling create(old_name=...) after a rename: before, the old name was
+    dropped silently and the server refused the row (a raw IntegrityError: NOT NULL)."""
+    from datalayer import BaseModel, renamed_from
+
+    class Person(BaseModel):
+        id = pw.AutoField()
+        full_name = renamed_from(pw.CharField(max_length=100), "name")
+
+        class Meta:
+            table_name = "people_renamed"
+
+    with db.bind_ctx([Person]):
+        Person.create_table()
+        with pytest.raises(ValidationError) as info:
+            Person.create(name="Ada")
+        assert info.value.field == "name"
+        assert "it was renamed to 'full_name' (use full_name=...)" in str(info.value)
+        assert Person.select().count() == 0
+        assert Person.create(full_name="Ada").full_name == "Ada"

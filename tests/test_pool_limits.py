@@ -2,7 +2,7 @@
 
 Everything that changes a server's settings, fills its connection slots or
 restarts it does so to an embedded server of our own (``own_server``), never
-to the shared one.  Timing figures are printed (``-s``) for the README; the
+to the shared one.  Timing figures are printed (``-s``) for docs/operations/retry.md; the
 assertions are about outcomes, with generous bounds only against hangs.
 """
 

@@ -17,15 +17,20 @@ successful sign-in.
 
 Two protections that come with reading parameters from stored data:
 
-* a stored hash whose cost is beyond :data:`MAX_MEMORY_BYTES` or
-  :data:`MAX_WORK_BYTES` (``scrypt ln=20``: 1 GiB; ``argon2 m=4 GiB``) is
-  refused with :class:`~datalayer.errors.ValidationError` before anything is
-  computed: one sign-in attempt must not cost seconds and gigabytes;
-* :func:`harden_runtime` (Django's name) spends the time of one verification
-  with the current parameters when a wrong password was checked against an
-  older, cheaper hash, so that such an account answers no faster than an
-  unknown e-mail address (for which :func:`dummy_verify` runs the current
-  algorithm).
+* a stored hash that costs more than :data:`MAX_COST_FACTOR` (4) times a
+  current hash (memory times passes), or more than :data:`MAX_MEMORY_BYTES`
+  of memory or :data:`MAX_PARALLELISM` lanes, is refused with
+  :class:`~datalayer.errors.ValidationError` before anything is computed:
+  one sign-in attempt must not cost seconds and gigabytes (an argon2 hash of
+  m = 256 MiB, t = 4 took 23.6 s on a loaded machine);
+* :func:`check_sign_in` gives every failed sign-in the same duration,
+  whatever the account holds (Django's ``harden_runtime`` idea, made exact):
+  an unknown address, a current hash, a release 0.1 scrypt hash and a
+  costlier hash within the limits cannot be told apart by timing.  A
+  memory-hard hash cannot be topped up with hashing work, so the answer waits
+  (sleeps, computing nothing) until the time the costliest accepted hash may
+  take has passed, measured in recent verifications with the current
+  parameters.
 
 Keys are compared in constant time.  Nothing here logs, and no message
 contains a password or a hash.
@@ -36,11 +41,15 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import hmac
 import os
 import re
+import statistics
+import time
+from collections.abc import Callable
 from typing import ClassVar, Generic, TypeVar
 
 from argon2.low_level import Type, hash_secret_raw
@@ -49,6 +58,7 @@ from ..errors import ValidationError
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "MAX_COST_FACTOR",
     "MAX_MEMORY_BYTES",
     "MAX_PARALLELISM",
     "MAX_PASSWORD_LENGTH",
@@ -59,6 +69,7 @@ __all__ = [
     "ScryptHasher",
     "ScryptParams",
     "check_password",
+    "check_sign_in",
     "dummy_verify",
     "harden_runtime",
     "hash_password",
@@ -75,9 +86,17 @@ _MIB = 1024 * 1024
 MAX_MEMORY_BYTES = 256 * _MIB
 """A stored hash that needs more memory than this is refused, never computed."""
 MAX_WORK_BYTES = 1024 * _MIB
-"""Memory times passes (argon2 ``m * t``, scrypt ``128 * r * n * p``): the bound on time.
+"""Memory times passes (argon2 ``m * t``, scrypt ``2 * 128 * r * n * p``): a ceiling on time.
 
-1 GiB-passes is about 0.8 s here, 16 times the default's cost."""
+The bound that counts for stored hashes is :data:`MAX_COST_FACTOR`, relative to the
+current parameters; this one only caps what :data:`DEFAULT_PARAMS` may be set to."""
+MAX_COST_FACTOR = 4
+"""A stored hash may cost at most this many times a hash made with :data:`DEFAULT_PARAMS`
+(memory times passes: release 0.1's scrypt hash costs less than half the default's).
+
+A costlier one is refused without being computed.  Every failed sign-in takes the time
+such a hash could take (see :func:`check_sign_in`), so the factor is also what a refusal
+costs in waiting (not in computing)."""
 
 _SALT_BYTES = 16
 _KEY_BYTES = 32
@@ -136,7 +155,8 @@ class ScryptParams:
 
     @property
     def work_bytes(self) -> int:
-        return self.memory_bytes * self.p
+        # scrypt fills its memory once and reads it back once: two passes per lane.
+        return 2 * self.memory_bytes * self.p
 
     @property
     def maxmem(self) -> int:
@@ -149,6 +169,7 @@ class ScryptParams:
 
 Params = Argon2Params | ScryptParams
 P = TypeVar("P", Argon2Params, ScryptParams)
+T = TypeVar("T")
 
 DEFAULT_PARAMS: Params = Argon2Params()
 """Parameters (and so the algorithm) of new hashes.  Assign other ones to raise the
@@ -192,6 +213,10 @@ def _cost_problem(params: Params) -> str | None:
     if params.work_bytes > MAX_WORK_BYTES:
         return (f"needs {_mib(params.work_bytes)} of memory passes, more than the limit of "
                 f"{_mib(MAX_WORK_BYTES)}")
+    limit = MAX_COST_FACTOR * DEFAULT_PARAMS.work_bytes
+    if params.work_bytes > limit:
+        return (f"needs {_mib(params.work_bytes)} of memory passes, more than "
+                f"{MAX_COST_FACTOR} times a hash with the current parameters ({_mib(limit)})")
     return None
 
 
@@ -406,7 +431,8 @@ def hash_password(password: str, *, params: Params | None = None) -> str:
     return _ARGON2.encode(password, params)
 
 
-_PARAMS_OK: dict[str, bool] = {}  # the parameters part of a stored form -> within the limits
+# (the parameters part of a stored form, DEFAULT_PARAMS) -> within the limits
+_PARAMS_OK: dict[tuple[str, Params], bool] = {}
 
 
 def _params_within_limits(hasher: Argon2idHasher | ScryptHasher, match: re.Match[str]) -> bool:
@@ -432,13 +458,13 @@ def _hash_form(value: str) -> object | None:
         return None
     if match is None:
         return None
-    params = match["params"]
-    ok = _PARAMS_OK.get(params)
+    key = (match["params"], DEFAULT_PARAMS)  # the limits follow the current parameters
+    ok = _PARAMS_OK.get(key)
     if ok is None:
         ok = _params_within_limits(hasher, match)
         if len(_PARAMS_OK) > 256:  # a few parameter sets in real data; bounded anyway
             _PARAMS_OK.clear()
-        _PARAMS_OK[params] = ok
+        _PARAMS_OK[key] = ok
     return match if ok else None
 
 
@@ -481,7 +507,10 @@ def harden_runtime(password: str, stored: str) -> None:
     """After a failed check against ``stored``, spend what a current hash would have cost.
 
     Does nothing for a hash made with :data:`DEFAULT_PARAMS`; see
-    :meth:`PasswordHasher.harden_runtime`.
+    :meth:`PasswordHasher.harden_runtime`.  This only tops up a cheaper hash
+    (and then takes longer than a current one); for answers that take the
+    same time whatever is stored, use :func:`check_sign_in`, as
+    :func:`~datalayer.auth.users.authenticate` does.
     """
     hasher = identify(stored)
     if hasher is None:
@@ -508,3 +537,88 @@ def dummy_verify(password: str) -> None:
     except ValidationError:
         usable = "x" * 16  # still spend the time: a bad password must not answer sooner
     verify_password(usable, dummy)
+
+
+_TIME_MARGIN = 1.25
+"""Time per memory pass varies by algorithm and memory size (scrypt's is about 1.2 times
+argon2id's here): the allowance for the costliest accepted hash is widened by this."""
+
+_YARDSTICK_SAMPLES = 31
+# DEFAULT_PARAMS -> the times of the latest verifications made with them (seconds).
+_yardsticks: dict[Params, collections.deque[float]] = {}
+
+
+def _yardstick(sample: float | None) -> float | None:
+    """Record ``sample`` (a timed verification with the current parameters); return the median.
+
+    The median of the latest :data:`_YARDSTICK_SAMPLES` verifications, from every
+    sign-in of the process, whichever account: it follows the machine's load, and
+    is the same for every kind of failed sign-in made at about the same time.
+    """
+    window = _yardsticks.get(DEFAULT_PARAMS)
+    if window is None:
+        window = _yardsticks.setdefault(DEFAULT_PARAMS, collections.deque(
+            maxlen=_YARDSTICK_SAMPLES))
+    if sample is not None:
+        window.append(sample)
+    samples = list(window)  # a copy: other threads append meanwhile
+    return statistics.median(samples) if samples else None
+
+
+def _failure_multiple() -> float:
+    """Return how many current hashes' time a failed sign-in lasts.
+
+    The most a stored hash within the limits can take: :data:`MAX_COST_FACTOR`
+    current hashes, widened by :data:`_TIME_MARGIN`.
+    """
+    return MAX_COST_FACTOR * _TIME_MARGIN
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def check_sign_in(password: object, stored: str | None, *, active: bool = True) -> bool:
+    """Return True when ``password`` matches ``stored`` and ``active``; else False, late.
+
+    ``stored`` None means there is no such account.  Every False answer (and
+    the refusal of an out-of-bounds hash) comes at the same time, whatever is
+    stored: an unknown address, a current hash, a release 0.1 scrypt hash, a
+    costlier hash within the limits, a deactivated account.  How: the stored
+    hash is verified (a current one, or the dummy hash when there is no usable
+    one, is timed), and a False answer is given when :func:`_failure_multiple`
+    times the median of the process's recent timed verifications has passed
+    since the start: time enough for the costliest hash accepted (the rest is
+    slept, not computed).  A True answer is not delayed.
+
+    :raises ValidationError: when ``stored`` asks for a cost beyond the limits
+        (never computed; the error comes at the time of a refusal).
+    """
+    started = time.perf_counter()
+    hasher = identify(stored)
+    decoded = hasher.decode(stored) if hasher is not None and stored is not None else None
+    accepted, refused, sample = False, None, None
+    secret: str = password  # type: ignore[assignment]  # verify() spends the time for any
+    if hasher is None or stored is None or decoded is None:
+        _, sample = _timed(lambda: dummy_verify(password))  # type: ignore[arg-type]
+    elif decoded.params == DEFAULT_PARAMS:
+        accepted, sample = _timed(lambda: hasher.verify(secret, stored))
+    else:
+        try:
+            accepted = hasher.verify(secret, stored)
+        except ValidationError as exc:  # out of bounds: refused, never computed
+            refused = exc
+    unit = _yardstick(sample)
+    if accepted and active and refused is None:
+        return True
+    if unit is None:  # no current verification timed yet in this process
+        _, sample = _timed(lambda: dummy_verify(password))  # type: ignore[arg-type]
+        unit = _yardstick(sample) or 0.0
+    delay = started + unit * _failure_multiple() - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+    if refused is not None:
+        raise refused
+    return False

@@ -60,6 +60,7 @@ from ..errors import AuthenticationError, NotFound, TokenReuseError, ValidationE
 from ..models.validation import check_text, normalize_ip
 from .refresh_token import RefreshToken
 from .user import User
+from .users import _database as users_database
 from .users import _user_id
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ def _user_state() -> Statement:
 
 
 def _database(db: Database | None) -> Database:
-    return db if db is not None else RT._meta.database
+    return users_database(db)
 
 
 def _hash(token: Any) -> str:

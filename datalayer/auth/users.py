@@ -27,16 +27,27 @@ import functools
 import io
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee as pw
 import psycopg2.errors
 
+from .. import retry
 from .._outcome import own_transaction, single_write
 from .._sql import Param, Statement, copy_in, execute, fetchone, row_builder
-from ..errors import AuthenticationError, DuplicateError, NotFound, ValidationError
+from ..errors import (
+    AuthenticationError,
+    CommitUnknown,
+    ConnectionLost,
+    DatabaseUnavailable,
+    DuplicateError,
+    NotFound,
+    PoolTimeout,
+    TooManyConnections,
+    ValidationError,
+)
 from ..models.validation import validate_value
 from .refresh_token import RefreshToken
 from .user import EMAIL_MAX_LENGTH, Role, User
@@ -46,7 +57,10 @@ if TYPE_CHECKING:
 
     from ..db import Database
 
+T = TypeVar("T")
+
 __all__ = [
+    "SIGN_IN_RETRY",
     "authenticate",
     "create_user",
     "deactivate_user",
@@ -156,7 +170,14 @@ def _delete() -> Statement:
 
 
 def _database(db: Database | None) -> Database:
-    return db if db is not None else User._meta.database
+    if db is None:
+        default: Database = User._meta.database
+        return default
+    if not isinstance(db, pw.Database):
+        raise ValidationError(
+            "db", f"must be a datalayer Database (datalayer.db.Database), not {type(db).__name__}"
+        )
+    return db
 
 
 def normalize_email(email: Any) -> str:
@@ -179,12 +200,19 @@ def _lookup_email(email: Any) -> str:
     return value
 
 
-def _user_id(user: User | uuid.UUID | str) -> uuid.UUID:
+def _user_id(user: User | uuid.UUID | str, argument: str = "user") -> uuid.UUID:
+    """Return the id of ``user`` (a User, a UUID or its text); errors name ``argument``."""
     if isinstance(user, User):
         if user.id is None:
-            raise ValidationError("user", "is not saved yet; create it first")
+            raise ValidationError(argument, "is not saved yet; create it first")
         user = user.id
-    value: uuid.UUID = validate_value(User.id, user)
+    elif not isinstance(user, (uuid.UUID, str)):
+        what = "a User, a UUID or a UUID's text" if argument == "user" else "a UUID (or its text)"
+        raise ValidationError(argument, f"must be {what}, not {type(user).__name__}")
+    try:
+        value: uuid.UUID = validate_value(User.id, user)
+    except ValidationError as exc:
+        raise ValidationError(argument, exc.message) from None
     return value
 
 
@@ -258,7 +286,7 @@ def get_user(user_id: uuid.UUID | str, *, db: Database | None = None) -> User:
 
     :raises NotFound: when there is none.
     """
-    row = fetchone(_database(db), _select_by_id(), {"id": _user_id(user_id)})
+    row = fetchone(_database(db), _select_by_id(), {"id": _user_id(user_id, "user_id")})
     if row is None:
         raise NotFound(_NO_USER_ID)
     return _build_user(row)
@@ -269,7 +297,7 @@ def get_user_by_email(email: str, *, db: Database | None = None) -> User:
 
     :raises NotFound: when there is none (the message does not repeat the address).
     """
-    database = db if db is not None else User._meta.database
+    database = _database(db)
     row = fetchone(database, _select_by_email(), {"email": _lookup_email(email)})
     if row is None:
         raise NotFound(_NO_USER)
@@ -282,43 +310,52 @@ def authenticate(email: str, password: str, *, db: Database | None = None) -> Us
     ``last_login_at`` is set; a hash made with another algorithm or older
     parameters (the scrypt hashes of release 0.1) is replaced by one made with
     :data:`~datalayer.auth.passwords.DEFAULT_PARAMS`.  An unknown address, a
-    wrong password and a deactivated account raise the same error, after at
-    least the hashing work of a current hash (``harden_runtime``), so a caller
-    cannot tell them apart.
+    wrong password and a deactivated account raise the same error at the same
+    time, whatever kind of hash the account holds
+    (:func:`~datalayer.auth.passwords.check_sign_in`), so a caller cannot tell
+    them apart.
+
+    A sign-in only reads, then records itself (``last_login_at``, and the
+    upgraded hash): writes that are safe to lose or to make twice.  So outside
+    a transaction of the caller's, a lost connection (a server restart) is
+    ridden out with :mod:`datalayer.retry`'s default policy; when the server
+    stays away, the error says to try the sign-in again.
 
     :raises AuthenticationError: when the credentials are not accepted.
-    :raises ValidationError: when the stored hash asks for a cost beyond the
-        limits (refused without being computed; set a new password).
+    :raises ValidationError: when ``email`` or ``password`` is not text (None
+        counts as a missing credential: AuthenticationError), or the stored
+        hash asks for a cost beyond the limits (refused without being
+        computed; set a new password).
+    :raises DatabaseUnavailable: when the server could not be reached for the
+        retry policy's 15 s; nothing needs checking or undoing.
     """
     database = _database(db)
+    for name, value in (("email", email), ("password", password)):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(name, f"must be text (str), not {type(value).__name__}")
     try:
         address: str | None = _lookup_email(email)
     except ValidationError:
         address = None
     if not isinstance(password, str) or len(password) > _passwords().MAX_PASSWORD_LENGTH:
         address = None
-    row = None if address is None else fetchone(database, _select_by_email(), {"email": address})
-    if row is None:
-        _passwords().dummy_verify(password)
+    row = None
+    if address is not None:
+        lookup = {"email": address}
+        row = _signing_in(database, lambda: fetchone(database, _select_by_email(), lookup))
+    user = None if row is None else _build_user(row)
+    if not _passwords().check_sign_in(
+        password,
+        None if user is None else user.password_hash,
+        active=user is not None and user.is_active,
+    ):
         raise AuthenticationError(_BAD_CREDENTIALS)
-    user = _build_user(row)
-    stored = user.password_hash
-    try:
-        accepted = _passwords().verify_password(password, stored)
-    except ValidationError:  # a stored cost beyond the limits: refused, never computed
-        _passwords().dummy_verify(password)
-        raise
-    if not accepted or not user.is_active:
-        # An older, cheaper hash must not answer faster than an unknown address.
-        _passwords().harden_runtime(password, stored)
-        raise AuthenticationError(_BAD_CREDENTIALS)
+    assert user is not None
     values: dict[str, Any] = {"id": user.id}
     rehash = _passwords().needs_rehash(user.password_hash)
     if rehash:
         values["password_hash"] = _passwords().hash_password(password)
-    stamp = single_write(  # a lost reply: run again (it sets the same values)
-        database, lambda: fetchone(database, _record_login(rehash), values), lambda: None
-    )
+    stamp = _signing_in(database, lambda: fetchone(database, _record_login(rehash), values))
     if stamp is None:  # deactivated or deleted since the lookup
         raise AuthenticationError(_BAD_CREDENTIALS)
     data = user.__data__
@@ -326,6 +363,44 @@ def authenticate(email: str, password: str, *, db: Database | None = None) -> Us
     if rehash:
         data["password_hash"] = values["password_hash"]
     return user
+
+
+SIGN_IN_RETRY = retry.DEFAULT_POLICY
+"""How long :func:`authenticate` rides out a lost connection (outside a transaction)."""
+
+_SIGN_IN_LOST = (
+    "the sign-in could not be completed: the connection to the database was lost and "
+    "could not be made again (is the server restarting?). Nothing needs checking or "
+    "undoing; try the sign-in again"
+)
+
+
+def _signing_in(database: Database, statement: Callable[[], T]) -> T:
+    """Run one statement of a sign-in; outside a transaction, ride out a lost connection.
+
+    A sign-in writes only what may be lost or written twice (``last_login_at``,
+    an upgraded hash of the same password), so a write whose reply was lost
+    (``CommitUnknown``, whose advice is to check first) is simply run again.
+    """
+    if database.in_transaction():
+        return statement()  # the caller's transaction: its loss is the caller's to retry
+
+    def attempt() -> T:
+        try:
+            return statement()
+        except CommitUnknown:
+            pass
+        # Raised outside the handler, so the CommitUnknown is not its context (which
+        # datalayer.retry would take for a unit that must not run again).
+        raise ConnectionLost("the reply to a sign-in's write was lost; it is run again")
+
+    try:
+        return retry.run(attempt, db=database, policy=SIGN_IN_RETRY)
+    except Exception as exc:
+        gone = retry.is_retryable(exc) or isinstance(exc, DatabaseUnavailable)
+        if not gone or isinstance(exc, (PoolTimeout, TooManyConnections)):
+            raise  # not the connection's loss: the pool's limits, a bug, ...
+        raise DatabaseUnavailable(_SIGN_IN_LOST) from exc
 
 
 def deactivate_user(user: User | uuid.UUID | str, *, db: Database | None = None) -> int:

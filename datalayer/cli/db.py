@@ -39,6 +39,7 @@ def _project_servers(cli: CliContext) -> list[EmbeddedServer]:
     datalayer server whose data directory lies in the project (an older datalayer made one
     per subfolder; another DATALAYER_EMBEDDED_DIR)."""
     from ..embedded import running_servers
+    from ..errors import ProjectError
     from ..project import find_pyproject
 
     configured = cli.settings().embedded_dir.expanduser().resolve()
@@ -51,7 +52,10 @@ def _project_servers(cli: CliContext) -> list[EmbeddedServer]:
             return True
         if not datadir.is_relative_to(here):
             return False
-        inner = find_pyproject(datadir)  # a project nested inside this one keeps its own
+        try:
+            inner = find_pyproject(datadir)  # a project nested inside this one keeps its own
+        except ProjectError:  # an unreadable pyproject.toml on the way: not ours to judge
+            return False
         return (inner[0].parent if inner else None) == root
     return [s for s in running_servers() if ours(s.datadir)]
 
@@ -179,18 +183,33 @@ def stop(cli: CliContext) -> None:
 
 
 @db.command()
+@click.option(
+    "--show-password", is_flag=True,
+    help="Print the password too, for a command substitution: "
+    'pw_migrate migrate --database "$(datalayer db url --show-password)". '
+    "Refused when the output is a terminal.",
+)
 @pass_cli
-def url(cli: CliContext) -> None:
+def url(cli: CliContext, show_password: bool) -> None:
     """Print the URL of the configured database (password masked).
 
     Never starts the embedded server: when it is stopped, says so (exit 1).
+    The embedded server's URL has no password (it trusts local connections).
     """
+    import sys
+
     from ..embedded import server_status
-    from ..errors import EmbeddedServerError
+    from ..errors import DatalayerError, EmbeddedServerError
 
     settings = cli.settings()
+    if show_password and sys.stdout.isatty():
+        raise DatalayerError(
+            "--show-password does not print to a terminal (the password would stay on screen "
+            "and in its scrollback); use it where the URL goes straight to a program: "
+            'pw_migrate migrate --database "$(datalayer db url --show-password)" ...'
+        )
     if not settings.embedded:
-        click.echo(settings.url(masked=True))
+        click.echo(settings.url(masked=not show_password))
         return
     server = server_status(settings.embedded_dir)
     if server is None:

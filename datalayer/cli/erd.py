@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 __all__ = ["DEFAULT_OUTPUT", "erd"]
 
-#: Where ``make er-diagram`` writes the diagram and ``--check`` looks by default.
+#: Where ``datalayer erd`` (here: ``make er-diagram``) writes and ``--check`` looks by default.
 DEFAULT_OUTPUT = Path("docs/er-diagram.md")
+
+
+_MAKE_TARGET = "er-diagram"
+
+
+def _make_target(folder: Path) -> str | None:
+    """Return ``er-diagram`` when ``folder``'s Makefile has that target (this repository's)."""
+    try:
+        text = (folder / "Makefile").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = any(line.startswith(f"{_MAKE_TARGET}:") for line in text.splitlines())
+    return _MAKE_TARGET if found else None
 
 
 @click.command()
@@ -38,7 +52,8 @@ def erd(ctx: click.Context, output: Path | None, check: bool) -> None:
     from . import CliContext
 
     cli = ctx.ensure_object(CliContext)
-    text = render_markdown(cli.models(), cli.project().models)
+    make = _make_target(cli.project().base)
+    text = render_markdown(cli.models(), cli.project().models, make_target=make)
     if check:
         path = output if output is not None else cli.project().resolve(DEFAULT_OUTPUT)
         try:
@@ -47,11 +62,13 @@ def erd(ctx: click.Context, output: Path | None, check: bool) -> None:
             current = None
         if current != text:
             state = "is missing" if current is None else "is out of date with the models"
-            click.echo(
-                f"{path} {state}; run `make er-diagram` "
-                f"(or `datalayer erd --output {path}`) and commit it.",
-                err=True,
-            )
+            shown = path
+            with contextlib.suppress(ValueError):
+                shown = path.resolve().relative_to(Path.cwd().resolve())
+            run = f"`datalayer erd --output {shown}`"
+            if make:
+                run = f"`make {make}` (or {run})"
+            click.echo(f"{shown} {state}; run {run} and commit it.", err=True)
             ctx.exit(1)
         click.echo(f"{path} is up to date.")
         return

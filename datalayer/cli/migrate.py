@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import CliContext, pass_cli
+from ._types import Seconds, Whole
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -26,10 +27,51 @@ __all__ = ["STATUS_NOT_UP_TO_DATE", "migrate"]
 STATUS_NOT_UP_TO_DATE = 3
 """Exit status of ``migrate status`` when anything is pending, modified or missing."""
 
-_SECONDS = click.FloatRange(min=0)
+_SECONDS = Seconds()
 
 
-@click.group()
+class _MigrateGroup(click.Group):
+    """Names the configured migrations folder in the help, not always ``migrations/``."""
+
+    def _help_for(self, ctx: click.Context) -> str:
+        return (self.help or "").replace("files in migrations/", f"files in {_folder(ctx)}")
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        original = self.help
+        self.help = self._help_for(ctx)
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = original
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        ctx = click.get_current_context(silent=True)
+        if ctx is None:
+            return super().get_short_help_str(limit)
+        original = self.help
+        self.help = self._help_for(ctx)
+        try:
+            return super().get_short_help_str(limit)
+        finally:
+            self.help = original
+
+
+def _folder(ctx: click.Context) -> str:
+    """The migrations folder the commands would use from here (for the help text)."""
+    from ..errors import DatalayerError
+    from ..project import load_project
+
+    cli = ctx.find_object(CliContext)
+    try:
+        project = load_project(
+            models=None, migrations=cli.dir_option if cli is not None else None
+        )
+    except (DatalayerError, OSError, ValueError):
+        return "the configured folder"
+    return f"{project.migrations}/"
+
+
+@click.group(cls=_MigrateGroup)
 def migrate() -> None:
     """Generate, apply and check migrations (peewee-migrate files in migrations/).
 
@@ -49,6 +91,35 @@ def _database(cli: CliContext) -> Iterator[Database]:
         yield database
     finally:
         database.close_pool()
+
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+@contextmanager
+def _interruptible(database: Database, verb: str) -> Iterator[None]:
+    """Cancel the running statement on Ctrl-C and say what stays, then exit 130."""
+    from ..errors import DatalayerError
+    from ._interrupt import cancel_on_interrupt
+
+    with cancel_on_interrupt(database) as interrupt:
+        try:
+            yield
+        except (Exception, KeyboardInterrupt) as exc:
+            if not interrupt.pressed or isinstance(exc, click.exceptions.Exit):
+                raise
+            if isinstance(exc, DatalayerError):
+                line = str(exc)
+            else:
+                line = (
+                    f"stopped; a migration that was being {verb} was rolled back and nothing of "
+                    "it was recorded (one with `atomic = False` keeps the statements it had "
+                    f"run); those listed as {verb} above stay so; `datalayer migrate status` "
+                    "shows where the database stands"
+                )
+            click.echo(f"interrupted (Ctrl-C): {line}", err=True)
+            click.get_current_context().exit(INTERRUPTED)
 
 
 def _n(count: int, word: str) -> str:
@@ -102,7 +173,7 @@ def _show_sql(result: Applied) -> None:
     help="Write the plain forms (locking, one transaction): for tables known to be small.",
 )
 @click.option(
-    "--postgres", "postgres", type=click.IntRange(min=1), default=None, metavar="N",
+    "--postgres", "postgres", type=Whole(min=1), default=None, metavar="N",
     help="Target PostgreSQL major version (default: [tool.datalayer] postgres, else 12).",
 )
 @pass_cli
@@ -182,7 +253,7 @@ def _planned(result: Any) -> list[bool]:
 )
 @click.option(
     "--lock-retries",
-    type=click.IntRange(min=0),
+    type=Whole(min=0),
     default=None,
     metavar="N",
     help="Times a migration runs again after its lock_timeout fired (default 10).",
@@ -221,7 +292,7 @@ def apply(
         options["lock_retries"] = lock_retries
 
     start = time.perf_counter()
-    with _database(cli) as database:
+    with _database(cli) as database, _interruptible(database, "applied"):
         where = database.settings.describe()
         results = runner.apply(
             database,
@@ -317,7 +388,7 @@ def hash_(cli: CliContext) -> None:
 
 
 @migrate.command()
-@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--steps", type=Whole(min=1), default=1, show_default=True,
               help="How many of the last applied migrations to undo.")
 @click.option("--wait", type=_SECONDS, default=None, metavar="SECONDS",
               help="How long to wait for another run's migration lock (default 300).")
@@ -329,7 +400,7 @@ def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> 
 
     directory = _directory(cli)
     options: dict[str, Any] = {} if wait is None else {"lock_wait": wait}
-    with _database(cli) as database:
+    with _database(cli) as database, _interruptible(database, "rolled back"):
         where = database.settings.describe()
         results = runner.rollback(
             database, directory, steps=steps, dry_run=dry_run, on_wait=_waiting,
@@ -421,9 +492,10 @@ def _lint_written(directory: Path, name: str, postgres: int) -> None:
     except DatalayerError as exc:
         click.echo(f"warning: could not lint {name}: {exc}", err=True)
         return
-    shown = [f for _, f in report.findings() if not f.allowed]
-    for finding in shown:
-        click.echo(f"lint {finding.level} {finding.rule}: {finding.message}", err=True)
+    shown = [(n, f) for n, f in report.every_finding() if not f.allowed]
+    for where, finding in shown:
+        part = " (rollback)" if where != name else ""
+        click.echo(f"lint {finding.level} {finding.rule}{part}: {finding.message}", err=True)
         click.echo(f"  fix: {finding.fix}", err=True)
     if shown:
         click.echo(
@@ -441,7 +513,7 @@ _POSTGRES_HELP = (
 @migrate.command("sql")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--rollback", is_flag=True, help="Print the rollback SQL, newest first.")
-@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+@click.option("--postgres", type=Whole(min=10), default=None, metavar="N",
               help=_POSTGRES_HELP)
 @pass_cli
 def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int | None) -> None:
@@ -464,7 +536,7 @@ def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int |
 @migrate.command("lint")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--postgres", type=click.IntRange(min=10), default=None, metavar="N",
+@click.option("--postgres", type=Whole(min=10), default=None, metavar="N",
               help=_POSTGRES_HELP)
 @pass_cli
 def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int | None) -> None:

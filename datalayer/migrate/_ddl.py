@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import facts
 from ._spec import (
     ColumnSpec,
     IndexSpec,
@@ -553,59 +554,32 @@ def _column_ddl(col: ColumnSpec, *, null: bool, default: bool, checks: bool) -> 
     return out
 
 
-_STABLE_CALLS = {
-    "now", "current_timestamp", "current_date", "current_time", "localtimestamp",
-    "localtime", "transaction_timestamp", "statement_timestamp", "current_user",
-    "current_schema", "session_user", "array", "row", "coalesce", "nullif", "greatest",
-    "least", "jsonb_build_object", "json_build_object", "jsonb_build_array", "to_jsonb",
-}
-_CALL_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
-
-
 def is_volatile(default: Sql | None) -> bool:
     """Return True when a server default may differ per row (``gen_random_uuid()``, ...).
 
     Such a default makes ``ADD COLUMN`` rewrite the whole table; a constant
     or stable one (``0``, ``'x'``, ``now()``) is stored once, without a rewrite.
-    Unknown functions count as volatile.
+    Which functions are volatile is :data:`.facts.NOT_VOLATILE`'s (shared with the lint).
     """
     if default is None:
         return False
-    text = re.sub(r"'(?:[^']|'')*'", "''", default.text)
-    return any(
-        m.group(1).rsplit(".", 1)[-1].lower() not in _STABLE_CALLS
-        for m in _CALL_RE.finditer(text)
+    return facts.first_volatile(facts.calls_in(default.text)) is not None
+
+
+def type_change(old: ColumnSpec, new: ColumnSpec, using: str | None = None) -> facts.TypeChange:
+    """Return what changing column ``old`` to ``new`` does (:func:`.facts.type_change`)."""
+    return facts.type_change(
+        facts.parse_type(old.type.text), facts.parse_type(new.type.text),
+        old_collation=old.collation, new_collation=new.collation, using=using is not None,
     )
-
-
-_TYPE_RE = re.compile(r"^\s*([A-Za-z ]+?)\s*(?:\((\d+)(?:\s*,\s*(\d+))?\))?\s*$")
-_TEXTUAL = {"VARCHAR", "CHARACTER VARYING", "TEXT"}
 
 
 def rewrites_type(old: Sql, new: Sql) -> bool:
     """Return True when changing a column's type from ``old`` to ``new`` rewrites the table.
 
-    Binary-coercible changes are done in place: ``VARCHAR(n)`` to
-    ``VARCHAR(m >= n)``, ``VARCHAR`` or ``TEXT``; ``NUMERIC(p, s)`` to
-    ``NUMERIC(q >= p, s)`` or ``NUMERIC``; the same type.
+    The rule is :func:`.facts.type_change`'s, which the lint reads too.
     """
-    a, b = _TYPE_RE.match(old.text), _TYPE_RE.match(new.text)
-    if old.text.strip().upper() == new.text.strip().upper():
-        return False
-    if not a or not b:
-        return True
-    ta, tb = a.group(1).upper(), b.group(1).upper()
-    if ta in _TEXTUAL and tb in _TEXTUAL:
-        if tb == "TEXT" or b.group(2) is None:
-            return False
-        return ta == "TEXT" or a.group(2) is None or int(b.group(2)) < int(a.group(2))
-    if {ta, tb} <= {"NUMERIC", "DECIMAL"}:
-        if b.group(2) is None:
-            return False
-        if a.group(2) is None:
-            return True
-        return int(b.group(2)) < int(a.group(2)) or (a.group(3) or "0") != (b.group(3) or "0")
-    return True
+    return facts.type_change(facts.parse_type(old.text), facts.parse_type(new.text)).rewrites
 
 
 def fill_nulls(
@@ -819,7 +793,7 @@ END"""
     return [
         _do(_pct(add)),
         Sql(_do(_pct(validate)).text, hint="validate"),
-        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL", hint="no-scan"),
+        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL", hint="set_not_null_checked"),
         Sql(f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS {n}"),
     ]
 
@@ -920,10 +894,8 @@ def _alter_column(
             stmt = stmt + f" USING {using}"
         if new.primary_key and not _integers(old.type.text, new.type.text) and not stmt.params:
             stmt = _retype_referenced_key(T, new.name, stmt.text, new.type.text)
-        rewrite = using is not None or old.collation != new.collation or rewrites_type(
-            old.type, new.type
-        )
-        steps.append(dataclasses.replace(stmt, hint="rewrite" if rewrite else "in-place"))
+        # The hint is the kind of statement in the table of facts (alter_type, ...).
+        steps.append(dataclasses.replace(stmt, hint=type_change(old, new, using).kind))
     if retype and auto and old.default is not None:
         default_dropped = True  # _serial_change dropped it
     if new.default is not None and (default_dropped or old.default != new.default):

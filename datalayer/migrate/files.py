@@ -30,12 +30,13 @@ __all__ = [
     "content_hash",
     "migration_files",
     "migration_names",
+    "number",
     "read_migration",
     "require_dir",
     "sort_key",
 ]
 
-MIGRATION_RE = re.compile(r"^(\d{3,})_[A-Za-z0-9_]+\.py$")
+MIGRATION_RE = re.compile(r"^(\d{3,})_[A-Za-z0-9_]+\.py$", re.ASCII)
 """File names that are migrations: three or more digits, an underscore, a name, ``.py``."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -44,6 +45,11 @@ _CANDIDATE_RE = re.compile(r"^\d{3,}_.*\.py$", re.DOTALL)
 
 NAME_RULE = "ASCII letters, digits and underscores"
 """The characters a migration name may have (in messages)."""
+
+MAX_NAME = 200
+"""The longest migration name (after ``NNN_``): file names have at most 255 bytes, and
+the history table's ``name`` column 255 characters."""
+_NUMBERED_RE = re.compile(r"^\d{3,}_", re.ASCII)
 
 SUM_FILE = "migrations.sum"
 """Name of the checksum file inside the migrations directory."""
@@ -68,7 +74,23 @@ def check_name(name: str) -> str:
             f"migration name {name!r} is not valid: use {NAME_RULE} only "
             f"(e.g. {_suggest(name)})"
         )
+    if len(name) > MAX_NAME:
+        raise MigrationNameError(
+            f"migration name {name[:20]}... is {len(name)} characters long; use at most "
+            f"{MAX_NAME} (a file name has at most 255)"
+        )
+    if _NUMBERED_RE.match(name):
+        rest = name.split("_", 1)[1]
+        raise MigrationNameError(
+            f"migration name {name!r} starts with a number; give it without one "
+            f"({rest or 'add_user_role'}): the next number is added for you"
+        )
     return name
+
+
+def number(text: str) -> int | None:
+    """Return ``text`` as a migration number if it is ASCII digits (``'٣'`` is not), else None."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _check_filename(directory: Path, filename: str) -> None:
@@ -84,8 +106,8 @@ def _check_filename(directory: Path, filename: str) -> None:
 
 def sort_key(filename: str) -> tuple[int, str]:
     """Return the key that orders migration file (or migration) names numerically."""
-    digits = filename.split("_", 1)[0]
-    return (int(digits) if digits.isdigit() else -1, filename)
+    found = number(filename.split("_", 1)[0])
+    return (-1 if found is None else found, filename)
 
 
 def require_dir(directory: str | Path) -> Path:

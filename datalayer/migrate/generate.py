@@ -631,7 +631,8 @@ class _Planner:
             # Online, an index drop waits for phase two, unless a dropped column takes it.
             if safe and not any(quote(c) in ix.definition.text for c in dropped_cols):
                 continue
-            self.emit(w.call("drop_named_index", repr(t), repr(ix.name)), table=t)
+            # In a file without a transaction (an online rollback): CONCURRENTLY IF EXISTS.
+            self.emit(w.call("drop_named_index", repr(t), repr(ix.name), *self.online()), table=t)
 
         if dropped:
             for f in dropped:

@@ -12,8 +12,9 @@ This is also what :mod:`datalayer.migrate.lint` reads.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from playhouse.migrate import Operation
 
 from ..errors import MigrationError
 from ._ddl import Online
-from .files import sort_key
+from .facts import StatementFacts
+from .files import number, sort_key
 from .router import LoadedMigration, Router, _without_transaction
 from .runtime.recorder import Recorder
 
@@ -50,6 +52,9 @@ class MigrationSql:
     atomic: bool
     statements: tuple[str, ...]
     rollback: bool = False
+    # What the generator knows of each statement (None: hand-written SQL, or Python);
+    # empty when not asked for (see ``migration_sql(facts=True)``).
+    facts: tuple[StatementFacts | None, ...] = field(default=(), compare=False)
 
     @property
     def header(self) -> str:
@@ -73,22 +78,35 @@ def _python_name(op: Any) -> str:
 
 
 def _render_one(
-    router: Router, migrator: Any, loaded: LoadedMigration, *, downgrade: bool
-) -> tuple[str, ...]:
+    router: Router, migrator: Any, loaded: LoadedMigration, *, downgrade: bool, postgres: int
+) -> tuple[tuple[str, ...], tuple[StatementFacts | None, ...]]:
+    """Return the statements of one migration (or its rollback) and what is known of each.
+
+    A statement of an operation the migrator built carries its facts (lock,
+    scan, rewrite: :func:`.plan.statement_of`); SQL the file runs itself
+    (``migrator.sql``, ``database.execute_sql``) and upstream operations
+    carry None: only parsing can tell.
+    """
+    from .plan import statement_of
+
     recorder: Any = router.database
     fn = loaded.rollback if downgrade else loaded.migrate
-    what = "rollback of " if downgrade else ""
     out: list[str] = []
+    known: list[StatementFacts | None] = []
 
-    def take() -> None:
+    def mark(step: Any) -> None:
         out.extend(text.rstrip().rstrip(";") + ";" for text in recorder.statements)
         recorder.take()
+        fact = statement_of(step, postgres=postgres) if step is not None else None
+        for text in out[len(known):]:
+            known.append(None if fact is None else dataclasses.replace(fact, sql=text))
 
+    what = "rollback of " if downgrade else ""
     recorder.take()
     try:
         with _without_transaction(migrator):
             fn(migrator, recorder, fake=False)
-            take()
+            mark(None)  # what the file's own code ran
             ops, migrator.__ops__ = list(migrator.__ops__), []
             for op in ops:
                 step = vars(op).get("_datalayer_step") if hasattr(op, "__dict__") else None
@@ -96,9 +114,10 @@ def _render_one(
                     # An Online step (CREATE INDEX CONCURRENTLY, ...) only executes its SQL,
                     # which the recorder writes down.
                     op.run() if isinstance(op, Operation) else op()
-                    take()
+                    mark(step)
                 else:
                     out.append(f"{PYTHON_PREFIX}{_python_name(op)} (not shown)")
+                    mark(None)
     except MigrationError:
         raise
     except Exception as exc:
@@ -107,7 +126,7 @@ def _render_one(
             f"{what}{loaded.path} cannot be rendered without a database: "
             f"{type(exc).__name__}: {first}; fix the migration"
         ) from exc
-    return tuple(out)
+    return tuple(out), tuple(known)
 
 
 def select_names(
@@ -123,8 +142,8 @@ def select_names(
     for given in names:
         wanted = given.removesuffix(".py")
         matches = [n for n in all_names if n == wanted]
-        if not matches and wanted.isdigit():
-            matches = [n for n in all_names if sort_key(n)[0] == int(wanted)]
+        if not matches and number(wanted) is not None:
+            matches = [n for n in all_names if sort_key(n)[0] == number(wanted)]
         if len(matches) != 1:
             which = "several migrations match" if matches else "there is no migration"
             raise MigrationError(
@@ -141,6 +160,7 @@ def migration_sql(
     rollback: bool = False,
     *,
     postgres: int = DEFAULT_POSTGRES,
+    facts: bool = False,
 ) -> list[MigrationSql]:
     """Return the SQL of the migrations ``names`` (default: all) in ``directory``, in order.
 
@@ -148,6 +168,8 @@ def migration_sql(
     the schema state the named ones start from.  With ``rollback`` the named
     migrations' rollback SQL is returned newest first, as ``migrate rollback``
     runs it (each rendered against the state after every migration up to it).
+    With ``facts`` every statement carries what the generator knows of it
+    (:attr:`MigrationSql.facts`); the cache of rendered SQL is not used then.
 
     :raises MigrationError: when a name matches no migration, or a file does not
         load or cannot be rendered offline (the message names it).
@@ -165,19 +187,28 @@ def migration_sql(
     results: list[MigrationSql] = []
     last = all_names.index(selected[-1])
     if not rollback:
-        return _forward(router, migrator, all_names[: last + 1], wanted, postgres)
+        return _forward(router, migrator, all_names[: last + 1], wanted, postgres, facts)
     router.replay(all_names[: last + 1], migrator)
     first = all_names.index(selected[0])
     for name in reversed(all_names[first : last + 1]):
         loaded = router.load(name)
-        statements = _render_one(router, migrator, loaded, downgrade=True)
+        statements, known = _render_one(
+            router, migrator, loaded, downgrade=True, postgres=postgres
+        )
         if name in wanted:
-            results.append(MigrationSql(name, loaded.path, loaded.atomic, statements, True))
+            results.append(
+                MigrationSql(name, loaded.path, loaded.atomic, statements, True, known)
+            )
     return results
 
 
 def _forward(
-    router: Router, migrator: Any, names: Sequence[str], wanted: set[str], postgres: int
+    router: Router,
+    migrator: Any,
+    names: Sequence[str],
+    wanted: set[str],
+    postgres: int,
+    facts: bool = False,
 ) -> list[MigrationSql]:
     """Render the wanted migrations among ``names`` (the first files on disk), in order.
 
@@ -187,7 +218,7 @@ def _forward(
     """
     from . import cache as _cache
 
-    keys = _cache.chain_keys(names, router.source) if _cache.cache_dir() else []
+    keys = _cache.chain_keys(names, router.source) if _cache.cache_dir() and not facts else []
     cached: dict[str, tuple[bool, tuple[str, ...]]] = {}
     for name, key in zip(names, keys, strict=False):  # no keys: the cache is off
         if name in wanted:
@@ -204,8 +235,11 @@ def _forward(
     for i, name in enumerate(names[start:], start=start):
         loaded = router.load(name)
         if name in wanted and name not in cached:
-            statements = _render_one(router, migrator, loaded, downgrade=False)
-            rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements)
+            statements, known = _render_one(
+                router, migrator, loaded, downgrade=False, postgres=postgres
+            )
+            rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements,
+                                          facts=known)
             if keys:
                 _cache.store_sql(_cache.sql_key(keys[i], postgres), loaded.atomic, statements)
         elif any(n in wanted and n not in cached for n in names[i + 1 :]):

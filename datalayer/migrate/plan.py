@@ -12,20 +12,23 @@ The code writer turns the plan into files; ``migrate sql``, ``migrate
 lint`` and ``squash`` can read the same objects (:func:`describe` gives the
 same report for one statement of SQL text).
 
-Lock levels are PostgreSQL's (``Lock``), weakest first; ``Lock.blocks``
-says what a held lock holds up: ``reads``, ``writes``, ``ddl``.
+Lock levels are PostgreSQL's (``Lock``, from :mod:`.facts`), weakest first;
+``Lock.blocks`` says what a held lock holds up: ``reads``, ``writes``, ``DDL``.
+Which lock, scan and rewrite each kind of statement has is
+:data:`.facts.EFFECTS` (the lint reads the same table).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from . import facts
 from ._ddl import BatchFill, Online, Step
 from ._spec import Sql
+from .facts import Lock
 
 __all__ = [
     "Lock",
@@ -40,38 +43,6 @@ __all__ = [
 ]
 
 
-class Lock(enum.IntEnum):
-    """A PostgreSQL table lock mode, ordered from weakest to strongest."""
-
-    NONE = 0
-    ACCESS_SHARE = 1
-    ROW_SHARE = 2
-    ROW_EXCLUSIVE = 3
-    SHARE_UPDATE_EXCLUSIVE = 4
-    SHARE = 5
-    SHARE_ROW_EXCLUSIVE = 6
-    EXCLUSIVE = 7
-    ACCESS_EXCLUSIVE = 8
-
-    @property
-    def sql_name(self) -> str:
-        """Return the mode as PostgreSQL spells it (``ACCESS EXCLUSIVE``)."""
-        return self.name.replace("_", " ")
-
-    @property
-    def blocks(self) -> tuple[str, ...]:
-        """Return what the lock holds up while it is held: reads, writes, DDL."""
-        if self >= Lock.ACCESS_EXCLUSIVE:
-            return ("reads", "writes", "ddl")
-        if self >= Lock.SHARE:
-            return ("writes", "ddl")
-        if self >= Lock.SHARE_UPDATE_EXCLUSIVE:
-            return ("ddl",)
-        if self >= Lock.ROW_SHARE:
-            return ("ddl",)  # EXCLUSIVE / ACCESS EXCLUSIVE requests wait for it
-        return ()
-
-
 @dataclasses.dataclass(frozen=True)
 class Statement:
     """One statement of a migration and its effect on the tables it touches."""
@@ -83,6 +54,13 @@ class Statement:
     rewrites: bool = False  # writes a new copy of the table (and its indexes)
     transactional: bool = True  # False: must run outside a transaction block
     batched: bool = False  # a fill in batches, each its own short transaction when online
+    kind: str = ""  # the kind of statement, a key of facts.EFFECTS ("": not recognised)
+    origin: str = "generated"  # or "hand-written" (migrator.sql, execute_sql)
+
+    @property
+    def table(self) -> str | None:
+        """Return the table the statement changes (the first it locks), None if none."""
+        return self.locks[0][0] if self.locks else None
 
     @property
     def lock(self) -> Lock:
@@ -175,29 +153,52 @@ _UPDATE_RE = re.compile(rf"^\s*UPDATE\s+(?:ONLY\s+)?({_TABLE})", re.I)
 _INDEX_ALTER_RE = re.compile(rf"^\s*ALTER\s+INDEX\s+(?:IF\s+EXISTS\s+)?({_TABLE})", re.I)
 
 
-def _alter_lock(text: str, hint: str) -> tuple[Lock, bool, bool]:
-    """Return (lock, scans, rewrites) of one ``ALTER TABLE`` statement (or DO block)."""
+_HINT_KINDS = {"in-place": "alter_type_in_place", "rewrite": "alter_type",
+               "no-scan": "set_not_null_checked"}  # older spellings of the hints
+
+
+def _alter_kind(text: str, hint: str) -> str:
+    """Return the kind (a key of :data:`.facts.EFFECTS`) of one ``ALTER TABLE`` or DO block."""
+    hint = _HINT_KINDS.get(hint, hint)
     t = " ".join(text.upper().split())
     not_valid = "NOT VALID" in t
     if "VALIDATE CONSTRAINT" in t and "ADD " not in t:
-        return Lock.SHARE_UPDATE_EXCLUSIVE, True, False
+        return "validate_constraint"
     if "USING INDEX" in t:
-        return Lock.ACCESS_EXCLUSIVE, False, False
+        return "add_constraint_using_index"
     if " TYPE " in t:
-        rewrite = hint != "in-place"
-        return Lock.ACCESS_EXCLUSIVE, rewrite, rewrite
+        return hint if hint in ("alter_type_in_place", "alter_collation") else "alter_type"
     if " ADD COLUMN " in t:
-        scans = " CHECK " in t or " CHECK(" in t
-        return Lock.ACCESS_EXCLUSIVE, scans, False
+        return "add_column_checked" if " CHECK " in t or " CHECK(" in t else "add_column"
     if "FOREIGN KEY" in t or " REFERENCES " in t:
-        return Lock.SHARE_ROW_EXCLUSIVE, not not_valid, False
+        return "add_foreign_key_not_valid" if not_valid else "add_foreign_key"
     if re.search(r"\bADD\b.*\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", t):
-        return Lock.ACCESS_EXCLUSIVE, True, False
+        return "add_unique"
     if re.search(r"\bADD\b.*\bCHECK\b", t):
-        return Lock.ACCESS_EXCLUSIVE, not not_valid, False
+        return "add_check_not_valid" if not_valid else "add_check"
     if "SET NOT NULL" in t:
-        return Lock.ACCESS_EXCLUSIVE, hint != "no-scan", False
-    return Lock.ACCESS_EXCLUSIVE, False, False
+        return "set_not_null_checked" if hint == "set_not_null_checked" else "set_not_null"
+    if " SET SCHEMA " in t:
+        return "set_schema"
+    if " DROP COLUMN " in t:
+        return "drop_column"
+    if " RENAME COLUMN " in t:
+        return "rename_column"
+    if re.search(r"\bRENAME TO\b", t):
+        return "rename_table"
+    return "alter_table"
+
+
+def _of_kind(
+    text: str, kind: str, tables: Iterable[str], refs: Iterable[str] = (), *, postgres: int
+) -> Statement:
+    """Return the :class:`Statement` of ``text``, a statement of ``kind`` on ``tables``."""
+    fact = facts.effect(kind, postgres=postgres)
+    locks = [(t, fact.lock) for t in dict.fromkeys(tables)]
+    locks += [(r, facts.EFFECTS["references"].lock) for r in refs]
+    return Statement(
+        text, (), tuple(locks), fact.scans, fact.rewrites, fact.transactional, kind=kind
+    )
 
 
 def describe(sql: str, *, hint: str = "", postgres: int = 12) -> Statement:
@@ -205,60 +206,52 @@ def describe(sql: str, *, hint: str = "", postgres: int = 12) -> Statement:
 
     Recognises the statements the generator and the migrator operations
     write; any other statement is reported as taking ACCESS EXCLUSIVE on the
-    tables it names after ALTER TABLE (a conservative guess).
+    tables it names after ALTER TABLE (a conservative guess).  The lock,
+    scan and rewrite of each kind of statement are :data:`.facts.EFFECTS`'s.
     """
-    del postgres  # PostgreSQL 12 to 17 take the same locks for these statements
     text = sql.strip()
     head = text[:16].upper()
     refs = [m.group(1) for m in _REFERENCES_RE.finditer(text)]
     if head.startswith("DO "):
         tables = [m.group(1) for m in _ALTER_RE.finditer(text)]
-        lock, scans, rewrites = _alter_lock(text, hint)
-        if "RENAME" in text.upper() and not tables:
-            lock = Lock.ACCESS_EXCLUSIVE
+        kind = _alter_kind(text, hint)
         if not tables:
             m = re.search(r"'((?:[^']|'')+)'::regclass", text)
             tables = [m.group(1).replace("''", "'")] if m else []
-        locks = [(t, lock) for t in dict.fromkeys(tables)]
-        locks += [(r, Lock.SHARE_ROW_EXCLUSIVE) for r in refs]
-        return Statement(text, (), tuple(locks), scans, rewrites)
+        return _of_kind(text, kind, tables, refs, postgres=postgres)
     m = _CREATE_INDEX_RE.match(text)
     if m:
-        concurrent = bool(m.group(1))
-        lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.SHARE
-        return Statement(text, (), ((m.group(2), lock),), True, False, not concurrent)
+        kind = "create_index_concurrently" if m.group(1) else "create_index"
+        return _of_kind(text, kind, [m.group(2)], postgres=postgres)
     m = _DROP_INDEX_RE.match(text)
     if m:
-        concurrent = bool(m.group(1))
-        lock = Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE
         # The lock is on the index's table; the statement names the index.
-        return Statement(text, (), ((m.group(2), lock),), False, False, not concurrent)
+        kind = "drop_index_concurrently" if m.group(1) else "drop_index"
+        return _of_kind(text, kind, [m.group(2)], postgres=postgres)
     m = _INDEX_ALTER_RE.match(text)
     if m:
-        return Statement(text, (), ((m.group(1), Lock.SHARE_UPDATE_EXCLUSIVE),))
+        return _of_kind(text, "alter_index", [m.group(1)], postgres=postgres)
     m = _TABLE_STMT_RE.match(text)
     if m:
-        locks = [(m.group(2), Lock.ACCESS_EXCLUSIVE)]
-        locks += [(r, Lock.SHARE_ROW_EXCLUSIVE) for r in refs]
-        return Statement(text, (), tuple(locks))
+        kind = "create_table" if m.group(1).upper() == "CREATE" else "drop_table"
+        return _of_kind(text, kind, [m.group(2)], refs, postgres=postgres)
     m = _UPDATE_RE.match(text)
     if m:
-        return Statement(text, (), ((m.group(1), Lock.ROW_EXCLUSIVE),), True, False)
+        kind = "update" if re.search(r"\bWHERE\b", text, re.I) else "update_all"
+        return _of_kind(text, kind, [m.group(1)], postgres=postgres)
     m = _ALTER_RE.match(text)
     if m:
-        lock, scans, rewrites = _alter_lock(text, hint)
-        locks = [(m.group(1), lock)]
-        locks += [(r, Lock.SHARE_ROW_EXCLUSIVE) for r in refs]
-        return Statement(text, (), tuple(locks), scans, rewrites)
+        return _of_kind(text, _alter_kind(text, hint), [m.group(1)], refs, postgres=postgres)
     return Statement(text)
 
 
 def statement_of(step: Step, *, postgres: int = 12) -> Statement:
     """Return the :class:`Statement` of one step queued by the migrator."""
     if isinstance(step, BatchFill):
+        fill = facts.EFFECTS["batch_fill"]
         return Statement(
-            str(step), (), ((step.table, Lock.ROW_EXCLUSIVE),), True, False,
-            transactional=not step.online, batched=True,
+            str(step), (), ((step.table, fill.lock),), fill.scans, fill.rewrites,
+            transactional=not step.online, batched=True, kind="batch_fill",
         )
     if isinstance(step, Online):
         found = describe(step.sql.text, hint=step.sql.hint, postgres=postgres)

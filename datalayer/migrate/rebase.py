@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MigrationError
+from .files import number
 
 __all__ = ["RebaseResult", "rebase"]
 
@@ -32,8 +33,8 @@ def _find(name: str, names: list[str], directory: Path) -> str:
     wanted = name.removesuffix(".py")
     if wanted in names:
         return wanted
-    matches = [n for n in names if wanted.isdigit() and n.split("_", 1)[0].isdigit()
-               and int(n.split("_", 1)[0]) == int(wanted)]
+    matches = [n for n in names if number(wanted) is not None
+               and number(n.split("_", 1)[0]) == number(wanted)]
     if len(matches) == 1:
         return matches[0]
     if matches:

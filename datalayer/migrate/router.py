@@ -27,6 +27,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -196,6 +197,29 @@ def transaction_control(sql: str) -> str | None:
     return None
 
 
+_HISTORY_COLUMNS = (
+    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+    "AND attnum > 0 AND NOT attisdropped"
+)
+_STATEMENTS: dict[tuple[str, int], Any] = {}  # the history reads, as datalayer._sql statements
+_STATEMENTS_LOCK = threading.Lock()
+
+
+def _history_statement(sql: str, count: int) -> Any:
+    """Return the :class:`datalayer._sql.Statement` of a history read (made once per text)."""
+    key = (sql, count)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        from .._sql import Statement
+
+        with _STATEMENTS_LOCK:
+            if len(_STATEMENTS) > 64:  # a handful in practice: table names x column sets
+                _STATEMENTS.clear()
+            made = Statement.text(sql, *(f"p{i}" for i in range(count)))
+            stmt = _STATEMENTS.setdefault(key, made)
+    return stmt
+
+
 class HistoryRow(NamedTuple):
     """One row of the history table."""
 
@@ -345,12 +369,27 @@ class Router(_UpstreamRouter):
     def history_columns(self) -> set[str]:
         """Return the history table's column names (empty when the table does not exist)."""
         # pg_catalog rather than information_schema: much cheaper on a fresh backend.
-        cursor = self.database.execute_sql(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-            "AND attnum > 0 AND NOT attisdropped",
-            (self._quoted_table(),),
-        )
-        return {row[0] for row in cursor.fetchall()}
+        rows = self._read(_HISTORY_COLUMNS, self._quoted_table())
+        return {row[0] for row in rows}
+
+    def _read(self, sql: str, *params: Any) -> list[Any]:
+        """Return the rows of a history read (``sql`` with ``%s`` for ``params``).
+
+        On a datalayer database it runs as a server-side prepared statement
+        (:mod:`datalayer._sql`: direct connections, outside a transaction), so a
+        process that asks for the status again and again plans it once per
+        connection; on any other peewee database, through ``execute_sql``.
+        """
+        from ..db import Database
+
+        db = self.database
+        if type(db) is Database and db._pool is not None:
+            from .._sql import fetchall
+
+            return fetchall(db, _history_statement(sql, len(params)),
+                            {f"p{i}": p for i, p in enumerate(params)})
+        rows: list[Any] = db.execute_sql(sql, params).fetchall()
+        return rows
 
     def _quoted_table(self) -> str:
         parts = [self.schema, self.migrate_table] if self.schema else [self.migrate_table]
@@ -366,8 +405,9 @@ class Router(_UpstreamRouter):
         fields = [model.id, model.name]
         if "checksum" in columns:
             fields.append(model.checksum)
-        query = model.select(*fields).order_by(model.id).tuples()
-        return [HistoryRow(row[0], row[1], row[2] if len(row) > 2 else None) for row in query]
+        sql, params = model.select(*fields).order_by(model.id).sql()
+        rows = self._read(sql, *params)
+        return [HistoryRow(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]
 
     @property
     def done(self) -> list[str]:

@@ -47,7 +47,7 @@ from ..config import Settings
 from ..errors import LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
-from .files import content_hash, require_dir, sort_key
+from .files import content_hash, number, require_dir, sort_key
 from .router import (
     MIGRATE_TABLE,
     HistoryRow,
@@ -432,8 +432,8 @@ def _postgres_major(db: Any) -> int:
 def _resolve_to(to: str, names: Sequence[str], directory: Path) -> str:
     wanted = to.removesuffix(".py")
     matches = [n for n in names if n == wanted]
-    if not matches and wanted.isdigit():
-        matches = [n for n in names if sort_key(n)[0] == int(wanted)]
+    if not matches and number(wanted) is not None:
+        matches = [n for n in names if sort_key(n)[0] == number(wanted)]
     if len(matches) != 1:
         which = "several migrations match" if matches else "there is no migration"
         raise MigrationError(
@@ -746,7 +746,14 @@ def _run(
                 "run `datalayer migrate hash`, and run the command again"
             )
         code = _pgcode(exc)
-        if code == "57014":  # query_canceled: the statement_timeout fired
+        if code == "57014" and "user request" in str(exc):  # Ctrl-C, pg_cancel_backend
+            todo = (
+                "its running statement was cancelled (Ctrl-C, or pg_cancel_backend), so "
+                "nothing of it was recorded as "
+                + ("rolled back" if downgrade else "applied")
+                + "; run the command again when ready"
+            )
+        elif code == "57014":  # query_canceled: the statement_timeout fired
             todo = (
                 "a statement ran longer than the migration statement_timeout; raise "
                 "--statement-timeout (0: none) and run the command again"
@@ -756,16 +763,71 @@ def _run(
                 "another session held a table lock for longer than the migration lock_timeout; "
                 "retry when traffic is lower, or raise --lock-timeout"
             )
-        raise MigrationError(f"{what}: {_first_line(exc)}{kept}. To go on: {todo}") from exc
+        if code in _ALREADY_THERE and not downgrade:
+            todo = _already_there(router)
+        detail = _first_line(exc)
+        if code == "42P01":  # not TableMissing's "run migrate apply": this is apply
+            detail = _undefined_table(exc, _describe(router.database))
+        raise MigrationError(f"{what}: {detail}{kept}. To go on: {todo}") from exc
     return Applied(name, time.perf_counter() - start, atomic)
 
 
-def _find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """Return ``exc`` or the first exception of ``kind`` in its cause/context chain."""
+_LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
+
+
+def _undefined_table(exc: BaseException, where: str) -> str:
+    """Say which statement of a migration named a table that does not exist."""
+    found = _find_error(exc, Exception, lambda e: getattr(e, "pgcode", None) == "42P01")
+    diag = getattr(found, "diag", None)
+    what = getattr(diag, "message_primary", None) or "a table it names does not exist"
+    query = getattr(getattr(found, "cursor", None), "query", None)
+    if isinstance(query, bytes):
+        query = query.decode(errors="replace")
+    statement = " ".join(str(query).split()) if query else ""
+    statement = _LITERAL_RE.sub("'...'", statement)  # values may be secrets: never shown
+    if len(statement) > 200:
+        statement = statement[:197] + "..."
+    at = f"the statement `{statement}` failed" if statement else "a statement failed"
+    return (
+        f"{at}: {what} on {where} (the table it names does not exist there: misspelled, in "
+        "another schema, or made by a later migration?)"
+    )
+
+
+_ALREADY_THERE = {"42P07", "42710", "42701", "42P06"}
+"""duplicate_table, duplicate_object, duplicate_column, duplicate_schema."""
+
+
+def _already_there(router: Router) -> str:
+    """Advice for a migration that creates what the database has already."""
+    try:
+        first = not router.done
+    except Exception:  # the connection is gone: say both
+        first = True
+    if first:
+        return (
+            "the database already has these tables (made by create_tables(), another tool or "
+            "by hand) and no migration is recorded: do not edit the migration; run `datalayer "
+            "migrate baseline`, which checks that the schema is what the migrations build and "
+            "records them as applied"
+        )
+    return (
+        "the database has it already, made outside the migrations: drop or rename what is in "
+        "the way (if nothing needs it) and run the command again; `datalayer migrate drift` "
+        "lists every difference from what the applied migrations build"
+    )
+
+
+def _find_error(
+    exc: BaseException,
+    kind: type[BaseException],
+    test: Callable[[BaseException], bool] | None = None,
+) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` (passing ``test``) in its chain."""
     seen: set[int] = set()
     item: BaseException | None = exc
     while item is not None and id(item) not in seen:
-        if isinstance(item, kind):
+        if isinstance(item, kind) and (test is None or test(item)):
             return item
         seen.add(id(item))
         item = item.__cause__ or item.__context__
@@ -909,8 +971,12 @@ def _dry_run(
             except MigrationError:
                 raise
             except Exception as exc:
+                detail = (
+                    _undefined_table(exc, _describe(db)) if _pgcode(exc) == "42P01"
+                    else _first_line(exc)
+                )
                 raise MigrationError(
-                    f"dry run: {router.path(name)} fails: {_first_line(exc)}; nothing was "
+                    f"dry run: {router.path(name)} fails: {detail}; nothing was "
                     "changed. Fix the migration before applying it"
                 ) from exc
             results.append(

@@ -39,8 +39,10 @@ _APP_NAME = "datalayer-check"
 _DEV_SOURCE = "DATALAYER_DEV_DATABASE_URL"
 _EMBEDDED_SOURCE = "embedded"
 _PREFIX = "datalayer_check_"
-# datalayer_check_<label>_<pid>_<10 hex>: the pid and the hex make the owner's marker.
-_NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{10})$")
+# datalayer_check_<label>_<pid>_<12 hex>: the pid and the hex make the owner's marker.
+_NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{12})$")
+# Before markers (datalayer 0.2): 10 hex, and only the pid tells whether the owner lives.
+_OLD_NAME = re.compile(r"^datalayer_check_.+_(\d+)_[0-9a-f]{10}$")
 _MARKER = "datalayer-check "
 """``application_name`` prefix of the connection that owns a scratch database."""
 
@@ -60,9 +62,11 @@ def scratch_server(settings: Settings) -> Settings:
         return Settings.from_url(
             settings.dev_database_url, application_name=_APP_NAME, source=_DEV_SOURCE
         )
+    why_not = None
     if not settings.embedded and settings.source != _EMBEDDED_SOURCE:
         own = settings.replace(application_name=_APP_NAME, connect_timeout=2.0)
-        if _may_host(own):
+        why_not = _cannot_host(own)
+        if why_not is None:
             return own
     from ..embedded import ensure_server
 
@@ -73,12 +77,9 @@ def scratch_server(settings: Settings) -> Settings:
             "set DATALAYER_DEV_DATABASE_URL to a server whose user has CREATEDB "
             "(postgresql://user:password@host:5432/postgres)"
         )
-        if settings.embedded:
-            reason = "DATALAYER_DEV_DATABASE_URL is unset"
-        else:
-            reason = (f"DATALAYER_DEV_DATABASE_URL is unset, the user of {settings.source} "
-                      "may not create databases there")
-            fix += f", or grant CREATEDB to the user of {settings.source}"
+        reason = "DATALAYER_DEV_DATABASE_URL is unset"
+        if why_not is not None:
+            reason += f", the server of {settings.source} cannot hold them ({why_not})"
         raise MigrationError(
             f"no scratch database server: {reason} and the embedded server is not available "
             f"({_first_line(exc)}); {fix}"
@@ -86,14 +87,14 @@ def scratch_server(settings: Settings) -> Settings:
     return Settings.from_url(server.url, application_name=_APP_NAME, source=_EMBEDDED_SOURCE)
 
 
-def _may_host(admin: Settings) -> bool:
-    """Whether ``admin``'s user may create databases on a server reached directly."""
+def _cannot_host(admin: Settings) -> str | None:
+    """Say why ``admin``'s server cannot hold scratch databases; None when it can."""
     import psycopg2
 
     try:
         conn = psycopg2.connect(**admin.connect_kwargs())
-    except psycopg2.Error:
-        return False
+    except psycopg2.Error as exc:
+        return f"cannot connect: {_first_line(exc)}"
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -101,12 +102,16 @@ def _may_host(admin: Settings) -> bool:
                 "current_user), inet_server_port()"
             )
             may, port = cur.fetchone()
-    except psycopg2.Error:
-        return False
+    except psycopg2.Error as exc:
+        return _first_line(exc)
     finally:
         conn.close()
-    # Another port than the URL's: PgBouncer or a proxy, which may not know a new database.
-    return bool(may) and (port is None or port == admin.port)
+    if not may:
+        return f"its user {admin.user} may not create databases: no CREATEDB"
+    if port is not None and port != admin.port:
+        # PgBouncer or another proxy, which would not know a new database.
+        return f"port {admin.port} reaches a server on port {port}: a pooler or proxy"
+    return None
 
 
 def _where(admin: Settings) -> tuple[str, str]:
@@ -127,12 +132,30 @@ def _where(admin: Settings) -> tuple[str, str]:
     )
 
 
-def _drop_leftovers(cur: Any) -> None:
+def _owner_gone(name: str, markers: set[str], local: bool) -> bool:
+    match = _NAME.match(name)
+    if match is not None:
+        return _MARKER + match.group(1) not in markers
+    old = _OLD_NAME.match(name)
+    if old is None or not local:
+        return False
+    try:
+        os.kill(int(old.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
+
+
+def _drop_leftovers(cur: Any, admin: Settings) -> None:
     """Drop the scratch databases whose owner is gone (killed, or Ctrl-C mid-drop).
 
     A database in use has its owner's marked connection (made before it was
-    created, closed after it was dropped) or a session in it.  Databases this
-    user may not drop are left alone.
+    created, closed after it was dropped) or a session in it.  One made by
+    an older datalayer (no marker) is dropped only on a server of this host
+    whose creating process is gone.  Databases this user may not drop are
+    left alone.
     """
     import psycopg2
     from psycopg2 import sql
@@ -147,9 +170,9 @@ def _drop_leftovers(cur: Any) -> None:
     rows = cur.fetchall()
     markers = {row[0] for row in rows if row[0]}
     in_use = {row[1] for row in rows if row[1]}
+    local = (admin.host or "").startswith("/") or admin.host in ("127.0.0.1", "::1", "localhost")
     for name in names:
-        match = _NAME.match(name)
-        if match is None or name in in_use or _MARKER + match.group(1) in markers:
+        if name in in_use or not _owner_gone(name, markers, local):
             continue
         with contextlib.suppress(psycopg2.Error):  # not ours to drop, or just dropped
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
@@ -173,7 +196,7 @@ def scratch_database(
 
     del settings
     where, fix = _where(admin)
-    token = f"{os.getpid()}_{uuid.uuid4().hex[:10]}"  # the pid: whose it is, for a reader
+    token = f"{os.getpid()}_{uuid.uuid4().hex[:12]}"  # the pid: whose it is, for a reader
     name = f"{_PREFIX}{label}_{token}"
     try:
         # The owner's connection, marked with the token, lives as long as the database.
@@ -184,17 +207,18 @@ def scratch_database(
         owner.autocommit = True
         cur = owner.cursor()
         try:
-            _drop_leftovers(cur)
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg2.Error as exc:
-            raise MigrationError(
-                f"cannot create a scratch database on {where}: {_first_line(exc)}; set "
-                "DATALAYER_DEV_DATABASE_URL to a server and user with CREATEDB (`ALTER ROLE ... "
-                "CREATEDB`; each scratch database is dropped afterwards)"
-            ) from None
-        try:
+            try:
+                _drop_leftovers(cur, admin)
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg2.Error as exc:
+                raise MigrationError(
+                    f"cannot create a scratch database on {where}: {_first_line(exc)}; set "
+                    "DATALAYER_DEV_DATABASE_URL to a server and user with CREATEDB (`ALTER "
+                    "ROLE ... CREATEDB`; each scratch database is dropped afterwards)"
+                ) from None
             yield admin.replace(dbname=name, max_open_conns=2, max_idle_conns=1)
         finally:
+            # Also when the CREATE itself was interrupted: Ctrl-C lands after it completes.
             with contextlib.suppress(psycopg2.Error):
                 _drop(cur, name)
     finally:

@@ -141,11 +141,12 @@ _DDL_KINDS = {
 }
 
 
-def _statement_kinds(text: str) -> list[str]:
+def _statement_kinds(text: str) -> list[str] | None:
+    """Return the parser's name of each statement of ``text`` (None: no parser installed)."""
     try:
         import pglast
-    except ImportError:  # pragma: no cover - pglast is a dependency
-        return [text.strip().split(None, 1)[0].upper() + "?"] if text.strip() else []
+    except ImportError:  # the lint extra is not installed
+        return None
     return [type(raw.stmt).__name__ for raw in pglast.parse_sql(text)]
 
 
@@ -159,6 +160,13 @@ def _data_changes(calls: Sequence[_Call]) -> list[str]:
             kinds = _statement_kinds(call.sql)
         except Exception:
             problems.append(f"{call.name}: migrator.sql({call.sql[:60]!r}) does not parse")
+            continue
+        if kinds is None:
+            problems.append(
+                f"{call.name}: migrator.sql({call.sql[:60]!r}) is not analysed: install the "
+                "lint extra (pip install 'peewee-datalayer[lint]') so that squash can tell DDL "
+                "from a data change"
+            )
             continue
         other = [k for k in kinds if k not in _DDL_KINDS]
         if other:

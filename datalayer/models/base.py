@@ -32,6 +32,30 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _settable(cls: type[pw.Model], name: str) -> bool:
+    """Return True when ``name`` is a data descriptor of ``cls`` (a property with a setter,
+    a field's or a foreign key's ``_id`` accessor)."""
+    if name.startswith("__"):
+        return False
+    for klass in cls.__mro__:
+        attr = vars(klass).get(name)
+        if attr is not None:
+            return hasattr(type(attr), "__set__") and getattr(attr, "fset", True) is not None
+    return False
+
+
+def _not_a_field(cls: type[pw.Model], name: str) -> str:
+    """Say that ``name`` is not a field of ``cls``, naming the field it was renamed to."""
+    from ..migrate.hints import renamed_from_of  # the error's path only
+
+    for field in cls._meta.sorted_fields:
+        if renamed_from_of(field) == name and field.name != name:
+            return (f"is not a field of {cls.__name__}: it was renamed to {field.name!r} "
+                    f"(use {field.name}=...)")
+    known = ", ".join(f.name for f in cls._meta.sorted_fields)
+    return f"is not a field of {cls.__name__}; its fields are: {known}"
+
+
 class BaseModel(pw.Model):
     """Abstract: no table.  Subclasses declare their fields explicitly."""
 
@@ -43,6 +67,29 @@ class BaseModel(pw.Model):
         database = database
         legacy_table_names = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A row read from the database (``__no_default__``) may carry extra selected
+        # columns (``fn.COUNT(...).alias("n")``); values given by a caller may not.
+        if not kwargs.get("__no_default__"):
+            type(self)._check_names(kwargs)
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def _check_names(cls, values: Mapping[str, Any]) -> None:
+        """Raise :class:`ValidationError` for a name in ``values`` that sets nothing.
+
+        peewee's ``Model(**kw)`` (and so ``create``) sets any name as a plain
+        attribute: a misspelt field, or the old name of a renamed one, was
+        silently dropped and the row written without it.  Accepted: the fields,
+        the ``<fk>_id`` names of foreign keys, and attributes with a setter
+        (properties, peewee's accessors).
+        """
+        fields = cls._meta.fields
+        for name in values:
+            if name in fields or _settable(cls, name):
+                continue
+            raise ValidationError(name, _not_a_field(cls, name))
+
     # -- validation -------------------------------------------------------
 
     @classmethod
@@ -50,8 +97,18 @@ class BaseModel(pw.Model):
         combined = cls._meta.combined
         for key in [*kwargs, *(data if isinstance(data, Mapping) else ())]:
             if isinstance(key, str) and key not in combined:
-                raise ValidationError(key, f"is not a field of {cls.__name__}")
+                raise ValidationError(key, _not_a_field(cls, key))
         return super()._normalize_data(data, kwargs)  # type: ignore[misc]
+
+    @classmethod
+    def get_or_create(cls, **kwargs: Any) -> tuple[Any, bool]:
+        """peewee's ``get_or_create``; an unknown name is a ValidationError, not AttributeError."""
+        cls._check_names({k: v for k, v in kwargs.items() if k != "defaults"})
+        defaults = kwargs.get("defaults")
+        if isinstance(defaults, Mapping):
+            cls._check_names(defaults)
+        result: tuple[Any, bool] = super().get_or_create(**kwargs)  # type: ignore[no-untyped-call]
+        return result
 
     @classmethod
     def _validated(cls, data: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -62,7 +119,7 @@ class BaseModel(pw.Model):
             field = key if isinstance(key, pw.Field) else fields.get(key)
             if field is None:
                 if isinstance(key, str):
-                    raise ValidationError(key, f"is not a field of {cls.__name__}")
+                    raise ValidationError(key, _not_a_field(cls, key))
                 out[key] = value
                 continue
             out[key] = validate_value(field, value)
@@ -138,7 +195,7 @@ class BaseModel(pw.Model):
             for name in names:
                 field = cls._meta.fields.get(name)
                 if field is None:
-                    raise ValidationError(name, f"is not a field of {cls.__name__}")
+                    raise ValidationError(name, _not_a_field(cls, name))
                 model.__data__[name] = validate_value(field, model.__data__.get(name))
         # peewee writes SET col = CASE pk WHEN ... THEN %s ...: PostgreSQL types that CASE
         # from its parameters, which psycopg2 sends as text for UUIDs (and NULL): a uuid or

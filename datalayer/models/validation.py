@@ -76,6 +76,25 @@ def check_visible(name: str, value: str) -> str:
     return value
 
 
+def _expected(field: pw.Field) -> str:
+    """Return what ``field`` takes, in words (for messages)."""
+    if isinstance(field, EnumField):
+        return "one of: " + ", ".join(str(m.value) for m in field.enum_cls)
+    for kinds, words in _EXPECTED:
+        if isinstance(field, kinds):
+            return words
+    return f"a value for a {type(field).__name__}"
+
+
+_EXPECTED: tuple[tuple[type[pw.Field] | tuple[type[pw.Field], ...], str], ...] = (
+    (pw.UUIDField, "a UUID"),
+    (pw.BooleanField, "True or False"),
+    ((DateTimeTZField, pw.DateTimeField), "a datetime"),
+    ((pw.CharField, pw.TextField), "text (str)"),
+    ((pw.IntegerField, pw.BigIntegerField), "a whole number (int)"),
+)
+
+
 def _field_label(field: pw.Field) -> str:
     return str(field.name)
 
@@ -87,7 +106,12 @@ def validate_value(field: pw.Field, value: Any) -> Any:
         if field.null:
             return None
         raise ValidationError(name, "is required (must not be None)")
-    if isinstance(value, (pw.Node, pw.Model)) and not isinstance(field, pw.ForeignKeyField):
+    if isinstance(value, pw.Model) and not isinstance(field, pw.ForeignKeyField):
+        # A row object where a plain value belongs (user instead of user.email): the
+        # driver would fail on it ("can't adapt type") after the statement was built.
+        raise ValidationError(name, f"must be {_expected(field)}; got a {_describe(value)} "
+                              "object (pass the value of one of its fields)")
+    if isinstance(value, pw.Node) and not isinstance(field, pw.ForeignKeyField):
         return value  # an SQL expression (fn.now(), F + 1, a subquery): the caller's business
     if isinstance(field, pw.ForeignKeyField):
         if isinstance(value, pw.Model):

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import copy
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pglast
-from pglast import ast
-
+from ...errors import MigrationError
 from ..offline import DEFAULT_POSTGRES, PYTHON_PREFIX, MigrationSql, migration_sql, select_names
 from ._allow import read_allowances
+from ._generated import generated_report, unanalysed_report
 from ._locks import Facts, analyse
+from ._pg import AVAILABLE, ast, pglast
 from ._state import Context, SchemaState, track
-from ._types import ERROR, Finding, LintReport, MigrationReport, StatementReport
+from ._types import ERROR, WARNING, Finding, LintReport, MigrationReport, StatementReport
 from .rules import RULES, Statement
 
 __all__ = ["lint", "lint_sql"]
 
 SYNTAX = "syntax-error"
+ROLLBACK_UNREAD = "rollback-not-linted"
 
 
 def _plpgsql_statements(sql: str) -> tuple[list[str], bool]:
@@ -77,7 +79,8 @@ def _check(node: Any, sql: str, ctx: Context) -> tuple[Facts, list[Finding]]:
 
 def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport]:
     reports: list[StatementReport] = []
-    for text in item.statements:
+    known = item.facts or (None,) * len(item.statements)
+    for text, fact in zip(item.statements, known, strict=True):
         if text.startswith(PYTHON_PREFIX):
             report = StatementReport(len(reports) + 1, text, "python")
             report.notes.append(
@@ -86,6 +89,14 @@ def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport
                    "before it" if item.atomic else "")
             )
             reports.append(report)
+            continue
+        if not AVAILABLE:  # no parser: the generator's facts, or nothing
+            reports.append(
+                generated_report(len(reports) + 1, fact, ctx) if fact is not None
+                else unanalysed_report(len(reports) + 1, text)
+            )
+            if not item.atomic:
+                ctx.end_transaction()
             continue
         try:
             parsed = list(_parse(text))
@@ -108,13 +119,28 @@ def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport
     return reports
 
 
+def _allowed(statements: list[StatementReport], reasons: dict[str, str]) -> None:
+    for statement in statements:
+        statement.findings = [
+            Finding(f.rule, f.level, f.message, f.fix, True, reasons[f.rule])
+            if f.rule in reasons else f
+            for f in statement.findings
+        ]
+
+
 def lint_sql(
     migrations: Iterable[MigrationSql],
     *,
     postgres: int = DEFAULT_POSTGRES,
     report: Iterable[str] | None = None,
+    rollbacks: Mapping[str, MigrationSql] | None = None,
 ) -> LintReport:
-    """Lint already rendered migrations, in order; ``report`` limits which are reported."""
+    """Lint already rendered migrations, in order; ``report`` limits which are reported.
+
+    ``rollbacks`` (by migration name) are the rollbacks' statements: each is
+    linted against the schema as its migration left it, and reported with it
+    (its findings as ``NAME (rollback)``).  The file's allow comments cover both.
+    """
     wanted = None if report is None else set(report)
     state = SchemaState()
     result = LintReport(postgres)
@@ -129,12 +155,13 @@ def lint_sql(
             source = ""
         allow = read_allowances(source, str(item.path), RULES)
         migration = MigrationReport(item.name, item.path, item.atomic, statements, allow.problems)
-        for statement in statements:
-            statement.findings = [
-                Finding(f.rule, f.level, f.message, f.fix, True, allow.reasons[f.rule])
-                if f.rule in allow.reasons else f
-                for f in statement.findings
-            ]
+        backward = (rollbacks or {}).get(item.name)
+        if backward is not None:
+            # The rollback runs on the schema this migration left; it changes nothing after.
+            undo = Context(postgres, backward.atomic, copy.deepcopy(state), undoing=ctx)
+            migration.rollback = _statement_reports(backward, undo)
+        _allowed(migration.statements, allow.reasons)
+        _allowed(migration.rollback, allow.reasons)
         result.migrations.append(migration)
     return result
 
@@ -153,7 +180,8 @@ def lint(
     :raises MigrationError: when a name matches no migration or a file cannot be rendered.
     """
     directory = Path(directory)
-    everything = migration_sql(directory, postgres=postgres)
+    # Without pglast the generator's facts are what the lint reads (not cached).
+    everything = migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
     chosen = select_names([m.name for m in everything], names, directory)
     if not chosen:
         return LintReport(postgres)
@@ -163,4 +191,19 @@ def lint(
         upto.append(item)
         if item.name == last:
             break
-    return lint_sql(upto, postgres=postgres, report=chosen)
+    problem: Finding | None = None
+    try:
+        backward = migration_sql(directory, chosen, rollback=True, postgres=postgres,
+                                 facts=not AVAILABLE)
+    except MigrationError as exc:
+        backward = []
+        problem = Finding(
+            ROLLBACK_UNREAD, WARNING, f"the rollbacks were not linted: {exc}",
+            "make the rollback renderable without a database (`datalayer migrate sql "
+            "--rollback` shows the same error)",
+        )
+    result = lint_sql(upto, postgres=postgres, report=chosen,
+                      rollbacks={m.name: m for m in backward})
+    if problem is not None and result.migrations:
+        result.migrations[-1].findings.append(problem)
+    return result

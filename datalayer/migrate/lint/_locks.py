@@ -11,12 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
-
+from .. import facts as _facts
+from ..facts import Lock
 from ._nodes import (
     alter_cmds,
-    coercible,
+    collation,
     column_constraints,
     is_add_column,
     is_add_constraint,
@@ -25,24 +24,13 @@ from ._nodes import (
     type_key,
     volatile,
 )
+from ._pg import AlterTableType, ConstrType, ObjectType, ast
 from ._state import Context
 
-__all__ = ["LEVELS", "Facts", "analyse", "blocks", "strongest"]
+__all__ = ["LEVELS", "Facts", "analyse", "blocks", "strongest", "type_change"]
 
-ACCESS_SHARE = "ACCESS SHARE"
-ROW_SHARE = "ROW SHARE"
-ROW_EXCLUSIVE = "ROW EXCLUSIVE"
-SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
-SHARE = "SHARE"
-SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
-EXCLUSIVE = "EXCLUSIVE"
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
-
-LEVELS = (
-    ACCESS_SHARE, ROW_SHARE, ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE,
-    SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE,
-)
-"""Table lock modes, weakest first."""
+LEVELS = tuple(lock.sql_name for lock in Lock if lock is not Lock.NONE)
+"""Table lock modes, weakest first (:class:`.facts.Lock`)."""
 
 
 def strongest(locks: Iterable[str]) -> str | None:
@@ -52,22 +40,8 @@ def strongest(locks: Iterable[str]) -> str | None:
 
 
 def blocks(lock: str | None) -> list[str]:
-    """Return what ``lock`` blocks on its table: ``reads``, ``writes``, ``DDL``.
-
-    Reads (SELECT, ACCESS SHARE) wait only for ACCESS EXCLUSIVE; writes
-    (INSERT/UPDATE/DELETE, ROW EXCLUSIVE) wait for SHARE and stronger; every
-    lock holds off some schema change (ALTER TABLE needs ACCESS EXCLUSIVE).
-    """
-    if lock is None:
-        return []
-    rank = LEVELS.index(lock)
-    out = []
-    if lock == ACCESS_EXCLUSIVE:
-        out.append("reads")
-    if rank >= LEVELS.index(SHARE):
-        out.append("writes")
-    out.append("DDL")
-    return out
+    """Return what ``lock`` blocks on its table: ``reads``, ``writes``, ``DDL`` (facts')."""
+    return [] if lock is None else list(Lock.of(lock).blocks)
 
 
 @dataclass
@@ -81,7 +55,16 @@ class Facts:
     notes: list[str] = field(default_factory=list)
 
     def lock(self, table: str, mode: str) -> None:
-        self.locks[table] = strongest([self.locks.get(table, ACCESS_SHARE), mode]) or mode
+        self.locks[table] = strongest([self.locks.get(table, "ACCESS SHARE"), mode]) or mode
+
+    def apply(self, table: str, kind: str, ctx: Context) -> None:
+        """Record a statement of ``kind`` (a key of :data:`.facts.EFFECTS`) on ``table``."""
+        effect = _facts.effect(kind, postgres=ctx.postgres)
+        self.lock(table, effect.lock.sql_name)
+        self.scans |= effect.scans
+        self.rewrites |= effect.rewrites
+        if effect.rebuilds_indexes and not effect.rewrites:
+            self.notes.append(f"rebuilds the indexes on the changed column of {table}")
 
     def merge(self, other: Facts) -> None:
         for table, mode in other.locks.items():
@@ -96,120 +79,138 @@ def _kind(node: Any) -> str:
 
 
 def _add_column(facts: Facts, ctx: Context, table: str, column: ast.ColumnDef) -> None:
-    facts.lock(table, ACCESS_EXCLUSIVE)
+    kind = "add_column"
     for con in column_constraints(column):
         if con.contype == ConstrType.CONSTR_DEFAULT:
             if ctx.postgres < 11 or volatile(con.raw_expr):
-                facts.rewrites = True
+                kind = "add_column_rewriting"
         elif con.contype in (ConstrType.CONSTR_GENERATED, ConstrType.CONSTR_IDENTITY):
-            facts.rewrites = True
+            kind = "add_column_rewriting"
         elif con.contype == ConstrType.CONSTR_FOREIGN and con.pktable is not None:
-            facts.lock(qualified(con.pktable), SHARE_ROW_EXCLUSIVE)
-            facts.scans = True
+            facts.apply(qualified(con.pktable), "references", ctx)
+            facts.apply(table, "add_column_checked", ctx)
         elif con.contype in (
             ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_CHECK
         ):
-            facts.scans = True
+            facts.apply(table, "add_column_checked", ctx)
     key = type_key(column.typeName)
     if key is not None and key[0] in ("serial", "serial4", "bigserial", "serial8", "smallserial"):
-        facts.rewrites = True
+        kind = "add_column_rewriting"
+    facts.apply(table, kind, ctx)
 
 
-def _add_constraint(facts: Facts, table: str, con: ast.Constraint) -> None:
+def _add_constraint(facts: Facts, ctx: Context, table: str, con: ast.Constraint) -> None:
     if con.contype == ConstrType.CONSTR_FOREIGN:
-        facts.lock(table, SHARE_ROW_EXCLUSIVE)
+        facts.apply(table, "add_foreign_key_not_valid" if con.skip_validation
+                    else "add_foreign_key", ctx)
         if con.pktable is not None:
-            facts.lock(qualified(con.pktable), SHARE_ROW_EXCLUSIVE)
-        facts.scans |= not con.skip_validation
+            facts.apply(qualified(con.pktable), "references", ctx)
     elif con.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
-        facts.lock(table, ACCESS_EXCLUSIVE)
         if con.indexname:
+            facts.apply(table, "add_constraint_using_index", ctx)
             if con.contype == ConstrType.CONSTR_PRIMARY:
                 facts.notes.append(
                     "PRIMARY KEY USING INDEX scans to SET NOT NULL if a column allows NULL"
                 )
         else:
-            facts.scans = True
+            facts.apply(table, "add_unique", ctx)
     else:
-        facts.lock(table, ACCESS_EXCLUSIVE)
-        facts.scans |= not con.skip_validation
+        facts.apply(table, "add_check_not_valid" if con.skip_validation else "add_check", ctx)
+
+
+def type_change(ctx: Context, table: str, cmd: Any) -> _facts.TypeChange:
+    """Return what ``ALTER COLUMN ... TYPE`` (``cmd``) does, given the schema so far."""
+    definition = cmd.def_ if isinstance(cmd.def_, ast.ColumnDef) else None
+    new = type_key(definition.typeName) if definition is not None else None
+    using = definition is not None and definition.raw_default is not None
+    column = (table, str(cmd.name))
+    return _facts.type_change(
+        ctx.state.columns.get(column), new, using=using,
+        old_collation=ctx.state.collations.get(column),
+        new_collation=collation(definition),
+    )
+
+
+# ALTER TABLE subcommands by the name of pglast's AlterTableType member.
+_WEAK = frozenset({
+    "AT_SetStatistics", "AT_SetOptions", "AT_ResetOptions", "AT_ClusterOn", "AT_DropCluster",
+    "AT_SetRelOptions", "AT_ResetRelOptions",
+})
+_TRIGGERS = frozenset({
+    "AT_EnableTrig", "AT_DisableTrig", "AT_EnableAlwaysTrig", "AT_EnableReplicaTrig",
+    "AT_EnableTrigAll", "AT_DisableTrigAll", "AT_EnableTrigUser", "AT_DisableTrigUser",
+})
+_SIMPLE = {
+    "AT_ValidateConstraint": "validate_constraint",
+    "AT_SetLogged": "set_logged",
+    "AT_SetUnLogged": "set_logged",
+    "AT_DropColumn": "drop_column",
+    "AT_DropConstraint": "drop_constraint",
+    "AT_ColumnDefault": "set_default",
+}
 
 
 def _alter(facts: Facts, ctx: Context, node: Any) -> None:
-    weak = {
-        AlterTableType.AT_SetStatistics, AlterTableType.AT_SetOptions,
-        AlterTableType.AT_ResetOptions, AlterTableType.AT_ClusterOn,
-        AlterTableType.AT_DropCluster, AlterTableType.AT_SetRelOptions,
-        AlterTableType.AT_ResetRelOptions,
-    }
-    triggers = {
-        AlterTableType.AT_EnableTrig, AlterTableType.AT_DisableTrig,
-        AlterTableType.AT_EnableAlwaysTrig, AlterTableType.AT_EnableReplicaTrig,
-        AlterTableType.AT_EnableTrigAll, AlterTableType.AT_DisableTrigAll,
-        AlterTableType.AT_EnableTrigUser, AlterTableType.AT_DisableTrigUser,
-    }
     for table, cmd in alter_cmds(node):
-        sub = cmd.subtype
+        sub = AlterTableType(cmd.subtype)
         if is_add_column(cmd):
             _add_column(facts, ctx, table, cmd.def_)
         elif is_add_constraint(cmd):
-            _add_constraint(facts, table, cmd.def_)
-        elif sub == AlterTableType.AT_ValidateConstraint:
-            facts.lock(table, SHARE_UPDATE_EXCLUSIVE)
-            facts.scans = True
+            _add_constraint(facts, ctx, table, cmd.def_)
         elif sub == AlterTableType.AT_SetNotNull:
-            facts.lock(table, ACCESS_EXCLUSIVE)
-            if not (ctx.postgres >= 12 and ctx.has_valid_not_null_check(table, str(cmd.name))):
-                facts.scans = True
+            checked = ctx.has_valid_not_null_check(table, str(cmd.name))
+            facts.apply(table, "set_not_null_checked" if checked else "set_not_null", ctx)
         elif sub == AlterTableType.AT_AlterColumnType:
-            facts.lock(table, ACCESS_EXCLUSIVE)
-            new = type_key(cmd.def_.typeName) if isinstance(cmd.def_, ast.ColumnDef) else None
-            using = isinstance(cmd.def_, ast.ColumnDef) and cmd.def_.raw_default is not None
-            old = ctx.state.columns.get((table, str(cmd.name)))
-            if using or not coercible(old, new):
-                facts.rewrites = True
-        elif sub in (AlterTableType.AT_SetLogged, AlterTableType.AT_SetUnLogged):
-            facts.lock(table, ACCESS_EXCLUSIVE)
-            facts.rewrites = True
-        elif sub in weak:
-            facts.lock(table, SHARE_UPDATE_EXCLUSIVE)
-        elif sub in triggers:
-            facts.lock(table, SHARE_ROW_EXCLUSIVE)
+            facts.apply(table, type_change(ctx, table, cmd).kind, ctx)
+        elif sub.name in _SIMPLE:
+            facts.apply(table, _SIMPLE[sub.name], ctx)
+        elif sub.name in _WEAK:
+            facts.apply(table, "set_options", ctx)
+        elif sub.name in _TRIGGERS:
+            facts.apply(table, "alter_trigger", ctx)
         else:
-            facts.lock(table, ACCESS_EXCLUSIVE)
+            facts.apply(table, "alter_table", ctx)
 
 
 def _drop(facts: Facts, ctx: Context, node: ast.DropStmt) -> None:
     if node.removeType == ObjectType.OBJECT_INDEX:
-        mode = SHARE_UPDATE_EXCLUSIVE if node.concurrent else ACCESS_EXCLUSIVE
+        kind = "drop_index_concurrently" if node.concurrent else "drop_index"
         for names in node.objects or ():
             index = name_list(names)
-            facts.lock(ctx.state.indexes.get(index, f"(table of index {index})"), mode)
+            facts.apply(ctx.state.indexes.get(index, f"(table of index {index})"), kind, ctx)
     elif node.removeType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW,
                              ObjectType.OBJECT_MATVIEW):
         for names in node.objects or ():
-            facts.lock(name_list(names), ACCESS_EXCLUSIVE)
+            facts.apply(name_list(names), "drop_table", ctx)
 
 
-def _dml(facts: Facts, node: Any) -> None:
+def _dml(facts: Facts, ctx: Context, node: Any) -> None:
     if isinstance(node, ast.SelectStmt):
         for item in node.fromClause or ():
             if isinstance(item, ast.RangeVar):
-                facts.lock(qualified(item), ACCESS_SHARE)
+                facts.apply(qualified(item), "select", ctx)
         return
     table = qualified(node.relation)
-    facts.lock(table, ROW_EXCLUSIVE)
+    kind = _kind(node).lower()
     if isinstance(node, (ast.UpdateStmt, ast.DeleteStmt)) and node.whereClause is None:
-        facts.scans = True
+        kind += "_all"
         facts.notes.append(f"{_kind(node).upper()} without WHERE touches every row of {table}")
+    facts.apply(table, kind, ctx)
+
+
+def _has_option(options: Any, name: str) -> bool:
+    return any(getattr(p, "defname", "") == name for p in options or ())
 
 
 def analyse(node: Any, ctx: Context) -> Facts:
-    """Return the locks, scan and rewrite of statement ``node`` given what ``ctx`` knows."""
+    """Return the locks, scan and rewrite of statement ``node`` given what ``ctx`` knows.
+
+    The lock, scan and rewrite of each kind of statement are :data:`.facts.EFFECTS`'s.
+    """
     facts = Facts(_kind(node))
     if isinstance(node, ast.CreateStmt):
         table = qualified(node.relation)
-        facts.lock(table, ACCESS_EXCLUSIVE)
+        facts.apply(table, "create_table", ctx)
         for element in node.tableElts or ():
             cons = (
                 column_constraints(element) if isinstance(element, ast.ColumnDef)
@@ -219,47 +220,48 @@ def analyse(node: Any, ctx: Context) -> Facts:
                 if con.contype == ConstrType.CONSTR_FOREIGN and con.pktable is not None:
                     other = qualified(con.pktable)
                     if other != table:
-                        facts.lock(other, SHARE_ROW_EXCLUSIVE)
+                        facts.apply(other, "references", ctx)
         facts.notes.append(f"{table} is new: nothing else uses it yet")
     elif isinstance(node, ast.IndexStmt):
-        facts.lock(qualified(node.relation),
-                   SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE)
-        facts.scans = True
+        kind = "create_index_concurrently" if node.concurrent else "create_index"
+        facts.apply(qualified(node.relation), kind, ctx)
     elif isinstance(node, ast.AlterTableStmt):
         _alter(facts, ctx, node)
+    elif isinstance(node, ast.AlterObjectSchemaStmt) and node.relation is not None:
+        facts.apply(qualified(node.relation), "set_schema", ctx)
     elif isinstance(node, ast.DropStmt):
         _drop(facts, ctx, node)
     elif isinstance(node, ast.RenameStmt) and node.relation is not None:
         target = qualified(node.relation)
         if node.renameType == ObjectType.OBJECT_INDEX:
             owner = ctx.state.indexes.get(target, f"(table of index {target})")
-            facts.lock(owner, SHARE_UPDATE_EXCLUSIVE if ctx.postgres >= 12 else ACCESS_EXCLUSIVE)
+            facts.apply(owner, "alter_index", ctx)
+        elif node.renameType == ObjectType.OBJECT_COLUMN:
+            facts.apply(target, "rename_column", ctx)
+        elif node.renameType == ObjectType.OBJECT_TABLE:
+            facts.apply(target, "rename_table", ctx)
         else:
-            facts.lock(target, ACCESS_EXCLUSIVE)
+            facts.apply(target, "alter_table", ctx)
     elif isinstance(node, ast.TruncateStmt):
         for rel in node.relations or ():
-            facts.lock(qualified(rel), ACCESS_EXCLUSIVE)
+            facts.apply(qualified(rel), "truncate", ctx)
     elif isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.SelectStmt)):
-        _dml(facts, node)
+        _dml(facts, ctx, node)
     elif isinstance(node, ast.ReindexStmt) and node.relation is not None:
-        concurrently = any(getattr(p, "defname", "") == "concurrently" for p in node.params or ())
-        facts.lock(qualified(node.relation), SHARE_UPDATE_EXCLUSIVE if concurrently else SHARE)
-        facts.scans = True
+        kind = "reindex_concurrently" if _has_option(node.params, "concurrently") else "reindex"
+        facts.apply(qualified(node.relation), kind, ctx)
     elif isinstance(node, ast.VacuumStmt):
-        full = any(getattr(p, "defname", "") == "full" for p in node.options or ())
+        kind = "vacuum_full" if _has_option(node.options, "full") else "vacuum"
         for rel in node.rels or ():
             relation = getattr(rel, "relation", None)
             if relation is not None:
-                mode = ACCESS_EXCLUSIVE if full else SHARE_UPDATE_EXCLUSIVE
-                facts.lock(qualified(relation), mode)
+                facts.apply(qualified(relation), kind, ctx)
         facts.scans = True
-        facts.rewrites = full
     elif isinstance(node, ast.ClusterStmt) and node.relation is not None:
-        facts.lock(qualified(node.relation), ACCESS_EXCLUSIVE)
-        facts.rewrites = True
+        facts.apply(qualified(node.relation), "cluster", ctx)
     elif isinstance(node, ast.RefreshMatViewStmt) and node.relation is not None:
-        facts.lock(qualified(node.relation), EXCLUSIVE if node.concurrent else ACCESS_EXCLUSIVE)
-        facts.scans = True
+        kind = "refresh_matview_concurrently" if node.concurrent else "refresh_matview"
+        facts.apply(qualified(node.relation), kind, ctx)
     elif isinstance(node, ast.CreateTrigStmt) and node.relation is not None:
-        facts.lock(qualified(node.relation), SHARE_ROW_EXCLUSIVE)
+        facts.apply(qualified(node.relation), "create_trigger", ctx)
     return facts

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, NullTestType
+from .. import facts
+from ..facts import TypeKey
+from ._pg import AlterTableType, ConstrType, NullTestType, ast
 
 __all__ = [
     "TypeKey",
     "alter_cmds",
     "coercible",
+    "collation",
     "column_constraints",
     "is_not_null_check",
     "qualified",
@@ -19,8 +21,6 @@ __all__ = [
     "volatile",
 ]
 
-TypeKey = tuple[str, tuple[int, ...], bool]
-"""A column type: its name (``varchar``, ``numeric``...), its modifiers, whether an array."""
 
 
 def qualified(relation: Any) -> str:
@@ -74,7 +74,7 @@ def type_key(type_name: Any) -> TypeKey | None:
     """Return the :data:`TypeKey` of a TypeName node (None if it has none)."""
     if not isinstance(type_name, ast.TypeName) or not type_name.names:
         return None
-    name = str(type_name.names[-1].sval).lower()
+    name = facts.normal_name(str(type_name.names[-1].sval))
     mods: list[int] = []
     for mod in type_name.typmods or ():
         value = getattr(getattr(mod, "val", None), "ival", None)
@@ -84,47 +84,17 @@ def type_key(type_name: Any) -> TypeKey | None:
     return (name, tuple(mods), bool(type_name.arrayBounds))
 
 
-_TEXTUAL = {"varchar", "text"}
-
-
 def coercible(old: TypeKey | None, new: TypeKey | None) -> bool:
-    """True when a type change from ``old`` to ``new`` needs no table rewrite.
-
-    PostgreSQL changes these in place (binary-coercible, no narrowing):
-    varchar(n) to varchar(m >= n), to varchar or to text; text to varchar;
-    numeric(p, s) to numeric(q >= p, s) or to numeric; varbit(n) to varbit(m >= n).
-    """
-    if old is None or new is None or old[2] != new[2] or -1 in old[1] + new[1]:
-        return False
-    (a, amods, _), (b, bmods, _) = old, new
-    if a == b and amods == bmods:
-        return True
-    if a in _TEXTUAL and b in _TEXTUAL:
-        if b == "text" or not bmods:
-            return True
-        return a == "varchar" and bool(amods) and bmods[0] >= amods[0]
-    if a == b == "numeric":
-        if not bmods:
-            return True
-        if not amods:
-            return False
-        scale_a = amods[1] if len(amods) > 1 else 0
-        scale_b = bmods[1] if len(bmods) > 1 else 0
-        return scale_a == scale_b and bmods[0] >= amods[0]
-    if a == b == "varbit":
-        return not bmods or (bool(amods) and bmods[0] >= amods[0])
-    return False
+    """True when a type change from ``old`` to ``new`` needs no table rewrite (facts' rule)."""
+    return not facts.type_change(old, new).rewrites
 
 
-# Functions whose result does not change row to row (immutable or stable): a DEFAULT made of
-# these is evaluated once when the column is added (PostgreSQL 11+), so the table is not
-# rewritten.  Any other function is taken as volatile.
-_NOT_VOLATILE = {
-    "now", "transaction_timestamp", "statement_timestamp", "current_setting", "lower",
-    "upper", "btrim", "ltrim", "rtrim", "length", "char_length", "abs", "round", "md5",
-    "to_jsonb", "to_json", "jsonb_build_object", "jsonb_build_array", "json_build_object",
-    "json_build_array", "array_length", "make_interval", "make_date", "to_timestamp", "date",
-}
+def collation(column: Any) -> str | None:
+    """Return the ``COLLATE`` of a ColumnDef (None: the type's default collation)."""
+    clause = getattr(column, "collClause", None)
+    if clause is None or not clause.collname:
+        return None
+    return name_list(clause.collname)
 
 
 def _walk(node: Any) -> Iterator[Any]:
@@ -138,12 +108,15 @@ def _walk(node: Any) -> Iterator[Any]:
 
 
 def volatile(expr: Any) -> str | None:
-    """Return the first volatile function called in ``expr`` (None: the value is constant)."""
+    """Return the first volatile function called in ``expr`` (None: the value is constant).
+
+    Which functions are volatile is :data:`.facts.NOT_VOLATILE`'s (shared with the generator).
+    """
     for node in _walk(expr):
         if isinstance(node, ast.FuncCall):
-            name = name_list(node.funcname).rsplit(".", 1)[-1].lower()
-            if name not in _NOT_VOLATILE:
-                return name + "()"
+            found = facts.first_volatile([name_list(node.funcname)])
+            if found is not None:
+                return found + "()"
         elif isinstance(node, ast.SubLink):
             return "a subquery"
     return None

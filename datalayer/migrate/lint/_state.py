@@ -14,12 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ObjectType
-
 from ._nodes import (
     TypeKey,
     alter_cmds,
+    collation,
     column_constraints,
     is_add_column,
     is_add_constraint,
@@ -28,6 +26,7 @@ from ._nodes import (
     qualified,
     type_key,
 )
+from ._pg import AlterTableType, ObjectType, ast
 
 __all__ = ["Context", "SchemaState", "track"]
 
@@ -37,6 +36,7 @@ class SchemaState:
     """The schema as the migrations so far left it (as far as their SQL tells)."""
 
     columns: dict[tuple[str, str], TypeKey | None] = field(default_factory=dict)
+    collations: dict[tuple[str, str], str | None] = field(default_factory=dict)
     not_null_checks: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
 
@@ -50,6 +50,8 @@ class Context:
     state: SchemaState
     created: set[str] = field(default_factory=set)
     not_valid: set[tuple[str, str]] = field(default_factory=set)
+    added: set[tuple[str, str]] = field(default_factory=set)  # columns added to old tables
+    undoing: Context | None = None  # in a rollback: the context of the migration it undoes
 
     @property
     def in_transaction(self) -> bool:
@@ -59,6 +61,17 @@ class Context:
     def is_new(self, table: str) -> bool:
         """True when ``table`` was created earlier in this migration."""
         return table in self.created
+
+    def undoes(self, table: str, column: str | None = None) -> bool:
+        """True in a rollback that removes what its migration made (the table or column).
+
+        The application version that runs before a rollback is the one from
+        before the migration: it never used what the migration added.
+        """
+        made = self.undoing
+        if made is None:
+            return False
+        return table in made.created or (column is not None and (table, column) in made.added)
 
     def has_valid_not_null_check(self, table: str, column: str) -> bool:
         """True when a validated ``CHECK (column IS NOT NULL)`` exists on ``table``."""
@@ -74,6 +87,9 @@ class Context:
 
 def _rename_table(state: SchemaState, old: str, new: str) -> None:
     state.columns = {((new if t == old else t), c): v for (t, c), v in state.columns.items()}
+    state.collations = {
+        ((new if t == old else t), c): v for (t, c), v in state.collations.items()
+    }
     state.not_null_checks = {
         ((new if t == old else t), n): v for (t, n), v in state.not_null_checks.items()
     }
@@ -82,6 +98,7 @@ def _rename_table(state: SchemaState, old: str, new: str) -> None:
 
 def _drop_table(state: SchemaState, table: str) -> None:
     state.columns = {k: v for k, v in state.columns.items() if k[0] != table}
+    state.collations = {k: v for k, v in state.collations.items() if k[0] != table}
     state.not_null_checks = {k: v for k, v in state.not_null_checks.items() if k[0] != table}
     state.indexes = {i: t for i, t in state.indexes.items() if t != table}
 
@@ -101,14 +118,19 @@ def _track_alter(ctx: Context, node: Any) -> None:
         if is_add_column(cmd):
             column = cmd.def_
             state.columns[(table, str(column.colname))] = type_key(column.typeName)
+            if table not in ctx.created:
+                ctx.added.add((table, str(column.colname)))
+            state.collations[(table, str(column.colname))] = collation(column)
         elif sub == AlterTableType.AT_DropColumn and cmd.name:
             state.columns.pop((table, str(cmd.name)), None)
+            state.collations.pop((table, str(cmd.name)), None)
             state.not_null_checks = {
                 k: v for k, v in state.not_null_checks.items()
                 if not (k[0] == table and v[0] == cmd.name)
             }
         elif sub == AlterTableType.AT_AlterColumnType and isinstance(cmd.def_, ast.ColumnDef):
             state.columns[(table, str(cmd.name))] = type_key(cmd.def_.typeName)
+            state.collations[(table, str(cmd.name))] = collation(cmd.def_)
         elif is_add_constraint(cmd):
             _add_constraint(ctx, table, cmd.def_, valid=not cmd.def_.skip_validation)
         elif sub == AlterTableType.AT_ValidateConstraint and cmd.name:
@@ -126,6 +148,7 @@ def _track_create(ctx: Context, node: ast.CreateStmt) -> None:
     for element in node.tableElts or ():
         if isinstance(element, ast.ColumnDef):
             ctx.state.columns[(table, str(element.colname))] = type_key(element.typeName)
+            ctx.state.collations[(table, str(element.colname))] = collation(element)
             for con in column_constraints(element):
                 _add_constraint(ctx, table, con, valid=True)
         elif isinstance(element, ast.Constraint):
@@ -155,6 +178,14 @@ def track(ctx: Context, node: Any) -> None:
             state.indexes.pop(name_list(names), None)
     elif isinstance(node, ast.RenameStmt):
         _track_rename(ctx, node)
+    elif (
+        isinstance(node, ast.AlterObjectSchemaStmt)
+        and node.objectType == ObjectType.OBJECT_TABLE
+        and node.relation is not None
+    ):
+        old = qualified(node.relation)
+        new = str(node.newschema) + "." + str(node.relation.relname)
+        _rename_table(state, old, new.removeprefix("public."))
 
 
 def _track_rename(ctx: Context, node: ast.RenameStmt) -> None:
@@ -172,6 +203,8 @@ def _track_rename(ctx: Context, node: ast.RenameStmt) -> None:
         old, new = str(node.subname), str(node.newname)
         if (table, old) in state.columns:
             state.columns[(table, new)] = state.columns.pop((table, old))
+        if (table, old) in state.collations:
+            state.collations[(table, new)] = state.collations.pop((table, old))
         state.not_null_checks = {
             k: ((new, v[1]) if k[0] == table and v[0] == old else v)
             for k, v in state.not_null_checks.items()

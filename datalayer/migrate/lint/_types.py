@@ -94,10 +94,15 @@ class MigrationReport:
     atomic: bool
     statements: list[StatementReport] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # about the file itself
+    rollback: list[StatementReport] = field(default_factory=list)  # its rollback's statements
 
     def all_findings(self) -> list[Finding]:
-        """Return the file's findings and every statement's, in order."""
+        """Return the file's findings and every forward statement's, in order."""
         return [*self.findings, *(f for s in self.statements for f in s.findings)]
+
+    def rollback_findings(self) -> list[Finding]:
+        """Return the findings of the rollback's statements (a rollback is a deploy too)."""
+        return [f for s in self.rollback for f in s.findings]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the migration's report as JSON-ready data."""
@@ -107,6 +112,7 @@ class MigrationReport:
             "atomic": self.atomic,
             "findings": [f.to_dict() for f in self.findings],
             "statements": [s.to_dict() for s in self.statements],
+            "rollback": [s.to_dict() for s in self.rollback],
         }
 
 
@@ -118,18 +124,30 @@ class LintReport:
     migrations: list[MigrationReport] = field(default_factory=list)
 
     def findings(self) -> list[tuple[str, Finding]]:
-        """Return ``(migration name, finding)`` for every finding, in order."""
+        """Return ``(migration name, finding)`` for every finding of the forward SQL, in order."""
         return [(m.name, f) for m in self.migrations for f in m.all_findings()]
+
+    def rollback_findings(self) -> list[tuple[str, Finding]]:
+        """Return ``("NAME (rollback)", finding)`` for every finding of the rollbacks' SQL."""
+        return [(f"{m.name} (rollback)", f) for m in self.migrations for f in m.rollback_findings()]
+
+    def every_finding(self) -> list[tuple[str, Finding]]:
+        """Return the findings of each migration followed by its rollback's."""
+        out: list[tuple[str, Finding]] = []
+        for m in self.migrations:
+            out.extend((m.name, f) for f in m.all_findings())
+            out.extend((f"{m.name} (rollback)", f) for f in m.rollback_findings())
+        return out
 
     @property
     def errors(self) -> list[tuple[str, Finding]]:
-        """Return the error-level findings that no allow comment covers."""
-        return [(n, f) for n, f in self.findings() if f.level == ERROR and not f.allowed]
+        """Return the error-level findings (rollbacks' too) that no allow comment covers."""
+        return [(n, f) for n, f in self.every_finding() if f.level == ERROR and not f.allowed]
 
     @property
     def warnings(self) -> list[tuple[str, Finding]]:
-        """Return the warning-level findings that no allow comment covers."""
-        return [(n, f) for n, f in self.findings() if f.level == WARNING and not f.allowed]
+        """Return the warning-level findings (rollbacks' too) that no allow comment covers."""
+        return [(n, f) for n, f in self.every_finding() if f.level == WARNING and not f.allowed]
 
     @property
     def ok(self) -> bool:
@@ -143,6 +161,6 @@ class LintReport:
             "ok": self.ok,
             "errors": len(self.errors),
             "warnings": len(self.warnings),
-            "allowed": sum(1 for _, f in self.findings() if f.allowed),
+            "allowed": sum(1 for _, f in self.every_finding() if f.allowed),
             "migrations": [m.to_dict() for m in self.migrations],
         }

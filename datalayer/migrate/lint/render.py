@@ -35,6 +35,17 @@ def _finding_lines(f: Finding, indent: str) -> list[str]:
     return [f"{indent}{f.level} {f.rule}: {f.message}", f"{indent}  fix: {f.fix}"]
 
 
+def _statement_lines(statements: list[StatementReport]) -> list[str]:
+    lines: list[str] = []
+    for s in statements:
+        lines.append(f"  {s.index:>2}  {_short(s.sql)}")
+        lines.append(f"      {_lock_line(s)}")
+        lines.extend(f"      note: {note}" for note in s.notes)
+        for f in s.findings:
+            lines.extend(_finding_lines(f, "      "))
+    return lines
+
+
 def render_text(report: LintReport) -> str:
     """Return the human form of ``datalayer migrate lint``."""
     lines: list[str] = []
@@ -47,14 +58,12 @@ def render_text(report: LintReport) -> str:
         lines.append(f"{m.name} ({mode})")
         for f in m.findings:
             lines.extend(_finding_lines(f, "  "))
-        for s in m.statements:
-            lines.append(f"  {s.index:>2}  {_short(s.sql)}")
-            lines.append(f"      {_lock_line(s)}")
-            lines.extend(f"      note: {note}" for note in s.notes)
-            for f in s.findings:
-                lines.extend(_finding_lines(f, "      "))
+        lines.extend(_statement_lines(m.statements))
+        if m.rollback:
+            lines.append("  rollback (a rollback is a deploy too):")
+            lines.extend(_statement_lines(m.rollback))
         lines.append("")
-    allowed = sum(1 for _, f in report.findings() if f.allowed)
+    allowed = sum(1 for _, f in report.every_finding() if f.allowed)
     lines.append(
         f"{len(report.migrations)} migration(s) linted for PostgreSQL {report.postgres}: "
         f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), {allowed} allowed"

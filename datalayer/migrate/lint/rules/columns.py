@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType
-
-from .._nodes import alter_cmds, coercible, column_constraints, is_add_column, type_key, volatile
+from .._locks import type_change
+from .._nodes import (
+    alter_cmds,
+    coercible,
+    collation,
+    column_constraints,
+    is_add_column,
+    type_key,
+    volatile,
+)
+from .._pg import AlterTableType, ConstrType, ast
 from .._state import Context
 from ._registry import Statement, rule
 
@@ -136,4 +143,29 @@ def changing_column_type(stmt: Statement, ctx: Context) -> Iterator[tuple[str, s
             "expand and contract: add a new column of the new type, write both from the "
             "application, backfill in batches, switch reads, then drop the old column "
             "(widening varchar(n) to varchar(m > n) or text needs no rewrite)",
+        )
+
+
+@rule(
+    "changing-column-collation",
+    "warning",
+    "a collation change rebuilds the column's indexes under ACCESS EXCLUSIVE",
+)
+def changing_column_collation(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
+    for table, cmd in alter_cmds(stmt.node):
+        if cmd.subtype != AlterTableType.AT_AlterColumnType or ctx.is_new(table):
+            continue
+        change = type_change(ctx, table, cmd)
+        if change.kind != "alter_collation":
+            continue  # a rewrite is changing-column-type's; no change of collation: nothing
+        old = ctx.state.collations.get((table, str(cmd.name))) or "the type's default"
+        new = collation(cmd.def_) or "the type's default"
+        yield (
+            f"changing the collation of {table}.{cmd.name} from {old} to {new}: the rows stay, "
+            f"but every index on the column is rebuilt while ACCESS EXCLUSIVE is held on "
+            f"{table} (reads and writes wait), and the order and uniqueness of its values "
+            "follow the new collation",
+            "on a large indexed column: expand and contract (a new column with the new "
+            "collation, its indexes built CONCURRENTLY, backfill, switch, drop the old one); "
+            "else allow it with the reason",
         )

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType
-
 from .._nodes import alter_cmds, column_constraints, is_add_column, is_add_constraint, qualified
+from .._pg import AlterTableType, ConstrType, ast
 from .._state import Context
 from ._registry import Statement, rule
 

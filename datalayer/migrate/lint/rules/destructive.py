@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pglast import ast
-from pglast.enums import AlterTableType, DropBehavior, ObjectType
-
 from .._nodes import alter_cmds, name_list, qualified
+from .._pg import AlterTableType, DropBehavior, ObjectType, ast
 from .._state import Context
 from ._registry import Statement, rule
 
@@ -19,7 +17,9 @@ _OLD_CODE = (
 @rule("ban-drop-column", "warning", "DROP COLUMN breaks code that still reads the column")
 def ban_drop_column(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
     for table, cmd in alter_cmds(stmt.node):
-        if cmd.subtype == AlterTableType.AT_DropColumn and not ctx.is_new(table):
+        if cmd.subtype != AlterTableType.AT_DropColumn or ctx.undoes(table, str(cmd.name)):
+            continue
+        if not ctx.is_new(table):
             yield (
                 f"dropping {table}.{cmd.name}: queries of the application still running "
                 "that name it fail, and its data is gone",
@@ -34,7 +34,7 @@ def ban_drop_table(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
     if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:
         for names in node.objects or ():
             table = name_list(names)
-            if not ctx.is_new(table):
+            if not ctx.is_new(table) and not ctx.undoes(table):
                 yield (
                     f"dropping table {table}: queries of the application still running fail, "
                     "and its data is gone",
@@ -87,3 +87,21 @@ def ban_truncate_cascade(stmt: Statement, ctx: Context) -> Iterator[tuple[str, s
             f"TRUNCATE {tables} CASCADE also empties every table with a foreign key to them",
             "TRUNCATE the tables you mean by name, without CASCADE",
         )
+
+
+@rule("ban-set-schema", "warning", "SET SCHEMA breaks code that uses the table's old schema")
+def ban_set_schema(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
+    node = stmt.node
+    if (
+        isinstance(node, ast.AlterObjectSchemaStmt)
+        and node.objectType == ObjectType.OBJECT_TABLE
+        and node.relation is not None
+    ):
+        table = qualified(node.relation)
+        if not ctx.is_new(table):
+            yield (
+                f"moving table {table} to schema {node.newschema}: {_OLD_CODE} (and schema)",
+                "move it, then CREATE VIEW in the old schema AS SELECT * FROM the moved table "
+                "in the same migration until no old code runs; or move it in a maintenance "
+                "window",
+            )

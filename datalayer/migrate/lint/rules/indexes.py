@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pglast import ast
-from pglast.enums import ObjectType
-
 from .._nodes import name_list, qualified
+from .._pg import ObjectType, ast
 from .._state import Context
 from ._registry import Statement, rule
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pglast import ast
-from pglast.enums import TransactionStmtKind
-
+from .._pg import ast
 from .._state import Context
 from ._registry import Statement, rule
 
-_KINDS = {
-    TransactionStmtKind.TRANS_STMT_BEGIN: "BEGIN",
-    TransactionStmtKind.TRANS_STMT_START: "START TRANSACTION",
-    TransactionStmtKind.TRANS_STMT_COMMIT: "COMMIT",
-    TransactionStmtKind.TRANS_STMT_ROLLBACK: "ROLLBACK",
+_KINDS = {  # by the name of the statement's kind (pglast's TransactionStmtKind)
+    "TRANS_STMT_BEGIN": "BEGIN",
+    "TRANS_STMT_START": "START TRANSACTION",
+    "TRANS_STMT_COMMIT": "COMMIT",
+    "TRANS_STMT_ROLLBACK": "ROLLBACK",
 }
 
 
@@ -25,7 +23,10 @@ _KINDS = {
 )
 def transaction_nesting(stmt: Statement, ctx: Context) -> Iterator[tuple[str, str]]:
     node = stmt.node
-    if isinstance(node, ast.TransactionStmt) and node.kind in _KINDS:
+    if not isinstance(node, ast.TransactionStmt):
+        return
+    kind = _KINDS.get(node.kind.name) if node.kind is not None else None
+    if kind is not None:
         where = (
             "the migration's transaction, so the statements after it and the history row "
             "are no longer applied together"
@@ -33,7 +34,7 @@ def transaction_nesting(stmt: Statement, ctx: Context) -> Iterator[tuple[str, st
             else "autocommit: a transaction left open here spans the following statements"
         )
         yield (
-            f"{_KINDS[node.kind]} in a migration: the runner already manages {where}",
+            f"{kind} in a migration: the runner already manages {where}",
             "remove it: a migration runs in one transaction unless its file sets `atomic = "
             "False`; split work that must commit separately into its own migration",
         )
