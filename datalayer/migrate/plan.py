@@ -314,7 +314,6 @@ def read_migrations(
     ``router`` is datalayer's :class:`~datalayer.migrate.router.Router`.
     """
     from ..errors import MigrationError
-    from .migrator import DatalayerMigrator
 
     todo = list(router.todo)
     wanted = list(todo if names is None else names)
@@ -327,7 +326,7 @@ def read_migrations(
     from .runtime.recorder import Recorder
 
     recorder = Recorder(postgres)
-    migrator = DatalayerMigrator(recorder)
+    migrator = router.migrator_class(recorder)  # datalayer's: it has take_steps()
     out: list[MigrationStatements] = []
 
     def collect(fn: Any) -> tuple[Statement, ...]:
