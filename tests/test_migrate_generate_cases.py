@@ -26,6 +26,7 @@ from playhouse.postgres_ext import (
 )
 
 from datalayer.migrate.generate import (
+    DiffResult,
     DropRefused,
     GenerationError,
     create_migration,
@@ -113,6 +114,7 @@ class Case:
     allow_drop: bool = False
     warns: tuple[str, ...] = ()
     rollback_keeps_rows: bool = True
+    unsafe: bool = False  # the plain forms (one transaction) instead of the safe ones
 
 
 def run_case(case: Case, mig: pw.Database, ref: pw.Database, tmp_path: Path) -> None:
@@ -125,14 +127,16 @@ def run_case(case: Case, mig: pw.Database, ref: pw.Database, tmp_path: Path) -> 
     before = snapshots(mig)
     seeded = {t: rows(mig, f"SELECT count(*) FROM {t}")[0][0] for t in _tables(mig)}
 
-    second = create_migration(router, "v2", case.v2(), allow_drop=case.allow_drop)
+    second = create_migration(router, "v2", case.v2(), allow_drop=case.allow_drop,
+                              unsafe=case.unsafe)
     assert second is not None, "a migration was expected"
     for needle in case.warns:
         assert any(needle in w for w in second.warnings), (needle, second.warnings)
     router.run()
     assert router.done == ["001_v1", *second.names]  # a part without a transaction: NAME_2
     assert differences(declared(ref, case.v2()), snapshots(mig)) == []
-    assert diff_source(router, case.v2()) is None, "a second diff must find nothing"
+    assert diff_source(router, case.v2(), unsafe=case.unsafe) is None, (
+        "a second diff must find nothing")
     if case.after is not None:
         with mig.atomic() as txn:
             case.after(mig)
@@ -1135,3 +1139,81 @@ def open_db_settings(settings: Any) -> PostgresqlExtDatabase:
     kwargs = settings.connect_kwargs()
     name = kwargs.pop("dbname")
     return PostgresqlExtDatabase(name, **kwargs)
+
+
+# -- issue 15 item 6: correctness cases found from outside ------------------------------
+
+
+def checked(pg: Server, tmp_path: Path, v1: Models, v2: Models, **options: Any) -> DiffResult:
+    """Generate v1 then v2 with datalayer's Router; ``check`` must pass on v2; return v2's."""
+    from datalayer.db import Database
+    from datalayer.migrate.check import check
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+
+    settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+    directory = tmp_path / "checked"
+    assert create_migration(Router(Database(), directory), "v1", v1) is not None
+    second = create_migration(Router(Database(), directory), "v2", v2, **options)
+    assert second is not None
+    write_sum(directory)
+    assert check(settings, directory, v2) == []
+    return second
+
+
+def both_forms(*cases: Case) -> list[Case]:
+    """Each case in the safe forms (the default) and in the plain forms (``unsafe``)."""
+    return [*cases, *(dataclasses.replace(c, id=c.id + "_unsafe", unsafe=True) for c in cases)]
+
+
+def _constant_defaults_after(db: pw.Database) -> None:
+    assert rows(db, "SELECT DISTINCT qty, label, ok FROM items") == [(0, "x", True)]
+    got = rows(db, "SELECT attname FROM pg_attribute a JOIN pg_attrdef d ON "
+                   "(d.adrelid, d.adnum) = (a.attrelid, a.attnum) WHERE a.attrelid = "
+                   "'items'::regclass AND attname IN ('qty', 'label', 'ok')")
+    assert got == [], "the constant default is dropped: the models have no server default"
+    assert fails_sql(db, "INSERT INTO items (name) VALUES ('no qty')")
+
+
+def _constant_defaults() -> Models:
+    return [item(qty=pw.IntegerField(default=0), label=pw.CharField(max_length=5, default="x"),
+                 ok=pw.BooleanField(default=True))]
+
+
+ITEM6_CASES = both_forms(
+    Case("constant_default_on_new_not_null_column", lambda: [item()], _constant_defaults,
+         SEED_ITEMS_2, after=_constant_defaults_after),
+)
+
+
+@pytest.mark.parametrize("case", ITEM6_CASES, ids=[c.id for c in ITEM6_CASES])
+def test_item6_model_change(
+    case: Case, mig: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    run_case(case, mig, ref_db, tmp_path)
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
+def test_a_constant_default_adds_the_column_in_one_file_without_a_fill(
+    pg: Server, tmp_path: Path, unsafe: bool
+) -> None:
+    result = checked(pg, tmp_path, [item()], _constant_defaults(), unsafe=unsafe)
+    assert result.names == ("002_v2",), "one file, in one transaction"
+    assert result.plan is not None
+    statements = [s for s in result.plan.statements()]
+    assert not any(s.batched or s.scans or s.rewrites for s in statements), statements
+    sql = [s.sql for s in statements]
+    assert 'ALTER TABLE "items" ADD COLUMN "qty" INTEGER DEFAULT %s NOT NULL' in sql, sql
+    assert 'ALTER TABLE "items" ALTER COLUMN "qty" DROP DEFAULT' in sql, sql
+    # A Python callable keeps the fill in batches (a value per row).
+    from datalayer.migrate.generate import compute_diff
+    from datalayer.migrate.router import Router
+
+    router = Router(PostgresqlExtDatabase(None), tmp_path / "callable")
+    assert create_migration(router, "v1", [item()]) is not None
+    fill = compute_diff(router, [item(qty=pw.IntegerField(default=_zero))], unsafe=unsafe)
+    assert fill.plan is not None and any(s.batched for s in fill.plan.statements())
+
+
+def _zero() -> int:
+    return 0

@@ -827,6 +827,17 @@ def _add_column(
             "write that migration by hand"
         )
     needs_fill = col.default is None and col.py_default is not None
+    if not col.null and needs_fill and not callable(col.py_default) and col.db_value:
+        # NOT NULL with a constant Python default: PostgreSQL 11+ stores the constant
+        # once (no rewrite, no fill), then the default goes (create_tables() has none).
+        value = col.db_value(col.py_default)
+        if value is not None:
+            return [
+                Sql(f"ALTER TABLE {T} ADD COLUMN ")
+                + _column_ddl(col, null=True, default=False, checks=not online)
+                + Sql(" DEFAULT %s NOT NULL", (value,)),
+                Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"),
+            ]
     if online and (is_volatile(col.default) or (not col.null and needs_fill)):
         # Added empty (no rewrite under the lock), the default set for new rows, the
         # existing rows filled in batches outside the lock, then NOT NULL if wanted.

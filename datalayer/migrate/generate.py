@@ -676,7 +676,9 @@ class _Planner:
                 written = f
                 if safe:
                     volatile = is_volatile(spec.default)
-                    fill = volatile or (spec.default is None and _writable_default(f))
+                    # A constant Python default is added with the column (no fill).
+                    fill = volatile or (spec.default is None and _writable_default(f)
+                                        and callable(f.default))
                     written = _phase_one_field(
                         f, null=spec.null or fill, index=False,
                         drop_default=volatile,
