@@ -1180,9 +1180,41 @@ def _constant_defaults() -> Models:
                  ok=pw.BooleanField(default=True))]
 
 
+def _member(*key: str, **extra: Any) -> Callable[[], Models]:
+    def models() -> Models:
+        fields = {"user": pw.IntegerField(), "org": pw.IntegerField(),
+                  "role": pw.CharField(max_length=10, default="member")}
+        fields.update(extra)
+        meta = type("Meta", (), {"table_name": "members", "legacy_table_names": False,
+                                 "primary_key": pw.CompositeKey(*key)})
+        return [type("Member", (pw.Model,), {"Meta": meta, "__module__": __name__, **fields})]
+    return models
+
+
+SEED_MEMBERS = ("INSERT INTO members (\"user\", org, role) "
+                "VALUES (1, 1, 'm'), (1, 2, 'm'), (2, 1, 'm')")
+
+
+def _member_key_is(*columns: str) -> Callable[[pw.Database], None]:
+    def after(db: pw.Database) -> None:
+        got = rows(db, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
+                       "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = "
+                       "'members'::regclass AND i.indisprimary ORDER BY array_position("
+                       "i.indkey::int2[], a.attnum)")
+        assert [r[0] for r in got] == list(columns)
+        db.execute_sql("INSERT INTO members (\"user\", org, role) VALUES (1, 1, 'owner')")
+    return after
+
+
 ITEM6_CASES = both_forms(
     Case("constant_default_on_new_not_null_column", lambda: [item()], _constant_defaults,
          SEED_ITEMS_2, after=_constant_defaults_after),
+    Case("composite_key_extended", _member("user", "org"), _member("user", "org", "role"),
+         SEED_MEMBERS, after=_member_key_is("user", "org", "role")),
+    Case("composite_key_extended_by_a_new_column", _member("user", "org"),
+         _member("user", "org", "team", team=pw.IntegerField(default=0)), SEED_MEMBERS),
+    Case("composite_key_columns_reordered", _member("user", "org"), _member("org", "user"),
+         SEED_MEMBERS),
 )
 
 
@@ -1217,3 +1249,13 @@ def test_a_constant_default_adds_the_column_in_one_file_without_a_fill(
 
 def _zero() -> int:
     return 0
+
+
+def test_a_composite_key_extended_is_a_change_for_diff_and_check(
+    pg: Server, tmp_path: Path
+) -> None:
+    result = checked(pg, tmp_path, _member("user", "org")(), _member("user", "org", "role")())
+    assert result.plan is not None
+    sql = "\n".join(s.sql for s in result.plan.statements())
+    assert "PRIMARY KEY USING INDEX" in sql and "CONCURRENTLY" in sql, sql
+

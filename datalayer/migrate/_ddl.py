@@ -381,7 +381,8 @@ def plan_alter(
         ))
     before = _rename_before(before, renames)
 
-    if before.primary_key != after.primary_key:
+    composite = len(before.primary_key) > 1 and len(after.primary_key) > 1
+    if before.primary_key != after.primary_key and not composite:
         raise UnsupportedChange(
             f"{table}: changing the primary key ({', '.join(before.primary_key) or 'none'} -> "
             f"{', '.join(after.primary_key) or 'none'}) is not supported; write that migration "
@@ -471,9 +472,35 @@ def plan_alter(
     for text, params in sorted((acons - bcons).elements()):
         steps.extend(_add_constraint(table, T, Sql(text, params), online=online))
 
+    if before.primary_key != after.primary_key:  # composite to composite: columns exist now
+        steps.extend(_replace_primary_key(after, T, online=online))
     for ix in new_ix:
         steps.append(Online(concurrent_create(ix.create)) if online else ix.create)
     return steps
+
+
+def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step]:
+    """Return the statements that make ``after.primary_key`` the table's primary key.
+
+    Online: a concurrent unique index first, then the key swapped ``USING INDEX``
+    (a short ACCESS EXCLUSIVE lock, no scan: the key's columns are NOT NULL).
+    """
+    name = f"{after.name}_pkey"
+    cols = ", ".join(quote(c) for c in after.primary_key)
+    drop = f"ALTER TABLE {T} DROP CONSTRAINT {quote(name)}, ADD CONSTRAINT {quote(name)} "
+    if not online:
+        return [Sql(f"{drop}PRIMARY KEY ({cols})")]
+    new = _short_name(f"{after.name}_pkey_new")
+    where = f"{quote(after.schema)}.{quote(new)}" if after.schema else quote(new)
+    body = f"""BEGIN
+    IF to_regclass({_literal(where)}) IS NOT NULL THEN
+        {drop}PRIMARY KEY USING INDEX {quote(new)};
+    END IF;
+END"""
+    return [
+        Online(Sql(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})")),
+        Sql(_do(_pct(body)).text, hint="using-index"),
+    ]
 
 
 _CREATE_INDEX_RE = re.compile(r"^CREATE (UNIQUE )?INDEX (IF NOT EXISTS )?", re.IGNORECASE)

@@ -634,6 +634,9 @@ class _Planner:
             # In a file without a transaction (an online rollback): CONCURRENTLY IF EXISTS.
             self.emit(w.call("drop_named_index", repr(t), repr(ix.name), *self.online()), table=t)
 
+        if dropped and fm._meta.composite_key and set(
+            _key_fields(fm)) & {f.name for f in dropped}:
+            self._set_primary_key(t, tm, plain=True)  # before its column goes
         if dropped:
             for f in dropped:
                 self.warn(
@@ -692,6 +695,8 @@ class _Planner:
             self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
 
         self._change_columns(t, tm)
+        if not safe:
+            self._set_primary_key(t, tm)
 
 
         fspec = table_spec(self.state()[t])
@@ -727,6 +732,22 @@ class _Planner:
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
 
+    def _set_primary_key(
+        self, t: str, tm: type[pw.Model], *, online: bool = False, plain: bool = False
+    ) -> None:
+        """Change a composite primary key into another one (other key changes: _change_columns).
+
+        ``plain``: in the plain form, whatever the mode (before a key column is dropped).
+        """
+        fm = self.state()[t]
+        if not (fm._meta.composite_key and tm._meta.composite_key):
+            return
+        if table_spec(fm).primary_key == table_spec(tm).primary_key:
+            return
+        names = [repr(n) for n in _key_fields(tm)]
+        flag = ["online=True"] if (online or self.mode == _ONLINE) and not plain else []
+        self.emit(self.writer.call("set_primary_key", repr(t), *names, *flag), table=t)
+
     def _change_fields(self, t: str, codes: Sequence[str], flag: Sequence[str]) -> None:
         """Emit ``change_fields``; as ``alter_fields`` with a mapping when a field is "online"."""
         w = self.writer
@@ -759,6 +780,7 @@ class _Planner:
                 changed.append(f"{target.name}={w.field(target)}")
         if changed:
             self._change_fields(t, changed, ["online=True"])
+        self._set_primary_key(t, tm, online=True)
         if self.backfill.get(t):
             names = ", ".join(repr(n) for n in self.backfill[t])
             self.emit(w.call("backfill", repr(t), names), table=t)
@@ -935,6 +957,12 @@ def _phase_one_field(
             if not render(c, db).text.lstrip().upper().startswith("DEFAULT ")
         ] or None
     return out
+
+
+def _key_fields(model: type[pw.Model]) -> list[str]:
+    """Return the field names of ``model``'s composite primary key."""
+    key: Any = model._meta.primary_key
+    return list(key.field_names)
 
 
 def _is_unique(sql: Sql) -> bool:

@@ -527,6 +527,27 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
+    def set_primary_key(
+        self, model: ModelRef, *names: str, online: bool = False
+    ) -> type[pw.Model]:
+        """Make the fields ``names`` (two or more) the table's composite primary key.
+
+        ``online``: through a concurrent unique index, then ``USING INDEX`` (run it
+        with ``atomic = False``).
+        """
+        cls = self._get(model)
+        if len(names) < 2 or not cls._meta.composite_key:
+            raise UnsupportedChange(
+                f"{cls._meta.table_name}: set_primary_key changes a composite key into another "
+                "composite key (two fields or more); write other key changes by hand"
+            )
+        fields = [self._field(cls, n).name for n in names]
+
+        def mutate() -> None:
+            cls._meta.set_primary_key("__composite_key__", pw.CompositeKey(*fields))
+
+        return self._alter(cls, mutate, online=online)
+
     def set_constraints(
         self, model: ModelRef, constraints: Sequence[Any], *, online: bool = False
     ) -> type[pw.Model]:
