@@ -1259,3 +1259,58 @@ def test_a_composite_key_extended_is_a_change_for_diff_and_check(
     sql = "\n".join(s.sql for s in result.plan.statements())
     assert "PRIMARY KEY USING INDEX" in sql and "CONCURRENTLY" in sql, sql
 
+
+M2M_MODULE = """
+import peewee as pw
+
+
+class Student(pw.Model):
+    name = pw.CharField(max_length=20)
+
+
+class Course(pw.Model):
+    title = pw.CharField(max_length=20)
+    students = pw.ManyToManyField(Student, backref="courses")
+
+
+StudentCourse = Course.students.get_through_model()
+"""
+
+
+def test_a_through_model_made_by_get_through_model_is_found_by_diff_and_check(
+    pg: Server, clean_env: Path
+) -> None:
+    """Its ``__module__`` is ``peewee``: discovery took it for an import and left it out."""
+    import sys
+
+    from datalayer.db import Database
+    from datalayer.migrate.check import check
+    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.router import Router
+    from datalayer.project import import_models
+
+    module = f"m2m_app_{abs(hash(clean_env)) % 10**8}"
+    (clean_env / f"{module}.py").write_text(M2M_MODULE)
+    (clean_env / "pyproject.toml").write_text(
+        f'[tool.datalayer]\nmodels = ["{module}"]\nmigrations = "migrations"\n')
+    try:
+        models = import_models([module], clean_env)
+        tables = {m._meta.table_name for m in models}
+        assert tables == {"student", "course", "course_student_through"}, tables
+        directory = clean_env / "migrations"
+        result = create_migration(Router(Database(), directory), "initial")
+        assert result is not None
+        write_sum(directory)
+        settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+        assert check(settings, directory) == []
+        # Without the through table in the history, check says so.
+        (directory / "001_initial.py").write_text(
+            result.path.read_text().replace("m.create_model(CourseStudentThrough)", ""))
+        write_sum(directory)
+        problems = check(settings, directory)
+        assert any("course_student_through" in p for p in problems), problems
+    finally:
+        for name in [m for m in sys.modules if m.startswith(module)]:
+            del sys.modules[name]
+        if str(clean_env) in sys.path:
+            sys.path.remove(str(clean_env))
