@@ -293,7 +293,8 @@ def _is_through_model(model: Any) -> bool:
         return False
     for fk in model._meta.refs:
         for field in fk.rel_model._meta.manytomany.values():
-            if isinstance(field, pw.ManyToManyField) and field._through_model is model:
+            made: Any = field  # the through model made so far (peewee's private attribute)
+            if isinstance(field, pw.ManyToManyField) and made._through_model is model:
                 return True
     return False
 
