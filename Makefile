@@ -13,17 +13,22 @@ install:
 test:
 	$(PY) -m pytest
 
+# $(call require,TOOL): stop with what to install, not "TOOL: No such file or directory".
+require = @command -v $(1) >/dev/null 2>&1 || { echo "$(1) is not installed: run pip install -e '.[dev]' (it brings tox, ruff and mypy)" >&2; exit 1; }
+
 lint:
+	$(call require,ruff)
 	ruff check datalayer tests benchmarks examples
 
 type:
+	$(call require,mypy)
 	mypy
 
 # pyenv keeps 3.11-3.13 out of tox's sight unless PYENV_VERSION lists them: point it at them.
 # All in ONE --discover: tox 4 keeps only the last of several --discover options.
 TOX_PYTHONS = $(wildcard $(HOME)/.pyenv/versions/3.1[123]*/bin/python3)
 tox:
-	@command -v tox >/dev/null 2>&1 || { echo "tox is not installed: run pip install -e '.[dev]' (it brings tox, ruff and mypy)" >&2; exit 1; }
+	$(call require,tox)
 	tox $(if $(TOX_PYTHONS),--discover $(TOX_PYTHONS),)
 
 migrate-diff:

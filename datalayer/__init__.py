@@ -119,6 +119,7 @@ _LAZY: dict[str, str] = {
     "NotFound": "datalayer.errors",
     "PoolClosed": "datalayer.errors",
     "ProjectError": "datalayer.errors",
+    "ReplicaWriteError": "datalayer.errors",
     "PoolTimeout": "datalayer.errors",
     "TableMissing": "datalayer.errors",
     "TokenReuseError": "datalayer.errors",

@@ -197,9 +197,10 @@ class _Prepared:
 
     The name is derived from the SQL text, so the same statement has the same
     name in every process (``pg_prepared_statements`` shows which ones a
-    connection holds).  psycopg2 interpolates the parameters into ``EXECUTE
-    name(...)`` as it does into any statement; the server coerces each to the
-    type it inferred for ``$n`` when the statement was prepared.
+    connection holds): ``datalayer_r_`` and 16 hex digits for a statement that
+    only reads, ``datalayer_w_`` for one that may write.  psycopg2 interpolates
+    the parameters into ``EXECUTE name(...)`` as it does into any statement; the
+    server coerces each to the type it inferred for ``$n`` when it was prepared.
     """
 
     __slots__ = ("execute", "first", "name", "renew")
@@ -208,7 +209,9 @@ class _Prepared:
         import hashlib  # deferred: only a script that prepares pays for it
 
         digest = hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()
-        self.name = f"datalayer_{digest[:16]}"
+        # r: it only reads (is_read_only), w: it may write; so a cursor that sees only
+        # "EXECUTE name(...)" can still tell (the replica routing notes the writes).
+        self.name = f"datalayer_{'r' if is_read_only(sql) else 'w'}_{digest[:16]}"
         numbers = iter(range(1, count + 1))
         body = re.sub(_PLACEHOLDER, lambda m: "%" if m[1] == "%" else f"${next(numbers)}", sql)
         args = f"({', '.join(['%s'] * count)})" if count else ""

@@ -69,6 +69,15 @@ _MAX_DURATION = 2147483.647
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
 
+class _MaskedURL(str):
+    """A replica URL whose repr hides the password (a ``Settings`` repr shows the tuple)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(_redact.mask_url(str(self)))
+
+
 class ConfigWarning(UserWarning):
     """A configuration that works but is probably not what was meant."""
 
@@ -127,6 +136,10 @@ class Settings:
     dev_database_url: str | None = dataclasses.field(default=None, repr=False)
     embedded_dir: Path = Path(".datalayer/pg")
     source: str = "DB_*"
+    # DB_REPLICA_URLS: streaming replicas for reads (datalayer.replicas); shown masked.
+    replicas: tuple[str, ...] = ()
+    replica_max_lag: float = 5.0
+    replica_check_interval: float = 0.1
 
     def __post_init__(self) -> None:
         # Frozen: object.__setattr__ fills in what was left to its default.
@@ -139,8 +152,29 @@ class Settings:
             if getattr(self, name) == 0:
                 object.__setattr__(self, name, None)
         problems = _check_ranges(self)
+        urls = self.replicas
+        if isinstance(urls, str):
+            urls = _split_urls(urls)
+        object.__setattr__(self, "replicas", tuple(_MaskedURL(str(u).strip()) for u in urls))
+        for url in self.replicas:
+            _, problem = _parse_url(url)
+            if problem and "DB_REPLICA_URLS" not in problems:
+                problems["DB_REPLICA_URLS"] = problem
         if problems:
             raise ConfigError(problems)
+
+    def replica_settings(self) -> list[Settings]:
+        """Return one ``Settings`` per replica: its URL, with this pool's limits and timeouts."""
+        out = []
+        for url in self.replicas:
+            fields, _ = _parse_url(url)
+            out.append(dataclasses.replace(
+                self, host=fields["host"], port=fields["port"], user=fields["user"],
+                password=fields["password"], dbname=fields["dbname"],
+                sslmode=fields.get("sslmode", "prefer"), options=fields["options"],
+                replicas=(), source="DB_REPLICA_URLS",
+            ))
+        return out
 
     @property
     def embedded(self) -> bool:
@@ -296,7 +330,16 @@ def _check_ranges(s: Settings) -> dict[str, str]:
          "without it)")
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
          "must be 1-63 characters")
+    need(s.replica_max_lag > 0, "DB_REPLICA_MAX_LAG",
+         f"{s.replica_max_lag} must be a duration > 0 (seconds, or with ms/s/min/h)")
+    need(0.001 <= s.replica_check_interval <= 60, "DB_REPLICA_CHECK_INTERVAL",
+         f"{s.replica_check_interval} must be a duration from 1 ms to 60 s (e.g. 100ms)")
     return problems
+
+
+def _split_urls(text: str) -> list[str]:
+    """Split DB_REPLICA_URLS (comma-separated) into URLs; blanks between commas are ignored."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _query_pairs(query: str) -> list[tuple[str, str]]:
@@ -529,6 +572,14 @@ def load_settings(
         if problem:
             problems["DATALAYER_DEV_DATABASE_URL"] = problem
         values["dev_database_url"] = text
+
+    text = raw("DB_REPLICA_URLS")
+    if text is not None:
+        values["replicas"] = tuple(_split_urls(text))
+    parse("DB_REPLICA_MAX_LAG", "replica_max_lag", lambda t: _duration(t, allow_none=False),
+          _DURATION_HINT)
+    parse("DB_REPLICA_CHECK_INTERVAL", "replica_check_interval",
+          lambda t: _duration(t, allow_none=False), _DURATION_HINT)
 
     if problems:
         # Report range problems of the values that did parse, too: one message for all.

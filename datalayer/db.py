@@ -34,11 +34,12 @@ Recovery from lost connections happens here, at the driver boundary:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import psycopg2
 from peewee import DatabaseError, InterfaceError, OperationalError, ProgrammingError
@@ -49,9 +50,17 @@ from .config import Settings, load_settings
 from .errors import ConnectionLost, DatabaseUnavailable
 from .pool import ConnectionPool, PoolStats, connect_failure
 
+if TYPE_CHECKING:
+    from .replicas import ReplicaSet
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Database", "close", "connect", "database", "get_database", "resolve"]
+__all__ = ["Database", "close", "connect", "database", "get_database", "replica_read", "resolve"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_NO_SCOPE = contextlib.nullcontext()
+_INTRANS = psycopg2.extensions.TRANSACTION_STATUS_INTRANS
 
 
 def _first_line(exc: BaseException) -> str:
@@ -68,6 +77,7 @@ class _Connection(psycopg2.extensions.connection):  # type: ignore[misc]
     """
 
     server_pid: int = 0
+    txn_wrote: bool = False  # with replicas: the open transaction ran a statement that may write
     # The names of the server-side prepared statements made on it (datalayer._sql);
     # None until the first one is asked for, False behind a pooler (never prepare).
     prepared: set[str] | bool | None = None
@@ -83,6 +93,7 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._inflight: dict[Any, float] = {}  # the pool's watchdog registrations
+        self._replicas: ReplicaSet | None = None  # only with DB_REPLICA_URLS
         super().__init__(None, **kwargs)
         if settings is not None:
             self.configure(settings)
@@ -111,6 +122,10 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             client_timeout=settings.effective_client_timeout,
         )
         self._inflight = self._pool.inflight
+        if settings.replicas:
+            from .replicas import ReplicaSet  # deferred: costs nothing without replicas
+
+            self._replicas = ReplicaSet(self, settings)
         return self
 
     @property
@@ -146,6 +161,12 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             raise connect_failure(settings.describe(), exc) from None
         raw.autocommit = True
         raw.server_pid = raw.info.backend_pid
+        replicas = self._replicas
+        if replicas is not None:  # note the writes, for read-your-writes
+            from .replicas import PrimaryCursor
+
+            raw.cursor_factory = PrimaryCursor
+            raw.replica_set = replicas
         if self.server_version is None:  # type: ignore[has-type]
             self.server_version = raw.server_version
         return raw
@@ -175,6 +196,9 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         if self.in_transaction():
             raise OperationalError("Attempting to close database while transaction is open.")
         raw = state.conn
+        replicas = self._replicas
+        if replicas is not None and replicas.release(self, raw, "db.close() in the block"):
+            return True
         state.reset()
         pool = self._pool
         if pool is not None and raw is not None:
@@ -185,6 +209,9 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         """Forget this thread's (dead) connection and free its pool slot."""
         state = self._state
         raw = state.conn
+        replicas = self._replicas
+        if replicas is not None and replicas.lost(self, raw, None):
+            return  # a replica's connection: the read goes on on the primary
         state.reset()
         if raw is not None and self._pool is not None:
             self._pool.discard(raw)
@@ -240,6 +267,15 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             raise missing from exc
         except (DatabaseError, InterfaceError) as exc:  # a dead socket: also DatabaseError
             raw = state.conn
+            replicas = self._replicas
+            if replicas is not None and replicas.lost(self, raw, exc):
+                # The replica failed a read (it refuses writes before sending): the primary
+                # answers it.
+                logger.info("a read failed on a replica (%s); running it on the primary",
+                            _first_line(exc))
+                cursor = self._watched(run)
+                state.fresh = False
+                return cursor
             if raw is None or not raw.closed:
                 raise  # an ordinary error on a live connection (timeout, 40001, ...)
             first = getattr(state, "fresh", False)
@@ -276,6 +312,10 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
         # on a new connection.
         state = self._state
         state.witnesses = []  # see witness()
+        replicas = self._replicas
+        if replicas is not None:
+            # A transaction runs on the primary, also inside read_replica().
+            replicas.release(self, state.conn, "a transaction began in the block")
         parent = super().begin
 
         def run() -> None:
@@ -290,11 +330,15 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             self._drop_connection()
             logger.info("the connection was dead at BEGIN; beginning on a new one")
             self._watched(run)
+        if replicas is not None:
+            state.conn.txn_wrote = False
 
     def rollback(self) -> None:
         state = self._state
         if not state.closed and state.conn is not None and state.conn.closed:
             return  # the server rolled back when the connection died
+        if self._replicas is not None and state.conn is not None:
+            state.conn.txn_wrote = False
         try:
             with watching(self._inflight, state.conn):
                 super().rollback()
@@ -310,10 +354,17 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
                 f"lost the connection to {self.settings.describe()} before COMMIT; the "
                 "transaction was rolled back by the server. Retry the unit of work"
             )
+        replicas = self._replicas
+        wrote = replicas is not None and state.conn is not None and state.conn.txn_wrote
         try:
             with watching(self._inflight, state.conn):
-                super().commit()
+                if wrote and state.conn.get_transaction_status() == _INTRANS:
+                    self._commit_with_position()
+                else:
+                    super().commit()
         except (DatabaseError, InterfaceError) as exc:  # a dead socket: also DatabaseError
+            if wrote and replicas is not None:
+                replicas.committed(None)  # it may have committed: position pending
             if state.conn is not None and state.conn.closed:
                 from . import _outcome, _sql  # deferred, as above
 
@@ -330,6 +381,82 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
             raise
         finally:
             state.witnesses = []
+
+    def _commit_with_position(self) -> None:
+        """COMMIT a transaction that wrote and learn its WAL position from the same reply."""
+        from peewee import __exception_wrapper__  # type: ignore[attr-defined]
+
+        from .replicas import COMMIT_WITH_POSITION
+
+        raw = self._state.conn
+        raw.txn_wrote = False
+        with __exception_wrapper__:
+            cursor = raw.cursor()
+            cursor.execute(COMMIT_WITH_POSITION)
+            row = cursor.fetchone()
+        assert self._replicas is not None
+        self._replicas.committed(row[0] if row else None)
+
+    # -- read replicas ------------------------------------------------------------------
+
+    def read_replica(self) -> contextlib.AbstractContextManager[Any]:
+        """Send the block's reads to a healthy replica that has this caller's last write.
+
+        Outside a transaction only: inside one (or for a transaction begun in
+        the block) everything runs on the primary.  A write in the block raises
+        :class:`~datalayer.errors.ReplicaWriteError`.  A read that fails
+        because the replica failed runs again on the primary.  Without
+        ``DB_REPLICA_URLS`` the block changes nothing.
+        """
+        replicas = self._replicas
+        if replicas is None:
+            return _NO_SCOPE
+        return replicas.scope(self, "read_replica()")
+
+    @contextlib.contextmanager
+    def read_your_writes(self, position: str) -> Iterator[None]:
+        """In the block, this thread's replica reads see at least ``position``.
+
+        ``position`` is a string from :meth:`last_write_position`, made by this
+        or another process (a web session, a job's payload).
+
+        :raises ValueError: when ``position`` is not such a string.
+        """
+        from .replicas import parse_position
+
+        lsn = parse_position(position)
+        replicas = self._replicas
+        if replicas is None:
+            yield
+            return
+        with replicas.carry(lsn):
+            yield
+
+    def last_write_position(self) -> str:
+        """Return an opaque string for the last write of this thread (``'0/0'``: none).
+
+        Carry it to another request or process and pass it to
+        :meth:`read_your_writes` there.  Without replicas configured here, this
+        asks the primary for its current WAL position (one round trip): later
+        than the thread's writes, so safe for a process that has replicas.
+        """
+        replicas = self._replicas
+        if replicas is not None:
+            return replicas.last_write_position()
+        from ._sql import Statement, fetchone
+        from .replicas import format_position, parse_lsn
+
+        row = fetchone(self, Statement.text("SELECT pg_current_wal_insert_lsn()"), {})
+        return format_position(parse_lsn(row[0]))
+
+    def replica_status(self, *, check: bool = False) -> list[dict[str, Any]]:
+        """Each replica (masked URL): in use or why not, lag, replayed position.
+
+        ``check=True`` asks each replica now (one round trip each) instead of
+        returning the last known state.
+        """
+        replicas = self._replicas
+        return [] if replicas is None else replicas.status(check=check)
 
     def witness(self, stmt: Any, values: Any) -> None:
         """Remember a read that finds a write of the open transaction, for a lost COMMIT.
@@ -375,8 +502,11 @@ class Database(PostgresqlExtDatabase):  # type: ignore[misc]
     def close_pool(self) -> None:
         """Close every pooled connection (idle and checked out)."""
         pool, self._pool = self._pool, None
+        replicas, self._replicas = self._replicas, None
         with contextlib.suppress(Exception):
             self._state.reset()
+        if replicas is not None:
+            replicas.close()
         if pool is not None:
             pool.close()
 
@@ -397,6 +527,32 @@ def _reusable(raw: Any, inflight: dict[Any, float]) -> bool:
     except Exception:
         return False
     return True
+
+
+def replica_read(model: Any) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Route a read-only operation (with a ``db=`` keyword) to a replica when configured.
+
+    The database is ``db=`` or ``model``'s.  Without replicas the call goes
+    straight through.  With them, it runs on a replica that has this caller's
+    last write, else on the primary, and again on the primary if the replica
+    fails it.
+    """
+
+    def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+        what = fn.__name__
+
+        @functools.wraps(fn)
+        def routed(*args: P.args, **kwargs: P.kwargs) -> T:
+            db = kwargs.get("db")
+            database = db if db is not None else model._meta.database
+            replicas = getattr(database, "_replicas", None)
+            if replicas is None:
+                return fn(*args, **kwargs)
+            return replicas.read(database, lambda: fn(*args, **kwargs), what)  # type: ignore[no-any-return]
+
+        return routed
+
+    return decorate
 
 
 database = Database()

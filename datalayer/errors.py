@@ -126,3 +126,7 @@ __all__ = [
     "TooManyConnections",
     "ValidationError",
 ]
+
+
+class ReplicaWriteError(DatalayerError):
+    """A statement that writes was sent to a read replica (inside ``db.read_replica()``)."""

@@ -36,6 +36,7 @@ from .errors import ProjectError
 __all__ = [
     "DEFAULT_MODELS",
     "DEFAULT_POSTGRES",
+    "MAX_POSTGRES",
     "MIN_POSTGRES",
     "Project",
     "default_migrations_dir",
@@ -43,13 +44,38 @@ __all__ = [
     "find_pyproject",
     "import_models",
     "load_project",
+    "postgres_problem",
 ]
 
 DEFAULT_MODELS: tuple[str, ...] = ("datalayer.models",)
-MIN_POSTGRES = 12
-"""The lowest PostgreSQL major version datalayer supports (and targets by default)."""
+MIN_POSTGRES = 13
+"""The lowest PostgreSQL major version datalayer supports (and targets by default): every
+table's primary key defaults to ``gen_random_uuid()``, in core only from 13."""
 DEFAULT_POSTGRES = MIN_POSTGRES
-_MAX_POSTGRES = 99
+MAX_POSTGRES = 99
+"""The highest major version accepted (a typo guard: 150 for 15)."""
+_MAX_POSTGRES = MAX_POSTGRES
+
+
+def postgres_problem(value: object) -> str | None:
+    """Say what is wrong with ``value`` as a target PostgreSQL major version, else None.
+
+    The one check behind ``[tool.datalayer] postgres`` and every ``--postgres``.
+    """
+    if value == 12 and not isinstance(value, bool):
+        return (
+            f"must be a major version number from {MIN_POSTGRES} to {MAX_POSTGRES}, not 12: "
+            "every table's primary key defaults to gen_random_uuid(), which PostgreSQL has in "
+            "core only from 13 (upgrade the server to 13 or later)"
+        )
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        MIN_POSTGRES <= value <= MAX_POSTGRES
+    ):
+        return (
+            f"must be a major version number from {MIN_POSTGRES} to {MAX_POSTGRES} (e.g. 15), "
+            f"not {value!r}"
+        )
+    return None
 _KEYS = {"models", "migrations", "postgres", "unsafe"}
 
 
@@ -190,13 +216,9 @@ def load_project(
         folder = base / "migrations"
 
     postgres = table.get("postgres", DEFAULT_POSTGRES)
-    if isinstance(postgres, bool) or not isinstance(postgres, int) or not (
-        MIN_POSTGRES <= postgres <= _MAX_POSTGRES
-    ):
-        raise ProjectError(
-            f"{where} postgres must be a major version number >= {MIN_POSTGRES} (e.g. 15), "
-            f"not {postgres!r}"
-        )
+    problem = postgres_problem(postgres)
+    if problem is not None:
+        raise ProjectError(f"{where} postgres {problem}")
     unsafe = table.get("unsafe", False)
     if not isinstance(unsafe, bool):
         raise ProjectError(f"{where} unsafe must be true or false, not {unsafe!r}")
@@ -245,6 +267,7 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
     if root is not None and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     found: list[Any] = []
+    scanned: set[Any] = set()  # found by looking at a module's classes (not its MODELS)
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -266,6 +289,8 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
                 and (value.__module__ == name or value.__module__.startswith(name + ".")
                      or _is_through_model(value))
             ]
+            scanned.update(candidates)
+            candidates = [m for m in candidates if not _is_base(m, candidates)]
         models = [m for m in candidates if not vars(m).get("__abstract__")]
         if not models:
             raise ProjectError(
@@ -297,6 +322,28 @@ def _is_through_model(model: Any) -> bool:
             if isinstance(field, pw.ManyToManyField) and made._through_model is model:
                 return True
     return False
+
+
+def _is_base(model: Any, models: Sequence[Any]) -> bool:
+    """True for a base class of other models (``class Base(pw.Model)``), not a table.
+
+    A class that another model of the module subclasses and that declares no field
+    of its own besides its primary key is where shared fields, ``Meta`` and methods
+    live: peewee would give it a table (``base``) that nothing uses.  A class with
+    fields of its own is a table even when subclassed; ``__abstract__ = True`` marks
+    any class as a base explicitly.
+    """
+    if not any(other is not model and issubclass(other, model) for other in models):
+        return False
+    inherited: set[str] = set()
+    for parent in model.__mro__[1:]:
+        meta = getattr(parent, "_meta", None)
+        inherited.update(getattr(meta, "fields", {}) or {})
+    own = [
+        field for name, field in model._meta.fields.items()
+        if name not in inherited and not field.primary_key
+    ]
+    return not own
 
 
 def _check_references(models: list[Any]) -> None:

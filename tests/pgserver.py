@@ -3,6 +3,10 @@
 Order: ``TEST_DATABASE_URL`` if set, else 127.0.0.1:5432 (user postgres), else
 the embedded server in a temporary directory (stopped and removed at the end).
 ``TEST_DATABASE_URL=embedded`` forces the embedded server even when 5432 answers.
+``TEST_REPLICA=1`` uses an embedded server too, and a streaming standby of it built with
+``pg_basebackup -R``: every test database's settings (:meth:`Server.settings`) then name
+the standby in ``replicas`` (DB_REPLICA_URLS), so the whole suite runs with replicas
+configured and every write path must still reach the primary.
 The session header (``pytest_report_header``) says which one :func:`choice` picks.
 """
 
@@ -15,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -44,8 +49,15 @@ def _masked(url: str) -> str:
         return "(not shown: it does not parse)"
 
 
+def replica_wanted() -> bool:
+    return os.environ.get("TEST_REPLICA", "").strip() not in ("", "0")
+
+
 def choice() -> tuple[str, str | None]:
     """Return (what the tests will use, in words; the URL or None for embedded)."""
+    if replica_wanted():
+        return ("an embedded server and a streaming standby of it in DB_REPLICA_URLS "
+                "(TEST_REPLICA=1)", None)
     url = os.environ.get("TEST_DATABASE_URL", "").strip()
     if url == EMBEDDED:
         return "an embedded server in a temporary directory (TEST_DATABASE_URL=embedded)", None
@@ -64,6 +76,7 @@ class Server:
 
     def __init__(self) -> None:
         self.embedded_dir: Path | None = None
+        self.standby: Any = None
         self.kind, url = choice()
         if url is not None:
             self.admin = Settings.from_url(url)
@@ -78,6 +91,15 @@ class Server:
                 raise
             self.admin = Settings.from_url(server.url)
             self.kind = f"{self.kind}: {server.url}"
+            if replica_wanted():
+                from tests._replica_helpers import make_standby
+
+                try:
+                    self.standby = make_standby(server.port, self.embedded_dir.parent / "standby")
+                except BaseException:
+                    self.stop()
+                    raise
+                self.kind = f"{self.kind}, standby {self.standby.url}"
         self.admin = self.admin.replace(application_name="datalayer-tests")
 
     def raw(self, dbname: str | None = None) -> psycopg2.extensions.connection:
@@ -88,6 +110,8 @@ class Server:
         return conn
 
     def settings(self, dbname: str, **overrides: object) -> Settings:
+        if self.standby is not None and "replicas" not in overrides:
+            overrides["replicas"] = (self.standby.url.rsplit("/", 1)[0] + "/" + dbname,)
         return self.admin.replace(dbname=dbname, application_name="datalayer-tests", **overrides)
 
     def create_database(self, prefix: str = "dltest", template: str | None = None) -> str:
@@ -128,6 +152,10 @@ class Server:
 
     def stop(self) -> None:
         """Stop and remove the embedded server, and its temporary directory, if one was made."""
+        if self.standby is not None:
+            with contextlib.suppress(Exception):
+                self.standby.stop("immediate")
+            self.standby = None
         if self.embedded_dir is not None:
             from datalayer.embedded import remove_server
 

@@ -58,3 +58,14 @@ def test_make_migrate_status_reports_the_commands_exit_status(
     assert "[ ] 001_create_t1  pending" in result.stdout
     assert "datalayer migrate status exited 3: not up to date" in result.stderr
     assert result.returncode == 2, "make's own code for a failed recipe (documented)"
+
+
+@pytest.mark.parametrize(("target", "tool"), [("lint", "ruff"), ("type", "mypy"), ("tox", "tox")])
+def test_make_without_the_tool_says_what_to_install(tmp_path: Path, target: str, tool: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sh").symlink_to(shutil.which("sh") or "/bin/sh")
+    result = make(target, env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert f"{tool} is not installed: run pip install -e '.[dev]'" in result.stderr
+    assert "No such file or directory" not in result.stderr

@@ -131,9 +131,13 @@ def test_cli_check_exit_codes(
 def test_check_uses_the_embedded_server_without_a_dev_url(
     pg: Server, generated: Path, tmp_path: Path
 ) -> None:
+    import tempfile
+
     from datalayer.embedded import remove_server
 
-    embedded = tmp_path / "pg"
+    # mkdtemp, not tmp_path: every pytest session resets /tmp/pytest-of-<user> to 0700, which
+    # the server's system user (as root) then cannot traverse.
+    embedded = Path(tempfile.mkdtemp(prefix="datalayer-check-")) / "pg"
     # No server configured (DATABASE_URL's own server hosts scratch databases when it may:
     # tests/test_embedded_project.py).
     settings = Settings(embedded_dir=embedded)
@@ -142,3 +146,4 @@ def test_check_uses_the_embedded_server_without_a_dev_url(
         assert (embedded / "PG_VERSION").is_file() or any(embedded.iterdir())
     finally:
         remove_server(embedded)
+        shutil.rmtree(embedded.parent, ignore_errors=True)

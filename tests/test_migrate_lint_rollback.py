@@ -48,8 +48,9 @@ def test_a_rollback_statement_is_linted_and_reported_as_the_rollback(tmp_path: P
     write_both(tmp_path, "002_x", "CREATE INDEX CONCURRENTLY t_v ON t (v)", "DROP INDEX t_a",
                atomic=False)
     report = lint(tmp_path, ["002_x"])
-    assert report.findings() == []  # the forward SQL is fine
-    (name, finding), = report.errors
+    assert report.findings() == [] and report.errors == []  # the forward SQL is fine
+    assert not report.ok
+    (name, finding), = report.rollback_errors
     assert (name, finding.rule) == ("002_x (rollback)", "require-concurrent-index-deletion")
     (migration,) = report.migrations
     assert [s.sql for s in migration.rollback] == ["DROP INDEX t_a"]
@@ -75,11 +76,11 @@ def test_the_rollback_is_linted_on_the_schema_its_migration_left(tmp_path: Path)
                "ALTER TABLE t ALTER COLUMN v TYPE varchar(50)")
     report = lint(tmp_path)
     assert report.findings() == []
-    assert [(n, f.rule) for n, f in report.errors] == [
+    assert [(n, f.rule) for n, f in report.rollback_errors] == [
         ("002_x (rollback)", "changing-column-type"),
         ("003_y (rollback)", "changing-column-type"),
     ]
-    assert "varchar to varchar" in report.errors[1][1].message
+    assert "varchar to varchar" in report.rollback_errors[1][1].message
     # The rollbacks change nothing for the migrations after them: 003 widens in place.
     assert not report.migrations[1].statements[0].rewrites
 
@@ -150,6 +151,6 @@ def test_no_generated_file_forward_or_rollback_fails_the_lint(case: Any) -> None
         directory = Path(folder)
         _generated(case, directory)
         report = lint(directory)
-        errors = [(n, f.rule, f.message) for n, f in report.errors
+        errors = [(n, f.rule, f.message) for n, f in [*report.errors, *report.rollback_errors]
                   if f.rule != "changing-column-type"]
         assert errors == [], render_text(report)

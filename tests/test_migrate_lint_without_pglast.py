@@ -48,7 +48,7 @@ def statements(items):
 report = lint(sys.argv[1])
 print(json.dumps({
     "ok": report.ok,
-    "errors": [[n, f.rule] for n, f in report.errors],
+    "errors": [[n, f.rule] for n, f in report.errors + report.rollback_errors],
     "warnings": [[n, f.rule] for n, f in report.warnings],
     "migrations": {m.name: {"forward": statements(m.statements),
                             "rollback": statements(m.rollback)} for m in report.migrations},
@@ -138,6 +138,8 @@ def test_generated_migrations_are_linted_from_their_facts_without_pglast(folder:
     assert not [e for e in data["errors"] if e[0].startswith("003")]
     assert ("003_by_hand", "require-concurrent-index-creation") in [
         (n, f.rule) for n, f in with_parser.errors]
+    assert ("003_by_hand (rollback)", "require-concurrent-index-deletion") in [
+        (n, f.rule) for n, f in with_parser.rollback_errors]
 
 
 def test_the_cli_lints_without_pglast_and_says_how_to_install_it(folder: Path) -> None:
@@ -152,3 +154,18 @@ def test_the_cli_lints_without_pglast_and_says_how_to_install_it(folder: Path) -
     assert "warning sql-not-analysed: not analysed: install the lint extra " \
            "(pip install 'peewee-datalayer[lint]')" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_squash_says_to_install_the_extra_rather_than_calling_ddl_a_data_change() -> None:
+    code = '''
+        from datalayer.migrate import squash
+        calls = [squash._Call("002_x", "sql", "CREATE INDEX items_name ON items (name)")]
+        print(squash._data_changes(calls))
+    '''
+    hidden = child(code)
+    assert hidden.returncode == 0, hidden.stderr
+    assert "is not analysed: install the lint extra (pip install 'peewee-datalayer[lint]')" \
+        in hidden.stdout
+    assert "is not DDL" not in hidden.stdout
+    shown = child(code, hide=False)
+    assert shown.stdout.strip() == "[]"  # with the parser: DDL, nothing to refuse

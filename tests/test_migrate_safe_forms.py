@@ -425,7 +425,7 @@ def test_cli_diff_writes_online_files_or_with_unsafe_the_plain_forms(
         assert "003_v2_2.py (no transaction)" in done.output, done.output
         assert "atomic = False" in (mdir / "003_v2_2.py").read_text()
     bad = cli.invoke(main, ["migrate", "--dir", str(mdir), "diff", "v3", "--postgres", "11"])
-    assert bad.exit_code == 1 and "not supported" in bad.output
+    assert bad.exit_code == 2 and "from 13 to 99" in bad.output
     assert "Traceback" not in bad.output
 
 

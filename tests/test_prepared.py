@@ -73,7 +73,10 @@ def test_operations_run_prepared_on_a_direct_connection(fresh: tuple[Database, s
     assert counts[_name(users._insert_user())] == 1
     assert counts[_name(tokens._insert())] == 1
     assert counts[_name(tokens._rotate())] == 2
-    assert all(name.startswith("datalayer_") for name in counts)
+    # The name says whether the statement may write (for whoever sees only the EXECUTE).
+    reads = {_name(users._select_by_email()), _name(users._select_by_id())}
+    assert {n for n in counts if n.startswith("datalayer_r_")} == reads
+    assert all(n.startswith("datalayer_w_") for n in counts.keys() - reads)
 
 
 def test_nothing_is_prepared_inside_a_transaction(fresh: tuple[Database, str]) -> None:

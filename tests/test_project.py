@@ -58,7 +58,7 @@ def test_no_configuration_is_the_package_models_and_dot_migrations(clean_env: Pa
     project = load_project()
     assert project.root is None and project.models == DEFAULT_MODELS
     assert project.migrations == Path("migrations")
-    assert project.postgres == 12 and project.load_models() == [User, RefreshToken]
+    assert project.postgres == 13 and project.load_models() == [User, RefreshToken]
 
 
 def test_found_upward_from_a_subfolder(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +87,7 @@ def test_environment_and_options_override(project: Path, monkeypatch: pytest.Mon
     [
         ('models = "nope-not a module"', "is not a module name"),
         ("models = []", "names no module"),
-        ("postgres = 9", "postgres must be a major version number >= 12"),
+        ("postgres = 9", "postgres must be a major version number from 13 to 99"),
         ('postgres = "15"', "postgres must be a major version number"),
         ("migrations = 3", "migrations must be a folder path"),
         ("unsafe = 1", "unsafe must be true or false"),

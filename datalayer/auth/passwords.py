@@ -522,16 +522,22 @@ def harden_runtime(password: str, stored: str) -> None:
 _dummy_hashes: dict[Params, str] = {}
 
 
+def _dummy_hash() -> str:
+    """Return a hash with :data:`DEFAULT_PARAMS` to verify against (made once per parameters)."""
+    params = DEFAULT_PARAMS
+    dummy = _dummy_hashes.get(params)
+    if dummy is None:
+        dummy = _dummy_hashes.setdefault(params, hash_password("x" * 16, params=params))
+    return dummy
+
+
 def dummy_verify(password: str) -> None:
     """Spend the time of one :func:`verify_password` with :data:`DEFAULT_PARAMS`.
 
     For a user that does not exist: keeps an unknown e-mail address from
     answering faster than a wrong password.
     """
-    params = DEFAULT_PARAMS
-    dummy = _dummy_hashes.get(params)
-    if dummy is None:
-        dummy = _dummy_hashes.setdefault(params, hash_password("x" * 16, params=params))
+    dummy = _dummy_hash()
     try:
         usable = check_password(password)
     except ValidationError:
@@ -596,6 +602,7 @@ def check_sign_in(password: object, stored: str | None, *, active: bool = True) 
     :raises ValidationError: when ``stored`` asks for a cost beyond the limits
         (never computed; the error comes at the time of a refusal).
     """
+    _dummy_hash()  # made before the clock starts (the first time of each parameters)
     started = time.perf_counter()
     hasher = identify(stored)
     decoded = hasher.decode(stored) if hasher is not None and stored is not None else None

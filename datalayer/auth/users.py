@@ -37,6 +37,7 @@ import psycopg2.errors
 from .. import retry
 from .._outcome import own_transaction, single_write
 from .._sql import Param, Statement, copy_in, execute, fetchone, row_builder
+from ..db import replica_read
 from ..errors import (
     AuthenticationError,
     CommitUnknown,
@@ -281,6 +282,7 @@ def create_user(
     return single_write(database, attempt, find, (_select_own(), mine))
 
 
+@replica_read(User)
 def get_user(user_id: uuid.UUID | str, *, db: Database | None = None) -> User:
     """Return the user with ``user_id``.
 
@@ -292,6 +294,7 @@ def get_user(user_id: uuid.UUID | str, *, db: Database | None = None) -> User:
     return _build_user(row)
 
 
+@replica_read(User)
 def get_user_by_email(email: str, *, db: Database | None = None) -> User:
     """Return the user with ``email``, compared case-insensitively.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-__all__ = ["MAX_SECONDS", "Seconds", "Whole"]
+__all__ = ["MAX_SECONDS", "PostgresVersion", "Seconds", "Whole"]
 
 MAX_SECONDS = 2147483.647
 """The longest duration an option takes: PostgreSQL's largest timeout (2^31-1 ms)."""
@@ -57,3 +57,18 @@ class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in new
         if not 0 <= seconds <= MAX_SECONDS:
             self.fail(f"{value!r} is too long: at most {MAX_SECONDS:g} s (24 days)", param, ctx)
         return seconds
+
+
+class PostgresVersion(Whole):
+    """A target PostgreSQL major version: the range of ``[tool.datalayer] postgres``."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from ..project import postgres_problem
+
+        number = super().convert(value, param, ctx)
+        problem = postgres_problem(number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number

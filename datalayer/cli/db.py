@@ -74,6 +74,7 @@ def info(cli: CliContext, as_json: bool) -> None:
     s = database.settings
     with database.checkout():
         version = database.execute_sql("SHOW server_version").fetchone()[0]
+    replicas = database.replica_status(check=True)  # [] without DB_REPLICA_URLS
     data = {
         "url": s.url(masked=True),
         "source": s.source,
@@ -93,6 +94,10 @@ def info(cli: CliContext, as_json: bool) -> None:
         "idle_in_transaction_timeout": s.idle_in_transaction_timeout,
         "application_name": s.application_name,
     }
+    if replicas:
+        data["replicas"] = replicas
+        data["replica_max_lag"] = s.replica_max_lag
+        data["replica_check_interval"] = s.replica_check_interval
     if s.source == "embedded":
         data["embedded_dir"] = str(cli.settings().embedded_dir)
     database.close_pool()
@@ -122,6 +127,18 @@ def info(cli: CliContext, as_json: bool) -> None:
         f"{dur(s.max_checkout_time)}"
     )
     click.echo(f"application name: {s.application_name}")
+    for index, replica in enumerate(replicas, 1):
+        if replica["in_use"]:
+            state = f"in use, lag {replica['lag']:.2f} s, replayed {replica['replayed']}"
+        else:
+            lag = "" if replica["lag"] is None else f", lag {replica['lag']:.2f} s"
+            state = f"skipped: {replica['reason']}{lag}"
+        click.echo(f"replica {index}:{' ' * (8 - len(str(index)))}{replica['url']}  ({state})")
+    if replicas:
+        click.echo(
+            f"replica limits:   max lag {s.replica_max_lag:g} s (DB_REPLICA_MAX_LAG), checked "
+            f"every {s.replica_check_interval * 1000:g} ms (DB_REPLICA_CHECK_INTERVAL)"
+        )
 
 
 @db.command()

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..project import DEFAULT_POSTGRES
 from . import CliContext, pass_cli
-from ._types import Seconds, Whole
+from ._types import PostgresVersion, Seconds, Whole
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -28,6 +29,10 @@ STATUS_NOT_UP_TO_DATE = 3
 """Exit status of ``migrate status`` when anything is pending, modified or missing."""
 
 _SECONDS = Seconds()
+_POSTGRES_HELP = (
+    "Target PostgreSQL major version (default: [tool.datalayer] postgres, "
+    f"else {DEFAULT_POSTGRES})."
+)
 
 
 class _MigrateGroup(click.Group):
@@ -173,8 +178,8 @@ def _show_sql(result: Applied) -> None:
     help="Write the plain forms (locking, one transaction): for tables known to be small.",
 )
 @click.option(
-    "--postgres", "postgres", type=Whole(min=1), default=None, metavar="N",
-    help="Target PostgreSQL major version (default: [tool.datalayer] postgres, else 12).",
+    "--postgres", "postgres", type=PostgresVersion(), default=None, metavar="N",
+    help=_POSTGRES_HELP,
 )
 @pass_cli
 def diff(
@@ -505,15 +510,12 @@ def _lint_written(directory: Path, name: str, postgres: int) -> None:
             err=True,
         )
 
-_POSTGRES_HELP = (
-    "Target PostgreSQL major version (default: [tool.datalayer] postgres, else 12)."
-)
 
 
 @migrate.command("sql")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--rollback", is_flag=True, help="Print the rollback SQL, newest first.")
-@click.option("--postgres", type=Whole(min=10), default=None, metavar="N",
+@click.option("--postgres", type=PostgresVersion(), default=None, metavar="N",
               help=_POSTGRES_HELP)
 @pass_cli
 def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int | None) -> None:
@@ -536,7 +538,7 @@ def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int |
 @migrate.command("lint")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--postgres", type=Whole(min=10), default=None, metavar="N",
+@click.option("--postgres", type=PostgresVersion(), default=None, metavar="N",
               help=_POSTGRES_HELP)
 @pass_cli
 def lint(cli: CliContext, names: tuple[str, ...], as_json: bool, postgres: int | None) -> None:

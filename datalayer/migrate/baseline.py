@@ -4,7 +4,7 @@ A database made by ``create_tables()``, by GORM or by hand has the tables but
 no migration history, so ``apply`` would try to create them again.
 :func:`baseline` builds what the migrations up to ``to`` (default: all) make
 in a scratch database (:mod:`.scratch`, as ``check`` does), compares it with
-the live database (:func:`.schema.differences`: every non-system schema the
+the live database (:func:`.inspect.differences`: every non-system schema the
 migrations use, plus ``public``), and only when they are equal records those
 migrations as applied, with their checksums, under the migration lock.
 Otherwise it returns the differences and writes nothing, not even the
@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import MigrationError
 from . import checksum as _checksum
 from .files import migration_names
+from .inspect import Difference, differences, snapshot_catalog
 from .router import MIGRATE_TABLE, Router
 from .runner import (
     DEFAULT_LOCK_WAIT,
@@ -30,7 +31,6 @@ from .runner import (
     _resolve_to,
     lock_key,
 )
-from .schema import Difference, differences, snapshot_catalog
 from .scratch import built_catalog
 
 __all__ = ["BaselineResult", "baseline", "require_directory", "scratch_settings"]

@@ -207,7 +207,7 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
-    from . import schema
+    from .inspect import catalog as schema
 
     if isinstance(value, dict):
         if "__t__" in value:

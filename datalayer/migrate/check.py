@@ -6,7 +6,7 @@ Four checks, all reported (an empty list means the tree is fine):
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
    that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.schema`), in every schema
+   database (compared with :mod:`datalayer.migrate.inspect`), in every schema
    the models use, with the constraints of ``DeferredForeignKey`` fields
    added afterwards (``create_foreign_key()``, as peewee's docs do);
 4. ``migrate lint`` finds no unallowed error in any migration
@@ -64,15 +64,15 @@ def check(
 ) -> list[str]:
     """Return every problem found with the migrations in ``directory`` (empty: all good).
 
-    ``postgres`` is the target server version the lint judges by (default 12).
+    ``postgres`` is the target server version the lint judges by (default 13, the lowest supported).
     """
     from ..db import Database
     from ._spec import quote
     from .files import require_dir
     from .generate import diff_source
+    from .inspect import compare, snapshot
     from .router import Router
     from .runner import apply
-    from .schema import compare, snapshot
 
     if directory is None:
         from ..project import default_migrations_dir
@@ -160,5 +160,5 @@ def lint_problems(directory: str | Path, *, postgres: int | None = None) -> list
     return [
         f"lint {name}: {f.rule}: {f.message} (fix: {f.fix}; or allow it with "
         f"`# datalayer: allow {f.rule} -- reason`)"
-        for name, f in report.errors
+        for name, f in [*report.errors, *report.rollback_errors]
     ]

@@ -5,7 +5,7 @@ a constraint dropped, a table created) leaves the database different from
 what its applied migrations build.  :func:`drift` reads the live catalog and
 the history in one read-only transaction, applies the same migrations to a
 scratch database (:mod:`.scratch`, as ``check`` does), and returns every
-difference (:func:`.schema.differences`) in every non-system schema the
+difference (:func:`.inspect.differences`) in every non-system schema the
 migrations use, plus ``public``; the history table is left out.  Nothing is
 written to the live database: this works on a read replica too.
 """
@@ -21,9 +21,9 @@ from typing import Any
 from ..config import Settings
 from ..errors import MigrationError
 from .baseline import require_directory, scratch_settings
+from .inspect import Catalog, Difference, differences, snapshot_catalog
 from .router import MIGRATE_TABLE, Router
 from .runner import Target, _connected, _describe
-from .schema import Catalog, Difference, differences, snapshot_catalog
 from .scratch import built_catalog
 
 __all__ = ["DriftReport", "drift"]

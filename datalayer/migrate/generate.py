@@ -25,11 +25,11 @@ Interface (used by the runtime's Router and CLI):
 * :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
   the ``migrate`` and ``rollback`` bodies (all files joined), None when
   nothing changed;
-* :func:`compute_diff` ``(router, models=None, *, postgres=12, unsafe=False)
+* :func:`compute_diff` ``(router, models=None, *, postgres=13, unsafe=False)
   -> Diff``: the same with the warnings, the files (``Diff.files``) and the
   plan (``Diff.plan``);
 * :func:`create_migration` ``(router, name, models=None, *, allow_drop=False,
-  postgres=12, unsafe=False) -> DiffResult | None``: writes the file(s)
+  postgres=13, unsafe=False) -> DiffResult | None``: writes the file(s)
   through ``router.compile``; ``DiffResult`` has ``path``, ``name`` (the
   first file), ``paths``, ``names``, ``plan`` and ``warnings`` and is
   path-like; None (nothing written) when the models match the history;
@@ -56,6 +56,7 @@ import peewee as pw
 from playhouse import postgres_ext as pw_pext
 
 from ..errors import DatalayerError, MigrationError
+from ..project import DEFAULT_POSTGRES, MIN_POSTGRES
 from ._codegen import CodeWriter
 from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
@@ -1078,7 +1079,6 @@ def _verify(
         )
 
 
-MIN_POSTGRES = 12
 
 
 def _check_postgres(postgres: int) -> None:
@@ -1125,7 +1125,7 @@ def plan_models(
     original: DatalayerMigrator,
     models: Iterable[Any] | None = None,
     *,
-    postgres: int = 12,
+    postgres: int = DEFAULT_POSTGRES,
     unsafe: bool = False,
     replay: Callable[[], DatalayerMigrator] | None = None,
 ) -> tuple[Plan, tuple[Drop, ...]]:
@@ -1233,7 +1233,7 @@ def diff_models(
     original: DatalayerMigrator,
     models: Iterable[Any] | None = None,
     *,
-    postgres: int = 12,
+    postgres: int = DEFAULT_POSTGRES,
     unsafe: bool = False,
     replay: Callable[[], DatalayerMigrator] | None = None,
 ) -> Diff:
@@ -1251,14 +1251,14 @@ def compute_diff(
     router: Any,
     models: Iterable[Any] | None = None,
     *,
-    postgres: int = 12,
+    postgres: int = DEFAULT_POSTGRES,
     unsafe: bool = False,
 ) -> Diff:
     """Return the migration that takes ``router``'s migration files to ``models``.
 
     Reads the migration files only (the database is not queried).  By
     default changes to existing tables are written in their online forms
-    for PostgreSQL ``postgres`` (12 or later), in more than one file when a
+    for PostgreSQL ``postgres`` (13 or later), in more than one file when a
     part must run outside a transaction (``Diff.files``); ``unsafe`` writes
     the plain forms (for tables known to be small).
 
@@ -1287,7 +1287,7 @@ def create_migration(
     models: Iterable[Any] | None = None,
     *,
     allow_drop: bool = False,
-    postgres: int = 12,
+    postgres: int = DEFAULT_POSTGRES,
     unsafe: bool = False,
 ) -> DiffResult | None:
     """Write a migration ``name`` for the model changes; return it, or None when none.

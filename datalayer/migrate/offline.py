@@ -25,6 +25,7 @@ from playhouse.migrate import Operation
 
 from ..db import Database
 from ..errors import DatabaseUnavailable, MigrationError
+from ..project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
 from ._ddl import Online
 from .facts import StatementFacts
 from .files import number, sort_key
@@ -40,7 +41,7 @@ __all__ = [
     "select_names",
 ]
 
-DEFAULT_POSTGRES = 12
+DEFAULT_POSTGRES = _DEFAULT_POSTGRES
 """The PostgreSQL major version targeted when none is given (the lowest supported)."""
 
 PYTHON_PREFIX = "-- python: "

@@ -31,7 +31,7 @@ from ..config import Settings
 from ..errors import DatalayerError, MigrationError
 
 if TYPE_CHECKING:
-    from .schema import Catalog
+    from .inspect import Catalog
 
 __all__ = ["built_catalog", "scratch_database", "scratch_server"]
 
@@ -41,7 +41,7 @@ _EMBEDDED_SOURCE = "embedded"
 _PREFIX = "datalayer_check_"
 # datalayer_check_<label>_<pid>_<12 hex>: the pid and the hex make the owner's marker.
 _NAME = re.compile(r"^datalayer_check_.+_(\d+_[0-9a-f]{12})$")
-# Before markers (datalayer 0.2): 10 hex, and only the pid tells whether the owner lives.
+# Made before markers: 10 hex, and only the pid tells whether the owner lives.
 _OLD_NAME = re.compile(r"^datalayer_check_.+_(\d+)_[0-9a-f]{10}$")
 _MARKER = "datalayer-check "
 """``application_name`` prefix of the connection that owns a scratch database."""
@@ -262,9 +262,9 @@ def built_catalog(
         migrations do not apply, or ``names`` is not what the files give in order.
     """
     from ..db import Database
+    from .inspect import snapshot_catalog
     from .router import Router
     from .runner import apply
-    from .schema import snapshot_catalog
 
     admin = scratch_server(settings)
     with scratch_database(admin, label, settings) as scratch:

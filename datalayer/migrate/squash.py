@@ -285,10 +285,10 @@ def squash(
     from . import checksum
     from .files import sort_key
     from .generate import diff_models
+    from .inspect import compare, snapshot
     from .migrator import DatalayerMigrator
     from .router import Router
     from .runner import _resolve_to, apply
-    from .schema import compare, snapshot
     from .scratch import scratch_database, scratch_server
 
     directory = Path(directory)

@@ -92,7 +92,8 @@ def _statement_reports(item: MigrationSql, ctx: Context) -> list[StatementReport
             continue
         if not AVAILABLE:  # no parser: the generator's facts, or nothing
             reports.append(
-                generated_report(len(reports) + 1, fact, ctx) if fact is not None
+                generated_report(len(reports) + 1, fact, ctx)
+                if fact is not None and fact.origin == "generated"
                 else unanalysed_report(len(reports) + 1, text)
             )
             if not item.atomic:

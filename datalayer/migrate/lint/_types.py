@@ -141,25 +141,32 @@ class LintReport:
 
     @property
     def errors(self) -> list[tuple[str, Finding]]:
-        """Return the error-level findings (rollbacks' too) that no allow comment covers."""
-        return [(n, f) for n, f in self.every_finding() if f.level == ERROR and not f.allowed]
+        """Return the error-level findings of the forward SQL that no allow comment covers."""
+        return [(n, f) for n, f in self.findings() if f.level == ERROR and not f.allowed]
+
+    @property
+    def rollback_errors(self) -> list[tuple[str, Finding]]:
+        """Return the error-level findings of the rollbacks that no allow comment covers."""
+        return [
+            (n, f) for n, f in self.rollback_findings() if f.level == ERROR and not f.allowed
+        ]
 
     @property
     def warnings(self) -> list[tuple[str, Finding]]:
-        """Return the warning-level findings (rollbacks' too) that no allow comment covers."""
+        """Return the warning-level findings (forward and rollback) no allow comment covers."""
         return [(n, f) for n, f in self.every_finding() if f.level == WARNING and not f.allowed]
 
     @property
     def ok(self) -> bool:
-        """True when no unallowed error was found."""
-        return not self.errors
+        """True when no unallowed error was found, in the migrations or their rollbacks."""
+        return not self.errors and not self.rollback_errors
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready data (``datalayer migrate lint --json``)."""
         return {
             "postgres": self.postgres,
             "ok": self.ok,
-            "errors": len(self.errors),
+            "errors": len(self.errors) + len(self.rollback_errors),
             "warnings": len(self.warnings),
             "allowed": sum(1 for _, f in self.every_finding() if f.allowed),
             "migrations": [m.to_dict() for m in self.migrations],

@@ -64,9 +64,10 @@ def render_text(report: LintReport) -> str:
             lines.extend(_statement_lines(m.rollback))
         lines.append("")
     allowed = sum(1 for _, f in report.every_finding() if f.allowed)
+    errors = len(report.errors) + len(report.rollback_errors)
     lines.append(
         f"{len(report.migrations)} migration(s) linted for PostgreSQL {report.postgres}: "
-        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), {allowed} allowed"
+        f"{errors} error(s), {len(report.warnings)} warning(s), {allowed} allowed"
     )
     return "\n".join(lines)
 
