@@ -1206,6 +1206,26 @@ def _member_key_is(*columns: str) -> Callable[[pw.Database], None]:
     return after
 
 
+def _codes(**meta: Any) -> Callable[[], Models]:
+    """codes(code UNIQUE) without a primary key, or (no ``meta``) with code as the key."""
+    def models() -> Models:
+        key = not meta
+        fields = {"code": pw.CharField(max_length=10, unique=not key, primary_key=key),
+                  "n": pw.IntegerField(default=0)}
+        attrs = {"table_name": "codes", "legacy_table_names": False, **meta}
+        return [type("Code", (pw.Model,), {"Meta": type("Meta", (), attrs),
+                                          "__module__": __name__, **fields})]
+    return models
+
+
+def _codes_keyed(db: pw.Database) -> None:
+    got = rows(db, "SELECT conname, contype FROM pg_constraint WHERE conrelid = 'codes'::regclass")
+    assert got == [("codes_pkey", "p")], got
+    assert rows(db, "SELECT indexname FROM pg_indexes WHERE tablename = 'codes'") == [
+        ("codes_pkey",)]
+    assert fails_sql(db, "INSERT INTO codes (code, n) VALUES ('a', 3)")
+
+
 ITEM6_CASES = both_forms(
     Case("constant_default_on_new_not_null_column", lambda: [item()], _constant_defaults,
          SEED_ITEMS_2, after=_constant_defaults_after),
@@ -1240,6 +1260,8 @@ ITEM6_CASES = both_forms(
          lambda: [item(code=pw.CharField(max_length=9, index=True, collation='"C"'))],
          "INSERT INTO items (name, code) VALUES ('a', 'b'), ('b', 'B')",
          warns=("every index on the column is rebuilt under ACCESS EXCLUSIVE",)),
+    Case("unique_column_made_the_primary_key", _codes(primary_key=False), _codes(),
+         "INSERT INTO codes (code, n) VALUES ('a', 1), ('b', 2)", after=_codes_keyed),
     Case("table_moved_to_another_schema_is_flagged", _moved(None), _moved("archive"),
          "INSERT INTO items (name, code) VALUES ('a', 'x'), ('b', 'y')",
          warns=("moves table items from schema public to archive: like a rename",)),
@@ -1342,3 +1364,12 @@ def test_a_through_model_made_by_get_through_model_is_found_by_diff_and_check(
             del sys.modules[name]
         if str(clean_env) in sys.path:
             sys.path.remove(str(clean_env))
+
+
+def test_a_unique_column_made_the_key_uses_its_unique_index(pg: Server, tmp_path: Path) -> None:
+    result = checked(pg, tmp_path, _codes(primary_key=False)(), _codes()())
+    assert result.plan is not None
+    sql = [s.sql for s in result.plan.statements()]
+    assert 'ALTER TABLE "codes" ADD CONSTRAINT "codes_pkey" PRIMARY KEY USING INDEX ' \
+           '"codes_code"' in sql, sql
+    assert not any(s.scans or s.rewrites for s in result.plan.statements())

@@ -855,6 +855,8 @@ class _Planner:
                     "switch reads to it, then drop the old one"
                 )
             written = target
+            if safe and source.primary_key != target.primary_key:
+                continue  # a unique column made the key (or back): phase two, online
             if safe:
                 written = _phase_one_field(
                     target, null=after.null or before.null, index=(source.index, source.unique),

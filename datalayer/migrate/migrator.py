@@ -662,6 +662,11 @@ class DatalayerMigrator(Migrator):
                 self._detach(cls, old)
                 cls._meta.add_field(old.name, new)
                 self._replace_in_indexes(cls, old, new)
+                meta: Any = cls._meta
+                if new.primary_key and not old.primary_key:  # a unique column made the key
+                    meta.set_primary_key(old.name, new)
+                elif old.primary_key and not new.primary_key and meta.primary_key is old:
+                    meta.primary_key, meta.auto_increment = False, False
 
         return self._alter(cls, mutate, renames=renames, using=using, online=online)
 
