@@ -657,6 +657,28 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
+    @_records(calls.set_primary_key)
+    def set_primary_key(
+        self, model: ModelRef, *names: str, online: bool = False
+    ) -> type[pw.Model]:
+        """Make the fields ``names`` (two or more) the table's composite primary key.
+
+        ``online``: through a concurrent unique index, then ``USING INDEX`` (run it
+        with ``atomic = False``).
+        """
+        cls = self._get(model)
+        if len(names) < 2 or not cls._meta.composite_key:
+            raise UnsupportedChange(
+                f"{cls._meta.table_name}: set_primary_key changes a composite key into another "
+                "composite key (two fields or more); write other key changes by hand"
+            )
+        fields = [self._field(cls, n).name for n in names]
+
+        def mutate() -> None:
+            cls._meta.set_primary_key("__composite_key__", pw.CompositeKey(*fields))
+
+        return self._alter(cls, mutate, online=online)
+
     @_records(calls.set_constraints)
     def set_constraints(
         self, model: ModelRef, constraints: Sequence[Any], *, online: bool = False
@@ -777,6 +799,11 @@ class DatalayerMigrator(Migrator):
                 self._detach(cls, old)
                 cls._meta.add_field(old.name, new)
                 self._replace_in_indexes(cls, old, new)
+                meta: Any = cls._meta
+                if new.primary_key and not old.primary_key:  # a unique column made the key
+                    meta.set_primary_key(old.name, new)
+                elif old.primary_key and not new.primary_key and meta.primary_key is old:
+                    meta.primary_key, meta.auto_increment = False, False
 
         return self._alter(cls, mutate, renames=renames, using=using, online=online)
 

@@ -51,6 +51,10 @@ def set_constraints(m: M, model: Any, constraints: Any, *a: Any, **kw: Any) -> O
     return k.SetConstraints(_table(m, model), count=len(constraints))
 
 
+def set_primary_key(m: M, model: Any, *names: str, **kw: Any) -> Operation:
+    return k.SetPrimaryKey(_table(m, model), columns=tuple(names))
+
+
 def require_empty(m: M, model: Any, reason: str, *a: Any, **kw: Any) -> Operation:
     return k.RequireEmpty(_table(m, model), reason=reason)
 

@@ -26,6 +26,7 @@ __all__ = [
     "RequireEmpty",
     "SetConstraints",
     "SetModelMeta",
+    "SetPrimaryKey",
     "SetSchema",
     "ValidateConstraints",
 ]
@@ -232,6 +233,18 @@ class SetConstraints(Operation):
 
     def describe(self) -> str:
         return f"set the {self.count} table constraint(s) of {self.table}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SetPrimaryKey(Operation):
+    columns: tuple[str, ...] = ()
+    kind: ClassVar[str] = "set primary key"
+    irreversible: ClassVar[str | None] = (
+        "the previous key is in the replayed state, not in the operation"
+    )
+
+    def describe(self) -> str:
+        return f"make ({', '.join(self.columns)}) the primary key of {self.table}"
 
 
 @dataclasses.dataclass(frozen=True)
