@@ -19,10 +19,13 @@ way CI and deploy scripts run it, rounds interleaved with upstream's:
   ``pw_migrate rollback --count 1``;
 * ``check``: ``datalayer migrate check`` (no upstream equivalent).
 
-The replayed-state cache (``datalayer.migrate.cache``) lives in a folder of
-the benchmark's own, warmed by one untimed run of each command, as a
-developer's or CI runner's cache is after the first run of a commit.  The
-last column is the growth per file: (time at N - time at 1) / (N - 1).
+Each datalayer command is timed COLD (a fresh process and an empty cache
+folder, as CI runs on a fresh clone) and WARM (the cache folder of
+``datalayer.migrate.cache``, which holds JSON data only, warmed by one untimed
+run of each command, as a developer's cache is after the first run of a
+commit).  The ratio columns divide each time by the same command's time with
+1 file (targets: warm at most 1.5x, cold at most 2x); the last column is the
+cold growth per file: (time at N - time at 1) / (N - 1).
 This is a benchmark, not a test: it prints figures and asserts nothing.
 """
 
@@ -142,13 +145,16 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = 
     return seconds
 
 
-def measure(server: Settings, n_files: int, rounds: int) -> dict[str, tuple[float, float | None]]:
-    """Return {command: (datalayer median s, upstream median s or None)}."""
+def measure(
+    server: Settings, n_files: int, rounds: int
+) -> dict[str, tuple[float, float, float | None]]:
+    """Return {command: (datalayer cold median s, warm median s, upstream median s or None)}."""
     from benchmarks._common import scratch_database
 
     dl, pw_ = _bin("datalayer"), _bin("pw_migrate")
-    times: dict[str, tuple[list[float], list[float]]] = {
-        k: ([], []) for k in ("diff", "status", "apply 1", "rollback 1", "check")
+    names_ = ("diff", "status", "apply 1", "rollback 1", "check")
+    times: dict[str, dict[str, list[float]]] = {
+        k: {"cold": [], "warm": [], "up": []} for k in names_
     }
     with tempfile.TemporaryDirectory(prefix="datalayer-bench-") as tmp:
         root = Path(tmp) / "project"
@@ -191,24 +197,38 @@ def measure(server: Settings, n_files: int, rounds: int) -> dict[str, tuple[floa
                 "check": ([dl, "migrate", "check"], None),
             }
             # One untimed run of each warms the cache, as any earlier run would.
-            for name in ("diff", "status", "apply 1", "rollback 1", "check"):
+            for name in names_:
                 _run(commands[name][0], root, ours_env, ok=(0, 3))
+            cold = 0
             for i in range(rounds):
-                for name, (ours_cmd, up_cmd) in commands.items():
-                    sides = [("ours", ours_cmd), ("up", up_cmd)]
-                    if i % 2:
-                        sides.reverse()
-                    for side, cmd in sides:
-                        if cmd is None:
-                            continue
-                        seconds = _run(cmd, root, ours_env if side == "ours" else env, ok=(0, 3))
-                        times[name][0 if side == "ours" else 1].append(seconds)
-                        if side == "up" and name == "diff":
-                            for made in upstream_dir.glob("*_x.py"):
-                                made.unlink()
+                modes = ["cold", "warm", "up"] if i % 2 == 0 else ["up", "warm", "cold"]
+                for mode in modes:  # each mode runs the whole sequence (apply, then rollback)
+                    for name in names_:
+                        ours_cmd, up_cmd = commands[name]
+                        if mode == "up":
+                            if up_cmd is None:
+                                continue
+                            seconds = _run(up_cmd, root, env, ok=(0, 3))
+                            if name == "diff":
+                                for made in upstream_dir.glob("*_x.py"):
+                                    made.unlink()
+                        else:
+                            run_env = ours_env
+                            if mode == "cold":  # a fresh process with an empty cache folder
+                                cold += 1
+                                run_env = {
+                                    **ours_env,
+                                    "DATALAYER_CACHE_DIR": str(Path(tmp) / f"cold{cold}"),
+                                }
+                            seconds = _run(ours_cmd, root, run_env, ok=(0, 3))
+                        times[name][mode].append(seconds)
     return {
-        k: (statistics.median(a), statistics.median(b) if b else None)
-        for k, (a, b) in times.items()
+        k: (
+            statistics.median(t["cold"]),
+            statistics.median(t["warm"]),
+            statistics.median(t["up"]) if t["up"] else None,
+        )
+        for k, t in times.items()
     }
 
 
@@ -219,22 +239,21 @@ def main() -> int:
     server = server_settings()
     print(f"server: {server.describe()}; {ROUNDS} rounds; CLI wall time, medians")
     header = (
-        f"{'command':<11}{'files':>6} {'datalayer':>10} {'upstream':>10} {'dl/upstream':>12} "
-        f"{'dl vs 1 file':>13} {'per file':>10}"
+        f"{'command':<11}{'files':>6} {'cold':>9} {'warm':>9} {'upstream':>9} "
+        f"{'cold vs 1':>10} {'warm vs 1':>10} {'per file':>9}"
     )
     print(header)
     print("-" * len(header))
     results = {n: measure(server, n, ROUNDS) for n in SIZES}
     for command in results[SIZES[0]]:
-        base = results[SIZES[0]][command][0]
+        cold1, warm1, _ = results[SIZES[0]][command]
         for n in SIZES:
-            ours, up = results[n][command]
-            ratio = f"{ours / up:11.2f}x" if up else f"{'-':>12}"
-            upstream = f"{up * 1e3:7.0f} ms" if up else f"{'-':>10}"
-            growth = (ours - base) / (n - 1) * 1e3 if n > 1 else 0.0
+            cold, warm, up = results[n][command]
+            upstream = f"{up * 1e3:6.0f} ms" if up else f"{'-':>9}"
+            growth = (cold - cold1) / (n - 1) * 1e3 if n > 1 else 0.0
             print(
-                f"{command:<11}{n:>6} {ours * 1e3:7.0f} ms {upstream} {ratio} "
-                f"{ours / base:12.2f}x {growth:7.2f} ms"
+                f"{command:<11}{n:>6} {cold * 1e3:6.0f} ms {warm * 1e3:6.0f} ms {upstream} "
+                f"{cold / cold1:9.2f}x {warm / warm1:9.2f}x {growth:6.2f} ms"
             )
         sys.stdout.flush()
     return 0

@@ -286,7 +286,8 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
                 for value in vars(module).values()
                 if isinstance(value, type)
                 and issubclass(value, pw.Model)
-                and (value.__module__ == name or value.__module__.startswith(name + "."))
+                and (value.__module__ == name or value.__module__.startswith(name + ".")
+                     or _is_through_model(value))
             ]
             scanned.update(candidates)
             candidates = [m for m in candidates if not _is_base(m, candidates)]
@@ -303,6 +304,24 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
     from .migrate._spec import sort_models
 
     return sort_models(found)
+
+
+def _is_through_model(model: Any) -> bool:
+    """True for a many-to-many through model peewee made (``get_through_model()``).
+
+    Its ``__module__`` is ``peewee``, whichever module holds it: it is found as the
+    through model of a ``ManyToManyField`` of one of the tables it refers to.
+    """
+    import peewee as pw
+
+    if model.__module__ != "peewee":
+        return False
+    for fk in model._meta.refs:
+        for field in fk.rel_model._meta.manytomany.values():
+            made: Any = field  # the through model made so far (peewee's private attribute)
+            if isinstance(field, pw.ManyToManyField) and made._through_model is model:
+                return True
+    return False
 
 
 def _is_base(model: Any, models: Sequence[Any]) -> bool:

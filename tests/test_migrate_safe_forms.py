@@ -133,6 +133,8 @@ CASES = [
          want=("m.backfill('items', 'code')",)),
     Case("varchar_widened_in_place", lambda: [items()],
          lambda: [items(name=pw.CharField(max_length=200, default="-"))]),
+    Case("constant_default_not_null_without_fill", lambda: [items()],
+         lambda: [items(level=pw.IntegerField(default=3))], inserts=False),
 ]
 
 

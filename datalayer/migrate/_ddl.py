@@ -381,7 +381,9 @@ def plan_alter(
         ))
     before = _rename_before(before, renames)
 
-    if before.primary_key != after.primary_key:
+    composite = len(before.primary_key) > 1 and len(after.primary_key) > 1
+    moved = _key_moved(before, after)
+    if before.primary_key != after.primary_key and not (composite or moved):
         raise UnsupportedChange(
             f"{table}: changing the primary key ({', '.join(before.primary_key) or 'none'} -> "
             f"{', '.join(after.primary_key) or 'none'}) is not supported; write that migration "
@@ -409,6 +411,17 @@ def plan_alter(
             gone.remove(ix)
             new_ix.remove(match)
     schema_prefix = f"{quote(after.schema)}." if after.schema else ""
+    # A unique index on the new key's columns becomes the primary key (USING INDEX).
+    key_index = next((ix for ix in gone if moved and after.primary_key and ix.unique
+                      and ix.definition == _plain_unique(after, ix)), None)
+    if key_index is not None:
+        gone.remove(key_index)
+    if moved and before.primary_key:
+        # The key given up for a unique index: online, that index is built first.
+        for ix in [ix for ix in new_ix if online and ix.unique]:
+            new_ix.remove(ix)
+            steps.append(Online(concurrent_create(ix.create)))
+        steps.append(Sql(f"ALTER TABLE {T} DROP CONSTRAINT {quote(before.name + '_pkey')}"))
     for ix in gone:
         if online:
             steps.append(Online(Sql(
@@ -454,7 +467,8 @@ def plan_alter(
 
     for old_col, new_col in both:
         steps.extend(_alter_column(
-            table, T, old_col, new_col, using.get(new_col.name), online=online, key=pk
+            table, T, old_col, new_col, using.get(new_col.name), online=online, key=pk,
+            key_moved=moved,
         ))
 
     not_valid = " NOT VALID" if online else ""
@@ -471,9 +485,82 @@ def plan_alter(
     for text, params in sorted((acons - bcons).elements()):
         steps.extend(_add_constraint(table, T, Sql(text, params), online=online))
 
+    if before.primary_key != after.primary_key and after.primary_key:  # the columns exist now
+        if moved:
+            steps.extend(_add_primary_key(after, T, key_index, online=online))
+        else:
+            steps.extend(_replace_primary_key(after, T, online=online))
     for ix in new_ix:
         steps.append(Online(concurrent_create(ix.create)) if online else ix.create)
     return steps
+
+
+def _key_moved(before: TableSpec, after: TableSpec) -> bool:
+    """True when the key goes to (or from) one column that both sides have, unchanged in type.
+
+    (A unique column made the primary key, or the key given up for a unique column.)
+    """
+    if before.primary_key == after.primary_key or max(
+        len(before.primary_key), len(after.primary_key)) != 1:
+        return False
+    for name in before.primary_key + after.primary_key:
+        old, new = before.column(name), after.column(name)
+        if old is None or new is None or old.type != new.type or auto_base(old.type.text):
+            return False
+    return True
+
+
+def _plain_unique(after: TableSpec, ix: IndexSpec) -> Sql:
+    """Return the definition a plain unique index on ``after``'s key would have, as ``ix``'s."""
+    key = after.primary_key[0]
+    return Sql(re.sub(r"\((.*)\)", f"({quote(key)})", ix.definition.text, count=1),
+               ix.definition.params) if ix.definition.text.count("(") == 1 else Sql("")
+
+
+def _add_primary_key(
+    after: TableSpec, T: str, index: IndexSpec | None, *, online: bool
+) -> list[Step]:
+    """Return the statements that make the one column ``after.primary_key`` the primary key.
+
+    Through its unique index when it has one (renamed to the key's name), else a
+    concurrent unique index first when ``online``; ``USING INDEX`` takes a short
+    ACCESS EXCLUSIVE lock and no scan (the column is NOT NULL by then).
+    """
+    name = f"{after.name}_pkey"
+    key = quote(after.primary_key[0])
+    add = f"ALTER TABLE {T} ADD CONSTRAINT {quote(name)} PRIMARY KEY"
+    if index is not None:
+        return [Sql(f"{add} USING INDEX {quote(index.name)}", hint="using-index")]
+    if not online:
+        return [Sql(f"{add} ({key})")]
+    return [
+        Online(Sql(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({key})")),
+        Sql(f"{add} USING INDEX {quote(name)}", hint="using-index"),
+    ]
+
+
+def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step]:
+    """Return the statements that make ``after.primary_key`` the table's primary key.
+
+    Online: a concurrent unique index first, then the key swapped ``USING INDEX``
+    (a short ACCESS EXCLUSIVE lock, no scan: the key's columns are NOT NULL).
+    """
+    name = f"{after.name}_pkey"
+    cols = ", ".join(quote(c) for c in after.primary_key)
+    drop = f"ALTER TABLE {T} DROP CONSTRAINT {quote(name)}, ADD CONSTRAINT {quote(name)} "
+    if not online:
+        return [Sql(f"{drop}PRIMARY KEY ({cols})")]
+    new = _short_name(f"{after.name}_pkey_new")
+    where = f"{quote(after.schema)}.{quote(new)}" if after.schema else quote(new)
+    body = f"""BEGIN
+    IF to_regclass({_literal(where)}) IS NOT NULL THEN
+        {drop}PRIMARY KEY USING INDEX {quote(new)};
+    END IF;
+END"""
+    return [
+        Online(Sql(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})")),
+        Sql(_do(_pct(body)).text, hint="using-index"),
+    ]
 
 
 _CREATE_INDEX_RE = re.compile(r"^CREATE (UNIQUE )?INDEX (IF NOT EXISTS )?", re.IGNORECASE)
@@ -827,6 +914,17 @@ def _add_column(
             "write that migration by hand"
         )
     needs_fill = col.default is None and col.py_default is not None
+    if not col.null and needs_fill and not callable(col.py_default) and col.db_value:
+        # NOT NULL with a constant Python default: PostgreSQL 11+ stores the constant
+        # once (no rewrite, no fill), then the default goes (create_tables() has none).
+        value = col.db_value(col.py_default)
+        if value is not None:
+            return [
+                Sql(f"ALTER TABLE {T} ADD COLUMN ")
+                + _column_ddl(col, null=True, default=False, checks=not online)
+                + Sql(" DEFAULT %s NOT NULL", (value,)),
+                Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"),
+            ]
     if online and (is_volatile(col.default) or (not col.null and needs_fill)):
         # Added empty (no rewrite under the lock), the default set for new rows, the
         # existing rows filled in batches outside the lock, then NOT NULL if wanted.
@@ -863,10 +961,11 @@ def _alter_column(
     *,
     online: bool = False,
     key: str | None = None,
+    key_moved: bool = False,
 ) -> list[Step]:
     c = quote(new.name)
     steps: list[Step] = []
-    if old.primary_key != new.primary_key:
+    if old.primary_key != new.primary_key and not key_moved:
         raise UnsupportedChange(
             f"{table}.{new.name}: changing PRIMARY KEY is not supported; write that migration "
             "by hand"

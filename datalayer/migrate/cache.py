@@ -1,26 +1,29 @@
-"""A cache of replayed schema states, keyed by the chained hash of the files that built them.
+"""A cache of data derived from migration files, keyed by the chained hash of the files.
 
-Every command that needs the schema state (``diff``, ``check``, ``apply``,
-``rollback``, ``squash``) replays the migration history in memory.  With a
-thousand files that is most of its time, so after a replay the state is
-written down as code — one ``create_model`` per table, by the generator, the
-code ``squash`` writes — and the next replay of the same files runs that code
-instead, then only the files that follow.
+Only data is stored, as JSON: nothing read from the cache is ever executed or
+unpickled.  Two kinds of entries:
+
+* the schema a history builds on a server (``migrate check`` keeps it, keyed
+  also by the server's version), so a history it has already applied in a
+  scratch database is not applied again;
+* the SQL one migration renders for a PostgreSQL version (``migrate sql`` and
+  ``migrate lint``).
+
+The replayed schema state itself is not cached: replaying operations needs no
+database and is fast (a thousand files in well under a second), and a cached
+state was code that the next run executed.
 
 The key is a SHA-256 chained over the name and bytes of every file up to the
-state (the hash ``migrations.sum`` holds per file), computed here from the
-files themselves: a file edited, added, removed or renamed changes the key,
-so the cache can never serve a state for files that changed, re-hashed or
-not.  ``migrate check`` keeps the schema those files built in a scratch
-database the same way (keyed also by the server's version), so a history it
-has already applied is not applied again.  A state is stored only when its
-code, run on an empty migrator, rebuilds exactly the replayed tables
-(compared as ``create_tables()`` DDL).
+entry (the hash ``migrations.sum`` holds per file), computed here from the
+files themselves: a file edited, added, removed or renamed changes the key, so
+an entry is never served for files that changed, re-hashed or not.
 
 The cache is a folder of small files (``$DATALAYER_CACHE_DIR``, else
-``$XDG_CACHE_HOME/datalayer`` or ``~/.cache/datalayer``), safe to delete at
-any time and shared by concurrent runs (files are written atomically);
-``DATALAYER_CACHE_DIR=off`` disables it.
+``$XDG_CACHE_HOME/datalayer`` or ``~/.cache/datalayer``), created private
+(0700), safe to delete at any time and shared by concurrent runs (files are
+written atomically); ``DATALAYER_CACHE_DIR=off`` disables it.  A folder that is
+a symbolic link, is owned by another user or is writable by group or others is
+refused with one warning line, and the command goes on without the cache.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import tempfile
-import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,22 +42,22 @@ __all__ = [
     "cache_dir",
     "chain_keys",
     "load_snapshot",
-    "load_state",
+    "load_sql",
     "snapshot_key",
+    "sql_key",
     "store_snapshot",
-    "store_state",
+    "store_sql",
 ]
 
 logger = logging.getLogger(__name__)
 
 MIN_FILES = 8
-"""Histories shorter than this replay faster than a cache lookup pays for."""
+"""Histories shorter than this are checked faster than a cache lookup pays for."""
 
-_FORMAT = "state-v1"
+_FORMAT = "data-v2"
 
 
-def cache_dir() -> Path | None:
-    """Return the cache folder, or None when caching is off."""
+def _configured() -> Path | None:
     chosen = os.environ.get("DATALAYER_CACHE_DIR", "").strip()
     if chosen.lower() in {"off", "0", "none", "false"}:
         return None
@@ -62,6 +65,58 @@ def cache_dir() -> Path | None:
         return Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME", "").strip()
     return (Path(base) if base else Path.home() / ".cache") / "datalayer"
+
+
+_REFUSED: set[str] = set()  # folders already warned about, once per process
+
+
+def unsafe_reason(folder: Path) -> str | None:
+    """Return why ``folder`` must not be used as the cache (None: it is private to us)."""
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def cache_dir() -> Path | None:
+    """Return the cache folder, created private (0700) if missing; None when off or unsafe.
+
+    An unsafe folder (see :func:`unsafe_reason`) is refused with one warning
+    line naming it and what to do; the command then runs without the cache.
+    """
+    folder = _configured()
+    if folder is None:
+        return None
+    if not os.path.lexists(folder):
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made by a concurrent run meanwhile: checked below like any other
+        except OSError as exc:
+            logger.debug("no cache folder %s: %s", folder, exc)
+            return None
+    reason = unsafe_reason(folder)
+    if reason is None:
+        return folder
+    if str(folder) not in _REFUSED:
+        _REFUSED.add(str(folder))
+        logger.warning(
+            "not using the cache folder %s: it %s; make it a private folder of yours "
+            "(chmod 700), point DATALAYER_CACHE_DIR elsewhere, or set it to off",
+            folder,
+            reason,
+        )
+    return None
 
 
 def _version_salt() -> bytes:
@@ -98,7 +153,6 @@ def _write(name: str, text: str) -> bool:
     if folder is None:
         return False
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # code runs from here: private
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
@@ -107,87 +161,6 @@ def _write(name: str, text: str) -> bool:
         logger.debug("%s not cached: %s", name, exc)
         return False
     return True
-
-
-def _path(folder: Path, key: str) -> Path:
-    return folder / f"{_FORMAT}-{key}.py"
-
-
-def load_state(keys: Sequence[str]) -> tuple[int, str] | None:
-    """Return ``(files covered, code)`` of the longest cached prefix, or None."""
-    folder = cache_dir()
-    if folder is None or not folder.is_dir():
-        return None
-    for count in range(len(keys), MIN_FILES - 1, -1):
-        path = _path(folder, keys[count - 1])
-        try:
-            return count, path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-    return None
-
-
-def run_state(code: str, migrator: Any) -> None:
-    """Build ``migrator``'s state from cached ``code`` (no SQL runs)."""
-    import peewee as pw
-    from playhouse import postgres_ext as pw_pext
-
-    from .migrator import replaying
-
-    scope: dict[str, Any] = {"migrator": migrator, "pw": pw, "pw_pext": pw_pext}
-    with replaying():
-        exec(compile(code, "<datalayer cached schema state>", "exec", dont_inherit=True), scope)
-    migrator.__ops__ = []
-
-
-def state_code(migrator: Any) -> str | None:
-    """Return code that rebuilds ``migrator``'s tables, or None when it cannot be written."""
-    from .generate import GenerationError, diff_models
-    from .migrator import DatalayerMigrator
-
-    models = list(migrator.orm)
-    if not models:
-        return "pass\n"
-    database = migrator.__database__
-    try:
-        diff = diff_models(DatalayerMigrator(database), DatalayerMigrator(database), models)
-    except (GenerationError, Exception) as exc:  # an unusual state: just do not cache it
-        logger.debug("schema state not cached: %s", exc)
-        return None
-    return textwrap.dedent("    " + diff.migrate).strip() + "\n"
-
-
-def _same_tables(a: Any, b: Any) -> bool:
-    from ._spec import table_spec
-    from .generate import _table_key
-
-    left = {m._meta.table_name: m for m in a.orm}
-    right = {m._meta.table_name: m for m in b.orm}
-    if set(left) != set(right):
-        return False
-    return all(_table_key(table_spec(left[t])) == _table_key(table_spec(right[t])) for t in left)
-
-
-def store_state(key: str, migrator: Any) -> bool:
-    """Cache ``migrator``'s state under ``key`` if its code rebuilds it exactly."""
-    folder = cache_dir()
-    if folder is None:
-        return False
-    code = state_code(migrator)
-    if code is None:
-        return False
-    from .migrator import DatalayerMigrator
-
-    probe = DatalayerMigrator(migrator.__database__)
-    try:
-        run_state(code, probe)
-    except Exception as exc:
-        logger.debug("schema state not cached (it does not rebuild): %s", exc)
-        return False
-    if not _same_tables(probe, migrator):
-        logger.debug("schema state not cached: its code does not rebuild the same tables")
-        return False
-    return _write(_path(folder, key).name, code)
 
 
 # -- the schema a history builds on a server (for ``migrate check``) -------------------
@@ -207,6 +180,8 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
+    import dataclasses
+
     from .inspect import catalog as schema
 
     if isinstance(value, dict):
@@ -214,7 +189,9 @@ def _decode(value: Any) -> Any:
             return tuple(_decode(v) for v in value["__t__"])
         if "__d__" in value:
             return {_decode(k): _decode(v) for k, v in value["__d__"]}
-        cls = getattr(schema, value["__dc__"])
+        cls = getattr(schema, str(value["__dc__"]), None)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise TypeError(f"not a schema record: {value['__dc__']!r}")
         return cls(**{k: _decode(v) for k, v in value.items() if k != "__dc__"})
     return value
 

@@ -74,6 +74,7 @@ from ._spec import (
     sort_models,
     table_spec,
 )
+from .facts import parse_type
 from .files import MigrationNameError, check_name
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
@@ -467,7 +468,15 @@ class _Planner:
         state = self.state()
         matched = [t for t in to_map if t in state]
         for t in matched:
-            if (state[t]._meta.schema or "public") != (to_map[t]._meta.schema or "public"):
+            old_schema = state[t]._meta.schema or "public"
+            if old_schema != (to_map[t]._meta.schema or "public"):
+                new_schema = to_map[t]._meta.schema or "public"
+                self.warn(
+                    f"moves table {t} from schema {old_schema} to {new_schema}: like a rename, "
+                    f"code still running that names {old_schema}.{t} (or finds it on the "
+                    "search path) fails (lint rule ban-set-schema); deploy code that uses the "
+                    "new schema first, or move it in a maintenance window"
+                )
                 self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
@@ -635,6 +644,9 @@ class _Planner:
             # In a file without a transaction (an online rollback): CONCURRENTLY IF EXISTS.
             self.emit(w.call("drop_named_index", repr(t), repr(ix.name), *self.online()), table=t)
 
+        if dropped and fm._meta.composite_key and set(
+            _key_fields(fm)) & {f.name for f in dropped}:
+            self._set_primary_key(t, tm, plain=True)  # before its column goes
         if dropped:
             for f in dropped:
                 self.warn(
@@ -677,7 +689,9 @@ class _Planner:
                 written = f
                 if safe:
                     volatile = is_volatile(spec.default)
-                    fill = volatile or (spec.default is None and _writable_default(f))
+                    # A constant Python default is added with the column (no fill).
+                    fill = volatile or (spec.default is None and _writable_default(f)
+                                        and callable(f.default))
                     written = _phase_one_field(
                         f, null=spec.null or fill, index=False,
                         drop_default=volatile,
@@ -691,6 +705,8 @@ class _Planner:
             self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
 
         self._change_columns(t, tm)
+        if not safe:
+            self._set_primary_key(t, tm)
 
 
         fspec = table_spec(self.state()[t])
@@ -726,6 +742,22 @@ class _Planner:
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
 
+    def _set_primary_key(
+        self, t: str, tm: type[pw.Model], *, online: bool = False, plain: bool = False
+    ) -> None:
+        """Change a composite primary key into another one (other key changes: _change_columns).
+
+        ``plain``: in the plain form, whatever the mode (before a key column is dropped).
+        """
+        fm = self.state()[t]
+        if not (fm._meta.composite_key and tm._meta.composite_key):
+            return
+        if table_spec(fm).primary_key == table_spec(tm).primary_key:
+            return
+        names = [repr(n) for n in _key_fields(tm)]
+        flag = ["online=True"] if (online or self.mode == _ONLINE) and not plain else []
+        self.emit(self.writer.call("set_primary_key", repr(t), *names, *flag), table=t)
+
     def _change_fields(self, t: str, codes: Sequence[str], flag: Sequence[str]) -> None:
         """Emit ``change_fields``; as ``alter_fields`` with a mapping when a field is "online"."""
         w = self.writer
@@ -758,6 +790,7 @@ class _Planner:
                 changed.append(f"{target.name}={w.field(target)}")
         if changed:
             self._change_fields(t, changed, ["online=True"])
+        self._set_primary_key(t, tm, online=True)
         if self.backfill.get(t):
             names = ", ".join(repr(n) for n in self.backfill[t])
             self.emit(w.call("backfill", repr(t), names), table=t)
@@ -803,6 +836,9 @@ class _Planner:
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
             if before == after and fidx == tidx:
                 continue
+            narrowing = _narrowing(t, col, before, after)
+            if narrowing is not None and narrowing not in self.warnings:
+                self.warn(narrowing)
             if before.null and not after.null and after.default is None and target.default is None:
                 self.warn(
                     f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
@@ -819,6 +855,8 @@ class _Planner:
                     "switch reads to it, then drop the old one"
                 )
             written = target
+            if safe and source.primary_key != target.primary_key:
+                continue  # a unique column made the key (or back): phase two, online
             if safe:
                 written = _phase_one_field(
                     target, null=after.null or before.null, index=(source.index, source.unique),
@@ -934,6 +972,48 @@ def _phase_one_field(
             if not render(c, db).text.lstrip().upper().startswith("DEFAULT ")
         ] or None
     return out
+
+
+def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> str | None:
+    """Return what changing ``before`` to ``after`` does to the stored data or indexes, if any.
+
+    Numeric scale down rounds every value, precision down (integer digits) fails on
+    larger values, a shorter varchar fails on longer values, timestamp to date drops
+    the time of day, a collation change rebuilds the column's indexes.
+    """
+    name = f"{table}.{col}"
+    old, new = parse_type(before.type.text), parse_type(after.type.text)
+    what = f"({before.type.text} to {after.type.text})"
+    if old[2] == new[2]:
+        if old[0] == new[0] == "numeric" and new[1]:
+            p, s = new[1][0], new[1][1] if len(new[1]) > 1 else 0
+            said = []
+            if not old[1] or (old[1][1] if len(old[1]) > 1 else 0) > s:
+                said.append(f"rounds every stored value of {name} to {s} decimal places")
+            if not old[1] or old[1][0] - (old[1][1] if len(old[1]) > 1 else 0) > p - s:
+                said.append(f"fails if a stored value has more than {p - s} digits before "
+                            "the decimal point")
+            if said:
+                return f"narrows {name} {what}: " + "; ".join(said)
+        if old[0] in ("varchar", "text", "bpchar") and new[0] in ("varchar", "bpchar") \
+                and new[1] and (not old[1] or old[1][0] > new[1][0]):
+            return (f"narrows {name} {what}: the change fails if a stored value is longer "
+                    f"than {new[1][0]} characters; shorten those values first")
+        if old[0] in ("timestamp", "timestamptz") and new[0] == "date":
+            return (f"narrows {name} {what}: the time of day of every stored value is "
+                    "dropped (only the date is kept)")
+    if (before.collation or None) != (after.collation or None):
+        return (f"changes the collation of {name} from {before.collation or 'the default'} to "
+                f"{after.collation or 'the default'}: every index on the column is rebuilt "
+                "under ACCESS EXCLUSIVE (reads and writes wait), and the values sort in the "
+                "new order")
+    return None
+
+
+def _key_fields(model: type[pw.Model]) -> list[str]:
+    """Return the field names of ``model``'s composite primary key."""
+    key: Any = model._meta.primary_key
+    return list(key.field_names)
 
 
 def _is_unique(sql: Sql) -> bool:

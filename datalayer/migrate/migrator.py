@@ -7,8 +7,8 @@ knows the current schema when it replays applied migrations with
 between the table's model before and after the operation (see
 :mod:`._ddl`), so server defaults, CHECK constraints, foreign key actions,
 index names and partial indexes all come out as ``create_tables()`` would
-make them.  Nothing here runs SQL while queueing, so a fake replay (which
-mocks ``execute_sql``) only updates the models.
+make them.  Nothing here runs SQL while queueing, so a fake replay (the
+migrator bound to a recorder that runs nothing) only updates the models.
 
 Generated migration files call :func:`datalayer.migrate.ops.extend` on the
 migrator they are given, so they work the same under ``pw_migrate migrate``
@@ -26,6 +26,8 @@ opens a new transaction for the rest (and for the history row).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import importlib
 import operator
 import threading
@@ -34,7 +36,9 @@ from typing import Any, TypeVar, cast
 
 import peewee as pw
 from peewee_migrate import Migrator
+from playhouse.migrate import SchemaMigrator
 
+from . import operations as ops
 from ._ddl import (
     BatchFill,
     Step,
@@ -56,8 +60,19 @@ from ._spec import (
     rename_identifier,
     table_spec,
 )
+from .operations import calls
 
-__all__ = ["DatalayerMigrator", "RowsGuard", "UnsupportedChange", "ref", "replaying", "typed"]
+__all__ = [
+    "DatalayerMigrator",
+    "Opaque",
+    "RowsGuard",
+    "UnsupportedChange",
+    "bind",
+    "bound",
+    "ref",
+    "replaying",
+    "typed",
+]
 
 # -- replays derive no SQL ------------------------------------------------------------
 # A replay (router.replay: the history run in fake mode to know the schema) throws the
@@ -250,6 +265,86 @@ def _outside_transaction(
     return run
 
 
+def bind(migrator: Migrator, database: Any) -> None:
+    """Point ``migrator`` (its schema migrator and the models of its state) at ``database``.
+
+    A replay binds its migrator to a :class:`~.runtime.recorder.Recorder`, an apply to a
+    watched view of the real database; only this migrator's own objects change.
+    """
+    old = migrator.__migrator__
+    migrator.__database__ = database
+    migrator.__migrator__ = SchemaMigrator.from_database(database)
+    if "transactional_ddl" in vars(old):
+        migrator.__migrator__.transactional_ddl = old.transactional_ddl
+    for model in migrator.orm.__tables__.values():
+        model._meta.database = database
+
+
+@contextlib.contextmanager
+def bound(migrator: Migrator, database: Any) -> Iterator[Any]:
+    """Bind ``migrator`` to ``database`` for the block, then back to what it was bound to."""
+    previous = migrator.__database__
+    bind(migrator, database)
+    try:
+        yield database
+    finally:
+        bind(migrator, previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class Opaque:
+    """A ``migrator.sql(...)`` or ``migrator.run(fn)`` call, as a replay records it.
+
+    A replay never executes either: it notes them (``squash`` refuses to fold data
+    changes it cannot carry; the lint reads the SQL).
+    """
+
+    kind: str  # "sql" or "run"
+    text: str  # the SQL, or the function's name
+    params: tuple[Any, ...] = ()
+
+
+_OPAQUE = "_datalayer_opaque"  # the Opaque calls recorded (in the shared __dict__)
+
+
+_OPERATIONS = "_datalayer_operations"  # the Operation objects recorded (shared __dict__)
+_DEPTH = "_datalayer_operation_depth"  # > 0 inside a recorded method (nested calls fold in)
+
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _records(build: Callable[..., ops.Operation]) -> Callable[[_M], _M]:
+    """Record ``build(self, *args, **kwargs)`` with the steps the decorated method queues.
+
+    Only the outermost recorded call is kept (``change_fields`` calls ``alter_fields``):
+    one call of a migration file, one operation.  A call that fails records nothing.
+    """
+
+    def decorate(method: _M) -> _M:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            shared = self.__dict__
+            if shared.get(_DEPTH):
+                return method(self, *args, **kwargs)
+            try:
+                op = build(self, *args, **kwargs)
+            except Exception:  # the method itself says what is wrong with its arguments
+                return method(self, *args, **kwargs)
+            start = len(shared.get(_STEPS, []))
+            shared[_DEPTH] = 1
+            try:
+                result = method(self, *args, **kwargs)
+            finally:
+                shared[_DEPTH] = 0
+            steps = tuple(shared.get(_STEPS, [])[start:])
+            shared.setdefault(_OPERATIONS, []).append(dataclasses.replace(op, steps=steps))
+            return result
+
+        return cast(_M, wrapper)
+
+    return decorate
+
+
 class RowsGuard:
     """An operation that stops a migration (or rollback) when a table has rows.
 
@@ -329,6 +424,36 @@ class DatalayerMigrator(Migrator):
         extended.__dict__ = migrator.__dict__
         extended.__dict__[_UPSTREAM] = True
         return extended
+
+    # -- opaque operations: SQL and Python a replay notes and never runs ----------
+
+    @_records(calls.sql)
+    def sql(self, sql: str, *params: Any) -> None:
+        """Run raw SQL (upstream's operation; a replay records it as :class:`Opaque`)."""
+        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("sql", sql, params))
+        super().sql(sql, *params)
+
+    @_records(calls.run)
+    def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run a Python function (upstream's operation; a replay records it, never runs it)."""
+        name = str(getattr(func, "__name__", None) or repr(func))
+        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("run", name))
+
+        def call() -> None:
+            func(*args, **kwargs)
+
+        call.__name__ = name
+        self.__ops__.append(call)
+
+    def take_operations(self) -> list[ops.Operation]:
+        """Return the operations recorded since the last call (see :mod:`.operations`)."""
+        found: list[ops.Operation] = self.__dict__.pop(_OPERATIONS, [])
+        return found
+
+    def take_opaque(self) -> list[Opaque]:
+        """Return the ``sql``/``run`` calls since the last call, and forget them."""
+        found: list[Opaque] = self.__dict__.pop(_OPAQUE, [])
+        return found
 
     # -- plumbing -----------------------------------------------------------
 
@@ -462,6 +587,7 @@ class DatalayerMigrator(Migrator):
 
     # -- tables ---------------------------------------------------------------
 
+    @_records(calls.create_model)
     def create_model(self, model: Any) -> Any:
         """Create the table (and its indexes) exactly as ``create_tables()`` would."""
         meta = model._meta
@@ -470,6 +596,7 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_create(table_spec(model)))
         return model
 
+    @_records(calls.remove_model)
     def remove_model(self, model: ModelRef, *, cascade: bool = False) -> None:
         """Drop the table; without ``cascade`` it fails if anything still depends on it."""
         cls = self._get(model)
@@ -480,6 +607,7 @@ class DatalayerMigrator(Migrator):
         self._forget(cls)
         self._queue(plan_drop(spec, cascade=cascade))
 
+    @_records(calls.rename_table)
     def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
         """Rename the table, and the indexes, constraints and sequences named after it."""
         cls = self._get(model)
@@ -496,6 +624,7 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_rename_table(before, table_spec(cls)))
         return cls
 
+    @_records(calls.set_schema)
     def set_schema(self, model: ModelRef, schema: str | None) -> type[pw.Model]:
         """Move the table, with its rows, indexes and sequences, to ``schema`` (None: public).
 
@@ -512,6 +641,7 @@ class DatalayerMigrator(Migrator):
         self._queue(plan_set_schema(before, table_spec(cls)))
         return cls
 
+    @_records(calls.set_model_meta)
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
         """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes)."""
         cls = self._get(model)
@@ -527,6 +657,29 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
+    @_records(calls.set_primary_key)
+    def set_primary_key(
+        self, model: ModelRef, *names: str, online: bool = False
+    ) -> type[pw.Model]:
+        """Make the fields ``names`` (two or more) the table's composite primary key.
+
+        ``online``: through a concurrent unique index, then ``USING INDEX`` (run it
+        with ``atomic = False``).
+        """
+        cls = self._get(model)
+        if len(names) < 2 or not cls._meta.composite_key:
+            raise UnsupportedChange(
+                f"{cls._meta.table_name}: set_primary_key changes a composite key into another "
+                "composite key (two fields or more); write other key changes by hand"
+            )
+        fields = [self._field(cls, n).name for n in names]
+
+        def mutate() -> None:
+            cls._meta.set_primary_key("__composite_key__", pw.CompositeKey(*fields))
+
+        return self._alter(cls, mutate, online=online)
+
+    @_records(calls.set_constraints)
     def set_constraints(
         self, model: ModelRef, constraints: Sequence[Any], *, online: bool = False
     ) -> type[pw.Model]:
@@ -543,6 +696,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.require_empty)
     def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
         """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
         cls = self._get(model)
@@ -553,6 +707,7 @@ class DatalayerMigrator(Migrator):
 
     # -- columns ----------------------------------------------------------------
 
+    @_records(calls.add_fields)
     def add_fields(
         self,
         model: ModelRef,
@@ -581,6 +736,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.remove_fields)
     def remove_fields(
         self, model: ModelRef, *names: str, cascade: bool = False, **params: Any
     ) -> type[pw.Model]:
@@ -605,6 +761,7 @@ class DatalayerMigrator(Migrator):
         self._queue(steps)
         return cls
 
+    @_records(calls.change_fields)
     def change_fields(
         self, model: ModelRef, *, online: bool | pw.Field = False, **fields: pw.Field
     ) -> type[pw.Model]:
@@ -619,6 +776,7 @@ class DatalayerMigrator(Migrator):
             fields, online = {"online": online, **fields}, False
         return self.alter_fields(model, fields, online=online)
 
+    @_records(calls.alter_fields)
     def alter_fields(
         self,
         model: ModelRef,
@@ -641,9 +799,15 @@ class DatalayerMigrator(Migrator):
                 self._detach(cls, old)
                 cls._meta.add_field(old.name, new)
                 self._replace_in_indexes(cls, old, new)
+                meta: Any = cls._meta
+                if new.primary_key and not old.primary_key:  # a unique column made the key
+                    meta.set_primary_key(old.name, new)
+                elif old.primary_key and not new.primary_key and meta.primary_key is old:
+                    meta.primary_key, meta.auto_increment = False, False
 
         return self._alter(cls, mutate, renames=renames, using=using, online=online)
 
+    @_records(calls.rename_column)
     def rename_column(
         self,
         model: ModelRef,
@@ -696,6 +860,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, renames=renames)
 
+    @_records(calls.rename_field)
     def rename_field(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
         """Rename a field and its column (peewee-migrate's operation, data kept)."""
         cls = self._get(model)
@@ -705,6 +870,7 @@ class DatalayerMigrator(Migrator):
             new_column = new_name + "_id"
         return self.rename_column(cls, field.column_name, new_column, field_name=new_name)
 
+    @_records(calls.add_not_null)
     def add_not_null(
         self, model: ModelRef, *names: str, online: bool = False
     ) -> type[pw.Model]:
@@ -722,6 +888,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.backfill)
     def backfill(self, model: ModelRef, *names: str, batch_size: int = 1000) -> type[pw.Model]:
         """Fill the NULLs of columns from their server or Python default, in batches.
 
@@ -743,6 +910,7 @@ class DatalayerMigrator(Migrator):
         self._queue(steps)
         return cls
 
+    @_records(calls.validate_constraints)
     def validate_constraints(self, model: ModelRef) -> type[pw.Model]:
         """Validate the table's NOT VALID CHECKs and foreign keys (reads and writes go on)."""
         cls = self._get(model)
@@ -750,6 +918,7 @@ class DatalayerMigrator(Migrator):
             self._queue([validate_constraints(table_spec(cls).qualified)])
         return cls
 
+    @_records(calls.drop_not_null)
     def drop_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
         """Allow NULL in columns."""
         cls = self._get(model)
@@ -763,6 +932,7 @@ class DatalayerMigrator(Migrator):
 
     # -- indexes ------------------------------------------------------------------
 
+    @_records(calls.add_index)
     def add_index(
         self, model: ModelRef, *columns: str, unique: bool = False, **index_params: Any
     ) -> type[pw.Model]:
@@ -781,6 +951,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate)
 
+    @_records(calls.drop_index)
     def drop_index(self, model: ModelRef, *columns: str) -> type[pw.Model]:
         """Drop the index on exactly these fields or columns (by its real name)."""
         cls = self._get(model)
@@ -794,6 +965,7 @@ class DatalayerMigrator(Migrator):
             "migration history"
         )
 
+    @_records(calls.add_named_index)
     def add_named_index(
         self,
         model: ModelRef,
@@ -825,6 +997,7 @@ class DatalayerMigrator(Migrator):
 
         return self._alter(cls, mutate, online=online)
 
+    @_records(calls.drop_named_index)
     def drop_named_index(
         self, model: ModelRef, name: str, *, online: bool = False
     ) -> type[pw.Model]:
@@ -853,6 +1026,7 @@ class DatalayerMigrator(Migrator):
             f"table {meta.table_name} has no index named {name!r} in the migration history"
         )
 
+    @_records(calls.rename_index)
     def rename_index(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
         """Rename an index declared in ``Meta.indexes``."""
         cls = self._get(model)

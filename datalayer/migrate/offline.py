@@ -13,9 +13,6 @@ This is also what :mod:`datalayer.migrate.lint` reads.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import decimal
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +20,13 @@ from typing import Any
 
 from playhouse.migrate import Operation
 
-from ..db import Database
-from ..errors import DatabaseUnavailable, MigrationError
+from ..errors import MigrationError
 from ..project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
 from ._ddl import Online
 from .facts import StatementFacts
 from .files import number, sort_key
 from .router import LoadedMigration, Router, _without_transaction
-from .runner import _capture
+from .runtime.recorder import Recorder
 
 __all__ = [
     "DEFAULT_POSTGRES",
@@ -67,53 +63,8 @@ class MigrationSql:
         return f"-- {self.name}" + ("" if self.atomic else " (no transaction)")
 
 
-# -- a database that renders instead of connecting --------------------------------
-
-
-def _literal(value: Any) -> str:
-    """Return ``value`` as a PostgreSQL literal (standard_conforming_strings on)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, decimal.Decimal)):
-        return repr(value) if isinstance(value, float) else str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "'\\x" + bytes(value).hex() + "'::bytea"
-    if isinstance(value, (dt.datetime, dt.date, dt.time, uuid.UUID)):
-        value = value.isoformat() if not isinstance(value, uuid.UUID) else str(value)
-    text = str(value)
-    return "'" + text.replace("'", "''") + "'"
-
-
-class _OfflineCursor:
-    def mogrify(self, sql: str, params: Any = None) -> bytes:
-        # peewee runs ``cursor.execute(sql, params or ())``: psycopg2 always formats,
-        # so ``%%`` is sent as ``%``; render the same.
-        values = tuple(_literal(p) for p in (params or ()))
-        return (sql % values).encode()
-
-
-class _OfflineConnection:
-    def cursor(self) -> _OfflineCursor:
-        return _OfflineCursor()
-
-
-class _OfflineDatabase(Database):
-    """A PostgreSQL database object that never connects; it only quotes parameters."""
-
-    def __init__(self, postgres: int) -> None:
-        super().__init__()
-        self.server_version = postgres * 10000
-
-    def connection(self) -> _OfflineConnection:
-        return _OfflineConnection()
-
-    def connect(self, reuse_if_open: bool = False) -> bool:
-        raise DatabaseUnavailable(
-            "`migrate sql` renders the SQL without a database; a migration that reads "
-            "the database while it is queued cannot be rendered offline"
-        )
+class _OfflineDatabase(Recorder):
+    """A PostgreSQL database object that never connects (the one recorder)."""
 
 
 # -- replaying ----------------------------------------------------------------------
@@ -139,27 +90,30 @@ def _render_one(
     """
     from .plan import statement_of
 
-    db = router.database
+    recorder: Any = router.database
     fn = loaded.rollback if downgrade else loaded.migrate
     out: list[str] = []
     known: list[StatementFacts | None] = []
 
     def mark(step: Any) -> None:
+        out.extend(text.rstrip().rstrip(";") + ";" for text in recorder.statements)
+        recorder.take()
         fact = statement_of(step, postgres=postgres) if step is not None else None
         for text in out[len(known):]:
             known.append(None if fact is None else dataclasses.replace(fact, sql=text))
 
     what = "rollback of " if downgrade else ""
+    recorder.take()
     try:
-        with _capture(db, out, execute=False), _without_transaction(migrator):
-            fn(migrator, db, fake=False)
+        with _without_transaction(migrator):
+            fn(migrator, recorder, fake=False)
             mark(None)  # what the file's own code ran
             ops, migrator.__ops__ = list(migrator.__ops__), []
             for op in ops:
                 step = vars(op).get("_datalayer_step") if hasattr(op, "__dict__") else None
                 if isinstance(op, Operation) or isinstance(step, Online):
                     # An Online step (CREATE INDEX CONCURRENTLY, ...) only executes its SQL,
-                    # which the recorder captures.
+                    # which the recorder writes down.
                     op.run() if isinstance(op, Operation) else op()
                     mark(step)
                 else:

@@ -16,10 +16,9 @@ Nothing here prints, sleeps or retries by itself: :mod:`.runner` does.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,7 +32,6 @@ __all__ = [
     "concurrent_indexes",
     "drop_index",
     "invalid_indexes",
-    "recording",
     "schema_problems",
 ]
 
@@ -121,26 +119,6 @@ def backoff(attempt: int, *, base: float = 0.25, cap: float = 15.0) -> float:
     """
     delay = min(cap, base * 2 ** max(0, attempt - 1))
     return float(delay * random.uniform(0.5, 1.5))
-
-
-@contextlib.contextmanager
-def recording(db: Any, out: list[str]) -> Iterator[None]:
-    """Append the text of every statement ``db`` runs in the block to ``out`` (they still run)."""
-    original = db.execute_sql
-    had = "execute_sql" in vars(db)
-
-    def recorder(sql: str, *args: Any, **kwargs: Any) -> Any:
-        out.append(sql)
-        return original(sql, *args, **kwargs)
-
-    db.execute_sql = recorder  # an instance attribute: wins over the class's method
-    try:
-        yield
-    finally:
-        if had:
-            db.execute_sql = original
-        else:
-            del db.execute_sql
 
 
 def concurrent_indexes(statements: Sequence[str]) -> list[IndexRef]:

@@ -278,8 +278,8 @@ class MigrationStatements:
     rollback: tuple[Statement, ...]
 
 
-def _render_op(op: Any, database: Any, postgres: int) -> list[Statement]:
-    """Return the statements of one queued operation, without running it."""
+def _render_op(op: Any, recorder: Any, postgres: int) -> list[Statement]:
+    """Return the statements of one queued operation, run against the recorder."""
     step = getattr(op, "_datalayer_step", None)
     if step is not None:
         return [statement_of(step, postgres=postgres)]
@@ -288,22 +288,17 @@ def _render_op(op: Any, database: Any, postgres: int) -> list[Statement]:
     if not isinstance(op, Operation):  # migrator.run(fn): Python code
         name = getattr(op, "__name__", type(op).__name__)
         return [Statement(f"-- runs Python: {name}()")]
-    nodes: list[Any] = []
-    op.execute = nodes.append  # collect instead of running
+    recorder.take()
     try:
-        op.run()
+        op.run()  # its schema migrator is bound to the recorder: nothing runs
     except Exception as exc:  # an upstream operation that reads the catalog first
+        recorder.take()
         return [Statement(f"-- {getattr(op.fn, '__name__', 'operation')}: cannot be shown "
                           f"without a database ({type(exc).__name__})")]
-    out = []
-    for node in nodes:
-        import peewee as pw
-
-        ctx = node if isinstance(node, pw.Context) else database.get_sql_context().sql(node)
-        text, params = ctx.query()
-        found = describe(text, postgres=postgres)
-        out.append(dataclasses.replace(found, params=tuple(params or ())))
-    return out
+    return [
+        dataclasses.replace(describe(text, postgres=postgres), params=params)
+        for text, params in recorder.take()
+    ]
 
 
 def read_migrations(
@@ -319,7 +314,6 @@ def read_migrations(
     ``router`` is datalayer's :class:`~datalayer.migrate.router.Router`.
     """
     from ..errors import MigrationError
-    from .migrator import DatalayerMigrator
 
     todo = list(router.todo)
     wanted = list(todo if names is None else names)
@@ -329,34 +323,32 @@ def read_migrations(
             f"no migration {', '.join(unknown)} in {router.migrate_dir}; "
             "`datalayer migrate status` lists them"
         )
-    db = router.database
-    migrator = DatalayerMigrator(db)
+    from .runtime.recorder import Recorder
+
+    recorder = Recorder(postgres)
+    migrator = router.migrator_class(recorder)  # datalayer's: it has take_steps()
     out: list[MigrationStatements] = []
-    def collect(fn: Any, direct: Any) -> tuple[Statement, ...]:
+
+    def collect(fn: Any) -> tuple[Statement, ...]:
         migrator.__ops__ = []
         migrator.take_steps()
-        direct.reset_mock()
-        fn(migrator, db, fake=False)
-        found = [
-            describe(c.args[0], postgres=postgres) for c in direct.call_args_list if c.args
-        ]
+        recorder.take()
+        fn(migrator, recorder, fake=False)
+        found = [describe(sql, postgres=postgres) for sql, _ in recorder.take()]
         for op in migrator.__ops__:
-            found.extend(_render_op(op, db, postgres))
+            found.extend(_render_op(op, recorder, postgres))
         migrator.__ops__ = []
         migrator.take_steps()
         return tuple(found)
 
-    from .router import fake_database
-
-    with fake_database() as direct:
-        for name in todo:
-            loaded = router.load(name)
-            if name in wanted:
-                forward = collect(loaded.migrate, direct)
-                backward = collect(loaded.rollback, direct)
-                out.append(MigrationStatements(name, loaded.atomic, forward, backward))
-                collect(loaded.migrate, direct)  # back to the state after this file
-            else:
-                collect(loaded.migrate, direct)
+    for name in todo:
+        loaded = router.load(name)
+        if name in wanted:
+            forward = collect(loaded.migrate)
+            backward = collect(loaded.rollback)
+            out.append(MigrationStatements(name, loaded.atomic, forward, backward))
+            collect(loaded.migrate)  # back to the state after this file
+        else:
+            collect(loaded.migrate)
     order = {n: i for i, n in enumerate(wanted)}
     return sorted(out, key=lambda m: order[m.name])

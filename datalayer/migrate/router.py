@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
-from unittest import mock
 
 import peewee as pw
 from peewee_migrate import Migrator
@@ -41,6 +41,7 @@ from peewee_migrate.models import MIGRATE_TABLE
 
 from ..errors import MigrationError
 from .files import MIGRATION_RE, content_hash, migration_names, read_migration
+from .runtime.recorder import watched
 
 __all__ = [
     "MIGRATE_TABLE",
@@ -89,7 +90,16 @@ class LoadedMigration:
     migrate: MigrationFn
     rollback: MigrationFn
     atomic: bool
-    reversible: bool = True
+    source: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+
+    @cached_property
+    def reversible(self) -> bool:
+        """Whether ``rollback()`` undoes something (parsed only when asked: replays never do)."""
+        scope = {  # a function the file does not define is loaded as _void
+            "migrate": None if self.migrate is _void else self.migrate,
+            "rollback": None if self.rollback is _void else self.rollback,
+        }
+        return _reversible(scope, self.source, self.path)
 
 
 class MigrationExit(Exception):
@@ -326,7 +336,7 @@ class Router(_UpstreamRouter):
             migrate=scope.get("migrate", _void),
             rollback=scope.get("rollback", _void),
             atomic=atomic,
-            reversible=_reversible(scope, data, path),
+            source=data,
         )
         self._loaded[name] = loaded
         return loaded
@@ -441,46 +451,34 @@ class Router(_UpstreamRouter):
 
     # -- running ---------------------------------------------------------------
 
-    def replay(self, names: Iterable[str], migrator: Migrator, *, cache: bool = True) -> None:
-        """Run migrations ``names`` in fake mode to build ``migrator``'s picture of the schema.
+    def replay(self, names: Iterable[str], migrator: Migrator, *, cache: bool = False) -> None:
+        """Replay migrations ``names`` in fake mode to build ``migrator``'s picture of the schema.
 
-        Same as upstream's ``run_one(fake=True)`` but patching peewee once for
-        all of them.  When ``names`` are the first files on disk, the state
-        of the longest cached prefix is loaded instead of replaying it, and
-        the state reached is cached for next time (:mod:`.cache`: keyed by
-        the chained hash of the files, so it never serves changed files).
+        Nothing reaches a database: for the replay the migrator (and the
+        ``database`` the files are given) is bound to a
+        :class:`~.runtime.recorder.Recorder`, which runs nothing and returns no
+        rows; ``migrator.sql`` and ``migrator.run`` are noted, never run
+        (:meth:`DatalayerMigrator.take_opaque`).  Afterwards the migrator is
+        bound to its own database again.  Nothing is cached: a cached state
+        would be code to execute, and replaying needs no database.
         """
-        from . import cache as _cache
-        from .migrator import replaying
+        from .migrator import bound, replaying
+        from .runtime.recorder import Recorder
 
-        names = list(names)
-        start = 0
-        keys: list[str] | None = None
-        if cache and len(names) >= _cache.MIN_FILES and names == self.todo[: len(names)]:
-            keys = _cache.chain_keys(names, self.source)
-            hit = _cache.load_state(keys)
-            if hit is not None:
-                start, code = hit
-                try:
-                    _cache.run_state(code, migrator)
-                except Exception as exc:
-                    raise MigrationError(
-                        f"the cached schema state for {names[start - 1]} does not load "
-                        f"({type(exc).__name__}: {exc}); delete {_cache.cache_dir()} and retry"
-                    ) from exc
-        with fake_database(), replaying():
-            for name in names[start:]:
+        del cache  # accepted for callers; replayed states are not cached (they were code)
+        recorder = Recorder()
+        with bound(migrator, recorder), replaying():
+            for name in names:
                 migrate = self.load(name).migrate
                 try:
-                    call_migration(migrate, migrator, self.database, fake=True)
+                    call_migration(migrate, migrator, recorder, fake=True)
                 except Exception as exc:
                     raise MigrationError(
                         f"{self.path(name)} fails when replayed to rebuild the schema state: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 migrator.__ops__ = []
-        if keys is not None and start < len(names):
-            _cache.store_state(keys[-1], migrator)
+                recorder.take()
 
     def run_one(
         self,
@@ -511,6 +509,7 @@ class Router(_UpstreamRouter):
         bookkeeping: bool = True,
         settings: Iterable[tuple[str, str]] = (),
         statements: list[str] | None = None,
+        on_statement: Callable[[str, Any], None] | None = None,
     ) -> LoadedMigration:
         """Run migration ``name`` (or its rollback) for real and update the history.
 
@@ -522,67 +521,61 @@ class Router(_UpstreamRouter):
         INVALID leftover of a killed run and does nothing).  Such a run appends
         the statements it ran to ``statements`` (also when it fails), so the
         caller can find and drop an INVALID index a failed build left.
-        ``settings`` are server settings (``lock_timeout``, ...) for the run.
+        ``settings`` are server settings (``lock_timeout``, ...) for the run;
+        ``on_statement(sql, params)`` is called before each statement it sends.
         """
         from . import online
+        from .migrator import bound
 
         loaded = self.load(name)
         fn = loaded.rollback if downgrade else loaded.migrate
         db = self.database
         ran: list[str] = statements if statements is not None else []
+        # The migration sees a view of the database: its statements are noted (and, in a
+        # transaction, checked) on the way; other users of ``db`` are untouched.
+        guard = _TransactionGuard(db, loaded.path, ran) if loaded.atomic else None
+        note = guard.before if guard is not None else _noting(ran)
+
+        def before(sql: str, params: Any) -> None:
+            note(sql, params)
+            if on_statement is not None:
+                on_statement(sql, params)
+
+        view = watched(db, before)
 
         def body() -> None:
-            call_migration(fn, migrator, db, fake=False)
+            call_migration(fn, migrator, view, fake=False)
             migrator()
             if not loaded.atomic and not downgrade:
                 invalid = online.invalid_indexes(db, online.concurrent_indexes(ran))
                 if invalid:
                     raise online.InvalidIndexes(invalid)
+            if guard is not None:
+                guard.still_open()
             if bookkeeping:
                 if downgrade:
                     self.forget(name)
                 else:
                     self.record(name, loaded.checksum)
 
-        if loaded.atomic:
-            with db.atomic():
-                _set_config(db, settings, local=True)
-                # Already inside our transaction: no savepoint per migration.
-                with _without_transaction(migrator), _in_one_transaction(db, loaded.path):
+        with bound(migrator, view):
+            if loaded.atomic:
+                with db.atomic():
+                    _set_config(db, settings, local=True)
+                    # Already inside our transaction: no savepoint per migration.
+                    with _without_transaction(migrator):
+                        body()
+            else:
+                with session_settings(db, settings), _without_transaction(migrator):
                     body()
-        else:
-            with (
-                session_settings(db, settings),
-                _without_transaction(migrator),
-                online.recording(db, ran),
-            ):
-                body()
         return loaded
 
 
-# Patching peewee's classes is process-wide: two threads entering and leaving such
-# patches in an interleaved order would restore each other's mock for good.  One
-# re-entrant lock keeps every fake-database block of the process whole.
-_FAKE_LOCK = threading.RLock()
+def _noting(ran: list[str]) -> Callable[[str, Any], None]:
+    def before(sql: str, params: Any) -> None:
+        ran.append(sql)
 
-
-@contextlib.contextmanager
-def fake_database() -> Iterator[Any]:
-    """Make peewee queries and ``execute_sql`` do nothing (migrations replayed in fake mode).
-
-    Yields the mock that stands for ``Database.execute_sql``.  The patches are
-    process-wide, so blocks of different threads run one at a time.
-    """
-    cursor = mock.Mock()
-    cursor.fetch_one.return_value = None
-    cursor.fetchone.return_value = None
-    cursor.fetchall.return_value = []
-    with (
-        _FAKE_LOCK,
-        mock.patch("peewee.Model.select"),
-        mock.patch("peewee.Database.execute_sql", return_value=cursor) as execute_sql,
-    ):
-        yield execute_sql
+    return before
 
 
 def _set_config(db: Any, settings: Iterable[tuple[str, str]], *, local: bool) -> None:
@@ -618,21 +611,20 @@ def _transaction_open(db: Any) -> bool | None:
     return int(status()) != 0  # TRANSACTION_STATUS_IDLE
 
 
-@contextlib.contextmanager
-def _in_one_transaction(db: Any, path: Path) -> Iterator[None]:
-    """Keep a transactional migration inside its transaction.
+class _TransactionGuard:
+    """Keeps a transactional migration inside its transaction.
 
     A statement that would begin or end a transaction (COMMIT, ROLLBACK, BEGIN,
     END, ...) is refused before it reaches the server; should the transaction
     end anyway (a raw cursor, a procedure), the migration stops at that
     statement and :class:`TransactionEnded` says what was committed.
     """
-    had = "execute_sql" in vars(db)
-    inner = db.execute_sql
-    ran: list[str] = []
 
-    def guarded(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        _still_open(db, path, ran)  # ended by a raw cursor: run nothing more (no history row)
+    def __init__(self, db: Any, path: Path, ran: list[str]) -> None:
+        self.db, self.path, self.ran = db, path, ran
+
+    def before(self, sql: str, params: Any) -> None:
+        self.still_open()  # ended by a raw cursor: run nothing more (no history row)
         found = transaction_control(sql) if isinstance(sql, str) else None
         if found:
             raise TransactionControl(
@@ -640,32 +632,19 @@ def _in_one_transaction(db: Any, path: Path) -> Iterator[None]:
                 "(the migration already runs in one transaction), or set `atomic = False` "
                 "and make every statement safe to re-run"
             )
-        result = inner(sql, params, *args, **kwargs)
-        ran.append(sql)
-        _still_open(db, path, ran)
-        return result
+        self.ran.append(sql)
 
-    db.execute_sql = guarded
-    try:
-        yield
-        _still_open(db, path, ran)
-    finally:
-        if had:
-            db.execute_sql = inner
-        else:
-            del db.execute_sql
-
-
-def _still_open(db: Any, path: Path, ran: list[str]) -> None:
-    if _transaction_open(db) is not False:
-        return
-    last = " ".join(ran[-1].split())[:120] if ran else "a statement run outside execute_sql"
-    raise TransactionEnded(
-        f"{path} ended its own transaction: after `{last}` no transaction was open, so the "
-        f"{len(ran)} statement(s) it ran up to there were committed and stay in effect, and "
-        "it is not recorded as applied; check the schema by hand, remove the statement that "
-        "commits, and run the command again"
-    )
+    def still_open(self) -> None:
+        if _transaction_open(self.db) is not False:
+            return
+        ran = self.ran
+        last = " ".join(ran[-1].split())[:120] if ran else "a statement run outside execute_sql"
+        raise TransactionEnded(
+            f"{self.path} ended its own transaction: after `{last}` no transaction was open, "
+            f"so the {len(ran)} statement(s) it ran up to there were committed and stay in "
+            "effect, and it is not recorded as applied; check the schema by hand, remove the "
+            "statement that commits, and run the command again"
+        )
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ from .router import (
     call_migration,
     session_settings,
 )
+from .runtime.recorder import Recorder, render
 
 __all__ = [
     "DEFAULT_LOCK_RETRIES",
@@ -402,56 +403,30 @@ def _lock_timeout(db: Any, key: int, wait: float, table: str) -> LockTimeout:
 # -- SQL capture for dry runs ----------------------------------------------------
 
 
-class _NoCursor:
-    """What a statement that was only recorded returns: no rows."""
+def _capture(db: Any, out: list[str]) -> Callable[[str, Any], None]:
+    """Return a hook that appends the text of each statement sent to ``db`` to ``out``."""
 
-    rowcount = 0
-    description = None
+    def before(sql: str, params: Any) -> None:
+        if _SAVEPOINT_RE.match(sql):  # peewee's nesting, not the migration's SQL
+            return
+        try:
+            text = db.connection().cursor().mogrify(sql, params or None).decode()
+        except Exception:
+            text = render(sql, params)
+        out.append(text.rstrip().rstrip(";") + ";")
 
-    def fetchone(self) -> None:
-        return None
-
-    def fetchall(self) -> list[Any]:
-        return []
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    def close(self) -> None:
-        return None
+    return before
 
 
 _SAVEPOINT_RE = re.compile(r"^\s*(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)\b", re.I)
 
 
-@contextlib.contextmanager
-def _capture(db: Any, out: list[str], *, execute: bool) -> Iterator[None]:
-    original = db.execute_sql
-    had = "execute_sql" in vars(db)
-
-    def recorder(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if _SAVEPOINT_RE.match(sql):  # peewee's nesting, not the migration's SQL
-            return original(sql, params, *args, **kwargs) if execute else _NoCursor()
-        try:
-            text = db.connection().cursor().mogrify(sql, params or None).decode()
-        except Exception:
-            text = sql if not params else f"{sql}  -- params: {params!r}"
-        out.append(text.rstrip().rstrip(";") + ";")
-        if execute:
-            return original(sql, params, *args, **kwargs)
-        return _NoCursor()
-
-    db.execute_sql = recorder  # an instance attribute: wins over the class's method
-    try:
-        yield
-    finally:
-        if had:
-            db.execute_sql = original
-        else:
-            del db.execute_sql
-
-
 # -- the operations ---------------------------------------------------------------
+
+
+def _postgres_major(db: Any) -> int:
+    version = getattr(db, "server_version", None)
+    return int(version) // 10000 if isinstance(version, int) and version else 12
 
 
 def _resolve_to(to: str, names: Sequence[str], directory: Path) -> str:
@@ -474,7 +449,7 @@ def _timeouts(lock_timeout: float | None, statement_timeout: float | None) -> li
 
 def _replaced(router: Router) -> dict[str, str]:
     """Return ``{folded name: squashed migration}`` for the squashed files on disk."""
-    from .squash import replaced_names
+    from .runtime.history import replaced_names
 
     return replaced_names({f"{n}.py": router.source(n) for n in router.todo})
 
@@ -973,15 +948,26 @@ def _dry_run(
             statements: list[str] = []
             start = time.perf_counter()
             try:
-                with _capture(db, statements, execute=loaded.atomic):
-                    if loaded.atomic:
-                        router.execute(name, migrator, downgrade=downgrade, bookkeeping=False)
-                    else:
-                        # Cannot run inside the dry run's transaction: render only.
-                        fn = loaded.rollback if downgrade else loaded.migrate
-                        call_migration(fn, migrator, db, fake=False)
-                        with _without_transaction(migrator):
-                            migrator()
+                from .migrator import bound
+
+                fn = loaded.rollback if downgrade else loaded.migrate
+                if loaded.atomic:
+                    router.execute(
+                        name,
+                        migrator,
+                        downgrade=downgrade,
+                        bookkeeping=False,
+                        on_statement=_capture(db, statements),
+                    )
+                else:
+                    # Cannot run inside the dry run's transaction: render only.
+                    recorder = Recorder(_postgres_major(db))
+                    with bound(migrator, recorder), _without_transaction(migrator):
+                        call_migration(fn, migrator, recorder, fake=False)
+                        migrator()
+                    statements.extend(
+                        text.rstrip().rstrip(";") + ";" for text in recorder.statements
+                    )
             except MigrationError:
                 raise
             except Exception as exc:
@@ -1079,8 +1065,8 @@ def _require_rollbacks(router: Router, names: Sequence[str]) -> None:
 def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps: int) -> None:
     """Refuse, before anything runs, rollbacks whose guards (``m.require_empty``) would stop.
 
-    The rollbacks are queued without running (on a replayed state, the database mocked as
-    in a replay) to find their :class:`~.migrator.RowsGuard` operations; each is then
+    The rollbacks are queued without running (on a replayed state, against a recorder that
+    runs nothing) to find their :class:`~.migrator.RowsGuard` operations; each is then
     checked on the real database.  A rollback that fails to queue is left to the real run,
     which reports it.
     """
@@ -1088,19 +1074,17 @@ def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps
     from .migrator import RowsGuard
 
     names = list(reversed(applied[-steps:]))
-    migrator = router.migrator_class(db)
+    recorder = Recorder()
+    migrator = router.migrator_class(recorder)
     router.replay(applied, migrator)
     guards: list[tuple[str, RowsGuard]] = []
-    from .router import fake_database
-
-    with fake_database():
-        for name in names:
-            try:
-                router.load(name).rollback(migrator, db, fake=True)
-            except (Exception, SystemExit):  # left to the real run, which reports it
-                break
-            guards += [(name, op) for op in migrator.__ops__ if isinstance(op, RowsGuard)]
-            migrator.__ops__ = []
+    for name in names:
+        try:
+            router.load(name).rollback(migrator, recorder, fake=True)
+        except (Exception, SystemExit):  # left to the real run, which reports it
+            break
+        guards += [(name, op) for op in migrator.__ops__ if isinstance(op, RowsGuard)]
+        migrator.__ops__ = []
     problems = []
     for name, guard in guards:
         problem = guard.blocked(db)
@@ -1150,7 +1134,7 @@ def status(
         ):
             modified.append(name)
     problems = _checksum.problems(directory, files)
-    from .squash import replaced_names
+    from .runtime.history import replaced_names
 
     folded = replaced_names(files)
     return Status(

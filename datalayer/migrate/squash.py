@@ -26,15 +26,14 @@ migration before it (``--to``).
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import dataclasses
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MigrationError
+from .runtime.history import replaced_names
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -49,7 +48,6 @@ __all__ = [
     "state_only",
 ]
 
-_REPLACES_MARK = b"\nreplaces = "
 _HISTORY = "migratehistory"
 
 
@@ -66,6 +64,13 @@ class SquashResult:
 # -- what a squashed file calls at run time (kept small: nothing else is imported) ------
 
 
+def _has_history(database: Any) -> bool:
+    if getattr(database, "runs_nothing", False):  # a Recorder: rendering, nothing to ask
+        return False
+    row = database.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (_HISTORY,)).fetchone()
+    return bool(row and row[0])
+
+
 def already_applied(database: Any, replaces: Sequence[str], *, fake: bool = False) -> bool:
     """Return True when the database applied every migration in ``replaces``.
 
@@ -73,8 +78,7 @@ def already_applied(database: Any, replaces: Sequence[str], *, fake: bool = Fals
     """
     if fake:
         return False
-    cursor = database.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (_HISTORY,))
-    if not cursor.fetchone()[0]:
+    if not _has_history(database):  # also: no database (a recorder renders the SQL)
         return False
     cursor = database.execute_sql(
         f"SELECT DISTINCT name FROM {_HISTORY} WHERE name = ANY(%s)", (list(replaces),)
@@ -112,33 +116,8 @@ def forget_replaced(database: Any, replaces: Sequence[str], *, fake: bool = Fals
     """Delete the history rows of the folded migrations (the squash's rollback)."""
     if fake:
         return
-    cursor = database.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (_HISTORY,))
-    if cursor.fetchone()[0]:
+    if _has_history(database):
         database.execute_sql(f"DELETE FROM {_HISTORY} WHERE name = ANY(%s)", (list(replaces),))
-
-
-def replaced_names(sources: dict[str, bytes]) -> dict[str, str]:
-    """Return ``{folded name: squash name}`` for the squashed files among ``sources``.
-
-    ``sources`` maps file names (``NNN_x.py``) to bytes; only files holding a
-    module-level ``replaces = [...]`` are parsed.
-    """
-    found: dict[str, str] = {}
-    for filename, data in sources.items():
-        if _REPLACES_MARK not in data:
-            continue
-        with contextlib.suppress(SyntaxError, ValueError, UnicodeDecodeError):
-            tree = ast.parse(data.decode("utf-8"))
-            for node in tree.body:
-                if (
-                    isinstance(node, ast.Assign)
-                    and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id == "replaces"
-                ):
-                    for name in ast.literal_eval(node.value):
-                        found[str(name)] = filename.removesuffix(".py")
-    return found
 
 
 # -- squashing ---------------------------------------------------------------------------
@@ -150,26 +129,6 @@ class _Call:
     kind: str  # "sql" or "run"
     sql: str = ""
     params: tuple[Any, ...] = ()
-
-
-@contextlib.contextmanager
-def _recording(calls: list[_Call], current: list[str]) -> Iterator[None]:
-    """Record ``migrator.sql`` / ``migrator.run`` calls made while migrations replay."""
-    from unittest import mock
-
-    from peewee_migrate import Migrator
-
-    original_sql = Migrator.sql
-
-    def sql(self: Any, text: str, *params: Any) -> None:
-        calls.append(_Call(current[0], "sql", text, params))
-        original_sql(self, text, *params)
-
-    def run(self: Any, func: Any, *args: Any, **kwargs: Any) -> None:
-        calls.append(_Call(current[0], "run", getattr(func, "__name__", repr(func))))
-
-    with mock.patch.object(Migrator, "sql", sql), mock.patch.object(Migrator, "run", run):
-        yield
 
 
 _DDL_KINDS = {
@@ -310,12 +269,11 @@ def squash(
     replaces = tuple(dict.fromkeys([*earlier, *fold]))
 
     calls: list[_Call] = []
-    current = [""]
     state = DatalayerMigrator(router.database)
-    with _recording(calls, current):
-        for migration in fold:
-            current[0] = migration
-            router.replay([migration], state, cache=False)
+    for migration in fold:
+        router.replay([migration], state, cache=False)
+        # migrator.sql / migrator.run calls: noted by the replay, never run there
+        calls += [_Call(migration, o.kind, o.text, o.params) for o in state.take_opaque()]
     problems = _data_changes(calls)
     if problems:
         raise MigrationError(

@@ -1,0 +1,1 @@
+"""Running migrations: replay without a database, the recorder, apply and history."""
