@@ -13,10 +13,12 @@ touches a database or imports peewee-migrate.
 
 from __future__ import annotations
 
+import ast
 import errno
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 
 from ..errors import MigrationError
@@ -202,3 +204,15 @@ def migration_names(directory: str | Path) -> list[str]:
 def content_hash(data: bytes) -> str:
     """Return the hash recorded for one migration file: SHA-256 of its bytes, in hex."""
     return hashlib.sha256(data).hexdigest()
+
+
+# CPython 3.11 turns the C AST into Python objects with per-interpreter recursion
+# bookkeeping that two threads can corrupt ("AST constructor recursion depth
+# mismatch", gh-106905): parse one module at a time.
+_AST_LOCK = threading.Lock()
+
+
+def parse_module(source: str | bytes, filename: str = "<unknown>") -> ast.Module:
+    """Return the AST of ``source``, safe to call from several threads at once."""
+    with _AST_LOCK:
+        return ast.parse(source, filename)

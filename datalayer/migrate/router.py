@@ -40,7 +40,7 @@ from peewee_migrate import Router as _UpstreamRouter
 from peewee_migrate.models import MIGRATE_TABLE
 
 from ..errors import MigrationError
-from .files import MIGRATION_RE, content_hash, migration_names, read_migration
+from .files import MIGRATION_RE, content_hash, migration_names, parse_module, read_migration
 from .runtime.recorder import watched
 
 __all__ = [
@@ -153,7 +153,7 @@ def _does_nothing(fn: MigrationFn, tree: ast.Module | None, path: Path) -> bool 
 def _reversible(scope: dict[str, Any], data: bytes, path: Path) -> bool:
     migrate, rollback = scope.get("migrate"), scope.get("rollback")
     try:
-        tree: ast.Module | None = ast.parse(data, str(path))
+        tree: ast.Module | None = parse_module(data, str(path))
     except (SyntaxError, ValueError):
         tree = None
     migrate_empty = migrate is None or _does_nothing(migrate, tree, path) is True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import contextlib
 
+from ..files import parse_module
+
 __all__ = ["replaced_names"]
 
 _REPLACES_MARK = b"\nreplaces = "
@@ -21,7 +23,7 @@ def replaced_names(sources: dict[str, bytes]) -> dict[str, str]:
         if _REPLACES_MARK not in data:
             continue
         with contextlib.suppress(SyntaxError, ValueError, UnicodeDecodeError):
-            tree = ast.parse(data.decode("utf-8"))
+            tree = parse_module(data.decode("utf-8"))
             for node in tree.body:
                 if (
                     isinstance(node, ast.Assign)
