@@ -107,6 +107,12 @@ def tokens(line: str) -> Iterator[str]:
         closing = raw.count("]")
         if raw == "|" and depth == 0:
             return  # a shell pipe: the command ends here
+        if raw.endswith(')"') or raw.endswith(")"):
+            # the end of a command substitution: "$(datalayer db url --show-password)"
+            word = raw.rstrip('")')
+            if word:
+                yield word
+            return
         word = raw.strip("[]").rstrip(",.:")
         depth += opening - closing
         if word in {"", "|", "..."}:
@@ -188,6 +194,8 @@ def test_every_command_and_option_shown_exists() -> None:
         ("erd -o docs/er-diagram.md", None),
         ("erd --out x", "datalayer erd has no option --out"),
         ("migrate sql 002 | squawk", None),
+        ('db url --show-password)" --directory db/migrations', None),
+        ('db url --show-pasword)" --directory x', "datalayer db url has no option --show-pasword"),
         ("bogus", "datalayer has no command 'bogus'"),
     ],
 )
