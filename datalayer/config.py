@@ -134,8 +134,8 @@ class Settings:
     lock_timeout: float | None = None
     idle_in_transaction_timeout: float | None = 60.0
     application_name: str = "datalayer"
-    # DB_RELEASE: the application's release (a version, a git SHA), announced to the server
-    # in application_name as ``<application_name>/<release>`` (see datalayer.migrate.runtime.releases).
+    # DB_RELEASE: the application's release (a version, a git SHA), announced to the
+    # server in application_name as ``<application_name>/<release>`` (migrate/runtime/releases).
     release: str | None = None
     migrations_dir: Path = Path("migrations")
     dev_database_url: str | None = dataclasses.field(default=None, repr=False)
@@ -223,7 +223,7 @@ class Settings:
 
     @property
     def announced_name(self) -> str:
-        """Return the ``application_name`` sent to the server: ``<name>/<DB_RELEASE>`` or ``<name>``."""
+        """Return the ``application_name`` sent to the server: ``<name>/<DB_RELEASE>``, or the name."""
         return f"{self.application_name}/{self.release}" if self.release else self.application_name
 
     def describe(self) -> str:

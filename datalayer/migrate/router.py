@@ -510,6 +510,8 @@ class Router(_UpstreamRouter):
         settings: Iterable[tuple[str, str]] = (),
         statements: list[str] | None = None,
         on_statement: Callable[[str, Any], None] | None = None,
+        select: Callable[[Migrator], None] | None = None,
+        record: Callable[[], None] | None = None,
     ) -> LoadedMigration:
         """Run migration ``name`` (or its rollback) for real and update the history.
 
@@ -523,6 +525,9 @@ class Router(_UpstreamRouter):
         caller can find and drop an INVALID index a failed build left.
         ``settings`` are server settings (``lock_timeout``, ...) for the run;
         ``on_statement(sql, params)`` is called before each statement it sends.
+        ``select(migrator)`` may change the queued operations before they run (a
+        phased apply keeps one part, :mod:`.runtime.phases`); ``record``, when
+        given, replaces the history row write.
         """
         from . import online
         from .migrator import bound
@@ -545,6 +550,8 @@ class Router(_UpstreamRouter):
 
         def body() -> None:
             call_migration(fn, migrator, view, fake=False)
+            if select is not None:
+                select(migrator)
             migrator()
             if not loaded.atomic and not downgrade:
                 invalid = online.invalid_indexes(db, online.concurrent_indexes(ran))
@@ -552,7 +559,9 @@ class Router(_UpstreamRouter):
                     raise online.InvalidIndexes(invalid)
             if guard is not None:
                 guard.still_open()
-            if bookkeeping:
+            if bookkeeping and record is not None:
+                record()
+            elif bookkeeping:
                 if downgrade:
                     self.forget(name)
                 else:
