@@ -223,7 +223,7 @@ class Settings:
 
     @property
     def announced_name(self) -> str:
-        """Return the ``application_name`` sent to the server: ``<name>/<DB_RELEASE>``, or the name."""
+        """Return the ``application_name`` sent: ``<name>/<DB_RELEASE>``, or the name alone."""
         return f"{self.application_name}/{self.release}" if self.release else self.application_name
 
     def describe(self) -> str:
