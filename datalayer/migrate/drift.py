@@ -111,7 +111,8 @@ def drift(
             row.name for row in rows
             if row.checksum is not None and row.checksum != router.checksum(row.name)
         ))
-        live = snapshot_catalog(db, ignore={MIGRATE_TABLE, migrate_table})
+        ignore = {MIGRATE_TABLE, migrate_table, f"{migrate_table}_phases"}
+        live = snapshot_catalog(db, ignore=ignore)
     expected = built_catalog(scratch, directory, applied, label="drift")
     compared = Catalog({s: live.schemas[s] for s in expected.schemas if s in live.schemas})
     return DriftReport(applied, differences(expected, compared), modified)

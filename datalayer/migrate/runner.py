@@ -586,7 +586,7 @@ def apply(
             steps = _phases.plan(pending, half, phase)
             if not steps:
                 return results
-            if not dry_run:
+            if not dry_run and any(p is not None for _, p in steps):
                 _phases.ensure_table(router)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)

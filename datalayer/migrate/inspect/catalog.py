@@ -32,8 +32,9 @@ __all__ = [
     "user_schemas",
 ]
 
-DEFAULT_IGNORE = frozenset({"migratehistory"})
-"""Tables left out of a snapshot by default: peewee-migrate's history table."""
+DEFAULT_IGNORE = frozenset({"migratehistory", "migratehistory_phases"})
+"""Tables left out of a snapshot by default: peewee-migrate's history table, and the table
+of migrations with only their expand phase applied (:mod:`..runtime.phases`)."""
 
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 

@@ -124,11 +124,15 @@ def _sql_call(db: Any, sql: Sql | str, name: str = "phase_sql") -> Callable[[], 
     return _named(run, name)
 
 
-def split(op: Operation, db: Any) -> Split:
-    """Return ``op``'s queued callables (and rewrites) by phase; ``db`` runs the rewrites."""
+def split(op: Operation, db: Any, later: Any = None) -> Split:
+    """Return ``op``'s queued callables (and rewrites) by phase.
+
+    ``db`` runs the rewrites within the migration; ``later`` (default ``db``) the
+    work that waits for the expand part to commit.
+    """
     out = Split()
     if isinstance(op, k.RenameColumn) and op.specs is not None:
-        return _split_rename(op, db)
+        return _split_rename(op, db, db if later is None else later)
     if isinstance(op, k.DropColumns) and op.specs is not None:
         before, after = op.specs
         kept = {c.name for c in after.columns}
@@ -187,9 +191,9 @@ def _renamed(op: k.RenameColumn) -> tuple[TableSpec, TableSpec, ColumnSpec, Colu
 
 
 def _trigger_names(table: str, new: str, schema: str | None) -> tuple[str, str]:
-    fn = _short_name(f"{table}_{new}_sync_dl")
-    qualified_fn = f"{quote(schema)}.{quote(fn)}" if schema else quote(fn)
-    return qualified_fn, quote(fn)
+    """Return the (schema-qualified) sync function and the trigger of a phased rename."""
+    name = _short_name(f"{table}_{new}_sync_dl")
+    return (f"{quote(schema)}.{quote(name)}" if schema else quote(name)), quote(name)
 
 
 def _sync_function(fn: str, old: str, new: str) -> str:
@@ -242,11 +246,10 @@ def backfill_copy(db: Any, table: str, key: str | None, old: str, new: str,
         done += max(cursor.rowcount or 0, 0)
 
 
-def _split_rename(op: k.RenameColumn, db: Any) -> Split:
+def _split_rename(op: k.RenameColumn, db: Any, later: Any) -> Split:
     before, after, old, new = _renamed(op)
     T = before.qualified
-    fn, bare = _trigger_names(before.name, new.name, before.schema)
-    trigger = quote(_short_name(f"{before.name}_{new.name}_sync_dl"))
+    fn, trigger = _trigger_names(before.name, new.name, before.schema)
     key = before.primary_key[0] if len(before.primary_key) == 1 else None
     out = Split()
     add = Sql(f"ALTER TABLE {T} ADD COLUMN ") + _column_ddl(
@@ -266,17 +269,19 @@ def _split_rename(op: k.RenameColumn, db: Any) -> Split:
     out.expand += [_sql_call(db, ix.create, f"index_{ix.name}") for ix in moved
                    if ix.name not in before_indexes]
 
+    def copy_later() -> None:
+        backfill_copy(later, T, key, old.name, new.name)
+
     def copy() -> None:
         backfill_copy(db, T, key, old.name, new.name)
 
-    out.after_expand.append(_named(copy, f"backfill_{new.name}"))
+    out.after_expand.append(_named(copy_later, f"backfill_{new.name}"))
     out.contract += [
         _named(copy, f"backfill_{new.name}"),  # rows the trigger missed: none, unless killed
         _sql_call(db, f"DROP TRIGGER IF EXISTS {trigger} ON {T}", "drop_sync_trigger"),
         _sql_call(db, f"DROP FUNCTION IF EXISTS {fn}()", "drop_sync_function"),
         _sql_call(db, f"ALTER TABLE {T} DROP COLUMN {quote(old.name)}", f"drop_{old.name}"),
     ]
-    del bare
     if new.default is not None:
         out.contract.append(_sql_call(
             db, Sql(f"ALTER TABLE {T} ALTER COLUMN {quote(new.name)} SET DEFAULT ") + new.default,
@@ -385,7 +390,8 @@ class PhaseRun:
             mine = [e for e in op.queued if id(e) in taken]
             if not mine:  # queued nothing (or not in this run): nothing to place
                 continue
-            parts = split(dataclasses.replace(op, queued=tuple(mine)), migrator.__database__)
+            parts = split(dataclasses.replace(op, queued=tuple(mine)), migrator.__database__,
+                          self.router.database)
             for entry in mine:
                 owner[id(entry)] = parts
             firsts[id(mine[0])] = parts

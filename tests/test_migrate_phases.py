@@ -1,0 +1,173 @@
+"""Expand/contract phases, with the old and the new release running as separate processes.
+
+For each change kind (a column rename with ``renamed_from``, a column drop, a
+NOT NULL change): the v1 table gets rows, the "old release" process (the v1
+models, DB_RELEASE=old) reads and writes it; ``apply --phase expand`` runs;
+the "new release" process (the v2 models, DB_RELEASE=new) starts; both run
+through the window; ``apply --phase contract`` run as the new release refuses
+while the old release is connected; the old release stops; the contract
+applies; the new release goes on.  Neither process may see one error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+import pytest
+from click.testing import CliRunner, Result
+
+from datalayer.cli import main
+from datalayer.config import Settings
+from datalayer.db import Database
+from datalayer.migrate import runner
+from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.generate import create_migration
+from datalayer.migrate.operations import Phase
+from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.phases import phase_of_step, plan
+from datalayer.migrate.runtime.releases import release_of
+from datalayer.migrate.schema import compare, snapshot
+from tests import _phases_worker as worker
+from tests.pgserver import Server
+from tests.test_migrate_generate import declared, open_db
+
+ROWS = 300
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generate(directory: Path, kind: str) -> list[str]:
+    """Write the v1 migration and the v1 -> v2 one(s) for ``kind``; return their names."""
+    router = Router(pw.PostgresqlDatabase(None), directory)
+    create_migration(router, "init", [worker.item_model(kind, "old")])
+    create_migration(router, "change", [worker.item_model(kind, "new")], allow_drop=True)
+    write_sum(directory)
+    return router.todo
+
+
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left() -> Iterator[None]:
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class Release:
+    """One release of the application: a worker process (see tests/_phases_worker.py)."""
+
+    def __init__(self, kind: str, release: str, settings: Settings, tmp: Path) -> None:
+        self.stop = tmp / f"stop-{release}"
+        self.out = tmp / f"out-{release}.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATALAYER_"))}
+        env.update(DATABASE_URL=settings.url(masked=False), PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests._phases_worker", kind, release, str(self.stop),
+             str(self.out)],
+            env=env, cwd=tmp,
+        )
+        STARTED.append(self.proc)
+
+    def finish(self) -> dict[str, Any]:
+        self.stop.touch()
+        assert self.proc.wait(timeout=60) == 0
+        result: dict[str, Any] = json.loads(self.out.read_text())
+        return result
+
+
+def wait_connected(db: Database, release: str) -> None:
+    """Wait (bounded) until a connection announcing ``release`` is there, and has worked."""
+    for _ in range(300):
+        rows = db.execute_sql("SELECT application_name FROM pg_stat_activity "
+                              "WHERE datname = current_database()").fetchall()
+        if any(release_of(r[0]) == release for r in rows):
+            time.sleep(0.3)  # a few of its reads and writes before the next step
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"release {release} never connected")
+
+
+def invoke(*args: str, release: str | None = None) -> Result:
+    env = {"DB_RELEASE": release} if release else {}
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def project(clean_env: Path, empty_db: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("DATABASE_URL", empty_db.url(masked=False))
+    return empty_db
+
+
+@pytest.fixture
+def live(project: Settings) -> Iterator[Database]:
+    db = Database(project)
+    with db.checkout():
+        yield db
+    db.close_pool()
+
+
+@pytest.mark.parametrize("kind", worker.KINDS)
+def test_old_and_new_release_run_through_the_window(
+    kind: str, pg: Server, project: Settings, live: Database, clean_env: Path
+) -> None:
+    names = generate(clean_env / "migrations", kind)
+    assert invoke("migrate", "apply", "--to", names[0]).exit_code == 0
+    old_model = worker.item_model(kind, "old")
+    with live.bind_ctx([old_model]):
+        old_model.insert_many(
+            [worker.values(kind, "old", -n) for n in range(ROWS)]
+        ).execute()
+
+    old = Release(kind, "old", project, clean_env)
+    wait_connected(live, "old")
+    expand = invoke("migrate", "apply", "--phase", "expand", release="new")
+    assert expand.exit_code == 0, expand.output
+    assert "(expand phase)" in expand.output
+    status = json.loads(invoke("migrate", "status", "--json").stdout)
+    assert all(status["phases"][n] == ["expand"] for n in names[1:]), status["phases"]
+
+    new = Release(kind, "new", project, clean_env)
+    wait_connected(live, "new")
+    refused = invoke("migrate", "apply", "--phase", "contract", release="new")
+    assert refused.exit_code == 1
+    assert "announce another release" in refused.output and "release old" in refused.output
+    human = invoke("migrate", "status").stdout
+    assert "[~]" in human and "connected releases: " in human and "old (" in human
+
+    old_result = old.finish()
+    contract = invoke("migrate", "apply", "--phase", "contract", release="new")
+    assert contract.exit_code == 0, contract.output
+    time.sleep(0.3)  # the new release keeps working on the contracted schema
+    new_result = new.finish()
+
+    print(f"{kind}: old release {old_result}, new release {new_result}")
+    assert old_result["errors"] == 0, old_result["samples"]
+    assert new_result["errors"] == 0, new_result["samples"]
+    assert old_result["ops"] > 0 and new_result["ops"] > 0
+
+    # The schema is what the models make, and no row lost its value.
+    status = json.loads(invoke("migrate", "status", "--json").stdout)
+    assert status["pending"] == [] and status["phases"][names[-1]] == ["expand", "contract"]
+    mig = open_db(pg, project.dbname)
+    with pg.database("dlphref") as ref_name:
+        ref = open_db(pg, ref_name)
+        assert compare(snapshot(mig), declared(ref, [worker.item_model(kind, "new")])) == []
+        ref.close()
+    if kind == "rename":
+        rows = mig.execute_sql("SELECT count(*) FROM items WHERE title IS NULL").fetchone()
+        assert rows[0] == 0
+        assert mig.execute_sql("SELECT count(*) FROM items WHERE title = 'old--7'"
+                               ).fetchone()[0] == 1
+    mig.close()
