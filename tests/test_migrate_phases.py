@@ -27,9 +27,13 @@ from click.testing import CliRunner, Result
 from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
+from datalayer.migrate._ddl import BatchFill
+from datalayer.migrate._spec import Sql
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import create_migration
+from datalayer.migrate.operations import Phase
 from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.phases import phase_of_step, plan
 from datalayer.migrate.runtime.releases import release_of
 from datalayer.migrate.schema import compare, snapshot
 from tests import _phases_worker as worker
@@ -170,3 +174,160 @@ def test_old_and_new_release_run_through_the_window(
                                 ).fetchone()[0] == 0
         assert live.execute_sql("SELECT count(*) FROM items WHERE title = 'old--7'"
                                 ).fetchone()[0] == 1
+
+
+# -- the gate of the contract phase: which releases are connected ----------------------
+
+
+def announce(settings: Settings, name: str) -> Any:
+    """Open a connection that announces ``application_name`` ``name`` (another process's)."""
+    import psycopg2
+
+    kwargs = settings.connect_kwargs()
+    kwargs["application_name"] = name
+    return psycopg2.connect(**kwargs)
+
+
+@pytest.fixture
+def expanded(project: Settings, clean_env: Path) -> list[str]:
+    """A drop migration with its expand phase applied."""
+    names = generate(clean_env / "migrations", "drop")
+    assert invoke("migrate", "apply", "--phase", "expand").exit_code == 0
+    return names
+
+
+def test_contract_refuses_while_another_release_is_connected(
+    project: Settings, expanded: list[str]
+) -> None:
+    old = announce(project, "datalayer/3f9c2e1")
+    unknown = announce(project, "psql")
+    same = announce(project, "datalayer/8d0b7a4")
+    try:
+        refused = invoke("migrate", "apply", "--phase", "contract", release="8d0b7a4")
+        assert refused.exit_code == 1
+        pid = old.get_backend_pid()
+        line = refused.output.strip().splitlines()[-1]
+        assert line.startswith("error: the contract phase")
+        assert f"pid {pid} (release 3f9c2e1) from 127.0.0.1, connected " in line
+        assert f"pid {same.get_backend_pid()}" not in line  # its own release: not waited for
+        assert f"pid {unknown.get_backend_pid()} (application 'psql')" in refused.output
+        assert "Traceback" not in refused.output
+        status = json.loads(invoke("migrate", "status", "--json").stdout)
+        assert status["phases"][expanded[-1]] == ["expand"]  # nothing was applied
+        releases = {c["release"] for c in status["connections"]}
+        assert {"3f9c2e1", "8d0b7a4", None} <= releases
+
+        forced = invoke("migrate", "apply", "--phase", "contract", "--force", release="8d0b7a4")
+        assert forced.exit_code == 0, forced.output
+        assert "warning: --force" in forced.output and f"pid {pid}" in forced.output
+    finally:
+        for conn in (old, unknown, same):
+            conn.close()
+    status = json.loads(invoke("migrate", "status", "--json").stdout)
+    assert status["pending"] == [] and status["phases"][expanded[-1]] == ["expand", "contract"]
+
+
+def test_contract_without_release_applies_and_wait_sees_them_leave(
+    project: Settings, expanded: list[str], clean_env: Path
+) -> None:
+    import threading
+
+    old = announce(project, "datalayer/v1")
+    leave = threading.Timer(0.5, old.close)
+    leave.start()
+    try:
+        waited = invoke("migrate", "apply", "--phase", "contract", "--wait", "30", release="v2")
+    finally:
+        leave.join()
+    assert waited.exit_code == 0, waited.output
+    assert "waiting up to 30 s for 1 connection(s) of another release" in waited.output
+
+    # Without DB_RELEASE the apply does as asked, whoever is connected.
+    names = generate(clean_env / "again", "not_null")
+    old = announce(project, "datalayer/v1")
+    try:
+        assert invoke("migrate", "--dir", str(clean_env / "again"), "status").exit_code == 3
+        other = CliRunner().invoke(
+            main, ["migrate", "--dir", str(clean_env / "again"), "apply"], catch_exceptions=False
+        )
+        assert "announce" not in other.output
+    finally:
+        old.close()
+    assert names
+
+
+def test_contract_before_expand_and_status(project: Settings, clean_env: Path) -> None:
+    names = generate(clean_env / "migrations", "rename")
+    assert invoke("migrate", "apply", "--to", names[0]).exit_code == 0
+    early = invoke("migrate", "apply", "--phase", "contract")
+    assert early.exit_code == 1
+    assert early.output.strip() == (
+        f"error: {names[1]} has not had its expand phase: run `datalayer migrate apply "
+        "--phase expand` first, deploy the new release, then --phase contract; nothing was "
+        "applied"
+    )
+    assert invoke("migrate", "apply", "--phase", "expand").exit_code == 0
+    again = invoke("migrate", "apply", "--phase", "expand")
+    assert again.exit_code == 0 and "nothing to apply in the expand phase" in again.output
+    human = invoke("migrate", "status")
+    assert human.exit_code == 3
+    assert f"[~] {names[1]}  expand phase applied, contract phase pending" in human.stdout
+    # pw_migrate (upstream) still sees it as pending: the history row comes with the contract.
+    from peewee_migrate import Router as Upstream
+    from playhouse.db_url import connect
+
+    db = connect(project.url(masked=False))
+    try:
+        assert Upstream(db, clean_env / "migrations").done == [names[0]]
+    finally:
+        db.close()
+    # No --phase: what is left of it (the contract part) runs.
+    rest = invoke("migrate", "apply")
+    assert rest.exit_code == 0 and f"applied {names[1]} (contract phase)" in rest.output
+    assert invoke("migrate", "status").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("sql", "phase"),
+    [
+        ('ALTER TABLE "t" ADD COLUMN "c" TEXT', Phase.EXPAND),
+        ('ALTER TABLE "t" ADD COLUMN "c" TEXT NOT NULL', Phase.CONTRACT),
+        ('ALTER TABLE "t" ADD COLUMN "c" INTEGER DEFAULT 0 NOT NULL', Phase.EXPAND),
+        ('ALTER TABLE "t" ALTER COLUMN "c" SET NOT NULL', Phase.CONTRACT),
+        ('ALTER TABLE "t" ALTER COLUMN "c" DROP NOT NULL', Phase.EXPAND),
+        ('ALTER TABLE "t" ALTER COLUMN "c" DROP DEFAULT', Phase.CONTRACT),
+        ('ALTER TABLE "t" DROP COLUMN "c"', Phase.CONTRACT),
+        ('CREATE INDEX "t_c" ON "t" ("c")', Phase.EXPAND),
+        ('DROP INDEX "t_c"', Phase.CONTRACT),
+        ('ALTER TABLE "t" ADD CONSTRAINT "k" CHECK (c > 0) NOT VALID', Phase.EXPAND),
+        ('ALTER TABLE "t" ADD CONSTRAINT "k" CHECK (c > 0)', Phase.CONTRACT),
+        ('ALTER TABLE "t" DROP CONSTRAINT "k"', Phase.EXPAND),
+        ('ALTER TABLE "t" RENAME COLUMN "a" TO "b"', Phase.CONTRACT),
+    ],
+)
+def test_phase_of_each_statement(sql: str, phase: Phase) -> None:
+    assert phase_of_step(Sql(sql)) is phase
+
+
+def test_phase_of_type_changes_and_fills() -> None:
+    widen = Sql('ALTER TABLE "t" ALTER COLUMN "c" TYPE VARCHAR(90)', hint="alter_type_in_place")
+    narrow = Sql('ALTER TABLE "t" ALTER COLUMN "c" TYPE VARCHAR(9)', hint="alter_type")
+    assert phase_of_step(widen) is Phase.EXPAND and phase_of_step(narrow) is Phase.CONTRACT
+    assert phase_of_step(BatchFill('"t"', "c", "id", "default")) is Phase.EXPAND
+
+
+def test_plan() -> None:
+    assert plan(["1", "2"], [], None) == [("1", None), ("2", None)]
+    assert plan(["1", "2"], ["1"], None) == [("1", Phase.CONTRACT), ("2", None)]
+    assert plan(["1", "2"], ["1"], "expand") == [("2", Phase.EXPAND)]
+    assert plan(["1", "2"], ["1", "2"], "contract") == [("1", Phase.CONTRACT),
+                                                         ("2", Phase.CONTRACT)]
+
+
+@pytest.mark.parametrize(
+    ("name", "release"),
+    [("datalayer/3f9c2e1", "3f9c2e1"), ("shop/v1.2.0", "v1.2.0"), ("datalayer", None),
+     ("psql", None), ("pgAdmin 4 - DB:x/y", None), ("", None), (None, None)],
+)
+def test_release_of(name: str | None, release: str | None) -> None:
+    assert release_of(name) == release
