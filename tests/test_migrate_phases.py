@@ -331,3 +331,10 @@ def test_plan() -> None:
 )
 def test_release_of(name: str | None, release: str | None) -> None:
     assert release_of(name) == release
+
+
+def test_rollback_refused_between_phases(project: Settings, expanded: list[str]) -> None:
+    result = invoke("migrate", "rollback")
+    assert result.exit_code == 1
+    assert "has only its expand phase applied" in result.output
+    assert "Nothing was rolled back" in result.output

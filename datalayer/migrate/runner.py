@@ -631,6 +631,17 @@ def _half_applied(router: Router) -> list[str]:
     return list(half)
 
 
+def _refuse_rollback_between_phases(router: Router) -> None:
+    """Refuse a rollback while a migration has only its expand phase applied."""
+    half = list(_phases.expanded(router))
+    if half:
+        raise MigrationError(
+            f"{router.path(half[0])} has only its expand phase applied; run `datalayer migrate "
+            "apply --phase contract` first (rollback undoes whole migrations), or undo its "
+            "expand part by hand. Nothing was rolled back"
+        )
+
+
 def _wait_for_old_releases(
     db: Any,
     target: Target,
@@ -1138,6 +1149,7 @@ def rollback(
         router = Router(db, directory, migrate_table=migrate_table)
         with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table, on_wait):
             rows = router.history()
+            _refuse_rollback_between_phases(router)
             replaced = _replaced(router)
             applied = [n for n in router.done if n not in replaced]
             if len(applied) < steps:
