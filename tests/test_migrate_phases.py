@@ -338,3 +338,19 @@ def test_rollback_refused_between_phases(project: Settings, expanded: list[str])
     assert result.exit_code == 1
     assert "has only its expand phase applied" in result.output
     assert "Nothing was rolled back" in result.output
+
+
+def test_dry_run_shows_one_phase(project: Settings, clean_env: Path) -> None:
+    names = generate(clean_env / "migrations", "rename")
+    assert invoke("migrate", "apply", "--to", names[0]).exit_code == 0
+    expand = invoke("migrate", "apply", "--phase", "expand", "--dry-run")
+    assert expand.exit_code == 0, expand.output
+    assert 'ADD COLUMN "title"' in expand.output and "CREATE TRIGGER" in expand.output
+    assert "DROP COLUMN" not in expand.output and "RENAME COLUMN" not in expand.output
+    assert invoke("migrate", "apply", "--phase", "expand").exit_code == 0
+    contract = invoke("migrate", "apply", "--phase", "contract", "--dry-run")
+    assert contract.exit_code == 0, contract.output
+    assert 'DROP COLUMN "name"' in contract.output and "DROP TRIGGER" in contract.output
+    assert 'ADD COLUMN "title"' not in contract.output
+    status = json.loads(invoke("migrate", "status", "--json").stdout)
+    assert status["phases"][names[1]] == ["expand"]  # the dry run changed nothing

@@ -422,9 +422,9 @@ def _release_lines(connections: list[Any]) -> list[str]:
             unknown += 1
         else:
             counts[conn.release] = counts.get(conn.release, 0) + 1
-    if not counts and not unknown:
+    if not counts:  # no process announces a release (DB_RELEASE unset everywhere)
         return []
-    named = ", ".join(f"{r} ({_n(c, 'connection')})" for r, c in counts.items()) or "none"
+    named = ", ".join(f"{r} ({_n(c, 'connection')})" for r, c in counts.items())
     tail = f"; {_n(unknown, 'connection')} without a release" if unknown else ""
     return [f"connected releases: {named}{tail}"]
 

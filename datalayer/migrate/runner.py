@@ -153,6 +153,8 @@ class Status:
     connections: list[Any] = field(default_factory=list)
     """Other connections to the database (:class:`.runtime.releases.Connection`): who runs
     which release (DB_RELEASE)."""
+    phased: bool = False
+    """A phase was ever run on this database (its phase table exists)."""
 
     def phases(self) -> dict[str, list[str]]:
         """Return the applied phases of each migration on disk or applied."""
@@ -170,9 +172,11 @@ class Status:
         """Return the lists (the shape of ``datalayer migrate status --json``).
 
         ``problems`` holds what is wrong with the files versus ``migrations.sum``
-        (one message each, as ``status`` prints them on stderr).
+        (one message each, as ``status`` prints them on stderr).  ``phases`` (each
+        migration's applied phases) is there once a phase has run on the database,
+        ``connections`` once a connection announces a release (DB_RELEASE).
         """
-        return {
+        out: dict[str, Any] = {
             "applied": list(self.applied),
             "pending": list(self.pending),
             "modified": list(self.modified),
@@ -180,9 +184,14 @@ class Status:
             "problems": list(self.checksum_problems),
             "invalid_indexes": [i.to_dict() for i in self.invalid_indexes],
             "not_valid_constraints": [c.to_dict() for c in self.not_valid_constraints],
-            "phases": self.phases(),
-            "connections": [c.to_dict() for c in self.connections],
         }
+        # Present once the database has seen phases / a process announced a release, so the
+        # shape scripts knew before phases stays as it was where phases are not used.
+        if self.phased:
+            out["phases"] = self.phases()
+        if any(c.release for c in self.connections):
+            out["connections"] = [c.to_dict() for c in self.connections]
+        return out
 
 
 def lock_key(migrate_table: str = MIGRATE_TABLE) -> int:
@@ -1245,6 +1254,7 @@ def status(
         rows = router.history()
         invalid, not_valid = online.schema_problems(db)
         half, connections = _phase_status(router)
+        phased = _phases.has_table(router)
     on_disk = [name.removesuffix(".py") for name in files]
     on_disk_set = set(on_disk)
     applied: list[str] = []
@@ -1278,6 +1288,7 @@ def status(
         not_valid_constraints=not_valid,
         expanded=[n for n in half if n not in applied_set],
         connections=connections,
+        phased=phased,
     )
 
 

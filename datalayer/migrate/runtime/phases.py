@@ -42,6 +42,7 @@ __all__ = [
     "PhaseRun",
     "ensure_table",
     "expanded",
+    "has_table",
     "phase_of_step",
     "phases_table",
     "plan",
@@ -348,6 +349,14 @@ def ensure_table(router: Any) -> None:
     )
 
 
+def has_table(router: Any) -> bool:
+    """Return True when the phase table exists (a phase was ever run here; reads only)."""
+    found = router.database.execute_sql(
+        "SELECT to_regclass(%s)", (phases_table(router),)
+    ).fetchone()
+    return bool(found and found[0] is not None)
+
+
 def expanded(router: Any) -> dict[str, str | None]:
     """Return ``{name: checksum}`` of the migrations with only their expand part applied.
 
@@ -355,8 +364,7 @@ def expanded(router: Any) -> dict[str, str | None]:
     """
     db = router.database
     table = phases_table(router)
-    found = db.execute_sql("SELECT to_regclass(%s)", (table,)).fetchone()
-    if not found or found[0] is None:
+    if not has_table(router):
         return {}
     rows = db.execute_sql(
         f"SELECT name, checksum FROM {table} WHERE phase = 'expand' ORDER BY id"
@@ -424,7 +432,21 @@ class PhaseRun:
         router.database.execute_sql(f"DELETE FROM {table} WHERE name = %s", (self.name,))
 
     def after(self) -> None:
-        """Run what waits for the expand part to commit (a rename's batched backfill)."""
-        for fn in self.pending_after:
-            fn()
-        self.pending_after = []
+        """Run what waits for the expand part to commit (a rename's batched backfill).
+
+        :raises MigrationError: when it fails; the expand part stays applied and the
+            contract part runs the backfill again before it drops anything.
+        """
+        todo, self.pending_after = self.pending_after, []
+        for fn in todo:
+            try:
+                fn()
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise MigrationError(
+                    f"{self.router.path(self.name)}: its expand phase is applied, but "
+                    f"{fn.__name__} stopped: {first}. The application keeps working (the "
+                    "trigger keeps old and new columns in step); run `datalayer migrate "
+                    "apply --phase contract` once the old release is gone: it finishes the "
+                    "backfill before it drops anything"
+                ) from exc
