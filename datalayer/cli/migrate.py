@@ -162,7 +162,8 @@ def _waiting(line: str) -> None:
 def _show_sql(result: Applied) -> None:
     """Print one migration of a dry run: a ``-- NAME`` line, its statements, a blank line."""
     note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
-    click.echo(f"-- {result.name}{note}")
+    part = f" ({result.phase} phase)" if result.phase else ""
+    click.echo(f"-- {result.name}{part}{note}")
     for statement in result.sql:
         click.echo(statement)
     click.echo("")
