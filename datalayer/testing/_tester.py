@@ -242,7 +242,7 @@ class MigrationTester:
         from ..migrate._spec import quote
         from ..migrate.inspect import snapshot_catalog, user_schemas
 
-        models = _orm_models(self._state(position))
+        models: list[Any] = _orm_models(self._state(position))
         with expect.checkout(), expect.bind_ctx(models):
             for schema in user_schemas(expect):  # the previous step's tables go
                 expect.execute_sql(f"DROP SCHEMA {quote(schema)} CASCADE")
