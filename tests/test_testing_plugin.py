@@ -27,6 +27,7 @@ from tests.pgserver import Server
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = "docs/migrations/testing.md"
 
 PEOPLE = '''
 import peewee as pw
@@ -72,12 +73,24 @@ QUIET = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
 HISTORY_LINE = "from datalayer.testing import test_migration_history  # noqa: F401\n"
 
 
+def python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(encoding="utf-8"), re.S)
+
+
 def readme_example() -> str:
     """The data-migration test README shows (the python block that uses ``migrator``)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    (example,) = [b for b in blocks if "def test_" in b and "migrator.to(" in b]
+    (example,) = [b for b in python_blocks("README.md") if "def test_" in b and "migrator.to(" in b]
     return example
+
+
+def docs_examples() -> str:
+    """The tests docs/migrations/testing.md shows."""
+    (example,) = [b for b in python_blocks(DOCS) if "def test_" in b]
+    return example
+
+
+def code_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def write_migrations(folder: Path, people: str = PEOPLE, split: str = SPLIT) -> None:
@@ -106,10 +119,17 @@ def test_readme_example_is_at_most_15_lines() -> None:
     assert len(readme_example().strip().splitlines()) <= 15
 
 
-def test_readme_example_passes(project: pytest.Pytester) -> None:
-    project.makepyfile(test_split=readme_example())
-    result = project.runpytest(*QUIET)
-    result.assert_outcomes(passed=1)
+def test_docs_show_this_data_migration() -> None:
+    (shown,) = [b for b in python_blocks(DOCS) if "def migrate(" in b]
+    assert code_lines(shown) == code_lines(SPLIT)
+
+
+def test_examples_and_history_test_pass_on_a_good_history(project: pytest.Pytester) -> None:
+    project.makepyfile(test_split=readme_example(), test_docs=docs_examples())
+    project.makeconftest(HISTORY_LINE)
+    result = project.runpytest(*QUIET, "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["conftest.py::test_migration_history PASSED*"])
 
 
 def test_broken_data_migration_fails_the_example(project: pytest.Pytester) -> None:
@@ -120,13 +140,6 @@ def test_broken_data_migration_fails_the_example(project: pytest.Pytester) -> No
     result = project.runpytest(*QUIET)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*AssertionError*", "*'Ada Lovelace'*"])
-
-
-def test_history_test_passes_on_a_good_history(project: pytest.Pytester) -> None:
-    project.makeconftest(HISTORY_LINE)
-    result = project.runpytest(*QUIET, "-v")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["conftest.py::test_migration_history PASSED*"])
 
 
 def test_history_test_fails_on_a_wrong_rollback(project: pytest.Pytester) -> None:
@@ -141,8 +154,10 @@ def test_history_test_fails_on_a_wrong_rollback(project: pytest.Pytester) -> Non
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "down: rolling back 002_split_name: the database at 001_people differs from the "
-        'replayed state: people: column "first_name" exists in the database but not in '
-        "the replayed state*",
+        "replayed state:",
+        '  - people: column "first_name" exists in the database but not in the replayed '
+        "state (character varying(100))",
+        '  - people: column "last_name" *',
     ])
     assert "Traceback" not in result.stdout.str()
 
@@ -154,16 +169,13 @@ def test_history_test_fails_when_a_rollback_fails(project: pytest.Pytester) -> N
     )
     assert wrong != SPLIT
     write_migrations(project.path, split=wrong)
-    project.makeconftest(HISTORY_LINE)
+    project.makepyfile(test_history=HISTORY_LINE)  # a test module may import it too
     result = project.runpytest(*QUIET)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["down: rolling back 002_split_name failed: *no_such_function*"])
-
-
-def test_history_test_in_a_test_module(project: pytest.Pytester) -> None:
-    project.makepyfile(test_history=HISTORY_LINE)
-    result = project.runpytest(*QUIET)
-    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "down: rolling back 002_split_name failed: *no_such_function*",
+        "FAILED test_history.py::test_migration_history*",
+    ])
 
 
 def test_plugin_does_nothing_unless_used(pytester: pytest.Pytester) -> None:

@@ -187,8 +187,8 @@ class MigrationTester:
 
         After each step the live schema (the history table left out) must be
         the one the models of the replayed state create.  Stops at the
-        first step that fails; returns its problems, one line each (empty:
-        the history is sound).
+        first step that fails; returns what happened there, a line saying
+        which step and one line per difference (empty: the history is sound).
         """
         from ..migrate.scratch import scratch_database
 
@@ -224,9 +224,8 @@ class MigrationTester:
             if found:
                 at = f"at {name}" if name else "with no migration applied"
                 return [
-                    f"{what}: the database {at} differs from the replayed state: "
-                    f"{d.message('the replayed state', 'the database')}"
-                    for d in found
+                    f"{what}: the database {at} differs from the replayed state:",
+                    *(f"  - {d.message('the replayed state', 'the database')}" for d in found),
                 ]
         return []
 
