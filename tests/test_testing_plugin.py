@@ -178,6 +178,18 @@ def test_history_test_fails_when_a_rollback_fails(project: pytest.Pytester) -> N
     ])
 
 
+def test_a_missing_folder_is_one_line(project: pytest.Pytester) -> None:
+    project.makepyprojecttoml('[tool.datalayer]\nmigrations = "db/migrations"\n')
+    project.makepyfile(test_split=readme_example())
+    result = project.runpytest(*QUIET)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "datalayer: migrations folder *db/migrations does not exist; *",
+    ])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "During handling" not in out and "_tester.py" not in out
+
+
 def test_plugin_does_nothing_unless_used(pytester: pytest.Pytester) -> None:
     """Loaded by its entry point, the plugin imports nothing and adds no test of its own."""
     pytester.makeconftest("")  # a conftest.py without the history line

@@ -29,9 +29,10 @@ module imports only pytest, and the work lives in :mod:`._tester`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from ._tester import MigrationTester
 
 __all__ = ["MigrationTester", "migrator", "test_migration_history"]
+
+_T = TypeVar("_T")
 
 
 def __getattr__(name: str) -> Any:
@@ -50,12 +53,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'datalayer.testing' has no attribute {name!r}")
 
 
+def _or_fail(call: Callable[[], _T]) -> _T:
+    """Return ``call()``; a datalayer error (bad settings, no folder, no server): one line."""
+    from ..errors import DatalayerError
+
+    try:
+        return call()
+    except DatalayerError as exc:
+        message = f"datalayer: {exc}"
+    pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
+
+
 @pytest.fixture(scope="session")
 def datalayer_settings() -> Settings:
     """The project's settings (environment, ``.env``): they choose the test databases' server."""
     from ..config import load_settings
 
-    return load_settings()
+    return _or_fail(load_settings)
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +77,14 @@ def datalayer_migrations_dir(datalayer_settings: Settings) -> Path:
     """The migrations folder under test: the project's, as the CLI would use from here."""
     from ..project import default_migrations_dir
 
-    return default_migrations_dir(datalayer_settings)
+    return _or_fail(lambda: default_migrations_dir(datalayer_settings))
 
 
 @pytest.fixture(scope="session")
 def _datalayer_scratch_server(datalayer_settings: Settings) -> Settings:
     from ._tester import scratch_admin
 
-    return scratch_admin(datalayer_settings)
+    return _or_fail(lambda: scratch_admin(datalayer_settings))
 
 
 @pytest.fixture
@@ -80,8 +94,9 @@ def migrator(
     """A fresh, empty database for this test (dropped afterwards), driven by migration name."""
     from ._tester import MigrationTester
 
-    with MigrationTester.fresh(_datalayer_scratch_server, datalayer_migrations_dir) as tester:
-        yield tester
+    with contextlib.ExitStack() as stack:
+        fresh = MigrationTester.fresh(_datalayer_scratch_server, datalayer_migrations_dir)
+        yield _or_fail(lambda: stack.enter_context(fresh))
 
 
 def test_migration_history(migrator: MigrationTester) -> None:

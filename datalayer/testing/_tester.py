@@ -65,8 +65,10 @@ class MigrationTester:
     @contextlib.contextmanager
     def fresh(cls, admin: Settings, directory: Path) -> Iterator[MigrationTester]:
         """Yield a tester on a new empty database of ``admin``'s server; drop it afterwards."""
+        from ..migrate.files import require_dir
         from ..migrate.scratch import scratch_database
 
+        require_dir(directory)  # before a database is made for nothing
         with scratch_database(admin, "test") as settings:
             db = Database(settings.replace(max_open_conns=4, max_idle_conns=2))
             try:
