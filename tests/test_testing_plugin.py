@@ -156,7 +156,7 @@ def test_history_test_fails_on_a_wrong_rollback(project: pytest.Pytester) -> Non
         "down: rolling back 002_split_name: the database at 001_people differs from the "
         "replayed state:",
         '  - people: column "first_name" exists in the database but not in the replayed '
-        "state (character varying(100))",
+        "migrations (character varying(100))",
         '  - people: column "last_name" *',
     ])
     assert "Traceback" not in result.stdout.str()
@@ -265,3 +265,47 @@ def test_the_databases_are_dropped(pg: Server, tmp_path: Path) -> None:
     finally:
         conn.close()
 
+
+
+AGE = """
+import peewee as pw
+from datalayer.migrate.ops import extend
+
+
+def migrate(migrator, database, *, fake=False):
+    extend(migrator).add_fields(
+        "people", age=pw.IntegerField(null=True, constraints=[pw.Check("age >= 0")]), online=True)
+
+
+def rollback(migrator, database, *, fake=False):
+    extend(migrator).remove_fields("people", "age")
+"""
+
+VALIDATE = """
+from datalayer.migrate.ops import extend
+
+
+def migrate(migrator, database, *, fake=False):
+    extend(migrator).validate_constraints("people")
+
+
+def rollback(migrator, database, *, fake=False):
+    return
+"""
+
+
+def test_a_constraint_validated_later_is_no_difference(pg: Server, tmp_path: Path) -> None:
+    """The safe form: CHECK ... NOT VALID in one migration, VALIDATE in the next."""
+    write_migrations(tmp_path)
+    (tmp_path / "migrations" / "003_age.py").write_text(AGE, encoding="utf-8")
+    (tmp_path / "migrations" / "004_validate_age.py").write_text(VALIDATE, encoding="utf-8")
+    write_sum(tmp_path / "migrations")
+    admin = Settings.from_url(pg.admin.url(masked=False))
+    with MigrationTester.fresh(admin, tmp_path / "migrations") as made:
+        made.to("003")
+        valid = made.db.execute_sql(
+            "SELECT convalidated FROM pg_constraint WHERE conrelid = 'people'::regclass "
+            "AND contype = 'c'").fetchall()
+        assert valid == [(False,)]  # the walk below meets a NOT VALID constraint at 003
+        made.to(None)
+        assert made.walk_history() == []
