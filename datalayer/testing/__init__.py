@@ -30,6 +30,7 @@ module imports only pytest, and the work lives in :mod:`._tester`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ._tester import MigrationTester
 
-__all__ = ["MigrationTester", "migrator", "test_migration_history"]
+__all__ = ["MigrationTester", "test_migration_history"]  # fixtures: migrator, datalayer_*
 
 _T = TypeVar("_T")
 
@@ -129,6 +130,8 @@ class _ConftestTest(pytest.Function):
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.name != "conftest.py":
         return None
+    if any(fnmatch.fnmatch(file_path.name, p) for p in parent.config.getini("python_files")):
+        return None  # collected as a test module already (python_files = *.py)
     module = parent.config.pluginmanager.get_plugin(str(file_path))
     if getattr(module, "test_migration_history", None) is not test_migration_history:
         return None
