@@ -546,7 +546,9 @@ class _Planner:
             if match is None:
                 self.drops.append(Drop(table, col.name))
                 continue
-            free.remove(match)
+            # By identity: a peewee field's == builds an expression (always true), so
+            # list.remove would take the first field, whichever it is.
+            free = [f for f in free if f is not match]
             hint = (f"{match.name} = renamed_from({_field_class(match)}(...), "
                     f"{_py_str(col.name)})")
             self.drops.append(Drop(table, col.name, match.column_name, hint))
