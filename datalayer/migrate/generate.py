@@ -833,6 +833,11 @@ class _Planner:
             source = fcols[col]
             if keys_only and not (source.primary_key and target.primary_key):
                 continue
+            if keys_only and isinstance(target, pw.ForeignKeyField) and (
+                target.rel_model._meta.table_name not in self.state()
+            ):
+                continue  # a key that refers to a table created later: late() changes it
+
             before, after = fcol_specs[col], tcol_specs[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
