@@ -71,6 +71,7 @@ from ._spec import (
     quote,
     rename_identifier,
     render,
+    shadowed_indexes,
     sort_models,
     table_spec,
 )
@@ -244,6 +245,9 @@ def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:
                     f"{rel._meta.table_name}), which is not among the models given; "
                     "pass it as well"
                 )
+    shadowed = [line for model in found for line in shadowed_indexes(model)]
+    if shadowed:
+        raise GenerationError("cannot generate this migration", shadowed)
     by_table: dict[str, type[pw.Model]] = {}
     for model in found:
         other = by_table.setdefault(model._meta.table_name, model)
