@@ -350,6 +350,8 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         }
         return aliases.get(t, t)
 
+    if old.text.endswith("[]") != new.text.endswith("[]"):
+        return True  # to or from an array: no assignment cast either way
     a, b = base(old.text), base(new.text)
     if a == b or b in ("TEXT", "VARCHAR", "CHAR"):
         return False  # same type, or any type to text: assignment casts exist
@@ -913,6 +915,15 @@ class _Planner:
             renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
         elif target == "UUID" and source in _INTEGERS and before.primary_key:
             renumber = "gen_random_uuid()"
+        json_using = _json_using(t, col, before.type.text, after.type.text)
+        if json_using is not None:
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {json_using}: every stored value must be "
+                + ("a JSON array of numbers, booleans or nulls (another value fails the change)"
+                   if json_using.startswith("translate(") else "convertible")
+            )
+            return json_using
         if renumber is None:
             using = f"{quote(col)}::{target}"
             self.warn(
@@ -1019,6 +1030,36 @@ def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> s
                 "under ACCESS EXCLUSIVE (reads and writes wait), and the values sort in the "
                 "new order")
     return None
+
+
+_JSON_TYPES = {"JSON", "JSONB"}
+_PLAIN_ELEMENTS = _INTEGERS | {"NUMERIC", "DECIMAL", "REAL", "DOUBLE PRECISION", "FLOAT",
+                               "BOOLEAN", "BOOL"}
+
+
+def _json_using(table: str, col: str, old: str, new: str) -> str | None:
+    """Return the USING expression between JSON and an array type (None: neither way).
+
+    PostgreSQL has no cast between them, and USING allows no subquery.  An array goes
+    to JSON with ``to_jsonb``; a JSON array of numbers or booleans reads as an array
+    literal once its brackets become braces.  A JSON array of strings does not (JSON
+    and array literals escape differently, and a bracket inside a string would change
+    it): that is refused with the way out.
+    """
+    source, target = old.upper(), new.upper()
+    if target in _JSON_TYPES and source.endswith("[]"):
+        return f"to_{target.lower()}({quote(col)})"
+    if source not in _JSON_TYPES or not target.endswith("[]"):
+        return None
+    element = re.sub(r"\(.*?\)|\[\]", "", target).strip()
+    if element in _PLAIN_ELEMENTS:
+        return f"translate({quote(col)}::TEXT, '[]', '{{}}')::{target}"
+    raise GenerationError("cannot generate this migration", [
+        f"{table}.{col} changes from {old} to {new}, which PostgreSQL cannot cast (and a "
+        "type change's USING allows no subquery): write this migration by hand: add the "
+        f"new column, fill it with ARRAY(SELECT jsonb_array_elements_text({col})) in "
+        "batches, then drop the old column and rename the new one"
+    ])
 
 
 def _key_fields(model: type[pw.Model]) -> list[str]:
