@@ -66,6 +66,7 @@ from ._spec import (
     TableSpec,
     UnsupportedChange,
     column_spec,
+    constraint_name,
     database_of,
     index_entries,
     quote,
@@ -413,6 +414,7 @@ class _Planner:
         self.deferred: list[Callable[[], None]] = []
         self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
+        self.to_map: Mapping[str, type[pw.Model]] = {}  # the tables run() is going to
 
     @property
     def chunks(self) -> list[str]:
@@ -486,9 +488,14 @@ class _Planner:
                 self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        created = [m for m in to_models if m._meta.table_name not in state]
+        self.to_map = to_map
+        # Tables that go and would stand in the way of what comes: dropped first.
+        early = self._in_the_way(to_map, created)
+        self._drop_tables([m for m in reversed(sort_models(self.state().values()))
+                           if m in early], created)
         for t in matched:
             self._change_columns(t, to_map[t], keys_only=True)
-        created = [m for m in to_models if m._meta.table_name not in state]
         to_create = {m._meta.table_name for m in created}
         postponed: list[tuple[str, list[pw.Field]]] = []
         for model in created:
@@ -507,9 +514,64 @@ class _Planner:
             )
         for t in matched:
             self.late(self.state()[t], to_map[t])
-        current = self.state()
-        doomed = [m for m in reversed(sort_models(current.values()))
-                  if m._meta.table_name not in to_map]
+        self._drop_tables([m for m in reversed(sort_models(self.state().values()))
+                           if m._meta.table_name not in to_map], created)
+        if self.deferred:
+            self.phase = _NO_TX
+            for step in self.deferred:
+                step()
+
+    def _in_the_way(
+        self, to_map: Mapping[str, type[pw.Model]], created: Sequence[type[pw.Model]]
+    ) -> list[type[pw.Model]]:
+        """Return the tables that go and must go before the others change or come.
+
+        A table that goes is dropped last (the tables that stay stop referring to
+        it first), unless it holds an index or constraint name that a new table
+        takes (the names are one namespace per schema), or refers to a key whose
+        values are renumbered (a type without a cast; its rollback too).  Only
+        those that no table staying (or going later) refers to.
+        """
+        state = self.state()
+        taken: set[tuple[str, str]] = set()
+        for new in created:
+            spec = table_spec(new)
+            taken.update((spec.schema or "public", n) for n in _object_names(spec))
+        renumbered: set[str] = set()
+        for t, tm in to_map.items():
+            key = tm._meta.primary_key
+            if t not in state or not key or tm._meta.composite_key:
+                continue
+            # By column: after a change of its type, _meta.primary_key is the old field.
+            source = state[t]._meta.columns.get(key.column_name)
+            if source is not None and source.primary_key:
+                old = column_spec(source, _render_db(tm)).type
+                new_type = column_spec(key, _render_db(tm)).type
+                if old != new_type and _needs_using(old, new_type):
+                    renumbered.add(t)
+        early = []
+        for model in state.values():
+            if model._meta.table_name in to_map:
+                continue
+            spec = table_spec(model)
+            names = {(spec.schema or "public", n) for n in _object_names(spec)}
+            refers = any(f.rel_model._meta.table_name in renumbered for f in model._meta.refs)
+            if names & taken or refers:
+                early.append(model)
+        while True:  # keep those that nothing left in place refers to
+            kept = [m for m in early if not any(
+                f.rel_model is m for other in state.values() if other is not m
+                and other not in early for f in other._meta.refs)]
+            if len(kept) == len(early):
+                return kept
+            early = kept
+
+    def _drop_tables(
+        self, models: Sequence[type[pw.Model]], created: Sequence[type[pw.Model]]
+    ) -> None:
+        """Drop the tables of ``models`` (in this order), recording each drop."""
+        w = self.writer
+        doomed = list(models)
         for i, model in enumerate(doomed):
             t = model._meta.table_name
             self.warn(
@@ -523,10 +585,6 @@ class _Planner:
                         for f in other._meta.refs if other is not model)
             args = [repr(t), "cascade=True"] if cycle else [repr(t)]
             self.emit(w.call("remove_model", *args), table=t)
-        if self.deferred:
-            self.phase = _NO_TX
-            for step in self.deferred:
-                step()
 
     def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
         """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
@@ -935,12 +993,23 @@ class _Planner:
         for model in self.state().values():
             for field in model._meta.refs:
                 if field.rel_model._meta.table_name == t and field.rel_field.column_name == col:
+                    referrer = f"{model._meta.table_name}.{field.column_name}"
+                    if self.forward:
+                        raise GenerationError("cannot generate this migration", [
+                            f"{t}.{col} changes from {before.type.text} to {after.type.text}, "
+                            f"which has no cast: its values would be renumbered, but {referrer} "
+                            "refers to them; write this migration by hand (add the new key "
+                            "column, map the referencing columns to it, then swap)"
+                        ])
+                    # Planning the rollback: it undoes the type change (the state is the
+                    # migration's result) while a foreign key this migration adds remains.
                     raise GenerationError("cannot generate this migration", [
-                        f"{t}.{col} changes from {before.type.text} to {after.type.text}, which "
-                        f"has no cast: its values would be renumbered, but "
-                        f"{model._meta.table_name}.{field.column_name} refers to them; write "
-                        "this migration by hand (add the new key column, map the referencing "
-                        "columns to it, then swap)"
+                        f"its rollback would change {t}.{col} back from {before.type.text} to "
+                        f"{after.type.text}, which has no cast, so the values would be "
+                        f"renumbered while {referrer} (added by this migration) refers to "
+                        f"them; make the type change of {t}.{col} and the foreign key to it "
+                        "two migrations (change the key first, run diff, then add the "
+                        "foreign key)"
                     ])
         self.warn(
             f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
@@ -1079,6 +1148,13 @@ def _render_db(model: type[pw.Model]) -> Any:
 def _writable_default(field: pw.Field) -> bool:
     """Return True when ``field`` has a Python default that a migration can write."""
     return field.default is not None and CodeWriter().default(field) is not None
+
+
+def _object_names(spec: TableSpec) -> set[str]:
+    """Return the names of the indexes and named constraints of a table (one namespace)."""
+    names = {ix.name for ix in spec.indexes}
+    names.update(n for n in map(constraint_name, spec.constraints) if n)
+    return names
 
 
 def _table_shape(spec: TableSpec) -> list[tuple[str, bool, bool]]:
