@@ -625,7 +625,11 @@ class _Planner:
         t = fm._meta.table_name
         db = _render_db(fm)
         tcols = {f.column_name: f for f in tm._meta.sorted_fields}
-        dropping = any(
+        # A column renamed to the name of a column that stays in the models: that one
+        # goes first (renamed_from on a field that keeps its column name).
+        replaced = [new for new in renames.values()
+                    if new in fm._meta.columns and new not in renames]
+        dropping = bool(replaced) or any(
             c not in tcols and c not in renames for c in fm._meta.columns
         )
         if not (renames or dropping):
@@ -642,6 +646,16 @@ class _Planner:
         if len(kept_nodes) != len(fm._meta.constraints or ()):
             items = ", ".join(w.constraint(render(n, db)) for n in kept_nodes)
             self.emit(w.call("set_constraints", repr(t), f"[{items}]"), table=t)
+        if replaced:
+            by_new = {new: old for old, new in renames.items()}
+            for col in replaced:
+                self.warn(
+                    f"drops column {t}.{col}: its data will be lost; {t}.{by_new[col]} is "
+                    f"renamed to {col} in its place (renamed_from({by_new[col]!r}))"
+                )
+                self.drops.append(Drop(t, col))
+            names = (repr(fm._meta.columns[c].name) for c in replaced)
+            self.emit(w.call("remove_fields", repr(t), *names), table=t)
         for old, new in renames.items():
             target = tcols[new]
             source = fm._meta.columns[old]
@@ -1209,11 +1223,15 @@ def _renames(
         tcols = {f.column_name for f in model._meta.sorted_fields}
         found: dict[str, str] = {}
         for field in model._meta.sorted_fields:
-            if field.column_name in scols:
-                continue
             old = renamed_from_of(field)
             if old and old not in scols and old in source._meta.fields:
                 old = source._meta.fields[old].column_name
+            if field.column_name in scols:
+                # The hint names another column that goes: it takes this column's name,
+                # and the column of that name goes (expand/contract's last step).
+                if old and old in scols and old not in tcols and old not in found:
+                    found[old] = field.column_name
+                continue
             if not old:
                 same = source._meta.fields.get(field.name)
                 old = same.column_name if same is not None else None
