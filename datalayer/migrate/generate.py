@@ -746,7 +746,9 @@ class _Planner:
             codes = []
             for f in added:
                 spec = tcol_specs[f.column_name]
-                if not spec.null and spec.default is None and not _writable_default(f):
+                if not spec.null and spec.default is None and not _writable_default(f) and (
+                    not auto_base(spec.type.text)  # serial, identity: numbered by PostgreSQL
+                ):
                     self.warn(
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
@@ -767,7 +769,11 @@ class _Planner:
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
                 written = f
-                if safe:
+                if safe and f.primary_key and serial_base(spec.type.text):
+                    # A serial key in place of the table's key: added as a plain integer
+                    # column (no rewrite); phase two numbers the rows, then makes it the key.
+                    written = _plain_integer(f, serial_base(spec.type.text) or "INTEGER")
+                elif safe:
                     volatile = is_volatile(spec.default)
                     # A constant Python default is added with the column (no fill).
                     fill = volatile or (spec.default is None and _writable_default(f)
@@ -830,7 +836,8 @@ class _Planner:
         ``plain``: in the plain form, whatever the mode (before a key column is dropped).
         """
         fm = self.state()[t]
-        if not (fm._meta.composite_key and tm._meta.composite_key):
+        # From a composite key, or from none (a serial key dropped with its column).
+        if not (tm._meta.composite_key and (fm._meta.composite_key or not fm._meta.primary_key)):
             return
         if table_spec(fm).primary_key == table_spec(tm).primary_key:
             return
@@ -924,7 +931,9 @@ class _Planner:
             narrowing = _narrowing(t, col, before, after)
             if narrowing is not None and narrowing not in self.warnings:
                 self.warn(narrowing)
-            if before.null and not after.null and after.default is None and target.default is None:
+            if before.null and not after.null and after.default is None and (
+                target.default is None and not auto_base(after.type.text)  # serial: numbered
+            ):
                 self.warn(
                     f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
                     "NULLs; give the field a default or a server default"
@@ -1076,6 +1085,15 @@ def _phase_one_field(
             c for c in field.constraints or ()
             if not render(c, db).text.lstrip().upper().startswith("DEFAULT ")
         ] or None
+    return out
+
+
+def _plain_integer(field: pw.Field, base: str) -> pw.Field:
+    """Return a nullable integer field of ``base`` type on ``field``'s column (not a key)."""
+    cls = {"SMALLINT": pw.SmallIntegerField, "BIGINT": pw.BigIntegerField}.get(
+        base, pw.IntegerField)
+    out: pw.Field = cls(null=True, column_name=field.column_name)
+    out.bind(field.model, field.name, False)  # as the model's, for rendering; not attached
     return out
 
 

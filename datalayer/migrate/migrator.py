@@ -667,10 +667,10 @@ class DatalayerMigrator(Migrator):
         with ``atomic = False``).
         """
         cls = self._get(model)
-        if len(names) < 2 or not cls._meta.composite_key:
+        if len(names) < 2 or not (cls._meta.composite_key or not cls._meta.primary_key):
             raise UnsupportedChange(
-                f"{cls._meta.table_name}: set_primary_key changes a composite key into another "
-                "composite key (two fields or more); write other key changes by hand"
+                f"{cls._meta.table_name}: set_primary_key makes a composite key (two fields or "
+                "more) of a table with a composite key or none; write other key changes by hand"
             )
         fields = [self._field(cls, n).name for n in names]
 
@@ -732,7 +732,10 @@ class DatalayerMigrator(Migrator):
 
         def mutate() -> None:
             for name, field in fields.items():
-                cls._meta.add_field(name, field)
+                if field.primary_key:  # a serial key in place of the table's key
+                    cls._meta.set_primary_key(name, field)
+                else:
+                    cls._meta.add_field(name, field)
 
         return self._alter(cls, mutate, online=online)
 
@@ -752,6 +755,8 @@ class DatalayerMigrator(Migrator):
         for field in targets:
             self._replace_in_indexes(cls, field, None)
             self._detach(cls, field)
+            if cls._meta.primary_key is field:  # the key goes with its column
+                cls._meta.primary_key = False
         steps = plan_alter(before, table_spec(cls))
         if cascade:
             steps = [
