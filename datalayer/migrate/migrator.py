@@ -663,8 +663,9 @@ class DatalayerMigrator(Migrator):
     ) -> type[pw.Model]:
         """Make the fields ``names`` (two or more) the table's composite primary key.
 
-        ``online``: through a concurrent unique index, then ``USING INDEX`` (run it
-        with ``atomic = False``).
+        The table has a composite key, or none (its key column dropped).
+        ``online``: through a concurrent unique index, then ``USING INDEX`` (run
+        it with ``atomic = False``).
         """
         cls = self._get(model)
         if len(names) < 2 or not (cls._meta.composite_key or not cls._meta.primary_key):
@@ -724,6 +725,8 @@ class DatalayerMigrator(Migrator):
         server default is set after the column is added and the rows filled
         in batches.  ``allow_not_null`` is accepted for peewee-migrate
         compatibility.  A field named ``online`` is a field, not the option.
+        A serial key field (``id=pw.AutoField()``) replaces the table's key: the
+        old key is dropped, the new column numbers the existing rows.
         """
         del allow_not_null
         if isinstance(online, pw.Field):
@@ -746,7 +749,8 @@ class DatalayerMigrator(Migrator):
         """Drop columns (by field or column name) with their indexes and constraints.
 
         Without ``cascade`` the drop fails if a view or another table's foreign
-        key still uses a column.
+        key still uses a column.  Dropping the key's column leaves the table
+        without a primary key (:meth:`set_primary_key` makes another).
         """
         del params
         cls = self._get(model)
