@@ -310,7 +310,6 @@ def test_a_key_change_refusal_names_the_direction_and_the_referring_column(
                 parent=pw.ForeignKeyField(v2[0], column_name="parent_id", null=True,
                                           backref="+"))
     text = _refusal([*v1, model("Kid", "kids", id=pw.AutoField())], [*v2, kid], tmp_path)
-    assert "UUID to SERIAL" not in text or "rollback" in text, text
     assert "rollback" in text and "back from SERIAL to UUID" in text, text
     assert "kids.parent_id" in text and "created in" not in text, text
     assert "two migrations" in text, text
