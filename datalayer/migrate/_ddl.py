@@ -393,8 +393,9 @@ def plan_alter(
     key_dropped = bool(before.primary_key) and not after.primary_key and all(
         c in dropped_names for c in before.primary_key)
     # The key given up, its column(s) kept (a serial key's way back, online).
-    key_released = bool(before.primary_key) and not after.primary_key and not key_dropped
-    key_added = not before.primary_key and bool(after.primary_key) and all(
+    key_released = bool(before.primary_key) and not after.primary_key and not (
+        key_dropped or moved)
+    key_added = not (moved or before.primary_key) and bool(after.primary_key) and all(
         before.column(c) is not None for c in after.primary_key)
     if before.primary_key != after.primary_key and not (
         composite or moved or serial_key or key_dropped or key_released or key_added
