@@ -414,7 +414,6 @@ class _Planner:
         self.deferred: list[Callable[[], None]] = []
         self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
-        self.to_map: Mapping[str, type[pw.Model]] = {}  # the tables run() is going to
 
     @property
     def chunks(self) -> list[str]:
@@ -489,7 +488,6 @@ class _Planner:
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
         created = [m for m in to_models if m._meta.table_name not in state]
-        self.to_map = to_map
         # Tables that go and would stand in the way of what comes: dropped first.
         early = self._in_the_way(to_map, created)
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
