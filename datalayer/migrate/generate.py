@@ -858,8 +858,11 @@ class _Planner:
             if safe and source.primary_key != target.primary_key:
                 continue  # a unique column made the key (or back): phase two, online
             if safe:
+                # NULL-ness stays as it was: SET NOT NULL needs its validated CHECK, and DROP
+                # NOT NULL waits too, so that its rollback (SET NOT NULL again) is written in
+                # that file's online form rather than as a scan under ACCESS EXCLUSIVE.
                 written = _phase_one_field(
-                    target, null=after.null or before.null, index=(source.index, source.unique),
+                    target, null=before.null, index=(source.index, source.unique),
                     drop_default=False,
                 )
                 if column_spec(written, _render_db(tm)) == before:
