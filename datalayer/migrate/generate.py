@@ -455,7 +455,7 @@ class _Planner:
         method = re.match(r"(?:.*\n)*?m\.(\w+)\(", code)
         self.ops.append(_Chunk(code, self.phase, method.group(1) if method else "create_model",
                                table, steps))
-        if (self.mode == _SAFE and self.phase == _TX or self.tx_rollback) and (
+        if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
             table is not None
             and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
         ):
@@ -1311,7 +1311,7 @@ def plan_models(
                 _run_codes(goal, (c.code for g in groups[:k] for c in g))
             atomic = groups[k][0].phase == _TX
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
-                                postgres=postgres, tx_rollback=atomic)
+                                postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
             backward.run(goal_models, bt, bc)
             _verify(sim, goal_models, "rollback")
