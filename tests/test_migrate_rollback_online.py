@@ -15,12 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
+from datalayer.config import Settings
 from datalayer.migrate import runner
+from datalayer.migrate.check import check
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import DiffResult, create_migration
 from datalayer.migrate.lint import lint, render_text
@@ -28,6 +31,8 @@ from datalayer.migrate.router import Router
 from datalayer.migrate.schema import compare, snapshot
 from tests.pgserver import Server
 from tests.test_migrate_generate import open_db
+from tests.test_migrate_lint_rollback import ALL_CASES
+from tests.test_migrate_lint_rollback import _generated as generated
 from tests.test_migrate_safe_forms import (
     SLOW_FUNCTION,
     Case,
@@ -176,3 +181,25 @@ def test_a_check_swap_rolls_back_through_a_file_that_does_nothing_going_forward(
         "ADD CHECK (qty >= 0) NOT VALID")
     text = result.paths[0].read_text(encoding="utf-8")
     assert "atomic = False" in text and "Nothing to do going forward" in text
+
+
+# Two of the generator's cases whose rollbacks (or forward) were written in the plain forms
+# before (issue 15), one per new recipe: `migrate check` lints the files diff writes for them
+# (all eight pass; each check takes seconds, so two stand for them here).
+CHECK_CASES = [p for p in ALL_CASES if p.values[0].id in (
+    "named_check_table_unique_and_literal_in_renamed_check", "model_removed_with_fk_to_it")]
+
+
+@pytest.fixture
+def settings(pg: Server) -> Settings:
+    return pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+
+
+@pytest.mark.parametrize("case", CHECK_CASES)
+def test_check_passes_on_the_files_diff_wrote(
+    case: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """`migrate check` (checksums, sync, scratch apply, lint of both directions) is clean."""
+    generated(case, tmp_path)
+    write_sum(tmp_path)
+    assert check(settings, tmp_path, models=case.v2()) == []
