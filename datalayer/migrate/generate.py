@@ -390,9 +390,10 @@ class _Planner:
     to existing tables in two phases, the transactional part with NOT VALID
     constraints first, then the concurrent indexes, validations, fills and
     NOT NULLs, which run outside a transaction).  In safe mode the indexes on
-    columns that phase one drops are dropped concurrently before it, in a
-    file of their own (``_PRE``), so that phase one's rollback re-adds the
-    columns without them and that file's rollback builds them concurrently.
+    columns that phase one drops, and the UNIQUE constraints that go, are
+    dropped before it in a file of their own (``_PRE``, no transaction), so
+    that phase one's rollback needs neither and that file's rollback builds
+    them concurrently (:meth:`pre_drops`).
 
     ``tx_rollback``: the rollback of a transactional file, in the plain forms
     except that CHECKs and foreign keys are re-added ``NOT VALID`` where that
@@ -1297,7 +1298,7 @@ def plan_models(
         irreversible: list[str] = []
         for k in reversed(range(len(groups))):
             # The renames are in the first transactional file (after the _PRE drops, if any).
-            renaming = k == next(i for i, g in enumerate(groups) if g[0].phase != _PRE)
+            renaming = k == next((i for i, g in enumerate(groups) if g[0].phase != _PRE), 0)
             bt, bc = (back_tables, back_columns) if renaming else ({}, {})
             if k == 0:
                 goal = original
