@@ -187,7 +187,8 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(body)
+    # The hint: the words "foreign key" of its message do not make it an ADD FOREIGN KEY.
+    return Sql(_do(body).text, hint="drop_constraint")
 
 
 def drop_constraint(

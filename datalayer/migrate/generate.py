@@ -374,7 +374,7 @@ _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
 
 
 _PLAIN, _ONLINE, _SAFE = "plain", "online", "safe"
-_TX, _NO_TX = "tx", "no-tx"
+_PRE, _TX, _NO_TX = "pre", "tx", "no-tx"
 
 
 @dataclasses.dataclass
@@ -396,15 +396,26 @@ class _Planner:
     migration with ``atomic = False``) or ``"safe"`` (forward only: changes
     to existing tables in two phases, the transactional part with NOT VALID
     constraints first, then the concurrent indexes, validations, fills and
-    NOT NULLs, which run outside a transaction).
+    NOT NULLs, which run outside a transaction).  In safe mode the indexes on
+    columns that phase one drops, and the UNIQUE constraints that go, are
+    dropped before it in a file of their own (``_PRE``, no transaction), so
+    that phase one's rollback needs neither and that file's rollback builds
+    them concurrently (:meth:`pre_drops`).
+
+    ``tx_rollback``: the rollback of a transactional file, in the plain forms
+    except that CHECKs and foreign keys are re-added ``NOT VALID`` where that
+    needs nothing outside the transaction; :meth:`validations` then names the
+    tables whose constraints the rollback of the file before must validate.
     """
 
     def __init__(
-        self, sim: DatalayerMigrator, *, forward: bool, mode: str = _PLAIN, postgres: int = 12
+        self, sim: DatalayerMigrator, *, forward: bool, mode: str = _PLAIN, postgres: int = 12,
+        tx_rollback: bool = False,
     ) -> None:
         self.sim = sim
         self.forward = forward
         self.mode = mode
+        self.tx_rollback = tx_rollback
         self.postgres = postgres
         self.writer = CodeWriter("m")
         self.ops: list[_Chunk] = []
@@ -452,10 +463,20 @@ class _Planner:
         method = re.match(r"(?:.*\n)*?m\.(\w+)\(", code)
         self.ops.append(_Chunk(code, self.phase, method.group(1) if method else "create_model",
                                table, steps))
-        if self.mode == _SAFE and self.phase == _TX and table is not None and any(
-            isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps
+        if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
+            table is not None
+            and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
         ):
             self.not_valid.add(table)
+
+    def tx_online(self, ok: bool) -> list[str]:
+        """Return ``["online=True"]`` in a transactional rollback when ``ok`` (no step outside)."""
+        return ["online=True"] if self.tx_rollback and ok else []
+
+    def validations(self) -> list[str]:
+        """Return the tables (still there) whose constraints this plan added NOT VALID."""
+        state = self.state()
+        return sorted(t for t in self.not_valid if t in state)
 
     def state(self) -> dict[str, type[pw.Model]]:
         return _state(self.sim)
@@ -470,6 +491,8 @@ class _Planner:
     ) -> None:
         w = self.writer
         to_map = {m._meta.table_name: m for m in to_models}
+        if self.mode == _SAFE and self.forward:
+            self.pre_drops(to_map, table_renames, column_renames)
         for old, new in table_renames.items():
             self.emit(w.call("rename_table", repr(old), repr(new)), table=new)
         state = self.state()
@@ -583,6 +606,51 @@ class _Planner:
                         for f in other._meta.refs if other is not model)
             args = [repr(t), "cascade=True"] if cycle else [repr(t)]
             self.emit(w.call("remove_model", *args), table=t)
+
+    def pre_drops(
+        self,
+        to_map: Mapping[str, type[pw.Model]],
+        table_renames: Mapping[str, str],
+        column_renames: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        """Drop, before phase one and outside a transaction, what phase one's rollback rebuilds.
+
+        The indexes on the columns phase one drops (``DROP COLUMN`` would drop them under
+        its lock anyway) go concurrently, and the UNIQUE constraints that go away are
+        dropped: so phase one's rollback re-adds the columns without them and the
+        rollback of this file builds them concurrently, instead of a plain ``CREATE
+        INDEX`` or ``ADD UNIQUE`` in phase one's rollback transaction.
+        """
+        w = self.writer
+        self.phase = _PRE
+        for t, fm in self.state().items():
+            new = table_renames.get(t, t)
+            tm = to_map.get(new)
+            if tm is None:
+                continue  # the table goes: its indexes go with it
+            renamed = column_renames.get(new, {})
+            tcols = {f.column_name for f in tm._meta.sorted_fields}
+            dropped = {c for c in fm._meta.columns if c not in tcols and c not in renamed}
+            for ix in table_spec(fm).indexes:
+                if set(ix.columns) & dropped:
+                    self.emit(w.call("drop_named_index", repr(t), repr(ix.name), "online=True"),
+                              table=t)
+            db = _render_db(fm)
+            wanted = Counter(render(c, _render_db(tm)) for c in tm._meta.constraints or ())
+            nodes = list(fm._meta.constraints or ())
+            kept = []
+            for node in nodes:
+                sql = rename_identifier(render(node, db), renamed)
+                if wanted[sql] > 0:
+                    wanted[sql] -= 1
+                elif _is_unique(sql):
+                    continue
+                kept.append(node)
+            if len(kept) != len(nodes):
+                items = ", ".join(w.constraint(render(n, db)) for n in kept)
+                self.emit(w.call("set_constraints", repr(t), f"[{items}]", "online=True"),
+                          table=t)
+        self.phase = _TX
 
     def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
         """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
@@ -783,7 +851,9 @@ class _Planner:
                     if volatile and spec.null:
                         self.backfill.setdefault(t, []).append(f.name)
                 codes.append(f"{f.name}={w.field(written)}")
-            flag = self.online(phase_one=True)
+            flag = self.online(phase_one=True) or self.tx_online(all(
+                _tx_safe_column(f, tcol_specs[f.column_name]) for f in added
+            ))
             if flag and any(f.name == "online" for f in added):
                 flag = []  # a field named "online" would clash with the option: plain form
             self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
@@ -796,9 +866,10 @@ class _Planner:
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
             db = _render_db(tm)
-            nodes = list(tmeta.constraints or ())
-            if safe:
-                # A new UNIQUE constraint waits for its concurrent index in phase two.
+            nodes = rest = list(tmeta.constraints or ())
+            if safe or self.tx_rollback:
+                # A new UNIQUE constraint waits for its concurrent index in phase two (in a
+                # rollback: comes after the NOT VALID CHECKs and foreign keys, plainly).
                 have = Counter(fspec.constraints)
                 kept = []
                 for node in nodes:
@@ -808,12 +879,14 @@ class _Planner:
                     elif _is_unique(sql):
                         continue
                     kept.append(node)
-                nodes = kept
-            items = ", ".join(w.constraint(render(c, db)) for c in nodes)
-            if Counter(render(c, db) for c in nodes) != Counter(fspec.checks + fspec.constraints):
-                self.emit(w.call(
-                    "set_constraints", repr(t), f"[{items}]", *self.online(phase_one=True)
-                ), table=t)
+                nodes, rest = kept, nodes
+            for group, flag in ((nodes, self.online(phase_one=True) or self.tx_online(True)),
+                                (rest if self.tx_rollback else nodes, [])):
+                now = table_spec(self.state()[t])
+                if Counter(render(c, db) for c in group) == Counter(now.checks + now.constraints):
+                    continue
+                items = ", ".join(w.constraint(render(c, db)) for c in group)
+                self.emit(w.call("set_constraints", repr(t), f"[{items}]", *flag), table=t)
 
         for old_ix, new_ix in renamed:
             self.emit(
@@ -910,6 +983,7 @@ class _Planner:
         fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
         plain: list[str] = []
         cast: list[tuple[str, str, str]] = []
+        tx_ok = True  # no index built and no NOT NULL set: online needs no step outside
         for col, target in tcols.items():
             if col not in fcols:
                 continue
@@ -926,6 +1000,7 @@ class _Planner:
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
             if before == after and fidx == tidx:
                 continue
+            tx_ok = tx_ok and fidx == tidx and not (before.null and not after.null)
             narrowing = _narrowing(t, col, before, after)
             if narrowing is not None and narrowing not in self.warnings:
                 self.warn(narrowing)
@@ -950,8 +1025,11 @@ class _Planner:
             if safe and source.primary_key != target.primary_key:
                 continue  # a unique column made the key (or back): phase two, online
             if safe:
+                # NULL-ness stays as it was: SET NOT NULL needs its validated CHECK, and DROP
+                # NOT NULL waits too, so that its rollback (SET NOT NULL again) is written in
+                # that file's online form rather than as a scan under ACCESS EXCLUSIVE.
                 written = _phase_one_field(
-                    target, null=after.null or before.null, index=(source.index, source.unique),
+                    target, null=before.null, index=(source.index, source.unique),
                     drop_default=False,
                 )
                 if column_spec(written, _render_db(tm)) == before:
@@ -962,7 +1040,7 @@ class _Planner:
                 cast.append((target.name, w.field(written), using))
             else:
                 plain.append(code)
-        flag = self.online(phase_one=True) if not keys_only else []
+        flag = (self.online(phase_one=True) or self.tx_online(tx_ok)) if not keys_only else []
         if plain:
             self._change_fields(t, plain, flag)
         for name, code, using in cast:
@@ -1058,6 +1136,14 @@ class _Planner:
         if online or self.mode == _ONLINE:
             args.append("online=True")
         return w.call("add_named_index", *args)
+
+
+def _tx_safe_column(field: pw.Field, spec: ColumnSpec) -> bool:
+    """True when adding ``field`` online needs no step outside a transaction (no index, no fill)."""
+    needs_fill = spec.default is None and spec.py_default is not None
+    constant = needs_fill and not callable(spec.py_default) and spec.db_value is not None
+    fill = is_volatile(spec.default) or (not spec.null and needs_fill and not constant)
+    return not (field.index or field.unique or fill)
 
 
 def _phase_one_field(
@@ -1366,36 +1452,59 @@ def plan_models(
             for t, cols in columns.items()
         }
         rollbacks: list[list[_Chunk]] = [[] for _ in groups]
+        # The VALIDATE CONSTRAINTs a transactional file's rollback leaves to the rollback of
+        # the file before it (runs next, outside a transaction): per file, or for a file
+        # with nothing to do going forward, inserted before it.
+        tails: list[list[_Chunk]] = [[] for _ in groups]
+        inserted: dict[int, list[_Chunk]] = {}
         irreversible: list[str] = []
         for k in reversed(range(len(groups))):
+            # The renames are in the first transactional file (after the _PRE drops, if any).
+            renaming = k == next((i for i, g in enumerate(groups) if g[0].phase != _PRE), 0)
+            bt, bc = (back_tables, back_columns) if renaming else ({}, {})
             if k == 0:
-                goal, bt, bc = original, back_tables, back_columns
+                goal = original
             else:
                 if replay is None:
                     raise GenerationError(
                         "this migration is written as several files; pass replay= to plan "
                         "their rollbacks (compute_diff does)"
                     )
-                goal, bt, bc = replay(), {}, {}
+                goal = replay()
                 _run_codes(goal, (c.code for g in groups[:k] for c in g))
             atomic = groups[k][0].phase == _TX
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
-                                postgres=postgres)
+                                postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
             backward.run(goal_models, bt, bc)
             _verify(sim, goal_models, "rollback")
-            rollbacks[k] = backward.ops
+            rollbacks[k] = backward.ops + tails[k]
             irreversible.extend(backward.irreversible)
+            if atomic and backward.validations():
+                done = len(backward.ops)
+                backward.phase = _NO_TX
+                for t in backward.validations():
+                    backward.emit(backward.writer.call("validate_constraints", repr(t)), table=t)
+                tail = backward.ops[done:]
+                if k > 0 and groups[k - 1][0].phase != _TX:
+                    tails[k - 1] = tail
+                else:
+                    inserted[k] = tail
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
+    files: list[tuple[bool, list[_Chunk], list[_Chunk]]] = []
+    for k, group in enumerate(groups):
+        if k in inserted:
+            files.append((False, [], inserted[k]))
+        files.append((group[0].phase == _TX, group, rollbacks[k]))
     migrations = tuple(
         PlannedMigration(
             suffix="" if k == 0 else f"_{k + 1}",
-            atomic=group[0].phase == _TX,
-            operations=_operations(group, postgres),
-            rollback=_operations(rollbacks[k], postgres),
+            atomic=atomic,
+            operations=_operations(chunks, postgres),
+            rollback=_operations(undo, postgres),
         )
-        for k, group in enumerate(groups)
+        for k, (atomic, chunks, undo) in enumerate(files)
     )
     warnings += tuple(irreversible)
     return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
@@ -1412,6 +1521,15 @@ def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
     """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
     forward = _body([op.code for op in migration.operations])
     backward = _body([op.code for op in migration.rollback])
+    if backward and not forward:
+        # The rollback of the next file re-adds constraints NOT VALID in its transaction;
+        # this one, outside a transaction, validates them (rollbacks run newest first).
+        forward = _NEWLINE.join([
+            "# Nothing to do going forward.  The next file's rollback re-adds constraints",
+            "# NOT VALID in its transaction; this file's rollback, which runs after it,",
+            "# validates them outside a transaction (reads and writes go on).",
+            "return",
+        ])
     if forward and not backward:
         # Validating constraints or filling rows changes no schema that needs undoing
         # (the rollback of the migration before it drops what it added): say so, so
