@@ -132,6 +132,15 @@ def test_examples_and_history_test_pass_on_a_good_history(project: pytest.Pytest
     result.stdout.fnmatch_lines(["conftest.py::test_migration_history PASSED*"])
 
 
+@pytest.mark.parametrize("how", [(), ("conftest.py",), ("-o", "python_files=*.py")])
+def test_the_history_test_is_collected_once(
+    pytester: pytest.Pytester, how: tuple[str, ...]
+) -> None:
+    pytester.makeconftest(HISTORY_LINE)
+    result = pytester.runpytest(*QUIET, "--collect-only", "-q", *how)
+    assert result.stdout.lines.count("conftest.py::test_migration_history") == 1
+
+
 def test_broken_data_migration_fails_the_example(project: pytest.Pytester) -> None:
     broken = SPLIT.replace("last_name = split_part(name, ' ', 2)", "last_name = name")
     assert broken != SPLIT

@@ -130,8 +130,10 @@ class _ConftestTest(pytest.Function):
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.name != "conftest.py":
         return None
-    if any(fnmatch.fnmatch(file_path.name, p) for p in parent.config.getini("python_files")):
-        return None  # collected as a test module already (python_files = *.py)
+    if parent.session.isinitpath(file_path) or any(
+        fnmatch.fnmatch(file_path.name, p) for p in parent.config.getini("python_files")
+    ):
+        return None  # pytest collects it as a test module (named on the command line, or *.py)
     module = parent.config.pluginmanager.get_plugin(str(file_path))
     if getattr(module, "test_migration_history", None) is not test_migration_history:
         return None
