@@ -56,6 +56,7 @@ from .router import (
     call_migration,
     session_settings,
 )
+from .runtime import prechecks
 from .runtime.recorder import Recorder, render
 
 __all__ = [
@@ -561,11 +562,36 @@ def apply(
                     results = _dry_run(router, migrator, pending, on_applied)
                 else:
                     state = _Online(router, migrator, applied, lock_retries, lock_timeout)
+                    checks = _checks_before_ddl(router, db, applied, pending)
                     for name in pending:
+                        _check_rows(router, db, name, checks, results)
                         results.append(state.apply(name, results, on_retry))
                         if on_applied is not None:
                             on_applied(results[-1])
     return results
+
+
+def _checks_before_ddl(
+    router: Router, db: Any, applied: list[str], pending: list[str]
+) -> dict[str, list[prechecks.Precheck]]:
+    """Return the checks of live rows each pending migration needs (:mod:`.runtime.prechecks`)."""
+    from .runtime.statements import planned
+
+    return prechecks.derive(planned(router, applied, pending, postgres=_postgres_major(db)))
+
+
+def _check_rows(
+    router: Router,
+    db: Any,
+    name: str,
+    checks: dict[str, list[prechecks.Precheck]],
+    results: list[Applied],
+) -> None:
+    """Stop before ``name`` runs when rows of its tables would make one of its statements fail."""
+    kept = (
+        f" (the {len(results)} migration(s) before it in this run stay applied)" if results else ""
+    )
+    prechecks.verify(db, router.path(name), checks.get(name, []), kept=kept)
 
 
 class _Online:

@@ -1,0 +1,149 @@
+"""Checks before DDL: rows that a pending migration's statements would reject stop ``apply``.
+
+For each case a v1 schema is applied, rows are put in that break the v2
+change, and the generated (or hand-written) v2 migration is applied: it must
+stop before any statement runs with one line naming the table, the column,
+the count and up to 5 primary keys; the schema, the history and the catalog
+(no NOT VALID constraint, no INVALID index) stay as they were.  Cases whose
+rows are fine, or that fix the rows themselves first, must apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import peewee as pw
+import pytest
+from playhouse.postgres_ext import PostgresqlExtDatabase
+
+from datalayer.migrate import runner
+from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.generate import create_migration
+from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.prechecks import PrecheckFailed
+from datalayer.migrate.schema import compare, snapshot
+from tests.migrate_runtime_support import write_migration
+from tests.pgserver import Server
+from tests.test_migrate_generate import open_db
+from tests.test_migrate_safe_forms import category, items
+
+Models = list[type[pw.Model]]
+
+
+@pytest.fixture
+def db(pg: Server) -> Iterator[PostgresqlExtDatabase]:
+    with pg.database("dlprecheck") as name:
+        database = open_db(pg, name)
+        try:
+            yield database
+        finally:
+            database.close()
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    v1: Callable[[], Models]
+    v2: Callable[[], Models] | None  # None: ``hand`` is the v2 migration
+    seed: str  # SQL that puts in the rows the change rejects (after 20 good items rows)
+    want: tuple[str, ...]  # text the one-line message must contain
+    count: int
+    hand: str = ""  # a hand-written migrate() body
+
+
+def _fk(**kw: object) -> Models:
+    cat = category()
+    return [cat, items(category=pw.ForeignKeyField(cat, column_name="category_id",
+                                                   on_delete="CASCADE", **kw))]
+
+
+FAILING = [
+    Case("set_not_null_nulls",
+         lambda: [items(note=pw.CharField(max_length=20, null=True))],
+         lambda: [items(note=pw.CharField(max_length=20))],
+         "UPDATE items SET note = 'x'; UPDATE items SET note = NULL WHERE qty <= 7",
+         ("table items have NULL in column note, which SET NOT NULL rejects",), 7),
+    Case("unique_index_duplicates",
+         lambda: [items(code=pw.CharField(max_length=40, null=True))],
+         lambda: [items(code=pw.CharField(max_length=40, null=True, unique=True))],
+         "UPDATE items SET code = 'c' || qty; UPDATE items SET code = 'same' WHERE qty <= 3",
+         ("share their (code) with another row", "UNIQUE index items_code"), 3),
+    Case("unique_constraint_duplicates", lambda: [items()],
+         lambda: [items(constraints=[pw.SQL("UNIQUE (name, qty)")])],
+         "UPDATE items SET name = 'n', qty = 1 WHERE qty IN (4, 5)",
+         ("share their (name, qty) with another row",), 2),
+    Case("check_violated", lambda: [items()],
+         lambda: [items(qty=pw.IntegerField(default=0, constraints=[pw.Check("qty >= 0")]))],
+         "UPDATE items SET qty = -qty WHERE qty <= 2",
+         ("violate CHECK (qty >= 0)",), 2),
+    Case("foreign_key_orphans",
+         lambda: [category(), items(category=pw.UUIDField(column_name="category_id", null=True,
+                                                          index=True))],
+         lambda: _fk(null=True),
+         "UPDATE items SET category_id = gen_random_uuid() WHERE qty <= 6",
+         ("have a value in column category_id that categories does not have",), 6),
+    Case("varchar_narrowed",
+         lambda: [items()], lambda: [items(name=pw.CharField(max_length=5, default="-"))],
+         "UPDATE items SET name = 'a-long-name' WHERE qty <= 4",
+         ("have a value in column name longer than VARCHAR(5) allows",), 4),
+    Case("numeric_scale_narrowed",
+         lambda: [items(price=pw.DecimalField(max_digits=10, decimal_places=3, null=True))],
+         lambda: [items(price=pw.DecimalField(max_digits=10, decimal_places=2, null=True))],
+         "UPDATE items SET price = qty + 0.5; UPDATE items SET price = 1.234 WHERE qty <= 3",
+         ("have a value in column price that NUMERIC(10, 2) would round or cannot hold",), 3),
+    Case("type_change_does_not_convert", lambda: [items()], None,
+         "UPDATE items SET name = qty::text; UPDATE items SET name = 'x' || qty WHERE qty <= 8",
+         ("have a value in column name that does not convert to integer",), 8,
+         hand='migrator.sql("ALTER TABLE items ALTER COLUMN name DROP DEFAULT, '
+              'ALTER COLUMN name TYPE integer USING name::integer")'),
+    Case("hand_written_unique_index", lambda: [items()], None,
+         "UPDATE items SET name = 'dup' WHERE qty > 10",
+         ("share their (lower(name)) with another row",), 10,
+         hand='migrator.sql("CREATE UNIQUE INDEX items_lower_name ON items (lower(name))")'),
+]
+
+
+def _setup(db: PostgresqlExtDatabase, tmp_path: Path, case: Case) -> None:
+    create_migration(Router(db, tmp_path), "v1", case.v1())
+    write_sum(tmp_path)
+    runner.apply(db, tmp_path)
+    if "categories" in db.get_tables():
+        db.execute_sql("INSERT INTO categories (title) VALUES ('a'), ('b')")
+    db.execute_sql("INSERT INTO items (name, qty) SELECT 'r' || g, g FROM generate_series(1, 20) g")
+    db.execute_sql(case.seed)
+    if case.v2 is not None:
+        create_migration(Router(db, tmp_path), "v2", case.v2())
+    else:
+        write_migration(tmp_path, "002_v2", migrate=case.hand)
+    write_sum(tmp_path)
+
+
+def _leftovers(db: PostgresqlExtDatabase) -> list[tuple[object, ...]]:
+    return db.execute_sql(
+        "SELECT conname FROM pg_constraint WHERE NOT convalidated UNION ALL "
+        "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+    ).fetchall()
+
+
+@pytest.mark.parametrize("case", FAILING, ids=[c.id for c in FAILING])
+def test_rows_the_change_rejects_stop_it_before_any_statement(
+    case: Case, db: PostgresqlExtDatabase, tmp_path: Path
+) -> None:
+    _setup(db, tmp_path, case)
+    before = snapshot(db)
+    with pytest.raises(PrecheckFailed) as caught:
+        runner.apply(db, tmp_path)
+    message = str(caught.value)
+    print(message)
+    assert "\n" not in message
+    for needle in case.want:
+        assert needle in message, message
+    assert caught.value.count == case.count
+    assert len(caught.value.keys) == min(5, case.count)
+    assert f"{case.count} rows" in message or case.count == 1
+    assert "nothing of it ran and it is not recorded" in message
+    assert compare(before, snapshot(db)) == []
+    assert _leftovers(db) == []
+    assert [r[0] for r in db.execute_sql("SELECT name FROM migratehistory")] == ["001_v1"]
