@@ -52,6 +52,7 @@ from .router import (
     MIGRATE_TABLE,
     HistoryRow,
     Router,
+    _set_config,
     _without_transaction,
     call_migration,
     session_settings,
@@ -594,6 +595,40 @@ def _check_rows(
     prechecks.verify(db, router.path(name), checks.get(name, []), kept=kept)
 
 
+def _remember(db: Any) -> online.Before | None:
+    """Note the constraints, indexes and NOT NULLs before a non-transactional migration."""
+    try:
+        return online.remember(db)
+    except pw.DatabaseError:
+        return None
+
+
+def _undo_added(db: Any, before: online.Before | None) -> tuple[list[str], list[str]]:
+    """Undo what a failed non-transactional migration added that old code's writes would meet."""
+    if before is None:
+        return [], []
+    try:
+        return online.undo(db, before)
+    except pw.DatabaseError as exc:
+        logger.warning("could not undo what the failed migration added: %s", _first_line(exc))
+        return [], []
+
+
+def _fix_for(code: str | None) -> str:
+    """Say what to fix after a statement of a non-transactional migration failed with ``code``."""
+    return {
+        "23505": "remove the duplicate rows (rows that came in after the checks before DDL)",
+        "23514": "change the rows that violate the check",
+        "23503": "change the rows whose key has no match in the referenced table",
+        "23502": "give the NULL rows a value",
+        "55P03": (
+            "find the session that held a lock on the table for longer than the lock_timeout "
+            "(pg_stat_activity, pg_locks), or raise --lock-timeout"
+        ),
+        "57014": "let it run (raise --statement-timeout, 0: none) or find who cancelled it",
+    }.get(code or "", "fix the cause")
+
+
 class _Online:
     """Runs pending migrations one by one, retrying lock timeouts and INVALID index builds."""
 
@@ -610,6 +645,7 @@ class _Online:
         self.applied = list(applied)
         self.retries = max(0, retries)
         self.lock_timeout = lock_timeout
+        self.reconnected = False
 
     def apply(
         self, name: str, results: list[Applied], on_retry: Callable[[Retry], None] | None
@@ -618,6 +654,7 @@ class _Online:
         atomic = router.load(name).atomic
         start = time.monotonic()
         attempt = 1
+        before = None if atomic else _remember(db)
         while True:
             ran: list[str] = []
             try:
@@ -628,6 +665,8 @@ class _Online:
                 self.applied.append(name)
                 return dataclasses.replace(done, attempts=attempt)
             code = _pgcode(failure)
+            if not atomic and not self._connected_again():
+                raise failure  # the lock went with the connection and another run has it now
             dropped, drop_blocked = ([], False) if atomic else self._drop_invalid(name, ran)
             retry = (
                 code == "55P03"
@@ -635,6 +674,10 @@ class _Online:
                 or isinstance(failure, online.InvalidIndexes)
                 or (code == "42P07" and bool(dropped))  # the killed run's index was in the way
             )
+            if not retry or attempt > self.retries:
+                undone = _undo_added(db, before)
+                if undone[0] or undone[1]:
+                    raise self._undone(name, failure, dropped, results, undone) from failure
             if not retry:
                 if dropped:
                     raise self._build_failed(name, failure, dropped, results) from failure
@@ -675,6 +718,63 @@ class _Online:
             logger.warning("dropped INVALID index %s left by %s", index.qualified, name)
             dropped.append(index.qualified)
         return dropped, False
+
+    def _connected_again(self) -> bool:
+        """After a lost connection, take a new one and the migration lock again.
+
+        Returns False when another run took the lock in between (then what this
+        run left is that run's to find).  The session settings go on the new
+        connection too.
+        """
+        db = self.router.database
+        conn = getattr(getattr(db, "_state", None), "conn", None)
+        if conn is None or not getattr(conn, "closed", False):
+            return True
+        self.reconnected = True
+        try:
+            with contextlib.suppress(Exception):
+                db.close()
+            db.connect(reuse_if_open=True)
+            key = lock_key(self.router.migrate_table)
+            got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            _set_config(db, _timeouts(self.lock_timeout, None), local=False)
+        except Exception as exc:  # the server is gone too: the message says what may be left
+            logger.warning("could not connect again to undo the failed migration: %s",
+                           _first_line(exc))
+            return False
+        return bool(got)
+
+    def _undone(
+        self,
+        name: str,
+        failure: MigrationError,
+        dropped: list[str],
+        results: list[Applied],
+        undone: tuple[list[str], list[str]],
+    ) -> MigrationError:
+        """Say how a non-transactional migration failed and what of it was undone."""
+        done, left = undone
+        what = list(done)
+        if dropped:
+            what.insert(0, f"dropped the INVALID index {', '.join(dropped)}")
+        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
+        detail = _first_line(failure.__cause__ or failure)
+        not_undone = (
+            f"; could not undo, so run by hand: {'; '.join(left)}" if left else ""
+        )
+        fix = (
+            "nothing to fix if the session was ended on purpose (pg_terminate_backend) or the "
+            "server restarted; else find out why the connection was lost"
+            if self.reconnected else _fix_for(_pgcode(failure))
+        )
+        return MigrationError(
+            f"migration {self.router.path(name)} failed: {detail}; so that the running "
+            "application works as before, what it added that the application's writes would "
+            f"meet was undone: {', '.join(what) or 'nothing'}{not_undone} (what only adds, "
+            "such as a new nullable column, a plain index or filled rows, stays); the "
+            f"migration was not recorded{kept if results else ''}. To go on: {fix}, and run the "
+            "command again (the migration runs again as it is)"
+        )
 
     def _build_failed(
         self, name: str, failure: MigrationError, dropped: list[str], results: list[Applied]

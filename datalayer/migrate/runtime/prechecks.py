@@ -103,8 +103,7 @@ def _check_of(action: st.Planned) -> list[Precheck]:
         return [Precheck("foreign key", action.table, ", ".join(cols), cond, rule)]
     if isinstance(action, st.Unique):
         shown = ", ".join(_bare(e) or e for e in action.elements)
-        what = ("PRIMARY KEY" if action.primary_key
-                else f"UNIQUE {'index' if action.where or not action.name else 'index'}")
+        what = "PRIMARY KEY" if action.primary_key else "UNIQUE index"
         rule = f"{what} {action.name}".strip() + f" ({shown})"
         out = [Precheck("duplicates", action.table, shown, "", rule, action)]
         if action.primary_key:
