@@ -13,18 +13,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
+from datalayer.errors import MigrationError
 from datalayer.migrate import runner
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import create_migration
 from datalayer.migrate.router import Router
+from datalayer.migrate.runtime import prechecks
 from datalayer.migrate.runtime.prechecks import PrecheckFailed
 from datalayer.migrate.schema import compare, snapshot
-from tests.migrate_runtime_support import write_migration
+from tests.migrate_runtime_support import run_cli, write_migration
 from tests.pgserver import Server
 from tests.test_migrate_generate import open_db
 from tests.test_migrate_safe_forms import category, items
@@ -147,3 +150,105 @@ def test_rows_the_change_rejects_stop_it_before_any_statement(
     assert compare(before, snapshot(db)) == []
     assert _leftovers(db) == []
     assert [r[0] for r in db.execute_sql("SELECT name FROM migratehistory")] == ["001_v1"]
+
+
+PASSING = [
+    # The migration fills the NULLs from the default before SET NOT NULL: no false stop.
+    Case("nulls_filled_from_default_first",
+         lambda: [items(note=pw.CharField(max_length=20, null=True,
+                                          constraints=[pw.SQL("DEFAULT 'n'")]))],
+         lambda: [items(note=pw.CharField(max_length=20, constraints=[pw.SQL("DEFAULT 'n'")]))],
+         "UPDATE items SET note = NULL WHERE qty <= 7", (), 0),
+    # Hand-written: the rows are fixed by the migration itself before the constraint.
+    Case("rows_fixed_by_the_migration_first", lambda: [items()], None,
+         "UPDATE items SET qty = -qty WHERE qty <= 2", (), 0,
+         hand='migrator.sql("UPDATE items SET qty = 0 WHERE qty < 0")\n'
+              'migrator.sql("ALTER TABLE items ADD CONSTRAINT qty_ok CHECK (qty >= 0)")'),
+    # NOT VALID and never validated: PostgreSQL does not check the old rows, nor do we.
+    Case("not_valid_never_validated", lambda: [items()], None,
+         "UPDATE items SET qty = -qty WHERE qty <= 2", (), 0,
+         hand='migrator.sql("ALTER TABLE items ADD CONSTRAINT qty_ok CHECK (qty >= 0) '
+              'NOT VALID")'),
+    # Rows that are fine: every kind of check runs and finds nothing.
+    Case("fine_rows",
+         lambda: [items(price=pw.DecimalField(max_digits=10, decimal_places=3, null=True))],
+         None, "UPDATE items SET price = qty + 0.5", (), 0,
+         hand='migrator.sql("CREATE UNIQUE INDEX items_qty_u ON items (qty)")\n'
+              'migrator.sql("ALTER TABLE items ADD CHECK (qty > 0), '
+              'ALTER COLUMN name SET NOT NULL, ALTER COLUMN price TYPE numeric(8, 1), '
+              'ALTER COLUMN name TYPE varchar(10)")'),
+    # A table and an index the migration creates itself: nothing to check beforehand.
+    Case("new_table", lambda: [items()], None, "SELECT 1", (), 0,
+         hand='migrator.sql("CREATE TABLE t2 (id int PRIMARY KEY, code text)")\n'
+              'migrator.sql("CREATE UNIQUE INDEX t2_code ON t2 (code)")\n'
+              'migrator.sql("ALTER TABLE t2 ALTER COLUMN code SET NOT NULL")'),
+]
+
+
+@pytest.mark.parametrize("case", PASSING, ids=[c.id for c in PASSING])
+def test_rows_that_are_fine_or_fixed_first_do_not_stop_it(
+    case: Case, db: PostgresqlExtDatabase, tmp_path: Path
+) -> None:
+    _setup(db, tmp_path, case)
+    assert [a.name for a in runner.apply(db, tmp_path)] == ["002_v2"]
+
+
+def test_the_cli_prints_one_line_and_exits_1(
+    pg: Server, db: PostgresqlExtDatabase, tmp_path: Path
+) -> None:
+    mdir = tmp_path / "migrations"
+    _setup(db, mdir, FAILING[0])
+    settings = pg.settings(db.database)
+    done = run_cli(settings, mdir, "migrate", "apply")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "7 rows of table items have NULL in column note" in lines[0]
+    assert "002_v2.py was not run" in lines[0]
+    assert settings.password not in done.stderr or not settings.password
+
+
+def test_a_row_that_arrives_after_the_check_is_undone_and_named(
+    pg: Server, db: PostgresqlExtDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NULL written between the check and the DDL: VALIDATE fails, its NOT VALID goes."""
+    case = Case("late_null", lambda: [items(note=pw.CharField(max_length=20, null=True))],
+                lambda: [items(note=pw.CharField(max_length=20))], "UPDATE items SET note = 'x'",
+                (), 0)
+    _setup(db, tmp_path, case)
+    text = next(tmp_path.glob("002_*.py")).read_text()
+    assert "atomic = False" in text and "online=True" in text
+    checked = prechecks.verify
+
+    late: list[str] = []
+
+    def then_a_null(*args: Any, **kwargs: Any) -> None:
+        checked(*args, **kwargs)
+        if late:
+            return  # only once: apply checks again after the failure, to name the rows
+        late.append("late")
+        conn = pg.raw(db.database)
+        with conn.cursor() as cur:  # the old release, still writing NULLs
+            cur.execute("INSERT INTO items (name, qty, note) VALUES ('late', 99, NULL)")
+        conn.close()
+
+    monkeypatch.setattr(prechecks, "verify", then_a_null)
+    with pytest.raises(MigrationError) as caught:
+        runner.apply(db, tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert 'check constraint "items_note_not_null_dl" of relation "items" is violated' \
+        in message, message
+    assert "was undone: dropped the NOT VALID constraint items_note_not_null_dl on items" \
+        in message, message
+    assert "To go on: 1 row of table items has NULL in column note, which SET NOT NULL " \
+        "rejects (item_id " in message, message
+    assert "give those rows a value" in message
+    assert _leftovers(db) == []
+    db.execute_sql("INSERT INTO items (name, qty, note) VALUES ('old', 100, NULL)")  # old code
+    assert [r[0] for r in db.execute_sql("SELECT name FROM migratehistory")] == ["001_v1"]
+    monkeypatch.setattr(prechecks, "verify", checked)
+    with pytest.raises(PrecheckFailed, match="2 rows of table items have NULL in column note"):
+        runner.apply(db, tmp_path)
+    db.execute_sql("UPDATE items SET note = 'x' WHERE note IS NULL")
+    assert [a.name for a in runner.apply(db, tmp_path)] == ["002_v2"]

@@ -563,7 +563,7 @@ def apply(
                     results = _dry_run(router, migrator, pending, on_applied)
                 else:
                     state = _Online(router, migrator, applied, lock_retries, lock_timeout)
-                    checks = _checks_before_ddl(router, db, applied, pending)
+                    checks = state.checks = _checks_before_ddl(router, db, applied, pending)
                     for name in pending:
                         _check_rows(router, db, name, checks, results)
                         results.append(state.apply(name, results, on_retry))
@@ -646,6 +646,7 @@ class _Online:
         self.retries = max(0, retries)
         self.lock_timeout = lock_timeout
         self.reconnected = False
+        self.checks: dict[str, list[prechecks.Precheck]] = {}
 
     def apply(
         self, name: str, results: list[Applied], on_retry: Callable[[Retry], None] | None
@@ -767,6 +768,13 @@ class _Online:
             "server restarted; else find out why the connection was lost"
             if self.reconnected else _fix_for(_pgcode(failure))
         )
+        try:  # the checks before DDL again: which rows came in since, if any
+            prechecks.verify(self.router.database, self.router.path(name),
+                             self.checks.get(name, []))
+        except prechecks.PrecheckFailed as rows:
+            fix = f"{rows.rows}: {rows.fix}"
+        except pw.DatabaseError:
+            pass
         return MigrationError(
             f"migration {self.router.path(name)} failed: {detail}; so that the running "
             "application works as before, what it added that the application's writes would "

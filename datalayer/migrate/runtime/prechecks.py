@@ -44,9 +44,13 @@ class PrecheckFailed(MigrationError):
     """Rows of a table would make a statement of a migration fail; nothing ran."""
 
     def __init__(self, message: str, *, table: str, columns: str, count: int,
-                 keys: Sequence[str]) -> None:
+                 keys: Sequence[str], rows: str = "", fix: str = "") -> None:
         super().__init__(message)
         self.table, self.columns, self.count, self.keys = table, columns, count, tuple(keys)
+        self.rows = rows
+        """What is wrong: "7 rows of table items have NULL in column note (item_id ...)"."""
+        self.fix = fix
+        """What to do about it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,9 +415,15 @@ def _failed(
     shown = ", ".join(keys)
     more = f" and {count - len(keys)} more" if count > len(keys) else ""
     rows = "1 row" if count == 1 else f"{count} rows"
+    what = problem.format(**fmt)
+    if count == 1:
+        what = re.sub(r"^(have|share their|violate)\b",
+                      lambda m: {"have": "has", "share their": "shares its",
+                                 "violate": "violates"}[m.group(1)], what)
+    found = f"{rows} of table {table} {what} ({label} {shown}{more})"
     message = (
-        f"{path} was not run: {rows} of table {table} {problem.format(**fmt)} "
-        f"({label} {shown}{more}); nothing of it ran and it is not recorded{kept}. "
+        f"{path} was not run: {found}; nothing of it ran and it is not recorded{kept}. "
         f"To go on: {fix.format(**fmt)}, then run the command again"
     )
-    return PrecheckFailed(message, table=table, columns=check.columns, count=count, keys=keys)
+    return PrecheckFailed(message, table=table, columns=check.columns, count=count, keys=keys,
+                          rows=found, fix=fix.format(**fmt))
