@@ -25,6 +25,7 @@ from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import create_migration
 from datalayer.migrate.router import Router
 from datalayer.migrate.runtime import prechecks
+from datalayer.migrate.runtime import statements as st
 from datalayer.migrate.runtime.prechecks import PrecheckFailed
 from datalayer.migrate.schema import compare, snapshot
 from tests.migrate_runtime_support import run_cli, write_migration
@@ -252,3 +253,49 @@ def test_a_row_that_arrives_after_the_check_is_undone_and_named(
         runner.apply(db, tmp_path)
     db.execute_sql("UPDATE items SET note = 'x' WHERE note IS NULL")
     assert [a.name for a in runner.apply(db, tmp_path)] == ["002_v2"]
+
+
+# -- reading statements and choosing checks, without a database -------------------------
+
+
+@pytest.mark.parametrize(("sql", "want"), [
+    ('CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "items_code" ON "items" ("code")',
+     [st.Unique('"items"', ('"code"',), "items_code")]),
+    ("CREATE UNIQUE INDEX x ON s.items USING btree (lower(name), qty DESC) INCLUDE (a) "
+     "WHERE qty > 0", [st.Unique("s.items", ("lower(name)", "qty"), "x", "qty > 0")]),
+    ("ALTER TABLE items ADD CONSTRAINT u UNIQUE NULLS NOT DISTINCT (a, b)",
+     [st.Unique("items", ("a", "b"), "u", nulls_distinct=False)]),
+    ("ALTER TABLE items ADD CONSTRAINT u UNIQUE USING INDEX u", []),
+    ('ALTER TABLE "items" ADD FOREIGN KEY ("c") REFERENCES "cats" ("id") ON DELETE CASCADE '
+     "NOT VALID", [st.ForeignKey('"items"', ('"c"',), '"cats"', ('"id"',), not_valid=True)]),
+    ("ALTER TABLE items ADD CONSTRAINT c1 CHECK (qty > 0), ALTER COLUMN note SET NOT NULL",
+     [st.Check("items", "qty > 0", "c1"), st.NotNull("items", "note")]),
+    ("ALTER TABLE items ALTER COLUMN ref TYPE integer USING ref::integer",
+     [st.TypeChange("items", "ref", "integer", "ref::integer")]),
+    ("ALTER TABLE items ALTER name TYPE varchar(5) COLLATE \"C\"",
+     [st.TypeChange("items", "name", "varchar(5)")]),
+    ("UPDATE items SET note = 'a;b' WHERE note IS NULL; ALTER TABLE items ALTER note SET NOT NULL",
+     [st.Writes("items"), st.NotNull("items", "note")]),
+    ("ALTER TABLE items ADD COLUMN level integer DEFAULT 3 NOT NULL",
+     [st.AddColumn("items", "level")]),
+    ("ALTER TABLE items VALIDATE CONSTRAINT c1", [st.Validate("items", "c1")]),
+    ("SELECT my_function()", [st.Opaque("SELECT my_function()")]),
+    ("DROP INDEX CONCURRENTLY IF EXISTS x", []),
+])
+def test_statements_are_read_as_actions(sql: str, want: list[st.Planned]) -> None:
+    assert st.read(sql) == want
+
+
+def test_checks_are_left_to_the_server_when_the_migration_changes_the_rows_first() -> None:
+    fill_then = [st.Fill('"items"', "note"), st.NotNull('"items"', "note")]
+    update_then = [st.Writes("items"), st.Check('"items"', "qty > 0")]
+    python_then = [st.Opaque("fix_rows"), st.Unique("items", ("code",))]
+    not_valid = [st.Check("items", "qty > 0", not_valid=True)]
+    validated_later = [st.Check("items", "qty > 0", not_valid=True)]
+    checks = prechecks.derive({"a": fill_then, "b": update_then, "c": python_then,
+                               "d": not_valid, "e": validated_later,
+                               "f": [st.Validate('"items"')]})
+    assert checks["a"] == checks["b"] == checks["c"] == []
+    assert [c.kind for c in checks["d"]] == [c.kind for c in checks["e"]] == ["check"]
+    alone = prechecks.derive({"d": not_valid})
+    assert alone["d"] == []  # NOT VALID and never validated in this run

@@ -14,12 +14,17 @@ Nothing here prints or exits; every function returns data or raises a
 3. re-reads the history under the lock, refuses applied files that are
    missing or changed since they were applied, and pending files that sort
    before an applied one;
-4. applies each pending migration in its own transaction, history row
+4. checks, before each pending migration runs, the live rows its statements
+   would reject (:mod:`.runtime.prechecks`), and stops with one line naming
+   them before anything is written;
+5. applies each pending migration in its own transaction, history row
    included, with ``lock_timeout`` / ``statement_timeout`` set for it, and
    runs it again with back-off when its lock is not granted (55P03); a file
    with ``atomic = False`` runs without a transaction (``CREATE INDEX
    CONCURRENTLY``) and is recorded only when the indexes it builds are valid
-   (an INVALID one is dropped, see :mod:`.online`); ``dry_run`` runs them all
+   (an INVALID one is dropped, see :mod:`.online`), and when one of its
+   statements fails, what it added that the running application's writes
+   would meet is undone (:func:`.online.undo`); ``dry_run`` runs them all
    in one transaction that is rolled back and returns the SQL.
 
 While it holds the lock the session sets ``client_connection_check_interval``

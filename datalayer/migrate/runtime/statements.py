@@ -319,7 +319,7 @@ def _alter_table(table: str, rest: str) -> list[Planned]:
                 out.append(NotNull(table, col))
             t = _TYPE_RE.match(what)
             if t:
-                typ, _, using = _type_and_using(t.group("rest"))
+                typ, using = _type_and_using(t.group("rest"))
                 out.append(TypeChange(table, col, typ, using))
             continue
         m = re.match(rf"^VALIDATE\s+CONSTRAINT\s+(?P<name>{_IDENT})", cmd, re.I)
@@ -328,18 +328,16 @@ def _alter_table(table: str, rest: str) -> list[Planned]:
     return out
 
 
-def _type_and_using(text: str) -> tuple[str, str, str]:
-    """Split ``type [COLLATE x] [USING expr]`` into (type, collation, using)."""
+def _type_and_using(text: str) -> tuple[str, str]:
+    """Split ``type [COLLATE x] [USING expr]`` into (type, using); the collation is dropped."""
     using = ""
     m = re.search(r"\s+USING\s+", text, re.I)
     if m:
         text, using = text[: m.start()], text[m.end():].strip()
-    collate = ""
     c = re.search(r"\s+COLLATE\s+", text, re.I)
     if c:
-        text, collate = text[: c.start()], text[c.end():].strip()
-    del collate
-    return text.strip(), "", using
+        text = text[: c.start()]
+    return text.strip(), using
 
 
 def read(sql: str) -> list[Planned]:
