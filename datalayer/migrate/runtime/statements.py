@@ -11,9 +11,11 @@ validation, a write to a table's rows, or something that cannot be read
 (Python code, SQL of another shape).
 
 The forms are the ones datalayer writes (:mod:`.._ddl`), which are also the
-usual hand-written ones; generated ``DO`` blocks are read through the
-``ALTER TABLE`` statements inside them.  Anything else is :class:`Opaque`,
-and the checks after it are left to the server.
+usual hand-written ones; hand-written SQL is first printed in those forms
+by PostgreSQL's own parser when pglast (the ``lint`` extra) is installed;
+generated ``DO`` blocks are read through the ``ALTER TABLE`` statements
+inside them.  Anything else is :class:`Opaque`, and the checks after it
+are left to the server.
 """
 
 from __future__ import annotations
@@ -254,8 +256,10 @@ def _unique(table: str, name: str, rest: str, *, index: bool) -> Unique | None:
     elements = []
     for element in _columns(inside):
         # Order and null placement do not change what is equal.
-        elements.append(re.sub(r"\s+(ASC|DESC|NULLS\s+(FIRST|LAST))\b.*$", "", element,
-                               flags=re.I | re.S).strip())
+        element = re.sub(r"\s+(ASC|DESC|NULLS\s+(FIRST|LAST))\b.*$", "", element,
+                         flags=re.I | re.S).strip()
+        wrapped = _group(element)
+        elements.append(wrapped[0] if wrapped and not wrapped[1] else element)
     if re.match(r"^INCLUDE\b", after, re.I):
         included = _group(after[len("INCLUDE"):])
         after = included[1] if included else ""
@@ -340,10 +344,34 @@ def _type_and_using(text: str) -> tuple[str, str]:
     return text.strip(), using
 
 
-def read(sql: str) -> list[Planned]:
-    """Return what one statement (or several, ``;``-separated) does, in order."""
+def _canonical(sql: str) -> list[str] | None:
+    """Return the statements of hand-written ``sql`` as pglast prints them (None: no pglast).
+
+    PostgreSQL's own parser reads what people write (comments, any case and
+    spacing, ``SET DATA TYPE``, ``ONLY``) and prints it in the one form the
+    readers below know; SQL it cannot parse is left to them as written.
+    """
+    from ..lint._pg import AVAILABLE, pglast
+
+    if not AVAILABLE:
+        return None
+    from pglast.stream import RawStream
+
+    try:
+        return [str(RawStream()(raw.stmt)) for raw in pglast.parse_sql(sql) if raw.stmt]
+    except Exception:  # not parsable (a psql meta-command, a newer syntax): read as written
+        return None
+
+
+def read(sql: str, *, hand_written: bool = False) -> list[Planned]:
+    """Return what one statement (or several, ``;``-separated) does, in order.
+
+    ``hand_written`` SQL goes through PostgreSQL's parser first when pglast
+    (the ``lint`` extra) is installed; generated SQL is in datalayer's forms.
+    """
     out: list[Planned] = []
-    for text in split(sql):
+    texts = _canonical(sql) if hand_written else None
+    for text in texts if texts is not None else split(sql):
         text = text.strip()
         do = _DO_RE.match(text)
         if do:
@@ -411,7 +439,10 @@ def _texts(op: Any, recorder: Any) -> list[Planned] | None:
     except Exception:
         recorder.take()
         return None
-    return [a for sql, params in recorder.take() for a in read(render(sql, params))]
+    return [
+        a for sql, params in recorder.take()
+        for a in read(render(sql, params), hand_written=True)
+    ]
 
 
 def planned(
@@ -447,7 +478,8 @@ def planned(
             with bound(migrator, recorder):
                 call_migration(router.load(name).migrate, migrator, recorder, fake=False)
                 found: list[Planned] = [
-                    a for sql, params in recorder.take() for a in read(render(sql, params))
+                    a for sql, params in recorder.take()
+                    for a in read(render(sql, params), hand_written=True)
                 ]
                 for op in migrator.__ops__:
                     more = _texts(op, recorder)
