@@ -18,6 +18,8 @@ Run with ``-s`` to see the failure-cleanup matrix.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,14 +30,17 @@ import psycopg2
 import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
+from datalayer.config import Settings
+from datalayer.errors import MigrationError
 from datalayer.migrate import runner
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import create_migration
 from datalayer.migrate.router import Router
 from datalayer.migrate.schema import compare, snapshot
+from tests.migrate_runtime_support import make_tables, write_migration
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, open_db
-from tests.test_migrate_safe_forms import category, items
+from tests.test_migrate_safe_forms import SLOW_FUNCTION, category, items
 
 Models = list[type[pw.Model]]
 _DDL = ("ALTER", "CREATE", "DROP", "DO", "UPDATE")  # the statements that change something
@@ -215,3 +220,62 @@ def test_print_matrix() -> None:
         print("\n| safe form | mode | statement | old release writes | undone |")
         print("|---|---|---|---|---|")
         print("\n".join(MATRIX))
+
+
+def test_validate_killed_from_outside_through_the_cli_settings(
+    pg: Server, empty_db: Settings, tmp_path: Path
+) -> None:
+    """The pooled database of the CLI: VALIDATE's session is ended by pg_terminate_backend.
+
+    ``apply`` connects again, takes the migration lock again, and drops the NOT VALID
+    constraint the migration added, so the old release's negative numbers still go in.
+    """
+    mdir = tmp_path / "migrations"
+    make_tables(mdir, 1)
+    runner.apply(empty_db, mdir)
+    conn = pg.raw(empty_db.dbname)
+    with conn.cursor() as cur:
+        cur.execute(SLOW_FUNCTION)
+        cur.execute("ALTER TABLE t1 ADD COLUMN qty int")
+        cur.execute("INSERT INTO t1 (note, qty) SELECT 'n', g FROM generate_series(1, 800) g")
+    write_migration(
+        mdir, "002_qty_positive", header="atomic = False",
+        migrate='migrator.sql("ALTER TABLE t1 ADD CONSTRAINT qty_ok CHECK (slow.dl_slow(qty) '
+                '>= 0) NOT VALID")\nmigrator.sql("ALTER TABLE t1 VALIDATE CONSTRAINT qty_ok")',
+        rollback='migrator.sql("ALTER TABLE t1 DROP CONSTRAINT IF EXISTS qty_ok")',
+    )
+    write_sum(mdir)
+    killed: list[int] = []
+
+    def kill_validate() -> None:
+        watcher = pg.raw(empty_db.dbname)
+        try:
+            with watcher.cursor() as cur:
+                for _ in range(600):
+                    cur.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE "
+                                "'ALTER TABLE t1 VALIDATE%%' AND state = 'active'")
+                    row = cur.fetchone()
+                    if row:
+                        cur.execute("SELECT pg_terminate_backend(%s)", row)
+                        killed.append(row[0])
+                        return
+                    time.sleep(0.01)
+        finally:
+            watcher.close()
+
+    thread = threading.Thread(target=kill_validate, daemon=True)
+    thread.start()
+    with pytest.raises(MigrationError) as caught:
+        runner.apply(empty_db, mdir)
+    thread.join()
+    assert killed, "VALIDATE was not seen running"
+    message = str(caught.value)
+    assert "was undone: dropped the NOT VALID constraint qty_ok on t1" in message, message
+    assert "the session was ended on purpose (pg_terminate_backend)" in message
+    with conn.cursor() as cur:  # the old release
+        cur.execute("INSERT INTO t1 (note, qty) VALUES ('old', -1)")
+        cur.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'qty_ok'")
+        assert cur.fetchone() == (0,)
+        cur.execute("DELETE FROM t1 WHERE qty < 0")
+    conn.close()
+    assert [a.name for a in runner.apply(empty_db, mdir)] == ["002_qty_positive"]

@@ -671,7 +671,7 @@ class _Online:
                 self.applied.append(name)
                 return dataclasses.replace(done, attempts=attempt)
             code = _pgcode(failure)
-            if not atomic and not self._connected_again():
+            if not atomic and not self._connected_again(failure):
                 raise failure  # the lock went with the connection and another run has it now
             dropped, drop_blocked = ([], False) if atomic else self._drop_invalid(name, ran)
             retry = (
@@ -725,16 +725,19 @@ class _Online:
             dropped.append(index.qualified)
         return dropped, False
 
-    def _connected_again(self) -> bool:
+    def _connected_again(self, failure: BaseException) -> bool:
         """After a lost connection, take a new one and the migration lock again.
 
         Returns False when another run took the lock in between (then what this
         run left is that run's to find).  The session settings go on the new
         connection too.
         """
+        from ..errors import ConnectionLost
+
         db = self.router.database
         conn = getattr(getattr(db, "_state", None), "conn", None)
-        if conn is None or not getattr(conn, "closed", False):
+        closed = conn is not None and bool(getattr(conn, "closed", False))
+        if not closed and _find_error(failure, ConnectionLost) is None:
             return True
         self.reconnected = True
         try:
