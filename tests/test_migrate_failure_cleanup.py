@@ -39,7 +39,7 @@ from datalayer.migrate.router import Router
 from datalayer.migrate.schema import compare, snapshot
 from tests.migrate_runtime_support import make_tables, write_migration
 from tests.pgserver import Server
-from tests.test_migrate_generate import declared, open_db
+from tests.test_migrate_generate import declared, open_db, reset_schema
 from tests.test_migrate_safe_forms import SLOW_FUNCTION, category, items
 
 Models = list[type[pw.Model]]
@@ -101,14 +101,24 @@ FORMS = [
 MATRIX: list[str] = []
 
 
-@pytest.fixture
-def db(pg: Server) -> Iterator[tuple[str, PostgresqlExtDatabase]]:
+@pytest.fixture(scope="module")
+def shared_db(pg: Server) -> Iterator[tuple[str, PostgresqlExtDatabase]]:
     with pg.database("dlcleanup") as name:
         database = open_db(pg, name)
         try:
             yield name, database
         finally:
             database.close()
+
+
+@pytest.fixture
+def db(shared_db: tuple[str, PostgresqlExtDatabase]) -> tuple[str, PostgresqlExtDatabase]:
+    """One database for the module, emptied before each test (creating one costs more)."""
+    name, database = shared_db
+    if database.is_closed() or getattr(database.connection(), "closed", 0):
+        database.close()  # a kill in the previous test
+    reset_schema(database)
+    return name, database
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +247,7 @@ def test_validate_killed_from_outside_through_the_cli_settings(
     with conn.cursor() as cur:
         cur.execute(SLOW_FUNCTION)
         cur.execute("ALTER TABLE t1 ADD COLUMN qty int")
-        cur.execute("INSERT INTO t1 (note, qty) SELECT 'n', g FROM generate_series(1, 800) g")
+        cur.execute("INSERT INTO t1 (note, qty) SELECT 'n', g FROM generate_series(1, 300) g")
     write_migration(
         mdir, "002_qty_positive", header="atomic = False",
         migrate='migrator.sql("ALTER TABLE t1 ADD CONSTRAINT qty_ok CHECK (slow.dl_slow(qty) '

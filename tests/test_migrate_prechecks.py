@@ -30,20 +30,27 @@ from datalayer.migrate.runtime.prechecks import PrecheckFailed
 from datalayer.migrate.schema import compare, snapshot
 from tests.migrate_runtime_support import run_cli, write_migration
 from tests.pgserver import Server
-from tests.test_migrate_generate import open_db
+from tests.test_migrate_generate import open_db, reset_schema
 from tests.test_migrate_safe_forms import category, items
 
 Models = list[type[pw.Model]]
 
 
-@pytest.fixture
-def db(pg: Server) -> Iterator[PostgresqlExtDatabase]:
+@pytest.fixture(scope="module")
+def shared_db(pg: Server) -> Iterator[PostgresqlExtDatabase]:
     with pg.database("dlprecheck") as name:
         database = open_db(pg, name)
         try:
             yield database
         finally:
             database.close()
+
+
+@pytest.fixture
+def db(shared_db: PostgresqlExtDatabase) -> PostgresqlExtDatabase:
+    """One database for the module, emptied before each test (creating one costs more)."""
+    reset_schema(shared_db)
+    return shared_db
 
 
 @dataclasses.dataclass
