@@ -308,3 +308,21 @@ def test_checks_are_left_to_the_server_when_the_migration_changes_the_rows_first
     assert [c.kind for c in checks["d"]] == [c.kind for c in checks["e"]] == ["check"]
     alone = prechecks.derive({"d": not_valid})
     assert alone["d"] == []  # NOT VALID and never validated in this run
+    # Checked when added NOT VALID by the first file: the second's VALIDATE needs no scan.
+    twice = prechecks.derive({"a": not_valid, "b": [st.Validate("items")]})
+    assert [c.kind for c in twice["a"]] == ["check"] and twice["b"] == []
+    assert [c.kind for c in prechecks.derive({"b": [st.Validate("items")]})["b"]] == ["validate"]
+
+
+def test_a_validation_checks_the_not_valid_constraints_in_the_catalog(
+    db: PostgresqlExtDatabase, tmp_path: Path
+) -> None:
+    """The NOT VALID file applied alone (--to) over bad rows; the validating file then stops."""
+    _setup(db, tmp_path, FAILING[3])  # check_violated: 002 adds NOT VALID, 003 validates
+    names = [p.stem for p in sorted(tmp_path.glob("00*.py"))]
+    assert len(names) == 3, names
+    assert [a.name for a in runner.apply(db, tmp_path, to=names[1])] == [names[1]]
+    with pytest.raises(PrecheckFailed) as caught:
+        runner.apply(db, tmp_path)
+    assert f"{names[2]}.py was not run: 2 rows of table items violate CHECK ((qty >= 0))" \
+        in str(caught.value), caught.value

@@ -135,10 +135,12 @@ def derive(plans: Mapping[str, Sequence[st.Planned]]) -> dict[str, list[Precheck
         later = later | {st.norm(a.table) for a in plans[name] if isinstance(a, st.Validate)}
         validated_after[name] = later
     out: dict[str, list[Precheck]] = {}
+    checked_not_valid: set[str] = set()  # tables whose NOT VALID additions an earlier file checked
     for name in names:
         wrote: set[str] = set()
         filled: set[tuple[str, str]] = set()
         opaque = False
+        later_checked: set[str] = set()
         found: dict[tuple[str, str, str, str], Precheck] = {}
         for action in plans[name]:
             if isinstance(action, st.Opaque):
@@ -159,6 +161,10 @@ def derive(plans: Mapping[str, Sequence[st.Planned]]) -> dict[str, list[Precheck
                 continue
             if isinstance(action, st.ForeignKey) and st.norm(action.parent) in wrote:
                 continue
+            if isinstance(action, st.Validate) and table in checked_not_valid:
+                continue  # checked when added NOT VALID, which new rows have met since
+            if isinstance(action, (st.Check, st.ForeignKey)) and action.not_valid:
+                later_checked.add(table)
             for check in _check_of(action):
                 if check.kind == "nulls" and (table, check.columns) in filled:
                     continue
@@ -168,6 +174,7 @@ def derive(plans: Mapping[str, Sequence[st.Planned]]) -> dict[str, list[Precheck
                     continue
                 found.setdefault(check.key, check)
         out[name] = list(found.values())
+        checked_not_valid |= later_checked
     return out
 
 
