@@ -326,3 +326,17 @@ def test_a_validation_checks_the_not_valid_constraints_in_the_catalog(
         runner.apply(db, tmp_path)
     assert f"{names[2]}.py was not run: 2 rows of table items violate CHECK ((qty >= 0))" \
         in str(caught.value), caught.value
+
+
+def test_a_check_that_cannot_run_is_left_to_the_server(
+    db: PostgresqlExtDatabase, tmp_path: Path
+) -> None:
+    """The CHECK divides by a column that is 0 in a row: the check's own query fails."""
+    case = Case("division", lambda: [items()], None, "UPDATE items SET qty = 0 WHERE qty = 1",
+                (), 0, hand='migrator.sql("ALTER TABLE items ADD CHECK (100 / qty > 0)")')
+    _setup(db, tmp_path, case)
+    with pytest.raises(MigrationError) as caught:
+        runner.apply(db, tmp_path)
+    assert not isinstance(caught.value, PrecheckFailed)
+    assert "division by zero" in str(caught.value)
+    assert "failed and was rolled back, so none of it took effect" in str(caught.value)

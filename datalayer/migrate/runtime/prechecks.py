@@ -208,9 +208,16 @@ def _key(db: Any, table: str) -> tuple[str, str] | None:
     return (sql if len(cols) == 1 else f"'(' || {sql} || ')'"), label
 
 
-_SKIP = {"42P01", "42703", "42883", "42704", "42P02", "42601", "42804", "42846", "0A000"}
-"""Undefined table/column/function/object, syntax, datatype mismatch, cannot coerce,
-not supported: what the migration itself creates or changes first; left to the server."""
+def _skipped(code: str | None) -> bool:
+    """Whether a check that failed with ``code`` is left to the server (True) or stops apply.
+
+    An undefined table, column or function (made by the migration itself), an
+    expression this module could not rewrite, an expression that fails on some
+    row (the statement itself will say so), a statement_timeout: the statement
+    is then checked by the server as it runs.  A lost connection or a shutdown
+    (class 08, 57P0x) stops the run.
+    """
+    return bool(code) and not str(code).startswith(("08", "57P0"))
 
 
 def _pgerror(exc: BaseException) -> Any:
@@ -380,7 +387,7 @@ def verify(db: Any, path: Any, checks: Sequence[Precheck], *, kept: str = "") ->
             except pw.DatabaseError as exc:
                 err = _pgerror(exc)
                 code = getattr(err, "pgcode", None)
-                if code not in _SKIP:
+                if not _skipped(code):
                     raise
                 logger.info("check before DDL skipped (%s): %s on %s", code, check.kind,
                             check.table)
