@@ -289,3 +289,50 @@ def test_validate_killed_from_outside_through_the_cli_settings(
         cur.execute("DELETE FROM t1 WHERE qty < 0")
     conn.close()
     assert [a.name for a in runner.apply(empty_db, mdir)] == ["002_qty_positive"]
+
+
+def test_undo_waits_out_a_lock_held_by_the_application(
+    pg: Server, db: tuple[str, PostgresqlExtDatabase], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DROP of the undo does not get its lock at first (a long read): it is tried again."""
+    name, database = db
+    form = next(f for f in FORMS if f.id == "set_not_null_through_check")
+    create_migration(Router(database, tmp_path), "v1", form.v1())
+    write_sum(tmp_path)
+    runner.apply(database, tmp_path)
+    database.execute_sql("INSERT INTO items (name, qty) VALUES ('r', 1)")
+    create_migration(Router(database, tmp_path), "v2", form.v2())
+    write_sum(tmp_path)
+    ready, done = threading.Event(), threading.Event()
+
+    def long_read() -> None:  # the application: a transaction that read items, open 1 s
+        conn = pg.raw(name)
+        conn.autocommit = False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM items")
+                ready.set()
+                time.sleep(1.0)
+            conn.rollback()
+        finally:
+            conn.close()
+            done.set()
+
+    real = database.execute_sql
+
+    def flaky(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if "VALIDATE CONSTRAINT" in sql and not ready.is_set():
+            threading.Thread(target=long_read, daemon=True).start()
+            assert ready.wait(10)
+            real("SELECT 1/0")
+        return real(sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(database, "execute_sql", flaky)
+    with pytest.raises(MigrationError) as caught:
+        runner.apply(database, tmp_path, lock_timeout=0.2)
+    assert done.wait(10)
+    message = str(caught.value)
+    assert "was undone: dropped the NOT VALID constraint items_note_not_null_dl on items" \
+        in message, message
+    assert "could not undo" not in message

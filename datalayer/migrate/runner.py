@@ -608,15 +608,34 @@ def _remember(db: Any) -> online.Before | None:
         return None
 
 
+UNDO_ATTEMPTS = 5
+"""How many times ``apply`` tries to undo what a failed migration added (a DROP waits for
+its table lock under lock_timeout, and lock contention may be why the migration failed)."""
+
+
 def _undo_added(db: Any, before: online.Before | None) -> tuple[list[str], list[str]]:
-    """Undo what a failed non-transactional migration added that old code's writes would meet."""
+    """Undo what a failed non-transactional migration added that old code's writes would meet.
+
+    What could not be undone (its lock not granted) is tried again after a back-off:
+    :func:`.online.undo` finds what is still there each time.
+    """
     if before is None:
         return [], []
-    try:
-        return online.undo(db, before)
-    except pw.DatabaseError as exc:
-        logger.warning("could not undo what the failed migration added: %s", _first_line(exc))
-        return [], []
+    done: list[str] = []
+    left: list[str] = []
+    for attempt in range(1, UNDO_ATTEMPTS + 1):
+        try:
+            more, left = online.undo(db, before)
+        except pw.DatabaseError as exc:
+            logger.warning("could not undo what the failed migration added: %s",
+                           _first_line(exc))
+            break
+        done += more
+        if not left:
+            break
+        if attempt < UNDO_ATTEMPTS:
+            time.sleep(online.backoff(attempt))
+    return done, left
 
 
 def _fix_for(code: str | None) -> str:
@@ -768,9 +787,12 @@ class _Online:
             what.insert(0, f"dropped the INVALID index {', '.join(dropped)}")
         kept = f"; the {len(results)} migration(s) before it in this run stay applied"
         detail = _first_line(failure.__cause__ or failure)
-        not_undone = (
-            f"; could not undo, so run by hand: {'; '.join(left)}" if left else ""
-        )
+        undid = f"was undone: {', '.join(what)}" if what else "was not undone"
+        if left:
+            undid += (
+                f"{'; the rest' if what else ''} could not be (no lock, or no connection): "
+                f"run by hand {'; '.join(left)}"
+            )
         fix = (
             "nothing to fix if the session was ended on purpose (pg_terminate_backend) or the "
             "server restarted; else find out why the connection was lost"
@@ -786,7 +808,7 @@ class _Online:
         return MigrationError(
             f"migration {self.router.path(name)} failed: {detail}; so that the running "
             "application works as before, what it added that the application's writes would "
-            f"meet was undone: {', '.join(what) or 'nothing'}{not_undone} (what only adds, "
+            f"meet {undid} (what only adds, "
             "such as a new nullable column, a plain index or filled rows, stays); the "
             f"migration was not recorded{kept if results else ''}. To go on: {fix}, and run the "
             "command again (the migration runs again as it is)"
