@@ -289,6 +289,8 @@ def test_a_row_that_arrives_after_the_check_is_undone_and_named(
      [st.AddColumn("items", "level")]),
     ("ALTER TABLE items VALIDATE CONSTRAINT c1", [st.Validate("items", "c1")]),
     ("SELECT my_function()", [st.Opaque("SELECT my_function()")]),
+    ("ALTER TABLE items RENAME TO items_old", [st.Writes("items"), st.Writes("items_old")]),
+    ("ALTER TABLE s.items RENAME COLUMN a TO b", [st.Writes("s.items")]),
     ("DROP INDEX CONCURRENTLY IF EXISTS x", []),
 ])
 def test_statements_are_read_as_actions(sql: str, want: list[st.Planned]) -> None:

@@ -329,6 +329,15 @@ def _alter_table(table: str, rest: str) -> list[Planned]:
         m = re.match(rf"^VALIDATE\s+CONSTRAINT\s+(?P<name>{_IDENT})", cmd, re.I)
         if m:
             out.append(Validate(table, norm(m.group("name"))))
+            continue
+        m = re.match(rf"^RENAME\s+(?:TO\s+(?P<new>{_IDENT})|COLUMN\b|{_IDENT}\s+TO\b)", cmd,
+                     re.I)
+        if m:
+            # What the names mean changes: what is checked afterwards would be the wrong rows.
+            out.append(Writes(table))
+            if m.group("new"):
+                schema = table.rsplit(".", 1)[0] + "." if "." in norm(table) else ""
+                out.append(Writes(schema + m.group("new")))
     return out
 
 
