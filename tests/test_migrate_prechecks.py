@@ -95,6 +95,12 @@ FAILING = [
          lambda: _fk(null=True),
          "UPDATE items SET category_id = gen_random_uuid() WHERE qty <= 6",
          ("have a value in column category_id that categories does not have",), 6),
+    Case("hand_written_fk_to_the_parents_key",
+         lambda: [category(), items(category=pw.UUIDField(column_name="category_id", null=True))],
+         None, "UPDATE items SET category_id = gen_random_uuid() WHERE qty <= 2",
+         ("have a value in column category_id that categories does not have",), 2,
+         hand='migrator.sql("ALTER TABLE items ADD FOREIGN KEY (category_id) '
+              'REFERENCES categories")'),
     Case("varchar_narrowed",
          lambda: [items()], lambda: [items(name=pw.CharField(max_length=5, default="-"))],
          "UPDATE items SET name = 'a-long-name' WHERE qty <= 4",

@@ -83,6 +83,19 @@ def _nulls(table: str, column: str) -> Precheck:
     return Precheck("nulls", table, column, f"{_col(column)} IS NULL", "SET NOT NULL")
 
 
+def _orphans(action: st.ForeignKey, parent_columns: Sequence[str]) -> str:
+    """Return the condition of rows whose key the parent lacks ("": its columns not known)."""
+    if not parent_columns:
+        return ""
+    cols = [st.norm(c) for c in action.columns]
+    pcols = [st.norm(c) for c in parent_columns]
+    present = " AND ".join(f"{_col(c)} IS NOT NULL" for c in cols)
+    match = " AND ".join(
+        f"dl_p.{_col(p)[5:]} = {_col(c)}" for c, p in zip(cols, pcols, strict=False)
+    )
+    return f"{present} AND NOT EXISTS (SELECT 1 FROM {action.parent} AS dl_p WHERE {match})"
+
+
 def _check_of(action: st.Planned) -> list[Precheck]:
     """Return the checks one statement needs (before the skip rules)."""
     if isinstance(action, st.NotNull):
@@ -97,14 +110,9 @@ def _check_of(action: st.Planned) -> list[Precheck]:
         return [Precheck("check", action.table, named, f"NOT ({action.expression})", rule)]
     if isinstance(action, st.ForeignKey):
         cols = [st.norm(c) for c in action.columns]
-        pcols = [st.norm(c) for c in action.parent_columns]
-        present = " AND ".join(f"{_col(c)} IS NOT NULL" for c in cols)
-        match = " AND ".join(
-            f"dl_p.{_col(p)[5:]} = {_col(c)}" for c, p in zip(cols, pcols, strict=False)
-        )
-        cond = f"{present} AND NOT EXISTS (SELECT 1 FROM {action.parent} AS dl_p WHERE {match})"
         rule = f"FOREIGN KEY ({', '.join(cols)}) REFERENCES {st.norm(action.parent)}"
-        return [Precheck("foreign key", action.table, ", ".join(cols), cond, rule)]
+        return [Precheck("foreign key", action.table, ", ".join(cols),
+                         _orphans(action, action.parent_columns), rule, action)]
     if isinstance(action, st.Unique):
         shown = ", ".join(_bare(e) or e for e in action.elements)
         what = "PRIMARY KEY" if action.primary_key else "UNIQUE index"
@@ -189,18 +197,25 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _key(db: Any, table: str) -> tuple[str, str] | None:
-    """Return (SQL of the key as text on alias dl_t, its label); None: no such table."""
+def _primary_key(db: Any, table: str) -> list[str] | None:
+    """Return the primary key columns of ``table`` ([]: none; None: no such table)."""
     row = db.execute_sql("SELECT to_regclass(%s)::oid", (table,)).fetchone()
     if row is None or row[0] is None:
         return None
-    cols = [r[0] for r in db.execute_sql(
+    return [r[0] for r in db.execute_sql(
         "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
         "ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) "
         "WHERE i.indrelid = %s AND i.indisprimary "
         "ORDER BY array_position(i.indkey::int2[], a.attnum)",
         (row[0],),
     ).fetchall()]
+
+
+def _key(db: Any, table: str) -> tuple[str, str] | None:
+    """Return (SQL of the key as text on alias dl_t, its label); None: no such table."""
+    cols = _primary_key(db, table)
+    if cols is None:
+        return None
     if not cols:
         return "dl_t.ctid::text", "ctid"
     label = cols[0] if len(cols) == 1 else "(" + ", ".join(cols) + ")"
@@ -360,6 +375,11 @@ def _run_one(
     if found is None:
         return None  # a table this migration creates
     key, label = found
+    if check.kind == "foreign key" and not check.condition:  # REFERENCES parent: its key
+        parent_key = _primary_key(db, check.action.parent)
+        if not parent_key:
+            return None
+        check = dataclasses.replace(check, condition=_orphans(check.action, parent_key))
     if check.kind != "convert":
         return check, *_offending(db, check, key), label
     result = _convert(db, check, key)

@@ -81,7 +81,7 @@ class Check:
 
 @dataclasses.dataclass(frozen=True)
 class ForeignKey:
-    """``ADD FOREIGN KEY (columns) REFERENCES parent (parent_columns)``."""
+    """``ADD FOREIGN KEY (columns) REFERENCES parent (parent_columns)``; () : its primary key."""
 
     table: str
     columns: tuple[str, ...]
@@ -295,11 +295,9 @@ def _add_constraint(table: str, name: str, body: str) -> Action | None:
         m = re.match(rf"^REFERENCES\s+(?P<parent>{_TABLE})\s*(?P<rest>.*)$", cols[1], re.I | re.S)
         if not m:
             return None
-        pcols = _group(m.group("rest"))
-        if pcols is None:
-            return None  # the parent's primary key: not read here
-        return ForeignKey(table, _columns(cols[0]), m.group("parent"), _columns(pcols[0]), name,
-                          not_valid)
+        pcols = _group(m.group("rest"))  # None: the parent's primary key, found when checked
+        return ForeignKey(table, _columns(cols[0]), m.group("parent"),
+                          _columns(pcols[0]) if pcols else (), name, not_valid)
     return None
 
 
