@@ -49,7 +49,7 @@ from typing import Any
 import peewee as pw
 
 from ..config import Settings
-from ..errors import LockTimeout, MigrationError
+from ..errors import DatalayerError, LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
 from .files import content_hash, number, require_dir, sort_key
@@ -604,7 +604,7 @@ def _remember(db: Any) -> online.Before | None:
     """Note the constraints, indexes and NOT NULLs before a non-transactional migration."""
     try:
         return online.remember(db)
-    except pw.DatabaseError:
+    except (pw.DatabaseError, DatalayerError):
         return None
 
 
@@ -626,7 +626,7 @@ def _undo_added(db: Any, before: online.Before | None) -> tuple[list[str], list[
     for attempt in range(1, UNDO_ATTEMPTS + 1):
         try:
             more, left = online.undo(db, before)
-        except pw.DatabaseError as exc:
+        except (pw.DatabaseError, DatalayerError) as exc:
             logger.warning("could not undo what the failed migration added: %s",
                            _first_line(exc))
             break
@@ -803,7 +803,7 @@ class _Online:
                              self.checks.get(name, []))
         except prechecks.PrecheckFailed as rows:
             fix = f"{rows.rows}: {rows.fix}"
-        except pw.DatabaseError:
+        except (pw.DatabaseError, DatalayerError):
             pass
         return MigrationError(
             f"migration {self.router.path(name)} failed: {detail}; so that the running "

@@ -29,7 +29,7 @@ from typing import Any
 
 import peewee as pw
 
-from ...errors import MigrationError
+from ...errors import MigrationError, TableMissing
 from . import statements as st
 
 __all__ = ["KEYS_SHOWN", "Precheck", "PrecheckFailed", "derive", "verify"]
@@ -404,7 +404,7 @@ def verify(db: Any, path: Any, checks: Sequence[Precheck], *, kept: str = "") ->
             try:
                 with db.atomic():
                     outcome = _run_one(db, check, todo)
-            except pw.DatabaseError as exc:
+            except (pw.DatabaseError, TableMissing) as exc:  # TableMissing: the pool's 42P01
                 err = _pgerror(exc)
                 code = getattr(err, "pgcode", None)
                 if not _skipped(code):
