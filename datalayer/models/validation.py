@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import re
 import unicodedata
 import uuid
 from typing import Any
@@ -177,12 +178,20 @@ def validate_value(field: pw.Field, value: Any) -> Any:
     return value
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# A dotted-quad IPv4 address as str(ipaddress.ip_address(...)) writes it: no leading zeros,
+# no blanks, each part at most 255.  The usual value of a client's address.
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII).fullmatch
+
+
 def normalize_ip(name: str, value: Any) -> str | None:
     """Return ``value`` as a normalised IPv4 / IPv6 address text, or raise."""
     if value is None:
         return None
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return str(value)
+    if type(value) is str and _CANONICAL_IPV4(value) is not None:
+        return value  # already in the form ip_address() gives back (~0.3 us against ~8 us)
     text = check_text(name, value, 45)
     try:
         return str(ipaddress.ip_address(text.strip()))
