@@ -208,9 +208,22 @@ def may_write(sql: str) -> bool:
 
 
 def surely_writes(sql: str) -> bool:
-    """Return True when ``sql`` is a write a replica would refuse (refused before sending)."""
+    """Return True when ``sql`` is a write a replica would refuse (refused before sending).
+
+    Cached per SQL text, as :func:`may_write` is: every statement on a replica asks.
+    """
+    known = _surely_writes_cache.get(sql)
+    if known is not None:
+        return known
     head = _head(sql)
-    return head in _SURE_WRITES or (head == "WITH" and _DML.search(sql) is not None)
+    result = head in _SURE_WRITES or (head == "WITH" and _DML.search(sql) is not None)
+    if len(_surely_writes_cache) > 4096:
+        _surely_writes_cache.clear()
+    _surely_writes_cache[sql] = result
+    return result
+
+
+_surely_writes_cache: dict[str, bool] = {}
 
 
 def _statement_name(sql: str) -> str:
