@@ -9,6 +9,7 @@ accepts.  No repr, message or log line contains the password.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -434,6 +435,30 @@ _DURATION_HINT = (
     "a number of seconds, or a number with ms, s, min or h (e.g. 30, 500ms, 2min), "
     "at most 596h"
 )
+
+
+def file_environment(
+    *,
+    env_name: str | None = None,
+    env_file: str | Path | None = None,
+    cwd: str | Path | None = None,
+) -> dict[str, str]:
+    """Return the process environment over the variables of the ``.env`` files
+    :func:`load_settings` reads (same files, same precedence), for settings that
+    are not :class:`Settings` fields (``DATALAYER_MODELS``, ``DATALAYER_MIGRATIONS_DIR``
+    for the project).  Missing files are skipped: :func:`load_settings` reports them.
+    """
+    from dotenv import dotenv_values  # environs' own dependency
+
+    base, _ = _env_folder(cwd)
+    paths = [Path(env_file) if env_file is not None else None,
+             base / f".env.{env_name}" if env_name is not None else None,
+             base / ".env"]
+    merged: dict[str, str] = {}
+    for path in reversed([p for p in paths if p is not None and p.is_file()]):
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
 
 
 def load_settings(

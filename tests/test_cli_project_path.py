@@ -72,3 +72,23 @@ def test_apply_and_rollback_import_the_projects_modules(
         result = _run(empty_db, sub, *args)
         assert result.returncode == 0, (args, result.stderr)
         assert "cannot be imported" not in result.stderr
+
+
+def test_the_project_settings_in_dotenv_are_read(project: Path, empty_db: Settings) -> None:
+    """DATALAYER_MIGRATIONS_DIR and DATALAYER_MODELS in the project's .env count, from any
+    subfolder, as in the environment (they were read for the database, not the project)."""
+    (project / "app" / "other.py").write_text(MODELS.replace("Thing", "Other").replace(
+        '"thing"', '"other"'))
+    (project / ".env").write_text(
+        "DATALAYER_MIGRATIONS_DIR=db/changes\nDATALAYER_MODELS=app.other\n")
+    written = _run(empty_db, project / "sub", "migrate", "diff", "initial")
+    assert written.returncode == 0, written.stderr
+    text = (project / "db" / "changes" / "001_initial.py").read_text()
+    assert "table_name = 'other'" in text and "'thing'" not in text
+    assert not (project / "migrations").exists()
+    # the process environment still wins over the file
+    env = cli_env(empty_db, DATALAYER_MIGRATIONS_DIR=str(project / "elsewhere"))
+    env.pop("PYTHONPATH", None)
+    status = subprocess.run(cli_command("migrate", "status"), env=env, cwd=project,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1 and "elsewhere" in status.stderr, status.stderr

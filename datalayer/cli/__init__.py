@@ -66,10 +66,14 @@ class CliContext:
     def project(self) -> Project:
         """The project (pyproject.toml ``[tool.datalayer]``, environment, options)."""
         if self._project is None:
+            from ..config import file_environment
             from ..project import load_project
 
-            self.settings()  # loads .env files first: DATALAYER_* may come from them
-            self._project = load_project(models=self.models_option, migrations=self.dir_option)
+            self.settings()  # reports bad .env files first
+            # DATALAYER_MODELS / DATALAYER_MIGRATIONS_DIR may come from the .env files
+            environ = file_environment(env_name=self.env_name, env_file=self.env_file)
+            self._project = load_project(models=self.models_option, migrations=self.dir_option,
+                                         environ=environ)
             _importable(self._project.root)
         return self._project
 
