@@ -669,7 +669,7 @@ class Bench:
 # -- what replica routing adds (a primary and a standby of the benchmark's own) -------------
 
 
-def paired(routed: Callable[[int], None], plain: Callable[[int], None], *, rounds: int = 21,
+def paired(routed: Callable[[int], None], plain: Callable[[int], None], *, rounds: int = 41,
            batch: int = 100) -> tuple[float, float]:
     """Return (median routed/plain time - 1, median CPU seconds routed adds per op)."""
     for fn in (routed, plain):
