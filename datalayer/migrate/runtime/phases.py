@@ -40,6 +40,7 @@ from ..operations import kinds as k
 __all__ = [
     "PHASES",
     "PhaseRun",
+    "checks_of_phase",
     "ensure_table",
     "expanded",
     "has_table",
@@ -294,6 +295,23 @@ def _split_rename(op: k.RenameColumn, db: Any, later: Any) -> Split:
     out.contract += [_sql_call(db, ix.create, f"index_{ix.name}") for ix in moved
                      if ix.name in before_indexes]
     return out
+
+
+_EXPAND_CHECKS = frozenset({"duplicates", "check", "foreign key", "validate"})
+"""Checks before DDL (:mod:`.prechecks`) of statements of the expand part: a unique index,
+a NOT VALID constraint and its validation.  NULLs for SET NOT NULL and values a type
+change would reject belong to the contract part."""
+
+
+def checks_of_phase(checks: Sequence[Any], phase: Phase | None) -> list[Any]:
+    """Return the checks before DDL that the part ``phase`` of a migration needs.
+
+    The expand part needs those of its own statements; the contract part (and a
+    whole migration) all of them: rows written in between may break any.
+    """
+    if phase is Phase.EXPAND:
+        return [c for c in checks if getattr(c, "kind", None) in _EXPAND_CHECKS]
+    return list(checks)
 
 
 # -- which migrations run which part ------------------------------------------------
