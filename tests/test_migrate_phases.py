@@ -353,3 +353,27 @@ def test_dry_run_shows_one_phase(project: Settings, clean_env: Path) -> None:
     assert 'ADD COLUMN "title"' not in contract.output
     status = json.loads(invoke("migrate", "status", "--json").stdout)
     assert status["phases"][names[1]] == ["expand"]  # the dry run changed nothing
+
+
+def test_checks_before_ddl_follow_the_phase(project: Settings, live: Database,
+                                            clean_env: Path) -> None:
+    """NULLs block SET NOT NULL, a contract statement: expand goes on, contract stops."""
+    def items(null: bool) -> type[pw.Model]:
+        meta = type("Meta", (), {"table_name": "items", "legacy_table_names": False})
+        return type("Item", (pw.Model,), {"Meta": meta, "__module__": __name__,
+                                          "id": pw.AutoField(), "note": pw.TextField(null=null)})
+
+    directory = clean_env / "migrations"
+    router = Router(pw.PostgresqlDatabase(None), directory)
+    create_migration(router, "init", [items(True)])
+    create_migration(router, "note_required", [items(False)])
+    write_sum(directory)
+    names = router.todo
+    assert invoke("migrate", "apply", "--to", names[0]).exit_code == 0
+    live.execute_sql("INSERT INTO items (note) VALUES (NULL), ('x')")
+    assert invoke("migrate", "apply", "--phase", "expand").exit_code == 0
+    refused = invoke("migrate", "apply", "--phase", "contract")
+    assert refused.exit_code == 1
+    assert "NULL" in refused.output and "note" in refused.output
+    status = json.loads(invoke("migrate", "status", "--json").stdout)
+    assert status["phases"][names[-1]] == ["expand"]
