@@ -53,11 +53,9 @@ from pathlib import Path
 from typing import Any
 
 import peewee as pw
-from playhouse import postgres_ext as pw_pext
 
 from ..errors import DatalayerError, MigrationError
 from ..project import DEFAULT_POSTGRES, MIN_POSTGRES
-from ._codegen import CodeWriter
 from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
@@ -74,6 +72,9 @@ from ._spec import (
     sort_models,
     table_spec,
 )
+from .autogenerate.code import Dict, Expr, MethodCall, Step
+from .autogenerate.render import bodies, render_file, render_upstream_file
+from .autogenerate.writer import CodeWriter, Unwritable, plain
 from .facts import parse_type
 from .files import MigrationNameError, check_name
 from .hints import renamed_from_of
@@ -99,8 +100,7 @@ __all__ = [
 
 _NUMBER_RE = re.compile(r"^(\d+)_")
 _NEWLINE = "\n    "
-_CLEAN_RE = re.compile(r"\s+$", re.MULTILINE)
-_HEADER = ["from datalayer.migrate.ops import extend", "", "m = extend(migrator)"]
+_ONLINE_KW: tuple[str, Any] = ("online", True)
 
 
 class GenerationError(MigrationError):
@@ -152,12 +152,17 @@ class DropRefused(GenerationError):
 
 @dataclasses.dataclass(frozen=True)
 class DiffFile:
-    """One file of a migration: its name suffix, whether it is one transaction, its bodies."""
+    """One file of a migration: its name suffix, whether it is one transaction, its bodies.
+
+    ``steps`` and ``rollback_steps`` are what the bodies are rendered from.
+    """
 
     suffix: str
     atomic: bool
     migrate: str
     rollback: str
+    steps: tuple[Step, ...] = ()
+    rollback_steps: tuple[Step, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,9 +377,9 @@ _TX, _NO_TX = "tx", "no-tx"
 
 @dataclasses.dataclass
 class _Chunk:
-    """One emitted operation: its code, the phase it belongs to and the steps it queued."""
+    """One emitted operation: its step, the phase it belongs to and the SQL steps it queued."""
 
-    code: str
+    step: Step
     phase: str
     method: str
     table: str | None
@@ -409,10 +414,6 @@ class _Planner:
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
 
     @property
-    def chunks(self) -> list[str]:
-        return [c.code for c in self.ops]
-
-    @property
     def warnings(self) -> list[str]:
         return self.writer.warnings
 
@@ -420,31 +421,18 @@ class _Planner:
         if self.forward:
             self.writer.warnings.append(message)
 
-    def online(self, *, phase_one: bool = False) -> list[str]:
-        """Return ``["online=True"]`` when the next operation is to be written online."""
+    def online(self, *, phase_one: bool = False) -> list[tuple[str, Any]]:
+        """Return ``[("online", True)]`` when the next operation is to be written online."""
         if self.mode == _ONLINE or (self.mode == _SAFE and (phase_one or self.phase == _NO_TX)):
-            return ["online=True"]
+            return [_ONLINE_KW]
         return []
 
-    def emit(self, code: str, *, table: str | None = None) -> None:
-        """Record ``code`` and run it on the in-memory state, as the file will."""
-        scope = {"m": self.sim, "pw": pw, "pw_pext": pw_pext}
+    def emit(self, step: Step, *, table: str | None = None) -> None:
+        """Record ``step`` and apply it to the in-memory state, as the file will."""
         self.sim.take_steps()
-        try:
-            exec(compile(code, "<generated migration>", "exec"), scope)
-        except UnsupportedChange as exc:
-            raise GenerationError("cannot generate this migration", [str(exc)]) from None
-        except Exception as exc:
-            raise GenerationError(
-                "the generated operation fails on the migration history's state "
-                "(an unsupported change, or a bug)",
-                [f"{type(exc).__name__}: {exc}", code],
-            ) from exc
-        self.sim.__ops__ = []
+        _apply(step, self.sim)
         steps = self.sim.take_steps()
-        method = re.match(r"(?:.*\n)*?m\.(\w+)\(", code)
-        self.ops.append(_Chunk(code, self.phase, method.group(1) if method else "create_model",
-                               table, steps))
+        self.ops.append(_Chunk(step, self.phase, step.method, table, steps))
         if self.mode == _SAFE and self.phase == _TX and table is not None and any(
             isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps
         ):
@@ -464,7 +452,7 @@ class _Planner:
         w = self.writer
         to_map = {m._meta.table_name: m for m in to_models}
         for old, new in table_renames.items():
-            self.emit(w.call("rename_table", repr(old), repr(new)), table=new)
+            self.emit(w.call("rename_table", old, new), table=new)
         state = self.state()
         matched = [t for t in to_map if t in state]
         for t in matched:
@@ -477,7 +465,7 @@ class _Planner:
                     "search path) fails (lint rule ban-set-schema); deploy code that uses the "
                     "new schema first, or move it in a maintenance window"
                 )
-                self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
+                self.emit(w.call("set_schema", t, to_map[t]._meta.schema))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
         for t in matched:
@@ -491,13 +479,12 @@ class _Planner:
             # added once that table exists.
             later = [f for f in model._meta.refs
                      if f.rel_model is not model and f.rel_model._meta.table_name in to_create]
-            self.emit("\n".join(w.model(model, skip={f.name for f in later})),
-                      table=model._meta.table_name)
+            self.emit(w.model(model, skip={f.name for f in later}), table=model._meta.table_name)
             if later:
                 postponed.append((model._meta.table_name, later))
         for t, fields in postponed:
             self.emit(
-                w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)), table=t
+                w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
             self.late(self.state()[t], to_map[t])
@@ -515,8 +502,7 @@ class _Planner:
             # CASCADE drops those constraints (only them: that table goes next).
             cycle = any(f.rel_model is model for other in doomed[i + 1:]
                         for f in other._meta.refs if other is not model)
-            args = [repr(t), "cascade=True"] if cycle else [repr(t)]
-            self.emit(w.call("remove_model", *args), table=t)
+            self.emit(w.call("remove_model", t, kw=[("cascade", True)] if cycle else []), table=t)
         if self.deferred:
             self.phase = _NO_TX
             for step in self.deferred:
@@ -574,16 +560,14 @@ class _Planner:
                 wanted[sql] -= 1
                 kept_nodes.append(node)
         if len(kept_nodes) != len(fm._meta.constraints or ()):
-            items = ", ".join(w.constraint(render(n, db)) for n in kept_nodes)
-            self.emit(w.call("set_constraints", repr(t), f"[{items}]"), table=t)
+            items = w.constraints([render(n, db) for n in kept_nodes])
+            self.emit(w.call("set_constraints", t, items), table=t)
         for old, new in renames.items():
             target = tcols[new]
             source = fm._meta.columns[old]
-            args = [repr(t), repr(old), repr(new)]
             default_attr = new if source.name == old else source.name
-            if target.name != default_attr:
-                args.append(f"field_name={target.name!r}")
-            self.emit(w.call("rename_column", *args), table=t)
+            kw = [("field_name", target.name)] if target.name != default_attr else []
+            self.emit(w.call("rename_column", t, old, new, kw=kw), table=t)
         self._rename_attributes(fm, tm)
 
     def _rename_attributes(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
@@ -594,7 +578,7 @@ class _Planner:
             if source is not None and source.name != target.name:
                 col = target.column_name
                 self.emit(self.writer.call(
-                    "rename_column", repr(t), repr(col), repr(col), f"field_name={target.name!r}"
+                    "rename_column", t, col, col, kw=[("field_name", target.name)]
                 ), table=t)
 
     def late(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
@@ -611,8 +595,8 @@ class _Planner:
             tmeta.legacy_table_names and fmeta.name != tmeta.name
         ):
             self.emit(w.call(
-                "set_model_meta", repr(t), f"name={tmeta.name!r}",
-                f"legacy_table_names={tmeta.legacy_table_names!r}",
+                "set_model_meta", t, kw=[("name", tmeta.name),
+                                         ("legacy_table_names", tmeta.legacy_table_names)],
             ), table=t)
         fspec, tspec = table_spec(fm), table_spec(tm)
 
@@ -642,7 +626,7 @@ class _Planner:
             if safe and not any(quote(c) in ix.definition.text for c in dropped_cols):
                 continue
             # In a file without a transaction (an online rollback): CONCURRENTLY IF EXISTS.
-            self.emit(w.call("drop_named_index", repr(t), repr(ix.name), *self.online()), table=t)
+            self.emit(w.call("drop_named_index", t, ix.name, kw=self.online()), table=t)
 
         if dropped and fm._meta.composite_key and set(
             _key_fields(fm)) & {f.name for f in dropped}:
@@ -658,12 +642,12 @@ class _Planner:
                 t, [before_cols[f.column_name] for f in dropped], added, _columns(tspec)
             )
             self.emit(
-                w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)), table=t
+                w.call("remove_fields", t, *(f.name for f in dropped)), table=t
             )
 
         tcol_specs = _columns(tspec)
         if added:
-            codes = []
+            codes: list[tuple[str, Any]] = []
             for f in added:
                 spec = tcol_specs[f.column_name]
                 if not spec.null and spec.default is None and not _writable_default(f):
@@ -685,7 +669,7 @@ class _Planner:
                             "in the rollback to make it reversible)"
                         )
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
-                    self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
+                    self.emit(w.call("require_empty", t, reason), table=t)
                 written = f
                 if safe:
                     volatile = is_volatile(spec.default)
@@ -698,11 +682,11 @@ class _Planner:
                     )
                     if volatile and spec.null:
                         self.backfill.setdefault(t, []).append(f.name)
-                codes.append(f"{f.name}={w.field(written)}")
+                codes.append((f.name, w.field(written)))
             flag = self.online(phase_one=True)
             if flag and any(f.name == "online" for f in added):
                 flag = []  # a field named "online" would clash with the option: plain form
-            self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
+            self.emit(w.call("add_fields", t, kw=[*codes, *flag]), table=t)
 
         self._change_columns(t, tm)
         if not safe:
@@ -725,15 +709,15 @@ class _Planner:
                         continue
                     kept.append(node)
                 nodes = kept
-            items = ", ".join(w.constraint(render(c, db)) for c in nodes)
+            items = w.constraints([render(c, db) for c in nodes])
             if Counter(render(c, db) for c in nodes) != Counter(fspec.checks + fspec.constraints):
                 self.emit(w.call(
-                    "set_constraints", repr(t), f"[{items}]", *self.online(phase_one=True)
+                    "set_constraints", t, items, kw=self.online(phase_one=True)
                 ), table=t)
 
         for old_ix, new_ix in renamed:
             self.emit(
-                w.call("rename_index", repr(t), repr(old_ix.name), repr(new_ix.name)), table=t
+                w.call("rename_index", t, old_ix.name, new_ix.name), table=t
             )
         if safe:
             self.deferred.append(lambda: self.late_online(t, tm))
@@ -754,18 +738,19 @@ class _Planner:
             return
         if table_spec(fm).primary_key == table_spec(tm).primary_key:
             return
-        names = [repr(n) for n in _key_fields(tm)]
-        flag = ["online=True"] if (online or self.mode == _ONLINE) and not plain else []
-        self.emit(self.writer.call("set_primary_key", repr(t), *names, *flag), table=t)
+        flag = [_ONLINE_KW] if (online or self.mode == _ONLINE) and not plain else []
+        self.emit(self.writer.call("set_primary_key", t, *_key_fields(tm), kw=flag), table=t)
 
-    def _change_fields(self, t: str, codes: Sequence[str], flag: Sequence[str]) -> None:
+    def _change_fields(
+        self, t: str, codes: Sequence[tuple[str, Expr]], flag: Sequence[tuple[str, Any]]
+    ) -> None:
         """Emit ``change_fields``; as ``alter_fields`` with a mapping when a field is "online"."""
         w = self.writer
-        if flag and any(c.startswith("online=") for c in codes):
-            items = ", ".join(f"{c.split('=', 1)[0]!r}: {c.split('=', 1)[1]}" for c in codes)
-            self.emit(w.call("alter_fields", repr(t), f"{{{items}}}", *flag), table=t)
+        if flag and any(name == "online" for name, _ in codes):
+            items = Dict(tuple((plain(name), code) for name, code in codes))
+            self.emit(w.call("alter_fields", t, items, kw=flag), table=t)
             return
-        self.emit(w.call("change_fields", repr(t), *codes, *flag), table=t)
+        self.emit(w.call("change_fields", t, kw=[*codes, *flag]), table=t)
 
     def late_online(self, t: str, tm: type[pw.Model]) -> None:
         """Phase two of a table in safe mode: what must not hold a lock or a transaction."""
@@ -776,30 +761,29 @@ class _Planner:
         tmeta_ix = {i.name: i for i in tspec.indexes if i.origin.startswith("meta:")}
         for name, ix in fmeta_ix.items():
             if name not in tmeta_ix or tmeta_ix[name] != ix:
-                self.emit(w.call("drop_named_index", repr(t), repr(name), "online=True"), table=t)
+                self.emit(w.call("drop_named_index", t, name, kw=[_ONLINE_KW]), table=t)
 
         fspec = table_spec(self.state()[t])
         fcols = {f.column_name: f for f in self.state()[t]._meta.sorted_fields}
         fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
-        changed: list[str] = []
+        changed: list[tuple[str, Expr]] = []
         for col, target in {f.column_name: f for f in tm._meta.sorted_fields}.items():
             source = fcols[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
             if fcol_specs[col] != tcol_specs[col] or fidx != tidx:
-                changed.append(f"{target.name}={w.field(target)}")
+                changed.append((target.name, w.field(target)))
         if changed:
-            self._change_fields(t, changed, ["online=True"])
+            self._change_fields(t, changed, [_ONLINE_KW])
         self._set_primary_key(t, tm, online=True)
         if self.backfill.get(t):
-            names = ", ".join(repr(n) for n in self.backfill[t])
-            self.emit(w.call("backfill", repr(t), names), table=t)
+            self.emit(w.call("backfill", t, *self.backfill[t]), table=t)
 
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
             db = _render_db(tm)
-            items = ", ".join(w.constraint(render(c, db)) for c in tm._meta.constraints or ())
-            self.emit(w.call("set_constraints", repr(t), f"[{items}]", "online=True"), table=t)
+            items = w.constraints([render(c, db) for c in tm._meta.constraints or ()])
+            self.emit(w.call("set_constraints", t, items, kw=[_ONLINE_KW]), table=t)
 
         entries = dict(_meta_index_entries(tm))
         fspec = table_spec(self.state()[t])
@@ -808,7 +792,7 @@ class _Planner:
             if name not in have or have[name] != ix:
                 self.emit(self._add_index(t, tm, entries[ix.origin], online=True), table=t)
         if t in self.not_valid:
-            self.emit(w.call("validate_constraints", repr(t)), table=t)
+            self.emit(w.call("validate_constraints", t), table=t)
 
     def _change_columns(self, t: str, tm: type[pw.Model], *, keys_only: bool = False) -> None:
         """Change the columns of table ``t`` that both sides have (only the key: ``keys_only``).
@@ -823,8 +807,8 @@ class _Planner:
         tcols = {f.column_name: f for f in tm._meta.sorted_fields}
         fspec, tspec = table_spec(fm), table_spec(tm)
         fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
-        plain: list[str] = []
-        cast: list[tuple[str, str, str]] = []
+        plain_: list[tuple[str, Expr]] = []
+        cast: list[tuple[str, Expr, str]] = []
         for col, target in tcols.items():
             if col not in fcols:
                 continue
@@ -864,19 +848,19 @@ class _Planner:
                 )
                 if column_spec(written, _render_db(tm)) == before:
                     continue  # only indexes or NOT NULL change: phase two does them
-            code = f"{target.name}={w.field(written)}"
+            code: Expr = w.field(written)
             if before.type != after.type and _needs_using(before.type, after.type):
                 using = self._using(fm, col, before, after)
-                cast.append((target.name, w.field(written), using))
+                cast.append((target.name, code, using))
             else:
-                plain.append(code)
+                plain_.append((target.name, code))
         flag = self.online(phase_one=True) if not keys_only else []
-        if plain:
-            self._change_fields(t, plain, flag)
+        if plain_:
+            self._change_fields(t, plain_, flag)
         for name, code, using in cast:
             self.emit(w.call(
-                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}",
-                *flag,
+                "alter_fields", t, Dict(((plain(name), code),)),
+                kw=[("using", Dict(((plain(name), plain(using)),))), *flag],
             ), table=t)
 
     def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
@@ -928,8 +912,8 @@ class _Planner:
 
     def _add_index(
         self, table: str, tm: type[pw.Model], entry: Any, *, online: bool = False
-    ) -> str:
-        """Return the code that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
+    ) -> MethodCall:
+        """Return the step that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
         w = self.writer
         db = _render_db(tm)
         if not isinstance(entry, pw.Index):
@@ -940,12 +924,11 @@ class _Planner:
                  "ModelIndex(..., name=...) instead"],
             )
         index: Any = entry
-        args = [repr(table), repr(index._name)]
-        args += [w.index_expression(e, None, db) for e in index._expressions]
-        args += w.index_options(index, db)[1:]
+        args = [w.index_expression(e, None, db) for e in index._expressions]
+        kw: list[tuple[str, Any]] = [*w.index_options(index, db)[1:]]
         if online or self.mode == _ONLINE:
-            args.append("online=True")
-        return w.call("add_named_index", *args)
+            kw.append(_ONLINE_KW)
+        return w.call("add_named_index", table, index._name, *args, kw=kw)
 
 
 def _phase_one_field(
@@ -1099,13 +1082,6 @@ def _renames(
 # -- entry points --------------------------------------------------------------------
 
 
-def _body(chunks: Sequence[str]) -> str:
-    if not chunks:
-        return ""
-    code = "\n".join(_HEADER) + "\n\n" + "\n\n".join(chunks)
-    return _CLEAN_RE.sub("\n", _NEWLINE.join(code.split("\n")))
-
-
 def _verify(
     sim: DatalayerMigrator, wanted: Sequence[type[pw.Model]], what: str
 ) -> None:
@@ -1150,21 +1126,38 @@ def _groups(ops: Sequence[_Chunk]) -> list[list[_Chunk]]:
     return groups
 
 
-def _run_codes(migrator: DatalayerMigrator, codes: Iterable[str]) -> None:
-    """Run generated operations on an in-memory state (no SQL is run)."""
-    for code in codes:
-        exec(compile(code, "<generated migration>", "exec"),
-             {"m": migrator, "pw": pw, "pw_pext": pw_pext})
-        migrator.__ops__ = []
+def _apply(step: Step, migrator: DatalayerMigrator) -> None:
+    """Apply one generated step to an in-memory state, as the written file will."""
+    try:
+        step.apply(migrator)
+    except UnsupportedChange as exc:
+        raise GenerationError("cannot generate this migration", [str(exc)]) from None
+    except Exception as exc:
+        raise GenerationError(
+            "the generated operation fails on the migration history's state "
+            "(an unsupported change, or a bug)",
+            [f"{type(exc).__name__}: {exc}", "\n".join(step.render())],
+        ) from exc
+    migrator.__ops__ = []
+
+
+def _run_steps(migrator: DatalayerMigrator, steps: Iterable[Step]) -> None:
+    """Apply generated steps to an in-memory state (no SQL is run)."""
+    for step in steps:
+        _apply(step, migrator)
     migrator.take_steps()
+
+
+def _is_online(step: Step) -> bool:
+    return isinstance(step, MethodCall) and step.option("online") is True
 
 
 def _operations(chunks: Sequence[_Chunk], postgres: int) -> tuple[Operation, ...]:
     return tuple(
         Operation(
-            code=c.code, method=c.method, table=c.table,
+            step=c.step, method=c.method, table=c.table,
             statements=statements_of(c.steps, postgres=postgres),
-            online="online=True" in c.code or c.method in ("backfill", "validate_constraints"),
+            online=_is_online(c.step) or c.method in ("backfill", "validate_constraints"),
         )
         for c in chunks
     )
@@ -1215,7 +1208,7 @@ def plan_models(
                         "their rollbacks (compute_diff does)"
                     )
                 goal, bt, bc = replay(), {}, {}
-                _run_codes(goal, (c.code for g in groups[:k] for c in g))
+                _run_steps(goal, (c.step for g in groups[:k] for c in g))
             atomic = groups[k][0].phase == _TX
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
                                 postgres=postgres)
@@ -1224,7 +1217,7 @@ def plan_models(
             _verify(sim, goal_models, "rollback")
             rollbacks[k] = backward.ops
             irreversible.extend(backward.irreversible)
-    except UnsupportedChange as exc:
+    except (UnsupportedChange, Unwritable) as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
     migrations = tuple(
         PlannedMigration(
@@ -1239,28 +1232,20 @@ def plan_models(
     return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
 
 
-_NO_TRANSACTION = (
-    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
-    "# the like); each statement commits on its own and can run again after an interruption.\n"
-    "atomic = False\n"
-)
-
-
 def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
     """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
-    forward = _body([op.code for op in migration.operations])
-    backward = _body([op.code for op in migration.rollback])
-    if forward and not backward:
-        # Validating constraints or filling rows changes no schema that needs undoing
-        # (the rollback of the migration before it drops what it added): say so, so
-        # `rollback` does not take the empty body for a forgotten one.
-        backward = "return  # nothing to undo: this migration changes no schema"
-    return forward, backward
+    return bodies(_steps(migration.operations), _steps(migration.rollback))
+
+
+def _steps(operations: Sequence[Operation]) -> tuple[Step, ...]:
+    return tuple(op.step for op in operations)
 
 
 def _diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
     files = tuple(
-        DiffFile(m.suffix, m.atomic, *render_file_bodies(m)) for m in plan.migrations
+        DiffFile(m.suffix, m.atomic, *render_file_bodies(m), _steps(m.operations),
+                 _steps(m.rollback))
+        for m in plan.migrations
     )
     if not files:
         return Diff("", "", plan.warnings, drops, (), plan)
@@ -1364,14 +1349,8 @@ def create_migration(
     names: list[str] = []
     paths: list[Path] = []
     for f in diff.files:
-        written = router.compile(name + f.suffix, f.migrate, f.rollback)
+        written = _write(router, name + f.suffix, f)
         path = Path(router.migrate_dir) / f"{written}.py"
-        if not f.atomic:
-            text = path.read_text(encoding="utf-8")
-            at = text.index("\n\ndef migrate(")
-            path.write_text(
-                text[:at] + "\n\n" + _NO_TRANSACTION + text[at:], encoding="utf-8"
-            )
         router.read(written)
         names.append(written)
         paths.append(path)
@@ -1379,6 +1358,26 @@ def create_migration(
         path=paths[0], name=names[0], warnings=diff.warnings, paths=tuple(paths),
         names=tuple(names), plan=diff.plan,
     )
+
+
+def _write(router: Any, name: str, file: DiffFile) -> str:
+    """Write one file of a migration through ``router``; return the name it was given.
+
+    datalayer's Router numbers the file and writes the text rendered from the
+    steps; another (peewee-migrate's) numbers and writes it with its own
+    template, written again whole, from the same steps, when it is not atomic.
+    """
+    write = getattr(router, "write_migration", None)
+    if callable(write):
+        written: str = write(name, lambda filename: render_file(
+            filename, file.steps, file.rollback_steps, atomic=file.atomic))
+        return written
+    written = router.compile(name, file.migrate, file.rollback)
+    if not file.atomic:
+        path = Path(router.migrate_dir) / f"{written}.py"
+        path.write_text(render_upstream_file(path.name, file.steps, file.rollback_steps,
+                                             atomic=False), encoding="utf-8")
+    return written
 
 
 # -- pw_migrate ------------------------------------------------------------------------

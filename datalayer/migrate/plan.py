@@ -79,13 +79,18 @@ class Statement:
 
 @dataclasses.dataclass(frozen=True)
 class Operation:
-    """One call of the extended migrator (``code``) and the statements it runs."""
+    """One call of the extended migrator (``step``) and the statements it runs."""
 
-    code: str
+    step: Any  # an autogenerate.code.Step: applied to a state, rendered to a file
     method: str
     table: str | None
     statements: tuple[Statement, ...]
     online: bool = False
+
+    @property
+    def code(self) -> str:
+        """Return the operation's code as the migration file has it."""
+        return "\n".join(self.step.render())
 
     @property
     def transactional(self) -> bool:

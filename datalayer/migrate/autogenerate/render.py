@@ -1,0 +1,121 @@
+"""The text of generated migration files, rendered from their steps (:mod:`.code`).
+
+A file's header names the operations its two bodies call (``m.add_fields``,
+``m.create_model``, ...) and it imports ``pw_pext`` only when a body uses
+it: both are read from the steps themselves.  A file that must run outside
+a transaction says ``atomic = False`` above ``migrate()``.  Upstream
+``pw_migrate`` runs the files unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .code import Step
+
+__all__ = [
+    "HEADER",
+    "NOTHING_TO_UNDO",
+    "NO_TRANSACTION",
+    "body",
+    "render_file",
+    "render_upstream_file",
+]
+
+HEADER = ("from datalayer.migrate.ops import extend", "", "m = extend(migrator)")
+"""The first lines of a generated body: ``m`` is the extended migrator."""
+
+NOTHING_TO_UNDO = "return  # nothing to undo: this migration changes no schema"
+
+NO_TRANSACTION = (
+    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
+    "# the like); each statement commits on its own and can run again after an interruption.\n"
+    "atomic = False\n"
+)
+
+_FILE = '''\
+"""{name}: written by `datalayer migrate diff`.
+
+Operations it uses{where}:
+
+    migrate:  {migrate_ops}
+    rollback: {rollback_ops}
+"""
+
+{imports}{no_transaction}
+
+def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+    """Apply this migration."""
+    {migrate}
+
+
+def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    """Undo what migrate() did."""
+    {rollback}
+'''
+
+IMPORTS = "import peewee as pw\nfrom peewee_migrate import Migrator\n"
+IMPORTS_PEXT = (
+    "from contextlib import suppress\n\n"
+    f"{IMPORTS}\n"
+    "with suppress(ImportError):\n"
+    "    import playhouse.postgres_ext as pw_pext\n"
+)
+
+
+def body(steps: Sequence[Step]) -> str:
+    """Return a function body (indented for the template, first line bare) for ``steps``."""
+    if not steps:
+        return ""
+    lines = list(HEADER)
+    for step in steps:
+        lines.append("")
+        lines.extend(step.render())
+    return lines[0] + "".join("\n" + f"    {line}".rstrip() for line in lines[1:])
+
+
+def bodies(forward: Sequence[Step], backward: Sequence[Step]) -> tuple[str, str]:
+    """Return the ``migrate`` and ``rollback`` bodies of one file."""
+    migrate, rollback = body(forward), body(backward)
+    if migrate and not rollback:
+        # Validating constraints or filling rows changes no schema that needs undoing
+        # (the rollback of the migration before it drops what it added): say so, so
+        # `rollback` does not take the empty body for a forgotten one.
+        rollback = NOTHING_TO_UNDO
+    return migrate, rollback
+
+
+def calls(steps: Iterable[Step]) -> list[str]:
+    """Return the ``m.method`` calls of ``steps``, once each, in the order they are written."""
+    return list(dict.fromkeys(call for step in steps for call in step.calls()))
+
+
+def render_file(
+    name: str, forward: Sequence[Step], backward: Sequence[Step], *, atomic: bool = True
+) -> str:
+    """Return the text of migration file ``name`` (``001_x.py``) with these steps."""
+    migrate, rollback = bodies(forward, backward)
+    modules = {m for step in [*forward, *backward] for m in step.modules()}
+    return _FILE.format(
+        name=name,
+        where=" (m = extend(migrator): see datalayer.migrate.migrator)"
+        if forward or backward else "",
+        migrate_ops=", ".join(calls(forward)) or "(none)",
+        rollback_ops=", ".join(calls(backward)) or "(none)",
+        imports=IMPORTS_PEXT if "pw_pext" in modules else IMPORTS,
+        no_transaction="" if atomic else "\n\n" + NO_TRANSACTION,
+        migrate=migrate or "pass",
+        rollback=rollback or "pass",
+    )
+
+
+def render_upstream_file(
+    name: str, forward: Sequence[Step], backward: Sequence[Step], *, atomic: bool = True
+) -> str:
+    """Return the text peewee-migrate's template gives file ``name``, ``atomic = False`` added."""
+    from peewee_migrate.template import TEMPLATE
+
+    head, mark, tail = TEMPLATE.partition("\n\ndef migrate(")
+    template = head + ("" if atomic else "\n\n" + NO_TRANSACTION) + mark + tail
+    migrate, rollback = bodies(forward, backward)
+    return template.format(migrate=migrate, rollback=rollback, name=name)
