@@ -17,7 +17,10 @@ __all__ = [
     "HEADER",
     "NOTHING_TO_UNDO",
     "NO_TRANSACTION",
+    "bodies",
     "body",
+    "calls",
+    "fill_template",
     "render_file",
     "render_upstream_file",
 ]
@@ -95,14 +98,29 @@ def render_file(
 ) -> str:
     """Return the text of migration file ``name`` (``001_x.py``) with these steps."""
     migrate, rollback = bodies(forward, backward)
-    modules = {m for step in [*forward, *backward] for m in step.modules()}
+    return fill_template(
+        name, migrate, rollback,
+        migrate_ops=calls(forward), rollback_ops=calls(backward),
+        extended=bool(forward or backward),
+        pext=any("pw_pext" in step.modules() for step in [*forward, *backward]),
+        atomic=atomic,
+    )
+
+
+def fill_template(
+    name: str, migrate: str, rollback: str, *, migrate_ops: Sequence[str],
+    rollback_ops: Sequence[str], extended: bool, pext: bool, atomic: bool = True,
+) -> str:
+    """Return datalayer's migration file ``name`` with these bodies and header facts.
+
+    ``extended``: the bodies use ``m = extend(migrator)``; ``pext``: they name ``pw_pext``.
+    """
     return _FILE.format(
         name=name,
-        where=" (m = extend(migrator): see datalayer.migrate.migrator)"
-        if forward or backward else "",
-        migrate_ops=", ".join(calls(forward)) or "(none)",
-        rollback_ops=", ".join(calls(backward)) or "(none)",
-        imports=IMPORTS_PEXT if "pw_pext" in modules else IMPORTS,
+        where=" (m = extend(migrator): see datalayer.migrate.migrator)" if extended else "",
+        migrate_ops=", ".join(migrate_ops) or "(none)",
+        rollback_ops=", ".join(rollback_ops) or "(none)",
+        imports=IMPORTS_PEXT if pext else IMPORTS,
         no_transaction="" if atomic else "\n\n" + NO_TRANSACTION,
         migrate=migrate or "pass",
         rollback=rollback or "pass",
