@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,7 +53,7 @@ from typing import Any
 
 import peewee as pw
 
-from ..errors import DatalayerError, MigrationError
+from ..errors import MigrationError
 from ..project import DEFAULT_POSTGRES, MIN_POSTGRES
 from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
@@ -73,13 +72,28 @@ from ._spec import (
     table_spec,
 )
 from .autogenerate.code import Dict, Expr, MethodCall, Step
-from .autogenerate.render import bodies, render_file, render_upstream_file
+from .autogenerate.outcome import (
+    Diff,
+    DiffFile,
+    DiffResult,
+    Drop,
+    DropRefused,
+    GenerationError,
+)
+from .autogenerate.render import diff_of as _diff_of
+from .autogenerate.render import render_file_bodies, write_file
+from .autogenerate.split import Chunk as _Chunk
+from .autogenerate.split import apply_step as _apply
+from .autogenerate.split import groups as _groups
+from .autogenerate.split import operations as _operations
+from .autogenerate.split import run_steps as _run_steps
+from .autogenerate.upstream import install_upstream
 from .autogenerate.writer import CodeWriter, Unwritable, plain
 from .facts import parse_type
 from .files import MigrationNameError, check_name
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
-from .plan import Operation, Plan, PlannedMigration, statements_of
+from .plan import Plan, PlannedMigration
 
 __all__ = [
     "Diff",
@@ -101,102 +115,6 @@ __all__ = [
 _NUMBER_RE = re.compile(r"^(\d+)_")
 _NEWLINE = "\n    "
 _ONLINE_KW: tuple[str, Any] = ("online", True)
-
-
-class GenerationError(MigrationError):
-    """A migration could not be generated; ``problems`` lists why."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        self.problems = list(problems)
-        text = message if not self.problems else message + ":\n  " + "\n  ".join(self.problems)
-        super().__init__(text)
-
-
-@dataclasses.dataclass(frozen=True)
-class Drop:
-    """A table or column that a migration drops, and the addition it may be a rename of."""
-
-    table: str
-    column: str | None = None  # None: the whole table
-    renamed_to: str | None = None  # a same-shaped table or column added by the same diff
-    hint: str | None = None  # the renamed_from line that makes it a rename
-
-    def __str__(self) -> str:
-        if self.column is None:
-            text = f"drops table {self.table} and its rows"
-            kind, new = "table", self.renamed_to
-        else:
-            text = f"drops column {self.table}.{self.column} and its data"
-            kind, new = "column", f"{self.table}.{self.renamed_to}"
-        if self.renamed_to is None:
-            return text
-        shape = "same column types and nullability" if self.column is None else "same type"
-        return (
-            f"{text}; it looks renamed to {kind} {new} ({shape}), and without a hint the "
-            f"rows are not carried over: if it was renamed, add {self.hint}"
-        )
-
-
-class DropRefused(GenerationError):
-    """The migration would drop tables or columns and drops were not allowed; see ``drops``."""
-
-    def __init__(self, drops: Sequence[Drop]) -> None:
-        self.drops = tuple(drops)
-        super().__init__(
-            "nothing written: this migration would drop data; mark renames with renamed_from, "
-            "or run again with --allow-drop (create_migration(..., allow_drop=True)) if the "
-            "drops are wanted",
-            [str(d) for d in self.drops],
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffFile:
-    """One file of a migration: its name suffix, whether it is one transaction, its bodies.
-
-    ``steps`` and ``rollback_steps`` are what the bodies are rendered from.
-    """
-
-    suffix: str
-    atomic: bool
-    migrate: str
-    rollback: str
-    steps: tuple[Step, ...] = ()
-    rollback_steps: tuple[Step, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Diff:
-    """The bodies of ``migrate`` and ``rollback`` (template-ready), the warnings and drops.
-
-    ``files`` has one entry per file to write; ``migrate`` and ``rollback``
-    join them (for display); ``plan`` is the plan they were written from.
-    """
-
-    migrate: str
-    rollback: str
-    warnings: tuple[str, ...] = ()
-    drops: tuple[Drop, ...] = ()
-    files: tuple[DiffFile, ...] = ()
-    plan: Plan | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.migrate)
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffResult:
-    """A migration file just written: its path, its name and the generator's warnings."""
-
-    path: Path
-    name: str
-    warnings: tuple[str, ...] = ()
-    paths: tuple[Path, ...] = ()  # every file written, the first is ``path``
-    names: tuple[str, ...] = ()
-    plan: Plan | None = None
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
 
 
 # -- naming ----------------------------------------------------------------------
@@ -373,17 +291,6 @@ _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
 
 _PLAIN, _ONLINE, _SAFE = "plain", "online", "safe"
 _TX, _NO_TX = "tx", "no-tx"
-
-
-@dataclasses.dataclass
-class _Chunk:
-    """One emitted operation: its step, the phase it belongs to and the SQL steps it queued."""
-
-    step: Step
-    phase: str
-    method: str
-    table: str | None
-    steps: list[Any]
 
 
 class _Planner:
@@ -1115,54 +1022,6 @@ def _check_postgres(postgres: int) -> None:
         )
 
 
-def _groups(ops: Sequence[_Chunk]) -> list[list[_Chunk]]:
-    """Split the operations into files: a new file wherever the phase changes."""
-    groups: list[list[_Chunk]] = []
-    for op in ops:
-        if groups and groups[-1][0].phase == op.phase:
-            groups[-1].append(op)
-        else:
-            groups.append([op])
-    return groups
-
-
-def _apply(step: Step, migrator: DatalayerMigrator) -> None:
-    """Apply one generated step to an in-memory state, as the written file will."""
-    try:
-        step.apply(migrator)
-    except UnsupportedChange as exc:
-        raise GenerationError("cannot generate this migration", [str(exc)]) from None
-    except Exception as exc:
-        raise GenerationError(
-            "the generated operation fails on the migration history's state "
-            "(an unsupported change, or a bug)",
-            [f"{type(exc).__name__}: {exc}", "\n".join(step.render())],
-        ) from exc
-    migrator.__ops__ = []
-
-
-def _run_steps(migrator: DatalayerMigrator, steps: Iterable[Step]) -> None:
-    """Apply generated steps to an in-memory state (no SQL is run)."""
-    for step in steps:
-        _apply(step, migrator)
-    migrator.take_steps()
-
-
-def _is_online(step: Step) -> bool:
-    return isinstance(step, MethodCall) and step.option("online") is True
-
-
-def _operations(chunks: Sequence[_Chunk], postgres: int) -> tuple[Operation, ...]:
-    return tuple(
-        Operation(
-            step=c.step, method=c.method, table=c.table,
-            statements=statements_of(c.steps, postgres=postgres),
-            online=_is_online(c.step) or c.method in ("backfill", "validate_constraints"),
-        )
-        for c in chunks
-    )
-
-
 def plan_models(
     sim: DatalayerMigrator,
     original: DatalayerMigrator,
@@ -1230,37 +1089,6 @@ def plan_models(
     )
     warnings += tuple(irreversible)
     return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
-
-
-def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
-    """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
-    return bodies(_steps(migration.operations), _steps(migration.rollback))
-
-
-def _steps(operations: Sequence[Operation]) -> tuple[Step, ...]:
-    return tuple(op.step for op in operations)
-
-
-def _diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
-    files = tuple(
-        DiffFile(m.suffix, m.atomic, *render_file_bodies(m), _steps(m.operations),
-                 _steps(m.rollback))
-        for m in plan.migrations
-    )
-    if not files:
-        return Diff("", "", plan.warnings, drops, (), plan)
-
-    def joined(attr: str) -> str:
-        parts = []
-        for f in files:
-            body = getattr(f, attr)
-            if len(files) > 1 or not f.atomic:
-                label = f"# -- NAME{f.suffix}" + ("" if f.atomic else " (no transaction)")
-                body = label + _NEWLINE + body
-            parts.append(body)
-        return (_NEWLINE + _NEWLINE).join(parts)
-
-    return Diff(joined("migrate"), joined("rollback"), plan.warnings, drops, files, plan)
 
 
 def diff_models(
@@ -1349,7 +1177,7 @@ def create_migration(
     names: list[str] = []
     paths: list[Path] = []
     for f in diff.files:
-        written = _write(router, name + f.suffix, f)
+        written = write_file(router, name + f.suffix, f)
         path = Path(router.migrate_dir) / f"{written}.py"
         router.read(written)
         names.append(written)
@@ -1360,95 +1188,3 @@ def create_migration(
     )
 
 
-def _write(router: Any, name: str, file: DiffFile) -> str:
-    """Write one file of a migration through ``router``; return the name it was given.
-
-    datalayer's Router numbers the file and writes the text rendered from the
-    steps; another (peewee-migrate's) numbers and writes it with its own
-    template, written again whole, from the same steps, when it is not atomic.
-    """
-    write = getattr(router, "write_migration", None)
-    if callable(write):
-        written: str = write(name, lambda filename: render_file(
-            filename, file.steps, file.rollback_steps, atomic=file.atomic))
-        return written
-    written = router.compile(name, file.migrate, file.rollback)
-    if not file.atomic:
-        path = Path(router.migrate_dir) / f"{written}.py"
-        path.write_text(render_upstream_file(path.name, file.steps, file.rollback_steps,
-                                             atomic=False), encoding="utf-8")
-    return written
-
-
-# -- pw_migrate ------------------------------------------------------------------------
-
-_UPSTREAM_CREATE: Any = None
-
-
-def install_upstream() -> None:
-    """Make ``pw_migrate create --auto`` write migrations with this generator.
-
-    peewee-migrate runs ``conf.py`` of the migrations directory before every
-    command; ours calls this function.  It replaces ``Router.create`` of
-    peewee-migrate's own Router for that process only: models are still
-    found as upstream finds them (``--auto-source``, ``IGNORE``), abstract
-    models are skipped, and the file is numbered and written by upstream.
-    """
-    global _UPSTREAM_CREATE
-    from peewee_migrate import router as upstream
-
-    if _UPSTREAM_CREATE is not None:
-        return
-    _UPSTREAM_CREATE = upstream.Router.create
-
-    def create(self: Any, name: str = "auto", *, auto: Any = False) -> str | None:
-        if not auto:
-            result: str | None = _UPSTREAM_CREATE(self, name, auto=auto)
-            return result
-        try:
-            models = _upstream_models(self, auto)
-            written = create_migration(self, name, models)
-        except DatalayerError as exc:
-            # As peewee-migrate's CLI does for its own errors: say it, exit 1.
-            self.logger.error("%s", exc)
-            raise SystemExit(1) from None
-        if written is None:
-            self.logger.warning("No changes found.")
-            return None
-        for warning in written.warnings:
-            self.logger.warning("%s", warning)
-        self.logger.info('Migration has been created as "%s"', written.name)
-        return written.name
-
-    upstream.Router.create = create  # type: ignore[method-assign]
-
-
-def _upstream_models(router: Any, auto: Any) -> list[type[pw.Model]]:
-    """Find models the way ``peewee_migrate.Router.create`` does."""
-    import pkgutil
-    import sys
-
-    from peewee_migrate import router as upstream
-
-    is_model: Any = upstream._check_model
-    load_models: Any = upstream.load_models
-
-    if isinstance(auto, bool):
-        # A bare ``--auto``: the project's model set ([tool.datalayer] models), as
-        # ``datalayer migrate diff`` uses, instead of upstream's scan of every package.
-        from ..project import load_project
-
-        return list(load_project().load_models())
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-    models = auto if isinstance(auto, list) else [auto]
-    if not all(is_model(m) for m in models):
-        modules = models
-        if isinstance(auto, bool):
-            modules = [m for _, m, ispkg in pkgutil.iter_modules([cwd]) if ispkg]
-        models = [m for module in modules for m in load_models(module)]
-    if router.ignore:
-        models = [m for m in models if m._meta.name not in router.ignore]
-    # load_models returns sets: keep a stable order for stable output.
-    return sorted(set(models), key=lambda m: (m.__module__, m.__qualname__))

@@ -10,8 +10,12 @@ a transaction says ``atomic = False`` above ``migrate()``.  Upstream
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
+from ..plan import Operation, Plan, PlannedMigration
 from .code import Step
+from .outcome import Diff, DiffFile, Drop
 
 __all__ = [
     "HEADER",
@@ -20,13 +24,18 @@ __all__ = [
     "bodies",
     "body",
     "calls",
+    "diff_of",
     "fill_template",
     "render_file",
+    "render_file_bodies",
     "render_upstream_file",
+    "write_file",
 ]
 
 HEADER = ("from datalayer.migrate.ops import extend", "", "m = extend(migrator)")
 """The first lines of a generated body: ``m`` is the extended migrator."""
+
+_NEWLINE = "\n    "
 
 NOTHING_TO_UNDO = "return  # nothing to undo: this migration changes no schema"
 
@@ -137,3 +146,56 @@ def render_upstream_file(
     template = head + ("" if atomic else "\n\n" + NO_TRANSACTION) + mark + tail
     migrate, rollback = bodies(forward, backward)
     return template.format(migrate=migrate, rollback=rollback, name=name)
+
+
+def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
+    """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
+    return bodies(_steps(migration.operations), _steps(migration.rollback))
+
+
+def _steps(operations: Sequence[Operation]) -> tuple[Step, ...]:
+    return tuple(op.step for op in operations)
+
+
+def diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
+    """Return the diff of ``plan``: each file's bodies, and all of them joined for display."""
+    files = tuple(
+        DiffFile(m.suffix, m.atomic, *render_file_bodies(m), _steps(m.operations),
+                 _steps(m.rollback))
+        for m in plan.migrations
+    )
+    if not files:
+        return Diff("", "", plan.warnings, drops, (), plan)
+
+    def joined(attr: str) -> str:
+        parts = []
+        for f in files:
+            body = getattr(f, attr)
+            if len(files) > 1 or not f.atomic:
+                label = f"# -- NAME{f.suffix}" + ("" if f.atomic else " (no transaction)")
+                body = label + _NEWLINE + body
+            parts.append(body)
+        return (_NEWLINE + _NEWLINE).join(parts)
+
+    return Diff(joined("migrate"), joined("rollback"), plan.warnings, drops, files, plan)
+
+
+
+def write_file(router: Any, name: str, file: DiffFile) -> str:
+    """Write one file of a migration through ``router``; return the name it was given.
+
+    datalayer's Router numbers the file and writes the text rendered from the
+    steps; another (peewee-migrate's) numbers and writes it with its own
+    template, written again whole, from the same steps, when it is not atomic.
+    """
+    write = getattr(router, "write_migration", None)
+    if callable(write):
+        written: str = write(name, lambda filename: render_file(
+            filename, file.steps, file.rollback_steps, atomic=file.atomic))
+        return written
+    written = router.compile(name, file.migrate, file.rollback)
+    if not file.atomic:
+        path = Path(router.migrate_dir) / f"{written}.py"
+        path.write_text(render_upstream_file(path.name, file.steps, file.rollback_steps,
+                                             atomic=False), encoding="utf-8")
+    return written
