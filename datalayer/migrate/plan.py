@@ -28,6 +28,7 @@ from typing import Any
 from . import facts
 from ._ddl import BatchFill, Online, Step
 from ._spec import Sql
+from .autogenerate.code import Step as CodeStep
 from .facts import Lock
 
 __all__ = [
@@ -81,7 +82,7 @@ class Statement:
 class Operation:
     """One call of the extended migrator (``step``) and the statements it runs."""
 
-    step: Any  # an autogenerate.code.Step: applied to a state, rendered to a file
+    step: CodeStep  # applied to the replayed state, rendered to the file
     method: str
     table: str | None
     statements: tuple[Statement, ...]
