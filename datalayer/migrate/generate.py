@@ -71,6 +71,7 @@ from ._spec import (
     sort_models,
     table_spec,
 )
+from .autogenerate import upstream as _upstream
 from .autogenerate.code import Dict, Expr, MethodCall, Step
 from .autogenerate.outcome import (
     Diff,
@@ -87,7 +88,6 @@ from .autogenerate.split import apply_step as _apply
 from .autogenerate.split import groups as _groups
 from .autogenerate.split import operations as _operations
 from .autogenerate.split import run_steps as _run_steps
-from .autogenerate.upstream import install_upstream
 from .autogenerate.writer import CodeWriter, Unwritable, plain
 from .facts import parse_type
 from .files import MigrationNameError, check_name
@@ -1188,3 +1188,10 @@ def create_migration(
     )
 
 
+def install_upstream() -> None:
+    """Make ``pw_migrate create --auto`` write migrations with this generator.
+
+    Called from ``migrations/conf.py``, which peewee-migrate runs before every
+    command (see :func:`.autogenerate.upstream.install_upstream`).
+    """
+    _upstream.install_upstream(create_migration)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ __all__ = ["install_upstream"]
 _UPSTREAM_CREATE: Any = None
 
 
-def install_upstream() -> None:
-    """Make ``pw_migrate create --auto`` write migrations with this generator.
+def install_upstream(create_migration: Callable[..., Any]) -> None:
+    """Make ``pw_migrate create --auto`` write migrations with ``create_migration``.
 
     peewee-migrate runs ``conf.py`` of the migrations directory before every
     command; ours calls this function.  It replaces ``Router.create`` of
@@ -34,8 +35,6 @@ def install_upstream() -> None:
         if not auto:
             result: str | None = _UPSTREAM_CREATE(self, name, auto=auto)
             return result
-        from ..generate import create_migration
-
         try:
             models = _upstream_models(self, auto)
             written = create_migration(self, name, models)
@@ -49,7 +48,8 @@ def install_upstream() -> None:
         for warning in written.warnings:
             self.logger.warning("%s", warning)
         self.logger.info('Migration has been created as "%s"', written.name)
-        return written.name
+        name_written: str = written.name
+        return name_written
 
     upstream.Router.create = create  # type: ignore[method-assign]
 
