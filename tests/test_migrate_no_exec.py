@@ -190,6 +190,16 @@ def test_a_field_option_that_has_no_literal_is_refused_in_one_line(tmp_path: Pat
     assert "Traceback" not in str(err.value)
 
 
+def test_a_model_class_named_like_the_files_own_names_is_refused(tmp_path: Path) -> None:
+    from datalayer.migrate.generate import GenerationError
+
+    router = Router(pw.PostgresqlDatabase(None), tmp_path)
+    with pytest.raises(GenerationError) as err:
+        compute_diff(router, [model("m", "things", name=pw.CharField())])
+    assert "model class 'm' cannot be written into a migration file" in str(err.value)
+    assert "rename it" in str(err.value)
+
+
 def test_a_step_is_applied_and_rendered_from_one_object() -> None:
     writer = CodeWriter()
     step = writer.call("add_fields", "items", kw=[("note", writer.field(

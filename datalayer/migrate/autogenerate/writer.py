@@ -22,6 +22,7 @@ import datetime as dt
 import decimal
 import enum
 import importlib
+import keyword
 import math
 import re
 import uuid
@@ -40,7 +41,22 @@ _CHECK_ONLY = re.compile(r"^CHECK \((.*)\)$", re.DOTALL)  # over a constraint's 
 
 
 class Unwritable(ValueError):
-    """A value that has no literal form in a migration file."""
+    """A value (or a name) that has no literal form in a migration file."""
+
+
+# Names a migration body already uses: a model class named so would hide them.
+_TAKEN = frozenset({"m", "pw", "pw_pext", "migrator", "database", "fake", "extend", "Migrator",
+                    "suppress"})
+
+
+def _name(name: str, what: str, *, taken: frozenset[str] = frozenset()) -> str:
+    """Return ``name`` when it can be written as a Python name in the file, else refuse."""
+    if not name.isidentifier() or keyword.iskeyword(name) or name in taken:
+        raise Unwritable(
+            f"{what} {name!r} cannot be written into a migration file (it is not a Python "
+            "name, or the file uses it for something else); rename it"
+        )
+    return name
 
 
 def plain(value: Any) -> Value:
@@ -339,10 +355,10 @@ class CodeWriter:
         """
         meta = model._meta
         db = database_of(model)
-        name = model.__name__
+        name = _name(model.__name__, "model class", taken=_TAKEN)
         fields = tuple(
-            (field.name, self.field(field)) for field in meta.sorted_fields
-            if field.name not in skip
+            (_name(field.name, f"field of {name}"), self.field(field))
+            for field in meta.sorted_fields if field.name not in skip
         )
         opts: list[tuple[str, Expr]] = [("table_name", plain(meta.table_name))]
         if meta.schema:
@@ -388,5 +404,6 @@ class CodeWriter:
     ) -> MethodCall:
         """Return ``m.method(*args, **kw)``; plain values are written as literals."""
         return MethodCall(
-            method, tuple(arg(a) for a in args), tuple((k, arg(v)) for k, v in kw)
+            method, tuple(arg(a) for a in args),
+            tuple((_name(k, "field"), arg(v)) for k, v in kw),
         )
