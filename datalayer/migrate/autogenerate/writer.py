@@ -44,9 +44,8 @@ class Unwritable(ValueError):
     """A value (or a name) that has no literal form in a migration file."""
 
 
-# Names a migration body already uses: a model class named so would hide them.
-_TAKEN = frozenset({"m", "pw", "pw_pext", "migrator", "database", "fake", "extend", "Migrator",
-                    "suppress"})
+# Names the steps of a migration body use: a model class named so would hide them.
+_TAKEN = frozenset({"m", "pw", "pw_pext"})
 
 
 def _name(name: str, what: str, *, taken: frozenset[str] = frozenset()) -> str:
