@@ -19,6 +19,7 @@ from .outcome import Diff, DiffFile, Drop
 
 __all__ = [
     "HEADER",
+    "NOTHING_FORWARD",
     "NOTHING_TO_UNDO",
     "NO_TRANSACTION",
     "bodies",
@@ -36,6 +37,13 @@ HEADER = ("from datalayer.migrate.ops import extend", "", "m = extend(migrator)"
 """The first lines of a generated body: ``m`` is the extended migrator."""
 
 _NEWLINE = "\n    "
+
+NOTHING_FORWARD = (
+    "# Nothing to do going forward.  The next file's rollback re-adds constraints",
+    "# NOT VALID in its transaction; this file's rollback, which runs after it,",
+    "# validates them outside a transaction (reads and writes go on).",
+    "return",
+)
 
 NOTHING_TO_UNDO = "return  # nothing to undo: this migration changes no schema"
 
@@ -89,6 +97,10 @@ def body(steps: Sequence[Step]) -> str:
 def bodies(forward: Sequence[Step], backward: Sequence[Step]) -> tuple[str, str]:
     """Return the ``migrate`` and ``rollback`` bodies of one file."""
     migrate, rollback = body(forward), body(backward)
+    if rollback and not migrate:
+        # The rollback of the next file re-adds constraints NOT VALID in its transaction;
+        # this one, outside a transaction, validates them (rollbacks run newest first).
+        migrate = _NEWLINE.join(NOTHING_FORWARD)
     if migrate and not rollback:
         # Validating constraints or filling rows changes no schema that needs undoing
         # (the rollback of the migration before it drops what it added): say so, so
