@@ -222,6 +222,8 @@ def deferred_fk_name(field: pw.ForeignKeyField) -> str:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
+_SEQUENCES = frozenset((list, tuple))
 _MEMO: dict[int, tuple[weakref.ref[pw.Field], tuple[Any, ...], ColumnSpec]] = {}
 """id(field) -> (the field, what its spec was rendered from, the spec)."""
 
@@ -254,15 +256,18 @@ def _memo_key(field: pw.Field, db_key: tuple[Any, ...]) -> tuple[Any, ...]:
     ``constraints``, by the identity of its items too): a field changed in place
     (``null``, ``default``, ``constraints`` ...) gets a new key.
     """
-    parts: list[Any] = [db_key, type(field)]
-    for name, value in vars(field).items():
-        if isinstance(value, _PLAIN):
-            parts.append((name, value))
-        elif isinstance(value, (list, tuple)):
-            parts.append((name, id(value), tuple(id(v) for v in value)))
-        else:
-            parts.append((name, id(value)))
-    return tuple(parts)
+    attrs = vars(field)
+    return (
+        db_key,
+        type(field),
+        tuple(attrs),
+        tuple(
+            v if type(v) in _PLAIN_TYPES
+            else (id(v), tuple(map(id, v))) if type(v) in _SEQUENCES
+            else id(v)
+            for v in attrs.values()
+        ),
+    )
 
 
 def _column_spec(
@@ -396,8 +401,12 @@ def index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:
     return [(origin, idx) for (origin, _), idx in zip(out, built, strict=True)]
 
 
-def table_spec(model: type[pw.Model]) -> TableSpec:
-    """Return what ``create_tables()`` would create for ``model``."""
+def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
+    """Return what ``create_tables()`` would create for ``model``.
+
+    ``create=False`` leaves :attr:`TableSpec.create` empty (not rendered), for
+    a caller that compares specs only (an ALTER is planned from two specs).
+    """
     meta = model._meta
     db = database_of(model)
     db_key = _render_key(db)
@@ -418,10 +427,10 @@ def table_spec(model: type[pw.Model]) -> TableSpec:
     indexes = _distinct_names(
         [_index_spec(model, idx, origin, db) for origin, idx in index_entries(model)]
     )
-    # A schema manager of our own: the model may be bound to no database at all.
-    manager: Any = pw.SchemaManager(model, db)
-    create = [render(manager._create_table(safe=False), db)]
-    create.extend(ix.create for ix in indexes)
+    statements: list[Sql] = []
+    if create:
+        statements.append(_create_table(model, db, db_key, columns, checks + constraints))
+        statements.extend(ix.create for ix in indexes)
     return TableSpec(
         name=meta.table_name,
         schema=meta.schema,
@@ -430,8 +439,54 @@ def table_spec(model: type[pw.Model]) -> TableSpec:
         checks=tuple(checks),
         constraints=tuple(constraints),
         indexes=indexes,
-        create=tuple(create),
+        create=tuple(statements),
     )
+
+
+_CREATE_MEMO: dict[tuple[Any, ...], tuple[tuple[ColumnSpec, ...], Sql]] = {}
+_CREATE_MEMO_SIZE = 512
+
+
+def _create_table(
+    model: type[pw.Model],
+    db: pw.Database,
+    db_key: tuple[Any, ...],
+    columns: tuple[ColumnSpec, ...],
+    constraints: Sequence[Sql],
+) -> Sql:
+    """Return ``model``'s ``CREATE TABLE`` statement, rendered once per state of the table.
+
+    What peewee renders it from: the table's name and schema, each column's
+    definition (the column specs, which are the same objects while their
+    fields do not change; a foreign key's spec is new each time, so a table
+    with one is rendered each time), the composite key, the table
+    constraints and options.  The memo keeps the specs it was keyed by alive,
+    so their identities cannot be reused by others.
+    """
+    meta = model._meta
+    composite: Any = meta.primary_key if meta.composite_key else None
+    key = (
+        db_key,
+        meta.table_name,
+        meta.schema,
+        tuple(map(id, columns)),
+        tuple(composite.field_names) if composite is not None else None,
+        tuple((c.text, repr(c.params)) for c in constraints),
+        repr(meta.table_settings),
+        repr(meta.options),
+        bool(meta.strict_tables),
+        bool(meta.without_rowid),
+    )
+    hit = _CREATE_MEMO.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], columns, strict=True)):
+        return hit[1]
+    # A schema manager of our own: the model may be bound to no database at all.
+    manager: Any = pw.SchemaManager(model, db)
+    sql = render(manager._create_table(safe=False), db)
+    if len(_CREATE_MEMO) >= _CREATE_MEMO_SIZE:
+        _CREATE_MEMO.pop(next(iter(_CREATE_MEMO)))
+    _CREATE_MEMO[key] = (columns, sql)
+    return sql
 
 
 def _distinct_names(indexes: Sequence[IndexSpec]) -> tuple[IndexSpec, ...]:

@@ -41,10 +41,13 @@ __all__ = [
     "MIN_FILES",
     "cache_dir",
     "chain_keys",
+    "load_rollbacks",
     "load_snapshot",
     "load_sql",
+    "rollback_key",
     "snapshot_key",
     "sql_key",
+    "store_rollbacks",
     "store_snapshot",
     "store_sql",
 ]
@@ -248,3 +251,39 @@ def store_sql(key: str, atomic: bool, statements: Sequence[str]) -> None:
     import json
 
     _write(f"sql-v1-{key}.json", json.dumps({"atomic": atomic, "statements": list(statements)}))
+
+
+# -- the rollback SQL of a selection of migrations (``migrate lint``, ``sql --rollback``) ---
+
+
+def rollback_key(chain_key: str, names: Sequence[str], postgres: int) -> str:
+    """Return the key of the rollbacks of ``names`` rendered after the files of ``chain_key``."""
+    selection = "\0".join(names)
+    return hashlib.sha256(f"rollback|{chain_key}|{postgres}|{selection}".encode()).hexdigest()
+
+
+def load_rollbacks(key: str) -> list[tuple[str, bool, tuple[str, ...]]] | None:
+    """Return the cached ``(name, atomic, statements)`` of each rollback, newest first, or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        data = json.loads((folder / f"rollback-v1-{key}.json").read_text("utf-8"))
+        return [
+            (str(item["name"]), bool(item["atomic"]), tuple(str(s) for s in item["statements"]))
+            for item in data
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store_rollbacks(key: str, items: Sequence[tuple[str, bool, Sequence[str]]]) -> None:
+    """Cache the rendered rollbacks of a selection (atomically; failures only cost the cache)."""
+    import json
+
+    _write(
+        f"rollback-v1-{key}.json",
+        json.dumps([{"name": n, "atomic": a, "statements": list(st)} for n, a, st in items]),
+    )

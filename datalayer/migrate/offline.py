@@ -185,13 +185,40 @@ def migration_sql(
         return []
     wanted = set(selected)
     migrator = router.migrator_class(router.database)
-    results: list[MigrationSql] = []
     last = all_names.index(selected[-1])
     if not rollback:
         return _forward(router, migrator, all_names[: last + 1], wanted, postgres, facts)
-    router.replay(all_names[: last + 1], migrator)
-    first = all_names.index(selected[0])
-    for name in reversed(all_names[first : last + 1]):
+    return _backward(router, migrator, all_names[: last + 1], selected, wanted, postgres, facts)
+
+
+def _backward(
+    router: Router,
+    migrator: Any,
+    names: Sequence[str],
+    selected: Sequence[str],
+    wanted: set[str],
+    postgres: int,
+    facts: bool = False,
+) -> list[MigrationSql]:
+    """Render the rollbacks of ``selected`` (the files up to the last of them are ``names``).
+
+    Each rollback is rendered against the state the later ones left, so the
+    whole answer is cached at once (:mod:`.cache`), under the chained hash of
+    ``names`` and the selection: any file changed up to the last renders anew.
+    """
+    from . import cache as _cache
+
+    key = None
+    if _cache.cache_dir() and not facts:
+        chain = _cache.chain_keys(names, router.source)[-1]
+        key = _cache.rollback_key(chain, selected, postgres)
+        hit = _cache.load_rollbacks(key)
+        if hit is not None and [n for n, _, _ in hit] == list(reversed(selected)):
+            return [MigrationSql(n, router.path(n), a, st, True) for n, a, st in hit]
+    results: list[MigrationSql] = []
+    router.replay(list(names), migrator)
+    first = names.index(selected[0])
+    for name in reversed(names[first:]):
         loaded = router.load(name)
         statements, known = _render_one(
             router, migrator, loaded, downgrade=True, postgres=postgres
@@ -200,6 +227,8 @@ def migration_sql(
             results.append(
                 MigrationSql(name, loaded.path, loaded.atomic, statements, True, known)
             )
+    if key is not None:
+        _cache.store_rollbacks(key, [(m.name, m.atomic, m.statements) for m in results])
     return results
 
 
