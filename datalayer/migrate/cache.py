@@ -44,12 +44,14 @@ __all__ = [
     "load_rollbacks",
     "load_snapshot",
     "load_sql",
+    "load_sql_pack",
     "rollback_key",
     "snapshot_key",
     "sql_key",
     "store_rollbacks",
     "store_snapshot",
     "store_sql",
+    "store_sql_pack",
 ]
 
 logger = logging.getLogger(__name__)
@@ -232,8 +234,12 @@ def sql_key(chain_key: str, postgres: int) -> str:
     return hashlib.sha256(f"sql|{chain_key}|{postgres}".encode()).hexdigest()
 
 
-def load_sql(key: str) -> tuple[bool, tuple[str, ...]] | None:
-    """Return the cached ``(atomic, statements)`` of one migration, or None."""
+def load_sql(key: str) -> tuple[bool, tuple[str, ...], bool] | None:
+    """Return the cached ``(atomic, statements, reads_version)`` of one migration, or None.
+
+    ``reads_version``: the file's code read the server version while rendered
+    (True for an entry that does not say).
+    """
     import json
 
     folder = cache_dir()
@@ -241,16 +247,68 @@ def load_sql(key: str) -> tuple[bool, tuple[str, ...]] | None:
         return None
     try:
         data = json.loads((folder / f"sql-v1-{key}.json").read_text("utf-8"))
-        return bool(data["atomic"]), tuple(str(s) for s in data["statements"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return (
+            bool(data["atomic"]),
+            tuple(str(s) for s in data["statements"]),
+            bool(data.get("reads_version", True)),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def store_sql(key: str, atomic: bool, statements: Sequence[str]) -> None:
+def store_sql(
+    key: str, atomic: bool, statements: Sequence[str], *, reads_version: bool = False
+) -> None:
     """Cache one migration's rendered SQL (atomically; failures only cost the cache)."""
     import json
 
-    _write(f"sql-v1-{key}.json", json.dumps({"atomic": atomic, "statements": list(statements)}))
+    _write(
+        f"sql-v1-{key}.json",
+        json.dumps(
+            {"atomic": atomic, "statements": list(statements), "reads_version": reads_version}
+        ),
+    )
+
+
+SqlEntry = tuple[bool, tuple[str, ...], bool]
+"""One migration's rendered SQL: ``(atomic, statements, reads_version)``."""
+
+
+def load_sql_pack(key: str) -> list[tuple[str, SqlEntry]] | None:
+    """Return the cached SQL of a run of migrations, ``[(name, entry), ...]`` in order, or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        data = json.loads((folder / f"sqlpack-v1-{key}.json").read_text("utf-8"))
+        return [
+            (
+                str(item["name"]),
+                (
+                    bool(item["atomic"]),
+                    tuple(str(s) for s in item["statements"]),
+                    bool(item.get("reads_version", True)),
+                ),
+            )
+            for item in data
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_sql_pack(key: str, items: Sequence[tuple[str, SqlEntry]]) -> None:
+    """Cache the SQL of a run of migrations in one entry (atomically; failures cost the cache)."""
+    import json
+
+    _write(
+        f"sqlpack-v1-{key}.json",
+        json.dumps([
+            {"name": n, "atomic": a, "statements": list(st), "reads_version": r}
+            for n, (a, st, r) in items
+        ]),
+    )
 
 
 # -- the rollback SQL of a selection of migrations (``migrate lint``, ``sql --rollback``) ---

@@ -61,19 +61,26 @@ def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | Non
 _READS = re.compile(r"^\s*(SELECT|WITH|SHOW|FETCH|VALUES|TABLE|EXPLAIN|COPY)\b", re.IGNORECASE)
 
 
-def _rendered_batches(directory: Path, postgres: int) -> list[tuple[bool, str]] | None:
+def _rendered_batches(
+    directory: Path, postgres: int, server: int
+) -> list[tuple[bool, str]] | None:
     """Return the history's SQL as ``(in one transaction, text)`` batches; None: not plain SQL.
 
     The SQL is what ``migrate sql`` renders (cached per file), so a history is
     sent in a few round trips instead of a few per file.  Not when any file
     runs Python (``migrator.run``, a rows guard), reads rows (its code would
     see none offline), or cannot be rendered without a database: those go
-    through the runner.
+    through the runner.  It is rendered for ``postgres`` (the version the lint
+    renders for, so the lint finds it cached), and again for the ``server``'s
+    version only when a file's code reads the version (operations' SQL does not
+    depend on it).
     """
     from .offline import PYTHON_PREFIX, migration_sql
 
     try:
         rendered = migration_sql(directory, postgres=postgres)
+        if postgres != server and any(m.reads_version for m in rendered):
+            rendered = migration_sql(directory, postgres=server)
     except DatalayerError:
         return None
     batches: list[tuple[bool, list[str]]] = []
@@ -90,7 +97,7 @@ def _rendered_batches(directory: Path, postgres: int) -> list[tuple[bool, str]] 
     return [(atomic, "\n".join(texts)) for atomic, texts in batches if texts]
 
 
-def _apply_rendered(target: Settings, directory: Path) -> bool | None:
+def _apply_rendered(target: Settings, directory: Path, postgres: int) -> bool | None:
     """Apply the migrations to the empty database ``target`` from their rendered SQL.
 
     Returns True when done, None when not tried (nothing ran: the runner
@@ -102,8 +109,7 @@ def _apply_rendered(target: Settings, directory: Path) -> bool | None:
 
     conn = psycopg2.connect(**target.connect_kwargs())
     try:
-        version = conn.server_version // 10000
-        batches = _rendered_batches(directory, version)
+        batches = _rendered_batches(directory, postgres, conn.server_version // 10000)
         if batches is None:
             return None
         try:
@@ -136,6 +142,7 @@ def check(
     from .files import require_dir
     from .generate import diff_source
     from .inspect import compare, snapshot
+    from .offline import DEFAULT_POSTGRES
     from .router import Router
     from .runner import apply
 
@@ -150,6 +157,7 @@ def check(
     ]
     problems = list(_checksum.problems(directory))
     admin = scratch_server(settings)
+    lint_version = postgres or DEFAULT_POSTGRES
 
     with contextlib.ExitStack() as scratch:
         mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
@@ -182,7 +190,7 @@ def check(
         with migrated.checkout():
             key = _snapshot_key(migrated, directory, schemas)
         got = _cache.load_snapshot(key) if key else None
-        done = _apply_rendered(mig_settings, directory) if got is None else None
+        done = _apply_rendered(mig_settings, directory, lint_version) if got is None else None
         if done is False:  # the runner, in a fresh database, says which file fails
             migrated.close_pool()
             mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
@@ -212,7 +220,7 @@ def check(
                 where = "" if schema == "public" else f"(schema {schema}) "
                 for difference in compare(w, g):
                     problems.append(f"schema differs from the models: {where}{difference}")
-    problems.extend(lint_problems(directory, postgres=postgres))
+    problems.extend(lint_problems(directory, postgres=lint_version))
     return problems
 
 

@@ -25,9 +25,11 @@ import ast
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import re
 import threading
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -116,6 +118,17 @@ class TransactionControl(Exception):
 
 class TransactionEnded(MigrationError):
     """A transactional migration's transaction ended in its middle (what ran stays)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(data: bytes, filename: str) -> types.CodeType:
+    """Return the code of a migration file, compiled once per process for the same bytes.
+
+    ``check`` and ``lint`` load every file in several routers (replay, SQL,
+    rollbacks); a code object is immutable, and each load still runs it in a
+    scope of its own.
+    """
+    return compile(data, filename, "exec", dont_inherit=True)
 
 
 def call_migration(fn: MigrationFn, migrator: Any, database: Any, *, fake: bool) -> None:
@@ -312,7 +325,7 @@ class Router(_UpstreamRouter):
         scope: dict[str, Any] = {"__name__": f"datalayer_migration_{name}", "__file__": str(path)}
         try:
             # Compiled under its real path so tracebacks point at the file.
-            exec(compile(data, str(path), "exec", dont_inherit=True), scope)
+            exec(_compiled(data, str(path)), scope)
         except (Exception, SystemExit) as exc:
             what = (
                 f"it calls sys.exit({exc.code!r}) when loaded"
