@@ -36,9 +36,7 @@ def test_a_field_changed_in_place_renders_anew() -> None:
     assert "NOT NULL" in table_spec(model).column("qty").ddl.text  # type: ignore[union-attr]
     field.constraints = [pw.SQL("DEFAULT 0")]
     spec = table_spec(model)
-    assert spec.column("qty").default == pw.SQL("DEFAULT 0") or "DEFAULT 0" in (  # type: ignore[union-attr]
-        spec.create[0].text
-    )
+    assert "DEFAULT 0" in spec.create[0].text
     field.constraints.append(pw.Check("qty >= 0"))  # the same list, one item more
     assert "qty >= 0" in table_spec(model).create[0].text
 
@@ -98,7 +96,8 @@ def long_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory.mkdir()
     (directory / "000_first.py").write_text(_FIRST)
     for i in range(1, _PACK + 5):  # one whole run of files in one entry, a few after it
-        (directory / f"{i:03d}_c{i}.py").write_text(_ADD.format(column=f"c{i}", kind="IntegerField"))
+        text = _ADD.format(column=f"c{i}", kind="IntegerField")
+        (directory / f"{i:03d}_c{i}.py").write_text(text)
     write_sum(directory)
     return directory
 
