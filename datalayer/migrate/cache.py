@@ -1,13 +1,18 @@
 """A cache of data derived from migration files, keyed by the chained hash of the files.
 
 Only data is stored, as JSON: nothing read from the cache is ever executed or
-unpickled.  Two kinds of entries:
+unpickled.  Three kinds of entries:
 
 * the schema a history builds on a server (``migrate check`` keeps it, keyed
   also by the server's version), so a history it has already applied in a
   scratch database is not applied again;
-* the SQL one migration renders for a PostgreSQL version (``migrate sql`` and
-  ``migrate lint``).
+* the SQL one migration renders for a PostgreSQL version (``migrate sql``,
+  ``migrate lint``, and ``migrate check``, which applies it to its scratch
+  database), one entry per run of 100 files when the whole run was rendered
+  (writing a thousand small files cost more than rendering them), one per file
+  after the last whole run;
+* the rollbacks of a selection of migrations (``migrate lint``), one entry
+  keyed by the files up to the last of them and the selection.
 
 The replayed schema state itself is not cached: replaying operations needs no
 database and is fast (a thousand files in well under a second), and a cached

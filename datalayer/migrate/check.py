@@ -8,7 +8,11 @@ Four checks, all reported (an empty list means the tree is fine):
    that ``create_tables()`` gives for the models in a second scratch
    database (compared with :mod:`datalayer.migrate.inspect`), in every schema
    the models use, with the constraints of ``DeferredForeignKey`` fields
-   added afterwards (``create_foreign_key()``, as peewee's docs do);
+   added afterwards (``create_foreign_key()``, as peewee's docs do).  The
+   history is sent as the SQL ``migrate sql`` renders, in a few round trips;
+   one with Python steps, row reads or files that need a database goes
+   through the runner, and so does a history whose SQL fails (the runner's
+   message names the file);
 4. ``migrate lint`` finds no unallowed error in any migration
    (:mod:`datalayer.migrate.lint`).
 
