@@ -75,3 +75,14 @@ def test_a_history_with_python_or_reads_goes_through_the_runner(
     write_sum(generated)
     assert check(settings, generated) == []
     assert len(runner_calls) == 1
+
+
+def test_a_transactional_file_that_commits_is_refused_as_before(
+    settings: Settings, generated: Path, runner_calls: list[Any]
+) -> None:
+    write_migration(generated, "002_commit", migrate='migrator.sql("COMMIT")')
+    write_sum(generated)
+    problems = check(settings, generated)
+    assert any(p.startswith("the migrations do not apply to an empty database:")
+               and "002_commit.py" in p for p in problems), problems
+    assert len(runner_calls) == 1

@@ -73,13 +73,14 @@ def _rendered_batches(
     The SQL is what ``migrate sql`` renders (cached per file), so a history is
     sent in a few round trips instead of a few per file.  Not when any file
     runs Python (``migrator.run``, a rows guard), reads rows (its code would
-    see none offline), or cannot be rendered without a database: those go
-    through the runner.  It is rendered for ``postgres`` (the version the lint
-    renders for, so the lint finds it cached), and again for the ``server``'s
-    version only when a file's code reads the version (operations' SQL does not
-    depend on it).
+    see none offline), ends its transaction (the runner refuses that), or
+    cannot be rendered without a database: those go through the runner.  It
+    is rendered for ``postgres`` (the version the lint renders for, so the lint
+    finds it cached), and again for the ``server``'s version only when a file's
+    code reads the version (operations' SQL does not depend on it).
     """
     from .offline import PYTHON_PREFIX, migration_sql
+    from .router import transaction_control
 
     try:
         rendered = migration_sql(directory, postgres=postgres)
@@ -91,6 +92,8 @@ def _rendered_batches(
     for item in rendered:
         for text in item.statements:
             if text.startswith(PYTHON_PREFIX) or _READS.match(text):
+                return None
+            if item.atomic and transaction_control(text):  # the runner refuses it
                 return None
         if not item.atomic:  # each statement on its own, outside a transaction
             batches.extend((False, [text]) for text in item.statements)
