@@ -290,10 +290,12 @@ def _column_spec(
     if hit is not None and hit[0]() is field and hit[1] == key:
         return hit[2]
     spec = _render_column_spec(field, db)
-    field_id = id(field)
-    _MEMO[field_id] = (
-        weakref.ref(field, lambda _ref: _MEMO.pop(field_id, None)), _memo_key(field, db_key), spec
-    )
+    field_id, memo = id(field), _MEMO  # the dict itself: at exit the module's names are gone
+
+    def forget(_ref: weakref.ref[pw.Field]) -> None:
+        memo.pop(field_id, None)
+
+    memo[field_id] = (weakref.ref(field, forget), _memo_key(field, db_key), spec)
     return spec
 
 
@@ -484,7 +486,7 @@ def _create_table(
     manager: Any = pw.SchemaManager(model, db)
     sql = render(manager._create_table(safe=False), db)
     if len(_CREATE_MEMO) >= _CREATE_MEMO_SIZE:
-        _CREATE_MEMO.pop(next(iter(_CREATE_MEMO)))
+        _CREATE_MEMO.pop(next(iter(_CREATE_MEMO), ()), None)
     _CREATE_MEMO[key] = (columns, sql)
     return sql
 
