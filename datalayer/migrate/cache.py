@@ -1,13 +1,18 @@
 """A cache of data derived from migration files, keyed by the chained hash of the files.
 
 Only data is stored, as JSON: nothing read from the cache is ever executed or
-unpickled.  Two kinds of entries:
+unpickled.  Three kinds of entries:
 
 * the schema a history builds on a server (``migrate check`` keeps it, keyed
   also by the server's version), so a history it has already applied in a
   scratch database is not applied again;
-* the SQL one migration renders for a PostgreSQL version (``migrate sql`` and
-  ``migrate lint``).
+* the SQL one migration renders for a PostgreSQL version (``migrate sql``,
+  ``migrate lint``, and ``migrate check``, which applies it to its scratch
+  database), one entry per run of 100 files when the whole run was rendered
+  (writing a thousand small files cost more than rendering them), one per file
+  after the last whole run;
+* the rollbacks of a selection of migrations (``migrate lint``), one entry
+  keyed by the files up to the last of them and the selection.
 
 The replayed schema state itself is not cached: replaying operations needs no
 database and is fast (a thousand files in well under a second), and a cached
@@ -41,12 +46,17 @@ __all__ = [
     "MIN_FILES",
     "cache_dir",
     "chain_keys",
+    "load_rollbacks",
     "load_snapshot",
     "load_sql",
+    "load_sql_pack",
+    "rollback_key",
     "snapshot_key",
     "sql_key",
+    "store_rollbacks",
     "store_snapshot",
     "store_sql",
+    "store_sql_pack",
 ]
 
 logger = logging.getLogger(__name__)
@@ -229,8 +239,12 @@ def sql_key(chain_key: str, postgres: int) -> str:
     return hashlib.sha256(f"sql|{chain_key}|{postgres}".encode()).hexdigest()
 
 
-def load_sql(key: str) -> tuple[bool, tuple[str, ...]] | None:
-    """Return the cached ``(atomic, statements)`` of one migration, or None."""
+def load_sql(key: str) -> tuple[bool, tuple[str, ...], bool] | None:
+    """Return the cached ``(atomic, statements, reads_version)`` of one migration, or None.
+
+    ``reads_version``: the file's code read the server version while rendered
+    (True for an entry that does not say).
+    """
     import json
 
     folder = cache_dir()
@@ -238,13 +252,101 @@ def load_sql(key: str) -> tuple[bool, tuple[str, ...]] | None:
         return None
     try:
         data = json.loads((folder / f"sql-v1-{key}.json").read_text("utf-8"))
-        return bool(data["atomic"]), tuple(str(s) for s in data["statements"])
+        return (
+            bool(data["atomic"]),
+            tuple(str(s) for s in data["statements"]),
+            bool(data.get("reads_version", True)),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_sql(
+    key: str, atomic: bool, statements: Sequence[str], *, reads_version: bool = False
+) -> None:
+    """Cache one migration's rendered SQL (atomically; failures only cost the cache)."""
+    import json
+
+    _write(
+        f"sql-v1-{key}.json",
+        json.dumps(
+            {"atomic": atomic, "statements": list(statements), "reads_version": reads_version}
+        ),
+    )
+
+
+SqlEntry = tuple[bool, tuple[str, ...], bool]
+"""One migration's rendered SQL: ``(atomic, statements, reads_version)``."""
+
+
+def load_sql_pack(key: str) -> list[tuple[str, SqlEntry]] | None:
+    """Return the cached SQL of a run of migrations, ``[(name, entry), ...]`` in order, or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        data = json.loads((folder / f"sqlpack-v1-{key}.json").read_text("utf-8"))
+        return [
+            (
+                str(item["name"]),
+                (
+                    bool(item["atomic"]),
+                    tuple(str(s) for s in item["statements"]),
+                    bool(item.get("reads_version", True)),
+                ),
+            )
+            for item in data
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_sql_pack(key: str, items: Sequence[tuple[str, SqlEntry]]) -> None:
+    """Cache the SQL of a run of migrations in one entry (atomically; failures cost the cache)."""
+    import json
+
+    _write(
+        f"sqlpack-v1-{key}.json",
+        json.dumps([
+            {"name": n, "atomic": a, "statements": list(st), "reads_version": r}
+            for n, (a, st, r) in items
+        ]),
+    )
+
+
+# -- the rollback SQL of a selection of migrations (``migrate lint``, ``sql --rollback``) ---
+
+
+def rollback_key(chain_key: str, names: Sequence[str], postgres: int) -> str:
+    """Return the key of the rollbacks of ``names`` rendered after the files of ``chain_key``."""
+    selection = "\0".join(names)
+    return hashlib.sha256(f"rollback|{chain_key}|{postgres}|{selection}".encode()).hexdigest()
+
+
+def load_rollbacks(key: str) -> list[tuple[str, bool, tuple[str, ...]]] | None:
+    """Return the cached ``(name, atomic, statements)`` of each rollback, newest first, or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        data = json.loads((folder / f"rollback-v1-{key}.json").read_text("utf-8"))
+        return [
+            (str(item["name"]), bool(item["atomic"]), tuple(str(s) for s in item["statements"]))
+            for item in data
+        ]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def store_sql(key: str, atomic: bool, statements: Sequence[str]) -> None:
-    """Cache one migration's rendered SQL (atomically; failures only cost the cache)."""
+def store_rollbacks(key: str, items: Sequence[tuple[str, bool, Sequence[str]]]) -> None:
+    """Cache the rendered rollbacks of a selection (atomically; failures only cost the cache)."""
     import json
 
-    _write(f"sql-v1-{key}.json", json.dumps({"atomic": atomic, "statements": list(statements)}))
+    _write(
+        f"rollback-v1-{key}.json",
+        json.dumps([{"name": n, "atomic": a, "statements": list(st)} for n, a, st in items]),
+    )

@@ -8,7 +8,11 @@ Four checks, all reported (an empty list means the tree is fine):
    that ``create_tables()`` gives for the models in a second scratch
    database (compared with :mod:`datalayer.migrate.inspect`), in every schema
    the models use, with the constraints of ``DeferredForeignKey`` fields
-   added afterwards (``create_foreign_key()``, as peewee's docs do);
+   added afterwards (``create_foreign_key()``, as peewee's docs do).  The
+   history is sent as the SQL ``migrate sql`` renders, in a few round trips;
+   one with Python steps, row reads or files that need a database goes
+   through the runner, and so does a history whose SQL fails (the runner's
+   message names the file);
 4. ``migrate lint`` finds no unallowed error in any migration
    (:mod:`datalayer.migrate.lint`).
 
@@ -20,6 +24,8 @@ is unset.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +61,78 @@ def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | Non
     return _cache.snapshot_key(keys[-1], f"{version}|{','.join(schemas)}")
 
 
+# A statement whose rows the migration's own code may read: the offline rendering saw none.
+_READS = re.compile(r"^\s*(SELECT|WITH|SHOW|FETCH|VALUES|TABLE|EXPLAIN|COPY)\b", re.IGNORECASE)
+
+
+def _rendered_batches(
+    directory: Path, postgres: int, server: int
+) -> list[tuple[bool, str]] | None:
+    """Return the history's SQL as ``(in one transaction, text)`` batches; None: not plain SQL.
+
+    The SQL is what ``migrate sql`` renders (cached per file), so a history is
+    sent in a few round trips instead of a few per file.  Not when any file
+    runs Python (``migrator.run``, a rows guard), reads rows (its code would
+    see none offline), ends its transaction (the runner refuses that), or
+    cannot be rendered without a database: those go through the runner.  It
+    is rendered for ``postgres`` (the version the lint renders for, so the lint
+    finds it cached), and again for the ``server``'s version only when a file's
+    code reads the version (operations' SQL does not depend on it).
+    """
+    from .offline import PYTHON_PREFIX, migration_sql
+    from .router import transaction_control
+
+    try:
+        rendered = migration_sql(directory, postgres=postgres)
+        if postgres != server and any(m.reads_version for m in rendered):
+            rendered = migration_sql(directory, postgres=server)
+    except DatalayerError:
+        return None
+    batches: list[tuple[bool, list[str]]] = []
+    for item in rendered:
+        for text in item.statements:
+            if text.startswith(PYTHON_PREFIX) or _READS.match(text):
+                return None
+            if item.atomic and transaction_control(text):  # the runner refuses it
+                return None
+        if not item.atomic:  # each statement on its own, outside a transaction
+            batches.extend((False, [text]) for text in item.statements)
+        elif batches and batches[-1][0]:
+            batches[-1][1].extend(item.statements)
+        else:
+            batches.append((True, list(item.statements)))
+    return [(atomic, "\n".join(texts)) for atomic, texts in batches if texts]
+
+
+def _apply_rendered(target: Settings, directory: Path, postgres: int) -> bool | None:
+    """Apply the migrations to the empty database ``target`` from their rendered SQL.
+
+    Returns True when done, None when not tried (nothing ran: the runner
+    applies them), False when a statement failed (the database may hold part
+    of the history: the caller applies them with the runner to a fresh one,
+    which names the migration that fails and why).
+    """
+    import psycopg2
+
+    conn = psycopg2.connect(**target.connect_kwargs())
+    try:
+        batches = _rendered_batches(directory, postgres, conn.server_version // 10000)
+        if batches is None:
+            return None
+        try:
+            for atomic, text in batches:
+                conn.autocommit = not atomic
+                with conn.cursor() as cur:
+                    cur.execute(text)
+                if atomic:
+                    conn.commit()
+        except psycopg2.Error:
+            return False
+        return True
+    finally:
+        conn.close()
+
+
 def check(
     settings: Settings,
     directory: str | Path | None = None,
@@ -71,6 +149,7 @@ def check(
     from .files import require_dir
     from .generate import diff_source
     from .inspect import compare, snapshot
+    from .offline import DEFAULT_POSTGRES
     from .router import Router
     from .runner import apply
 
@@ -85,66 +164,70 @@ def check(
     ]
     problems = list(_checksum.problems(directory))
     admin = scratch_server(settings)
+    lint_version = postgres or DEFAULT_POSTGRES
 
-    with scratch_database(admin, "mig", settings) as mig_settings, scratch_database(
-        admin, "models", settings
-    ) as model_settings:
+    with contextlib.ExitStack() as scratch:
+        mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
+        model_settings = scratch.enter_context(scratch_database(admin, "models", settings))
         migrated = Database(mig_settings)
         declared = Database(model_settings)
+        scratch.callback(declared.close_pool)
+        scratch.callback(lambda: migrated.close_pool())  # the one in use at the end
         try:
-            try:
-                source = diff_source(Router(migrated, directory), models)
-            except MigrationError as exc:
-                source = None
-                problems.append(f"cannot compare the models with the migrations: {exc}")
-            if source is not None:
-                # The body's first line is not indented, the others are (template-ready).
-                lines = textwrap.dedent("    " + source[0]).strip().splitlines()
-                shown = "\n    ".join(lines[:_MAX_DIFF_LINES])
-                more = (
-                    f"\n    ... ({len(lines) - _MAX_DIFF_LINES} more lines)"
-                    if len(lines) > _MAX_DIFF_LINES
-                    else ""
-                )
-                problems.append(
-                    "the models changed without a migration; run `datalayer migrate diff NAME`. "
-                    f"A diff would write:\n    {shown}{more}"
-                )
-            applied_ok = True
-            # Every schema the models use (Meta.schema), which create_tables() expects.
-            schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
-            with migrated.checkout():
-                key = _snapshot_key(migrated, directory, schemas)
-            got = _cache.load_snapshot(key) if key else None
-            if got is None:
-                try:
-                    apply(migrated, directory, lock_wait=60, verify_checksums=False)
-                except DatalayerError as exc:
-                    applied_ok = False
-                    problems.append(f"the migrations do not apply to an empty database: {exc}")
-            if applied_ok:
-                if got is None:
-                    with migrated.checkout():  # without the history table
-                        got = [snapshot(migrated, s) for s in schemas]
-                    if key:
-                        _cache.store_snapshot(key, got)
-                with declared.checkout(), declared.bind_ctx(models):
-                    for schema in schemas:
-                        declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-                    declared.create_tables(models)
-                    for model in models:  # as peewee's docs say to, once both tables exist
-                        for field in list(model._meta.refs):
-                            if field.deferred:
-                                model._schema.create_foreign_key(field)
-                    want = [snapshot(declared, s) for s in schemas]
-                for schema, w, g in zip(schemas, want, got, strict=True):
-                    where = "" if schema == "public" else f"(schema {schema}) "
-                    for difference in compare(w, g):
-                        problems.append(f"schema differs from the models: {where}{difference}")
-        finally:
+            source = diff_source(Router(migrated, directory), models)
+        except MigrationError as exc:
+            source = None
+            problems.append(f"cannot compare the models with the migrations: {exc}")
+        if source is not None:
+            # The body's first line is not indented, the others are (template-ready).
+            lines = textwrap.dedent("    " + source[0]).strip().splitlines()
+            shown = "\n    ".join(lines[:_MAX_DIFF_LINES])
+            more = (
+                f"\n    ... ({len(lines) - _MAX_DIFF_LINES} more lines)"
+                if len(lines) > _MAX_DIFF_LINES
+                else ""
+            )
+            problems.append(
+                "the models changed without a migration; run `datalayer migrate diff NAME`. "
+                f"A diff would write:\n    {shown}{more}"
+            )
+        applied_ok = True
+        # Every schema the models use (Meta.schema), which create_tables() expects.
+        schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
+        with migrated.checkout():
+            key = _snapshot_key(migrated, directory, schemas)
+        got = _cache.load_snapshot(key) if key else None
+        done = _apply_rendered(mig_settings, directory, lint_version) if got is None else None
+        if done is False:  # the runner, in a fresh database, says which file fails
             migrated.close_pool()
-            declared.close_pool()
-    problems.extend(lint_problems(directory, postgres=postgres))
+            mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
+            migrated = Database(mig_settings)
+        if got is None and not done:
+            try:
+                apply(migrated, directory, lock_wait=60, verify_checksums=False)
+            except DatalayerError as exc:
+                applied_ok = False
+                problems.append(f"the migrations do not apply to an empty database: {exc}")
+        if applied_ok:
+            if got is None:
+                with migrated.checkout():  # without the history table
+                    got = [snapshot(migrated, s) for s in schemas]
+                if key:
+                    _cache.store_snapshot(key, got)
+            with declared.checkout(), declared.bind_ctx(models):
+                for schema in schemas:
+                    declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+                declared.create_tables(models)
+                for model in models:  # as peewee's docs say to, once both tables exist
+                    for field in list(model._meta.refs):
+                        if field.deferred:
+                            model._schema.create_foreign_key(field)
+                want = [snapshot(declared, s) for s in schemas]
+            for schema, w, g in zip(schemas, want, got, strict=True):
+                where = "" if schema == "public" else f"(schema {schema}) "
+                for difference in compare(w, g):
+                    problems.append(f"schema differs from the models: {where}{difference}")
+    problems.extend(lint_problems(directory, postgres=lint_version))
     return problems
 
 

@@ -545,9 +545,9 @@ class DatalayerMigrator(Migrator):
         using: Mapping[str, str] | None = None,
         online: bool = False,
     ) -> type[pw.Model]:
-        before = table_spec(model)
+        before = table_spec(model, create=False)  # compared only: no CREATE TABLE rendered
         mutate()
-        after = table_spec(model)
+        after = table_spec(model, create=False)
         self._queue(plan_alter(before, after, renames=renames, using=using, online=online))
         return model
 
@@ -774,13 +774,13 @@ class DatalayerMigrator(Migrator):
         del params
         cls = self._get(model)
         targets = [self._field(cls, n) for n in names]
-        before = table_spec(cls)
+        before = table_spec(cls, create=False)
         for field in targets:
             self._replace_in_indexes(cls, field, None)
             self._detach(cls, field)
             if cls._meta.primary_key is field:  # the key goes with its column
                 cls._meta.primary_key = False
-        steps = plan_alter(before, table_spec(cls))
+        steps = plan_alter(before, table_spec(cls, create=False))
         if cascade:
             steps = [
                 s + " CASCADE" if isinstance(s, Sql) and " DROP COLUMN " in s.text else s

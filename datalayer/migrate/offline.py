@@ -56,6 +56,9 @@ class MigrationSql:
     # What the generator knows of each statement (None: hand-written SQL, or Python);
     # empty when not asked for (see ``migration_sql(facts=True)``).
     facts: tuple[StatementFacts | None, ...] = field(default=(), compare=False)
+    # True when the file's code read the server's version while rendered: its SQL
+    # may differ for another version (generated operations' SQL never does).
+    reads_version: bool = field(default=False, compare=False)
 
     @property
     def header(self) -> str:
@@ -185,13 +188,40 @@ def migration_sql(
         return []
     wanted = set(selected)
     migrator = router.migrator_class(router.database)
-    results: list[MigrationSql] = []
     last = all_names.index(selected[-1])
     if not rollback:
         return _forward(router, migrator, all_names[: last + 1], wanted, postgres, facts)
-    router.replay(all_names[: last + 1], migrator)
-    first = all_names.index(selected[0])
-    for name in reversed(all_names[first : last + 1]):
+    return _backward(router, migrator, all_names[: last + 1], selected, wanted, postgres, facts)
+
+
+def _backward(
+    router: Router,
+    migrator: Any,
+    names: Sequence[str],
+    selected: Sequence[str],
+    wanted: set[str],
+    postgres: int,
+    facts: bool = False,
+) -> list[MigrationSql]:
+    """Render the rollbacks of ``selected`` (the files up to the last of them are ``names``).
+
+    Each rollback is rendered against the state the later ones left, so the
+    whole answer is cached at once (:mod:`.cache`), under the chained hash of
+    ``names`` and the selection: any file changed up to the last renders anew.
+    """
+    from . import cache as _cache
+
+    key = None
+    if _cache.cache_dir() and not facts:
+        chain = _cache.chain_keys(names, router.source)[-1]
+        key = _cache.rollback_key(chain, selected, postgres)
+        hit = _cache.load_rollbacks(key)
+        if hit is not None and [n for n, _, _ in hit] == list(reversed(selected)):
+            return [MigrationSql(n, router.path(n), a, st, True) for n, a, st in hit]
+    results: list[MigrationSql] = []
+    router.replay(list(names), migrator)
+    first = names.index(selected[0])
+    for name in reversed(names[first:]):
         loaded = router.load(name)
         statements, known = _render_one(
             router, migrator, loaded, downgrade=True, postgres=postgres
@@ -200,7 +230,13 @@ def migration_sql(
             results.append(
                 MigrationSql(name, loaded.path, loaded.atomic, statements, True, known)
             )
+    if key is not None:
+        _cache.store_rollbacks(key, [(m.name, m.atomic, m.statements) for m in results])
     return results
+
+
+_PACK = 100
+"""Files whose rendered SQL one cache entry holds (when all of them are rendered)."""
 
 
 def _forward(
@@ -220,36 +256,68 @@ def _forward(
     from . import cache as _cache
 
     keys = _cache.chain_keys(names, router.source) if _cache.cache_dir() and not facts else []
-    cached: dict[str, tuple[bool, tuple[str, ...]]] = {}
+    cached: dict[str, tuple[bool, tuple[str, ...], bool]] = {}
+    # Whole runs of _PACK files are kept in one entry (writing a thousand small files
+    # cost more than rendering them), the files after the last whole run one an entry.
+    packed = len(keys) // _PACK * _PACK
+    for end in range(_PACK - 1, packed, _PACK):
+        run = names[end - _PACK + 1 : end + 1]
+        if wanted.isdisjoint(run):
+            continue
+        pack = _cache.load_sql_pack(_cache.sql_key(keys[end], postgres) + "-pack")
+        if pack is not None and [n for n, _ in pack] == run:
+            cached.update((n, hit) for n, hit in pack if n in wanted)
     for name, key in zip(names, keys, strict=False):  # no keys: the cache is off
-        if name in wanted:
+        if name in wanted and name not in cached:
             hit = _cache.load_sql(_cache.sql_key(key, postgres))
             if hit is not None:
                 cached[name] = hit
     missing = [i for i, n in enumerate(names) if n in wanted and n not in cached]
     if not missing:
-        return [MigrationSql(n, router.path(n), *cached[n]) for n in names if n in cached]
+        return [
+            MigrationSql(n, router.path(n), *cached[n][:2], reads_version=cached[n][2])
+            for n in names if n in cached
+        ]
     start = missing[0]
     if start:
         router.replay(names[:start], migrator)
     rendered: dict[str, MigrationSql] = {}
+    recorder: Any = router.database  # the offline database: a Recorder
     for i, name in enumerate(names[start:], start=start):
         loaded = router.load(name)
         if name in wanted and name not in cached:
+            recorder.version_read = False
             statements, known = _render_one(
                 router, migrator, loaded, downgrade=False, postgres=postgres
             )
             rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements,
-                                          facts=known)
-            if keys:
-                _cache.store_sql(_cache.sql_key(keys[i], postgres), loaded.atomic, statements)
+                                          facts=known, reads_version=recorder.version_read)
+            if keys and i >= packed:
+                _cache.store_sql(_cache.sql_key(keys[i], postgres), loaded.atomic, statements,
+                                 reads_version=recorder.version_read)
         elif any(n in wanted and n not in cached for n in names[i + 1 :]):
             router.replay([name], migrator)
+    for end in range(_PACK - 1, packed, _PACK):  # whole runs rendered now: one entry each
+        run = names[end - _PACK + 1 : end + 1]
+        if all(n in rendered for n in run):
+            _cache.store_sql_pack(
+                _cache.sql_key(keys[end], postgres) + "-pack",
+                [(n, (rendered[n].atomic, rendered[n].statements, rendered[n].reads_version))
+                 for n in run],
+            )
+        else:  # part of the run only (the rest not asked for): an entry a file
+            for i in range(end - _PACK + 1, end + 1):
+                item = rendered.get(names[i])
+                if item is not None:
+                    _cache.store_sql(_cache.sql_key(keys[i], postgres), item.atomic,
+                                     item.statements, reads_version=item.reads_version)
     results = []
     for name in names:
         if name in cached:
-            atomic, statements = cached[name]
-            results.append(MigrationSql(name, router.path(name), atomic, statements))
+            atomic, statements, reads = cached[name]
+            results.append(
+                MigrationSql(name, router.path(name), atomic, statements, reads_version=reads)
+            )
         elif name in rendered:
             results.append(rendered[name])
     return results

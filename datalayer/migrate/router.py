@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 import re
 import threading
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -116,6 +117,13 @@ class TransactionControl(Exception):
 
 class TransactionEnded(MigrationError):
     """A transactional migration's transaction ended in its middle (what ran stays)."""
+
+
+_CODE: dict[tuple[str, bytes], types.CodeType] = {}
+"""Migration files compiled in this process, by path and bytes (``check`` and ``lint``
+load every file in several routers; a code object is immutable, and each load
+still runs it in a scope of its own)."""
+_CODE_SIZE = 4096
 
 
 def call_migration(fn: MigrationFn, migrator: Any, database: Any, *, fake: bool) -> None:
@@ -312,7 +320,13 @@ class Router(_UpstreamRouter):
         scope: dict[str, Any] = {"__name__": f"datalayer_migration_{name}", "__file__": str(path)}
         try:
             # Compiled under its real path so tracebacks point at the file.
-            exec(compile(data, str(path), "exec", dont_inherit=True), scope)
+            code = _CODE.get((str(path), data))
+            if code is None:
+                code = compile(data, str(path), "exec", dont_inherit=True)
+                if len(_CODE) >= _CODE_SIZE:
+                    _CODE.pop(next(iter(_CODE), ("", b"")), None)
+                _CODE[(str(path), data)] = code
+            exec(code, scope)
         except (Exception, SystemExit) as exc:
             what = (
                 f"it calls sys.exit({exc.code!r}) when loaded"

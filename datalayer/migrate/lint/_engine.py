@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,7 @@ def lint_sql(
         backward = (rollbacks or {}).get(item.name)
         if backward is not None:
             # The rollback runs on the schema this migration left; it changes nothing after.
-            undo = Context(postgres, backward.atomic, copy.deepcopy(state), undoing=ctx)
+            undo = Context(postgres, backward.atomic, state.copy(), undoing=ctx)
             migration.rollback = _statement_reports(backward, undo)
         _allowed(migration.statements, allow.reasons)
         _allowed(migration.rollback, allow.reasons)

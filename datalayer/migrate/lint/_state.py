@@ -40,6 +40,17 @@ class SchemaState:
     not_null_checks: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
 
+    def copy(self) -> SchemaState:
+        """Return an independent copy (the values are immutable: copying the dicts suffices).
+
+        A deep copy per migration made linting a long history quadratic in
+        Python-level work (every key tuple copied again for every file).
+        """
+        return SchemaState(
+            dict(self.columns), dict(self.collations), dict(self.not_null_checks),
+            dict(self.indexes),
+        )
+
 
 @dataclass
 class Context:

@@ -95,6 +95,18 @@ class Recorder(Database):
         super().__init__()
         self.server_version = postgres * 10000
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.version_read = False
+        """True once code asked ``server_version`` (its SQL may depend on the version)."""
+
+    @property
+    def server_version(self) -> int:
+        """The version the statements are written for (reading it sets ``version_read``)."""
+        self.version_read = True
+        return self._server_version
+
+    @server_version.setter
+    def server_version(self, value: int) -> None:
+        self._server_version = value
 
     @property
     def statements(self) -> list[str]:
