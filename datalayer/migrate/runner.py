@@ -56,6 +56,7 @@ from .router import (
     call_migration,
     session_settings,
 )
+from .runtime import jobs as _jobs
 from .runtime.recorder import Recorder, render
 
 __all__ = [
@@ -493,6 +494,7 @@ def apply(
     lock_retries: int = DEFAULT_LOCK_RETRIES,
     on_retry: Callable[[Retry], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    jobs: _jobs.JobOptions | None = None,
 ) -> list[Applied]:
     """Apply the pending migrations in ``directory`` (default: the settings' one), in order.
 
@@ -503,6 +505,11 @@ def apply(
     ``verify_checksums=False`` skips the checksum file (``check`` reports it itself).
     ``on_wait`` gets a line when the run starts waiting for another run's lock
     (who holds it) and one every :data:`WAIT_NOTICE_EVERY` seconds.
+
+    Background jobs (``backfill(..., background=True)``, :mod:`.runtime.jobs`) run
+    after the migration that declares them commits, before the next one, as
+    ``jobs`` says (throttle, replica lag, progress); jobs left unfinished by an
+    earlier run are finished first.
 
     A migration whose lock is not granted within ``lock_timeout`` (55P03) is
     rolled back and run again up to ``lock_retries`` times, after a jittered
@@ -552,6 +559,8 @@ def apply(
                     )
             if not dry_run:
                 router.backfill_checksums(rows)
+            if not dry_run:  # what later migrations build on: an earlier run's unfinished jobs
+                _jobs.run_jobs(db, applied, jobs, migrate_table=migrate_table)
             if not pending:
                 return results
             migrator = router.migrator_class(db)
@@ -565,6 +574,7 @@ def apply(
                         results.append(state.apply(name, results, on_retry))
                         if on_applied is not None:
                             on_applied(results[-1])
+                        _jobs.wait_for_jobs(db, [name], jobs, migrate_table=migrate_table)
     return results
 
 
@@ -706,7 +716,8 @@ def _run(
     start = time.perf_counter()
     atomic = router.load(name).atomic
     try:
-        router.execute(name, migrator, downgrade=downgrade, statements=statements)
+        with _jobs.current_migration(name, router.migrate_table):  # background jobs it declares
+            router.execute(name, migrator, downgrade=downgrade, statements=statements)
     except MigrationError:
         raise
     except Exception as exc:

@@ -32,8 +32,9 @@ __all__ = [
     "user_schemas",
 ]
 
-DEFAULT_IGNORE = frozenset({"migratehistory"})
-"""Tables left out of a snapshot by default: peewee-migrate's history table."""
+DEFAULT_IGNORE = frozenset({"migratehistory", "migratehistory_jobs"})
+"""Tables left out of a snapshot by default: peewee-migrate's history table and the
+background jobs table next to it (:mod:`datalayer.migrate.runtime.jobs`)."""
 
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
