@@ -13,12 +13,10 @@ import json
 import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from click.testing import CliRunner
 
@@ -317,4 +315,3 @@ def test_a_failing_batch_marks_the_job_and_says_how_to_resume(
     assert _job_row(pg, empty_db.dbname)[:2] == ("failed", 40)
 
 
-_ = (threading, psycopg2)
