@@ -11,8 +11,8 @@ row's counter goes up by one per update, so a batch applied twice leaves a 2.
 The application is 4 threads, each on its own connection, looping with a
 DATALAYER_BACKFILL_PAUSE pause (default 5 ms): a read by random id, then an
 update of another column of a random row.  Its latency is measured for
-DATALAYER_BACKFILL_SECONDS (default 20) without the backfill (the
-baseline), then while the backfill runs: ``datalayer migrate apply`` applies
+DATALAYER_BACKFILL_SECONDS (default 20, half before and half after) without
+the backfill (the baseline), and while the backfill runs: ``datalayer migrate apply`` applies
 the second migration and runs its job in a subprocess, which is killed with
 SIGKILL at three random points; ``datalayer migrate jobs --run`` resumes it
 each time, until it is done.  DATALAYER_BACKFILL_THROTTLE (default 0.02 s)
@@ -191,9 +191,10 @@ def run(settings: Settings, rows: int, work: Path) -> int:
     write_sum(mdir)
 
     app = App(settings, rows, pause)
-    print(f"application alone for {seconds:g} s ...", flush=True)
+    print(f"application alone for {seconds / 2:g} s before and {seconds / 2:g} s after ...",
+          flush=True)
     app.start()
-    time.sleep(seconds)
+    time.sleep(seconds / 2)
     alone = app.stop()
 
     rng = random.Random()
@@ -218,6 +219,9 @@ def run(settings: Settings, rows: int, work: Path) -> int:
     took = time.monotonic() - started
     beside = app.stop()
     log.close()
+    app.start()  # the other half of the baseline, after: the machine's drift shows on both sides
+    time.sleep(seconds / 2)
+    alone += app.stop()
     counts = dict(_query(settings, "SELECT n, count(*) FROM items GROUP BY n ORDER BY n"))
     state = _query(settings, "SELECT state, rows_done, rows_updated, batches "
                    "FROM migratehistory_jobs")
