@@ -273,6 +273,9 @@ def test_migrate_jobs_lists_runs_and_prints_json(
                                                       "note IS NOT NULL", 1000))
     finally:
         db.close_pool()
+    # "running" in its row, but no process holds it (killed): listed as stopped.
+    _query(pg, empty_db.dbname, "UPDATE migratehistory_jobs SET state = 'running' "
+           "WHERE name = 'late' RETURNING 1")
     cli = CliRunner()
     env = {"DATABASE_URL": empty_db.url(masked=False), "DATALAYER_MIGRATIONS_DIR": str(mdir)}
     listed = cli.invoke(main, ["migrate", "jobs"], env=env)
@@ -280,7 +283,7 @@ def test_migrate_jobs_lists_runs_and_prints_json(
     lines = listed.output.splitlines()
     assert re.match(r"^JOB +STATE +ROWS +DONE +RATE +LEFT$", lines[0])
     assert re.match(r"^002_fill:items_n_note +done +0/0 +100\.0% +\? rows/s +-$", lines[1])
-    assert re.match(r"^002_fill:late +pending +0/\? +- +\? rows/s +\?$", lines[2])
+    assert re.match(r"^002_fill:late +stopped +0/\? +- +\? rows/s +\?$", lines[2])
     assert lines[3] == "1 job not done: `datalayer migrate jobs --run` resumes them"
     ran = cli.invoke(main, ["migrate", "jobs", "002_fill", "--run", "--json"], env=env)
     assert ran.exit_code == 0, ran.output

@@ -196,7 +196,7 @@ class Job:
     set_sql: str
     where_sql: str | None
     batch_size: int
-    state: str  # pending, running, done, failed
+    state: str  # pending, running, stopped (its runner died), done, failed
     cursor: str | None
     rows_total: int | None
     rows_done: int
@@ -269,7 +269,30 @@ def list_jobs(
         sql += " WHERE migration = ANY(%s)"
         params = (wanted,)
     rows = db.execute_sql(sql + " ORDER BY id", params).fetchall()
-    return [Job(*row) for row in rows]
+    found = [Job(*row) for row in rows]
+    if any(j.state == "running" for j in found):  # and its runner still there?
+        held = _held_keys(db)
+        found = [
+            dataclasses.replace(j, state="stopped")
+            if j.state == "running" and _lock_key(table, j.id) not in held
+            else j
+            for j in found
+        ]
+    return found
+
+
+def _held_keys(db: Any) -> set[int]:
+    """Return the bigint advisory locks held on this database (by any session)."""
+    rows = db.execute_sql(
+        "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
+        "AND granted AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database())"
+    ).fetchall()
+    held = set()
+    for classid, objid in rows:
+        key = (int(classid) << 32) | int(objid)
+        held.add(key - (1 << 64) if key >= 1 << 63 else key)
+    return held
 
 
 def pending_jobs(
@@ -589,6 +612,12 @@ def _run_one(db: Any, table: str, job: Job, options: JobOptions, reporter: Repor
                 retries += 1
                 options.sleep(min(5.0, 0.1 * 2 ** min(retries, 6)))
                 continue
+            if code == "57014":  # cancelled (Ctrl-C, pg_cancel_backend, statement_timeout)
+                raise MigrationError(
+                    f"background job {job.label} stopped after {job.rows_done:,} rows: "
+                    f"{_first_line(exc)}; the batch in flight was rolled back. Run "
+                    "`datalayer migrate jobs --run` to resume where it stopped"
+                ) from exc
             with contextlib.suppress(Exception):
                 db.execute_sql(
                     f"UPDATE {_q(table)} SET state = 'failed', error = %s, updated_at = now() "
