@@ -318,3 +318,48 @@ def test_a_failing_batch_marks_the_job_and_says_how_to_resume(
     assert _job_row(pg, empty_db.dbname)[:2] == ("failed", 40)
 
 
+
+
+def test_ctrl_c_stops_a_job_that_resumes_later(
+    pg: Server, empty_db: Settings, tmp_path: Path
+) -> None:
+    mdir = _project(tmp_path, FILL.replace("batch_size=40", "batch_size=10"))
+    runner.apply(empty_db, mdir, to="001_items")
+    _rows(pg, empty_db.dbname, 400)
+    db = Database(empty_db)
+    try:
+        with db.checkout():  # registered only: `jobs --run` is what runs it here
+            jobs.register(db, "002_fill", jobs.JobSpec("fill", '"items"', "id", "n = n + 1",
+                                                      None, 10))
+    finally:
+        db.close_pool()
+    env = cli_env(empty_db, mdir)
+    proc = subprocess.Popen(cli_command("migrate", "jobs", "--run", "--throttle", "0.1"),
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while (_job_row(pg, empty_db.dbname) or (None, 0))[1] < 50:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    # Between two batches, or a batch cancelled in flight: either way, how to resume.
+    assert last.startswith("interrupted (Ctrl-C): "), err
+    assert last.endswith((
+        "`datalayer migrate jobs --run` resumes where it stopped",
+        "Run `datalayer migrate jobs --run` to resume where it stopped",
+    )), err
+    done = _job_row(pg, empty_db.dbname)[1]
+    assert 0 < done < 400 and _counts(pg, empty_db.dbname) == {1: done, 0: 400 - done}
+    listed = CliRunner().invoke(main, ["migrate", "jobs"], env=env)
+    assert re.search(r"^002_fill:fill +stopped ", listed.output, re.M), listed.output
+    resumed = CliRunner().invoke(main, ["migrate", "jobs", "--run"], env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert _counts(pg, empty_db.dbname) == {1: 400}

@@ -388,8 +388,16 @@ def jobs(
     with _database(cli) as database, database.checkout():
         where = database.settings.describe()
         if run_:
+            from ..errors import MigrationError
+
             with _interruptible(database, "applied"):
-                _jobs.run_jobs(database, wanted, _jobs_options(throttle, max_lag))
+                try:
+                    _jobs.run_jobs(database, wanted, _jobs_options(throttle, max_lag))
+                except KeyboardInterrupt:  # between two batches: nothing in flight
+                    raise MigrationError(
+                        "stopped between two batches; every batch done so far stays done, and "
+                        "`datalayer migrate jobs --run` resumes where it stopped"
+                    ) from None
         found = _jobs.list_jobs(database, wanted)
     if as_json:
         click.echo(json.dumps([j.to_dict() for j in found], indent=2))
