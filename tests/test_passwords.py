@@ -169,7 +169,9 @@ def test_an_older_hash_answers_no_faster_than_an_unknown_address(db: Database) -
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for fn in paths.values():  # warm up (the dummy hash is made once)
         _time_ms(fn, [])
-    for _ in range(21):  # interleaved: the paths of a round share the machine's state
+    # 9 rounds: every failed sign-in now waits for the same moment (about 5 verifications),
+    # so a round costs seconds; the 10% test below is the strict one.
+    for _ in range(9):  # interleaved: the paths of a round share the machine's state
         for name, fn in paths.items():
             _time_ms(fn, samples[name])
     medians = {name: statistics.median(values) for name, values in samples.items()}
