@@ -15,8 +15,8 @@ DATALAYER_BACKFILL_SECONDS (default 20, half before and half after) without
 the backfill (the baseline), and while the backfill runs: ``datalayer migrate apply`` applies
 the second migration and runs its job in a subprocess, which is killed with
 SIGKILL at three random points; ``datalayer migrate jobs --run`` resumes it
-each time, until it is done.  DATALAYER_BACKFILL_THROTTLE (default 0.02 s)
-and DATALAYER_BACKFILL_BATCH (default 1000) are the job's throttle and batch.
+each time, until it is done.  DATALAYER_BACKFILL_THROTTLE (default 0.05 s)
+and DATALAYER_BACKFILL_BATCH (default 500) are the job's throttle and batch.
 
 Printed: the kill points, the job's rows per second, the counters (every row
 must be 1), and the application's p50/p99 latency without and with the
@@ -171,8 +171,8 @@ def run(settings: Settings, rows: int, work: Path) -> int:
     from datalayer.migrate import runner
     from datalayer.migrate.checksum import write_sum
 
-    throttle = os.environ.get("DATALAYER_BACKFILL_THROTTLE", "0.02")
-    batch = int(os.environ.get("DATALAYER_BACKFILL_BATCH", "1000"))
+    throttle = os.environ.get("DATALAYER_BACKFILL_THROTTLE", "0.05")
+    batch = int(os.environ.get("DATALAYER_BACKFILL_BATCH", "500"))
     seconds = float(os.environ.get("DATALAYER_BACKFILL_SECONDS", "20"))
     pause = float(os.environ.get("DATALAYER_BACKFILL_PAUSE", "0.005"))
     mdir = work / "migrations"
