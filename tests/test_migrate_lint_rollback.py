@@ -116,25 +116,8 @@ def _generated(case: Any, directory: Path) -> None:
                      allow_drop=getattr(case, "allow_drop", False))
 
 
-# Known today (issue 15 item 6, for the operations rework): the rollback planner writes
-# the plain forms in a transactional rollback (CHECK / FOREIGN KEY re-added without NOT
-# VALID, SET NOT NULL without the validated CHECK), and a dropped model's field index is
-# dropped plainly before its table.  Strict: a case that passes must lose its mark.
-PLAIN_TODAY = {
-    "check_field": "rollback re-adds a CHECK without NOT VALID",
-    "check_meta": "rollback re-adds a CHECK without NOT VALID",
-    "named_check_table_unique_and_literal_in_renamed_check":
-        "rollback re-adds a CHECK without NOT VALID",
-    "on_delete_changed": "rollback re-adds a FOREIGN KEY without NOT VALID",
-    "on_update_changed": "rollback re-adds a FOREIGN KEY without NOT VALID",
-    "null_to_not_null_backfill": "rollback SETs NOT NULL with a scan",
-    "not_null_dropped": "rollback SETs NOT NULL with a scan",
-    "model_removed_with_fk_to_it": "forward: a plain DROP INDEX before DROP TABLE",
-}
 ALL_CASES = [
-    pytest.param(c, id=f"{type(c).__module__[6:]}-{c.id}", marks=(
-        [pytest.mark.xfail(reason=PLAIN_TODAY[c.id], strict=True)] if c.id in PLAIN_TODAY
-        else []))
+    pytest.param(c, id=f"{type(c).__module__[6:]}-{c.id}")
     for c in [*safe_forms.CASES, *generate.CASES, *generate_cases.CASES]
 ]
 

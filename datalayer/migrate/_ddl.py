@@ -187,7 +187,8 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(body)
+    # The hint: the words "foreign key" of its message do not make it an ADD FOREIGN KEY.
+    return Sql(_do(body).text, hint="drop_constraint")
 
 
 def drop_constraint(
@@ -383,15 +384,28 @@ def plan_alter(
 
     composite = len(before.primary_key) > 1 and len(after.primary_key) > 1
     moved = _key_moved(before, after)
-    if before.primary_key != after.primary_key and not (composite or moved):
+    dropped, added, both = _changed_columns(before, after)
+    dropped_names = {c.name for c in dropped}
+    added_names = {c.name for c in added}
+    # A new serial column made the key (the old key's columns stay, as plain columns);
+    # the key dropped with its column(s); columns that stay made the key of a table
+    # without one (the two steps of the way back).
+    serial_key = _serial_key(after, before, added_names)
+    key_dropped = bool(before.primary_key) and not after.primary_key and all(
+        c in dropped_names for c in before.primary_key)
+    # The key given up, its column(s) kept (a serial key's way back, online).
+    key_released = bool(before.primary_key) and not after.primary_key and not (
+        key_dropped or moved)
+    key_added = not (moved or before.primary_key) and bool(after.primary_key) and all(
+        before.column(c) is not None for c in after.primary_key)
+    if before.primary_key != after.primary_key and not (
+        composite or moved or serial_key or key_dropped or key_released or key_added
+    ):
         raise UnsupportedChange(
             f"{table}: changing the primary key ({', '.join(before.primary_key) or 'none'} -> "
             f"{', '.join(after.primary_key) or 'none'}) is not supported; write that migration "
             "by hand"
         )
-    dropped, added, both = _changed_columns(before, after)
-    dropped_names = {c.name for c in dropped}
-    added_names = {c.name for c in added}
 
     # Indexes: drop the removed and the changed ones, rename those that only
     # changed name, create the new ones last (after the columns exist).
@@ -458,17 +472,21 @@ def plan_alter(
     for text, params in sorted((bcons - acons).elements()):
         steps.append(drop_constraint(table, T, Sql(text, params), missing_ok=online))
 
+    if (serial_key in added_names and before.primary_key) or key_released:
+        steps.append(Sql(f"ALTER TABLE {T} DROP CONSTRAINT {quote(before.name + '_pkey')}"))
     for col in dropped:
         steps.append(Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}"))
 
     pk = after.primary_key[0] if len(after.primary_key) == 1 else None
     for col in added:
-        steps.extend(_add_column(table, T, col, online=online, key=pk))
+        steps.extend(_add_column(table, T, col, online=online, key=pk,
+                                 new_key=serial_key is not None))
 
     for old_col, new_col in both:
         steps.extend(_alter_column(
             table, T, old_col, new_col, using.get(new_col.name), online=online, key=pk,
-            key_moved=moved,
+            key_moved=moved or new_col.name == serial_key or (
+                key_released and old_col.name in before.primary_key),
         ))
 
     not_valid = " NOT VALID" if online else ""
@@ -485,7 +503,13 @@ def plan_alter(
     for text, params in sorted((acons - bcons).elements()):
         steps.extend(_add_constraint(table, T, Sql(text, params), online=online))
 
-    if before.primary_key != after.primary_key and after.primary_key:  # the columns exist now
+    if key_added:
+        steps.extend(_add_primary_key(after, T, None, online=online))
+    elif serial_key and serial_key not in added_names:
+        steps.extend(_replace_primary_key(after, T, online=online))  # numbered, NOT NULL now
+    elif serial_key or key_dropped or key_released:
+        pass  # the key comes with its column, or went (with it)
+    elif before.primary_key != after.primary_key and after.primary_key:  # the columns exist now
         if moved:
             steps.extend(_add_primary_key(after, T, key_index, online=online))
         else:
@@ -493,6 +517,28 @@ def plan_alter(
     for ix in new_ix:
         steps.append(Online(concurrent_create(ix.create)) if online else ix.create)
     return steps
+
+
+def _serial_key(after: TableSpec, before: TableSpec, added: set[str]) -> str | None:
+    """Return the serial column that is ``after``'s key in place of ``before``'s, if so.
+
+    A composite key replaced by a serial ``id``: the old key's columns stay. The
+    column is new (in ``added``), or ``before`` has it as a plain column of the
+    serial's integer type (the safe form adds it so first, numbers the rows, then
+    makes it the key).
+    """
+    if len(after.primary_key) != 1 or after.primary_key == before.primary_key:
+        return None
+    name = after.primary_key[0]
+    col, old = after.column(name), before.column(name)
+    base = serial_base(col.type.text) if col is not None else None
+    if base is None:
+        return None
+    if name not in added and (old is None or old.type.text.upper() != base):
+        return None
+    if any(after.column(c) is None for c in before.primary_key):
+        return None
+    return name
 
 
 def _key_moved(before: TableSpec, after: TableSpec) -> bool:
@@ -527,7 +573,7 @@ def _add_primary_key(
     ACCESS EXCLUSIVE lock and no scan (the column is NOT NULL by then).
     """
     name = f"{after.name}_pkey"
-    key = quote(after.primary_key[0])
+    key = ", ".join(quote(c) for c in after.primary_key)
     add = f"ALTER TABLE {T} ADD CONSTRAINT {quote(name)} PRIMARY KEY"
     if index is not None:
         return [Sql(f"{add} USING INDEX {quote(index.name)}", hint="using-index")]
@@ -905,9 +951,14 @@ END"""
 
 
 def _add_column(
-    table: str, T: str, col: ColumnSpec, *, online: bool = False, key: str | None = None
+    table: str, T: str, col: ColumnSpec, *, online: bool = False, key: str | None = None,
+    new_key: bool = False,
 ) -> list[Step]:
     c = quote(col.name)
+    if col.primary_key and new_key:
+        # A serial key: PostgreSQL numbers the existing rows from the new sequence
+        # (rewriting the table under ACCESS EXCLUSIVE, as any volatile default does).
+        return [Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl]
     if col.primary_key:
         raise UnsupportedChange(
             f"{table}.{col.name}: adding a primary key column is not supported; "
@@ -1002,7 +1053,11 @@ def _alter_column(
     elif new.default is None and old.default is not None and not default_dropped:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
     if old.null and not new.null:
-        steps.extend(fill_nulls(T, new, online=online, key=key))
+        if retype and serial_base(new.type.text) and not serial_base(old.type.text):
+            # Numbered from the new sequence (its DEFAULT), walking the rows by ctid.
+            steps.append(BatchFill(T, new.name, None, "default", online=online))
+        else:
+            steps.extend(fill_nulls(T, new, online=online, key=key))
         steps.extend(set_not_null(table, T, new.name, online=online))
     elif not old.null and new.null:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import peewee as pw
@@ -342,7 +342,9 @@ def table_spec(model: type[pw.Model]) -> TableSpec:
     for node in meta.constraints or ():
         sql = render(node, db)
         (checks if is_check(sql) else constraints).append(sql)
-    indexes = tuple(_index_spec(model, idx, origin, db) for origin, idx in index_entries(model))
+    indexes = _distinct_names(
+        [_index_spec(model, idx, origin, db) for origin, idx in index_entries(model)]
+    )
     # A schema manager of our own: the model may be bound to no database at all.
     manager: Any = pw.SchemaManager(model, db)
     create = [render(manager._create_table(safe=False), db)]
@@ -357,6 +359,46 @@ def table_spec(model: type[pw.Model]) -> TableSpec:
         indexes=indexes,
         create=tuple(create),
     )
+
+
+def _distinct_names(indexes: Sequence[IndexSpec]) -> tuple[IndexSpec, ...]:
+    """Return ``indexes`` without those named like an earlier one, as ``create_tables()`` does.
+
+    It creates indexes with ``IF NOT EXISTS``: a ``Meta.indexes`` entry that repeats the
+    name of a field's index (``<table>_<column>`` of a foreign key) is skipped.
+    """
+    seen: set[str] = set()
+    out = []
+    for ix in indexes:
+        if ix.name not in seen:
+            seen.add(ix.name)
+            out.append(ix)
+    return tuple(out)
+
+
+def shadowed_indexes(model: type[pw.Model]) -> list[str]:
+    """Return a line for each index of ``model`` that ``create_tables()`` skips unlike its twin.
+
+    An index named like an earlier one of the table is skipped; when the two differ
+    (columns, uniqueness, condition), the model asks for an index it never gets.
+    """
+    db = database_of(model)
+    first: dict[str, IndexSpec] = {}
+    out = []
+    for origin, idx in index_entries(model):
+        ix = _index_spec(model, idx, origin, db)
+        twin = first.setdefault(ix.name, ix)
+        if twin is not ix and twin.definition != ix.definition:
+            def what(spec: IndexSpec) -> str:
+                kind, where = spec.origin.split(":", 1)
+                return f"field {where}" if kind == "field" else f"Meta.indexes entry {where}"
+            out.append(
+                f"{model._meta.table_name}: index {ix.name} of {what(ix)} has the name of the "
+                f"index of {what(twin)} but another definition, and create_tables() skips it "
+                "(CREATE INDEX IF NOT EXISTS); give it a name of its own "
+                "(ModelIndex(..., name=...)) or remove it"
+            )
+    return out
 
 
 _STRING_LITERAL = re.compile(r"('(?:[^']|'')*')")

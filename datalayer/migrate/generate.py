@@ -66,11 +66,13 @@ from ._spec import (
     TableSpec,
     UnsupportedChange,
     column_spec,
+    constraint_name,
     database_of,
     index_entries,
     quote,
     rename_identifier,
     render,
+    shadowed_indexes,
     sort_models,
     table_spec,
 )
@@ -244,6 +246,9 @@ def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:
                     f"{rel._meta.table_name}), which is not among the models given; "
                     "pass it as well"
                 )
+    shadowed = [line for model in found for line in shadowed_indexes(model)]
+    if shadowed:
+        raise GenerationError("cannot generate this migration", shadowed)
     by_table: dict[str, type[pw.Model]] = {}
     for model in found:
         other = by_table.setdefault(model._meta.table_name, model)
@@ -346,6 +351,8 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         }
         return aliases.get(t, t)
 
+    if old.text.endswith("[]") != new.text.endswith("[]"):
+        return True  # to or from an array: no assignment cast either way
     a, b = base(old.text), base(new.text)
     if a == b or b in ("TEXT", "VARCHAR", "CHAR"):
         return False  # same type, or any type to text: assignment casts exist
@@ -367,7 +374,7 @@ _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
 
 
 _PLAIN, _ONLINE, _SAFE = "plain", "online", "safe"
-_TX, _NO_TX = "tx", "no-tx"
+_PRE, _TX, _NO_TX = "pre", "tx", "no-tx"
 
 
 @dataclasses.dataclass
@@ -389,15 +396,26 @@ class _Planner:
     migration with ``atomic = False``) or ``"safe"`` (forward only: changes
     to existing tables in two phases, the transactional part with NOT VALID
     constraints first, then the concurrent indexes, validations, fills and
-    NOT NULLs, which run outside a transaction).
+    NOT NULLs, which run outside a transaction).  In safe mode the indexes on
+    columns that phase one drops, and the UNIQUE constraints that go, are
+    dropped before it in a file of their own (``_PRE``, no transaction), so
+    that phase one's rollback needs neither and that file's rollback builds
+    them concurrently (:meth:`pre_drops`).
+
+    ``tx_rollback``: the rollback of a transactional file, in the plain forms
+    except that CHECKs and foreign keys are re-added ``NOT VALID`` where that
+    needs nothing outside the transaction; :meth:`validations` then names the
+    tables whose constraints the rollback of the file before must validate.
     """
 
     def __init__(
-        self, sim: DatalayerMigrator, *, forward: bool, mode: str = _PLAIN, postgres: int = 12
+        self, sim: DatalayerMigrator, *, forward: bool, mode: str = _PLAIN, postgres: int = 12,
+        tx_rollback: bool = False,
     ) -> None:
         self.sim = sim
         self.forward = forward
         self.mode = mode
+        self.tx_rollback = tx_rollback
         self.postgres = postgres
         self.writer = CodeWriter("m")
         self.ops: list[_Chunk] = []
@@ -445,10 +463,20 @@ class _Planner:
         method = re.match(r"(?:.*\n)*?m\.(\w+)\(", code)
         self.ops.append(_Chunk(code, self.phase, method.group(1) if method else "create_model",
                                table, steps))
-        if self.mode == _SAFE and self.phase == _TX and table is not None and any(
-            isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps
+        if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
+            table is not None
+            and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
         ):
             self.not_valid.add(table)
+
+    def tx_online(self, ok: bool) -> list[str]:
+        """Return ``["online=True"]`` in a transactional rollback when ``ok`` (no step outside)."""
+        return ["online=True"] if self.tx_rollback and ok else []
+
+    def validations(self) -> list[str]:
+        """Return the tables (still there) whose constraints this plan added NOT VALID."""
+        state = self.state()
+        return sorted(t for t in self.not_valid if t in state)
 
     def state(self) -> dict[str, type[pw.Model]]:
         return _state(self.sim)
@@ -463,6 +491,8 @@ class _Planner:
     ) -> None:
         w = self.writer
         to_map = {m._meta.table_name: m for m in to_models}
+        if self.mode == _SAFE and self.forward:
+            self.pre_drops(to_map, table_renames, column_renames)
         for old, new in table_renames.items():
             self.emit(w.call("rename_table", repr(old), repr(new)), table=new)
         state = self.state()
@@ -480,9 +510,13 @@ class _Planner:
                 self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        created = [m for m in to_models if m._meta.table_name not in state]
+        # Tables that go and would stand in the way of what comes: dropped first.
+        early = self._in_the_way(to_map, created)
+        self._drop_tables([m for m in reversed(sort_models(self.state().values()))
+                           if m in early], created)
         for t in matched:
             self._change_columns(t, to_map[t], keys_only=True)
-        created = [m for m in to_models if m._meta.table_name not in state]
         to_create = {m._meta.table_name for m in created}
         postponed: list[tuple[str, list[pw.Field]]] = []
         for model in created:
@@ -501,9 +535,64 @@ class _Planner:
             )
         for t in matched:
             self.late(self.state()[t], to_map[t])
-        current = self.state()
-        doomed = [m for m in reversed(sort_models(current.values()))
-                  if m._meta.table_name not in to_map]
+        self._drop_tables([m for m in reversed(sort_models(self.state().values()))
+                           if m._meta.table_name not in to_map], created)
+        if self.deferred:
+            self.phase = _NO_TX
+            for step in self.deferred:
+                step()
+
+    def _in_the_way(
+        self, to_map: Mapping[str, type[pw.Model]], created: Sequence[type[pw.Model]]
+    ) -> list[type[pw.Model]]:
+        """Return the tables that go and must go before the others change or come.
+
+        A table that goes is dropped last (the tables that stay stop referring to
+        it first), unless it holds an index or constraint name that a new table
+        takes (the names are one namespace per schema), or refers to a key whose
+        values are renumbered (a type without a cast; its rollback too).  Only
+        those that no table staying (or going later) refers to.
+        """
+        state = self.state()
+        taken: set[tuple[str, str]] = set()
+        for new in created:
+            spec = table_spec(new)
+            taken.update((spec.schema or "public", n) for n in _object_names(spec))
+        renumbered: set[str] = set()
+        for t, tm in to_map.items():
+            key = tm._meta.primary_key
+            if t not in state or not key or tm._meta.composite_key:
+                continue
+            # By column: after a change of its type, _meta.primary_key is the old field.
+            source = state[t]._meta.columns.get(key.column_name)
+            if source is not None and source.primary_key:
+                old = column_spec(source, _render_db(tm)).type
+                new_type = column_spec(key, _render_db(tm)).type
+                if old != new_type and _needs_using(old, new_type):
+                    renumbered.add(t)
+        early = []
+        for model in state.values():
+            if model._meta.table_name in to_map:
+                continue
+            spec = table_spec(model)
+            names = {(spec.schema or "public", n) for n in _object_names(spec)}
+            refers = any(f.rel_model._meta.table_name in renumbered for f in model._meta.refs)
+            if names & taken or refers:
+                early.append(model)
+        while True:  # keep those that nothing left in place refers to
+            kept = [m for m in early if not any(
+                f.rel_model is m for other in state.values() if other is not m
+                and other not in early for f in other._meta.refs)]
+            if len(kept) == len(early):
+                return kept
+            early = kept
+
+    def _drop_tables(
+        self, models: Sequence[type[pw.Model]], created: Sequence[type[pw.Model]]
+    ) -> None:
+        """Drop the tables of ``models`` (in this order), recording each drop."""
+        w = self.writer
+        doomed = list(models)
         for i, model in enumerate(doomed):
             t = model._meta.table_name
             self.warn(
@@ -517,10 +606,51 @@ class _Planner:
                         for f in other._meta.refs if other is not model)
             args = [repr(t), "cascade=True"] if cycle else [repr(t)]
             self.emit(w.call("remove_model", *args), table=t)
-        if self.deferred:
-            self.phase = _NO_TX
-            for step in self.deferred:
-                step()
+
+    def pre_drops(
+        self,
+        to_map: Mapping[str, type[pw.Model]],
+        table_renames: Mapping[str, str],
+        column_renames: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        """Drop, before phase one and outside a transaction, what phase one's rollback rebuilds.
+
+        The indexes on the columns phase one drops (``DROP COLUMN`` would drop them under
+        its lock anyway) go concurrently, and the UNIQUE constraints that go away are
+        dropped: so phase one's rollback re-adds the columns without them and the
+        rollback of this file builds them concurrently, instead of a plain ``CREATE
+        INDEX`` or ``ADD UNIQUE`` in phase one's rollback transaction.
+        """
+        w = self.writer
+        self.phase = _PRE
+        for t, fm in self.state().items():
+            new = table_renames.get(t, t)
+            tm = to_map.get(new)
+            if tm is None:
+                continue  # the table goes: its indexes go with it
+            renamed = column_renames.get(new, {})
+            tcols = {f.column_name for f in tm._meta.sorted_fields}
+            dropped = {c for c in fm._meta.columns if c not in tcols and c not in renamed}
+            for ix in table_spec(fm).indexes:
+                if set(ix.columns) & dropped:
+                    self.emit(w.call("drop_named_index", repr(t), repr(ix.name), "online=True"),
+                              table=t)
+            db = _render_db(fm)
+            wanted = Counter(render(c, _render_db(tm)) for c in tm._meta.constraints or ())
+            nodes = list(fm._meta.constraints or ())
+            kept = []
+            for node in nodes:
+                sql = rename_identifier(render(node, db), renamed)
+                if wanted[sql] > 0:
+                    wanted[sql] -= 1
+                elif _is_unique(sql):
+                    continue
+                kept.append(node)
+            if len(kept) != len(nodes):
+                items = ", ".join(w.constraint(render(n, db)) for n in kept)
+                self.emit(w.call("set_constraints", repr(t), f"[{items}]", "online=True"),
+                          table=t)
+        self.phase = _TX
 
     def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
         """Record the drop of ``model``'s table, paired with a same-shaped new table if any."""
@@ -546,7 +676,9 @@ class _Planner:
             if match is None:
                 self.drops.append(Drop(table, col.name))
                 continue
-            free.remove(match)
+            # By identity: a peewee field's == builds an expression (always true), so
+            # list.remove would take the first field, whichever it is.
+            free = [f for f in free if f is not match]
             hint = (f"{match.name} = renamed_from({_field_class(match)}(...), "
                     f"{_py_str(col.name)})")
             self.drops.append(Drop(table, col.name, match.column_name, hint))
@@ -559,7 +691,11 @@ class _Planner:
         t = fm._meta.table_name
         db = _render_db(fm)
         tcols = {f.column_name: f for f in tm._meta.sorted_fields}
-        dropping = any(
+        # A column renamed to the name of a column that stays in the models: that one
+        # goes first (renamed_from on a field that keeps its column name).
+        replaced = [new for new in renames.values()
+                    if new in fm._meta.columns and new not in renames]
+        dropping = bool(replaced) or any(
             c not in tcols and c not in renames for c in fm._meta.columns
         )
         if not (renames or dropping):
@@ -576,6 +712,16 @@ class _Planner:
         if len(kept_nodes) != len(fm._meta.constraints or ()):
             items = ", ".join(w.constraint(render(n, db)) for n in kept_nodes)
             self.emit(w.call("set_constraints", repr(t), f"[{items}]"), table=t)
+        if replaced:
+            by_new = {new: old for old, new in renames.items()}
+            for col in replaced:
+                self.warn(
+                    f"drops column {t}.{col}: its data will be lost; {t}.{by_new[col]} is "
+                    f"renamed to {col} in its place (renamed_from({by_new[col]!r}))"
+                )
+                self.drops.append(Drop(t, col))
+            names = (repr(fm._meta.columns[c].name) for c in replaced)
+            self.emit(w.call("remove_fields", repr(t), *names), table=t)
         for old, new in renames.items():
             target = tcols[new]
             source = fm._meta.columns[old]
@@ -666,7 +812,9 @@ class _Planner:
             codes = []
             for f in added:
                 spec = tcol_specs[f.column_name]
-                if not spec.null and spec.default is None and not _writable_default(f):
+                if not spec.null and spec.default is None and not _writable_default(f) and (
+                    not auto_base(spec.type.text)  # serial, identity: numbered by PostgreSQL
+                ):
                     self.warn(
                         f"adds {t}.{f.column_name} NOT NULL without a default: applying fails "
                         "if the table has rows; give the field a default or a server default"
@@ -687,7 +835,11 @@ class _Planner:
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
                 written = f
-                if safe:
+                if safe and f.primary_key and serial_base(spec.type.text):
+                    # A serial key in place of the table's key: added as a plain integer
+                    # column (no rewrite); phase two numbers the rows, then makes it the key.
+                    written = _plain_integer(f, serial_base(spec.type.text) or "INTEGER")
+                elif safe:
                     volatile = is_volatile(spec.default)
                     # A constant Python default is added with the column (no fill).
                     fill = volatile or (spec.default is None and _writable_default(f)
@@ -699,7 +851,9 @@ class _Planner:
                     if volatile and spec.null:
                         self.backfill.setdefault(t, []).append(f.name)
                 codes.append(f"{f.name}={w.field(written)}")
-            flag = self.online(phase_one=True)
+            flag = self.online(phase_one=True) or self.tx_online(all(
+                _tx_safe_column(f, tcol_specs[f.column_name]) for f in added
+            ))
             if flag and any(f.name == "online" for f in added):
                 flag = []  # a field named "online" would clash with the option: plain form
             self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
@@ -712,9 +866,10 @@ class _Planner:
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
             db = _render_db(tm)
-            nodes = list(tmeta.constraints or ())
-            if safe:
-                # A new UNIQUE constraint waits for its concurrent index in phase two.
+            nodes = rest = list(tmeta.constraints or ())
+            if safe or self.tx_rollback:
+                # A new UNIQUE constraint waits for its concurrent index in phase two (in a
+                # rollback: comes after the NOT VALID CHECKs and foreign keys, plainly).
                 have = Counter(fspec.constraints)
                 kept = []
                 for node in nodes:
@@ -724,12 +879,14 @@ class _Planner:
                     elif _is_unique(sql):
                         continue
                     kept.append(node)
-                nodes = kept
-            items = ", ".join(w.constraint(render(c, db)) for c in nodes)
-            if Counter(render(c, db) for c in nodes) != Counter(fspec.checks + fspec.constraints):
-                self.emit(w.call(
-                    "set_constraints", repr(t), f"[{items}]", *self.online(phase_one=True)
-                ), table=t)
+                nodes, rest = kept, nodes
+            for group, flag in ((nodes, self.online(phase_one=True) or self.tx_online(True)),
+                                (rest if self.tx_rollback else nodes, [])):
+                now = table_spec(self.state()[t])
+                if Counter(render(c, db) for c in group) == Counter(now.checks + now.constraints):
+                    continue
+                items = ", ".join(w.constraint(render(c, db)) for c in group)
+                self.emit(w.call("set_constraints", repr(t), f"[{items}]", *flag), table=t)
 
         for old_ix, new_ix in renamed:
             self.emit(
@@ -750,7 +907,8 @@ class _Planner:
         ``plain``: in the plain form, whatever the mode (before a key column is dropped).
         """
         fm = self.state()[t]
-        if not (fm._meta.composite_key and tm._meta.composite_key):
+        # From a composite key, or from none (a serial key dropped with its column).
+        if not (tm._meta.composite_key and (fm._meta.composite_key or not fm._meta.primary_key)):
             return
         if table_spec(fm).primary_key == table_spec(tm).primary_key:
             return
@@ -825,21 +983,30 @@ class _Planner:
         fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
         plain: list[str] = []
         cast: list[tuple[str, str, str]] = []
+        tx_ok = True  # no index built and no NOT NULL set: online needs no step outside
         for col, target in tcols.items():
             if col not in fcols:
                 continue
             source = fcols[col]
             if keys_only and not (source.primary_key and target.primary_key):
                 continue
+            if keys_only and isinstance(target, pw.ForeignKeyField) and (
+                target.rel_model._meta.table_name not in self.state()
+            ):
+                continue  # a key that refers to a table created later: late() changes it
+
             before, after = fcol_specs[col], tcol_specs[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
             if before == after and fidx == tidx:
                 continue
+            tx_ok = tx_ok and fidx == tidx and not (before.null and not after.null)
             narrowing = _narrowing(t, col, before, after)
             if narrowing is not None and narrowing not in self.warnings:
                 self.warn(narrowing)
-            if before.null and not after.null and after.default is None and target.default is None:
+            if before.null and not after.null and after.default is None and (
+                target.default is None and not auto_base(after.type.text)  # serial: numbered
+            ):
                 self.warn(
                     f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
                     "NULLs; give the field a default or a server default"
@@ -858,8 +1025,11 @@ class _Planner:
             if safe and source.primary_key != target.primary_key:
                 continue  # a unique column made the key (or back): phase two, online
             if safe:
+                # NULL-ness stays as it was: SET NOT NULL needs its validated CHECK, and DROP
+                # NOT NULL waits too, so that its rollback (SET NOT NULL again) is written in
+                # that file's online form rather than as a scan under ACCESS EXCLUSIVE.
                 written = _phase_one_field(
-                    target, null=after.null or before.null, index=(source.index, source.unique),
+                    target, null=before.null, index=(source.index, source.unique),
                     drop_default=False,
                 )
                 if column_spec(written, _render_db(tm)) == before:
@@ -870,7 +1040,7 @@ class _Planner:
                 cast.append((target.name, w.field(written), using))
             else:
                 plain.append(code)
-        flag = self.online(phase_one=True) if not keys_only else []
+        flag = (self.online(phase_one=True) or self.tx_online(tx_ok)) if not keys_only else []
         if plain:
             self._change_fields(t, plain, flag)
         for name, code, using in cast:
@@ -902,6 +1072,15 @@ class _Planner:
             renumber = "nextval(" + repr(serial_sequence(t, fm._meta.schema, col)) + ")"
         elif target == "UUID" and source in _INTEGERS and before.primary_key:
             renumber = "gen_random_uuid()"
+        json_using = _json_using(t, col, before.type.text, after.type.text)
+        if json_using is not None:
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {json_using}: every stored value must be "
+                + ("a JSON array of numbers, booleans or nulls (another value fails the change)"
+                   if json_using.startswith("translate(") else "convertible")
+            )
+            return json_using
         if renumber is None:
             using = f"{quote(col)}::{target}"
             self.warn(
@@ -913,12 +1092,23 @@ class _Planner:
         for model in self.state().values():
             for field in model._meta.refs:
                 if field.rel_model._meta.table_name == t and field.rel_field.column_name == col:
+                    referrer = f"{model._meta.table_name}.{field.column_name}"
+                    if self.forward:
+                        raise GenerationError("cannot generate this migration", [
+                            f"{t}.{col} changes from {before.type.text} to {after.type.text}, "
+                            f"which has no cast: its values would be renumbered, but {referrer} "
+                            "refers to them; write this migration by hand (add the new key "
+                            "column, map the referencing columns to it, then swap)"
+                        ])
+                    # Planning the rollback: it undoes the type change (the state is the
+                    # migration's result) while a foreign key this migration adds remains.
                     raise GenerationError("cannot generate this migration", [
-                        f"{t}.{col} changes from {before.type.text} to {after.type.text}, which "
-                        f"has no cast: its values would be renumbered, but "
-                        f"{model._meta.table_name}.{field.column_name} refers to them; write "
-                        "this migration by hand (add the new key column, map the referencing "
-                        "columns to it, then swap)"
+                        f"its rollback would change {t}.{col} back from {before.type.text} to "
+                        f"{after.type.text}, which has no cast, so the values would be "
+                        f"renumbered while {referrer} (added by this migration) refers to "
+                        f"them; make the type change of {t}.{col} and the foreign key to it "
+                        "two migrations (change the key first, run diff, then add the "
+                        "foreign key)"
                     ])
         self.warn(
             f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
@@ -948,6 +1138,14 @@ class _Planner:
         return w.call("add_named_index", *args)
 
 
+def _tx_safe_column(field: pw.Field, spec: ColumnSpec) -> bool:
+    """True when adding ``field`` online needs no step outside a transaction (no index, no fill)."""
+    needs_fill = spec.default is None and spec.py_default is not None
+    constant = needs_fill and not callable(spec.py_default) and spec.db_value is not None
+    fill = is_volatile(spec.default) or (not spec.null and needs_fill and not constant)
+    return not (field.index or field.unique or fill)
+
+
 def _phase_one_field(
     field: pw.Field, *, null: bool, index: bool | tuple[bool, bool], drop_default: bool
 ) -> pw.Field:
@@ -971,6 +1169,15 @@ def _phase_one_field(
             c for c in field.constraints or ()
             if not render(c, db).text.lstrip().upper().startswith("DEFAULT ")
         ] or None
+    return out
+
+
+def _plain_integer(field: pw.Field, base: str) -> pw.Field:
+    """Return a nullable integer field of ``base`` type on ``field``'s column (not a key)."""
+    cls = {"SMALLINT": pw.SmallIntegerField, "BIGINT": pw.BigIntegerField}.get(
+        base, pw.IntegerField)
+    out: pw.Field = cls(null=True, column_name=field.column_name)
+    out.bind(field.model, field.name, False)  # as the model's, for rendering; not attached
     return out
 
 
@@ -1010,6 +1217,36 @@ def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> s
     return None
 
 
+_JSON_TYPES = {"JSON", "JSONB"}
+_PLAIN_ELEMENTS = _INTEGERS | {"NUMERIC", "DECIMAL", "REAL", "DOUBLE PRECISION", "FLOAT",
+                               "BOOLEAN", "BOOL"}
+
+
+def _json_using(table: str, col: str, old: str, new: str) -> str | None:
+    """Return the USING expression between JSON and an array type (None: neither way).
+
+    PostgreSQL has no cast between them, and USING allows no subquery.  An array goes
+    to JSON with ``to_jsonb``; a JSON array of numbers or booleans reads as an array
+    literal once its brackets become braces.  A JSON array of strings does not (JSON
+    and array literals escape differently, and a bracket inside a string would change
+    it): that is refused with the way out.
+    """
+    source, target = old.upper(), new.upper()
+    if target in _JSON_TYPES and source.endswith("[]"):
+        return f"to_{target.lower()}({quote(col)})"
+    if source not in _JSON_TYPES or not target.endswith("[]"):
+        return None
+    element = re.sub(r"\(.*?\)|\[\]", "", target).strip()
+    if element in _PLAIN_ELEMENTS:
+        return f"translate({quote(col)}::TEXT, '[]', '{{}}')::{target}"
+    raise GenerationError("cannot generate this migration", [
+        f"{table}.{col} changes from {old} to {new}, which PostgreSQL cannot cast (and a "
+        "type change's USING allows no subquery): write this migration by hand: add the "
+        f"new column, fill it with ARRAY(SELECT jsonb_array_elements_text({col})) in "
+        "batches, then drop the old column and rename the new one"
+    ])
+
+
 def _key_fields(model: type[pw.Model]) -> list[str]:
     """Return the field names of ``model``'s composite primary key."""
     key: Any = model._meta.primary_key
@@ -1027,6 +1264,13 @@ def _render_db(model: type[pw.Model]) -> Any:
 def _writable_default(field: pw.Field) -> bool:
     """Return True when ``field`` has a Python default that a migration can write."""
     return field.default is not None and CodeWriter().default(field) is not None
+
+
+def _object_names(spec: TableSpec) -> set[str]:
+    """Return the names of the indexes and named constraints of a table (one namespace)."""
+    names = {ix.name for ix in spec.indexes}
+    names.update(n for n in map(constraint_name, spec.constraints) if n)
+    return names
 
 
 def _table_shape(spec: TableSpec) -> list[tuple[str, bool, bool]]:
@@ -1081,11 +1325,15 @@ def _renames(
         tcols = {f.column_name for f in model._meta.sorted_fields}
         found: dict[str, str] = {}
         for field in model._meta.sorted_fields:
-            if field.column_name in scols:
-                continue
             old = renamed_from_of(field)
             if old and old not in scols and old in source._meta.fields:
                 old = source._meta.fields[old].column_name
+            if field.column_name in scols:
+                # The hint names another column that goes: it takes this column's name,
+                # and the column of that name goes (expand/contract's last step).
+                if old and old in scols and old not in tcols and old not in found:
+                    found[old] = field.column_name
+                continue
             if not old:
                 same = source._meta.fields.get(field.name)
                 old = same.column_name if same is not None else None
@@ -1204,36 +1452,59 @@ def plan_models(
             for t, cols in columns.items()
         }
         rollbacks: list[list[_Chunk]] = [[] for _ in groups]
+        # The VALIDATE CONSTRAINTs a transactional file's rollback leaves to the rollback of
+        # the file before it (runs next, outside a transaction): per file, or for a file
+        # with nothing to do going forward, inserted before it.
+        tails: list[list[_Chunk]] = [[] for _ in groups]
+        inserted: dict[int, list[_Chunk]] = {}
         irreversible: list[str] = []
         for k in reversed(range(len(groups))):
+            # The renames are in the first transactional file (after the _PRE drops, if any).
+            renaming = k == next((i for i, g in enumerate(groups) if g[0].phase != _PRE), 0)
+            bt, bc = (back_tables, back_columns) if renaming else ({}, {})
             if k == 0:
-                goal, bt, bc = original, back_tables, back_columns
+                goal = original
             else:
                 if replay is None:
                     raise GenerationError(
                         "this migration is written as several files; pass replay= to plan "
                         "their rollbacks (compute_diff does)"
                     )
-                goal, bt, bc = replay(), {}, {}
+                goal = replay()
                 _run_codes(goal, (c.code for g in groups[:k] for c in g))
             atomic = groups[k][0].phase == _TX
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
-                                postgres=postgres)
+                                postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
             backward.run(goal_models, bt, bc)
             _verify(sim, goal_models, "rollback")
-            rollbacks[k] = backward.ops
+            rollbacks[k] = backward.ops + tails[k]
             irreversible.extend(backward.irreversible)
+            if atomic and backward.validations():
+                done = len(backward.ops)
+                backward.phase = _NO_TX
+                for t in backward.validations():
+                    backward.emit(backward.writer.call("validate_constraints", repr(t)), table=t)
+                tail = backward.ops[done:]
+                if k > 0 and groups[k - 1][0].phase != _TX:
+                    tails[k - 1] = tail
+                else:
+                    inserted[k] = tail
     except UnsupportedChange as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
+    files: list[tuple[bool, list[_Chunk], list[_Chunk]]] = []
+    for k, group in enumerate(groups):
+        if k in inserted:
+            files.append((False, [], inserted[k]))
+        files.append((group[0].phase == _TX, group, rollbacks[k]))
     migrations = tuple(
         PlannedMigration(
             suffix="" if k == 0 else f"_{k + 1}",
-            atomic=group[0].phase == _TX,
-            operations=_operations(group, postgres),
-            rollback=_operations(rollbacks[k], postgres),
+            atomic=atomic,
+            operations=_operations(chunks, postgres),
+            rollback=_operations(undo, postgres),
         )
-        for k, group in enumerate(groups)
+        for k, (atomic, chunks, undo) in enumerate(files)
     )
     warnings += tuple(irreversible)
     return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
@@ -1250,6 +1521,15 @@ def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
     """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
     forward = _body([op.code for op in migration.operations])
     backward = _body([op.code for op in migration.rollback])
+    if backward and not forward:
+        # The rollback of the next file re-adds constraints NOT VALID in its transaction;
+        # this one, outside a transaction, validates them (rollbacks run newest first).
+        forward = _NEWLINE.join([
+            "# Nothing to do going forward.  The next file's rollback re-adds constraints",
+            "# NOT VALID in its transaction; this file's rollback, which runs after it,",
+            "# validates them outside a transaction (reads and writes go on).",
+            "return",
+        ])
     if forward and not backward:
         # Validating constraints or filling rows changes no schema that needs undoing
         # (the rollback of the migration before it drops what it added): say so, so

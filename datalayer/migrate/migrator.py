@@ -663,14 +663,15 @@ class DatalayerMigrator(Migrator):
     ) -> type[pw.Model]:
         """Make the fields ``names`` (two or more) the table's composite primary key.
 
-        ``online``: through a concurrent unique index, then ``USING INDEX`` (run it
-        with ``atomic = False``).
+        The table has a composite key, or none (its key column dropped).
+        ``online``: through a concurrent unique index, then ``USING INDEX`` (run
+        it with ``atomic = False``).
         """
         cls = self._get(model)
-        if len(names) < 2 or not cls._meta.composite_key:
+        if len(names) < 2 or not (cls._meta.composite_key or not cls._meta.primary_key):
             raise UnsupportedChange(
-                f"{cls._meta.table_name}: set_primary_key changes a composite key into another "
-                "composite key (two fields or more); write other key changes by hand"
+                f"{cls._meta.table_name}: set_primary_key makes a composite key (two fields or "
+                "more) of a table with a composite key or none; write other key changes by hand"
             )
         fields = [self._field(cls, n).name for n in names]
 
@@ -724,6 +725,8 @@ class DatalayerMigrator(Migrator):
         server default is set after the column is added and the rows filled
         in batches.  ``allow_not_null`` is accepted for peewee-migrate
         compatibility.  A field named ``online`` is a field, not the option.
+        A serial key field (``id=pw.AutoField()``) replaces the table's key: the
+        old key is dropped, the new column numbers the existing rows.
         """
         del allow_not_null
         if isinstance(online, pw.Field):
@@ -732,7 +735,10 @@ class DatalayerMigrator(Migrator):
 
         def mutate() -> None:
             for name, field in fields.items():
-                cls._meta.add_field(name, field)
+                if field.primary_key:  # a serial key in place of the table's key
+                    cls._meta.set_primary_key(name, field)
+                else:
+                    cls._meta.add_field(name, field)
 
         return self._alter(cls, mutate, online=online)
 
@@ -743,7 +749,8 @@ class DatalayerMigrator(Migrator):
         """Drop columns (by field or column name) with their indexes and constraints.
 
         Without ``cascade`` the drop fails if a view or another table's foreign
-        key still uses a column.
+        key still uses a column.  Dropping the key's column leaves the table
+        without a primary key (:meth:`set_primary_key` makes another).
         """
         del params
         cls = self._get(model)
@@ -752,6 +759,8 @@ class DatalayerMigrator(Migrator):
         for field in targets:
             self._replace_in_indexes(cls, field, None)
             self._detach(cls, field)
+            if cls._meta.primary_key is field:  # the key goes with its column
+                cls._meta.primary_key = False
         steps = plan_alter(before, table_spec(cls))
         if cascade:
             steps = [

@@ -160,6 +160,8 @@ _HINT_KINDS = {"in-place": "alter_type_in_place", "rewrite": "alter_type",
 def _alter_kind(text: str, hint: str) -> str:
     """Return the kind (a key of :data:`.facts.EFFECTS`) of one ``ALTER TABLE`` or DO block."""
     hint = _HINT_KINDS.get(hint, hint)
+    if hint == "drop_constraint":
+        return hint
     t = " ".join(text.upper().split())
     not_valid = "NOT VALID" in t
     if "VALIDATE CONSTRAINT" in t and "ADD " not in t:
