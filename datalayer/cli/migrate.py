@@ -403,7 +403,8 @@ def jobs(
         click.echo(json.dumps([j.to_dict() for j in found], indent=2))
         return
     if not found:
-        click.echo(f"no background jobs on {where}")
+        of = f" of {', '.join(wanted)}" if wanted else ""
+        click.echo(f"no background jobs{of} on {where}")
         return
     click.echo(format_jobs(found))
     left = [j for j in found if not j.done]
