@@ -363,3 +363,31 @@ def test_ctrl_c_stops_a_job_that_resumes_later(
     resumed = CliRunner().invoke(main, ["migrate", "jobs", "--run"], env=env)
     assert resumed.exit_code == 0, resumed.output
     assert _counts(pg, empty_db.dbname) == {1: 400}
+
+
+def test_upstream_pw_migrate_registers_the_job_for_migrate_jobs(
+    pg: Server, empty_db: Settings, tmp_path: Path
+) -> None:
+    from peewee_migrate import Router as Upstream
+    from playhouse.db_url import connect
+
+    header = "from datalayer.migrate.ops import extend"
+    mdir = tmp_path / "migrations"
+    write_migration(mdir, "001_items", "migrator = extend(migrator)\n" + ITEMS,
+                    header=f"import peewee as pw\n{header}")
+    write_migration(mdir, "002_fill", "migrator = extend(migrator)\n" + FILL, header=header)
+    upstream_db = connect(empty_db.url(masked=False))
+    try:
+        Upstream(upstream_db, migrate_dir=mdir).run("001_items")
+        _rows(pg, empty_db.dbname, 90)
+        Upstream(upstream_db, migrate_dir=mdir).run()
+    finally:
+        upstream_db.close()
+    assert _job_row(pg, empty_db.dbname)[:2] == ("pending", 0)  # registered, not run
+    db = Database(empty_db)
+    try:
+        with db.checkout():
+            assert [j.label for j in jobs.run_jobs(db)] == ["002_fill:items_n_note"]
+    finally:
+        db.close_pool()
+    assert _counts(pg, empty_db.dbname) == {1: 90}

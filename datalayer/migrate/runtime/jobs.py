@@ -112,6 +112,11 @@ def _calling_migration() -> tuple[str, str]:
         stem = Path(frame.f_code.co_filename).stem
         if re.match(r"^\d{3,}_", stem):
             return stem, _HISTORY
+        # peewee-migrate compiles files as "<string>": its Router.run_one(name) is up the stack.
+        name = frame.f_locals.get("name") if frame.f_code.co_name == "run_one" else None
+        if isinstance(name, str) and re.match(r"^\d{3,}_", name):
+            table = getattr(frame.f_locals.get("self"), "migrate_table", None)
+            return name, table if isinstance(table, str) else _HISTORY
         frame = frame.f_back  # type: ignore[assignment]
     return "", _HISTORY
 
