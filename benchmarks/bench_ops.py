@@ -24,11 +24,23 @@ connection each (autocommit, like the pool's).  Client CPU per operation is
 ``time.process_time()`` over a batch, divided by its size: the package's
 against the anchor's, median of the per-round ratios.
 
+The last column, ``routing``, is what read-replica routing adds to each operation, measured
+on a primary and a streaming standby of the benchmark's own (embedded servers, the standby
+built with ``pg_basebackup -R``), interleaved round by round: the lookup with a replica
+configured (answered by the standby, the routing deciding per call) against the same
+lookup on a database whose only server is that standby; each write with a replica
+configured against the same write without (both on the primary; the writes note their
+position for read-your-writes).  ``synchronous_commit = off`` on both sides there, so
+that the fsync's noise does not bury a few percent: the writes are shorter, which makes
+the routing's share larger, not smaller.  Skipped with the reason where no standby can be
+built (``pg_basebackup`` missing).
+
 The second table: bulk import, the cost of a checkout, threads, import time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import hashlib
@@ -55,6 +67,7 @@ SINGLE_ROW_TARGET = 0.8  # the second table's lines
 LOOKUP_TARGET = 1.3  # get user by e-mail, x raw unprepared
 WRITE_TARGET = 1.05  # create user, issue token, rotate token (their commit dominates)
 CPU_TARGET = 1.15  # client CPU per operation, package / raw unprepared, at most
+ROUTING_BUDGET = 0.05  # what replica routing may add to a read or a write, at most
 THREADS_TARGET = 0.3
 BULK_TARGET = 0.8
 CHECKOUT_BUDGET_US = 20.0
@@ -126,6 +139,8 @@ class Line:
     ratio: dict[str, float]  # median over rounds of raw time / side time
     cpu: dict[str, float]  # median client CPU seconds per operation
     cpu_ratio: dict[str, float]  # median over rounds of side CPU / raw CPU
+    routing: float | None = None  # median over rounds of routed time / plain time, minus 1
+    routing_cpu: float | None = None  # median client CPU seconds the routing adds per op
 
     @property
     def met(self) -> bool:
@@ -133,6 +148,7 @@ class Line:
             self.ratio["package"] >= self.target
             and self.ratio["package"] > self.ratio["psycopg 3"]
             and self.cpu_ratio["package"] <= CPU_TARGET
+            and (self.routing is None or self.routing <= ROUTING_BUDGET)
         )
 
 
@@ -177,7 +193,7 @@ def print_lines(lines: list[Line]) -> None:
     """Print the four-sided table: time per operation and throughput ratio to raw."""
     print("\nsingle-row operations: throughput vs raw psycopg2, hand-written unprepared SQL")
     head = (f"{'operation':<30}" + "".join(f"{k:>17}" for k in SIDES)
-            + f"{'target':>8}{'CPU/op':>16}  met")
+            + f"{'target':>8}{'CPU/op':>16}{'routing':>20}  met")
     print(head)
     print("-" * len(head))
     for line in lines:
@@ -185,10 +201,17 @@ def print_lines(lines: list[Line]) -> None:
             f"{line.wall[k] * 1e6:8.1f} us {line.ratio[k]:4.2f}x" for k in SIDES
         )
         cpu = f"{line.cpu['package'] * 1e6:5.1f} us {line.cpu_ratio['package']:4.2f}x"
+        routing = (
+            "not measured" if line.routing is None or line.routing_cpu is None
+            else f"{line.routing * 100:+5.1f}% {line.routing_cpu * 1e6:+5.1f} us"
+        )
         print(f"{line.name:<30}{cells}{'>=' + format(line.target, 'g') + 'x':>8}{cpu:>16}"
-              f"  {'yes' if line.met else 'NO'}")
+              f"{routing:>20}  {'yes' if line.met else 'NO'}")
     print(f"x = throughput / raw unprepared's (median of per-round ratios); met: package >= "
-          f"target, ahead of psycopg 3, and client CPU/op (package, x raw's) <= {CPU_TARGET:g}x")
+          f"target, ahead of psycopg 3, and client CPU/op (package, x raw's) <= {CPU_TARGET:g}x"
+          f", and the routing adds <= {ROUTING_BUDGET:.0%}")
+    print("routing = time per op with a replica configured / without, minus 1 (median of "
+          "per-round ratios), and the client CPU it adds per op")
 
 
 def _dollars(sql: str) -> tuple[str, list[str]]:
@@ -643,6 +666,131 @@ class Bench:
                       "connections, one per thread")
 
 
+# -- what replica routing adds (a primary and a standby of the benchmark's own) -------------
+
+
+def paired(routed: Callable[[int], None], plain: Callable[[int], None], *, rounds: int = 41,
+           batch: int = 100) -> tuple[float, float]:
+    """Return (median routed/plain time - 1, median CPU seconds routed adds per op)."""
+    for fn in (routed, plain):
+        fn(max(10, batch // 4))
+    times: list[float] = []
+    cpus: list[float] = []
+    for i in range(rounds):
+        pair = (routed, plain) if i % 2 == 0 else (plain, routed)
+        (w1, c1), (w2, c2) = (_time_batch(fn, batch) for fn in pair)
+        if i % 2:
+            (w1, c1), (w2, c2) = (w2, c2), (w1, c1)
+        times.append(w1 / w2)
+        cpus.append(c1 - c2)
+    return statistics.median(times) - 1.0, statistics.median(cpus)
+
+
+class Routing:
+    """A primary and a streaming standby of the benchmark's own, and databases on them.
+
+    ``routed`` names the primary and the standby as its replica; ``plain`` the primary
+    alone; ``on_standby`` the standby alone (what a routed lookup is compared with: the
+    same server answering, without the routing).
+    """
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        from datalayer.config import Settings
+        from datalayer.db import Database
+        from tests._replica_helpers import cluster, password_hash
+
+        self.cluster = stack.enter_context(cluster("datalayer-bench-routing-"))
+        async_commit = {"options": "-c synchronous_commit=off"}
+        base = self.cluster.settings(application_name="datalayer-bench-routing",
+                                     max_open_conns=2, max_idle_conns=2, options=async_commit)
+        self.routed = Database(base)
+        self.plain = Database(base.replace(replicas=()))
+        standby = Settings.from_url(self.cluster.standby.url)
+        self.on_standby = Database(base.replace(host=standby.host, port=standby.port,
+                                                replicas=()))
+        for db in (self.routed, self.plain, self.on_standby):
+            stack.callback(db.close_pool)
+        self.hash = password_hash()
+        import datalayer
+
+        datalayer.import_users(
+            ({"email": f"seed{i}@bench.example", "password_hash": self.hash,
+              "display_name": f"Seed {i}"} for i in range(SEED_USERS)), db=self.plain)
+        self.user_ids = [u.id for u in (datalayer.get_user_by_email(f"seed{i}@bench.example",
+                                                                     db=self.plain)
+                                        for i in range(20))]
+        self.cluster.standby.wait_caught_up(self.cluster.primary)
+        self.counter = itertools.count()
+
+    def replica_share(self, reads: int = 200) -> float:
+        """Return the share of ``reads`` routed lookups that the router sent to the standby."""
+        from datalayer import get_user_by_email
+        from datalayer.replicas import Router
+
+        original = Router.db_for_read
+        hits = [0, 0]
+
+        def counting(router: Any, needed: int | None, now: float) -> Any:
+            route = original(router, needed, now)
+            hits[route.replica is not None] += 1
+            return route
+
+        Router.db_for_read = counting  # type: ignore[method-assign]  # counting, not timing
+        try:
+            for i in range(reads):
+                get_user_by_email(f"Seed{i % SEED_USERS}@Bench.Example", db=self.routed)
+        finally:
+            Router.db_for_read = original  # type: ignore[method-assign]
+        return hits[1] / max(1, sum(hits))
+
+    def measure(self, op: str) -> tuple[float, float]:
+        """Return what routing adds to ``op`` (see :func:`paired`)."""
+        import datalayer
+
+        if op == "get":
+            def get(db: Any) -> Callable[[int], None]:
+                emails = itertools.cycle([f"Seed{i}@Bench.Example" for i in range(SEED_USERS)])
+
+                def run(n: int) -> None:
+                    for _ in range(n):
+                        datalayer.get_user_by_email(next(emails), db=db)
+                return run
+            return paired(get(self.routed), get(self.on_standby), batch=150)
+        if op == "create":
+            run_tag = uuid.uuid4().hex[:6]
+
+            def create(db: Any) -> Callable[[int], None]:
+                def run(n: int) -> None:
+                    for _ in range(n):
+                        datalayer.create_user(f"R{run_tag}-{next(self.counter)}@Bench.Example",
+                                              password_hash=self.hash, display_name="New User",
+                                              db=db)
+                return run
+            return paired(create(self.routed), create(self.plain))
+        if op == "issue":
+            def issue(db: Any) -> Callable[[int], None]:
+                ids = itertools.cycle(self.user_ids)
+
+                def run(n: int) -> None:
+                    for _ in range(n):
+                        datalayer.issue_token(next(ids), user_agent="bench/1.0",
+                                              ip="192.0.2.1", db=db)
+                return run
+            return paired(issue(self.routed), issue(self.plain))
+
+        def rotate(db: Any, user_id: Any) -> Callable[[int], None]:
+            state = [datalayer.issue_token(user_id, db=db).token]
+
+            def run(n: int) -> None:
+                token = state[0]
+                for _ in range(n):
+                    token = datalayer.rotate_token(token, db=db).token
+                state[0] = token
+            return run
+        return paired(rotate(self.routed, self.user_ids[0]),
+                      rotate(self.plain, self.user_ids[1]))
+
+
 # -- import time (fresh processes) -------------------------------------------------------
 
 
@@ -687,17 +835,29 @@ def import_results(rounds: int = 9) -> list[Result]:
     ]
 
 
+def _routing_unavailable() -> str | None:
+    """Return why the routing column cannot be measured here, or None."""
+    try:
+        from tests._replica_helpers import standby_unavailable
+    except ImportError as exc:  # run outside the repository
+        return f"the test helpers that build a standby are not importable ({exc})"
+    return standby_unavailable()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every line of the operations benchmark and print the table."""
     settings = server_settings()
     started = time.perf_counter()
     print(f"datalayer operations vs raw psycopg2 on {settings.describe()}")
+    routing_skipped = _routing_unavailable()
+    share: float | None = None
     with scratch_database(settings) as scratch:
         bench = Bench(scratch.replace(
             max_open_conns=THREADS, max_idle_conns=THREADS, application_name="datalayer-bench"
         ))
         try:
             lines: list[Line] = []
+            ops = ("get", "create", "issue", "rotate")
             for line_step in (bench.get_by_email, bench.create_user, bench.issue_token,
                               bench.rotate_token):
                 lines.append(line_step())
@@ -714,8 +874,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  done: {results[-1].name}", file=sys.stderr)
         finally:
             bench.close()
+    # Last, on servers of its own: neither its servers nor its databases' threads (replica
+    # checks, position samples) run while the lines above are timed.
+    if routing_skipped is None:
+        print("  building a primary and a standby for the routing column", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            routing = Routing(stack)
+            for op, line in zip(ops, lines, strict=True):
+                line.routing, line.routing_cpu = routing.measure(op)
+                if op == "get":  # before any routed write: no position to wait for
+                    share = routing.replica_share()
+                print(f"  done: routing, {line.name}", file=sys.stderr)
     results.extend(import_results())
     print_lines(lines)
+    if routing_skipped is not None:
+        print(f"routing not measured: {routing_skipped}")
+    elif share is not None:
+        print(f"routing: {share:.1%} of 200 routed lookups, checked after the lookup line, "
+              "were answered by the standby (the rest by the primary)")
     print_results("operations: package vs raw psycopg2", results)
     print(f"(took {time.perf_counter() - started:.0f} s)")
     return 0

@@ -552,7 +552,9 @@ def _on_checkout(
     once more on a new one; a write is not (see :func:`_lost`).  Autocommit:
     the statement is its own transaction.
     """
-    pool = db._pool or db.pool  # the property raises the "not set up" error
+    replicas = db._replicas
+    # A routed read (datalayer.replicas) names its replica's pool for its length.
+    pool = (replicas is not None and replicas._local.pool) or db._pool or db.pool
     inflight = pool.inflight
     for attempt in (1, 2):
         raw = pool.getconn()

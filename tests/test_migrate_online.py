@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -23,6 +24,7 @@ from datalayer.config import Settings
 from datalayer.errors import MigrationError
 from datalayer.migrate import runner
 from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime import prechecks
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,
@@ -221,9 +223,17 @@ def _duplicates_rejected(conn: psycopg2.extensions.connection) -> None:
 
 
 def test_failed_concurrent_build_is_dropped_and_not_recorded(
-    pg: Server, empty_db: Settings, mdir: Path, t1: psycopg2.extensions.connection
+    pg: Server, empty_db: Settings, mdir: Path, t1: psycopg2.extensions.connection,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _one(t1, "INSERT INTO t1 (note) VALUES ('n1'), ('n2') RETURNING id")  # duplicates
+    # The duplicates arrive after the checks before DDL found none, as the build starts.
+    checked = prechecks.verify
+
+    def then_duplicates(*args: Any, **kwargs: Any) -> None:
+        checked(*args, **kwargs)
+        _one(t1, "INSERT INTO t1 (note) VALUES ('n1'), ('n2') RETURNING id")
+
+    monkeypatch.setattr(prechecks, "verify", then_duplicates)
     _unique_index_migration(mdir)
     with pytest.raises(MigrationError) as info:
         runner.apply(empty_db, mdir)
@@ -236,6 +246,7 @@ def test_failed_concurrent_build_is_dropped_and_not_recorded(
     assert runner.status(empty_db, mdir).invalid_indexes == []
     # The duplicates removed, the same migration builds the index and is recorded once.
     _one(t1, "DELETE FROM t1 WHERE id > 2000 RETURNING id")
+    monkeypatch.setattr(prechecks, "verify", checked)
     assert [a.name for a in runner.apply(empty_db, mdir)] == ["002_unique_note"]
     assert _index_state(t1, "t1_note_key") == "valid"
     assert _names(pg, empty_db) == ["001_create_t1", "002_unique_note"]

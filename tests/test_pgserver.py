@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _header(test_database_url: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
+    # TEST_REPLICA=1 (a standby for the whole suite) wins over TEST_DATABASE_URL: not here.
+    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "TEST_REPLICA")}
     if test_database_url is not None:
         env["TEST_DATABASE_URL"] = test_database_url
     out = subprocess.run(
@@ -44,6 +45,7 @@ def test_the_session_header_says_which_server() -> None:
 
 
 def test_choice_follows_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_REPLICA", raising=False)
     monkeypatch.setenv("TEST_DATABASE_URL", "embedded")
     assert choice()[1] is None
     monkeypatch.setenv("TEST_DATABASE_URL", "postgresql://u@h:1/d")
@@ -54,6 +56,7 @@ def test_choice_follows_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 def test_embedded_can_be_forced_and_leaves_no_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_REPLICA", raising=False)
     monkeypatch.setenv("TEST_DATABASE_URL", "embedded")
     server = Server()
     try:

@@ -33,6 +33,7 @@ NOT_FOR_A_LOOKUP = (
     "datalayer.erd",
     "datalayer.embedded",
     "datalayer.auth.passwords",  # a lookup hashes nothing
+    "datalayer.replicas",  # no DB_REPLICA_URLS: the routing is not even imported
     "argon2",
 )
 

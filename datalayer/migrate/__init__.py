@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "write_sum": "datalayer.migrate.checksum",
     "verify": "datalayer.migrate.checksum",
     "Router": "datalayer.migrate.router",
+    "PrecheckFailed": "datalayer.migrate.runtime.prechecks",
 }
 
 __all__ = sorted(_LAZY)

@@ -9,7 +9,13 @@
   or an ``IF NOT EXISTS`` that found such a leftover and did nothing) and
   :func:`drop_index` can remove it before the migration runs again;
 * :func:`schema_problems` lists every INVALID index and NOT VALID constraint
-  of the schemas in use, for ``status``.
+  of the schemas in use, for ``status``;
+* :func:`remember` notes, before a non-transactional migration runs, which
+  constraints, indexes and NOT NULLs the tables have, and :func:`undo`
+  removes, after it failed, what it added since that would change how the
+  running application's writes fare: a constraint (NOT VALID or validated),
+  a unique or INVALID index, a NOT NULL.  New columns and plain valid
+  indexes stay: they change nothing for the application.
 
 Nothing here prints, sleeps or retries by itself: :mod:`.runner` does.
 """
@@ -25,6 +31,7 @@ from typing import Any
 from ..errors import MigrationError
 
 __all__ = [
+    "Before",
     "IndexRef",
     "InvalidIndexes",
     "NotValidConstraint",
@@ -32,7 +39,9 @@ __all__ = [
     "concurrent_indexes",
     "drop_index",
     "invalid_indexes",
+    "remember",
     "schema_problems",
+    "undo",
 ]
 
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
@@ -193,3 +202,114 @@ def schema_problems(
         NotValidConstraint(*row) for row in db.execute_sql(_NOT_VALID_SQL, params).fetchall()
     ]
     return indexes, constraints
+
+
+# -- undoing what a failed non-transactional migration added ----------------------------
+
+_USER_TABLES = (
+    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_%%'"
+)
+
+
+@dataclass(frozen=True)
+class Before:
+    """What the tables had before a non-transactional migration ran (catalog ids)."""
+
+    constraints: frozenset[int]
+    indexes: frozenset[int]
+    not_null: frozenset[tuple[int, int]]  # (table, column number)
+    columns: frozenset[tuple[int, int]] = frozenset()
+
+
+def remember(db: Any) -> Before:
+    """Return the constraints, indexes and NOT NULL columns of every user table."""
+    constraints = db.execute_sql(
+        f"SELECT oid FROM pg_constraint WHERE conrelid IN ({_USER_TABLES})"
+    ).fetchall()
+    indexes = db.execute_sql(
+        f"SELECT indexrelid FROM pg_index WHERE indrelid IN ({_USER_TABLES})"
+    ).fetchall()
+    columns = db.execute_sql(
+        f"SELECT attrelid, attnum, attnotnull FROM pg_attribute WHERE attrelid IN "
+        f"({_USER_TABLES}) AND attnum > 0 AND NOT attisdropped"
+    ).fetchall()
+    return Before(
+        frozenset(int(r[0]) for r in constraints),
+        frozenset(int(r[0]) for r in indexes),
+        frozenset((int(r[0]), int(r[1])) for r in columns if r[2]),
+        frozenset((int(r[0]), int(r[1])) for r in columns),
+    )
+
+
+_ADDED_CONSTRAINTS = """
+SELECT co.oid, format('ALTER TABLE %%s DROP CONSTRAINT IF EXISTS %%I', co.conrelid::regclass,
+       co.conname), co.conname, co.conrelid::regclass::text, co.convalidated
+FROM pg_constraint co
+WHERE co.conrelid = ANY (%s::oid[]) AND co.contype IN ('c', 'f', 'u', 'p', 'x')
+ORDER BY co.oid DESC
+"""
+
+_ADDED_INDEXES = """
+SELECT i.indexrelid, format('DROP INDEX CONCURRENTLY IF EXISTS %%s', i.indexrelid::regclass),
+       i.indexrelid::regclass::text, i.indrelid::regclass::text, i.indisvalid
+FROM pg_index i
+WHERE i.indrelid = ANY (%s::oid[]) AND (i.indisunique OR NOT i.indisvalid)
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = i.indexrelid)
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+                  WHERE p.index_relid = i.indexrelid)
+ORDER BY i.indexrelid DESC
+"""
+
+_ADDED_NOT_NULL = """
+SELECT a.attrelid, a.attnum,
+       format('ALTER TABLE %%s ALTER COLUMN %%I DROP NOT NULL', a.attrelid::regclass, a.attname),
+       a.attname, a.attrelid::regclass::text, a.atthasdef
+FROM pg_attribute a
+WHERE a.attrelid = ANY (%s::oid[]) AND a.attnum > 0 AND a.attnotnull AND NOT a.attisdropped
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conrelid = a.attrelid
+                  AND co.contype = 'p' AND a.attnum = ANY (co.conkey))
+"""
+
+
+def undo(db: Any, before: Before) -> tuple[list[str], list[str]]:
+    """Remove what a failed migration added to the user tables since ``before``.
+
+    Every table is looked at, not only those its statements name (a raw
+    cursor or a DO block may reach others); while a migration runs, the
+    migration lock keeps other runs out, so what changed is its own.
+    Returns (what was undone, the SQL of what could not be undone): each
+    statement runs on its own (outside a transaction, under the session's
+    lock_timeout); one that fails is given back for the message.
+    """
+    oids = [int(r[0]) for r in db.execute_sql(_USER_TABLES).fetchall()]
+    if not oids:
+        return [], []
+    todo: list[tuple[str, str]] = []
+    for oid, sql, name, table, valid in db.execute_sql(_ADDED_CONSTRAINTS, (oids,)).fetchall():
+        if int(oid) not in before.constraints:
+            state = "" if valid else "NOT VALID "
+            todo.append((sql, f"dropped the {state}constraint {name} on {table}"))
+    for oid, sql, name, table, valid in db.execute_sql(_ADDED_INDEXES, (oids,)).fetchall():
+        if int(oid) not in before.indexes:
+            state = "unique" if valid else "INVALID"
+            todo.append((sql, f"dropped the {state} index {name} on {table}"))
+    for rel, num, sql, name, table, has_default in db.execute_sql(
+        _ADDED_NOT_NULL, (oids,)
+    ).fetchall():
+        if (int(rel), int(num)) in before.not_null:
+            continue
+        if has_default and (int(rel), int(num)) not in before.columns:
+            continue  # a column it added with a default: INSERTs that omit it still work
+        todo.append((sql, f"made {table}.{name} nullable again"))
+    done: list[str] = []
+    left: list[str] = []
+    for sql, what in todo:
+        try:
+            db.execute_sql(sql.replace("%", "%%"))
+        except Exception:
+            left.append(sql)
+            continue
+        done.append(what)
+    return done, left

@@ -14,12 +14,17 @@ Nothing here prints or exits; every function returns data or raises a
 3. re-reads the history under the lock, refuses applied files that are
    missing or changed since they were applied, and pending files that sort
    before an applied one;
-4. applies each pending migration in its own transaction, history row
+4. checks, before each pending migration runs, the live rows its statements
+   would reject (:mod:`.runtime.prechecks`), and stops with one line naming
+   them before anything is written;
+5. applies each pending migration in its own transaction, history row
    included, with ``lock_timeout`` / ``statement_timeout`` set for it, and
    runs it again with back-off when its lock is not granted (55P03); a file
    with ``atomic = False`` runs without a transaction (``CREATE INDEX
    CONCURRENTLY``) and is recorded only when the indexes it builds are valid
-   (an INVALID one is dropped, see :mod:`.online`); ``dry_run`` runs them all
+   (an INVALID one is dropped, see :mod:`.online`), and when one of its
+   statements fails, what it added that the running application's writes
+   would meet is undone (:func:`.online.undo`); ``dry_run`` runs them all
    in one transaction that is rolled back and returns the SQL.
 
 While it holds the lock the session sets ``client_connection_check_interval``
@@ -44,7 +49,7 @@ from typing import Any
 import peewee as pw
 
 from ..config import Settings
-from ..errors import LockTimeout, MigrationError
+from ..errors import DatalayerError, LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
 from .files import content_hash, number, require_dir, sort_key
@@ -52,11 +57,13 @@ from .router import (
     MIGRATE_TABLE,
     HistoryRow,
     Router,
+    _set_config,
     _without_transaction,
     call_migration,
     session_settings,
 )
 from .runtime import jobs as _jobs
+from .runtime import prechecks
 from .runtime.recorder import Recorder, render
 
 __all__ = [
@@ -570,12 +577,90 @@ def apply(
                     results = _dry_run(router, migrator, pending, on_applied)
                 else:
                     state = _Online(router, migrator, applied, lock_retries, lock_timeout)
+                    checks = state.checks = _checks_before_ddl(router, db, applied, pending)
                     for name in pending:
+                        _check_rows(router, db, name, checks, results)
                         results.append(state.apply(name, results, on_retry))
                         if on_applied is not None:
                             on_applied(results[-1])
                         _jobs.wait_for_jobs(db, [name], jobs, migrate_table=migrate_table)
     return results
+
+
+def _checks_before_ddl(
+    router: Router, db: Any, applied: list[str], pending: list[str]
+) -> dict[str, list[prechecks.Precheck]]:
+    """Return the checks of live rows each pending migration needs (:mod:`.runtime.prechecks`)."""
+    from .runtime.statements import planned
+
+    return prechecks.derive(planned(router, applied, pending, postgres=_postgres_major(db)))
+
+
+def _check_rows(
+    router: Router,
+    db: Any,
+    name: str,
+    checks: dict[str, list[prechecks.Precheck]],
+    results: list[Applied],
+) -> None:
+    """Stop before ``name`` runs when rows of its tables would make one of its statements fail."""
+    kept = (
+        f" (the {len(results)} migration(s) before it in this run stay applied)" if results else ""
+    )
+    prechecks.verify(db, router.path(name), checks.get(name, []), kept=kept)
+
+
+def _remember(db: Any) -> online.Before | None:
+    """Note the constraints, indexes and NOT NULLs before a non-transactional migration."""
+    try:
+        return online.remember(db)
+    except (pw.DatabaseError, DatalayerError):
+        return None
+
+
+UNDO_ATTEMPTS = 5
+"""How many times ``apply`` tries to undo what a failed migration added (a DROP waits for
+its table lock under lock_timeout, and lock contention may be why the migration failed)."""
+
+
+def _undo_added(db: Any, before: online.Before | None) -> tuple[list[str], list[str]]:
+    """Undo what a failed non-transactional migration added that old code's writes would meet.
+
+    What could not be undone (its lock not granted) is tried again after a back-off:
+    :func:`.online.undo` finds what is still there each time.
+    """
+    if before is None:
+        return [], []
+    done: list[str] = []
+    left: list[str] = []
+    for attempt in range(1, UNDO_ATTEMPTS + 1):
+        try:
+            more, left = online.undo(db, before)
+        except (pw.DatabaseError, DatalayerError) as exc:
+            logger.warning("could not undo what the failed migration added: %s",
+                           _first_line(exc))
+            break
+        done += more
+        if not left:
+            break
+        if attempt < UNDO_ATTEMPTS:
+            time.sleep(online.backoff(attempt))
+    return done, left
+
+
+def _fix_for(code: str | None) -> str:
+    """Say what to fix after a statement of a non-transactional migration failed with ``code``."""
+    return {
+        "23505": "remove the duplicate rows (rows that came in after the checks before DDL)",
+        "23514": "change the rows that violate the check",
+        "23503": "change the rows whose key has no match in the referenced table",
+        "23502": "give the NULL rows a value",
+        "55P03": (
+            "find the session that held a lock on the table for longer than the lock_timeout "
+            "(pg_stat_activity, pg_locks), or raise --lock-timeout"
+        ),
+        "57014": "let it run (raise --statement-timeout, 0: none) or find who cancelled it",
+    }.get(code or "", "fix the cause")
 
 
 class _Online:
@@ -594,6 +679,8 @@ class _Online:
         self.applied = list(applied)
         self.retries = max(0, retries)
         self.lock_timeout = lock_timeout
+        self.reconnected = False
+        self.checks: dict[str, list[prechecks.Precheck]] = {}
 
     def apply(
         self, name: str, results: list[Applied], on_retry: Callable[[Retry], None] | None
@@ -602,6 +689,7 @@ class _Online:
         atomic = router.load(name).atomic
         start = time.monotonic()
         attempt = 1
+        before = None if atomic else _remember(db)
         while True:
             ran: list[str] = []
             try:
@@ -612,6 +700,8 @@ class _Online:
                 self.applied.append(name)
                 return dataclasses.replace(done, attempts=attempt)
             code = _pgcode(failure)
+            if not atomic and not self._connected_again(failure):
+                raise failure  # the lock went with the connection and another run has it now
             dropped, drop_blocked = ([], False) if atomic else self._drop_invalid(name, ran)
             retry = (
                 code == "55P03"
@@ -619,6 +709,10 @@ class _Online:
                 or isinstance(failure, online.InvalidIndexes)
                 or (code == "42P07" and bool(dropped))  # the killed run's index was in the way
             )
+            if not retry or attempt > self.retries:
+                undone = _undo_added(db, before)
+                if undone[0] or undone[1]:
+                    raise self._undone(name, failure, dropped, results, undone) from failure
             if not retry:
                 if dropped:
                     raise self._build_failed(name, failure, dropped, results) from failure
@@ -659,6 +753,76 @@ class _Online:
             logger.warning("dropped INVALID index %s left by %s", index.qualified, name)
             dropped.append(index.qualified)
         return dropped, False
+
+    def _connected_again(self, failure: BaseException) -> bool:
+        """After a lost connection, take a new one and the migration lock again.
+
+        Returns False when another run took the lock in between (then what this
+        run left is that run's to find).  The session settings go on the new
+        connection too.
+        """
+        from ..errors import ConnectionLost
+
+        db = self.router.database
+        conn = getattr(getattr(db, "_state", None), "conn", None)
+        closed = conn is not None and bool(getattr(conn, "closed", False))
+        if not closed and _find_error(failure, ConnectionLost) is None:
+            return True
+        self.reconnected = True
+        try:
+            with contextlib.suppress(Exception):
+                db.close()
+            db.connect(reuse_if_open=True)
+            key = lock_key(self.router.migrate_table)
+            got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            _set_config(db, _timeouts(self.lock_timeout, None), local=False)
+        except Exception as exc:  # the server is gone too: the message says what may be left
+            logger.warning("could not connect again to undo the failed migration: %s",
+                           _first_line(exc))
+            return False
+        return bool(got)
+
+    def _undone(
+        self,
+        name: str,
+        failure: MigrationError,
+        dropped: list[str],
+        results: list[Applied],
+        undone: tuple[list[str], list[str]],
+    ) -> MigrationError:
+        """Say how a non-transactional migration failed and what of it was undone."""
+        done, left = undone
+        what = list(done)
+        if dropped:
+            what.insert(0, f"dropped the INVALID index {', '.join(dropped)}")
+        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
+        detail = _first_line(failure.__cause__ or failure)
+        undid = f"was undone: {', '.join(what)}" if what else "was not undone"
+        if left:
+            undid += (
+                f"{'; the rest' if what else ''} could not be (no lock, or no connection): "
+                f"run by hand {'; '.join(left)}"
+            )
+        fix = (
+            "nothing to fix if the session was ended on purpose (pg_terminate_backend) or the "
+            "server restarted; else find out why the connection was lost"
+            if self.reconnected else _fix_for(_pgcode(failure))
+        )
+        try:  # the checks before DDL again: which rows came in since, if any
+            prechecks.verify(self.router.database, self.router.path(name),
+                             self.checks.get(name, []))
+        except prechecks.PrecheckFailed as rows:
+            fix = f"{rows.rows}: {rows.fix}"
+        except (pw.DatabaseError, DatalayerError):
+            pass
+        return MigrationError(
+            f"migration {self.router.path(name)} failed: {detail}; so that the running "
+            "application works as before, what it added that the application's writes would "
+            f"meet {undid} (what only adds, "
+            "such as a new nullable column, a plain index or filled rows, stays); the "
+            f"migration was not recorded{kept if results else ''}. To go on: {fix}, and run the "
+            "command again (the migration runs again as it is)"
+        )
 
     def _build_failed(
         self, name: str, failure: MigrationError, dropped: list[str], results: list[Applied]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import ipaddress
+import re
 import unicodedata
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import peewee as pw
@@ -177,12 +180,26 @@ def validate_value(field: pw.Field, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _ipv4_form() -> Callable[[str], re.Match[str] | None]:
+    """Return the test for a dotted-quad IPv4 address as ``ipaddress`` writes it.
+
+    No leading zeros, no blanks, each part at most 255: the usual value of a
+    client's address.  Compiled on first use (a script that issues no token
+    does not pay for it at start-up).
+    """
+    octet = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+    return re.compile(rf"{octet}(?:\.{octet}){{3}}", re.ASCII).fullmatch
+
+
 def normalize_ip(name: str, value: Any) -> str | None:
     """Return ``value`` as a normalised IPv4 / IPv6 address text, or raise."""
     if value is None:
         return None
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return str(value)
+    if type(value) is str and _ipv4_form()(value) is not None:
+        return value  # already in the form ip_address() gives back (~0.3 us against ~8 us)
     text = check_text(name, value, 45)
     try:
         return str(ipaddress.ip_address(text.strip()))
