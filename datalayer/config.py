@@ -30,6 +30,8 @@ __all__ = [
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _URL_SCHEMES = ("postgresql", "postgres")
 _SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+_RELEASE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*")
+"""What DB_RELEASE may be: it follows a "/" in application_name, so no "/" or spaces."""
 CLIENT_TIMEOUT_MARGIN = 5.0
 """Seconds added to DB_STATEMENT_TIMEOUT for the default DB_CLIENT_TIMEOUT.
 
@@ -133,6 +135,9 @@ class Settings:
     lock_timeout: float | None = None
     idle_in_transaction_timeout: float | None = 60.0
     application_name: str = "datalayer"
+    # DB_RELEASE: the application's release (a version, a git SHA), announced to the
+    # server in application_name as ``<application_name>/<release>`` (migrate/runtime/releases).
+    release: str | None = None
     migrations_dir: Path = Path("migrations")
     dev_database_url: str | None = dataclasses.field(default=None, repr=False)
     embedded_dir: Path = Path(".datalayer/pg")
@@ -217,6 +222,11 @@ class Settings:
         base = f"postgresql://{netloc}/{quote(self.dbname, safe='')}"
         return f"{base}?{tail}" if tail else base
 
+    @property
+    def announced_name(self) -> str:
+        """Return the ``application_name`` sent: ``<name>/<DB_RELEASE>``, or the name alone."""
+        return f"{self.application_name}/{self.release}" if self.release else self.application_name
+
     def describe(self) -> str:
         """Name the database by user, host, port and name (never the password)."""
         return f"{self.user}@{self.host or '(embedded)'}:{self.port}/{self.dbname}"
@@ -232,7 +242,7 @@ class Settings:
             "dbname": self.dbname,
             "sslmode": self.sslmode,
             "connect_timeout": max(1, round(self.connect_timeout)),
-            "application_name": self.application_name,
+            "application_name": self.announced_name,
         }
         if self.password:
             kwargs["password"] = self.password
@@ -331,6 +341,13 @@ def _check_ranges(s: Settings) -> dict[str, str]:
          "without it)")
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
          "must be 1-63 characters")
+    if s.release is not None:
+        need(bool(_RELEASE_RE.fullmatch(s.release)), "DB_RELEASE",
+             "must be a release name (a version or a git SHA): letters, digits and . _ - + : "
+             "only, no spaces or slashes")
+        need(len(s.announced_name) < 64, "DB_RELEASE",
+             f"is too long: DB_APPLICATION_NAME/DB_RELEASE must be 1-63 characters "
+             f"({len(s.announced_name)} now); shorten one of them")
     need(s.replica_max_lag > 0, "DB_REPLICA_MAX_LAG",
          f"{s.replica_max_lag} must be a duration > 0 (seconds, or with ms/s/min/h)")
     need(0.001 <= s.replica_check_interval <= 60, "DB_REPLICA_CHECK_INTERVAL",
@@ -583,6 +600,9 @@ def load_settings(
     text = raw("DB_APPLICATION_NAME")
     if text is not None:
         values["application_name"] = text
+    text = raw("DB_RELEASE")
+    if text is not None and text.strip():
+        values["release"] = text.strip()
     text = raw("DATALAYER_MIGRATIONS_DIR")
     if text:
         values["migrations_dir"] = Path(text)

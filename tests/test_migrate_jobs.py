@@ -391,3 +391,24 @@ def test_upstream_pw_migrate_registers_the_job_for_migrate_jobs(
     finally:
         db.close_pool()
     assert _counts(pg, empty_db.dbname) == {1: 90}
+
+
+def test_the_contract_phase_finishes_its_migrations_jobs_first(
+    pg: Server, empty_db: Settings, tmp_path: Path
+) -> None:
+    # One migration: the job is its expand part, SET NOT NULL of the column it fills its contract.
+    mdir = _project(tmp_path, FILL + '\nmigrator.add_not_null("items", "note")')
+    runner.apply(empty_db, mdir, to="001_items")
+    _rows(pg, empty_db.dbname, 120)
+    runner.apply(empty_db, mdir, phase="expand")
+    assert _counts(pg, empty_db.dbname) == {1: 120}  # run once its expand part committed
+    # As if that run had been killed before its job ran: the contract must not start without it.
+    _query(pg, empty_db.dbname, "UPDATE items SET n = 0, note = NULL RETURNING 1")
+    _query(pg, empty_db.dbname, "UPDATE migratehistory_jobs SET state = 'running', "
+           "cursor = NULL, rows_done = 0, rows_updated = 0 RETURNING 1")
+    seen = Recorded()
+    applied = runner.apply(empty_db, mdir, phase="contract", jobs=jobs.JobOptions(reporter=seen))
+    assert [(a.name, a.phase) for a in applied] == [("002_fill", "contract")]
+    assert _counts(pg, empty_db.dbname) == {1: 120}
+    assert _query(pg, empty_db.dbname, "SELECT count(*) FROM items WHERE note IS NULL") == [(0,)]
+    assert seen.lines[-1].startswith("job 002_fill:items_n_note: done, 120 rows walked")

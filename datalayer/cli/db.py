@@ -92,7 +92,8 @@ def info(cli: CliContext, as_json: bool) -> None:
         "statement_timeout": s.statement_timeout,
         "lock_timeout": s.lock_timeout,
         "idle_in_transaction_timeout": s.idle_in_transaction_timeout,
-        "application_name": s.application_name,
+        "application_name": s.announced_name,
+        "release": s.release,
     }
     if replicas:
         data["replicas"] = replicas
@@ -126,7 +127,7 @@ def info(cli: CliContext, as_json: bool) -> None:
         f"client side:      DB_CLIENT_TIMEOUT {client}{unset}, DB_MAX_CHECKOUT_TIME "
         f"{dur(s.max_checkout_time)}"
     )
-    click.echo(f"application name: {s.application_name}")
+    click.echo(f"application name: {s.announced_name}")
     for index, replica in enumerate(replicas, 1):
         if replica["in_use"]:
             state = f"in use, lag {replica['lag']:.2f} s, replayed {replica['replayed']}"

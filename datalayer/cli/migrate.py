@@ -138,7 +138,8 @@ def _ms(seconds: float) -> str:
 def _line(verb: str) -> Any:
     def echo(result: Applied) -> None:
         extra = "" if result.transactional else ", no transaction"
-        click.echo(f"{verb} {result.name} ({_ms(result.seconds)}{extra})")
+        part = f" ({result.phase} phase)" if result.phase else ""
+        click.echo(f"{verb} {result.name}{part} ({_ms(result.seconds)}{extra})")
 
     return echo
 
@@ -161,7 +162,8 @@ def _waiting(line: str) -> None:
 def _show_sql(result: Applied) -> None:
     """Print one migration of a dry run: a ``-- NAME`` line, its statements, a blank line."""
     note = "" if result.transactional else "  (atomic = False: would run outside a transaction)"
-    click.echo(f"-- {result.name}{note}")
+    part = f" ({result.phase} phase)" if result.phase else ""
+    click.echo(f"-- {result.name}{part}{note}")
     for statement in result.sql:
         click.echo(statement)
     click.echo("")
@@ -268,7 +270,20 @@ def _planned(result: Any) -> list[bool]:
     type=_SECONDS,
     default=None,
     metavar="SECONDS",
-    help="How long to wait for another run's migration lock (default 300).",
+    help="How long to wait for another run's migration lock (default 300) and, before a "
+    "contract phase, for connections of older releases to leave (default 0).",
+)
+@click.option(
+    "--phase",
+    type=click.Choice(["expand", "contract"]),
+    default=None,
+    help="Run only the expand (additive) or the contract (removing, narrowing) part of the "
+    "pending migrations (default: both).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Run a contract phase even while connections announce another release (DB_RELEASE).",
 )
 @click.option(
     "--lock-timeout",
@@ -298,6 +313,8 @@ def apply(
     to: str | None,
     dry_run: bool,
     wait: float | None,
+    phase: str | None,
+    force: bool,
     lock_timeout: float | None,
     lock_retries: int | None,
     statement_timeout: float | None,
@@ -308,6 +325,9 @@ def apply(
 
     Background jobs a migration declares run after it commits, before the
     next migration (see `datalayer migrate jobs`).
+
+    With --phase contract and DB_RELEASE set, it refuses (exit 1) while a
+    connection to the database announces another release, listing each.
     """
     import time
 
@@ -317,6 +337,7 @@ def apply(
     options: dict[str, Any] = {}
     if wait is not None:
         options["lock_wait"] = wait
+        options["release_wait"] = wait
     if lock_timeout is not None:
         options["lock_timeout"] = lock_timeout
     if statement_timeout is not None:
@@ -336,6 +357,8 @@ def apply(
             on_retry=lambda retry: click.echo(retry.describe()),
             on_wait=_waiting,
             jobs=_jobs_options(throttle, max_lag),
+            phase=phase,
+            force=force,
             **options,
         )
         # `--to 2` with only 005 pending: not "up to date", say what is pending.
@@ -346,8 +369,9 @@ def apply(
             "nothing was changed"
         )
     elif results:
+        part = f" ({phase} phase)" if phase else ""
         click.echo(
-            f"{_n(len(results), 'migration')} applied to {where} in "
+            f"{_n(len(results), 'migration')} applied{part} to {where} in "
             f"{_ms(time.perf_counter() - start)}"
         )
     elif later:
@@ -356,6 +380,8 @@ def apply(
             f"on {where}; pending after it: {', '.join(later)} (run `datalayer migrate apply` "
             "without --to to apply them)"
         )
+    elif phase:
+        click.echo(f"nothing to apply in the {phase} phase on {where}")
     else:
         click.echo(f"nothing to apply: {where} is up to date")
 
@@ -468,12 +494,18 @@ def status(cli: CliContext, as_json: bool) -> None:
                 click.echo(f"[!] {name}  modified since it was applied")
             else:
                 click.echo(f"[x] {name}")
+        half = set(result.expanded)
         for name in result.pending:
-            click.echo(f"[ ] {name}  pending")
+            if name in half:
+                click.echo(f"[~] {name}  expand phase applied, contract phase pending")
+            else:
+                click.echo(f"[ ] {name}  pending")
         click.echo(
             f"{len(result.applied)} applied, {len(result.pending)} pending, "
             f"{len(result.modified)} modified, {len(result.missing)} missing"
         )
+        for line in _release_lines(result.connections):
+            click.echo(line)
         for problem in result.checksum_problems:
             click.echo(f"warning: {problem}", err=True)
         for index in result.invalid_indexes:
@@ -486,6 +518,22 @@ def status(cli: CliContext, as_json: bool) -> None:
             )
     if not result.up_to_date:
         click.get_current_context().exit(STATUS_NOT_UP_TO_DATE)
+
+
+def _release_lines(connections: list[Any]) -> list[str]:
+    """Say which releases are connected (DB_RELEASE), and how many connections announce none."""
+    counts: dict[str, int] = {}
+    unknown = 0
+    for conn in connections:
+        if conn.release is None:
+            unknown += 1
+        else:
+            counts[conn.release] = counts.get(conn.release, 0) + 1
+    if not counts:  # no process announces a release (DB_RELEASE unset everywhere)
+        return []
+    named = ", ".join(f"{r} ({_n(c, 'connection')})" for r, c in counts.items())
+    tail = f"; {_n(unknown, 'connection')} without a release" if unknown else ""
+    return [f"connected releases: {named}{tail}"]
 
 
 @migrate.command("hash")

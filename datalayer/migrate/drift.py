@@ -111,7 +111,8 @@ def drift(
             row.name for row in rows
             if row.checksum is not None and row.checksum != router.checksum(row.name)
         ))
-        ignore = {*DEFAULT_IGNORE, migrate_table, f"{migrate_table}_jobs"}
+        ignore = {*DEFAULT_IGNORE, migrate_table, f"{migrate_table}_jobs",
+                  f"{migrate_table}_phases"}
         live = snapshot_catalog(db, ignore=ignore)
     expected = built_catalog(scratch, directory, applied, label="drift")
     compared = Catalog({s: live.schemas[s] for s in expected.schemas if s in live.schemas})

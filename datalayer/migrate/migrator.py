@@ -331,18 +331,37 @@ def _records(build: Callable[..., ops.Operation]) -> Callable[[_M], _M]:
             except Exception:  # the method itself says what is wrong with its arguments
                 return method(self, *args, **kwargs)
             start = len(shared.get(_STEPS, []))
+            queued_from = len(self.__ops__)
+            before = _spec_for_phases(self, op)
             shared[_DEPTH] = 1
             try:
                 result = method(self, *args, **kwargs)
             finally:
                 shared[_DEPTH] = 0
             steps = tuple(shared.get(_STEPS, [])[start:])
-            shared.setdefault(_OPERATIONS, []).append(dataclasses.replace(op, steps=steps))
+            queued = tuple(self.__ops__[queued_from:])
+            specs = None if before is None else (before, _spec_for_phases(self, op))
+            shared.setdefault(_OPERATIONS, []).append(
+                dataclasses.replace(op, steps=steps, queued=queued, specs=specs)
+            )
             return result
 
         return cast(_M, wrapper)
 
     return decorate
+
+
+def _spec_for_phases(migrator: Any, op: ops.Operation) -> TableSpec | None:
+    """Return the table's spec when a phased apply rewrites ``op`` (a rename, a drop).
+
+    None in a replay (which derives no SQL) and for every other kind.
+    """
+    if _replaying_now() or not isinstance(op, (ops.RenameColumn, ops.DropColumns)):
+        return None
+    try:
+        return table_spec(migrator._get(op.table))
+    except Exception:  # the method itself says what is wrong with its arguments
+        return None
 
 
 class RowsGuard:

@@ -349,14 +349,29 @@ class Router(_UpstreamRouter):
     def compile(
         self, name: str, migrate: str = "", rollback: str = "", num: int | None = None
     ) -> str:
-        """Write a new migration file numbered after the last one; return its name."""
+        """Write a new migration file numbered after the last one; return its name.
+
+        ``migrate`` and ``rollback`` are bodies given as text (peewee-migrate's
+        interface); the generator writes through :meth:`write_migration`.
+        """
         from ._template import render_migration
 
+        return self.write_migration(
+            name, lambda filename: render_migration(filename, migrate, rollback), num=num
+        )
+
+    def write_migration(
+        self, name: str, text: Callable[[str], str], num: int | None = None
+    ) -> str:
+        """Write a new migration file numbered after the last one; return its name.
+
+        ``text`` returns the file's content for its file name (``002_name.py``).
+        """
         existing = self.todo
         filename = f"{num + 1:03d}_{name}" if num is not None else _next_name(existing, name)
         path = self.path(filename)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_migration(path.name, migrate, rollback), encoding="utf-8")
+        path.write_text(text(path.name), encoding="utf-8")
         return filename
 
     # -- history (read-only unless the method says otherwise) ------------------
@@ -510,6 +525,8 @@ class Router(_UpstreamRouter):
         settings: Iterable[tuple[str, str]] = (),
         statements: list[str] | None = None,
         on_statement: Callable[[str, Any], None] | None = None,
+        select: Callable[[Migrator], None] | None = None,
+        record: Callable[[], None] | None = None,
     ) -> LoadedMigration:
         """Run migration ``name`` (or its rollback) for real and update the history.
 
@@ -523,6 +540,9 @@ class Router(_UpstreamRouter):
         caller can find and drop an INVALID index a failed build left.
         ``settings`` are server settings (``lock_timeout``, ...) for the run;
         ``on_statement(sql, params)`` is called before each statement it sends.
+        ``select(migrator)`` may change the queued operations before they run (a
+        phased apply keeps one part, :mod:`.runtime.phases`); ``record``, when
+        given, replaces the history row write.
         """
         from . import online
         from .migrator import bound
@@ -545,6 +565,8 @@ class Router(_UpstreamRouter):
 
         def body() -> None:
             call_migration(fn, migrator, view, fake=False)
+            if select is not None:
+                select(migrator)
             migrator()
             if not loaded.atomic and not downgrade:
                 invalid = online.invalid_indexes(db, online.concurrent_indexes(ran))
@@ -552,7 +574,9 @@ class Router(_UpstreamRouter):
                     raise online.InvalidIndexes(invalid)
             if guard is not None:
                 guard.still_open()
-            if bookkeeping:
+            if bookkeeping and record is not None:
+                record()
+            elif bookkeeping:
                 if downgrade:
                     self.forget(name)
                 else:

@@ -53,6 +53,7 @@ from ..errors import DatalayerError, LockTimeout, MigrationError
 from . import checksum as _checksum
 from . import online
 from .files import content_hash, number, require_dir, sort_key
+from .operations import Phase
 from .router import (
     MIGRATE_TABLE,
     HistoryRow,
@@ -63,6 +64,7 @@ from .router import (
     session_settings,
 )
 from .runtime import jobs as _jobs
+from .runtime import phases as _phases
 from .runtime import prechecks
 from .runtime.recorder import Recorder, render
 
@@ -113,6 +115,8 @@ class Applied:
     transactional: bool = True
     sql: tuple[str, ...] = ()
     attempts: int = 1
+    phase: str | None = None
+    """``"expand"`` or ``"contract"`` when only that part ran; None: all of it."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,20 @@ class Status:
     """INVALID indexes of the schemas in use (a failed concurrent build, or one in progress)."""
     not_valid_constraints: list[online.NotValidConstraint] = field(default_factory=list)
     """Constraints added NOT VALID and not validated yet."""
+    expanded: list[str] = field(default_factory=list)
+    """Pending migrations whose expand phase is applied (their contract phase is not)."""
+    connections: list[Any] = field(default_factory=list)
+    """Other connections to the database (:class:`.runtime.releases.Connection`): who runs
+    which release (DB_RELEASE)."""
+    phased: bool = False
+    """A phase was ever run on this database (its phase table exists)."""
+
+    def phases(self) -> dict[str, list[str]]:
+        """Return the applied phases of each migration on disk or applied."""
+        half = set(self.expanded)
+        out = {name: list(_phases.PHASES) for name in self.applied}
+        out.update({name: ["expand"] if name in half else [] for name in self.pending})
+        return out
 
     @property
     def up_to_date(self) -> bool:
@@ -162,9 +180,11 @@ class Status:
         """Return the lists (the shape of ``datalayer migrate status --json``).
 
         ``problems`` holds what is wrong with the files versus ``migrations.sum``
-        (one message each, as ``status`` prints them on stderr).
+        (one message each, as ``status`` prints them on stderr).  ``phases`` (each
+        migration's applied phases) is there once a phase has run on the database,
+        ``connections`` once a connection announces a release (DB_RELEASE).
         """
-        return {
+        out: dict[str, Any] = {
             "applied": list(self.applied),
             "pending": list(self.pending),
             "modified": list(self.modified),
@@ -173,6 +193,13 @@ class Status:
             "invalid_indexes": [i.to_dict() for i in self.invalid_indexes],
             "not_valid_constraints": [c.to_dict() for c in self.not_valid_constraints],
         }
+        # Present once the database has seen phases / a process announced a release, so the
+        # shape scripts knew before phases stays as it was where phases are not used.
+        if self.phased:
+            out["phases"] = self.phases()
+        if any(c.release for c in self.connections):
+            out["connections"] = [c.to_dict() for c in self.connections]
+        return out
 
 
 def lock_key(migrate_table: str = MIGRATE_TABLE) -> int:
@@ -502,6 +529,10 @@ def apply(
     on_retry: Callable[[Retry], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
     jobs: _jobs.JobOptions | None = None,
+    phase: str | None = None,
+    release: str | None = None,
+    release_wait: float = 0.0,
+    force: bool = False,
 ) -> list[Applied]:
     """Apply the pending migrations in ``directory`` (default: the settings' one), in order.
 
@@ -526,6 +557,14 @@ def apply(
     (``DROP INDEX CONCURRENTLY``) and, when the failure was a lock timeout or
     the leftover of an earlier run, the migration runs again; it is never
     recorded while one of its indexes is INVALID.
+
+    ``phase`` (``"expand"`` or ``"contract"``) runs only that part of each
+    pending migration (:mod:`.runtime.phases`); without it a migration runs
+    whole, or only its contract part when its expand part is applied.  Before
+    a contract part runs, connections announcing a release other than
+    ``release`` (default: the settings' DB_RELEASE) make it wait up to
+    ``release_wait`` seconds and then refuse (:mod:`.runtime.releases`), unless
+    ``force``; ``on_wait`` gets the lines saying who is left.
 
     :raises ChecksumError: when the files do not match ``migrations.sum``.
     :raises LockTimeout: when another run holds the lock for more than ``lock_wait`` s.
@@ -568,23 +607,98 @@ def apply(
                 router.backfill_checksums(rows)
             if not dry_run:  # what later migrations build on: an earlier run's unfinished jobs
                 _jobs.run_jobs(db, applied, jobs, migrate_table=migrate_table)
-            if not pending:
+            half = _half_applied(router)
+            steps = _phases.plan(pending, half, phase)
+            if not steps:
                 return results
+            if not dry_run and any(p is not None for _, p in steps):
+                _phases.ensure_table(router)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
+            if any(p is Phase.CONTRACT for _, p in steps):
+                _wait_for_old_releases(db, target, release, release_wait, force, on_wait)
+            parts = dict(steps)
             with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
                 if dry_run:
-                    results = _dry_run(router, migrator, pending, on_applied)
+                    results = _dry_run(router, migrator, pending, on_applied, phases=parts)
                 else:
                     state = _Online(router, migrator, applied, lock_retries, lock_timeout)
                     checks = state.checks = _checks_before_ddl(router, db, applied, pending)
                     for name in pending:
-                        _check_rows(router, db, name, checks, results)
-                        results.append(state.apply(name, results, on_retry))
+                        if name not in parts:  # its expand part is applied: in the state only
+                            router.replay([name], state.migrator)
+                            state.applied.append(name)
+                            continue
+                        if parts[name] is Phase.CONTRACT:
+                            _wait_before_contract(router, name, jobs)
+                        mine = {name: _phases.checks_of_phase(checks.get(name, []), parts[name])}
+                        _check_rows(router, db, name, mine, results)
+                        results.append(state.apply(name, results, on_retry, parts[name]))
                         if on_applied is not None:
                             on_applied(results[-1])
                         _jobs.wait_for_jobs(db, [name], jobs, migrate_table=migrate_table)
     return results
+
+
+# -- phases (see runtime/phases.py) -------------------------------------------------
+
+
+def _half_applied(router: Router) -> list[str]:
+    """Return the migrations with only their expand part applied; refuse edited ones."""
+    half = _phases.expanded(router)
+    for name, checksum in half.items():
+        if not router.path(name).is_file():
+            raise MigrationError(
+                f"{router.path(name)} has its expand phase applied but is not on disk; "
+                "restore it (git checkout) and run the contract phase"
+            )
+        if checksum is not None and checksum != router.checksum(name):
+            raise MigrationError(
+                f"{router.path(name)} changed after its expand phase was applied; restore it "
+                "and run `datalayer migrate apply --phase contract` (a change is a new migration)"
+            )
+    return list(half)
+
+
+def _refuse_rollback_between_phases(router: Router) -> None:
+    """Refuse a rollback while a migration has only its expand phase applied."""
+    half = list(_phases.expanded(router))
+    if half:
+        raise MigrationError(
+            f"{router.path(half[0])} has only its expand phase applied; run `datalayer migrate "
+            "apply --phase contract` first (rollback undoes whole migrations), or undo its "
+            "expand part by hand. Nothing was rolled back"
+        )
+
+
+def _wait_for_old_releases(
+    db: Any,
+    target: Target,
+    release: str | None,
+    wait: float,
+    force: bool,
+    on_wait: Callable[[str], None] | None,
+) -> None:
+    """Before a contract part: wait for connections announcing another release to leave."""
+    from .runtime.releases import wait_for_old_releases
+
+    if release is None:
+        settings = target if isinstance(target, Settings) else getattr(db, "_settings", None)
+        release = settings.release if isinstance(settings, Settings) else None
+    went_past = wait_for_old_releases(
+        db, release, wait=wait, force=force, where=_describe(db), on_notice=on_wait
+    )
+    if went_past:
+        logger.warning("contract phase forced past %d old-release connection(s)", len(went_past))
+
+
+def _wait_before_contract(router: Router, name: str, jobs: _jobs.JobOptions | None) -> None:
+    """What migration ``name``'s contract part waits for besides old releases: its jobs.
+
+    Its background jobs (registered by its expand part) finish first: run here, or
+    waited for while another process runs them (:func:`.runtime.jobs.wait_for_jobs`).
+    """
+    _jobs.wait_for_jobs(router.database, [name], jobs, migrate_table=router.migrate_table)
 
 
 def _checks_before_ddl(
@@ -683,7 +797,11 @@ class _Online:
         self.checks: dict[str, list[prechecks.Precheck]] = {}
 
     def apply(
-        self, name: str, results: list[Applied], on_retry: Callable[[Retry], None] | None
+        self,
+        name: str,
+        results: list[Applied],
+        on_retry: Callable[[Retry], None] | None,
+        phase: Phase | None = None,
     ) -> Applied:
         router, db = self.router, self.router.database
         atomic = router.load(name).atomic
@@ -692,13 +810,19 @@ class _Online:
         before = None if atomic else _remember(db)
         while True:
             ran: list[str] = []
+            part = None if phase is None else _phases.PhaseRun(router, name, phase)
             try:
-                done = _run(router, self.migrator, name, results, False, statements=ran)
+                done = _run(router, self.migrator, name, results, False, statements=ran,
+                            part=part)
             except MigrationError as exc:
                 failure = exc
             else:
                 self.applied.append(name)
-                return dataclasses.replace(done, attempts=attempt)
+                if part is not None:
+                    part.after()
+                return dataclasses.replace(
+                    done, attempts=attempt, phase=None if phase is None else phase.value
+                )
             code = _pgcode(failure)
             if not atomic and not self._connected_again(failure):
                 raise failure  # the lock went with the connection and another run has it now
@@ -876,12 +1000,17 @@ def _run(
     done_so_far: list[Applied],
     downgrade: bool,
     statements: list[str] | None = None,
+    part: _phases.PhaseRun | None = None,
 ) -> Applied:
     start = time.perf_counter()
     atomic = router.load(name).atomic
     try:
         with _jobs.current_migration(name, router.migrate_table):  # background jobs it declares
-            router.execute(name, migrator, downgrade=downgrade, statements=statements)
+            if part is None:
+                router.execute(name, migrator, downgrade=downgrade, statements=statements)
+            else:
+                router.execute(name, migrator, statements=statements, select=part.select,
+                               record=part.record)
     except MigrationError:
         raise
     except Exception as exc:
@@ -1114,11 +1243,17 @@ def _dry_run(
     on_applied: Callable[[Applied], None] | None,
     *,
     downgrade: bool = False,
+    phases: dict[str, Phase | None] | None = None,
 ) -> list[Applied]:
     db = router.database
     results: list[Applied] = []
     with db.atomic() as txn:
         for name in pending:
+            if phases is not None and name not in phases:
+                router.replay([name], migrator)  # its expand part is applied
+                continue
+            phase = phases.get(name) if phases is not None else None
+            part = None if phase is None else _phases.PhaseRun(router, name, phase)
             loaded = router.load(name)
             statements: list[str] = []
             start = time.perf_counter()
@@ -1133,12 +1268,15 @@ def _dry_run(
                         downgrade=downgrade,
                         bookkeeping=False,
                         on_statement=_capture(db, statements),
+                        select=part.select if part is not None else None,
                     )
                 else:
                     # Cannot run inside the dry run's transaction: render only.
                     recorder = Recorder(_postgres_major(db))
                     with bound(migrator, recorder), _without_transaction(migrator):
                         call_migration(fn, migrator, recorder, fake=False)
+                        if part is not None:
+                            part.select(migrator)
                         migrator()
                     statements.extend(
                         text.rstrip().rstrip(";") + ";" for text in recorder.statements
@@ -1155,7 +1293,8 @@ def _dry_run(
                     "changed. Fix the migration before applying it"
                 ) from exc
             results.append(
-                Applied(name, time.perf_counter() - start, loaded.atomic, tuple(statements))
+                Applied(name, time.perf_counter() - start, loaded.atomic, tuple(statements),
+                        phase=phase.value if phase is not None else None)
             )
             if on_applied is not None:
                 on_applied(results[-1])
@@ -1196,6 +1335,7 @@ def rollback(
         router = Router(db, directory, migrate_table=migrate_table)
         with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table, on_wait):
             rows = router.history()
+            _refuse_rollback_between_phases(router)
             replaced = _replaced(router)
             applied = [n for n in router.done if n not in replaced]
             if len(applied) < steps:
@@ -1287,8 +1427,11 @@ def status(
     directory = require_dir(directory if directory is not None else _default_dir(target))
     files = _checksum.read_files(directory)  # bad names and unreadable files: before connecting
     with _connected(target) as db:
-        rows = Router(db, directory, migrate_table=migrate_table).history()
+        router = Router(db, directory, migrate_table=migrate_table)
+        rows = router.history()
         invalid, not_valid = online.schema_problems(db)
+        half, connections = _phase_status(router)
+        phased = _phases.has_table(router)
     on_disk = [name.removesuffix(".py") for name in files]
     on_disk_set = set(on_disk)
     applied: list[str] = []
@@ -1320,4 +1463,14 @@ def status(
         checksum_problems=problems,
         invalid_indexes=invalid,
         not_valid_constraints=not_valid,
+        expanded=[n for n in half if n not in applied_set],
+        connections=connections,
+        phased=phased,
     )
+
+
+def _phase_status(router: Router) -> tuple[list[str], list[Any]]:
+    """Return the half-applied migrations and the other connections (reads only)."""
+    from .runtime.releases import connected
+
+    return list(_phases.expanded(router)), connected(router.database)

@@ -64,7 +64,8 @@ def scratch_server(settings: Settings) -> Settings:
         )
     why_not = None
     if not settings.embedded and settings.source != _EMBEDDED_SOURCE:
-        own = settings.replace(application_name=_APP_NAME, connect_timeout=2.0)
+        # No release in the name: a scratch connection is no release of the application.
+        own = settings.replace(application_name=_APP_NAME, connect_timeout=2.0, release=None)
         why_not = _cannot_host(own)
         if why_not is None:
             return own
@@ -200,7 +201,9 @@ def scratch_database(
     name = f"{_PREFIX}{label}_{token}"
     try:
         # The owner's connection, marked with the token, lives as long as the database.
-        owner = psycopg2.connect(**admin.replace(application_name=_MARKER + token).connect_kwargs())
+        owner = psycopg2.connect(
+            **admin.replace(application_name=_MARKER + token, release=None).connect_kwargs()
+        )
     except psycopg2.Error as exc:
         raise MigrationError(f"cannot connect to {where}: {_first_line(exc)}; {fix}") from None
     try:

@@ -28,12 +28,18 @@ class Operation:
     """One operation of a migration, as the migrator's method that made it was called.
 
     ``steps`` are the SQL steps it queued (none in a replay, which derives no
-    SQL).  Subclasses set ``kind`` and ``phase`` and say how to describe and
-    invert themselves.
+    SQL); ``queued`` the callables that run them.  Subclasses set ``kind`` and
+    ``phase`` and say how to describe and invert themselves.
     """
 
     table: str
     steps: tuple[Any, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    queued: tuple[Any, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    """The migrator's queued callables for it (``migrator.__ops__`` entries), in order:
+    what a phased apply (:mod:`..runtime.phases`) keeps or leaves out."""
+    specs: tuple[Any, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """The table's spec before and after it, for the kinds a phased apply rewrites
+    (a rename, a column drop); None elsewhere and in a replay."""
 
     kind: ClassVar[str] = "operation"
     phase: ClassVar[Phase] = Phase.CONTRACT
