@@ -465,3 +465,37 @@ def test_through_pgbouncer(configure, rep, routes, tmp_path_factory):
         database.close_pool()
         front.stop()
         back.stop()
+
+
+def test_a_background_job_pauses_while_the_replica_lags(configure, rep):
+    """A job's batches wait while the standby replays more than --max-lag behind (item 16.5)."""
+    from datalayer.migrate.runtime import jobs
+
+    db = configure()
+    table = f"jobs_lag_{uuid.uuid4().hex[:8]}"
+    with db.checkout():
+        db.execute_sql(f"CREATE TABLE {table} (id serial PRIMARY KEY, n int NOT NULL DEFAULT 0)")
+        db.execute_sql(f"INSERT INTO {table} (n) SELECT 0 FROM generate_series(1, 80)")
+        jobs.register(db, table, jobs.JobSpec("fill", table, "id", "n = n + 1", None, 10))
+    rep.standby.set_apply_delay(0.5)  # each batch's commit replays 0.5 s late
+    notes: list[str] = []
+
+    class Notes:
+        def progress(self, job, rate):
+            pass
+
+        def note(self, line):
+            notes.append(line)
+
+        def finished(self, job):
+            pass
+
+    try:
+        with db.checkout():
+            done = jobs.run_jobs(db, [table], jobs.JobOptions(max_lag=0.2, poll=0.05,
+                                                              reporter=Notes()))
+            counts = db.execute_sql(f"SELECT n, count(*) FROM {table} GROUP BY n").fetchall()
+    finally:
+        rep.standby.set_apply_delay(0)
+    assert [j.state for j in done] == ["done"] and counts == [(1, 80)]
+    assert notes and all(f"job {table}:fill: paused, a replica replays " in n for n in notes)

@@ -169,6 +169,27 @@ def _show_sql(result: Applied) -> None:
     click.echo("")
 
 
+def _job_options(fn: Any) -> Any:
+    """The options of the commands that run background jobs (apply, jobs --run)."""
+    fn = click.option(
+        "--max-lag", type=_SECONDS, default=None, metavar="SECONDS",
+        help="With DB_REPLICA_URLS: pause jobs while a replica lags more "
+        "(default: half of DB_REPLICA_MAX_LAG).",
+    )(fn)
+    return click.option(
+        "--throttle", type=_SECONDS, default=0.0, metavar="SECONDS",
+        help="Sleep between two batches of a background job (default 0).",
+    )(fn)
+
+
+def _jobs_options(throttle: float, max_lag: float | None) -> Any:
+    import sys
+
+    from ..migrate.runtime.jobs import JobOptions, Progress
+
+    return JobOptions(throttle=throttle, max_lag=max_lag, reporter=Progress(sys.stderr))
+
+
 @migrate.command()
 @click.argument("name", callback=_new_name)
 @click.option(
@@ -285,6 +306,7 @@ def _planned(result: Any) -> list[bool]:
     metavar="SECONDS",
     help="Server statement_timeout for each migration (default: none).",
 )
+@_job_options
 @pass_cli
 def apply(
     cli: CliContext,
@@ -296,8 +318,13 @@ def apply(
     lock_timeout: float | None,
     lock_retries: int | None,
     statement_timeout: float | None,
+    throttle: float,
+    max_lag: float | None,
 ) -> None:
     """Verify migrations.sum, then apply the pending migrations in order under a lock.
+
+    Background jobs a migration declares run after it commits, before the
+    next migration (see `datalayer migrate jobs`).
 
     With --phase contract and DB_RELEASE set, it refuses (exit 1) while a
     connection to the database announces another release, listing each.
@@ -329,6 +356,7 @@ def apply(
             on_applied=_show_sql if dry_run else _line("applied"),
             on_retry=lambda retry: click.echo(retry.describe()),
             on_wait=_waiting,
+            jobs=_jobs_options(throttle, max_lag),
             phase=phase,
             force=force,
             **options,
@@ -356,6 +384,84 @@ def apply(
         click.echo(f"nothing to apply in the {phase} phase on {where}")
     else:
         click.echo(f"nothing to apply: {where} is up to date")
+
+
+@migrate.command()
+@click.argument("names", nargs=-1, metavar="[MIGRATION ...]")
+@click.option("--run", "run_", is_flag=True,
+              help="Run the unfinished jobs (of these migrations) to their end, resuming each "
+              "where it stopped.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@_job_options
+@pass_cli
+def jobs(
+    cli: CliContext,
+    names: tuple[str, ...],
+    run_: bool,
+    as_json: bool,
+    throttle: float,
+    max_lag: float | None,
+) -> None:
+    """List background data migrations with their progress, rate and time left.
+
+    Jobs are declared in migrations with backfill(..., background=True);
+    apply runs them after the migration that declares them.  --run resumes
+    unfinished ones (a job another process runs is waited for).
+    """
+    from ..migrate.runtime import jobs as _jobs
+
+    wanted = [n.removesuffix(".py") for n in names] or None
+    with _database(cli) as database, database.checkout():
+        where = database.settings.describe()
+        if run_:
+            from ..errors import MigrationError
+
+            with _interruptible(database, "applied"):
+                try:
+                    _jobs.run_jobs(database, wanted, _jobs_options(throttle, max_lag))
+                except KeyboardInterrupt:  # between two batches: nothing in flight
+                    raise MigrationError(
+                        "stopped between two batches; every batch done so far stays done, and "
+                        "`datalayer migrate jobs --run` resumes where it stopped"
+                    ) from None
+        found = _jobs.list_jobs(database, wanted)
+    if as_json:
+        click.echo(json.dumps([j.to_dict() for j in found], indent=2))
+        return
+    if not found:
+        of = f" of {', '.join(wanted)}" if wanted else ""
+        click.echo(f"no background jobs{of} on {where}")
+        return
+    click.echo(format_jobs(found))
+    left = [j for j in found if not j.done]
+    if left and not run_:
+        click.echo(f"{_n(len(left), 'job')} not done: `datalayer migrate jobs --run` resumes them")
+
+
+def format_jobs(found: list[Any]) -> str:
+    """Return the table `migrate jobs` prints: one row per job."""
+    from ..migrate.runtime.jobs import _duration, describe_rate
+
+    rows = [("JOB", "STATE", "ROWS", "DONE", "RATE", "LEFT")]
+    for job in found:
+        pct = (
+            f"{100.0 * job.rows_done / job.rows_total:.1f}%"
+            if job.rows_total else ("100.0%" if job.done else "-")
+        )
+        total = "?" if job.rows_total is None else f"{job.rows_total:,}"
+        rows.append((
+            job.label,
+            job.state + (f" ({job.error})" if job.error and not job.done else ""),
+            f"{job.rows_done:,}/{total}",
+            pct,
+            describe_rate(job.rate),
+            "-" if job.done else _duration(job.left),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    )
 
 
 @migrate.command()

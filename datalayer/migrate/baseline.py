@@ -120,7 +120,10 @@ def baseline(
         )
     last = _resolve_to(to, files, directory) if to is not None else files[-1]
     names = files[: files.index(last) + 1]
-    ignore = {MIGRATE_TABLE, migrate_table, f"{migrate_table}_phases"}
+    ignore = {
+        MIGRATE_TABLE, migrate_table, f"{MIGRATE_TABLE}_jobs", f"{migrate_table}_jobs",
+        f"{migrate_table}_phases",
+    }
     with _connected(target) as db:
         where = _describe(db)
         router = Router(db, directory, migrate_table=migrate_table)

@@ -21,7 +21,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import MigrationError
 from .baseline import require_directory, scratch_settings
-from .inspect import Catalog, Difference, differences, snapshot_catalog
+from .inspect import DEFAULT_IGNORE, Catalog, Difference, differences, snapshot_catalog
 from .router import MIGRATE_TABLE, Router
 from .runner import Target, _connected, _describe
 from .scratch import built_catalog
@@ -111,7 +111,8 @@ def drift(
             row.name for row in rows
             if row.checksum is not None and row.checksum != router.checksum(row.name)
         ))
-        ignore = {MIGRATE_TABLE, migrate_table, f"{migrate_table}_phases"}
+        ignore = {*DEFAULT_IGNORE, migrate_table, f"{migrate_table}_jobs",
+                  f"{migrate_table}_phases"}
         live = snapshot_catalog(db, ignore=ignore)
     expected = built_catalog(scratch, directory, applied, label="drift")
     compared = Catalog({s: live.schemas[s] for s in expected.schemas if s in live.schemas})

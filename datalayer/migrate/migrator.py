@@ -917,25 +917,109 @@ class DatalayerMigrator(Migrator):
         return self._alter(cls, mutate, online=online)
 
     @_records(calls.backfill)
-    def backfill(self, model: ModelRef, *names: str, batch_size: int = 1000) -> type[pw.Model]:
+    def backfill(
+        self,
+        model: ModelRef,
+        *names: str,
+        batch_size: int = 1000,
+        background: bool = False,
+        update: Mapping[str, str] | None = None,
+        where: str | None = None,
+        name: str | None = None,
+    ) -> type[pw.Model]:
         """Fill the NULLs of columns from their server or Python default, in batches.
 
         Each batch is its own short transaction in a migration with
         ``atomic = False`` (rows walked by primary key); the schema is unchanged.
+
+        ``background=True`` declares a background job instead
+        (:mod:`.runtime.jobs`): applying the migration records it, and its
+        batches run after the migration commits, outside its transaction and
+        locks, resuming where they stopped if killed.  ``update`` maps columns
+        to SQL expressions (``{"nickname": "lower(email)"}``; without it, the
+        columns in ``names`` get their DEFAULT where they are NULL), ``where``
+        is a SQL condition on the rows to change, ``name`` names the job
+        (default: the table and the columns).
         """
         cls = self._get(model)
+        if background or update is not None or where is not None or name is not None:
+            return self._background(cls, names, batch_size, update, where, name, background)
         if _replaying_now():  # SQL only; the schema state does not change
             return cls
         spec = table_spec(cls)
         key = spec.primary_key[0] if len(spec.primary_key) == 1 else None
         steps: list[Step] = []
-        for name in names:
-            col = spec.column(self._field(cls, name).column_name)
+        for name_ in names:
+            col = spec.column(self._field(cls, name_).column_name)
             assert col is not None
             steps.extend(
                 fill_nulls(spec.qualified, col, online=True, key=key, batch_size=batch_size)
             )
         self._queue(steps)
+        return cls
+
+    def _background(
+        self,
+        cls: type[pw.Model],
+        names: Sequence[str],
+        batch_size: int,
+        update: Mapping[str, str] | None,
+        where: str | None,
+        name: str | None,
+        background: bool,
+    ) -> type[pw.Model]:
+        """Queue the registration of a background job (see :meth:`backfill`)."""
+        from .runtime import jobs
+
+        table = cls._meta.table_name
+        if not background:
+            raise UnsupportedChange(
+                f"backfill of {table}: update=, where= and name= declare a background job; "
+                "add background=True"
+            )
+        if bool(names) == (update is not None):
+            raise UnsupportedChange(
+                f"backfill of {table}: give either column names (filled with their DEFAULT "
+                "where NULL) or update={column: SQL expression}, not both or neither"
+            )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UnsupportedChange(f"backfill of {table}: batch_size must be a whole number >= 1")
+        pk: Any = cls._meta.primary_key
+        if not pk or isinstance(pk, pw.CompositeKey) or not getattr(pk, "column_name", None):
+            raise UnsupportedChange(
+                f"backfill of {table}: a background job walks the table by its primary key, "
+                "and this table has no single-column primary key; write the batches by hand"
+            )
+        if update is not None:
+            columns = [self._field(cls, c).column_name for c in update]
+            exprs = update.values()
+            sets = [f"{quote(c)} = {e}" for c, e in zip(columns, exprs, strict=True)]
+        else:
+            columns = [self._field(cls, c).column_name for c in names]
+            sets = [f"{quote(c)} = DEFAULT" for c in columns]
+            nulls = " OR ".join(f"{quote(c)} IS NULL" for c in columns)
+            where = f"({nulls}) AND ({where})" if where else nulls
+        job_name = name or f"{table}_{'_'.join(columns)}"
+        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("run", f"background job {job_name}"))
+        if _replaying_now():
+            return cls
+        spec = jobs.JobSpec(
+            name=job_name,
+            table=table_spec(cls).qualified,
+            key=pk.column_name,
+            set_sql=", ".join(sets),
+            where_sql=where,
+            batch_size=batch_size,
+        )
+        migration, history = jobs._calling_migration()
+        db = self.__database__
+
+        def register() -> None:
+            jobs.register(db, migration, spec, history)
+
+        register.__name__ = f"background_job_{job_name}"
+        register.__doc__ = spec.describe()
+        self.__ops__.append(register)
         return cls
 
     @_records(calls.validate_constraints)

@@ -63,6 +63,7 @@ from .router import (
     call_migration,
     session_settings,
 )
+from .runtime import jobs as _jobs
 from .runtime import phases as _phases
 from .runtime import prechecks
 from .runtime.recorder import Recorder, render
@@ -527,6 +528,7 @@ def apply(
     lock_retries: int = DEFAULT_LOCK_RETRIES,
     on_retry: Callable[[Retry], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    jobs: _jobs.JobOptions | None = None,
     phase: str | None = None,
     release: str | None = None,
     release_wait: float = 0.0,
@@ -541,6 +543,11 @@ def apply(
     ``verify_checksums=False`` skips the checksum file (``check`` reports it itself).
     ``on_wait`` gets a line when the run starts waiting for another run's lock
     (who holds it) and one every :data:`WAIT_NOTICE_EVERY` seconds.
+
+    Background jobs (``backfill(..., background=True)``, :mod:`.runtime.jobs`) run
+    after the migration that declares them commits, before the next one, as
+    ``jobs`` says (throttle, replica lag, progress); jobs left unfinished by an
+    earlier run are finished first.
 
     A migration whose lock is not granted within ``lock_timeout`` (55P03) is
     rolled back and run again up to ``lock_retries`` times, after a jittered
@@ -598,6 +605,8 @@ def apply(
                     )
             if not dry_run:
                 router.backfill_checksums(rows)
+            if not dry_run:  # what later migrations build on: an earlier run's unfinished jobs
+                _jobs.run_jobs(db, applied, jobs, migrate_table=migrate_table)
             half = _half_applied(router)
             steps = _phases.plan(pending, half, phase)
             if not steps:
@@ -621,12 +630,13 @@ def apply(
                             state.applied.append(name)
                             continue
                         if parts[name] is Phase.CONTRACT:
-                            _wait_before_contract(router, name, on_wait)
+                            _wait_before_contract(router, name, jobs)
                         mine = {name: _phases.checks_of_phase(checks.get(name, []), parts[name])}
                         _check_rows(router, db, name, mine, results)
                         results.append(state.apply(name, results, on_retry, parts[name]))
                         if on_applied is not None:
                             on_applied(results[-1])
+                        _jobs.wait_for_jobs(db, [name], jobs, migrate_table=migrate_table)
     return results
 
 
@@ -682,12 +692,13 @@ def _wait_for_old_releases(
         logger.warning("contract phase forced past %d old-release connection(s)", len(went_past))
 
 
-def _wait_before_contract(router: Router, name: str, on_wait: Callable[[str], None] | None) -> None:
-    """Hook: what migration ``name``'s contract part waits for besides old releases.
+def _wait_before_contract(router: Router, name: str, jobs: _jobs.JobOptions | None) -> None:
+    """What migration ``name``'s contract part waits for besides old releases: its jobs.
 
-    Background jobs (issue 16, item 5) wait here for ``name``'s jobs to finish.
+    Its background jobs (registered by its expand part) finish first: run here, or
+    waited for while another process runs them (:func:`.runtime.jobs.wait_for_jobs`).
     """
-    del router, name, on_wait
+    _jobs.wait_for_jobs(router.database, [name], jobs, migrate_table=router.migrate_table)
 
 
 def _checks_before_ddl(
@@ -994,11 +1005,12 @@ def _run(
     start = time.perf_counter()
     atomic = router.load(name).atomic
     try:
-        if part is None:
-            router.execute(name, migrator, downgrade=downgrade, statements=statements)
-        else:
-            router.execute(name, migrator, statements=statements, select=part.select,
-                           record=part.record)
+        with _jobs.current_migration(name, router.migrate_table):  # background jobs it declares
+            if part is None:
+                router.execute(name, migrator, downgrade=downgrade, statements=statements)
+            else:
+                router.execute(name, migrator, statements=statements, select=part.select,
+                               record=part.record)
     except MigrationError:
         raise
     except Exception as exc:

@@ -32,9 +32,10 @@ __all__ = [
     "user_schemas",
 ]
 
-DEFAULT_IGNORE = frozenset({"migratehistory", "migratehistory_phases"})
-"""Tables left out of a snapshot by default: peewee-migrate's history table, and the table
-of migrations with only their expand phase applied (:mod:`..runtime.phases`)."""
+DEFAULT_IGNORE = frozenset({"migratehistory", "migratehistory_jobs", "migratehistory_phases"})
+"""Tables left out of a snapshot by default: peewee-migrate's history table, the background
+jobs table next to it (:mod:`datalayer.migrate.runtime.jobs`), and the table of migrations
+with only their expand phase applied (:mod:`..runtime.phases`)."""
 
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 

@@ -98,6 +98,9 @@ def drop_not_null(m: M, model: Any, *names: str) -> Operation:
 
 
 def backfill(m: M, model: Any, *names: str, **kw: Any) -> Operation:
+    if kw.get("background") or kw.get("update") is not None:
+        columns = tuple(kw.get("update") or names)
+        return k.BackgroundBackfill(_table(m, model), columns=columns, name=kw.get("name") or "")
     return k.Backfill(_table(m, model), columns=tuple(names))
 
 

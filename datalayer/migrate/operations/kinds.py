@@ -13,6 +13,7 @@ __all__ = [
     "AddNotNull",
     "AlterColumns",
     "Backfill",
+    "BackgroundBackfill",
     "CreateTable",
     "DropColumns",
     "DropIndex",
@@ -180,6 +181,23 @@ class Backfill(Operation):
 
     def describe(self) -> str:
         return f"fill the NULLs of {', '.join(self.columns)} of {self.table} in batches"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackgroundBackfill(Operation):
+    """A background job (``backfill(..., background=True)``): batches after the commit."""
+
+    columns: tuple[str, ...] = ()
+    name: str = ""
+    kind: ClassVar[str] = "background backfill"
+    phase: ClassVar[Phase] = Phase.EXPAND
+    irreversible: ClassVar[str | None] = "it changes rows, not the schema"
+
+    def describe(self) -> str:
+        return (
+            f"background job {self.name or self.table}: update {', '.join(self.columns)} of "
+            f"{self.table} in batches after the migration commits"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
