@@ -34,7 +34,8 @@ Interface (used by the runtime's Router and CLI):
   first file), ``paths``, ``names``, ``plan`` and ``warnings`` and is
   path-like; None (nothing written) when the models match the history;
 * :func:`install_upstream`: makes ``pw_migrate create --auto`` use this
-  generator (called from ``migrations/conf.py``, which peewee-migrate runs).
+  generator (called from ``migrations/conf.py``, which peewee-migrate runs;
+  it replaces nothing of peewee-migrate, it does the command's work itself).
 
 ``models`` defaults to :data:`datalayer.models.MODELS`; abstract models
 (``__abstract__ = True`` in the class itself) are never tables.  Renames are
@@ -1462,7 +1463,9 @@ def create_migration(
 def install_upstream() -> None:
     """Make ``pw_migrate create --auto`` write migrations with this generator.
 
-    Called from ``migrations/conf.py``, which peewee-migrate runs before every
-    command (see :func:`.autogenerate.upstream.install_upstream`).
+    Called from ``migrations/conf.py``, which peewee-migrate's CLI runs inside
+    every command.  During ``pw_migrate create --auto`` it writes the migration
+    and ends the command; otherwise it does nothing.  No attribute of
+    peewee-migrate is replaced (see :func:`.autogenerate.upstream.install_upstream`).
     """
     _upstream.install_upstream(create_migration)
