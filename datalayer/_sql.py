@@ -42,7 +42,7 @@ from .errors import CommitUnknown, ConnectionLost, TableMissing
 from .models.fields import EnumField
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ._connection import PooledDatabase
 
 logger = logging.getLogger("datalayer")
 
@@ -138,9 +138,9 @@ class Statement:
     __slots__ = ("_plan", "_texts", "names", "read_only", "sql")
 
     def __init__(self, query: Any) -> None:
-        from .db import database  # the SQL dialect; the same for every Database
+        from ._connection import dialect  # the same for every PooledDatabase
 
-        sql, params = database.get_sql_context().sql(query).query()
+        sql, params = dialect.get_sql_context().sql(query).query()
         self.sql: str = sql
         # Looked at only after a lost connection (None: work it out then, is_read_only()).
         self.read_only: bool | None = None
@@ -380,7 +380,7 @@ def table_missing(exc: BaseException, where: str) -> TableMissing | None:
     return None
 
 
-def _reraise(exc: psycopg2.Error, db: Database | None = None) -> None:
+def _reraise(exc: psycopg2.Error, db: PooledDatabase | None = None) -> None:
     """Raise ``exc`` as peewee's matching exception type (as ``execute_sql`` would).
 
     An undefined table becomes :class:`~datalayer.errors.TableMissing`, which
@@ -410,7 +410,7 @@ def _cursor(raw: Any) -> Any:
 
 
 def _send(
-    db: Database,
+    db: PooledDatabase,
     sql: str,
     params: Sequence[Any],
     copy_from: IO[str] | None,
@@ -439,7 +439,7 @@ def _send(
 
 
 def _run(
-    db: Database,
+    db: PooledDatabase,
     sql: str,
     params: Sequence[Any],
     copy_from: IO[str] | None = None,
@@ -483,7 +483,7 @@ def _run(
 
 
 def _lost(
-    db: Database,
+    db: PooledDatabase,
     exc: BaseException,
     limit: float | None,
     raw: Any,
@@ -536,7 +536,7 @@ def _idle(raw: Any) -> bool:
 
 
 def _on_checkout(
-    db: Database,
+    db: PooledDatabase,
     sql: str,
     params: Sequence[Any],
     mode: int,
@@ -593,14 +593,14 @@ def _on_checkout(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def fetchone(db: Database, stmt: Statement, values: Mapping[str, Any]) -> Any:
+def fetchone(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> Any:
     """Run ``stmt`` and return its first row (or None); check a connection out if needed."""
     if db._state.closed:
         return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only, stmt)
     return _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only, stmt).fetchone()
 
 
-def fetchall(db: Database, stmt: Statement, values: Mapping[str, Any]) -> list[Any]:
+def fetchall(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> list[Any]:
     """Run ``stmt`` and return all its rows; check a connection out if needed."""
     if db._state.closed:
         rows: list[Any] = _on_checkout(
@@ -611,7 +611,7 @@ def fetchall(db: Database, stmt: Statement, values: Mapping[str, Any]) -> list[A
     return rows
 
 
-def execute(db: Database, stmt: Statement, values: Mapping[str, Any]) -> int:
+def execute(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> int:
     """Run ``stmt`` and return the number of rows it touched; check a connection out if needed."""
     if db._state.closed:
         count: int = _on_checkout(db, stmt.sql, stmt.bind(values), _COUNT, stmt.read_only, stmt)
@@ -620,7 +620,7 @@ def execute(db: Database, stmt: Statement, values: Mapping[str, Any]) -> int:
     return count
 
 
-def copy_in(db: Database, sql: str, data: IO[str]) -> int:
+def copy_in(db: PooledDatabase, sql: str, data: IO[str]) -> int:
     """Run ``COPY ... FROM STDIN`` (``sql``) fed from ``data`` on the thread's connection."""
     count: int = _run(db, sql, (), data).rowcount
     return count
