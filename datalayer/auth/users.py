@@ -49,10 +49,10 @@ from ..errors import (
     TooManyConnections,
     ValidationError,
 )
+from ..models.refresh_token import RefreshToken
 from ..models.rows import row_builder
+from ..models.user import EMAIL_MAX_LENGTH, Role, User
 from ..models.validation import validate_value
-from .refresh_token import RefreshToken
-from .user import EMAIL_MAX_LENGTH, Role, User
 
 if TYPE_CHECKING:
     from types import ModuleType
