@@ -1219,7 +1219,9 @@ def _codes(**meta: Any) -> Callable[[], Models]:
 
 
 def _codes_keyed(db: pw.Database) -> None:
-    got = rows(db, "SELECT conname, contype FROM pg_constraint WHERE conrelid = 'codes'::regclass")
+    # contype 'n': PostgreSQL 18 lists NOT NULL constraints in pg_constraint too
+    got = rows(db, "SELECT conname, contype FROM pg_constraint "
+                   "WHERE conrelid = 'codes'::regclass AND contype <> 'n'")
     assert got == [("codes_pkey", "p")], got
     assert rows(db, "SELECT indexname FROM pg_indexes WHERE tablename = 'codes'") == [
         ("codes_pkey",)]

@@ -12,6 +12,9 @@ that shows the check can fail.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ from datalayer.migrate.check import check
 from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.generate import DiffResult, create_migration
 from datalayer.migrate.lint import lint, render_text
+from datalayer.migrate.offline import migration_sql, render
 from datalayer.migrate.router import Router
 from datalayer.migrate.schema import compare, snapshot
 from tests.pgserver import Server
@@ -203,3 +207,37 @@ def test_check_passes_on_the_files_diff_wrote(
     generated(case, tmp_path)
     write_sum(tmp_path)
     assert check(settings, tmp_path, models=case.v2()) == []
+
+
+SQUAWK = shutil.which("squawk")
+# squawk's rules about locks that datalayer shares: none may fire on a generated rollback.
+LOCK_RULES = {
+    "constraint-missing-not-valid", "adding-foreign-key-constraint",
+    "require-concurrent-index-creation", "require-concurrent-index-deletion",
+    "disallowed-unique-constraint",
+}
+FORMERLY_PLAIN = [p for p in ALL_CASES if p.values[0].id in (
+    "check_field", "check_meta", "named_check_table_unique_and_literal_in_renamed_check",
+    "on_delete_changed", "on_update_changed", "null_to_not_null_backfill", "not_null_dropped",
+    "model_removed_with_fk_to_it")]
+
+
+@pytest.mark.skipif(SQUAWK is None, reason="squawk (squawk-cli) is not installed")
+@pytest.mark.parametrize("case", FORMERLY_PLAIN)
+def test_squawk_finds_no_lock_problem_in_the_generated_sql(case: Any, tmp_path: Path) -> None:
+    """The rollback SQL (and the forward) of the formerly plain cases, read by squawk."""
+    assert SQUAWK is not None
+    generated(case, tmp_path)
+    found = []
+    for rollback in (False, True):
+        for m in migration_sql(tmp_path, rollback=rollback):
+            path = tmp_path / f"{m.name}.{rollback}.sql"
+            path.write_text(render([m]), encoding="utf-8")
+            args = [SQUAWK, "--reporter", "json", "--pg-version", "12", str(path)]
+            if m.atomic:
+                args.insert(1, "--assume-in-transaction")
+            out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
+            assert out.returncode in (0, 1), out.stderr
+            found += [(m.name, rollback, d["rule_name"]) for d in json.loads(out.stdout or "[]")
+                      if d["rule_name"] in LOCK_RULES]
+    assert found == []

@@ -1,66 +1,56 @@
-"""The text of a new migration file: a header naming the operations it uses.
+"""The text of a migration file whose bodies are given as text (``Router.compile``).
 
-peewee-migrate's template lists ``migrator.rename_field`` and friends whatever
-the file does, and always imports ``playhouse.postgres_ext``.  Ours lists the
-operations the two bodies actually call (``m.add_fields``, ``migrator.sql``,
-...) and imports ``pw_pext`` only when a body uses it.  Upstream ``pw_migrate``
-runs the files unchanged.
+peewee-migrate's interface hands the router two bodies of source text; the
+generator does not use it (it renders files from its steps,
+:mod:`.autogenerate.render`).  The header names the ``m.op`` /
+``migrator.op`` calls the bodies make and ``pw_pext`` is imported only when
+used: both read from the bodies' syntax tree (a body that does not parse
+lists no operations).
 """
 
 from __future__ import annotations
 
-import re
+import ast
+
+from .autogenerate.render import fill_template
 
 __all__ = ["operations", "render_migration"]
 
-_CALL_RE = re.compile(r"\b(m|migrator)\.([A-Za-z_][A-Za-z_0-9]*)\s*\(")
-
-_FILE = '''\
-"""{name}: written by `datalayer migrate diff`.
-
-Operations it uses{where}:
-
-    migrate:  {migrate_ops}
-    rollback: {rollback_ops}
-"""
-
-{imports}
-
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
-    """Apply this migration."""
-    {migrate}
+_OBJECTS = ("m", "migrator")
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
-    """Undo what migrate() did."""
-    {rollback}
-'''
-
-_IMPORTS = "import peewee as pw\nfrom peewee_migrate import Migrator\n"
-_IMPORTS_PEXT = (
-    "from contextlib import suppress\n\n"
-    f"{_IMPORTS}\n"
-    "with suppress(ImportError):\n"
-    "    import playhouse.postgres_ext as pw_pext\n"
-)
+def _tree(body: str) -> ast.Module | None:
+    try:
+        return ast.parse("def migrate():\n    " + body)  # as the template indents it
+    except SyntaxError:
+        return None
 
 
 def operations(body: str) -> list[str]:
     """Return the ``m.op`` / ``migrator.op`` calls in ``body``, once each, in order."""
-    return list(dict.fromkeys(f"{obj}.{op}" for obj, op in _CALL_RE.findall(body)))
+    tree = _tree(body)
+    if tree is None:
+        return []
+    found = sorted(
+        (node.func.lineno, node.func.col_offset, f"{node.func.value.id}.{node.func.attr}")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name) and node.func.value.id in _OBJECTS
+    )
+    return list(dict.fromkeys(name for _, _, name in found))
+
+
+def _names(body: str) -> set[str]:
+    tree = _tree(body)
+    return set() if tree is None else {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def render_migration(name: str, migrate: str = "", rollback: str = "") -> str:
     """Return the text of migration file ``name`` with these (indented) bodies."""
-    both = migrate + "\n" + rollback
-    return _FILE.format(
-        name=name,
-        where=" (m = extend(migrator): see datalayer.migrate.migrator)"
-        if "extend(migrator)" in both
-        else "",
-        migrate_ops=", ".join(operations(migrate)) or "(none)",
-        rollback_ops=", ".join(operations(rollback)) or "(none)",
-        imports=_IMPORTS_PEXT if re.search(r"\bpw_pext\.", both) else _IMPORTS,
-        migrate=migrate or "pass",
-        rollback=rollback or "pass",
+    both = _names(migrate) | _names(rollback)
+    return fill_template(
+        name, migrate, rollback,
+        migrate_ops=operations(migrate), rollback_ops=operations(rollback),
+        extended="extend" in both and "migrator" in both,
+        pext="pw_pext" in both,
     )

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,11 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import peewee as pw
-from playhouse import postgres_ext as pw_pext
 
-from ..errors import DatalayerError, MigrationError
+from ..errors import MigrationError
 from ..project import DEFAULT_POSTGRES, MIN_POSTGRES
-from ._codegen import CodeWriter
 from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ._spec import (
     ColumnSpec,
@@ -76,11 +73,29 @@ from ._spec import (
     sort_models,
     table_spec,
 )
+from .autogenerate import upstream as _upstream
+from .autogenerate.code import Dict, Expr, MethodCall, Step
+from .autogenerate.outcome import (
+    Diff,
+    DiffFile,
+    DiffResult,
+    Drop,
+    DropRefused,
+    GenerationError,
+)
+from .autogenerate.render import diff_of as _diff_of
+from .autogenerate.render import render_file_bodies, write_file
+from .autogenerate.split import Chunk as _Chunk
+from .autogenerate.split import apply_step as _apply
+from .autogenerate.split import groups as _groups
+from .autogenerate.split import operations as _operations
+from .autogenerate.split import run_steps as _run_steps
+from .autogenerate.writer import CodeWriter, Unwritable, plain
 from .facts import parse_type
 from .files import MigrationNameError, check_name
 from .hints import renamed_from_of
 from .migrator import DatalayerMigrator
-from .plan import Operation, Plan, PlannedMigration, statements_of
+from .plan import Plan, PlannedMigration
 
 __all__ = [
     "Diff",
@@ -100,100 +115,7 @@ __all__ = [
 ]
 
 _NUMBER_RE = re.compile(r"^(\d+)_")
-_NEWLINE = "\n    "
-_CLEAN_RE = re.compile(r"\s+$", re.MULTILINE)
-_HEADER = ["from datalayer.migrate.ops import extend", "", "m = extend(migrator)"]
-
-
-class GenerationError(MigrationError):
-    """A migration could not be generated; ``problems`` lists why."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        self.problems = list(problems)
-        text = message if not self.problems else message + ":\n  " + "\n  ".join(self.problems)
-        super().__init__(text)
-
-
-@dataclasses.dataclass(frozen=True)
-class Drop:
-    """A table or column that a migration drops, and the addition it may be a rename of."""
-
-    table: str
-    column: str | None = None  # None: the whole table
-    renamed_to: str | None = None  # a same-shaped table or column added by the same diff
-    hint: str | None = None  # the renamed_from line that makes it a rename
-
-    def __str__(self) -> str:
-        if self.column is None:
-            text = f"drops table {self.table} and its rows"
-            kind, new = "table", self.renamed_to
-        else:
-            text = f"drops column {self.table}.{self.column} and its data"
-            kind, new = "column", f"{self.table}.{self.renamed_to}"
-        if self.renamed_to is None:
-            return text
-        shape = "same column types and nullability" if self.column is None else "same type"
-        return (
-            f"{text}; it looks renamed to {kind} {new} ({shape}), and without a hint the "
-            f"rows are not carried over: if it was renamed, add {self.hint}"
-        )
-
-
-class DropRefused(GenerationError):
-    """The migration would drop tables or columns and drops were not allowed; see ``drops``."""
-
-    def __init__(self, drops: Sequence[Drop]) -> None:
-        self.drops = tuple(drops)
-        super().__init__(
-            "nothing written: this migration would drop data; mark renames with renamed_from, "
-            "or run again with --allow-drop (create_migration(..., allow_drop=True)) if the "
-            "drops are wanted",
-            [str(d) for d in self.drops],
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffFile:
-    """One file of a migration: its name suffix, whether it is one transaction, its bodies."""
-
-    suffix: str
-    atomic: bool
-    migrate: str
-    rollback: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Diff:
-    """The bodies of ``migrate`` and ``rollback`` (template-ready), the warnings and drops.
-
-    ``files`` has one entry per file to write; ``migrate`` and ``rollback``
-    join them (for display); ``plan`` is the plan they were written from.
-    """
-
-    migrate: str
-    rollback: str
-    warnings: tuple[str, ...] = ()
-    drops: tuple[Drop, ...] = ()
-    files: tuple[DiffFile, ...] = ()
-    plan: Plan | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.migrate)
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffResult:
-    """A migration file just written: its path, its name and the generator's warnings."""
-
-    path: Path
-    name: str
-    warnings: tuple[str, ...] = ()
-    paths: tuple[Path, ...] = ()  # every file written, the first is ``path``
-    names: tuple[str, ...] = ()
-    plan: Plan | None = None
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
+_ONLINE_KW: tuple[str, Any] = ("online", True)
 
 
 # -- naming ----------------------------------------------------------------------
@@ -377,17 +299,6 @@ _PLAIN, _ONLINE, _SAFE = "plain", "online", "safe"
 _PRE, _TX, _NO_TX = "pre", "tx", "no-tx"
 
 
-@dataclasses.dataclass
-class _Chunk:
-    """One emitted operation: its code, the phase it belongs to and the steps it queued."""
-
-    code: str
-    phase: str
-    method: str
-    table: str | None
-    steps: list[Any]
-
-
 class _Planner:
     """Write operations from the current state (``sim``) towards ``to_models``.
 
@@ -427,10 +338,6 @@ class _Planner:
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
 
     @property
-    def chunks(self) -> list[str]:
-        return [c.code for c in self.ops]
-
-    @property
     def warnings(self) -> list[str]:
         return self.writer.warnings
 
@@ -438,40 +345,30 @@ class _Planner:
         if self.forward:
             self.writer.warnings.append(message)
 
-    def online(self, *, phase_one: bool = False) -> list[str]:
-        """Return ``["online=True"]`` when the next operation is to be written online."""
+    def online(self, *, phase_one: bool = False) -> list[tuple[str, Any]]:
+        """Return ``[("online", True)]`` when the next operation is to be written online."""
         if self.mode == _ONLINE or (self.mode == _SAFE and (phase_one or self.phase == _NO_TX)):
-            return ["online=True"]
+            return [_ONLINE_KW]
         return []
 
-    def emit(self, code: str, *, table: str | None = None) -> None:
-        """Record ``code`` and run it on the in-memory state, as the file will."""
-        scope = {"m": self.sim, "pw": pw, "pw_pext": pw_pext}
+    def emit(self, step: Step, *, table: str | None = None) -> None:
+        """Record ``step`` and apply it to the in-memory state, as the file will."""
         self.sim.take_steps()
-        try:
-            exec(compile(code, "<generated migration>", "exec"), scope)
-        except UnsupportedChange as exc:
-            raise GenerationError("cannot generate this migration", [str(exc)]) from None
-        except Exception as exc:
-            raise GenerationError(
-                "the generated operation fails on the migration history's state "
-                "(an unsupported change, or a bug)",
-                [f"{type(exc).__name__}: {exc}", code],
-            ) from exc
-        self.sim.__ops__ = []
+        _apply(step, self.sim)
         steps = self.sim.take_steps()
-        method = re.match(r"(?:.*\n)*?m\.(\w+)\(", code)
-        self.ops.append(_Chunk(code, self.phase, method.group(1) if method else "create_model",
-                               table, steps))
+        self.ops.append(_Chunk(step, self.phase, step.method, table, steps))
         if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
             table is not None
             and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
         ):
             self.not_valid.add(table)
 
-    def tx_online(self, ok: bool) -> list[str]:
-        """Return ``["online=True"]`` in a transactional rollback when ``ok`` (no step outside)."""
-        return ["online=True"] if self.tx_rollback and ok else []
+    def tx_online(self, ok: bool) -> list[tuple[str, Any]]:
+        """Return ``[("online", True)]`` in a transactional rollback when ``ok``.
+
+        (``ok``: no step of the operation would need to run outside a transaction.)
+        """
+        return [_ONLINE_KW] if self.tx_rollback and ok else []
 
     def validations(self) -> list[str]:
         """Return the tables (still there) whose constraints this plan added NOT VALID."""
@@ -494,7 +391,7 @@ class _Planner:
         if self.mode == _SAFE and self.forward:
             self.pre_drops(to_map, table_renames, column_renames)
         for old, new in table_renames.items():
-            self.emit(w.call("rename_table", repr(old), repr(new)), table=new)
+            self.emit(w.call("rename_table", old, new), table=new)
         state = self.state()
         matched = [t for t in to_map if t in state]
         for t in matched:
@@ -507,7 +404,7 @@ class _Planner:
                     "search path) fails (lint rule ban-set-schema); deploy code that uses the "
                     "new schema first, or move it in a maintenance window"
                 )
-                self.emit(w.call("set_schema", repr(t), repr(to_map[t]._meta.schema)))
+                self.emit(w.call("set_schema", t, to_map[t]._meta.schema))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
         created = [m for m in to_models if m._meta.table_name not in state]
@@ -525,13 +422,12 @@ class _Planner:
             # added once that table exists.
             later = [f for f in model._meta.refs
                      if f.rel_model is not model and f.rel_model._meta.table_name in to_create]
-            self.emit("\n".join(w.model(model, skip={f.name for f in later})),
-                      table=model._meta.table_name)
+            self.emit(w.model(model, skip={f.name for f in later}), table=model._meta.table_name)
             if later:
                 postponed.append((model._meta.table_name, later))
         for t, fields in postponed:
             self.emit(
-                w.call("add_fields", repr(t), *(f"{f.name}={w.field(f)}" for f in fields)), table=t
+                w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
             self.late(self.state()[t], to_map[t])
@@ -604,8 +500,7 @@ class _Planner:
             # CASCADE drops those constraints (only them: that table goes next).
             cycle = any(f.rel_model is model for other in doomed[i + 1:]
                         for f in other._meta.refs if other is not model)
-            args = [repr(t), "cascade=True"] if cycle else [repr(t)]
-            self.emit(w.call("remove_model", *args), table=t)
+            self.emit(w.call("remove_model", t, kw=[("cascade", True)] if cycle else []), table=t)
 
     def pre_drops(
         self,
@@ -633,8 +528,7 @@ class _Planner:
             dropped = {c for c in fm._meta.columns if c not in tcols and c not in renamed}
             for ix in table_spec(fm).indexes:
                 if set(ix.columns) & dropped:
-                    self.emit(w.call("drop_named_index", repr(t), repr(ix.name), "online=True"),
-                              table=t)
+                    self.emit(w.call("drop_named_index", t, ix.name, kw=[_ONLINE_KW]), table=t)
             db = _render_db(fm)
             wanted = Counter(render(c, _render_db(tm)) for c in tm._meta.constraints or ())
             nodes = list(fm._meta.constraints or ())
@@ -647,9 +541,8 @@ class _Planner:
                     continue
                 kept.append(node)
             if len(kept) != len(nodes):
-                items = ", ".join(w.constraint(render(n, db)) for n in kept)
-                self.emit(w.call("set_constraints", repr(t), f"[{items}]", "online=True"),
-                          table=t)
+                items = w.constraints([render(n, db) for n in kept])
+                self.emit(w.call("set_constraints", t, items, kw=[_ONLINE_KW]), table=t)
         self.phase = _TX
 
     def _drop_table(self, model: type[pw.Model], created: Sequence[type[pw.Model]]) -> None:
@@ -710,8 +603,8 @@ class _Planner:
                 wanted[sql] -= 1
                 kept_nodes.append(node)
         if len(kept_nodes) != len(fm._meta.constraints or ()):
-            items = ", ".join(w.constraint(render(n, db)) for n in kept_nodes)
-            self.emit(w.call("set_constraints", repr(t), f"[{items}]"), table=t)
+            items = w.constraints([render(n, db) for n in kept_nodes])
+            self.emit(w.call("set_constraints", t, items), table=t)
         if replaced:
             by_new = {new: old for old, new in renames.items()}
             for col in replaced:
@@ -720,16 +613,14 @@ class _Planner:
                     f"renamed to {col} in its place (renamed_from({by_new[col]!r}))"
                 )
                 self.drops.append(Drop(t, col))
-            names = (repr(fm._meta.columns[c].name) for c in replaced)
-            self.emit(w.call("remove_fields", repr(t), *names), table=t)
+            names = (fm._meta.columns[c].name for c in replaced)
+            self.emit(w.call("remove_fields", t, *names), table=t)
         for old, new in renames.items():
             target = tcols[new]
             source = fm._meta.columns[old]
-            args = [repr(t), repr(old), repr(new)]
             default_attr = new if source.name == old else source.name
-            if target.name != default_attr:
-                args.append(f"field_name={target.name!r}")
-            self.emit(w.call("rename_column", *args), table=t)
+            kw = [("field_name", target.name)] if target.name != default_attr else []
+            self.emit(w.call("rename_column", t, old, new, kw=kw), table=t)
         self._rename_attributes(fm, tm)
 
     def _rename_attributes(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
@@ -740,7 +631,7 @@ class _Planner:
             if source is not None and source.name != target.name:
                 col = target.column_name
                 self.emit(self.writer.call(
-                    "rename_column", repr(t), repr(col), repr(col), f"field_name={target.name!r}"
+                    "rename_column", t, col, col, kw=[("field_name", target.name)]
                 ), table=t)
 
     def late(self, fm: type[pw.Model], tm: type[pw.Model]) -> None:
@@ -757,8 +648,8 @@ class _Planner:
             tmeta.legacy_table_names and fmeta.name != tmeta.name
         ):
             self.emit(w.call(
-                "set_model_meta", repr(t), f"name={tmeta.name!r}",
-                f"legacy_table_names={tmeta.legacy_table_names!r}",
+                "set_model_meta", t, kw=[("name", tmeta.name),
+                                         ("legacy_table_names", tmeta.legacy_table_names)],
             ), table=t)
         fspec, tspec = table_spec(fm), table_spec(tm)
 
@@ -788,7 +679,7 @@ class _Planner:
             if safe and not any(quote(c) in ix.definition.text for c in dropped_cols):
                 continue
             # In a file without a transaction (an online rollback): CONCURRENTLY IF EXISTS.
-            self.emit(w.call("drop_named_index", repr(t), repr(ix.name), *self.online()), table=t)
+            self.emit(w.call("drop_named_index", t, ix.name, kw=self.online()), table=t)
 
         if dropped and fm._meta.composite_key and set(
             _key_fields(fm)) & {f.name for f in dropped}:
@@ -804,12 +695,12 @@ class _Planner:
                 t, [before_cols[f.column_name] for f in dropped], added, _columns(tspec)
             )
             self.emit(
-                w.call("remove_fields", repr(t), *(repr(f.name) for f in dropped)), table=t
+                w.call("remove_fields", t, *(f.name for f in dropped)), table=t
             )
 
         tcol_specs = _columns(tspec)
         if added:
-            codes = []
+            codes: list[tuple[str, Any]] = []
             for f in added:
                 spec = tcol_specs[f.column_name]
                 if not spec.null and spec.default is None and not _writable_default(f) and (
@@ -833,7 +724,7 @@ class _Planner:
                             "in the rollback to make it reversible)"
                         )
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
-                    self.emit(w.call("require_empty", repr(t), repr(reason)), table=t)
+                    self.emit(w.call("require_empty", t, reason), table=t)
                 written = f
                 if safe and f.primary_key and serial_base(spec.type.text):
                     # A serial key in place of the table's key: added as a plain integer
@@ -850,13 +741,13 @@ class _Planner:
                     )
                     if volatile and spec.null:
                         self.backfill.setdefault(t, []).append(f.name)
-                codes.append(f"{f.name}={w.field(written)}")
+                codes.append((f.name, w.field(written)))
             flag = self.online(phase_one=True) or self.tx_online(all(
                 _tx_safe_column(f, tcol_specs[f.column_name]) for f in added
             ))
             if flag and any(f.name == "online" for f in added):
                 flag = []  # a field named "online" would clash with the option: plain form
-            self.emit(w.call("add_fields", repr(t), *codes, *flag), table=t)
+            self.emit(w.call("add_fields", t, kw=[*codes, *flag]), table=t)
 
         self._change_columns(t, tm)
         if not safe:
@@ -885,12 +776,12 @@ class _Planner:
                 now = table_spec(self.state()[t])
                 if Counter(render(c, db) for c in group) == Counter(now.checks + now.constraints):
                     continue
-                items = ", ".join(w.constraint(render(c, db)) for c in group)
-                self.emit(w.call("set_constraints", repr(t), f"[{items}]", *flag), table=t)
+                items = w.constraints([render(c, db) for c in group])
+                self.emit(w.call("set_constraints", t, items, kw=flag), table=t)
 
         for old_ix, new_ix in renamed:
             self.emit(
-                w.call("rename_index", repr(t), repr(old_ix.name), repr(new_ix.name)), table=t
+                w.call("rename_index", t, old_ix.name, new_ix.name), table=t
             )
         if safe:
             self.deferred.append(lambda: self.late_online(t, tm))
@@ -912,18 +803,19 @@ class _Planner:
             return
         if table_spec(fm).primary_key == table_spec(tm).primary_key:
             return
-        names = [repr(n) for n in _key_fields(tm)]
-        flag = ["online=True"] if (online or self.mode == _ONLINE) and not plain else []
-        self.emit(self.writer.call("set_primary_key", repr(t), *names, *flag), table=t)
+        flag = [_ONLINE_KW] if (online or self.mode == _ONLINE) and not plain else []
+        self.emit(self.writer.call("set_primary_key", t, *_key_fields(tm), kw=flag), table=t)
 
-    def _change_fields(self, t: str, codes: Sequence[str], flag: Sequence[str]) -> None:
+    def _change_fields(
+        self, t: str, codes: Sequence[tuple[str, Expr]], flag: Sequence[tuple[str, Any]]
+    ) -> None:
         """Emit ``change_fields``; as ``alter_fields`` with a mapping when a field is "online"."""
         w = self.writer
-        if flag and any(c.startswith("online=") for c in codes):
-            items = ", ".join(f"{c.split('=', 1)[0]!r}: {c.split('=', 1)[1]}" for c in codes)
-            self.emit(w.call("alter_fields", repr(t), f"{{{items}}}", *flag), table=t)
+        if flag and any(name == "online" for name, _ in codes):
+            items = Dict(tuple((plain(name), code) for name, code in codes))
+            self.emit(w.call("alter_fields", t, items, kw=flag), table=t)
             return
-        self.emit(w.call("change_fields", repr(t), *codes, *flag), table=t)
+        self.emit(w.call("change_fields", t, kw=[*codes, *flag]), table=t)
 
     def late_online(self, t: str, tm: type[pw.Model]) -> None:
         """Phase two of a table in safe mode: what must not hold a lock or a transaction."""
@@ -934,30 +826,29 @@ class _Planner:
         tmeta_ix = {i.name: i for i in tspec.indexes if i.origin.startswith("meta:")}
         for name, ix in fmeta_ix.items():
             if name not in tmeta_ix or tmeta_ix[name] != ix:
-                self.emit(w.call("drop_named_index", repr(t), repr(name), "online=True"), table=t)
+                self.emit(w.call("drop_named_index", t, name, kw=[_ONLINE_KW]), table=t)
 
         fspec = table_spec(self.state()[t])
         fcols = {f.column_name: f for f in self.state()[t]._meta.sorted_fields}
         fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
-        changed: list[str] = []
+        changed: list[tuple[str, Expr]] = []
         for col, target in {f.column_name: f for f in tm._meta.sorted_fields}.items():
             source = fcols[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
             if fcol_specs[col] != tcol_specs[col] or fidx != tidx:
-                changed.append(f"{target.name}={w.field(target)}")
+                changed.append((target.name, w.field(target)))
         if changed:
-            self._change_fields(t, changed, ["online=True"])
+            self._change_fields(t, changed, [_ONLINE_KW])
         self._set_primary_key(t, tm, online=True)
         if self.backfill.get(t):
-            names = ", ".join(repr(n) for n in self.backfill[t])
-            self.emit(w.call("backfill", repr(t), names), table=t)
+            self.emit(w.call("backfill", t, *self.backfill[t]), table=t)
 
         fspec = table_spec(self.state()[t])
         if Counter(fspec.checks + fspec.constraints) != Counter(tspec.checks + tspec.constraints):
             db = _render_db(tm)
-            items = ", ".join(w.constraint(render(c, db)) for c in tm._meta.constraints or ())
-            self.emit(w.call("set_constraints", repr(t), f"[{items}]", "online=True"), table=t)
+            items = w.constraints([render(c, db) for c in tm._meta.constraints or ()])
+            self.emit(w.call("set_constraints", t, items, kw=[_ONLINE_KW]), table=t)
 
         entries = dict(_meta_index_entries(tm))
         fspec = table_spec(self.state()[t])
@@ -966,7 +857,7 @@ class _Planner:
             if name not in have or have[name] != ix:
                 self.emit(self._add_index(t, tm, entries[ix.origin], online=True), table=t)
         if t in self.not_valid:
-            self.emit(w.call("validate_constraints", repr(t)), table=t)
+            self.emit(w.call("validate_constraints", t), table=t)
 
     def _change_columns(self, t: str, tm: type[pw.Model], *, keys_only: bool = False) -> None:
         """Change the columns of table ``t`` that both sides have (only the key: ``keys_only``).
@@ -981,8 +872,8 @@ class _Planner:
         tcols = {f.column_name: f for f in tm._meta.sorted_fields}
         fspec, tspec = table_spec(fm), table_spec(tm)
         fcol_specs, tcol_specs = _columns(fspec), _columns(tspec)
-        plain: list[str] = []
-        cast: list[tuple[str, str, str]] = []
+        plain_: list[tuple[str, Expr]] = []
+        cast: list[tuple[str, Expr, str]] = []
         tx_ok = True  # no index built and no NOT NULL set: online needs no step outside
         for col, target in tcols.items():
             if col not in fcols:
@@ -1034,19 +925,19 @@ class _Planner:
                 )
                 if column_spec(written, _render_db(tm)) == before:
                     continue  # only indexes or NOT NULL change: phase two does them
-            code = f"{target.name}={w.field(written)}"
+            code: Expr = w.field(written)
             if before.type != after.type and _needs_using(before.type, after.type):
                 using = self._using(fm, col, before, after)
-                cast.append((target.name, w.field(written), using))
+                cast.append((target.name, code, using))
             else:
-                plain.append(code)
+                plain_.append((target.name, code))
         flag = (self.online(phase_one=True) or self.tx_online(tx_ok)) if not keys_only else []
-        if plain:
-            self._change_fields(t, plain, flag)
+        if plain_:
+            self._change_fields(t, plain_, flag)
         for name, code, using in cast:
             self.emit(w.call(
-                "alter_fields", repr(t), f"{{{name!r}: {code}}}", f"using={{{name!r}: {using!r}}}",
-                *flag,
+                "alter_fields", t, Dict(((plain(name), code),)),
+                kw=[("using", Dict(((plain(name), plain(using)),))), *flag],
             ), table=t)
 
     def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
@@ -1118,8 +1009,8 @@ class _Planner:
 
     def _add_index(
         self, table: str, tm: type[pw.Model], entry: Any, *, online: bool = False
-    ) -> str:
-        """Return the code that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
+    ) -> MethodCall:
+        """Return the step that adds the ``Meta.indexes`` entry ``entry`` of ``tm``."""
         w = self.writer
         db = _render_db(tm)
         if not isinstance(entry, pw.Index):
@@ -1130,12 +1021,11 @@ class _Planner:
                  "ModelIndex(..., name=...) instead"],
             )
         index: Any = entry
-        args = [repr(table), repr(index._name)]
-        args += [w.index_expression(e, None, db) for e in index._expressions]
-        args += w.index_options(index, db)[1:]
+        args = [w.index_expression(e, None, db) for e in index._expressions]
+        kw: list[tuple[str, Any]] = [*w.index_options(index, db)[1:]]
         if online or self.mode == _ONLINE:
-            args.append("online=True")
-        return w.call("add_named_index", *args)
+            kw.append(_ONLINE_KW)
+        return w.call("add_named_index", table, index._name, *args, kw=kw)
 
 
 def _tx_safe_column(field: pw.Field, spec: ColumnSpec) -> bool:
@@ -1347,13 +1237,6 @@ def _renames(
 # -- entry points --------------------------------------------------------------------
 
 
-def _body(chunks: Sequence[str]) -> str:
-    if not chunks:
-        return ""
-    code = "\n".join(_HEADER) + "\n\n" + "\n\n".join(chunks)
-    return _CLEAN_RE.sub("\n", _NEWLINE.join(code.split("\n")))
-
-
 def _verify(
     sim: DatalayerMigrator, wanted: Sequence[type[pw.Model]], what: str
 ) -> None:
@@ -1385,37 +1268,6 @@ def _check_postgres(postgres: int) -> None:
             f"target PostgreSQL version {postgres!r} is not supported; give a major version "
             f"of {MIN_POSTGRES} or later (e.g. postgres = 15 under [tool.datalayer])"
         )
-
-
-def _groups(ops: Sequence[_Chunk]) -> list[list[_Chunk]]:
-    """Split the operations into files: a new file wherever the phase changes."""
-    groups: list[list[_Chunk]] = []
-    for op in ops:
-        if groups and groups[-1][0].phase == op.phase:
-            groups[-1].append(op)
-        else:
-            groups.append([op])
-    return groups
-
-
-def _run_codes(migrator: DatalayerMigrator, codes: Iterable[str]) -> None:
-    """Run generated operations on an in-memory state (no SQL is run)."""
-    for code in codes:
-        exec(compile(code, "<generated migration>", "exec"),
-             {"m": migrator, "pw": pw, "pw_pext": pw_pext})
-        migrator.__ops__ = []
-    migrator.take_steps()
-
-
-def _operations(chunks: Sequence[_Chunk], postgres: int) -> tuple[Operation, ...]:
-    return tuple(
-        Operation(
-            code=c.code, method=c.method, table=c.table,
-            statements=statements_of(c.steps, postgres=postgres),
-            online="online=True" in c.code or c.method in ("backfill", "validate_constraints"),
-        )
-        for c in chunks
-    )
 
 
 def plan_models(
@@ -1471,7 +1323,7 @@ def plan_models(
                         "their rollbacks (compute_diff does)"
                     )
                 goal = replay()
-                _run_codes(goal, (c.code for g in groups[:k] for c in g))
+                _run_steps(goal, (c.step for g in groups[:k] for c in g))
             atomic = groups[k][0].phase == _TX
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
@@ -1484,13 +1336,13 @@ def plan_models(
                 done = len(backward.ops)
                 backward.phase = _NO_TX
                 for t in backward.validations():
-                    backward.emit(backward.writer.call("validate_constraints", repr(t)), table=t)
+                    backward.emit(backward.writer.call("validate_constraints", t), table=t)
                 tail = backward.ops[done:]
                 if k > 0 and groups[k - 1][0].phase != _TX:
                     tails[k - 1] = tail
                 else:
                     inserted[k] = tail
-    except UnsupportedChange as exc:
+    except (UnsupportedChange, Unwritable) as exc:
         raise GenerationError("cannot generate this migration", [str(exc)]) from None
     files: list[tuple[bool, list[_Chunk], list[_Chunk]]] = []
     for k, group in enumerate(groups):
@@ -1508,54 +1360,6 @@ def plan_models(
     )
     warnings += tuple(irreversible)
     return Plan(migrations, warnings, postgres, not unsafe), tuple(forward.drops)
-
-
-_NO_TRANSACTION = (
-    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
-    "# the like); each statement commits on its own and can run again after an interruption.\n"
-    "atomic = False\n"
-)
-
-
-def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
-    """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
-    forward = _body([op.code for op in migration.operations])
-    backward = _body([op.code for op in migration.rollback])
-    if backward and not forward:
-        # The rollback of the next file re-adds constraints NOT VALID in its transaction;
-        # this one, outside a transaction, validates them (rollbacks run newest first).
-        forward = _NEWLINE.join([
-            "# Nothing to do going forward.  The next file's rollback re-adds constraints",
-            "# NOT VALID in its transaction; this file's rollback, which runs after it,",
-            "# validates them outside a transaction (reads and writes go on).",
-            "return",
-        ])
-    if forward and not backward:
-        # Validating constraints or filling rows changes no schema that needs undoing
-        # (the rollback of the migration before it drops what it added): say so, so
-        # `rollback` does not take the empty body for a forgotten one.
-        backward = "return  # nothing to undo: this migration changes no schema"
-    return forward, backward
-
-
-def _diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
-    files = tuple(
-        DiffFile(m.suffix, m.atomic, *render_file_bodies(m)) for m in plan.migrations
-    )
-    if not files:
-        return Diff("", "", plan.warnings, drops, (), plan)
-
-    def joined(attr: str) -> str:
-        parts = []
-        for f in files:
-            body = getattr(f, attr)
-            if len(files) > 1 or not f.atomic:
-                label = f"# -- NAME{f.suffix}" + ("" if f.atomic else " (no transaction)")
-                body = label + _NEWLINE + body
-            parts.append(body)
-        return (_NEWLINE + _NEWLINE).join(parts)
-
-    return Diff(joined("migrate"), joined("rollback"), plan.warnings, drops, files, plan)
 
 
 def diff_models(
@@ -1644,14 +1448,8 @@ def create_migration(
     names: list[str] = []
     paths: list[Path] = []
     for f in diff.files:
-        written = router.compile(name + f.suffix, f.migrate, f.rollback)
+        written = write_file(router, name + f.suffix, f)
         path = Path(router.migrate_dir) / f"{written}.py"
-        if not f.atomic:
-            text = path.read_text(encoding="utf-8")
-            at = text.index("\n\ndef migrate(")
-            path.write_text(
-                text[:at] + "\n\n" + _NO_TRANSACTION + text[at:], encoding="utf-8"
-            )
         router.read(written)
         names.append(written)
         paths.append(path)
@@ -1661,75 +1459,10 @@ def create_migration(
     )
 
 
-# -- pw_migrate ------------------------------------------------------------------------
-
-_UPSTREAM_CREATE: Any = None
-
-
 def install_upstream() -> None:
     """Make ``pw_migrate create --auto`` write migrations with this generator.
 
-    peewee-migrate runs ``conf.py`` of the migrations directory before every
-    command; ours calls this function.  It replaces ``Router.create`` of
-    peewee-migrate's own Router for that process only: models are still
-    found as upstream finds them (``--auto-source``, ``IGNORE``), abstract
-    models are skipped, and the file is numbered and written by upstream.
+    Called from ``migrations/conf.py``, which peewee-migrate runs before every
+    command (see :func:`.autogenerate.upstream.install_upstream`).
     """
-    global _UPSTREAM_CREATE
-    from peewee_migrate import router as upstream
-
-    if _UPSTREAM_CREATE is not None:
-        return
-    _UPSTREAM_CREATE = upstream.Router.create
-
-    def create(self: Any, name: str = "auto", *, auto: Any = False) -> str | None:
-        if not auto:
-            result: str | None = _UPSTREAM_CREATE(self, name, auto=auto)
-            return result
-        try:
-            models = _upstream_models(self, auto)
-            written = create_migration(self, name, models)
-        except DatalayerError as exc:
-            # As peewee-migrate's CLI does for its own errors: say it, exit 1.
-            self.logger.error("%s", exc)
-            raise SystemExit(1) from None
-        if written is None:
-            self.logger.warning("No changes found.")
-            return None
-        for warning in written.warnings:
-            self.logger.warning("%s", warning)
-        self.logger.info('Migration has been created as "%s"', written.name)
-        return written.name
-
-    upstream.Router.create = create  # type: ignore[method-assign]
-
-
-def _upstream_models(router: Any, auto: Any) -> list[type[pw.Model]]:
-    """Find models the way ``peewee_migrate.Router.create`` does."""
-    import pkgutil
-    import sys
-
-    from peewee_migrate import router as upstream
-
-    is_model: Any = upstream._check_model
-    load_models: Any = upstream.load_models
-
-    if isinstance(auto, bool):
-        # A bare ``--auto``: the project's model set ([tool.datalayer] models), as
-        # ``datalayer migrate diff`` uses, instead of upstream's scan of every package.
-        from ..project import load_project
-
-        return list(load_project().load_models())
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-    models = auto if isinstance(auto, list) else [auto]
-    if not all(is_model(m) for m in models):
-        modules = models
-        if isinstance(auto, bool):
-            modules = [m for _, m, ispkg in pkgutil.iter_modules([cwd]) if ispkg]
-        models = [m for module in modules for m in load_models(module)]
-    if router.ignore:
-        models = [m for m in models if m._meta.name not in router.ignore]
-    # load_models returns sets: keep a stable order for stable output.
-    return sorted(set(models), key=lambda m: (m.__module__, m.__qualname__))
+    _upstream.install_upstream(create_migration)

@@ -28,6 +28,7 @@ from typing import Any
 from . import facts
 from ._ddl import BatchFill, Online, Step
 from ._spec import Sql
+from .autogenerate.code import Step as CodeStep
 from .facts import Lock
 
 __all__ = [
@@ -79,13 +80,18 @@ class Statement:
 
 @dataclasses.dataclass(frozen=True)
 class Operation:
-    """One call of the extended migrator (``code``) and the statements it runs."""
+    """One call of the extended migrator (``step``) and the statements it runs."""
 
-    code: str
+    step: CodeStep  # applied to the replayed state, rendered to the file
     method: str
     table: str | None
     statements: tuple[Statement, ...]
     online: bool = False
+
+    @property
+    def code(self) -> str:
+        """Return the operation's code as the migration file has it."""
+        return "\n".join(self.step.render())
 
     @property
     def transactional(self) -> bool:

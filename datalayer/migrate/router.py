@@ -349,14 +349,29 @@ class Router(_UpstreamRouter):
     def compile(
         self, name: str, migrate: str = "", rollback: str = "", num: int | None = None
     ) -> str:
-        """Write a new migration file numbered after the last one; return its name."""
+        """Write a new migration file numbered after the last one; return its name.
+
+        ``migrate`` and ``rollback`` are bodies given as text (peewee-migrate's
+        interface); the generator writes through :meth:`write_migration`.
+        """
         from ._template import render_migration
 
+        return self.write_migration(
+            name, lambda filename: render_migration(filename, migrate, rollback), num=num
+        )
+
+    def write_migration(
+        self, name: str, text: Callable[[str], str], num: int | None = None
+    ) -> str:
+        """Write a new migration file numbered after the last one; return its name.
+
+        ``text`` returns the file's content for its file name (``002_name.py``).
+        """
         existing = self.todo
         filename = f"{num + 1:03d}_{name}" if num is not None else _next_name(existing, name)
         path = self.path(filename)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_migration(path.name, migrate, rollback), encoding="utf-8")
+        path.write_text(text(path.name), encoding="utf-8")
         return filename
 
     # -- history (read-only unless the method says otherwise) ------------------

@@ -1,0 +1,213 @@
+"""The text of generated migration files, rendered from their steps (:mod:`.code`).
+
+A file's header names the operations its two bodies call (``m.add_fields``,
+``m.create_model``, ...) and it imports ``pw_pext`` only when a body uses
+it: both are read from the steps themselves.  A file that must run outside
+a transaction says ``atomic = False`` above ``migrate()``.  Upstream
+``pw_migrate`` runs the files unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..plan import Operation, Plan, PlannedMigration
+from .code import Step
+from .outcome import Diff, DiffFile, Drop
+
+__all__ = [
+    "HEADER",
+    "NOTHING_FORWARD",
+    "NOTHING_TO_UNDO",
+    "NO_TRANSACTION",
+    "bodies",
+    "body",
+    "calls",
+    "diff_of",
+    "fill_template",
+    "render_file",
+    "render_file_bodies",
+    "render_upstream_file",
+    "write_file",
+]
+
+HEADER = ("from datalayer.migrate.ops import extend", "", "m = extend(migrator)")
+"""The first lines of a generated body: ``m`` is the extended migrator."""
+
+_NEWLINE = "\n    "
+
+NOTHING_FORWARD = (
+    "# Nothing to do going forward.  The next file's rollback re-adds constraints",
+    "# NOT VALID in its transaction; this file's rollback, which runs after it,",
+    "# validates them outside a transaction (reads and writes go on).",
+    "return",
+)
+
+NOTHING_TO_UNDO = "return  # nothing to undo: this migration changes no schema"
+
+NO_TRANSACTION = (
+    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
+    "# the like); each statement commits on its own and can run again after an interruption.\n"
+    "atomic = False\n"
+)
+
+_FILE = '''\
+"""{name}: written by `datalayer migrate diff`.
+
+Operations it uses{where}:
+
+    migrate:  {migrate_ops}
+    rollback: {rollback_ops}
+"""
+
+{imports}{no_transaction}
+
+def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+    """Apply this migration."""
+    {migrate}
+
+
+def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    """Undo what migrate() did."""
+    {rollback}
+'''
+
+IMPORTS = "import peewee as pw\nfrom peewee_migrate import Migrator\n"
+IMPORTS_PEXT = (
+    "from contextlib import suppress\n\n"
+    f"{IMPORTS}\n"
+    "with suppress(ImportError):\n"
+    "    import playhouse.postgres_ext as pw_pext\n"
+)
+
+
+def body(steps: Sequence[Step]) -> str:
+    """Return a function body (indented for the template, first line bare) for ``steps``."""
+    if not steps:
+        return ""
+    lines = list(HEADER)
+    for step in steps:
+        lines.append("")
+        lines.extend(step.render())
+    return lines[0] + "".join("\n" + f"    {line}".rstrip() for line in lines[1:])
+
+
+def bodies(forward: Sequence[Step], backward: Sequence[Step]) -> tuple[str, str]:
+    """Return the ``migrate`` and ``rollback`` bodies of one file."""
+    migrate, rollback = body(forward), body(backward)
+    if rollback and not migrate:
+        # The rollback of the next file re-adds constraints NOT VALID in its transaction;
+        # this one, outside a transaction, validates them (rollbacks run newest first).
+        migrate = _NEWLINE.join(NOTHING_FORWARD)
+    if migrate and not rollback:
+        # Validating constraints or filling rows changes no schema that needs undoing
+        # (the rollback of the migration before it drops what it added): say so, so
+        # `rollback` does not take the empty body for a forgotten one.
+        rollback = NOTHING_TO_UNDO
+    return migrate, rollback
+
+
+def calls(steps: Iterable[Step]) -> list[str]:
+    """Return the ``m.method`` calls of ``steps``, once each, in the order they are written."""
+    return list(dict.fromkeys(call for step in steps for call in step.calls()))
+
+
+def render_file(
+    name: str, forward: Sequence[Step], backward: Sequence[Step], *, atomic: bool = True
+) -> str:
+    """Return the text of migration file ``name`` (``001_x.py``) with these steps."""
+    migrate, rollback = bodies(forward, backward)
+    return fill_template(
+        name, migrate, rollback,
+        migrate_ops=calls(forward), rollback_ops=calls(backward),
+        extended=bool(forward or backward),
+        pext=any("pw_pext" in step.modules() for step in [*forward, *backward]),
+        atomic=atomic,
+    )
+
+
+def fill_template(
+    name: str, migrate: str, rollback: str, *, migrate_ops: Sequence[str],
+    rollback_ops: Sequence[str], extended: bool, pext: bool, atomic: bool = True,
+) -> str:
+    """Return datalayer's migration file ``name`` with these bodies and header facts.
+
+    ``extended``: the bodies use ``m = extend(migrator)``; ``pext``: they name ``pw_pext``.
+    """
+    return _FILE.format(
+        name=name,
+        where=" (m = extend(migrator): see datalayer.migrate.migrator)" if extended else "",
+        migrate_ops=", ".join(migrate_ops) or "(none)",
+        rollback_ops=", ".join(rollback_ops) or "(none)",
+        imports=IMPORTS_PEXT if pext else IMPORTS,
+        no_transaction="" if atomic else "\n\n" + NO_TRANSACTION,
+        migrate=migrate or "pass",
+        rollback=rollback or "pass",
+    )
+
+
+def render_upstream_file(
+    name: str, forward: Sequence[Step], backward: Sequence[Step], *, atomic: bool = True
+) -> str:
+    """Return the text peewee-migrate's template gives file ``name``, ``atomic = False`` added."""
+    from peewee_migrate.template import TEMPLATE
+
+    head, mark, tail = TEMPLATE.partition("\n\ndef migrate(")
+    template = head + ("" if atomic else "\n\n" + NO_TRANSACTION) + mark + tail
+    migrate, rollback = bodies(forward, backward)
+    return template.format(migrate=migrate, rollback=rollback, name=name)
+
+
+def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
+    """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
+    return bodies(_steps(migration.operations), _steps(migration.rollback))
+
+
+def _steps(operations: Sequence[Operation]) -> tuple[Step, ...]:
+    return tuple(op.step for op in operations)
+
+
+def diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
+    """Return the diff of ``plan``: each file's bodies, and all of them joined for display."""
+    files = tuple(
+        DiffFile(m.suffix, m.atomic, *render_file_bodies(m), _steps(m.operations),
+                 _steps(m.rollback))
+        for m in plan.migrations
+    )
+    if not files:
+        return Diff("", "", plan.warnings, drops, (), plan)
+
+    def joined(attr: str) -> str:
+        parts = []
+        for f in files:
+            body = getattr(f, attr)
+            if len(files) > 1 or not f.atomic:
+                label = f"# -- NAME{f.suffix}" + ("" if f.atomic else " (no transaction)")
+                body = label + _NEWLINE + body
+            parts.append(body)
+        return (_NEWLINE + _NEWLINE).join(parts)
+
+    return Diff(joined("migrate"), joined("rollback"), plan.warnings, drops, files, plan)
+
+
+
+def write_file(router: Any, name: str, file: DiffFile) -> str:
+    """Write one file of a migration through ``router``; return the name it was given.
+
+    datalayer's Router numbers the file and writes the text rendered from the
+    steps; another (peewee-migrate's) numbers and writes it with its own
+    template, written again whole, from the same steps, when it is not atomic.
+    """
+    write = getattr(router, "write_migration", None)
+    if callable(write):
+        written: str = write(name, lambda filename: render_file(
+            filename, file.steps, file.rollback_steps, atomic=file.atomic))
+        return written
+    written = router.compile(name, file.migrate, file.rollback)
+    if not file.atomic:
+        path = Path(router.migrate_dir) / f"{written}.py"
+        path.write_text(render_upstream_file(path.name, file.steps, file.rollback_steps,
+                                             atomic=False), encoding="utf-8")
+    return written
