@@ -18,7 +18,7 @@ So the operations find out:
   ``txid_status()`` says whether that transaction committed:
   :func:`own_transaction`;
 * in a transaction of the caller's, a single-statement write leaves a
-  *witness* with the database (:meth:`datalayer.db.Database.witness`): after a
+  *witness* with the database (:meth:`datalayer._connection.PooledDatabase.witness`): after a
   lost ``COMMIT``, finding it proves the transaction committed (:func:`committed`).
 
 Where it cannot find out (the server does not answer, or the old server
@@ -40,7 +40,7 @@ from ._sql import _ONE, Statement, _on_checkout, fetchone
 from .errors import CommitUnknown, ConnectionLost, DatabaseUnavailable
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ._connection import PooledDatabase
 
 logger = logging.getLogger("datalayer")
 
@@ -56,7 +56,7 @@ _TXID_STATUS = Statement.text("SELECT txid_status(%s)", "xid")
 _TXID = Statement.text("SELECT txid_current()")  # for own_transaction's work
 
 
-def settle(db: Database, pid: int | None, timeout: float | None = None) -> bool:
+def settle(db: PooledDatabase, pid: int | None, timeout: float | None = None) -> bool:
     """Wait until server process ``pid`` has exited; return False if it did not in time.
 
     With ``pid`` None (behind a pooler) there is nothing to wait for: True.
@@ -79,16 +79,16 @@ def settle(db: Database, pid: int | None, timeout: float | None = None) -> bool:
         pause = min(pause * 2, 0.1)
 
 
-def _aside(db: Database, stmt: Statement, values: Mapping[str, Any]) -> Any:
+def _aside(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> Any:
     """Run a read on a connection of its own (the thread's may be dead, in a transaction)."""
     return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only)
 
 
-def committed(db: Database, unknown: CommitUnknown,
+def committed(db: PooledDatabase, unknown: CommitUnknown,
               witnesses: Sequence[tuple[Statement, Mapping[str, Any]]]) -> bool:
     """After a lost COMMIT: return True when one of ``witnesses`` finds its row.
 
-    See :meth:`datalayer.db.Database.witness`.  False means "not known".
+    See :meth:`datalayer._connection.PooledDatabase.witness`.  False means "not known".
     """
     try:
         if not settle(db, getattr(unknown, "backend_pid", None)):
@@ -99,7 +99,7 @@ def committed(db: Database, unknown: CommitUnknown,
 
 
 def single_write(
-    db: Database,
+    db: PooledDatabase,
     attempt: Callable[[], T],
     find: Callable[[], T | None],
     witness: tuple[Statement, Mapping[str, Any]] | None = None,
@@ -134,7 +134,7 @@ def single_write(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _after_loss(db: Database, exc: CommitUnknown, find: Callable[[], T | None]) -> T | None:
+def _after_loss(db: PooledDatabase, exc: CommitUnknown, find: Callable[[], T | None]) -> T | None:
     try:
         if not settle(db, getattr(exc, "backend_pid", None)):
             raise exc
@@ -145,7 +145,7 @@ def _after_loss(db: Database, exc: CommitUnknown, find: Callable[[], T | None]) 
         raise exc from second
 
 
-def own_transaction(db: Database, work: Callable[[], T]) -> T:
+def own_transaction(db: PooledDatabase, work: Callable[[], T]) -> T:
     """Run ``work`` in a transaction of its own; after a lost COMMIT, ask the server.
 
     ``work`` runs its statements on the thread's connection.  The transaction's
@@ -186,6 +186,6 @@ def own_transaction(db: Database, work: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _status(db: Database, xid: int) -> str | None:
+def _status(db: PooledDatabase, xid: int) -> str | None:
     row = fetchone(db, _TXID_STATUS, {"xid": xid})
     return None if row is None or row[0] is None else str(row[0])

@@ -28,9 +28,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
 import peewee as pw
 import psycopg2
@@ -39,17 +38,14 @@ from peewee import __exception_wrapper__  # type: ignore[attr-defined]  # not in
 
 from ._watchdog import lost_message
 from .errors import CommitUnknown, ConnectionLost, TableMissing
-from .models.fields import EnumField
 
 if TYPE_CHECKING:
-    from .db import Database
+    from ._connection import PooledDatabase
 
 logger = logging.getLogger("datalayer")
 
 _STATUS_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 _monotonic = time.monotonic
-
-M = TypeVar("M", bound=pw.Model)
 
 __all__ = [
     "Param",
@@ -60,7 +56,6 @@ __all__ = [
     "fetchone",
     "is_read_only",
     "lost_write",
-    "row_builder",
 ]
 
 # Statements that cannot have changed anything start with one of these words...
@@ -138,9 +133,9 @@ class Statement:
     __slots__ = ("_plan", "_texts", "names", "read_only", "sql")
 
     def __init__(self, query: Any) -> None:
-        from .db import database  # the SQL dialect; the same for every Database
+        from ._connection import dialect  # the same for every PooledDatabase
 
-        sql, params = database.get_sql_context().sql(query).query()
+        sql, params = dialect.get_sql_context().sql(query).query()
         self.sql: str = sql
         # Looked at only after a lost connection (None: work it out then, is_read_only()).
         self.read_only: bool | None = None
@@ -290,79 +285,6 @@ def _execute(cursor: Any, raw: Any, stmt: Statement, params: Sequence[Any]) -> N
     names.add(name)
 
 
-def row_builder(model: type[M], fields: Sequence[pw.Field]) -> Callable[[Sequence[Any]], M]:
-    """Return a function turning a row of ``fields`` into a ``model`` instance.
-
-    Does what peewee's cursor wrapper does (``python_value`` per column, an
-    instance with no dirty fields) in a function generated for these fields,
-    as ``dataclasses`` does for ``__init__``: a row becomes an instance in
-    well under a microsecond, against several for a generic loop.  The call
-    is skipped where psycopg2 already returned the type peewee would make.
-    """
-    names = [f.name for f in fields]
-    if any(not n.isidentifier() for n in names):
-        raise ValueError(f"unexpected field names in {names!r}")
-    env: dict[str, Any] = {"new": model.__new__, "model": model}
-    values = [f"v{i}" for i in range(len(fields))]
-    body = [f"    {', '.join(values)}, = row"]
-    for i, field in enumerate(fields):
-        if _passthrough(field):
-            continue
-        env[f"c{i}"] = field.python_value
-        members = _enum_members(field)
-        if members is not None:
-            env[f"m{i}"] = members
-            body.append(f"    if v{i} is not None:")
-            body.append(f"        m = m{i}.get(v{i})")
-            body.append(f"        v{i} = m if m is not None else c{i}(v{i})")
-        else:
-            env[f"t{i}"] = _driver_type(field)
-            body.append(f"    if v{i} is not None and type(v{i}) is not t{i}:")
-            body.append(f"        v{i} = c{i}(v{i})")
-    data = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
-    body.append("    obj = new(model)")
-    body.append(f'    obj.__dict__ = {{"__data__": {{{data}}}, "_dirty": set(), "__rel__": {{}}}}')
-    body.append("    return obj")
-    source = "def build(row):\n" + "\n".join(body) + "\n"
-    exec(compile(source, f"<row_builder {model.__name__}>", "exec"), env)
-    build: Callable[[Sequence[Any]], M] = env["build"]
-    return build
-
-
-def _enum_members(field: pw.Field) -> dict[Any, Any] | None:
-    """Return value -> member for an enum field whose python_value is the stock one."""
-    enum_cls = getattr(field, "enum_cls", None)
-    if enum_cls is None or type(field).python_value is not EnumField.python_value:
-        return None
-    return {m.value: m for m in enum_cls}
-
-
-_IDENTITY_PYTHON_VALUE = (
-    pw.CharField.python_value,
-    pw.TextField.python_value,
-    pw.BooleanField.python_value,
-    pw.DateTimeField.python_value,
-)
-
-
-_PASSTHROUGH_FIELDS = (pw.CharField, pw.TextField, pw.BooleanField, pw.DateTimeField)
-
-
-def _passthrough(field: pw.Field) -> bool:
-    """Return True when psycopg2 already returns what the field's python_value would."""
-    return isinstance(field, _PASSTHROUGH_FIELDS) and (
-        type(field).python_value in _IDENTITY_PYTHON_VALUE
-    )
-
-
-def _driver_type(field: pw.Field) -> type:
-    """Return the type that needs no conversion for ``field`` (``NoneType``: always convert)."""
-    target = field.rel_field if isinstance(field, pw.ForeignKeyField) else field
-    if isinstance(target, pw.UUIDField):
-        return uuid.UUID  # peewee registers psycopg2's UUID adapter
-    return type(None)
-
-
 # -- running ----------------------------------------------------------------
 
 
@@ -380,7 +302,7 @@ def table_missing(exc: BaseException, where: str) -> TableMissing | None:
     return None
 
 
-def _reraise(exc: psycopg2.Error, db: Database | None = None) -> None:
+def _reraise(exc: psycopg2.Error, db: PooledDatabase | None = None) -> None:
     """Raise ``exc`` as peewee's matching exception type (as ``execute_sql`` would).
 
     An undefined table becomes :class:`~datalayer.errors.TableMissing`, which
@@ -410,7 +332,7 @@ def _cursor(raw: Any) -> Any:
 
 
 def _send(
-    db: Database,
+    db: PooledDatabase,
     sql: str,
     params: Sequence[Any],
     copy_from: IO[str] | None,
@@ -439,7 +361,7 @@ def _send(
 
 
 def _run(
-    db: Database,
+    db: PooledDatabase,
     sql: str,
     params: Sequence[Any],
     copy_from: IO[str] | None = None,
@@ -483,7 +405,7 @@ def _run(
 
 
 def _lost(
-    db: Database,
+    db: PooledDatabase,
     exc: BaseException,
     limit: float | None,
     raw: Any,
@@ -536,7 +458,7 @@ def _idle(raw: Any) -> bool:
 
 
 def _on_checkout(
-    db: Database,
+    db: PooledDatabase,
     sql: str,
     params: Sequence[Any],
     mode: int,
@@ -593,14 +515,14 @@ def _on_checkout(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def fetchone(db: Database, stmt: Statement, values: Mapping[str, Any]) -> Any:
+def fetchone(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> Any:
     """Run ``stmt`` and return its first row (or None); check a connection out if needed."""
     if db._state.closed:
         return _on_checkout(db, stmt.sql, stmt.bind(values), _ONE, stmt.read_only, stmt)
     return _run(db, stmt.sql, stmt.bind(values), None, stmt.read_only, stmt).fetchone()
 
 
-def fetchall(db: Database, stmt: Statement, values: Mapping[str, Any]) -> list[Any]:
+def fetchall(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> list[Any]:
     """Run ``stmt`` and return all its rows; check a connection out if needed."""
     if db._state.closed:
         rows: list[Any] = _on_checkout(
@@ -611,7 +533,7 @@ def fetchall(db: Database, stmt: Statement, values: Mapping[str, Any]) -> list[A
     return rows
 
 
-def execute(db: Database, stmt: Statement, values: Mapping[str, Any]) -> int:
+def execute(db: PooledDatabase, stmt: Statement, values: Mapping[str, Any]) -> int:
     """Run ``stmt`` and return the number of rows it touched; check a connection out if needed."""
     if db._state.closed:
         count: int = _on_checkout(db, stmt.sql, stmt.bind(values), _COUNT, stmt.read_only, stmt)
@@ -620,7 +542,7 @@ def execute(db: Database, stmt: Statement, values: Mapping[str, Any]) -> int:
     return count
 
 
-def copy_in(db: Database, sql: str, data: IO[str]) -> int:
+def copy_in(db: PooledDatabase, sql: str, data: IO[str]) -> int:
     """Run ``COPY ... FROM STDIN`` (``sql``) fed from ``data`` on the thread's connection."""
     count: int = _run(db, sql, (), data).rowcount
     return count

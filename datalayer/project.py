@@ -27,11 +27,14 @@ import importlib
 import os
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProjectError
+
+if TYPE_CHECKING:
+    import peewee as pw
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -301,9 +304,16 @@ def import_models(modules: Sequence[str], root: Path | None = None) -> list[Any]
             if model not in found:
                 found.append(model)
     _check_references(found)
-    from .migrate._spec import sort_models
-
     return sort_models(found)
+
+
+def sort_models(models: Iterable[type[pw.Model]]) -> list[type[pw.Model]]:
+    """Return ``models`` in dependency order (peewee's ``sort_models``)."""
+    import peewee
+
+    sort: Any = peewee.sort_models  # type: ignore[attr-defined]  # not in the stubs
+    result: list[type[pw.Model]] = sort(list(models))
+    return result
 
 
 def _is_through_model(model: Any) -> bool:

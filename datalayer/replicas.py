@@ -47,6 +47,7 @@ import psycopg2.extensions
 from peewee import DatabaseError, InterfaceError
 
 from . import pool as _pool
+from ._connection import _Connection
 from .errors import (
     DatabaseUnavailable,
     DatalayerError,
@@ -56,8 +57,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._connection import PooledDatabase
     from .config import Settings
-    from .db import Database
 
 logger = logging.getLogger("datalayer.replicas")
 
@@ -460,14 +461,12 @@ class Replica:
     """One replica: its settings, its pool of read connections, its last known state."""
 
     def __init__(self, index: int, settings: Settings, owner: ReplicaSet) -> None:
-        from .db import _Connection  # the same connection class as the primary's
-
         self.index = index
         self.settings = settings
         self.url = settings.url(masked=True)
         self.name = f"replica {index} ({settings.describe()})"
         self.owner = owner
-        self._connection_class = _Connection
+        self._connection_class = _Connection  # the same connection class as the primary's
         self.pool = _pool.ConnectionPool(
             self._open,
             max_open=settings.max_open_conns,
@@ -588,7 +587,7 @@ _REPLICA_TROUBLE = frozenset({"40001", "57P01", "57P02", "57P03", "57014", "0800
 class ReplicaSet:
     """The replicas of one :class:`~datalayer.db.Database`, and its callers' positions."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: PooledDatabase, settings: Settings) -> None:
         self.db = db
         self.max_lag = settings.replica_max_lag
         self.interval = settings.replica_check_interval
@@ -683,10 +682,10 @@ class ReplicaSet:
             self._ensure_threads(pollers=True)
         return self.router.db_for_read(self.needed(), now)
 
-    def scope(self, db: Database, what: str = "read") -> _Scope:
+    def scope(self, db: PooledDatabase, what: str = "read") -> _Scope:
         return _Scope(self, db, what)
 
-    def read(self, db: Database, call: Callable[[], T], what: str) -> T:
+    def read(self, db: PooledDatabase, call: Callable[[], T], what: str) -> T:
         """Run ``call`` (a read) on a replica when one may; on the primary if the replica fails."""
         caller = self._local
         if caller.scope is None and db._state.closed:
@@ -706,7 +705,7 @@ class ReplicaSet:
         logger.debug("%s -> primary: after the replica failed", what)
         return call()
 
-    def _read_checked_out(self, db: Database, call: Callable[[], T], what: str,
+    def _read_checked_out(self, db: PooledDatabase, call: Callable[[], T], what: str,
                           caller: _Caller) -> T:
         """The usual case of :meth:`read`: no block, no held connection, no transaction.
 
@@ -734,7 +733,12 @@ class ReplicaSet:
         logger.debug("%s -> primary: after the replica failed", what)
         return call()
 
-    def lost(self, db: Database, raw: Any, exc: BaseException | None) -> bool:
+    def adopt(self, raw: Any) -> None:
+        """Make the new primary connection ``raw`` note its writes, for read-your-writes."""
+        raw.cursor_factory = PrimaryCursor
+        raw.replica_set = self
+
+    def lost(self, db: PooledDatabase, raw: Any, exc: BaseException | None) -> bool:
         """If ``raw`` is this thread's replica connection: give it up, fall back to the primary.
 
         Called with ``exc`` when a statement on it failed (True only when the
@@ -757,7 +761,7 @@ class ReplicaSet:
         scope.detach("the replica failed")
         return True
 
-    def release(self, db: Database, raw: Any, why: str) -> bool:
+    def release(self, db: PooledDatabase, raw: Any, why: str) -> bool:
         """If ``raw`` is this thread's replica connection: return it and go back to the primary."""
         scope = self._local.scope
         if scope is None or scope.raw is not raw or raw is None:
@@ -916,7 +920,7 @@ class _Scope:
 
     __slots__ = ("db", "nested", "owner", "raw", "replica", "stash", "what")
 
-    def __init__(self, owner: ReplicaSet, db: Database, what: str) -> None:
+    def __init__(self, owner: ReplicaSet, db: PooledDatabase, what: str) -> None:
         self.owner = owner
         self.db = db
         self.what = what

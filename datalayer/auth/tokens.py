@@ -57,9 +57,9 @@ import peewee as pw
 from .._outcome import own_transaction, single_write
 from .._sql import Param, Statement, execute, fetchone
 from ..errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
+from ..models.refresh_token import RefreshToken
+from ..models.user import User
 from ..models.validation import check_text, normalize_ip
-from .refresh_token import RefreshToken
-from .user import User
 from .users import _database as users_database
 from .users import _user_id
 

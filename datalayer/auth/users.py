@@ -36,7 +36,7 @@ import psycopg2.errors
 
 from .. import retry
 from .._outcome import own_transaction, single_write
-from .._sql import Param, Statement, copy_in, execute, fetchone, row_builder
+from .._sql import Param, Statement, copy_in, execute, fetchone
 from ..db import replica_read
 from ..errors import (
     AuthenticationError,
@@ -49,9 +49,10 @@ from ..errors import (
     TooManyConnections,
     ValidationError,
 )
+from ..models.refresh_token import RefreshToken
+from ..models.rows import row_builder
+from ..models.user import EMAIL_MAX_LENGTH, Role, User
 from ..models.validation import validate_value
-from .refresh_token import RefreshToken
-from .user import EMAIL_MAX_LENGTH, Role, User
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -228,12 +229,27 @@ def main(
     migrations folder come from [tool.datalayer] in the nearest pyproject.toml
     (or --models / --dir).  Global options may come before or after the command.
     """
-    from .db import echo_embedded_starts
-
     echo_embedded_starts()
     ctx.obj = CliContext(
         env_name=env_name, env_file=env_file, models_option=models, dir_option=directory
     )
+
+
+class _StartedLine(logging.Handler):
+    """Print the library's "started the embedded PostgreSQL ..." record on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "embedded_started", None) is not None:
+            click.echo(record.getMessage(), err=True)
+
+
+def echo_embedded_starts() -> None:
+    """Make every embedded server this process starts say so in one line on stderr."""
+    logger = logging.getLogger("datalayer.embedded")
+    if not any(isinstance(h, _StartedLine) for h in logger.handlers):
+        logger.addHandler(_StartedLine())
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
 
 
 def run() -> None:  # pragma: no cover - console entry point wrapper

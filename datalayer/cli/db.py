@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,24 +13,7 @@ from . import CliContext, pass_cli
 if TYPE_CHECKING:
     from ..embedded import EmbeddedServer
 
-__all__ = ["db", "echo_embedded_starts"]
-
-
-class _StartedLine(logging.Handler):
-    """Print the library's "started the embedded PostgreSQL ..." record on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "embedded_started", None) is not None:
-            click.echo(record.getMessage(), err=True)
-
-
-def echo_embedded_starts() -> None:
-    """Make every embedded server this process starts say so in one line on stderr."""
-    logger = logging.getLogger("datalayer.embedded")
-    if not any(isinstance(h, _StartedLine) for h in logger.handlers):
-        logger.addHandler(_StartedLine())
-    if not logger.isEnabledFor(logging.INFO):
-        logger.setLevel(logging.INFO)
+__all__ = ["db"]
 
 
 def _project_servers(cli: CliContext) -> list[EmbeddedServer]:

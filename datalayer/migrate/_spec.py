@@ -21,6 +21,8 @@ from typing import Any
 import peewee as pw
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
+from ..project import sort_models
+
 __all__ = [
     "ColumnSpec",
     "IndexSpec",
@@ -79,13 +81,6 @@ def qualified(table: str, schema: str | None = None) -> str:
 def _untyped(obj: Any) -> Any:
     """Return ``obj`` typed as Any, to reach peewee attributes its stubs do not declare."""
     return obj
-
-
-def sort_models(models: Iterable[type[pw.Model]]) -> list[type[pw.Model]]:
-    """Return ``models`` in dependency order (peewee's ``sort_models``)."""
-    sort: Any = _untyped(pw).sort_models
-    result: list[type[pw.Model]] = sort(list(models))
-    return result
 
 
 def database_of(model: type[pw.Model]) -> pw.Database:

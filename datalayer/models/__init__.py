@@ -2,9 +2,9 @@
 
 The model conventions every application model can build on (``BaseModel``,
 the field factories in :mod:`.fields`, validation in :mod:`.validation`) live
-here; the auth domain's models (``User``, ``RefreshToken``) are defined in
-:mod:`datalayer.auth` and re-exported, so ``datalayer.models`` stays the
-module of the auth models.
+here, and so do the auth domain's tables (``User`` in :mod:`.user`,
+``RefreshToken`` in :mod:`.refresh_token`): :mod:`datalayer.auth` builds its
+operations on them, and nothing here imports it.
 
 ``MODELS`` lists the auth tables in dependency order; the migration tooling
 and the ER diagram read it when no project configures its own models.
@@ -13,10 +13,10 @@ and the ER diagram read it when no project configures its own models.
 
 from __future__ import annotations
 
-from ..auth.refresh_token import RefreshToken
-from ..auth.user import EmailField, Role, User
 from .base import BaseModel
 from .fields import EnumField
+from .refresh_token import RefreshToken
+from .user import EmailField, Role, User
 
 MODELS: tuple[type[BaseModel], ...] = (User, RefreshToken)
 
