@@ -492,8 +492,11 @@ def test_a_background_job_pauses_while_the_replica_lags(configure, rep):
 
     try:
         with db.checkout():
+            # 8 batches 0.1 s apart: the lag the job reads is bounded by the time since the
+            # replica was last seen caught up, so a job faster than max_lag never pauses
+            # (on a quiet machine 8 unthrottled batches took less than 0.2 s).
             done = jobs.run_jobs(db, [table], jobs.JobOptions(max_lag=0.2, poll=0.05,
-                                                              reporter=Notes()))
+                                                              throttle=0.1, reporter=Notes()))
             counts = db.execute_sql(f"SELECT n, count(*) FROM {table} GROUP BY n").fetchall()
     finally:
         rep.standby.set_apply_delay(0)
