@@ -41,10 +41,6 @@ ALLOWED = {
     # the same), compiled under its real path so tracebacks point at it.
     ("migrate/router.py", "load", "exec"),
     ("migrate/router.py", "load", "compile"),
-    # The row builder of datalayer._sql (not migration code): a function specialised per
-    # model, from field names that are checked to be identifiers.
-    ("models/rows.py", "row_builder", "exec"),
-    ("models/rows.py", "row_builder", "compile"),
 }
 
 

@@ -24,38 +24,34 @@ def row_builder(model: type[M], fields: Sequence[pw.Field]) -> Callable[[Sequenc
     """Return a function turning a row of ``fields`` into a ``model`` instance.
 
     Does what peewee's cursor wrapper does (``python_value`` per column, an
-    instance with no dirty fields) in a function generated for these fields,
-    as ``dataclasses`` does for ``__init__``: a row becomes an instance in
-    well under a microsecond, against several for a generic loop.  The call
-    is skipped where psycopg2 already returned the type peewee would make.
+    instance with no dirty fields) with the per-field decisions taken once,
+    here, instead of per row: the conversion is skipped where psycopg2 already
+    returned the type peewee would make.  No code is generated or run.
     """
-    names = [f.name for f in fields]
-    if any(not n.isidentifier() for n in names):
-        raise ValueError(f"unexpected field names in {names!r}")
-    env: dict[str, Any] = {"new": model.__new__, "model": model}
-    values = [f"v{i}" for i in range(len(fields))]
-    body = [f"    {', '.join(values)}, = row"]
-    for i, field in enumerate(fields):
-        if _passthrough(field):
-            continue
-        env[f"c{i}"] = field.python_value
-        members = _enum_members(field)
-        if members is not None:
-            env[f"m{i}"] = members
-            body.append(f"    if v{i} is not None:")
-            body.append(f"        m = m{i}.get(v{i})")
-            body.append(f"        v{i} = m if m is not None else c{i}(v{i})")
-        else:
-            env[f"t{i}"] = _driver_type(field)
-            body.append(f"    if v{i} is not None and type(v{i}) is not t{i}:")
-            body.append(f"        v{i} = c{i}(v{i})")
-    data = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
-    body.append("    obj = new(model)")
-    body.append(f'    obj.__dict__ = {{"__data__": {{{data}}}, "_dirty": set(), "__rel__": {{}}}}')
-    body.append("    return obj")
-    source = "def build(row):\n" + "\n".join(body) + "\n"
-    exec(compile(source, f"<row_builder {model.__name__}>", "exec"), env)
-    build: Callable[[Sequence[Any]], M] = env["build"]
+    names = tuple(f.name for f in fields)
+    steps: tuple[tuple[int, dict[Any, Any] | None, Callable[[Any], Any], type], ...] = tuple(
+        (i, _enum_members(field), field.python_value, _driver_type(field))
+        for i, field in enumerate(fields)
+        if not _passthrough(field)
+    )
+    new = model.__new__
+
+    def build(row: Sequence[Any]) -> M:
+        values = list(row)
+        for i, members, convert, plain in steps:
+            value = values[i]
+            if value is None:
+                continue
+            if members is not None:
+                member = members.get(value)
+                values[i] = member if member is not None else convert(value)
+            elif type(value) is not plain:
+                values[i] = convert(value)
+        obj = new(model)
+        obj.__dict__ = {"__data__": dict(zip(names, values, strict=True)),
+                        "_dirty": set(), "__rel__": {}}
+        return obj
+
     return build
 
 
