@@ -309,8 +309,8 @@ def test_phase_of_each_statement(sql: str, phase: Phase) -> None:
 
 
 def test_phase_of_type_changes_and_fills() -> None:
-    widen = Sql('ALTER TABLE "t" ALTER COLUMN "c" TYPE VARCHAR(90)', hint="alter_type_in_place")
-    narrow = Sql('ALTER TABLE "t" ALTER COLUMN "c" TYPE VARCHAR(9)', hint="alter_type")
+    widen = Sql('ALTER TABLE "t" ALTER COLUMN "c" TYPE VARCHAR(90)', kind="alter_type_in_place")
+    narrow = Sql('ALTER TABLE "t" ALTER COLUMN "c" TYPE VARCHAR(9)', kind="alter_type")
     assert phase_of_step(widen) is Phase.EXPAND and phase_of_step(narrow) is Phase.CONTRACT
     assert phase_of_step(BatchFill('"t"', "c", "id", "default")) is Phase.EXPAND
 

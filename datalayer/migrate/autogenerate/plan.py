@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .. import facts
-from ..ddl.alter import BatchFill, Online, Step
+from ..ddl.alter import UNLISTED, BatchFill, Online, Step
 from ..ddl.spec import Sql
 from ..facts import Lock
 from .code import Step as CodeStep
@@ -159,15 +159,8 @@ _UPDATE_RE = re.compile(rf"^\s*UPDATE\s+(?:ONLY\s+)?({_TABLE})", re.I)
 _INDEX_ALTER_RE = re.compile(rf"^\s*ALTER\s+INDEX\s+(?:IF\s+EXISTS\s+)?({_TABLE})", re.I)
 
 
-_HINT_KINDS = {"in-place": "alter_type_in_place", "rewrite": "alter_type",
-               "no-scan": "set_not_null_checked"}  # older spellings of the hints
-
-
 def _alter_kind(text: str, hint: str) -> str:
     """Return the kind (a key of :data:`.facts.EFFECTS`) of one ``ALTER TABLE`` or DO block."""
-    hint = _HINT_KINDS.get(hint, hint)
-    if hint == "drop_constraint":
-        return hint
     t = " ".join(text.upper().split())
     not_valid = "NOT VALID" in t
     if "VALIDATE CONSTRAINT" in t and "ADD " not in t:
@@ -210,12 +203,14 @@ def _of_kind(
 
 
 def describe(sql: str, *, hint: str = "", postgres: int = 12) -> Statement:
-    """Return ``sql`` (one statement as datalayer writes it) with its locks, scan and rewrite.
+    """Return ``sql`` (one statement of SQL text) with its locks, scan and rewrite, read from it.
 
-    Recognises the statements the generator and the migrator operations
-    write; any other statement is reported as taking ACCESS EXCLUSIVE on the
-    tables it names after ALTER TABLE (a conservative guess).  The lock,
-    scan and rewrite of each kind of statement are :data:`.facts.EFFECTS`'s.
+    For SQL whose kind nobody knows (hand-written ``migrator.sql``, upstream
+    operations) when pglast is not there to parse it; a step the ddl planners
+    wrote carries its kind (:func:`statement_of`).  Recognises the usual forms;
+    any other statement is reported as taking ACCESS EXCLUSIVE on the tables it
+    names after ALTER TABLE (a conservative guess).  The lock, scan and rewrite of
+    each kind of statement are :data:`.facts.EFFECTS`'s.
     """
     text = sql.strip()
     head = text[:16].upper()
@@ -254,19 +249,24 @@ def describe(sql: str, *, hint: str = "", postgres: int = 12) -> Statement:
 
 
 def statement_of(step: Step, *, postgres: int = 12) -> Statement:
-    """Return the :class:`Statement` of one step queued by the migrator."""
+    """Return the :class:`Statement` of one step, from the kind and tables it carries."""
     if isinstance(step, BatchFill):
         fill = facts.EFFECTS["batch_fill"]
         return Statement(
             str(step), (), ((step.table, fill.lock),), fill.scans, fill.rewrites,
             transactional=not step.online, batched=True, kind="batch_fill",
         )
+    sql = step.sql if isinstance(step, Online) else step
+    assert isinstance(sql, Sql)
+    if sql.kind == UNLISTED:
+        found = Statement(sql.text)
+    elif sql.kind:
+        found = _of_kind(sql.text, sql.kind, sql.tables, sql.refs, postgres=postgres)
+    else:  # an index a model declares as SQL text: read from it
+        found = describe(sql.text, postgres=postgres)
     if isinstance(step, Online):
-        found = describe(step.sql.text, hint=step.sql.hint, postgres=postgres)
-        return dataclasses.replace(found, params=step.sql.params, transactional=False)
-    assert isinstance(step, Sql)
-    found = describe(step.text, hint=step.hint, postgres=postgres)
-    return dataclasses.replace(found, params=step.params)
+        found = dataclasses.replace(found, transactional=False)
+    return dataclasses.replace(found, params=sql.params)
 
 
 def statements_of(steps: Sequence[Step], *, postgres: int = 12) -> tuple[Statement, ...]:

@@ -105,6 +105,9 @@ class BatchFill:
 
 
 Step = Sql | Online | BatchFill
+
+UNLISTED = "unlisted"
+"""The kind of a statement that takes no table lock the facts list (CREATE SCHEMA, sequences)."""
 _AUTO_SUFFIX = "(?:pkey|fkey|check|key|excl)[0-9]*"
 
 
@@ -141,7 +144,7 @@ def drop_check(table: str, table_sql: str, check: Sql, *, missing_ok: bool = Fal
     """
     name = constraint_name(check)
     if name:
-        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}")
+        return _drop_named(table_sql, name, missing_ok)
     rc = _literal(table_sql) + "::regclass"
     body = f"""DECLARE
     wanted text;
@@ -163,7 +166,12 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(body, check.params)
+    return _do(body, check.params).of("drop_constraint", table_sql)
+
+
+def _drop_named(table_sql: str, name: str, missing_ok: bool) -> Sql:
+    drop = f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}"
+    return Sql(drop).of("drop_constraint", table_sql)
 
 
 def drop_foreign_key(
@@ -171,7 +179,7 @@ def drop_foreign_key(
 ) -> Sql:
     """Return the statement that drops the foreign key on ``column`` (found by column)."""
     if name:
-        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}")
+        return _drop_named(table_sql, name, missing_ok)
     rc = _literal(table_sql) + "::regclass"
     body = f"""DECLARE
     victim name;
@@ -187,8 +195,7 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    # The hint: the words "foreign key" of its message do not make it an ADD FOREIGN KEY.
-    return Sql(_do(body).text, hint="drop_constraint")
+    return _do(body).of("drop_constraint", table_sql)
 
 
 def drop_constraint(
@@ -197,7 +204,7 @@ def drop_constraint(
     """Return the statement that drops a table constraint other than CHECK."""
     name = constraint_name(constraint)
     if name:
-        return Sql(f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}")
+        return _drop_named(table_sql, name, missing_ok)
     if constraint.params:
         raise UnsupportedChange(
             f"{table}: cannot find the unnamed constraint {constraint.text!r} to drop it; "
@@ -218,7 +225,7 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(_pct(body))
+    return _do(_pct(body)).of("drop_constraint", table_sql)
 
 
 def rename_auto_names(table_sql: str, pattern: str, replacement: str) -> Sql:
@@ -246,7 +253,7 @@ BEGIN
             || quote_ident(regexp_replace(r.relname, {pat}, {rep}));
     END LOOP;
 END"""
-    return _do(_pct(body))
+    return _do(_pct(body)).of("alter_table", table_sql)
 
 
 def _re(name: str) -> str:
@@ -262,7 +269,7 @@ def plan_create(spec: TableSpec) -> list[Step]:
     """
     steps: list[Step] = []
     if spec.schema:
-        steps.append(Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}"))
+        steps.append(Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}", kind=UNLISTED))
     return steps + list(spec.create)
 
 
@@ -274,14 +281,16 @@ def plan_set_schema(before: TableSpec, after: TableSpec) -> list[Step]:
     """
     target = after.schema or "public"
     return [
-        Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(target)}"),
-        Sql(f"ALTER TABLE {before.qualified} SET SCHEMA {quote(target)}"),
+        Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(target)}", kind=UNLISTED),
+        Sql(f"ALTER TABLE {before.qualified} SET SCHEMA {quote(target)}").of(
+            "set_schema", before.qualified),
     ]
 
 
 def plan_drop(spec: TableSpec, *, cascade: bool = False) -> list[Step]:
     """Return the statement that drops the table; without ``cascade`` it fails if still used."""
-    return [Sql(f"DROP TABLE {spec.qualified}{' CASCADE' if cascade else ''}")]
+    drop = Sql(f"DROP TABLE {spec.qualified}{' CASCADE' if cascade else ''}")
+    return [drop.of("drop_table", spec.qualified)]
 
 
 def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
@@ -292,7 +301,8 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
             "write that migration by hand"
         )
     old, new = before.name, after.name
-    steps: list[Step] = [Sql(f"ALTER TABLE {before.qualified} RENAME TO {quote(new)}")]
+    rename = Sql(f"ALTER TABLE {before.qualified} RENAME TO {quote(new)}")
+    steps: list[Step] = [rename.of("rename_table", before.qualified)]
     steps.append(rename_auto_names(
         after.qualified,
         f"^{_re(old)}_((.*_)?{_AUTO_SUFFIX}|.*_seq)$",
@@ -354,13 +364,15 @@ def plan_alter(
     renames: Mapping[str, str] | None = None,
     using: Mapping[str, str] | None = None,
     online: bool = False,
+    cascade: bool = False,
 ) -> list[Step]:
     """Return the statements that turn table ``before`` into table ``after``.
 
     ``renames`` maps old column names to new ones (the columns are renamed,
     not dropped and added); ``using`` maps a column to the ``USING``
     expression of its type change; ``online`` writes the forms that do not
-    block reads and writes (see the module's docstring).
+    block reads and writes (see the module's docstring); ``cascade`` drops
+    columns with what depends on them (views, other tables' foreign keys).
 
     :raises UnsupportedChange: for a change of primary key or of a column
         constraint other than DEFAULT and CHECK.
@@ -374,7 +386,8 @@ def plan_alter(
     for old, new in renames.items():
         if before.column(old) is None:
             raise UnsupportedChange(f"{table}: no column {old!r} to rename to {new!r}")
-        steps.append(Sql(f"ALTER TABLE {T} RENAME COLUMN {quote(old)} TO {quote(new)}"))
+        rename = Sql(f"ALTER TABLE {T} RENAME COLUMN {quote(old)} TO {quote(new)}")
+        steps.append(rename.of("rename_column", T))
         steps.append(rename_auto_names(
             T,
             f"^{_re(table)}_{_re(old)}_({_AUTO_SUFFIX}|seq)$",
@@ -435,18 +448,18 @@ def plan_alter(
         for ix in [ix for ix in new_ix if online and ix.unique]:
             new_ix.remove(ix)
             steps.append(Online(concurrent_create(ix.create)))
-        steps.append(Sql(f"ALTER TABLE {T} DROP CONSTRAINT {quote(before.name + '_pkey')}"))
+        steps.append(_drop_named(T, before.name + "_pkey", False))
     for ix in gone:
+        index = f"{schema_prefix}{quote(ix.name)}"  # the lock is the index's table's
         if online:
-            steps.append(Online(Sql(
-                f"DROP INDEX CONCURRENTLY IF EXISTS {schema_prefix}{quote(ix.name)}"
-            )))
+            drop = Sql(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+            steps.append(Online(drop.of("drop_index_concurrently", index)))
         else:
-            steps.append(Sql(f"DROP INDEX {schema_prefix}{quote(ix.name)}"))
+            steps.append(Sql(f"DROP INDEX {index}").of("drop_index", index))
     for old_ix, new_ix_spec in renamed:
-        steps.append(Sql(
-            f"ALTER INDEX {schema_prefix}{quote(old_ix.name)} RENAME TO {quote(new_ix_spec.name)}"
-        ))
+        index = f"{schema_prefix}{quote(old_ix.name)}"
+        rename = Sql(f"ALTER INDEX {index} RENAME TO {quote(new_ix_spec.name)}")
+        steps.append(rename.of("alter_index", index))
 
     # CHECK constraints, wherever they were declared (field or Meta), as a multiset.
     def checks(spec: TableSpec, skip: set[str]) -> Counter[tuple[str, tuple[Any, ...]]]:
@@ -473,9 +486,10 @@ def plan_alter(
         steps.append(drop_constraint(table, T, Sql(text, params), missing_ok=online))
 
     if (serial_key in added_names and before.primary_key) or key_released:
-        steps.append(Sql(f"ALTER TABLE {T} DROP CONSTRAINT {quote(before.name + '_pkey')}"))
+        steps.append(_drop_named(T, before.name + "_pkey", False))
     for col in dropped:
-        steps.append(Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}"))
+        drop = Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}{' CASCADE' if cascade else ''}")
+        steps.append(drop.of("drop_column", T))
 
     pk = after.primary_key[0] if len(after.primary_key) == 1 else None
     for col in added:
@@ -490,15 +504,18 @@ def plan_alter(
         ))
 
     not_valid = " NOT VALID" if online else ""
+    check = "add_check_not_valid" if online else "add_check"
     for text, params in sorted((achecks - bchecks).elements()):
-        steps.append(Sql(f"ALTER TABLE {T} ADD ", ()) + Sql(text, params) + not_valid)
+        steps.append(Sql(f"ALTER TABLE {T} ADD ").of(check, T) + Sql(text, params) + not_valid)
 
+    add_fk = Sql(f"ALTER TABLE {T} ADD ").of(
+        "add_foreign_key_not_valid" if online else "add_foreign_key", T)
     for col in added:
         if col.fk is not None:
-            steps.append(Sql(f"ALTER TABLE {T} ADD ") + col.fk + not_valid)
+            steps.append(add_fk + col.fk + not_valid)
     for old_col, new_col in both:
         if new_col.fk is not None and old_col.fk != new_col.fk:
-            steps.append(Sql(f"ALTER TABLE {T} ADD ") + new_col.fk + not_valid)
+            steps.append(add_fk + new_col.fk + not_valid)
 
     for text, params in sorted((acons - bcons).elements()):
         steps.extend(_add_constraint(table, T, Sql(text, params), online=online))
@@ -517,6 +534,14 @@ def plan_alter(
     for ix in new_ix:
         steps.append(Online(concurrent_create(ix.create)) if online else ix.create)
     return steps
+
+
+def _using_index(text: str, T: str) -> Sql:
+    return Sql(text).of("add_constraint_using_index", T)
+
+
+def _unique_index(text: str, T: str) -> Online:
+    return Online(Sql(text).of("create_index_concurrently", T))
 
 
 def _serial_key(after: TableSpec, before: TableSpec, added: set[str]) -> str | None:
@@ -576,12 +601,13 @@ def _add_primary_key(
     key = ", ".join(quote(c) for c in after.primary_key)
     add = f"ALTER TABLE {T} ADD CONSTRAINT {quote(name)} PRIMARY KEY"
     if index is not None:
-        return [Sql(f"{add} USING INDEX {quote(index.name)}", hint="using-index")]
+        return [_using_index(f"{add} USING INDEX {quote(index.name)}", T)]
     if not online:
-        return [Sql(f"{add} ({key})")]
+        return [Sql(f"{add} ({key})").of("add_unique", T)]
     return [
-        Online(Sql(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({key})")),
-        Sql(f"{add} USING INDEX {quote(name)}", hint="using-index"),
+        _unique_index(
+            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({key})", T),
+        _using_index(f"{add} USING INDEX {quote(name)}", T),
     ]
 
 
@@ -595,7 +621,7 @@ def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step
     cols = ", ".join(quote(c) for c in after.primary_key)
     drop = f"ALTER TABLE {T} DROP CONSTRAINT {quote(name)}, ADD CONSTRAINT {quote(name)} "
     if not online:
-        return [Sql(f"{drop}PRIMARY KEY ({cols})")]
+        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T)]
     new = _short_name(f"{after.name}_pkey_new")
     where = f"{quote(after.schema)}.{quote(new)}" if after.schema else quote(new)
     body = f"""BEGIN
@@ -604,8 +630,9 @@ def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step
     END IF;
 END"""
     return [
-        Online(Sql(f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})")),
-        Sql(_do(_pct(body)).text, hint="using-index"),
+        _unique_index(
+            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})", T),
+        _using_index(_do(_pct(body)).text, T),
     ]
 
 
@@ -626,7 +653,7 @@ def concurrent_create(create: Sql) -> Sql:
     )
     if not n:  # pragma: no cover - every index spec renders CREATE [UNIQUE] INDEX
         raise UnsupportedChange(f"cannot build {create.text!r} concurrently")
-    return Sql(text, create.params)
+    return Sql(text, create.params).of("create_index_concurrently", *create.tables)
 
 
 def _short_name(name: str) -> str:
@@ -645,12 +672,21 @@ def _unquote(name: str) -> str:
 
 
 def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> list[Step]:
-    """Return the statements that add a table constraint other than CHECK."""
-    plain: list[Step] = [Sql(f"ALTER TABLE {T} ADD ") + constraint]
+    """Return the statements that add a table constraint other than CHECK.
+
+    The constraint is SQL written in the model: its kind is read from its text.
+    """
+    upper = " ".join(constraint.text.upper().split())
+    fk = "FOREIGN KEY" in upper or " REFERENCES " in f" {upper}"
+    kind = ("add_foreign_key" if fk
+            else "add_unique" if re.search(r"\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", upper)
+            else "add_check" if re.search(r"\bCHECK\b", upper) else "alter_table")
+    plain: list[Step] = [Sql(f"ALTER TABLE {T} ADD ").of(kind, T) + constraint]
     if not online or constraint.params:
         return plain
     if _FOREIGN_RE.match(constraint.text):
-        return [Sql(f"ALTER TABLE {T} ADD ") + constraint + " NOT VALID"]
+        add = Sql(f"ALTER TABLE {T} ADD ").of("add_foreign_key_not_valid", T)
+        return [add + constraint + " NOT VALID"]
     m = _UNIQUE_RE.match(constraint.text)
     if not m:
         return plain
@@ -667,10 +703,7 @@ def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> lis
     END IF;
 END"""
     create = f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({cols})"
-    return [
-        Online(Sql(create)),
-        Sql(_do(_pct(body)).text, hint="using-index"),
-    ]
+    return [_unique_index(create, T), _using_index(_do(_pct(body)).text, T)]
 
 
 def _column_ddl(col: ColumnSpec, *, null: bool, default: bool, checks: bool) -> Sql:
@@ -832,7 +865,7 @@ BEGIN
     END IF;
     EXECUTE format({_literal(action)}, seq);
 END"""
-    return _do(_pct(body))
+    return dataclasses.replace(_do(_pct(body)), kind=UNLISTED)
 
 
 def _serial_change(
@@ -855,43 +888,45 @@ def _serial_change(
     steps: list[Step] = []
     if (old_serial and new_serial) or (old_ident and new_ident):
         if old_base != new_base:
-            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}"))
+            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}").of(
+                "alter_type", T))
             steps.append(_serial_sequence_of(T, new.name, f"ALTER SEQUENCE %s AS {new_base}"))
         if old_ident and new_ident and old_ident[1] != new_ident[1]:
-            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET GENERATED {new_ident[1]}"))
+            generated = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET GENERATED {new_ident[1]}")
+            steps.append(generated.of("alter_table", T))
         return steps
     # Leave the old numbering.
     if old_serial:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+        steps.append(_drop_default(T, c))
         steps.append(_serial_sequence_of(T, new.name, "DROP SEQUENCE %s"))
     elif old_ident:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP IDENTITY"))
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP IDENTITY").of("alter_table", T))
     elif old.default is not None:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+        steps.append(_drop_default(T, c))
     seq: str | None = None
     if new_serial:
         # The sequence first: a USING may number the rows from it.
         schema = T.split(".", 1)[0][1:-1].replace('""', '"') if "." in T else None
         seq = serial_sequence(table, schema, new.name)
-        steps.append(Sql(f"CREATE SEQUENCE {seq} AS {new_base}"))
+        steps.append(Sql(f"CREATE SEQUENCE {seq} AS {new_base}", kind=UNLISTED))
     if old_base != new_base or using:
-        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}")
+        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}").of("alter_type", T)
         steps.append(stmt + f" USING {using}" if using else stmt)
     if seq is not None:
-        steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}"))
+        steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}", kind=UNLISTED))
         steps.append(Sql(
             f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"
-        ))
+        ).of("set_default", T))
         steps.append(Sql(
             f"SELECT setval({_literal(seq)}, COALESCE(max({c}), 1), max({c}) IS NOT NULL) "
-            f"FROM {T}"
+            f"FROM {T}", kind=UNLISTED,
         ))
     elif new_ident:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} ADD GENERATED {new_ident[1]} "
-                         "AS IDENTITY"))
+                         "AS IDENTITY").of("alter_table", T))
         steps.append(Sql(
             f"SELECT setval(pg_get_serial_sequence({_literal(T)}, {_literal(new.name)}), "
-            f"COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}"
+            f"COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}", kind=UNLISTED,
         ))
     return steps
 
@@ -908,7 +943,7 @@ def set_not_null(table: str, T: str, column: str, *, online: bool) -> list[Step]
     """
     c = quote(column)
     if not online:
-        return [Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL")]
+        return [Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T)]
     name = _short_name(f"{table}_{column}_not_null_dl")
     n, rc = quote(name), f"{_literal(T)}::regclass"
     exists = f"SELECT 1 FROM pg_constraint WHERE conrelid = {rc} AND conname = {_literal(name)}"
@@ -924,10 +959,10 @@ END"""
     END IF;
 END"""
     return [
-        _do(_pct(add)),
-        Sql(_do(_pct(validate)).text, hint="validate"),
-        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL", hint="set_not_null_checked"),
-        Sql(f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS {n}"),
+        _do(_pct(add)).of("add_check_not_valid", T),
+        _do(_pct(validate)).of("validate_constraint", T),
+        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null_checked", T),
+        _drop_named(T, name, True),
     ]
 
 
@@ -947,7 +982,17 @@ BEGIN
             || quote_ident(r.conname);
     END LOOP;
 END"""
-    return Sql(_do(_pct(body)).text, hint="validate")
+    return _do(_pct(body)).of("validate_constraint", T)
+
+
+def _drop_default(T: str, c: str) -> Sql:
+    return Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT").of("set_default", T)
+
+
+def _add_column_sql(T: str, col: ColumnSpec, *, checks: bool) -> Sql:
+    """Return ``ALTER TABLE T ADD COLUMN `` (a scan when the column comes with its CHECKs)."""
+    kind = "add_column_checked" if checks and col.checks else "add_column"
+    return Sql(f"ALTER TABLE {T} ADD COLUMN ").of(kind, T)
 
 
 def _add_column(
@@ -958,7 +1003,7 @@ def _add_column(
     if col.primary_key and new_key:
         # A serial key: PostgreSQL numbers the existing rows from the new sequence
         # (rewriting the table under ACCESS EXCLUSIVE, as any volatile default does).
-        return [Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl]
+        return [_add_column_sql(T, col, checks=True) + col.ddl]
     if col.primary_key:
         raise UnsupportedChange(
             f"{table}.{col.name}: adding a primary key column is not supported; "
@@ -971,36 +1016,40 @@ def _add_column(
         value = col.db_value(col.py_default)
         if value is not None:
             return [
-                Sql(f"ALTER TABLE {T} ADD COLUMN ")
+                _add_column_sql(T, col, checks=not online)
                 + _column_ddl(col, null=True, default=False, checks=not online)
                 + Sql(" DEFAULT %s NOT NULL", (value,)),
-                Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"),
+                _drop_default(T, c),
             ]
     if online and (is_volatile(col.default) or (not col.null and needs_fill)):
         # Added empty (no rewrite under the lock), the default set for new rows, the
         # existing rows filled in batches outside the lock, then NOT NULL if wanted.
         steps: list[Step] = [
-            Sql(f"ALTER TABLE {T} ADD COLUMN ")
+            _add_column_sql(T, col, checks=False)
             + _column_ddl(col, null=True, default=False, checks=False)
         ]
         if col.default is not None:
-            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ") + col.default)
+            steps.append(_set_default(T, c) + col.default)
         steps.extend(fill_nulls(T, col, online=True, key=key))
         if not col.null:
             steps.extend(set_not_null(table, T, col.name, online=True))
         return steps
     if online:
-        return [Sql(f"ALTER TABLE {T} ADD COLUMN ")
+        return [_add_column_sql(T, col, checks=False)
                 + _column_ddl(col, null=col.null, default=True, checks=False)]
     if not col.null and needs_fill:
         # NOT NULL with a Python-side default only: add it nullable, fill the
         # existing rows, then forbid NULLs (create_tables() has no DEFAULT here).
         return [
-            Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl_nullable,
+            _add_column_sql(T, col, checks=True) + col.ddl_nullable,
             *fill_nulls(T, col, online=False, key=key),
-            Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL"),
+            Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T),
         ]
-    return [Sql(f"ALTER TABLE {T} ADD COLUMN ") + col.ddl]
+    return [_add_column_sql(T, col, checks=True) + col.ddl]
+
+
+def _set_default(T: str, c: str) -> Sql:
+    return Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ").of("set_default", T)
 
 
 def _alter_column(
@@ -1035,7 +1084,7 @@ def _alter_column(
     elif retype:
         if old.default is not None:
             # The old default may not cast to the new type; set it again afterwards.
-            steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+            steps.append(_drop_default(T, c))
             default_dropped = True
         stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE ") + new.type
         if new.collation:
@@ -1044,14 +1093,13 @@ def _alter_column(
             stmt = stmt + f" USING {using}"
         if new.primary_key and not _integers(old.type.text, new.type.text) and not stmt.params:
             stmt = _retype_referenced_key(T, new.name, stmt.text, new.type.text)
-        # The hint is the kind of statement in the table of facts (alter_type, ...).
-        steps.append(dataclasses.replace(stmt, hint=type_change(old, new, using).kind))
+        steps.append(stmt.of(type_change(old, new, using).kind, T))
     if retype and auto and old.default is not None:
         default_dropped = True  # _serial_change dropped it
     if new.default is not None and (default_dropped or old.default != new.default):
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ") + new.default)
+        steps.append(_set_default(T, c) + new.default)
     elif new.default is None and old.default is not None and not default_dropped:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT"))
+        steps.append(_drop_default(T, c))
     if old.null and not new.null:
         if retype and serial_base(new.type.text) and not serial_base(old.type.text):
             # Numbered from the new sequence (its DEFAULT), walking the rows by ctid.
@@ -1060,5 +1108,5 @@ def _alter_column(
             steps.extend(fill_nulls(T, new, online=online, key=key))
         steps.extend(set_not_null(table, T, new.name, online=online))
     elif not old.null and new.null:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL"))
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL").of("alter_table", T))
     return steps

@@ -48,24 +48,34 @@ class UnsupportedChange(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Sql:
-    """SQL text with its parameters, as peewee renders it for psycopg2."""
+    """SQL text with its parameters, as peewee renders it for psycopg2.
+
+    A statement the ddl planners write also says what it is, for the table of facts
+    (:data:`..facts.EFFECTS`): its ``kind``, the ``tables`` it locks and the tables a
+    foreign key in it ``refs`` (each as written).  None of these is compared.
+    """
 
     text: str
     params: tuple[Any, ...] = ()
-    # What the statement does to the table beyond its text (``"rewrite"``, ``"no-scan"``),
-    # for the plan's lock report; not part of the comparison and dropped by ``+``.
-    hint: str = dataclasses.field(default="", compare=False)
+    kind: str = dataclasses.field(default="", compare=False)
+    tables: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    refs: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def __str__(self) -> str:
         return self.text
 
     def __add__(self, other: Sql | str) -> Sql:
         if isinstance(other, str):
-            return Sql(self.text + other, self.params)
-        return Sql(self.text + other.text, self.params + other.params)
+            return dataclasses.replace(self, text=self.text + other)
+        return Sql(self.text + other.text, self.params + other.params, self.kind or other.kind,
+                   self.tables or other.tables, self.refs + other.refs)
 
     def __radd__(self, other: str) -> Sql:
-        return Sql(other + self.text, self.params)
+        return dataclasses.replace(self, text=other + self.text)
+
+    def of(self, kind: str, *tables: str) -> Sql:
+        """Return this statement as one of ``kind`` (a key of the facts) locking ``tables``."""
+        return dataclasses.replace(self, kind=kind, tables=tables)
 
 
 def quote(name: str) -> str:
@@ -183,8 +193,17 @@ def _classify(nodes: Iterable[Any], db: pw.Database) -> tuple[Sql | None, list[S
         elif is_check(sql):
             checks.append(sql)
         else:
-            other.append(sql)
+            other.append(dataclasses.replace(sql, refs=references_in(sql.text)))
     return default, checks, other
+
+
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_REFERENCES_RE = re.compile(rf"REFERENCES\s+({_IDENT}(?:\s*\.\s*{_IDENT})?)", re.IGNORECASE)
+
+
+def references_in(text: str) -> tuple[str, ...]:
+    """Return the tables a constraint written in a model (SQL text) references, as written."""
+    return tuple(m.group(1) for m in _REFERENCES_RE.finditer(text))
 
 
 _CHECK_RE = re.compile(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?CHECK\b', re.IGNORECASE)
@@ -309,11 +328,14 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
         fk = render(field.foreign_key_constraint(bool(field.deferred)), db, values_scope=True)
+        rel = field.rel_model._meta
+        fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
+    refs = tuple(r for o in other for r in o.refs)
     null_saved = field.null
     try:
         field.null = True
-        ddl_nullable = render(field.ddl(db.get_sql_context()), db)
+        ddl_nullable = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
     finally:
         field.null = null_saved
     return ColumnSpec(
@@ -328,7 +350,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         collation=field.collation,
         fk=fk,
         fk_name=fk_name,
-        ddl=render(field.ddl(db.get_sql_context()), db),
+        ddl=dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs),
         ddl_nullable=ddl_nullable,
         py_default=field.default,
         db_value=field.db_value,
@@ -359,7 +381,7 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
             unique=bool(index._unique),
             origin=origin,
             columns=columns,
-            create=render(concrete, db),
+            create=render(concrete, db).of("create_index", qualified(meta.table_name, meta.schema)),
         )
     sql = render(index, db)
     m = _INDEX_NAME_RE.search(sql.text)
@@ -418,15 +440,24 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         pk = ()
     checks: list[Sql] = []
     constraints: list[Sql] = []
+    refs = [r for c in columns for r in c.ddl.refs]
+    refs += [r for f, c in zip(meta.sorted_fields, columns, strict=True) if c.fk is not None
+             and not getattr(f, "deferred", False) for r in c.fk.refs]
     for node in meta.constraints or ():
         sql = render(node, db)
+        sql = dataclasses.replace(sql, refs=references_in(sql.text))
+        refs += sql.refs
         (checks if is_check(sql) else constraints).append(sql)
     indexes = _distinct_names(
         [_index_spec(model, idx, origin, db) for origin, idx in index_entries(model)]
     )
     statements: list[Sql] = []
     if create:
-        statements.append(_create_table(model, db, db_key, columns, checks + constraints))
+        table = _create_table(model, db, db_key, columns, checks + constraints)
+        statements.append(dataclasses.replace(
+            table, kind="create_table", tables=(qualified(meta.table_name, meta.schema),),
+            refs=tuple(refs),
+        ))
         statements.extend(ix.create for ix in indexes)
     return TableSpec(
         name=meta.table_name,

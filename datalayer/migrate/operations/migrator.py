@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import importlib
 import operator
 import threading
@@ -39,17 +38,7 @@ from peewee_migrate import Migrator
 from playhouse.migrate import SchemaMigrator
 
 from .. import operations as ops
-from ..ddl.alter import (
-    BatchFill,
-    Step,
-    fill_nulls,
-    plan_alter,
-    plan_create,
-    plan_drop,
-    plan_rename_table,
-    plan_set_schema,
-    validate_constraints,
-)
+from ..ddl.alter import BatchFill, Step
 from ..ddl.spec import (
     Sql,
     TableSpec,
@@ -60,7 +49,6 @@ from ..ddl.spec import (
     rename_identifier,
     table_spec,
 )
-from . import calls
 
 __all__ = [
     "DatalayerMigrator",
@@ -106,11 +94,6 @@ def replaying() -> Iterator[None]:
 
 
 table_spec = _unless_replaying(table_spec, lambda: cast(TableSpec, None))
-plan_alter = _unless_replaying(plan_alter, list)
-plan_create = _unless_replaying(plan_create, list)
-plan_drop = _unless_replaying(plan_drop, list)
-plan_rename_table = _unless_replaying(plan_rename_table, list)
-plan_set_schema = _unless_replaying(plan_set_schema, list)
 
 ModelRef = str | type[pw.Model]
 F = TypeVar("F", bound=pw.Field)
@@ -307,61 +290,11 @@ class Opaque:
 _OPAQUE = "_datalayer_opaque"  # the Opaque calls recorded (in the shared __dict__)
 
 
-_OPERATIONS = "_datalayer_operations"  # the Operation objects recorded (shared __dict__)
-_DEPTH = "_datalayer_operation_depth"  # > 0 inside a recorded method (nested calls fold in)
-
-_M = TypeVar("_M", bound=Callable[..., Any])
+_OPERATIONS = "_datalayer_operations"  # (operation, its queued callables) (shared __dict__)
 
 
-def _records(build: Callable[..., ops.Operation]) -> Callable[[_M], _M]:
-    """Record ``build(self, *args, **kwargs)`` with the steps the decorated method queues.
-
-    Only the outermost recorded call is kept (``change_fields`` calls ``alter_fields``):
-    one call of a migration file, one operation.  A call that fails records nothing.
-    """
-
-    def decorate(method: _M) -> _M:
-        @functools.wraps(method)
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            shared = self.__dict__
-            if shared.get(_DEPTH):
-                return method(self, *args, **kwargs)
-            try:
-                op = build(self, *args, **kwargs)
-            except Exception:  # the method itself says what is wrong with its arguments
-                return method(self, *args, **kwargs)
-            start = len(shared.get(_STEPS, []))
-            queued_from = len(self.__ops__)
-            before = _spec_for_phases(self, op)
-            shared[_DEPTH] = 1
-            try:
-                result = method(self, *args, **kwargs)
-            finally:
-                shared[_DEPTH] = 0
-            steps = tuple(shared.get(_STEPS, [])[start:])
-            queued = tuple(self.__ops__[queued_from:])
-            specs = None if before is None else (before, _spec_for_phases(self, op))
-            shared.setdefault(_OPERATIONS, []).append(
-                dataclasses.replace(op, steps=steps, queued=queued, specs=specs)
-            )
-            return result
-
-        return cast(_M, wrapper)
-
-    return decorate
-
-
-def _spec_for_phases(migrator: Any, op: ops.Operation) -> TableSpec | None:
-    """Return the table's spec when a phased apply rewrites ``op`` (a rename, a drop).
-
-    None in a replay (which derives no SQL) and for every other kind.
-    """
-    if _replaying_now() or not isinstance(op, (ops.RenameColumn, ops.DropColumns)):
-        return None
-    try:
-        return table_spec(migrator._get(op.table))
-    except Exception:  # the method itself says what is wrong with its arguments
-        return None
+def _server_default(field: pw.Field) -> bool:
+    return any("DEFAULT" in str(getattr(c, "sql", "")).upper() for c in field.constraints or ())
 
 
 class RowsGuard:
@@ -446,13 +379,13 @@ class DatalayerMigrator(Migrator):
 
     # -- opaque operations: SQL and Python a replay notes and never runs ----------
 
-    @_records(calls.sql)
     def sql(self, sql: str, *params: Any) -> None:
         """Run raw SQL (upstream's operation; a replay records it as :class:`Opaque`)."""
         self.__dict__.setdefault(_OPAQUE, []).append(Opaque("sql", sql, params))
+        start = len(self.__ops__)
         super().sql(sql, *params)
+        self._record(ops.RawSql("", sql_text=sql, params=params), start)
 
-    @_records(calls.run)
     def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run a Python function (upstream's operation; a replay records it, never runs it)."""
         name = str(getattr(func, "__name__", None) or repr(func))
@@ -462,12 +395,30 @@ class DatalayerMigrator(Migrator):
             func(*args, **kwargs)
 
         call.__name__ = name
+        start = len(self.__ops__)
         self.__ops__.append(call)
+        self._record(ops.PythonFunction("", name=name), start)
 
     def take_operations(self) -> list[ops.Operation]:
         """Return the operations recorded since the last call (see :mod:`.operations`)."""
-        found: list[ops.Operation] = self.__dict__.pop(_OPERATIONS, [])
+        return [op for op, _ in self.take_recorded()]
+
+    def take_recorded(self) -> list[tuple[ops.Operation, tuple[Any, ...]]]:
+        """Return each operation recorded since the last call with the callables it queued."""
+        found: list[tuple[ops.Operation, tuple[Any, ...]]] = self.__dict__.pop(_OPERATIONS, [])
         return found
+
+    def _record(self, op: ops.Operation, start: int) -> None:
+        """Record ``op`` with the callables queued since ``start`` (its place in ``__ops__``)."""
+        queued = tuple(self.__ops__[start:])
+        self.__dict__.setdefault(_OPERATIONS, []).append((op, queued))
+
+    def _emit(self, op: ops.Operation) -> None:
+        """Queue ``op``'s SQL, in the form its file asked for (none in a replay), and record it."""
+        start = len(self.__ops__)
+        if not _replaying_now():
+            self._queue(op.sql(safe=op.online))
+        self._record(op, start)
 
     def take_opaque(self) -> list[Opaque]:
         """Return the ``sql``/``run`` calls since the last call, and forget them."""
@@ -536,19 +487,51 @@ class DatalayerMigrator(Migrator):
         steps: list[Step] = self.__dict__.pop(_STEPS, [])
         return steps
 
+    def _referrers(self, cls: type[pw.Model]) -> list[type[pw.Model]]:
+        """Return the other tables of the state with a foreign key to ``cls`` (none in a replay)."""
+        if _replaying_now():
+            return []
+        return [
+            m for m in self.orm.__tables__.values() if m is not cls and any(
+                isinstance(f, pw.ForeignKeyField) and f.rel_model is cls
+                for f in m._meta.sorted_fields)
+        ]
+
+    def _around(
+        self, cls: type[pw.Model], mutate: Callable[[], None], *, create: bool = False
+    ) -> dict[str, Any]:
+        """Run ``mutate``; return the specs of ``cls`` and of its referrers before and after.
+
+        Only compared: no CREATE TABLE rendered unless ``create``.  None in a replay.
+        """
+        others = self._referrers(cls)
+        before = table_spec(cls, create=create)
+        others_before = [table_spec(m, create=False) for m in others]
+        mutate()
+        after = table_spec(cls, create=create)
+        pairs = zip(others_before, [table_spec(m, create=False) for m in others], strict=True)
+        return {"before": before, "after": after,
+                "referrers": tuple((b, a) for b, a in pairs if b != a)}
+
     def _alter(
         self,
         model: type[pw.Model],
         mutate: Callable[[], None],
+        kind: type[ops.TableChange],
+        /,
         *,
         renames: Mapping[str, str] | None = None,
         using: Mapping[str, str] | None = None,
         online: bool = False,
+        **fields: Any,
     ) -> type[pw.Model]:
-        before = table_spec(model, create=False)  # compared only: no CREATE TABLE rendered
-        mutate()
-        after = table_spec(model, create=False)
-        self._queue(plan_alter(before, after, renames=renames, using=using, online=online))
+        """Change ``model`` by ``mutate`` as operation ``kind`` (with ``fields``), and emit it."""
+        table = model._meta.table_name
+        specs = self._around(model, mutate)
+        self._emit(kind(
+            table, online=online, renames=tuple((renames or {}).items()),
+            using=tuple((using or {}).items()), **specs, **fields,
+        ))
         return model
 
     def _field(self, model: type[pw.Model], name: str) -> pw.Field:
@@ -606,16 +589,14 @@ class DatalayerMigrator(Migrator):
 
     # -- tables ---------------------------------------------------------------
 
-    @_records(calls.create_model)
     def create_model(self, model: Any) -> Any:
         """Create the table (and its indexes) exactly as ``create_tables()`` would."""
         meta = model._meta
         meta.database = self.__database__
         self.orm.add(model)
-        self._queue(plan_create(table_spec(model)))
+        self._emit(ops.CreateTable(meta.table_name, after=table_spec(model)))
         return model
 
-    @_records(calls.remove_model)
     def remove_model(self, model: ModelRef, *, cascade: bool = False) -> None:
         """Drop the table; without ``cascade`` it fails if anything still depends on it."""
         cls = self._get(model)
@@ -624,26 +605,27 @@ class DatalayerMigrator(Migrator):
             if isinstance(field, pw.ForeignKeyField) and field in cls._meta.refs:
                 cls._meta.remove_ref(field)
         self._forget(cls)
-        self._queue(plan_drop(spec, cascade=cascade))
+        self._emit(ops.DropTable(cls._meta.table_name, before=spec, cascade=cascade))
 
-    @_records(calls.rename_table)
     def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
         """Rename the table, and the indexes, constraints and sequences named after it."""
         cls = self._get(model)
         meta = cls._meta
-        before = table_spec(cls)
-        self._forget(cls)
-        meta.table_name = new_name
-        del meta.table  # peewee caches the Table object with the old name
-        entry: Any
-        for entry in meta.indexes:
-            if isinstance(entry, pw.ModelIndex):
-                _untyped(entry)._table = meta.table
-        self.orm.add(cls)
-        self._queue(plan_rename_table(before, table_spec(cls)))
+        old = meta.table_name
+
+        def mutate() -> None:
+            self._forget(cls)
+            meta.table_name = new_name
+            del meta.table  # peewee caches the Table object with the old name
+            entry: Any
+            for entry in meta.indexes:
+                if isinstance(entry, pw.ModelIndex):
+                    _untyped(entry)._table = meta.table
+            self.orm.add(cls)
+
+        self._emit(ops.RenameTable(new_name, old=old, **self._around(cls, mutate)))
         return cls
 
-    @_records(calls.set_schema)
     def set_schema(self, model: ModelRef, schema: str | None) -> type[pw.Model]:
         """Move the table, with its rows, indexes and sequences, to ``schema`` (None: public).
 
@@ -651,16 +633,19 @@ class DatalayerMigrator(Migrator):
         """
         cls = self._get(model)
         meta = cls._meta
-        before = table_spec(cls)
-        meta.schema = schema  # resets the cached Table, which names the schema
-        entry: Any
-        for entry in meta.indexes:
-            if isinstance(entry, pw.ModelIndex):
-                _untyped(entry)._table = meta.table
-        self._queue(plan_set_schema(before, table_spec(cls)))
+        old = meta.schema
+
+        def mutate() -> None:
+            meta.schema = schema  # resets the cached Table, which names the schema
+            entry: Any
+            for entry in meta.indexes:
+                if isinstance(entry, pw.ModelIndex):
+                    _untyped(entry)._table = meta.table
+
+        specs = self._around(cls, mutate)
+        self._emit(ops.SetSchema(meta.table_name, schema=schema, old_schema=old, **specs))
         return cls
 
-    @_records(calls.set_model_meta)
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
         """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes)."""
         cls = self._get(model)
@@ -674,9 +659,10 @@ class DatalayerMigrator(Migrator):
             for key, value in options.items():
                 setattr(cls._meta, key, value)
 
-        return self._alter(cls, mutate)
+        previous = tuple(sorted((k, getattr(cls._meta, k)) for k in options))
+        return self._alter(cls, mutate, ops.SetModelMeta,
+                           options=tuple(sorted(options.items())), previous=previous)
 
-    @_records(calls.set_primary_key)
     def set_primary_key(
         self, model: ModelRef, *names: str, online: bool = False
     ) -> type[pw.Model]:
@@ -697,9 +683,8 @@ class DatalayerMigrator(Migrator):
         def mutate() -> None:
             cls._meta.set_primary_key("__composite_key__", pw.CompositeKey(*fields))
 
-        return self._alter(cls, mutate, online=online)
+        return self._alter(cls, mutate, ops.SetPrimaryKey, online=online, columns=tuple(names))
 
-    @_records(calls.set_constraints)
     def set_constraints(
         self, model: ModelRef, constraints: Sequence[Any], *, online: bool = False
     ) -> type[pw.Model]:
@@ -714,20 +699,22 @@ class DatalayerMigrator(Migrator):
         def mutate() -> None:
             cls._meta.constraints = list(constraints)
 
-        return self._alter(cls, mutate, online=online)
+        return self._alter(cls, mutate, ops.SetConstraints, online=online,
+                           count=len(constraints))
 
-    @_records(calls.require_empty)
     def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
         """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
         cls = self._get(model)
-        if not _replaying_now():  # a check only; the schema state does not change
-            spec = table_spec(cls)
+        start = len(self.__ops__)
+        spec = table_spec(cls, create=False)  # a check only; the schema state does not change
+        if spec is not None:
             self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason))
+        op = ops.RequireEmpty(cls._meta.table_name, reason=reason, before=spec, after=spec)
+        self._record(op, start)
         return cls
 
     # -- columns ----------------------------------------------------------------
 
-    @_records(calls.add_fields)
     def add_fields(
         self,
         model: ModelRef,
@@ -759,9 +746,12 @@ class DatalayerMigrator(Migrator):
                 else:
                     cls._meta.add_field(name, field)
 
-        return self._alter(cls, mutate, online=online)
+        return self._alter(
+            cls, mutate, ops.AddColumns, online=online,
+            columns=tuple(f.column_name or name for name, f in fields.items()),
+            old_code_safe=all(f.null or _server_default(f) for f in fields.values()),
+        )
 
-    @_records(calls.remove_fields)
     def remove_fields(
         self, model: ModelRef, *names: str, cascade: bool = False, **params: Any
     ) -> type[pw.Model]:
@@ -774,22 +764,16 @@ class DatalayerMigrator(Migrator):
         del params
         cls = self._get(model)
         targets = [self._field(cls, n) for n in names]
-        before = table_spec(cls, create=False)
-        for field in targets:
-            self._replace_in_indexes(cls, field, None)
-            self._detach(cls, field)
-            if cls._meta.primary_key is field:  # the key goes with its column
-                cls._meta.primary_key = False
-        steps = plan_alter(before, table_spec(cls, create=False))
-        if cascade:
-            steps = [
-                s + " CASCADE" if isinstance(s, Sql) and " DROP COLUMN " in s.text else s
-                for s in steps
-            ]
-        self._queue(steps)
-        return cls
 
-    @_records(calls.change_fields)
+        def mutate() -> None:
+            for field in targets:
+                self._replace_in_indexes(cls, field, None)
+                self._detach(cls, field)
+                if cls._meta.primary_key is field:  # the key goes with its column
+                    cls._meta.primary_key = False
+
+        return self._alter(cls, mutate, ops.DropColumns, cascade=cascade, columns=tuple(names))
+
     def change_fields(
         self, model: ModelRef, *, online: bool | pw.Field = False, **fields: pw.Field
     ) -> type[pw.Model]:
@@ -804,7 +788,6 @@ class DatalayerMigrator(Migrator):
             fields, online = {"online": online, **fields}, False
         return self.alter_fields(model, fields, online=online)
 
-    @_records(calls.alter_fields)
     def alter_fields(
         self,
         model: ModelRef,
@@ -833,9 +816,9 @@ class DatalayerMigrator(Migrator):
                 elif old.primary_key and not new.primary_key and meta.primary_key is old:
                     meta.primary_key, meta.auto_increment = False, False
 
-        return self._alter(cls, mutate, renames=renames, using=using, online=online)
+        return self._alter(cls, mutate, ops.AlterColumns, renames=renames, using=using,
+                           online=online, columns=tuple(fields))
 
-    @_records(calls.rename_column)
     def rename_column(
         self,
         model: ModelRef,
@@ -886,9 +869,9 @@ class DatalayerMigrator(Migrator):
                     if f.constraints:
                         f.constraints = [_sql_node(c, renames) for c in f.constraints]
 
-        return self._alter(cls, mutate, renames=renames)
+        return self._alter(cls, mutate, ops.RenameColumn, renames=renames, old=old_col,
+                           new=new_column)
 
-    @_records(calls.rename_field)
     def rename_field(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
         """Rename a field and its column (peewee-migrate's operation, data kept)."""
         cls = self._get(model)
@@ -898,7 +881,6 @@ class DatalayerMigrator(Migrator):
             new_column = new_name + "_id"
         return self.rename_column(cls, field.column_name, new_column, field_name=new_name)
 
-    @_records(calls.add_not_null)
     def add_not_null(
         self, model: ModelRef, *names: str, online: bool = False
     ) -> type[pw.Model]:
@@ -914,9 +896,8 @@ class DatalayerMigrator(Migrator):
             for f in targets:
                 f.null = False
 
-        return self._alter(cls, mutate, online=online)
+        return self._alter(cls, mutate, ops.AddNotNull, online=online, columns=tuple(names))
 
-    @_records(calls.backfill)
     def backfill(
         self,
         model: ModelRef,
@@ -944,18 +925,10 @@ class DatalayerMigrator(Migrator):
         cls = self._get(model)
         if background or update is not None or where is not None or name is not None:
             return self._background(cls, names, batch_size, update, where, name, background)
-        if _replaying_now():  # SQL only; the schema state does not change
-            return cls
-        spec = table_spec(cls)
-        key = spec.primary_key[0] if len(spec.primary_key) == 1 else None
-        steps: list[Step] = []
-        for name_ in names:
-            col = spec.column(self._field(cls, name_).column_name)
-            assert col is not None
-            steps.extend(
-                fill_nulls(spec.qualified, col, online=True, key=key, batch_size=batch_size)
-            )
-        self._queue(steps)
+        spec = table_spec(cls, create=False)  # SQL only; the schema state does not change
+        columns = names if spec is None else tuple(self._field(cls, n).column_name for n in names)
+        self._emit(ops.Backfill(cls._meta.table_name, before=spec, after=spec, online=True,
+                                columns=tuple(columns), batch_size=batch_size))
         return cls
 
     def _background(
@@ -1001,7 +974,10 @@ class DatalayerMigrator(Migrator):
             where = f"({nulls}) AND ({where})" if where else nulls
         job_name = name or f"{table}_{'_'.join(columns)}"
         self.__dict__.setdefault(_OPAQUE, []).append(Opaque("run", f"background job {job_name}"))
+        start = len(self.__ops__)
+        op = ops.BackgroundBackfill(table, columns=tuple(update or names), name=name or "")
         if _replaying_now():
+            self._record(op, start)
             return cls
         spec = jobs.JobSpec(
             name=job_name,
@@ -1020,17 +996,16 @@ class DatalayerMigrator(Migrator):
         register.__name__ = f"background_job_{job_name}"
         register.__doc__ = spec.describe()
         self.__ops__.append(register)
+        self._record(op, start)
         return cls
 
-    @_records(calls.validate_constraints)
     def validate_constraints(self, model: ModelRef) -> type[pw.Model]:
         """Validate the table's NOT VALID CHECKs and foreign keys (reads and writes go on)."""
         cls = self._get(model)
-        if not _replaying_now():  # SQL only; the schema state does not change
-            self._queue([validate_constraints(table_spec(cls).qualified)])
+        spec = table_spec(cls, create=False)  # SQL only; the schema state does not change
+        self._emit(ops.ValidateConstraints(cls._meta.table_name, before=spec, after=spec))
         return cls
 
-    @_records(calls.drop_not_null)
     def drop_not_null(self, model: ModelRef, *names: str) -> type[pw.Model]:
         """Allow NULL in columns."""
         cls = self._get(model)
@@ -1040,11 +1015,10 @@ class DatalayerMigrator(Migrator):
             for f in targets:
                 f.null = True
 
-        return self._alter(cls, mutate)
+        return self._alter(cls, mutate, ops.DropNotNull, columns=tuple(names))
 
     # -- indexes ------------------------------------------------------------------
 
-    @_records(calls.add_index)
     def add_index(
         self, model: ModelRef, *columns: str, unique: bool = False, **index_params: Any
     ) -> type[pw.Model]:
@@ -1055,15 +1029,13 @@ class DatalayerMigrator(Migrator):
             probe: Any = pw.ModelIndex(cls, fields)
             name = probe._name
             return self.add_named_index(cls, name, *columns, unique=unique, **index_params)
-        for c in columns:
-            self._field(cls, c)
+        index: Any = pw.ModelIndex(cls, [self._field(cls, c) for c in columns])
 
         def mutate() -> None:
             cls._meta.indexes = [*cls._meta.indexes, (tuple(columns), unique)]
 
-        return self._alter(cls, mutate)
+        return self._alter(cls, mutate, ops.AddIndex, name=index._name, unique=unique)
 
-    @_records(calls.drop_index)
     def drop_index(self, model: ModelRef, *columns: str) -> type[pw.Model]:
         """Drop the index on exactly these fields or columns (by its real name)."""
         cls = self._get(model)
@@ -1077,7 +1049,6 @@ class DatalayerMigrator(Migrator):
             "migration history"
         )
 
-    @_records(calls.add_named_index)
     def add_named_index(
         self,
         model: ModelRef,
@@ -1107,9 +1078,8 @@ class DatalayerMigrator(Migrator):
             )
             cls._meta.indexes = [*cls._meta.indexes, index]
 
-        return self._alter(cls, mutate, online=online)
+        return self._alter(cls, mutate, ops.AddIndex, online=online, name=name, unique=unique)
 
-    @_records(calls.drop_named_index)
     def drop_named_index(
         self, model: ModelRef, name: str, *, online: bool = False
     ) -> type[pw.Model]:
@@ -1133,12 +1103,11 @@ class DatalayerMigrator(Migrator):
                     del entries[int(ref)]
                     meta.indexes = entries
 
-            return self._alter(cls, mutate, online=online)
+            return self._alter(cls, mutate, ops.DropIndex, online=online, name=name)
         raise UnsupportedChange(
             f"table {meta.table_name} has no index named {name!r} in the migration history"
         )
 
-    @_records(calls.rename_index)
     def rename_index(self, model: ModelRef, old_name: str, new_name: str) -> type[pw.Model]:
         """Rename an index declared in ``Meta.indexes``."""
         cls = self._get(model)
@@ -1162,7 +1131,7 @@ class DatalayerMigrator(Migrator):
                 entries[pos] = renamed
                 meta.indexes = entries
 
-            return self._alter(cls, mutate)
+            return self._alter(cls, mutate, ops.RenameIndex, old=old_name, new=new_name)
         raise UnsupportedChange(
             f"table {meta.table_name} has no index named {old_name!r} in the migration history"
         )

@@ -32,10 +32,10 @@ from typing import Any
 import peewee as pw
 
 from ...errors import MigrationError
+from .. import operations as ops
 from ..ddl.alter import BatchFill, Online, _column_ddl, _short_name, set_not_null
 from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
 from ..operations import Operation, Phase
-from ..operations import kinds as k
 
 __all__ = [
     "PHASES",
@@ -62,7 +62,7 @@ _BATCH = 1000
 def _text(step: Any) -> tuple[str, str]:
     sql = step.sql if isinstance(step, Online) else step
     if isinstance(sql, Sql):
-        return sql.text, sql.hint
+        return sql.text, sql.kind
     return str(sql), ""
 
 
@@ -92,14 +92,14 @@ def phase_of_step(step: Any) -> Phase:
         return Phase.EXPAND
     if _ADD_COLUMN.search(upper):
         return Phase.EXPAND if "NOT NULL" not in upper or " DEFAULT " in upper else Phase.CONTRACT
-    if "NOT VALID" in upper or hint in ("validate", "using-index"):
+    if "NOT VALID" in upper or hint in ("validate_constraint", "add_constraint_using_index"):
         return Phase.EXPAND
     if "DROP CONSTRAINT" in upper:
         return Phase.EXPAND  # a constraint less: old code's writes still pass
     return Phase.CONTRACT  # DROP DEFAULT, a validated ADD CONSTRAINT, anything else
 
 
-_MIXED = (k.AlterColumns, k.AddColumns, k.SetConstraints, k.AddNotNull)
+_MIXED = (ops.AlterColumns, ops.AddColumns, ops.SetConstraints, ops.AddNotNull)
 """Kinds whose statements are classified one by one (the rest take the kind's phase)."""
 
 
@@ -126,31 +126,31 @@ def _sql_call(db: Any, sql: Sql | str, name: str = "phase_sql") -> Callable[[], 
     return _named(run, name)
 
 
-def split(op: Operation, db: Any, later: Any = None) -> Split:
-    """Return ``op``'s queued callables (and rewrites) by phase.
+def split(op: Operation, queued: Sequence[Any], db: Any, later: Any = None) -> Split:
+    """Return ``op``'s ``queued`` callables (and rewrites) by phase.
 
     ``db`` runs the rewrites within the migration; ``later`` (default ``db``) the
     work that waits for the expand part to commit.
     """
     out = Split()
-    if isinstance(op, k.RenameColumn) and op.specs is not None:
+    if isinstance(op, ops.RenameColumn) and op.before is not None:
         return _split_rename(op, db, db if later is None else later)
-    if isinstance(op, k.DropColumns) and op.specs is not None:
-        before, after = op.specs
+    if isinstance(op, ops.DropColumns) and op.before is not None:
+        before, after = op.specs()
         kept = {c.name for c in after.columns}
         for col in before.columns:
             if col.name not in kept and not col.null and col.default is None:
                 out.expand.append(_sql_call(
                     db, f"ALTER TABLE {before.qualified} ALTER COLUMN {quote(col.name)} "
                     "DROP NOT NULL", f"drop_not_null_{col.name}"))
-        out.contract.extend(op.queued)
+        out.contract.extend(queued)
         return out
     if not isinstance(op, _MIXED):
-        (out.expand if op.phase is Phase.EXPAND else out.contract).extend(op.queued)
+        (out.expand if op.phase is Phase.EXPAND else out.contract).extend(queued)
         return out
-    phases = [phase_of_step(getattr(entry, "_datalayer_step", None) or "") for entry in op.queued]
+    phases = [phase_of_step(getattr(entry, "_datalayer_step", None) or "") for entry in queued]
     narrows = Phase.CONTRACT in phases
-    for entry, phase in zip(op.queued, phases, strict=True):
+    for entry, phase in zip(queued, phases, strict=True):
         step = getattr(entry, "_datalayer_step", None)
         if phase is Phase.EXPAND:
             out.expand.append(entry)
@@ -163,9 +163,8 @@ def split(op: Operation, db: Any, later: Any = None) -> Split:
 # -- a rename, in two phases ---------------------------------------------------------
 
 
-def _renamed(op: k.RenameColumn) -> tuple[TableSpec, TableSpec, ColumnSpec, ColumnSpec]:
-    assert op.specs is not None
-    before, after = op.specs
+def _renamed(op: ops.RenameColumn) -> tuple[TableSpec, TableSpec, ColumnSpec, ColumnSpec]:
+    before, after = op.specs()
     after_names = {c.name for c in after.columns}
     before_names = {c.name for c in before.columns}
     olds = [c for c in before.columns if c.name not in after_names]
@@ -248,7 +247,7 @@ def backfill_copy(db: Any, table: str, key: str | None, old: str, new: str,
         done += max(cursor.rowcount or 0, 0)
 
 
-def _split_rename(op: k.RenameColumn, db: Any, later: Any) -> Split:
+def _split_rename(op: ops.RenameColumn, db: Any, later: Any) -> Split:
     before, after, old, new = _renamed(op)
     T = before.qualified
     fn, trigger = _trigger_names(before.name, new.name, before.schema)
@@ -412,12 +411,11 @@ class PhaseRun:
         taken = {id(entry) for entry in queue}
         owner: dict[int, Split] = {}
         firsts: dict[int, Split] = {}
-        for op in migrator.take_operations():
-            mine = [e for e in op.queued if id(e) in taken]
+        for op, queued in migrator.take_recorded():
+            mine = [e for e in queued if id(e) in taken]
             if not mine:  # queued nothing (or not in this run): nothing to place
                 continue
-            parts = split(dataclasses.replace(op, queued=tuple(mine)), migrator.__database__,
-                          self.router.database)
+            parts = split(op, mine, migrator.__database__, self.router.database)
             for entry in mine:
                 owner[id(entry)] = parts
             firsts[id(mine[0])] = parts
