@@ -174,11 +174,25 @@ def test_lock_facts_come_from_the_kind_each_step_carries() -> None:
     assert (statement.lock, statement.scans, statement.transactional) == (
         effect.lock, effect.scans, effect.transactional)
     assert not add.transactional and add.inverse().transactional is False  # type: ignore[union-attr]
-    rename = ops.RenameIndex("things", before=_spec(INDEXED),
-                             after=_spec(_thing(note=pw.TextField(null=True), indexes=[])),
-                             old="things_note", new="x")
-    del rename  # the lock of ALTER INDEX differs before PostgreSQL 12: facts.effect knows
-    assert facts.effect("alter_index", postgres=11).lock is facts.Lock.ACCESS_EXCLUSIVE
+
+
+def _index_named(name: str) -> type[pw.Model]:
+    model = _thing(note=pw.TextField(null=True))
+    model._meta.indexes = [pw.ModelIndex(model, (model.note,), name=name)]
+    return model
+
+
+def test_the_lock_of_a_statement_depends_on_the_target_version() -> None:
+    rename = ops.RenameIndex("things", before=_spec(_index_named("a")),
+                             after=_spec(_index_named("b")), old="a", new="b")
+    assert _texts(rename.sql(postgres=15)) == ['ALTER INDEX "a" RENAME TO "b"']
+    [old] = rename.statements(postgres=11)
+    [new] = rename.statements(postgres=15)
+    assert old.kind == new.kind == "alter_index"
+    assert (old.lock, new.lock) == (facts.Lock.ACCESS_EXCLUSIVE, facts.Lock.SHARE_UPDATE_EXCLUSIVE)
+    assert rename.inverse().sql() == (  # type: ignore[union-attr]
+        ops.RenameIndex("things", before=rename.after, after=rename.before, old="b",
+                        new="a").sql())
 
 
 def test_a_replayed_operation_without_specs_says_so() -> None:
