@@ -15,7 +15,8 @@ Design (issue 15, item 1), after Django's ``state_forwards`` and alembic's ``ops
 - ``describe()`` is one line; ``kind`` and ``phase`` (expand / contract) are class facts.
 - The migrator (:mod:`.migrator`) mutates peewee-migrate's models only to keep upstream's
   state; it builds each operation from the specs around that change and records it
-  (``take_operations()``).  A replay records operations without specs (cheaper).
+  (``take_operations()``).  A replay records them without specs: rendering specs made a
+  replay of 1000 files ~7x slower (0.8 s -> 5.4 s), more than check can afford.
 - Kinds by what they change: :mod:`.tables`, :mod:`.columns`, :mod:`.indexes`, :mod:`.data`.
 """
 

@@ -1,21 +1,22 @@
 """Extend peewee-migrate's Migrator with operations that keep the schema exact.
 
-Every operation does two things, like peewee-migrate's own: it updates the
-in-memory model of the table (``migrator.orm``), which is how peewee-migrate
-knows the current schema when it replays applied migrations with
-``fake=True``; and it queues SQL.  The SQL is derived from the difference
-between the table's model before and after the operation (see
-:mod:`._ddl`), so server defaults, CHECK constraints, foreign key actions,
-index names and partial indexes all come out as ``create_tables()`` would
-make them.  Nothing here runs SQL while queueing, so a fake replay (the
-migrator bound to a recorder that runs nothing) only updates the models.
+Every method updates the in-memory model of the table (``migrator.orm``),
+which is how peewee-migrate knows the current schema when it replays applied
+migrations with ``fake=True``, and builds one operation (:mod:`.`) from the
+table's specs before and after that change: the operation's ``sql()`` (the
+ddl planners, :mod:`..ddl.alter`, on those specs) is what it queues, so
+server defaults, CHECK constraints, foreign key actions, index names and
+partial indexes all come out as ``create_tables()`` would make them.
+Nothing here runs SQL while queueing.  Inside :func:`replaying` the
+operations are recorded without specs and queue nothing: rendering the
+specs made a replay of 1000 files about 7 times slower.
 
 Generated migration files call :func:`datalayer.migrate.ops.extend` on the
 migrator they are given, so they work the same under ``pw_migrate migrate``
 (plain Migrator) and under datalayer's Router (this class).
 
 Operations that take ``online=True`` queue the forms that keep the table
-readable and writable (see :mod:`._ddl`); some of their statements cannot
+readable and writable (see :mod:`..ddl.alter`); some of their statements cannot
 run in a transaction block (``CREATE INDEX CONCURRENTLY``, batched fills), so
 the generator puts them in migrations with ``atomic = False``.  Under
 ``pw_migrate migrate``, which runs every migration in one transaction, such
