@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ...errors import GenerationError
 from ..ddl.spec import UnsupportedChange
 from .code import MethodCall, Step
-from .outcome import GenerationError
 from .plan import Operation, statements_of
 
 __all__ = ["Chunk", "apply_step", "groups", "operations", "run_steps"]
