@@ -13,9 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...errors import GenerationError
+from ..ddl.effects import statements_of
 from ..ddl.spec import UnsupportedChange
 from .code import MethodCall, Step
-from .plan import Operation, statements_of
+from .plan import Operation
 
 __all__ = ["Chunk", "apply_step", "groups", "operations", "run_steps"]
 
