@@ -159,7 +159,7 @@ def test_set_not_null_is_scan_free_only_in_the_safe_form() -> None:
 
 
 def statement_of(step: Step, postgres: int = 15) -> Any:
-    from datalayer.migrate.autogenerate.plan import statement_of as of
+    from datalayer.migrate.ddl.effects import statement_of as of
 
     return of(step, postgres=postgres)
 

@@ -72,7 +72,7 @@ class Operation:
 
     def statements(self, *, postgres: int = 12) -> list[Any]:
         """Return the statements of the form the file asked for, with their lock facts."""
-        from ..autogenerate.plan import statement_of
+        from ..ddl.effects import statement_of
 
         steps = self.sql(postgres=postgres, safe=self.online)
         return [statement_of(step, postgres=postgres) for step in steps]
