@@ -354,12 +354,18 @@ def _records(build: Callable[..., ops.Operation]) -> Callable[[_M], _M]:
 def _spec_for_phases(migrator: Any, op: ops.Operation) -> TableSpec | None:
     """Return the table's spec when a phased apply rewrites ``op`` (a rename, a drop).
 
-    None in a replay (which derives no SQL) and for every other kind.
+    None in a replay (which derives no SQL), in an offline rendering (``migrate sql``,
+    the lint: a database with ``renders_only``, whose SQL is never split into phases)
+    and for every other kind.  Compared only: no ``CREATE TABLE`` rendered.
     """
-    if _replaying_now() or not isinstance(op, (ops.RenameColumn, ops.DropColumns)):
+    if (
+        _replaying_now()
+        or not isinstance(op, (ops.RenameColumn, ops.DropColumns))
+        or getattr(migrator.__database__, "renders_only", False)
+    ):
         return None
     try:
-        return table_spec(migrator._get(op.table), create=False)  # compared only
+        return table_spec(migrator._get(op.table), create=False)
     except Exception:  # the method itself says what is wrong with its arguments
         return None
 
