@@ -1273,7 +1273,7 @@ def _check_postgres(postgres: int) -> None:
 
 def plan_models(
     sim: DatalayerMigrator,
-    original: DatalayerMigrator,
+    original: DatalayerMigrator | None,
     models: Iterable[Any] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
@@ -1284,8 +1284,9 @@ def plan_models(
 
     ``sim`` and ``original`` must hold the same state (two replays of one
     history); ``sim`` ends up in the state of the models, ``original`` is
-    only read.  ``replay`` returns one more such state; it is needed when
-    the plan has more than one migration (to plan each one's rollback).
+    only read, and only when there is something to do: None replays it then.
+    ``replay`` returns one more such state; it is needed when the plan has
+    more than one migration (to plan each one's rollback), or no ``original``.
     """
     _check_postgres(postgres)
     targets = _targets(models)
@@ -1315,8 +1316,12 @@ def plan_models(
             # The renames are in the first transactional file (after the _PRE drops, if any).
             renaming = k == next((i for i, g in enumerate(groups) if g[0].phase != _PRE), 0)
             bt, bc = (back_tables, back_columns) if renaming else ({}, {})
-            if k == 0:
+            if k == 0 and original is not None:
                 goal = original
+            elif k == 0:
+                if replay is None:
+                    raise GenerationError("pass original= or replay= to plan the rollback")
+                goal = replay()
             else:
                 if replay is None:
                     raise GenerationError(
@@ -1365,7 +1370,7 @@ def plan_models(
 
 def diff_models(
     sim: DatalayerMigrator,
-    original: DatalayerMigrator,
+    original: DatalayerMigrator | None,
     models: Iterable[Any] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
@@ -1399,8 +1404,10 @@ def compute_diff(
 
     :raises GenerationError: when a change cannot be generated; nothing is written.
     """
+    # The second state is replayed only when there is a migration to write (for its
+    # rollback): "no changes", what `check` and most `diff` runs find, needs one replay.
     return diff_models(
-        _replay(router), _replay(router), models, postgres=postgres, unsafe=unsafe,
+        _replay(router), None, models, postgres=postgres, unsafe=unsafe,
         replay=lambda: _replay(router),
     )
 
