@@ -1014,6 +1014,8 @@ def _alter_column(
     key: str | None = None,
     key_moved: bool = False,
 ) -> list[Step]:
+    if old is new:  # the same spec (a field unchanged: its memoized spec): nothing to do
+        return []
     c = quote(new.name)
     steps: list[Step] = []
     if old.primary_key != new.primary_key and not key_moved:
