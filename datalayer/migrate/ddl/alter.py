@@ -452,7 +452,7 @@ def plan_alter(
     def checks(spec: TableSpec, skip: set[str]) -> Counter[tuple[str, tuple[Any, ...]]]:
         out: Counter[tuple[str, tuple[Any, ...]]] = Counter(_key(c) for c in spec.checks)
         for col in spec.columns:
-            if col.name not in skip:
+            if col.checks and col.name not in skip:
                 out.update(_key(c) for c in col.checks)
         return out
 
