@@ -25,8 +25,8 @@ import peewee as pw
 import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from datalayer.migrate.generate import create_migration, diff_source
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.autogenerate.compare import create_migration, diff_source
+from datalayer.migrate.inspect import compare, snapshot
 from tests.pgserver import Server
 from tests.test_migrate_generate import PlainRouter, open_db, rows
 
@@ -197,8 +197,8 @@ def check_passes(
     """
     from datalayer.db import Database
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
     directory = tmp_path / "checked"

@@ -22,7 +22,7 @@ import peewee as pw
 import pytest
 from playhouse.postgres_ext import ArrayField, BinaryJSONField, DateTimeTZField
 
-from datalayer.migrate.hints import renamed_from
+from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.models.fields import uuid_pk
 from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
     Case,
@@ -137,6 +137,12 @@ def _two_cycle() -> Models:
     right = model("Right", "rights", id=pw.AutoField(),
                   left=pw.ForeignKeyField(left, column_name="left_id", null=True, backref="+"))
     return [item(), left, right]
+
+
+def _big_ab() -> Models:
+    m = item(a=pw.BigIntegerField(default=0), b=pw.IntegerField(default=0))
+    m.add_index(m.index(m.a, m.b, unique=True))
+    return [m]
 
 
 def _m2m() -> Models:
@@ -301,6 +307,50 @@ CASES = (
          "INSERT INTO things (name) VALUES ('a'), ('b')", rollback_keeps_rows=True),
     Case("array_field_added", lambda: [item()],
          _items(tags=ArrayField(pw.TextField, default=list)), SEED),
+    Case("array_constant_default", lambda: [item()],
+         _items(nums=ArrayField(pw.IntegerField, default=[1, 2])), SEED,
+         after=_eq("SELECT DISTINCT nums FROM items", [([1, 2],)])),
+    Case("constant_default_with_a_percent", lambda: [item()],
+         _items(note=pw.CharField(max_length=9, default="100%")), SEED,
+         after=_eq("SELECT DISTINCT note FROM items", [("100%",)])),
+    Case("server_default_with_a_percent", lambda: [item()],
+         _items(note=pw.CharField(max_length=9, constraints=[pw.SQL("DEFAULT '5%'")])), SEED,
+         after=_eq("SELECT DISTINCT note FROM items", [("5%",)])),
+    Case("tz_datetime_constant_default", lambda: [item()],
+         _items(since=DateTimeTZField(default=dt.datetime(2020, 1, 2, 3, 4,
+                                                          tzinfo=dt.UTC))), SEED,
+         after=_eq("SELECT DISTINCT since = '2020-01-02 03:04+00' FROM items", [(True,)])),
+    Case("time_and_uuid_constant_defaults", lambda: [item()],
+         _items(at=pw.TimeField(default=dt.time(8, 30)),
+                ref=pw.UUIDField(default=uuid.UUID(int=7))), SEED,
+         after=_eq("SELECT DISTINCT at, ref FROM items", [(dt.time(8, 30), uuid.UUID(int=7))])),
+    Case("new_column_with_check_and_constant_default", lambda: [item()], _status(["new", "x"]),
+         SEED, after=_eq("SELECT DISTINCT status FROM items", [("new",)])),
+    Case("check_on_a_renamed_column",
+         _items(qty=pw.IntegerField(default=0, constraints=[pw.Check("qty >= 0")])),
+         _items(quantity=renamed_from(pw.IntegerField(default=0, constraints=[
+             pw.Check("quantity >= 0")]), "qty")),
+         "INSERT INTO items (name, qty) VALUES ('a', 1)",
+         after=_refused("UPDATE items SET quantity = -1")),
+    Case("referenced_column_widened", _referenced_code("code"),
+         lambda: [o := model("Owner", "owners", id=uuid_pk("owner_id"),
+                             code=pw.CharField(max_length=10, unique=True)),
+                  item(owner=pw.ForeignKeyField(o, field=o.code, column_name="owner_code",
+                                                null=True, backref="+"))],
+         "INSERT INTO owners (code) VALUES ('o1'); "
+         "INSERT INTO items (name, owner_code) VALUES ('a', 'o1')"),
+    Case("type_change_in_a_unique_together", _indexed(lambda m: m.index(m.a, m.b, unique=True)),
+         _big_ab, SEED_AB),
+    Case("jsonb_gin_index_added", _items(doc=BinaryJSONField(null=True)),
+         _items(doc=BinaryJSONField(null=True, index=True)),
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": 1}')"),
+    Case("fk_index_dropped", _with_owner(null=True), _with_owner(null=True, index=False),
+         SEED_OWNERS),
+    Case("meta_index_renamed", _indexed(lambda m: m.index(m.a, name="items_a_one")),
+         _indexed(lambda m: m.index(m.a, name="items_a_two")), SEED_AB),
+    Case("not_null_dropped_with_its_server_default",
+         _items(n=pw.IntegerField(constraints=[pw.SQL("DEFAULT 1")])),
+         _items(n=pw.IntegerField(null=True)), SEED),
 )
 
 
