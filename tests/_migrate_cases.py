@@ -89,6 +89,17 @@ def ref_db_fixture(pg: Server) -> Iterator[PostgresqlExtDatabase]:
             db.close()
 
 
+@pytest.fixture(scope="module", name="module_db")
+def module_db_fixture(pg: Server) -> Iterator[PostgresqlExtDatabase]:
+    """One database for a module's cases: each empties it first (:func:`emptied`)."""
+    with pg.database("dlcases") as name:
+        db = open_db(pg, name)
+        try:
+            yield db
+        finally:
+            db.close()
+
+
 @pytest.fixture(name="mig")
 def mig_fixture(pg: Server) -> Iterator[PostgresqlExtDatabase]:
     with pg.database("dlgen") as name:
@@ -188,15 +199,19 @@ _LINT_PROBLEM = re.compile(r"^lint [^:]+: ([a-z-]+): ")
 
 
 def check_passes(
-    pg: Server, tmp_path: Path, v1: Models, v2: Models, **options: Any
+    pg: Server, tmp_path: Path, v1: Models, v2: Models, *, lint_only: bool = False,
+    **options: Any
 ) -> None:
     """Generate v1 then v2 with datalayer's Router; ``check`` must pass on v2.
 
     But for the lint rules that ``diff`` announced for this change (a type change
     that rewrites the table needs an allow comment: the warning names the rule).
+    ``lint_only``: only check's lint (every file, forward and rollback), for a caller
+    that has compared the applied schema with ``create_tables()`` itself
+    (:func:`run_case`): that saves check's two scratch databases.
     """
     from datalayer.db import Database
-    from datalayer.migrate.check import check
+    from datalayer.migrate.check import check, lint_problems
     from datalayer.migrate.runtime.checksum import write_sum
     from datalayer.migrate.runtime.files import Router
 
@@ -208,7 +223,8 @@ def check_passes(
     write_sum(directory)
     announced = "\n".join(second.warnings)
     problems = []
-    for problem in check(settings, directory, v2):
+    found = lint_problems(directory) if lint_only else check(settings, directory, v2)
+    for problem in found:
         rule = _LINT_PROBLEM.match(problem)
         if rule is None or f"lint rule {rule.group(1)}" not in announced:
             problems.append(problem)

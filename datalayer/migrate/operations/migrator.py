@@ -682,11 +682,24 @@ class DatalayerMigrator(Migrator):
     ) -> type[pw.Model]:
         """Make the fields ``names`` (two or more) the table's composite primary key.
 
-        The table has a composite key, or none (its key column dropped).
+        The table has a composite key, or none (its key column dropped).  Without
+        ``names``, a composite key is given up and its columns stay (the table has no
+        key, as with peewee's ``primary_key = False``).
         ``online``: through a concurrent unique index, then ``USING INDEX`` (run
         it with ``atomic = False``).
         """
         cls = self._get(model)
+        if not names and cls._meta.composite_key:
+            meta = cls._meta
+
+            def release() -> None:
+                meta.primary_key = False
+                meta.composite_key = False
+                meta.auto_increment = False
+                if "__composite_key__" in vars(cls):
+                    delattr(cls, "__composite_key__")
+
+            return self._alter(cls, release, online=online)
         if len(names) < 2 or not (cls._meta.composite_key or not cls._meta.primary_key):
             raise UnsupportedChange(
                 f"{cls._meta.table_name}: set_primary_key makes a composite key (two fields or "
