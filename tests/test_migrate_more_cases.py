@@ -307,6 +307,26 @@ CASES = (
          SEED_MEMBERS),
     Case("composite_key_dropped", _member("user", "org"), _member(), SEED_MEMBERS,
          after=lambda db: db.execute_sql("INSERT INTO members VALUES (1, 1, 'a')")),
+    Case("composite_key_column_widened", _member("user", "org"),
+         _member("user", "org", user=pw.BigIntegerField()), SEED_MEMBERS),
+    Case("composite_key_column_renamed", _member("user", "org"),
+         lambda: _member("account", "org", account=renamed_from(pw.IntegerField(), "user"),
+                         user=None)(), SEED_MEMBERS),
+    Case("fk_to_field_changed",
+         lambda: [o := model("Owner", "owners", id=uuid_pk("owner_id"),
+                             code=pw.CharField(max_length=5, unique=True)),
+                  item(owner=pw.ForeignKeyField(o, column_name="owner_ref", null=True,
+                                                backref="+"))],
+         _referenced_code("code"), "INSERT INTO owners (code) VALUES ('o1')"),
+    Case("renamed_table_and_referenced_column",
+         _referenced_code("code"),
+         lambda: [o := renamed_from(model("Owner", "holders", id=uuid_pk("owner_id"),
+                                          ref=renamed_from(pw.CharField(
+                                              max_length=5, unique=True), "code")), "owners"),
+                  item(owner=pw.ForeignKeyField(o, field=o.ref, column_name="owner_code",
+                                                null=True, backref="+"))],
+         "INSERT INTO owners (code) VALUES ('o1'); "
+         "INSERT INTO items (name, owner_code) VALUES ('a', 'o1')"),
     Case("composite_key_replaced", _member("user", "org"), _member("org", "role"),
          SEED_MEMBERS),
     Case("serial_key_to_uuid", _keyed(pw.AutoField), _keyed(lambda: uuid_pk("id")),
@@ -398,3 +418,4 @@ def test_model_change(
     # left to run (check's scratch databases cost seconds each on a busy server).
     check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop,
                  lint_only=case.id not in FULL_CHECK)
+

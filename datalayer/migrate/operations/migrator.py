@@ -826,9 +826,17 @@ class DatalayerMigrator(Migrator):
         using: Mapping[str, str] | None = None,
         online: bool = False,
     ) -> type[pw.Model]:
-        """Change columns; ``using`` maps a column name to its type change's USING expression."""
+        """Change columns; ``using`` maps a column name to its type change's USING expression.
+
+        A key of ``using`` that is a key of ``fields`` (a field's name, as ``diff`` writes
+        it) stands for that field's column (a foreign key's ``owner`` for ``owner_id``).
+        """
         cls = self._get(model)
         olds = {name: self._field(cls, name) for name in fields}
+        if using:
+            using = {
+                (fields[k].column_name or k) if k in fields else k: v for k, v in using.items()
+            }
         renames = {}
         for name, new in fields.items():
             if new.column_name and new.column_name != olds[name].column_name:
@@ -876,6 +884,10 @@ class DatalayerMigrator(Migrator):
             if isinstance(field, pw.ForeignKeyField):
                 field.object_id_name = None  # recomputed from the column name on bind
             meta.add_field(new_attr, field)
+            key_names = meta.primary_key.field_names if meta.composite_key else ()
+            if old_attr in key_names:  # a column of a composite key: the key names it anew
+                meta.set_primary_key("__composite_key__", pw.CompositeKey(*(
+                    new_attr if n == old_attr else n for n in key_names)))
             rewritten: list[Any] = []
             entry: Any
             for entry in meta.indexes:
