@@ -884,7 +884,8 @@ class DatalayerMigrator(Migrator):
             if isinstance(field, pw.ForeignKeyField):
                 field.object_id_name = None  # recomputed from the column name on bind
             meta.add_field(new_attr, field)
-            key_names = meta.primary_key.field_names if meta.composite_key else ()
+            key: Any = meta.primary_key
+            key_names = key.field_names if meta.composite_key else ()
             if old_attr in key_names:  # a column of a composite key: the key names it anew
                 meta.set_primary_key("__composite_key__", pw.CompositeKey(*(
                     new_attr if n == old_attr else n for n in key_names)))
