@@ -431,6 +431,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
+            self._warn_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -483,6 +484,25 @@ class _Planner:
             if len(kept) == len(early):
                 return kept
             early = kept
+
+    def _warn_unreferenced_rollback(
+        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
+    ) -> None:
+        """Warn when a column keeps its values but the table its foreign key named goes.
+
+        The rollback re-creates that table empty and adds the foreign key back, which
+        fails while the column holds values.
+        """
+        t = fm._meta.table_name
+        for f in fm._meta.refs:
+            target = f.rel_model._meta.table_name
+            if target not in to_map and f.column_name in tm._meta.columns:
+                self.warn(
+                    f"the rollback cannot run while {t}.{f.column_name} holds values: it "
+                    f"re-creates {target} empty and adds the foreign key of {t}.{f.column_name} "
+                    f"to it back; set {t}.{f.column_name} to NULL (or delete those rows) before "
+                    "rolling back"
+                )
 
     def _drop_tables(
         self, models: Sequence[type[pw.Model]], created: Sequence[type[pw.Model]]
