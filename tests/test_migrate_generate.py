@@ -29,16 +29,16 @@ import peewee_migrate
 import pytest
 from playhouse.postgres_ext import DateTimeTZField, PostgresqlExtDatabase
 
+from datalayer.errors import GenerationError
 from datalayer.migrate.autogenerate.compare import (
     DiffResult,
-    GenerationError,
     compute_diff,
     create_migration,
     diff_source,
-    next_name,
 )
 from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.migrate.inspect import Schema, compare, snapshot
+from datalayer.migrate.runtime.names import next_name
 from datalayer.models.fields import created_at_field, uuid_pk
 from tests.pgserver import Server
 

@@ -995,7 +995,7 @@ class DatalayerMigrator(Migrator):
         background: bool,
     ) -> type[pw.Model]:
         """Queue the registration of a background job (see :meth:`backfill`)."""
-        from ..runtime import jobs
+        from . import background as jobs
 
         table = cls._meta.table_name
         if not background:
