@@ -25,14 +25,10 @@ from playhouse.postgres_ext import (
     PostgresqlExtDatabase,
 )
 
-from datalayer.migrate.autogenerate.compare import (
-    DiffResult,
-    DropRefused,
-    GenerationError,
-    create_migration,
-    diff_source,
-)
+from datalayer.errors import GenerationError
+from datalayer.migrate.autogenerate.api import create_migration, diff_source
 from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.autogenerate.outcome import DiffResult, DropRefused
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.models.fields import created_at_field, uuid_pk
 from tests.pgserver import Server
@@ -1290,7 +1286,7 @@ def test_a_constant_default_adds_the_column_in_one_file_without_a_fill(
     assert 'ALTER TABLE "items" ADD COLUMN "qty" INTEGER DEFAULT %s NOT NULL' in sql, sql
     assert 'ALTER TABLE "items" ALTER COLUMN "qty" DROP DEFAULT' in sql, sql
     # A Python callable keeps the fill in batches (a value per row).
-    from datalayer.migrate.autogenerate.compare import compute_diff
+    from datalayer.migrate.autogenerate.api import compute_diff
     from datalayer.migrate.runtime.files import Router
 
     router = Router(PostgresqlExtDatabase(None), tmp_path / "callable")

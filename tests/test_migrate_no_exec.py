@@ -22,8 +22,8 @@ import pytest
 from playhouse.postgres_ext import BinaryJSONField, PostgresqlExtDatabase
 
 import datalayer
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
 from datalayer.migrate.autogenerate.code import MethodCall, ModelDef
-from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
 from datalayer.migrate.autogenerate.writer import CodeWriter, plain
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.operations.migrator import DatalayerMigrator

@@ -25,7 +25,8 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.config import Settings
-from datalayer.migrate.autogenerate.compare import DiffResult, create_migration
+from datalayer.migrate.autogenerate.api import create_migration
+from datalayer.migrate.autogenerate.outcome import DiffResult
 from datalayer.migrate.check import check
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.lint import lint, render_text

@@ -31,12 +31,9 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.db import Database
-from datalayer.migrate.autogenerate.compare import (
-    DiffResult,
-    GenerationError,
-    compute_diff,
-    create_migration,
-)
+from datalayer.errors import GenerationError
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
+from datalayer.migrate.autogenerate.outcome import DiffResult
 from datalayer.migrate.autogenerate.plan import Lock
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime import apply as runner

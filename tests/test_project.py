@@ -155,7 +155,7 @@ def test_library_calls_default_to_the_project(
     """migrate.apply / status / check / diff called from Python, with no folder or models given,
     use [tool.datalayer] as the CLI does (not ./migrations and datalayer's own models)."""
     from datalayer.db import Database
-    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.autogenerate.api import create_migration
     from datalayer.migrate.runtime import apply as runner
     from datalayer.migrate.runtime.checksum import write_sum
     from datalayer.migrate.runtime.files import Router

@@ -220,7 +220,7 @@ def diff(
     the plain forms.
     """
     from ..db import Database
-    from ..migrate.autogenerate.compare import create_migration
+    from ..migrate.autogenerate.api import create_migration
     from ..migrate.runtime.checksum import verify, write_sum
     from ..migrate.runtime.files import Router
     from ..migrate.scaffold import ensure_conf

@@ -28,9 +28,9 @@ _LAZY: dict[str, str] = {
     "rollback": "datalayer.migrate.runtime.apply",
     "status": "datalayer.migrate.runtime.apply",
     "check": "datalayer.migrate.check",
-    "create_migration": "datalayer.migrate.autogenerate.compare",
-    "DiffResult": "datalayer.migrate.autogenerate.compare",
-    "DropRefused": "datalayer.migrate.autogenerate.compare",
+    "create_migration": "datalayer.migrate.autogenerate.api",
+    "DiffResult": "datalayer.migrate.autogenerate.outcome",
+    "DropRefused": "datalayer.migrate.autogenerate.outcome",
     "GenerationError": "datalayer.errors",
     "write_sum": "datalayer.migrate.runtime.checksum",
     "verify": "datalayer.migrate.runtime.checksum",
@@ -47,6 +47,7 @@ _MOVED: dict[str, str] = {
     "datalayer.migrate.checksum": "datalayer.migrate.runtime.checksum",
     "datalayer.migrate.offline": "datalayer.migrate.runtime.offline",
     "datalayer.migrate.hints": "datalayer.migrate.autogenerate.hints",
+    "datalayer.migrate.generate": "datalayer.migrate.autogenerate.api",  # conf.py
 }
 
 
