@@ -25,6 +25,7 @@ from datalayer.errors import MigrationError
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import prechecks
 from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.lock import lock_key
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,
@@ -392,7 +393,7 @@ def test_concurrent_index_build_completes_while_a_second_migrator_waits(
     first = pg.raw(empty_db.dbname)  # the first migrator: holds the lock, builds an index
     outcome: list[object] = []
     try:
-        _one(first, "SELECT pg_advisory_lock(%s)", runner.lock_key())
+        _one(first, "SELECT pg_advisory_lock(%s)", lock_key())
 
         def second() -> None:
             try:
@@ -415,7 +416,7 @@ def test_concurrent_index_build_completes_while_a_second_migrator_waits(
             cur.execute("CREATE INDEX CONCURRENTLY t1_note_idx ON t1 (note)")
         assert _index_state(first, "t1_note_idx") == "valid"
         assert waiting.is_alive() and not outcome, "the second migrator must still be waiting"
-        _one(first, "SELECT pg_advisory_unlock(%s)", runner.lock_key())
+        _one(first, "SELECT pg_advisory_unlock(%s)", lock_key())
         waiting.join(60)
     finally:
         first.close()

@@ -13,6 +13,7 @@ from datalayer.errors import ChecksumError, LockTimeout, MigrationError
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.lock import lock_key
 from tests.migrate_runtime_support import (
     history,
     make_tables,
@@ -247,7 +248,7 @@ def test_advisory_lock_wait_ends_with_a_clear_lock_timeout(
     holder = pg.raw(empty_db.dbname)
     try:
         with holder.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (runner.lock_key(),))
+            cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(),))
             cur.execute("SELECT pg_backend_pid()")
             pid = cur.fetchone()[0]
         for wait in (0.3, 0):
