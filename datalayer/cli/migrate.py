@@ -21,7 +21,7 @@ from ._types import PostgresVersion, Seconds, Whole
 
 if TYPE_CHECKING:
     from ..db import Database
-    from ..migrate.runtime.apply import Applied
+    from ..migrate.runtime.run import Applied
 
 __all__ = ["STATUS_NOT_UP_TO_DATE", "migrate"]
 
