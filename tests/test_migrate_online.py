@@ -26,6 +26,7 @@ from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import prechecks
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.lock import lock_key
+from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,
@@ -244,7 +245,7 @@ def test_failed_concurrent_build_is_dropped_and_not_recorded(
     assert "remove the duplicate rows" in message
     assert _index_state(t1, "t1_note_key") == "absent"
     assert _names(pg, empty_db) == ["001_create_t1"]
-    assert runner.status(empty_db, mdir).invalid_indexes == []
+    assert migration_status(empty_db, mdir).invalid_indexes == []
     # The duplicates removed, the same migration builds the index and is recorded once.
     _one(t1, "DELETE FROM t1 WHERE id > 2000 RETURNING id")
     monkeypatch.setattr(prechecks, "verify", checked)
@@ -328,7 +329,7 @@ def test_apply_killed_mid_concurrent_build_then_rerun(
         writer.close()
     assert _index_state(t1, "t1_note_key") == "INVALID"
     assert _names(pg, empty_db) == ["001_create_t1"]
-    status = runner.status(empty_db, mdir)
+    status = migration_status(empty_db, mdir)
     assert [i.name for i in status.invalid_indexes] == ["t1_note_key"]
     assert status.pending == ["002_unique_note"]
 
@@ -338,7 +339,7 @@ def test_apply_killed_mid_concurrent_build_then_rerun(
     assert "applied 002_unique_note" in result.stdout
     assert _index_state(t1, "t1_note_key") == "valid"
     assert _names(pg, empty_db) == ["001_create_t1", "002_unique_note"]
-    assert runner.status(empty_db, mdir).invalid_indexes == []
+    assert migration_status(empty_db, mdir).invalid_indexes == []
     _duplicates_rejected(t1)
 
 
@@ -354,7 +355,7 @@ def test_status_lists_invalid_indexes_and_not_valid_constraints(
         cur.execute(UNIQUE_CIC.format(exists=""))  # leaves t1_note_key INVALID
     _one(t1, "ALTER TABLE t1 ADD CONSTRAINT t1_note_short CHECK (length(note) < 10) NOT VALID; "
              "SELECT 1")
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert [(i.schema, i.name, i.table, i.building) for i in result.invalid_indexes] == [
         ("public", "t1_note_key", "t1", False)
     ]
@@ -376,7 +377,7 @@ def test_status_lists_invalid_indexes_and_not_valid_constraints(
     with t1.cursor() as cur:
         cur.execute("ALTER TABLE t1 VALIDATE CONSTRAINT t1_note_short")
         cur.execute("DROP INDEX CONCURRENTLY t1_note_key")
-    cleared = runner.status(empty_db, mdir)
+    cleared = migration_status(empty_db, mdir)
     assert cleared.invalid_indexes == [] and cleared.not_valid_constraints == []
 
 
@@ -437,7 +438,7 @@ def test_status_marks_an_index_still_being_built(
     building.start()
     try:
         _wait_for(lambda: _index_state(t1, "t1_note_idx") == "INVALID", "the build to start")
-        found = runner.status(empty_db, mdir).invalid_indexes
+        found = migration_status(empty_db, mdir).invalid_indexes
         assert [(i.name, i.building) for i in found] == [("t1_note_idx", True)]
     finally:
         writer.rollback()
@@ -445,4 +446,4 @@ def test_status_marks_an_index_still_being_built(
         building.join(30)
         builder.close()
     assert _index_state(t1, "t1_note_idx") == "valid"
-    assert runner.status(empty_db, mdir).invalid_indexes == []
+    assert migration_status(empty_db, mdir).invalid_indexes == []

@@ -14,6 +14,7 @@ from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.lock import lock_key
+from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import (
     history,
     make_tables,
@@ -47,7 +48,7 @@ def test_status_on_empty_database_and_missing_directory_writes_nothing(
 ) -> None:
     # A folder that does not exist is an error naming it (a typo in --dir must not look fine).
     with pytest.raises(MigrationError, match=f"migrations folder {mdir} does not exist"):
-        runner.status(empty_db, mdir)
+        migration_status(empty_db, mdir)
     assert not mdir.exists(), "status must not create the migrations directory"
     assert not _has_history_table(pg, empty_db.dbname), "status must not create the history table"
 
@@ -56,7 +57,7 @@ def test_status_lists_everything_pending_without_history_table(
     pg: Server, empty_db: Settings, mdir: Path
 ) -> None:
     names = make_tables(mdir, 3)
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert result.pending == names
     assert result.applied == []
     assert not result.up_to_date
@@ -94,7 +95,7 @@ def test_apply_runs_pending_in_order_records_hashes_and_reports_times(
     assert all(r[1] and len(r[1]) == 64 for r in rows), "each row records the file's SHA-256"
     assert {"t1", "t2", "t3", "migratehistory"} <= tables(pg, empty_db.dbname)
     assert runner.apply(empty_db, mdir) == []
-    assert runner.status(empty_db, mdir).up_to_date
+    assert migration_status(empty_db, mdir).up_to_date
 
 
 def test_apply_to_stops_after_the_named_migration(
@@ -106,7 +107,7 @@ def test_apply_to_stops_after_the_named_migration(
     assert runner.apply(empty_db, mdir, to=names[0]) == []  # already applied: nothing to do
     with pytest.raises(MigrationError, match="no migration"):
         runner.apply(empty_db, mdir, to="999_nope")
-    assert runner.status(empty_db, mdir).pending == names[3:]
+    assert migration_status(empty_db, mdir).pending == names[3:]
 
 
 def test_apply_refuses_unhashed_files(empty_db: Settings, mdir: Path) -> None:
@@ -273,7 +274,7 @@ def test_status_flags_modified_even_after_rehash_and_apply_refuses(
     path = mdir / f"{names[0]}.py"
     path.write_text(path.read_text() + "\n# edited after it was applied\n")
     write_sum(mdir)  # someone re-hashed: the checksum file no longer notices
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert result.modified == [names[0]]
     assert result.checksum_problems == []
     assert not result.up_to_date
@@ -287,7 +288,7 @@ def test_status_flags_missing_and_apply_refuses(empty_db: Settings, mdir: Path) 
     runner.apply(empty_db, mdir)
     (mdir / f"{names[2]}.py").unlink()
     write_sum(mdir)
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert result.missing == [names[2]]
     assert result.applied == names
     with pytest.raises(MigrationError, match=rf"{names[2]}\.py was applied .* not on disk"):
@@ -320,7 +321,7 @@ def test_history_table_written_by_upstream_is_adopted(
     UpstreamRouter(upstream_db, migrate_dir=mdir).run(names[0])
     upstream_db.close()
     assert history(pg, empty_db.dbname) == [(names[0], None)]  # no checksum column
-    assert runner.status(empty_db, mdir).to_dict() == {
+    assert migration_status(empty_db, mdir).to_dict() == {
         "applied": names[:1], "pending": names[1:], "modified": [], "missing": [],
         "problems": [],
         "invalid_indexes": [], "not_valid_constraints": [],
@@ -348,7 +349,7 @@ def test_rollback_steps_undoes_the_last_ones_newest_first(
     runner.rollback(empty_db, mdir)
     with pytest.raises(MigrationError, match="nothing to roll back"):
         runner.rollback(empty_db, mdir)
-    assert runner.status(empty_db, mdir).pending == names
+    assert migration_status(empty_db, mdir).pending == names
 
 
 def test_failing_rollback_is_rolled_back(pg: Server, empty_db: Settings, mdir: Path) -> None:
@@ -409,6 +410,6 @@ def test_apply_accepts_a_database_and_leaves_its_connection_unlocked(
             ).fetchone()[0]
             assert held == 0, "the pooled connection must not keep the migration lock"
             assert db.execute_sql("SHOW lock_timeout").fetchone()[0] == "0"
-        assert runner.status(db, mdir).up_to_date
+        assert migration_status(db, mdir).up_to_date
     finally:
         db.close_pool()

@@ -332,6 +332,7 @@ def apply(
     import time
 
     from ..migrate.runtime import apply as runner
+    from ..migrate.runtime.status import status as migration_status
 
     directory = _directory(cli)
     options: dict[str, Any] = {}
@@ -362,7 +363,7 @@ def apply(
             **options,
         )
         # `--to 2` with only 005 pending: not "up to date", say what is pending.
-        later = runner.status(database, directory).pending if to and not results else []
+        later = migration_status(database, directory).pending if to and not results else []
     if dry_run:
         click.echo(
             f"-- dry run: {_n(len(results), 'migration')} would be applied to {where}; "
@@ -475,12 +476,12 @@ def status(cli: CliContext, as_json: bool) -> None:
     Exits 0 when up to date, 3 when anything is pending, modified since it
     was applied, or applied but missing on disk.
     """
-    from ..migrate.runtime import apply as runner
+    from ..migrate.runtime.status import status as migration_status
 
     directory = _directory(cli)
     with _database(cli) as database:
         where = database.settings.describe()
-        result = runner.status(database, directory)
+        result = migration_status(database, directory)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

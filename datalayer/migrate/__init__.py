@@ -22,11 +22,11 @@ from types import ModuleType
 from typing import Any
 
 _LAZY: dict[str, str] = {
-    "Applied": "datalayer.migrate.runtime.apply",
-    "Status": "datalayer.migrate.runtime.apply",
+    "Applied": "datalayer.migrate.runtime.run",
+    "Status": "datalayer.migrate.runtime.status",
     "apply": "datalayer.migrate.runtime.apply",
     "rollback": "datalayer.migrate.runtime.apply",
-    "status": "datalayer.migrate.runtime.apply",
+    "status": "datalayer.migrate.runtime.status",
     "check": "datalayer.migrate.check",
     "create_migration": "datalayer.migrate.autogenerate.api",
     "DiffResult": "datalayer.migrate.autogenerate.outcome",
@@ -43,7 +43,7 @@ __all__ = sorted(_LAZY)
 # Module paths the documentation names, kept importable after the move to
 # operations/, autogenerate/, runtime/: the old name is the new module itself.
 _MOVED: dict[str, str] = {
-    "datalayer.migrate.runner": "datalayer.migrate.runtime.apply",
+    "datalayer.migrate.runner": "datalayer.migrate.runtime.runner",
     "datalayer.migrate.checksum": "datalayer.migrate.runtime.checksum",
     "datalayer.migrate.offline": "datalayer.migrate.runtime.offline",
     "datalayer.migrate.hints": "datalayer.migrate.autogenerate.hints",
