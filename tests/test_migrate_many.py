@@ -11,6 +11,7 @@ from datalayer.config import Settings
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import verify, write_sum
 from datalayer.migrate.runtime.names import migration_names
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import history, write_migration, write_table_migration
 from tests.pgserver import Server
@@ -46,7 +47,7 @@ def test_more_than_a_thousand_migrations(pg: Server, empty_db: Settings, tmp_pat
     rows = history(pg, empty_db.dbname)
     assert [r[0] for r in rows] == names
     assert migration_status(empty_db, mdir).up_to_date
-    assert [a.name for a in runner.rollback(empty_db, mdir, steps=6)] == names[:-7:-1]
+    assert [a.name for a in migration_rollback(empty_db, mdir, steps=6)] == names[:-7:-1]
     assert migration_status(empty_db, mdir).pending == names[-6:]
 
 

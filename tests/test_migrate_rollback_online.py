@@ -34,6 +34,7 @@ from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.offline import migration_sql, render
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from tests.pgserver import Server
 from tests.test_migrate_generate import open_db
 from tests.test_migrate_lint_rollback import ALL_CASES
@@ -117,7 +118,7 @@ def _rollback_under_writes(
     writer.start()
     try:
         time.sleep(0.1)
-        runner.rollback(db, tmp_path, steps=len(result.names))
+        migration_rollback(db, tmp_path, steps=len(result.names))
         time.sleep(0.1)
     finally:
         writer.stop.set()

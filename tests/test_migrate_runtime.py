@@ -14,6 +14,7 @@ from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.lock import lock_key
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import (
     history,
@@ -194,7 +195,7 @@ def test_non_transactional_migration_can_create_index_concurrently(
         cur.execute("SELECT to_regclass('t1_note_idx')")
         assert cur.fetchone()[0] == "t1_note_idx"
     conn.close()
-    assert runner.rollback(empty_db, mdir, steps=1)[0].name == "002_index"
+    assert migration_rollback(empty_db, mdir, steps=1)[0].name == "002_index"
     assert [r[0] for r in history(pg, empty_db.dbname)] == ["001_create_t1"]
 
 
@@ -340,15 +341,15 @@ def test_rollback_steps_undoes_the_last_ones_newest_first(
 ) -> None:
     names = make_tables(mdir, 3)
     runner.apply(empty_db, mdir)
-    results = runner.rollback(empty_db, mdir, steps=2)
+    results = migration_rollback(empty_db, mdir, steps=2)
     assert [r.name for r in results] == [names[2], names[1]]
     assert [r[0] for r in history(pg, empty_db.dbname)] == names[:1]
     assert tables(pg, empty_db.dbname) == {"t1", "migratehistory"}
     with pytest.raises(MigrationError, match="cannot roll back 2 migration"):
-        runner.rollback(empty_db, mdir, steps=2)
-    runner.rollback(empty_db, mdir)
+        migration_rollback(empty_db, mdir, steps=2)
+    migration_rollback(empty_db, mdir)
     with pytest.raises(MigrationError, match="nothing to roll back"):
-        runner.rollback(empty_db, mdir)
+        migration_rollback(empty_db, mdir)
     assert migration_status(empty_db, mdir).pending == names
 
 
@@ -363,7 +364,7 @@ def test_failing_rollback_is_rolled_back(pg: Server, empty_db: Settings, mdir: P
     write_sum(mdir)
     runner.apply(empty_db, mdir)
     with pytest.raises(MigrationError, match=r"rollback of .*002_bad_rollback\.py failed"):
-        runner.rollback(empty_db, mdir)
+        migration_rollback(empty_db, mdir)
     assert "keep_me" in tables(pg, empty_db.dbname)
     assert [r[0] for r in history(pg, empty_db.dbname)][-1] == "002_bad_rollback"
 
@@ -387,7 +388,7 @@ def test_a_migration_using_the_orm_state_of_earlier_ones(
     with conn.cursor() as cur:
         cur.execute("SELECT size FROM t1")
     conn.close()
-    runner.rollback(empty_db, mdir)
+    migration_rollback(empty_db, mdir)
     conn = pg.raw(empty_db.dbname)
     with conn.cursor() as cur, pytest.raises(psycopg2.errors.UndefinedColumn):
         cur.execute("SELECT size FROM t1")

@@ -22,6 +22,7 @@ from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import problems, write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.names import migration_names
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from datalayer.migrate.runtime.status import status as migration_status
 from datalayer.migrate.squash import squash
 from tests.migrate_runtime_support import write_migration
@@ -134,7 +135,7 @@ def test_squash_keeps_old_databases_current_and_builds_new_ones(
         assert [a.name for a in runner.apply(db, history)] == shelves
         assert "shelves" in _tables(db)
     # Rolling back past the squash on the new database drops everything and forgets all.
-    runner.rollback(new, history, steps=1 + len(shelves))
+    migration_rollback(new, history, steps=1 + len(shelves))
     assert _tables(new) == {"migratehistory"}
     assert migration_status(new, history).applied == []
     assert [a.name for a in runner.apply(new, history)] == [result.name, *shelves]

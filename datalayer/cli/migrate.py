@@ -557,13 +557,13 @@ def hash_(cli: CliContext) -> None:
 @pass_cli
 def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> None:
     """Undo the last applied migrations, newest first, each in its own transaction."""
-    from ..migrate.runtime import apply as runner
+    from ..migrate.runtime.rollback import rollback as migration_rollback
 
     directory = _directory(cli)
     options: dict[str, Any] = {} if wait is None else {"lock_wait": wait}
     with _database(cli) as database, _interruptible(database, "rolled back"):
         where = database.settings.describe()
-        results = runner.rollback(
+        results = migration_rollback(
             database, directory, steps=steps, dry_run=dry_run, on_wait=_waiting,
             on_applied=_show_sql if dry_run else _line("rolled back"), **options
         )

@@ -25,7 +25,7 @@ _LAZY: dict[str, str] = {
     "Applied": "datalayer.migrate.runtime.run",
     "Status": "datalayer.migrate.runtime.status",
     "apply": "datalayer.migrate.runtime.apply",
-    "rollback": "datalayer.migrate.runtime.apply",
+    "rollback": "datalayer.migrate.runtime.rollback",
     "status": "datalayer.migrate.runtime.status",
     "check": "datalayer.migrate.check",
     "create_migration": "datalayer.migrate.autogenerate.api",

@@ -7,8 +7,9 @@ the one path that hands out all of them (``from datalayer.migrate import runner`
 
 from __future__ import annotations
 
-from .apply import DEFAULT_LOCK_RETRIES, Retry, apply, rollback
+from .apply import DEFAULT_LOCK_RETRIES, Retry, apply
 from .lock import DEFAULT_LOCK_WAIT, WAIT_NOTICE_EVERY, lock_key
+from .rollback import rollback
 from .run import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Applied
 from .status import Status, status
 from .target import Target
