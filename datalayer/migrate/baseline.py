@@ -20,10 +20,9 @@ from ..config import Settings
 from ..errors import MigrationError
 from .inspect import Difference, differences, snapshot_catalog
 from .runtime import checksum as _checksum
-from .runtime.apply import _resolve_to
 from .runtime.files import MIGRATE_TABLE, Router
 from .runtime.lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
-from .runtime.names import migration_names
+from .runtime.names import _resolve_to, migration_names
 from .runtime.target import Target, _connected, _describe
 from .scratch import built_catalog
 

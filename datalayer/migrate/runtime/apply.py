@@ -1,6 +1,8 @@
-"""Apply, roll back and report migrations: the library behind ``datalayer migrate``.
+"""Apply pending migrations: the library behind ``datalayer migrate apply``.
 
-Nothing here prints or exits; every function returns data or raises a
+Rolling back is :mod:`.rollback`, reporting :mod:`.status`, the lock
+:mod:`.lock`, running one file :mod:`.run` (``datalayer.migrate.runner``
+hands out all of them).  Nothing here prints or exits; every function returns data or raises a
 :class:`~datalayer.errors.MigrationError` whose message says what to do.
 
 ``apply``:
@@ -39,7 +41,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,7 @@ from .files import (
 )
 from .history import _check_history, _replaced
 from .lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
-from .names import number, require_dir, sort_key
+from .names import _resolve_to, require_dir, sort_key
 from .run import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_STATEMENT_TIMEOUT,
@@ -116,20 +118,6 @@ class Retry:
 
 
 # -- the operations ---------------------------------------------------------------
-
-
-def _resolve_to(to: str, names: Sequence[str], directory: Path) -> str:
-    wanted = to.removesuffix(".py")
-    matches = [n for n in names if n == wanted]
-    if not matches and number(wanted) is not None:
-        matches = [n for n in names if sort_key(n)[0] == number(wanted)]
-    if len(matches) != 1:
-        which = "several migrations match" if matches else "there is no migration"
-        raise MigrationError(
-            f"--to {to}: {which} {to!r} in {directory}; give a full name as listed by "
-            "`datalayer migrate status`"
-        )
-    return matches[0]
 
 
 def apply(
