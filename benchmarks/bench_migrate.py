@@ -110,7 +110,7 @@ def write_project(root: Path, n_files: int) -> Path:
     import peewee as pw
 
     from datalayer.db import Database
-    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.autogenerate.api import create_migration
     from datalayer.migrate.runtime.checksum import write_sum
     from datalayer.migrate.runtime.files import Router
 

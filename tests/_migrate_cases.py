@@ -25,7 +25,7 @@ import peewee as pw
 import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from datalayer.migrate.autogenerate.compare import create_migration, diff_source
+from datalayer.migrate.autogenerate.api import create_migration, diff_source
 from datalayer.migrate.inspect import compare, snapshot
 from tests.pgserver import Server
 from tests.test_migrate_generate import PlainRouter, open_db, rows

@@ -29,13 +29,9 @@ import pytest
 from playhouse.postgres_ext import DateTimeTZField, PostgresqlExtDatabase
 
 from datalayer.errors import GenerationError
-from datalayer.migrate.autogenerate.compare import (
-    DiffResult,
-    compute_diff,
-    create_migration,
-    diff_source,
-)
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration, diff_source
 from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.autogenerate.outcome import DiffResult
 from datalayer.migrate.inspect import Schema, compare, snapshot
 from datalayer.migrate.runtime.names import next_name
 from datalayer.models.fields import created_at_field, uuid_pk

@@ -24,13 +24,10 @@ from playhouse.postgres_ext import (
     PostgresqlExtDatabase,
 )
 
-from datalayer.migrate.autogenerate.compare import (
-    DiffResult,
-    DropRefused,
-    GenerationError,
-    create_migration,
-)
+from datalayer.errors import GenerationError
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.autogenerate.outcome import DiffResult, DropRefused
 from datalayer.models.fields import created_at_field, uuid_pk
 from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
     Case,
@@ -394,6 +391,7 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
     from datalayer.migrate.runtime import apply as runner
     from datalayer.migrate.runtime.checksum import write_sum
     from datalayer.migrate.runtime.files import Router
+    from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 
     directory = tmp_path / "migrations"
     v1 = [item(code=pw.CharField(max_length=5)), model("Tag", "tags", id=pw.AutoField())]
@@ -414,12 +412,12 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
         before = snapshots(db)
         # Two steps: the newer one (v3) could run, the older cannot: neither runs.
         with pytest.raises(MigrationError, match="nothing rolled back"):
-            runner.rollback(empty_db, directory, steps=2)
+            migration_rollback(empty_db, directory, steps=2)
         assert differences(before, snapshots(db)) == []
-        assert [r.name for r in runner.rollback(empty_db, directory)] == ["003_v3"]
+        assert [r.name for r in migration_rollback(empty_db, directory)] == ["003_v3"]
         before = snapshots(db)
         with pytest.raises(MigrationError) as err:
-            runner.rollback(empty_db, directory)
+            migration_rollback(empty_db, directory)
         message = str(err.value)
         assert "nothing rolled back" in message and "002_v2.py" in message
         assert "re-adds items.code NOT NULL without a default" in message
@@ -432,7 +430,7 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
             PlainRouter(db, directory).rollback()
         assert differences(before, snapshots(db)) == []
         db.execute_sql("DELETE FROM items")
-        assert [r.name for r in runner.rollback(empty_db, directory)] == ["002_v2"]
+        assert [r.name for r in migration_rollback(empty_db, directory)] == ["002_v2"]
     finally:
         db.close()
 
@@ -1162,7 +1160,7 @@ def test_a_constant_default_adds_the_column_in_one_file_without_a_fill(
     assert 'ALTER TABLE "items" ADD COLUMN "qty" INTEGER DEFAULT %s NOT NULL' in sql, sql
     assert 'ALTER TABLE "items" ALTER COLUMN "qty" DROP DEFAULT' in sql, sql
     # A Python callable keeps the fill in batches (a value per row).
-    from datalayer.migrate.autogenerate.compare import compute_diff
+    from datalayer.migrate.autogenerate.api import compute_diff
     from datalayer.migrate.runtime.files import Router
 
     router = Router(PostgresqlExtDatabase(None), tmp_path / "callable")

@@ -17,13 +17,10 @@ import peewee as pw
 import pytest
 from playhouse.postgres_ext import ArrayField, BinaryJSONField, PostgresqlExtDatabase
 
-from datalayer.migrate.autogenerate.compare import (
-    DropRefused,
-    GenerationError,
-    compute_diff,
-    create_migration,
-)
+from datalayer.errors import GenerationError
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
 from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.autogenerate.outcome import DropRefused
 from datalayer.migrate.runtime.files import Router
 from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
     Case,

@@ -1,7 +1,7 @@
 """Generate a migration from the models: the "diff" half of ``datalayer migrate``.
 
 The migration history on disk is replayed in memory (peewee-migrate's fake
-mode) to know the schema it builds; that state is compared with the models,
+mode, :func:`.api._replay`) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
 run (:mod:`._spec`).  Each difference becomes one operation of
 :class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
@@ -18,26 +18,13 @@ first) and constraints ``NOT VALID``; phase two, in a file with ``atomic =
 False``, builds and drops indexes concurrently, fills NULLs in batches,
 validates, sets NOT NULL and adds UNIQUE constraints through their index.
 
-Interface (used by the runtime's Router and CLI):
-
-* :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
-  the ``migrate`` and ``rollback`` bodies (all files joined), None when
-  nothing changed;
-* :func:`compute_diff` ``(router, models=None, *, postgres=13, unsafe=False)
-  -> Diff``: the same with the warnings, the files (``Diff.files``) and the
-  plan (``Diff.plan``);
-* :func:`create_migration` ``(router, name, models=None, *, allow_drop=False,
-  postgres=13, unsafe=False) -> DiffResult | None``: writes the file(s)
-  through ``router.compile``; ``DiffResult`` has ``path``, ``name`` (the
-  first file), ``paths``, ``names``, ``plan`` and ``warnings`` and is
-  path-like; None (nothing written) when the models match the history;
-* :func:`install_upstream`: makes ``pw_migrate create --auto`` use this
-  generator (called from ``migrations/conf.py``, which peewee-migrate runs;
-  it replaces nothing of peewee-migrate, it does the command's work itself).
-
-``models`` defaults to :data:`datalayer.models.MODELS`; abstract models
-(``__abstract__ = True`` in the class itself) are never tables.  Renames are
-declared with :func:`datalayer.migrate.hints.renamed_from`.
+Interface: :func:`plan_models` and :func:`diff_models` ``(sim, original,
+models=None, *, postgres, unsafe, replay) -> Plan / Diff``, from a replayed
+state; :mod:`.api` replays a router's history and calls them
+(``create_migration``, ``compute_diff``, ``diff_source``).  ``models``
+defaults to the project's models; abstract models (``__abstract__ = True``
+in the class itself) are never tables.  Renames are declared with
+:func:`datalayer.migrate.autogenerate.hints.renamed_from`.
 """
 
 from __future__ import annotations
@@ -47,12 +34,11 @@ import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
-from ...errors import GenerationError, MigrationError
+from ...errors import GenerationError
 from ...project import DEFAULT_POSTGRES, MIN_POSTGRES
 from ..ddl.alter import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ..ddl.spec import (
@@ -74,20 +60,14 @@ from ..ddl.spec import (
 )
 from ..facts import parse_type
 from ..operations.migrator import DatalayerMigrator
-from ..runtime.names import next_name
-from . import upstream as _upstream
 from .code import Dict, Expr, MethodCall, Step
 from .hints import renamed_from_of
 from .outcome import (
     Diff,
-    DiffFile,
-    DiffResult,
     Drop,
-    DropRefused,
 )
 from .plan import Plan, PlannedMigration
 from .render import diff_of as _diff_of
-from .render import render_file_bodies, write_file
 from .split import Chunk as _Chunk
 from .split import apply_step as _apply
 from .split import groups as _groups
@@ -95,20 +75,7 @@ from .split import operations as _operations
 from .split import run_steps as _run_steps
 from .writer import CodeWriter, Unwritable, plain
 
-__all__ = [
-    "Diff",
-    "DiffFile",
-    "DiffResult",
-    "Drop",
-    "DropRefused",
-    "compute_diff",
-    "create_migration",
-    "diff_models",
-    "diff_source",
-    "install_upstream",
-    "plan_models",
-    "render_file_bodies",
-]
+__all__ = ["diff_models", "plan_models"]
 
 _ONLINE_KW: tuple[str, Any] = ("online", True)
 
@@ -153,27 +120,6 @@ def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:
                 "another Meta.table_name or mark a base class __abstract__ = True"
             )
     return sort_models(found)
-
-
-def _replay(router: Any) -> DatalayerMigrator:
-    """Return a fresh migrator holding the state that the migration files build."""
-    migrator = DatalayerMigrator(router.database)
-    names = list(router.todo)
-    replay = getattr(router, "replay", None)
-    try:
-        if callable(replay):
-            replay(names, migrator)
-        else:
-            for name in names:
-                router.run_one(name, migrator, fake=True)
-    except MigrationError:
-        raise
-    except Exception as exc:
-        raise GenerationError(
-            f"the migrations in {getattr(router, 'migrate_dir', '?')} do not replay: "
-            f"{type(exc).__name__}: {exc}; fix the last migration file first"
-        ) from exc
-    return migrator
 
 
 # -- comparing ---------------------------------------------------------------------
@@ -1401,94 +1347,3 @@ def diff_models(
         sim, original, models, postgres=postgres, unsafe=unsafe, replay=replay
     )
     return _diff_of(plan, drops)
-
-
-def compute_diff(
-    router: Any,
-    models: Iterable[Any] | None = None,
-    *,
-    postgres: int = DEFAULT_POSTGRES,
-    unsafe: bool = False,
-) -> Diff:
-    """Return the migration that takes ``router``'s migration files to ``models``.
-
-    Reads the migration files only (the database is not queried).  By
-    default changes to existing tables are written in their online forms
-    for PostgreSQL ``postgres`` (13 or later), in more than one file when a
-    part must run outside a transaction (``Diff.files``); ``unsafe`` writes
-    the plain forms (for tables known to be small).
-
-    :raises GenerationError: when a change cannot be generated; nothing is written.
-    """
-    # The second state is replayed only when there is a migration to write (for its
-    # rollback): "no changes", what `check` and most `diff` runs find, needs one replay.
-    return diff_models(
-        _replay(router), None, models, postgres=postgres, unsafe=unsafe,
-        replay=lambda: _replay(router),
-    )
-
-
-def diff_source(
-    router: Any, models: Iterable[Any] | None = None, **options: Any
-) -> tuple[str, str] | None:
-    """Return the ``(migrate, rollback)`` code for the model changes, or None when none.
-
-    With several files the bodies are joined, each after a ``# -- NAME_n`` line.
-    """
-    diff = compute_diff(router, models, **options)
-    return (diff.migrate, diff.rollback) if diff else None
-
-
-def create_migration(
-    router: Any,
-    name: str,
-    models: Iterable[Any] | None = None,
-    *,
-    allow_drop: bool = False,
-    postgres: int = DEFAULT_POSTGRES,
-    unsafe: bool = False,
-) -> DiffResult | None:
-    """Write a migration ``name`` for the model changes; return it, or None when none.
-
-    The file is written by ``router.compile`` (which numbers it with
-    :func:`next_name` in datalayer's Router) and loaded back once to prove
-    that it works.  When part of the change must run outside a transaction
-    (a concurrent index build, a batched fill), the migration is several
-    files, ``name``, ``name_2``, ...; those that run outside a transaction
-    say ``atomic = False``.  A migration that drops a table or a column is
-    only written with ``allow_drop``.  ``postgres`` and ``unsafe``: see
-    :func:`compute_diff`.
-
-    :raises DropRefused: when the migration drops something and ``allow_drop`` is false
-        (each drop named, with the ``renamed_from`` hint when it looks like a rename).
-    :raises GenerationError: when ``name`` is invalid or a change cannot be generated.
-    """
-    next_name([], name)  # validates the name before any work
-    diff = compute_diff(router, models, postgres=postgres, unsafe=unsafe)
-    if not diff:
-        return None
-    if diff.drops and not allow_drop:
-        raise DropRefused(diff.drops)
-    names: list[str] = []
-    paths: list[Path] = []
-    for f in diff.files:
-        written = write_file(router, name + f.suffix, f)
-        path = Path(router.migrate_dir) / f"{written}.py"
-        router.read(written)
-        names.append(written)
-        paths.append(path)
-    return DiffResult(
-        path=paths[0], name=names[0], warnings=diff.warnings, paths=tuple(paths),
-        names=tuple(names), plan=diff.plan,
-    )
-
-
-def install_upstream() -> None:
-    """Make ``pw_migrate create --auto`` write migrations with this generator.
-
-    Called from ``migrations/conf.py``, which peewee-migrate's CLI runs inside
-    every command.  During ``pw_migrate create --auto`` it writes the migration
-    and ends the command; otherwise it does nothing.  No attribute of
-    peewee-migrate is replaced (see :func:`.autogenerate.upstream.install_upstream`).
-    """
-    _upstream.install_upstream(create_migration)
