@@ -9,7 +9,7 @@ import sys
 import pytest
 
 MOVED = {
-    "datalayer.migrate.runner": "datalayer.migrate.runtime.apply",
+    "datalayer.migrate.runner": "datalayer.migrate.runtime.runner",
     "datalayer.migrate.checksum": "datalayer.migrate.runtime.checksum",
     "datalayer.migrate.offline": "datalayer.migrate.runtime.offline",
     "datalayer.migrate.hints": "datalayer.migrate.autogenerate.hints",
@@ -28,8 +28,8 @@ def test_the_documented_imports_run_in_a_fresh_interpreter() -> None:
         "from datalayer.migrate.offline import migration_sql\n"
         "from datalayer.migrate.hints import renamed_from\n"
         "from datalayer.migrate.ops import extend\n"
-        "import datalayer.migrate.runtime.apply as apply\n"
-        "assert runner is apply and runner.status and runner.rollback\n"
+        "import datalayer.migrate.runtime.runner as face\n"
+        "assert runner is face and runner.apply and runner.status and runner.rollback\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -21,7 +21,7 @@ import pytest
 
 from datalayer.migrate import facts
 from datalayer.migrate import operations as ops
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.migrate.ddl.alter import BatchFill, Online, Step
 from datalayer.migrate.ddl.spec import TableSpec, table_spec

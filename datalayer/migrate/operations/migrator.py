@@ -489,14 +489,19 @@ class DatalayerMigrator(Migrator):
         return steps
 
     def _referrers(self, cls: type[pw.Model]) -> list[type[pw.Model]]:
-        """Return the other tables of the state with a foreign key to ``cls`` (none in a replay)."""
-        if _replaying_now():
+        """Return the other tables of the state with a foreign key to ``cls``.
+
+        None in a replay and in an offline rendering (a database with ``renders_only``:
+        ``migrate sql``, the lint, check's SQL), which never fold their operations.
+        """
+        if _replaying_now() or getattr(self.__database__, "renders_only", False):
             return []
-        return [
-            m for m in self.orm.__tables__.values() if m is not cls and any(
-                isinstance(f, pw.ForeignKeyField) and f.rel_model is cls
-                for f in m._meta.sorted_fields)
-        ]
+        tables = self.orm.__tables__
+        found: dict[Any, None] = {}
+        for m in cls._meta.backrefs.values():
+            if m is not cls and tables.get(m._meta.table_name) is m:
+                found[m] = None
+        return list(found)
 
     def _around(
         self, cls: type[pw.Model], mutate: Callable[[], None], *, create: bool = False
@@ -669,11 +674,24 @@ class DatalayerMigrator(Migrator):
     ) -> type[pw.Model]:
         """Make the fields ``names`` (two or more) the table's composite primary key.
 
-        The table has a composite key, or none (its key column dropped).
+        The table has a composite key, or none (its key column dropped).  Without
+        ``names``, a composite key is given up and its columns stay (the table has no
+        key, as with peewee's ``primary_key = False``).
         ``online``: through a concurrent unique index, then ``USING INDEX`` (run
         it with ``atomic = False``).
         """
         cls = self._get(model)
+        if not names and cls._meta.composite_key:
+            meta = cls._meta
+
+            def release() -> None:
+                meta.primary_key = False
+                meta.composite_key = False
+                meta.auto_increment = False
+                if "__composite_key__" in vars(cls):
+                    delattr(cls, "__composite_key__")
+
+            return self._alter(cls, release, ops.SetPrimaryKey, online=online, columns=())
         if len(names) < 2 or not (cls._meta.composite_key or not cls._meta.primary_key):
             raise UnsupportedChange(
                 f"{cls._meta.table_name}: set_primary_key makes a composite key (two fields or "
@@ -797,9 +815,17 @@ class DatalayerMigrator(Migrator):
         using: Mapping[str, str] | None = None,
         online: bool = False,
     ) -> type[pw.Model]:
-        """Change columns; ``using`` maps a column name to its type change's USING expression."""
+        """Change columns; ``using`` maps a column name to its type change's USING expression.
+
+        A key of ``using`` that is a key of ``fields`` (a field's name, as ``diff`` writes
+        it) stands for that field's column (a foreign key's ``owner`` for ``owner_id``).
+        """
         cls = self._get(model)
         olds = {name: self._field(cls, name) for name in fields}
+        if using:
+            using = {
+                (fields[k].column_name or k) if k in fields else k: v for k, v in using.items()
+            }
         renames = {}
         for name, new in fields.items():
             if new.column_name and new.column_name != olds[name].column_name:
@@ -847,6 +873,11 @@ class DatalayerMigrator(Migrator):
             if isinstance(field, pw.ForeignKeyField):
                 field.object_id_name = None  # recomputed from the column name on bind
             meta.add_field(new_attr, field)
+            key: Any = meta.primary_key
+            key_names = key.field_names if meta.composite_key else ()
+            if old_attr in key_names:  # a column of a composite key: the key names it anew
+                meta.set_primary_key("__composite_key__", pw.CompositeKey(*(
+                    new_attr if n == old_attr else n for n in key_names)))
             rewritten: list[Any] = []
             entry: Any
             for entry in meta.indexes:

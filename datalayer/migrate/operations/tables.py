@@ -146,6 +146,8 @@ class SetPrimaryKey(TableChange):
     kind: ClassVar[str] = "set primary key"
 
     def describe(self) -> str:
+        if not self.columns:
+            return f"drop the primary key of {self.table} (its columns stay)"
         return f"make ({', '.join(self.columns)}) the primary key of {self.table}"
 
     def inverse(self) -> Operation:
