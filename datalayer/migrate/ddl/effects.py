@@ -1,47 +1,27 @@
-"""A migration plan as data: operations, their statements, and what each statement locks.
+"""What one migration statement does to the tables it touches: its lock, scan and rewrite.
 
-The generator (:mod:`.generate`) builds a :class:`Plan` from the difference
-between the migration history and the models: one or more
-:class:`PlannedMigration` (files), each a list of :class:`Operation`
-(calls of :class:`~datalayer.migrate.migrator.DatalayerMigrator`) with the
-operations of its rollback.  Every operation carries the
-:class:`Statement` objects it runs, and every statement says, for the
-target PostgreSQL version, which lock it takes on which table, whether it
-scans or rewrites the table, and whether it can run in a transaction.
-The code writer turns the plan into files; ``migrate sql``, ``migrate
-lint`` and ``squash`` can read the same objects (:func:`describe` gives the
-same report for one statement of SQL text).
-
-Lock levels are PostgreSQL's (``Lock``, from :mod:`.facts`), weakest first;
-``Lock.blocks`` says what a held lock holds up: ``reads``, ``writes``, ``DDL``.
+:class:`Statement` is one statement of a migration with, for the target
+PostgreSQL version, the lock it takes on each table, whether it scans or
+rewrites the table and whether it can run in a transaction;
+:func:`statement_of` gives it for a step the migrator queued,
+:func:`describe` for one statement of SQL text as datalayer writes it.
 Which lock, scan and rewrite each kind of statement has is
-:data:`.facts.EFFECTS` (the lint reads the same table).
+:data:`..facts.EFFECTS` (the lint reads the same table).  The plan
+(:mod:`..autogenerate.plan`), the operations and ``migrate sql`` read these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-from . import facts
-from ._ddl import BatchFill, Online, Step
-from ._spec import Sql
-from .autogenerate.code import Step as CodeStep
-from .facts import Lock
+from .. import facts
+from ..facts import Lock
+from .alter import BatchFill, Online, Step
+from .spec import Sql
 
-__all__ = [
-    "Lock",
-    "MigrationStatements",
-    "Operation",
-    "Plan",
-    "PlannedMigration",
-    "Statement",
-    "describe",
-    "read_migrations",
-    "statement_of",
-]
+__all__ = ["Statement", "describe", "statement_of", "statements_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,66 +56,6 @@ class Statement:
     @property
     def tables(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t for t, _ in self.locks))
-
-
-@dataclasses.dataclass(frozen=True)
-class Operation:
-    """One call of the extended migrator (``step``) and the statements it runs."""
-
-    step: CodeStep  # applied to the replayed state, rendered to the file
-    method: str
-    table: str | None
-    statements: tuple[Statement, ...]
-    online: bool = False
-
-    @property
-    def code(self) -> str:
-        """Return the operation's code as the migration file has it."""
-        return "\n".join(self.step.render())
-
-    @property
-    def transactional(self) -> bool:
-        """Return False when a statement of this operation cannot run in a transaction."""
-        return all(s.transactional for s in self.statements)
-
-    @property
-    def lock(self) -> Lock:
-        return max((s.lock for s in self.statements), default=Lock.NONE)
-
-
-@dataclasses.dataclass(frozen=True)
-class PlannedMigration:
-    """One migration file: its operations, the rollback's, and whether it is one transaction.
-
-    ``rollback`` is the inverse of ``operations`` as a whole, in the order it runs.
-    """
-
-    suffix: str  # "" for the first file, "_2", "_3" ... for the next ones
-    atomic: bool
-    operations: tuple[Operation, ...]
-    rollback: tuple[Operation, ...]
-
-    def statements(self, *, rollback: bool = False) -> Iterator[Statement]:
-        """Yield the statements of the migration (or of its rollback) in order."""
-        for op in self.rollback if rollback else self.operations:
-            yield from op.statements
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The migrations that take the history's schema to the models', and what to know."""
-
-    migrations: tuple[PlannedMigration, ...]
-    warnings: tuple[str, ...] = ()
-    postgres: int = 12
-    online: bool = True  # False: ``unsafe``, the plain forms were written
-
-    def __bool__(self) -> bool:
-        return bool(self.migrations)
-
-    def statements(self) -> Iterator[Statement]:
-        for migration in self.migrations:
-            yield from migration.statements()
 
 
 # -- what a statement locks ------------------------------------------------------------
@@ -271,92 +191,3 @@ def statement_of(step: Step, *, postgres: int = 12) -> Statement:
 
 def statements_of(steps: Sequence[Step], *, postgres: int = 12) -> tuple[Statement, ...]:
     return tuple(statement_of(s, postgres=postgres) for s in steps)
-
-
-# -- the statements of migration files ---------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class MigrationStatements:
-    """The statements a migration file runs (and its rollback), read without a database."""
-
-    name: str
-    atomic: bool
-    statements: tuple[Statement, ...]
-    rollback: tuple[Statement, ...]
-
-
-def _render_op(op: Any, recorder: Any, postgres: int) -> list[Statement]:
-    """Return the statements of one queued operation, run against the recorder."""
-    step = getattr(op, "_datalayer_step", None)
-    if step is not None:
-        return [statement_of(step, postgres=postgres)]
-    from playhouse.migrate import Operation
-
-    if not isinstance(op, Operation):  # migrator.run(fn): Python code
-        name = getattr(op, "__name__", type(op).__name__)
-        return [Statement(f"-- runs Python: {name}()")]
-    recorder.take()
-    try:
-        op.run()  # its schema migrator is bound to the recorder: nothing runs
-    except Exception as exc:  # an upstream operation that reads the catalog first
-        recorder.take()
-        return [Statement(f"-- {getattr(op.fn, '__name__', 'operation')}: cannot be shown "
-                          f"without a database ({type(exc).__name__})")]
-    return [
-        dataclasses.replace(describe(text, postgres=postgres), params=params)
-        for text, params in recorder.take()
-    ]
-
-
-def read_migrations(
-    router: Any, names: Iterable[str] | None = None, *, postgres: int = 12
-) -> list[MigrationStatements]:
-    """Return the statements of migration files ``names`` (default: all), in order.
-
-    The history is replayed in memory up to each file (no database is
-    queried); the file's ``migrate`` and then its ``rollback`` are run with
-    every operation collected instead of executed: generated operations,
-    ``migrator.sql(...)`` and upstream peewee-migrate operations alike, and
-    statements the file sends through ``database.execute_sql`` directly.
-    ``router`` is datalayer's :class:`~datalayer.migrate.router.Router`.
-    """
-    from ..errors import MigrationError
-
-    todo = list(router.todo)
-    wanted = list(todo if names is None else names)
-    unknown = [n for n in wanted if n not in todo]
-    if unknown:
-        raise MigrationError(
-            f"no migration {', '.join(unknown)} in {router.migrate_dir}; "
-            "`datalayer migrate status` lists them"
-        )
-    from .runtime.recorder import Recorder
-
-    recorder = Recorder(postgres)
-    migrator = router.migrator_class(recorder)  # datalayer's: it has take_steps()
-    out: list[MigrationStatements] = []
-
-    def collect(fn: Any) -> tuple[Statement, ...]:
-        migrator.__ops__ = []
-        migrator.take_steps()
-        recorder.take()
-        fn(migrator, recorder, fake=False)
-        found = [describe(sql, postgres=postgres) for sql, _ in recorder.take()]
-        for op in migrator.__ops__:
-            found.extend(_render_op(op, recorder, postgres))
-        migrator.__ops__ = []
-        migrator.take_steps()
-        return tuple(found)
-
-    for name in todo:
-        loaded = router.load(name)
-        if name in wanted:
-            forward = collect(loaded.migrate)
-            backward = collect(loaded.rollback)
-            out.append(MigrationStatements(name, loaded.atomic, forward, backward))
-            collect(loaded.migrate)  # back to the state after this file
-        else:
-            collect(loaded.migrate)
-    order = {n: i for i, n in enumerate(wanted)}
-    return sorted(out, key=lambda m: order[m.name])

@@ -20,8 +20,6 @@ validates, sets NOT NULL and adds UNIQUE constraints through their index.
 
 Interface (used by the runtime's Router and CLI):
 
-* :func:`next_name` ``(existing_names, name) -> str``: the next file name,
-  numbered after the highest one (``999_x`` is followed by ``1000_name``);
 * :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
   the ``migrate`` and ``rollback`` bodies (all files joined), None when
   nothing changed;
@@ -54,10 +52,10 @@ from typing import Any
 
 import peewee as pw
 
-from ..errors import MigrationError
-from ..project import DEFAULT_POSTGRES, MIN_POSTGRES
-from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
-from ._spec import (
+from ...errors import GenerationError, MigrationError
+from ...project import DEFAULT_POSTGRES, MIN_POSTGRES
+from ..ddl.alter import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
+from ..ddl.spec import (
     ColumnSpec,
     IndexSpec,
     Sql,
@@ -74,29 +72,28 @@ from ._spec import (
     sort_models,
     table_spec,
 )
-from .autogenerate import upstream as _upstream
-from .autogenerate.code import Dict, Expr, MethodCall, Step
-from .autogenerate.outcome import (
+from ..facts import parse_type
+from ..operations.migrator import DatalayerMigrator
+from ..runtime.names import next_name
+from . import upstream as _upstream
+from .code import Dict, Expr, MethodCall, Step
+from .hints import renamed_from_of
+from .outcome import (
     Diff,
     DiffFile,
     DiffResult,
     Drop,
     DropRefused,
-    GenerationError,
 )
-from .autogenerate.render import diff_of as _diff_of
-from .autogenerate.render import render_file_bodies, write_file
-from .autogenerate.split import Chunk as _Chunk
-from .autogenerate.split import apply_step as _apply
-from .autogenerate.split import groups as _groups
-from .autogenerate.split import operations as _operations
-from .autogenerate.split import run_steps as _run_steps
-from .autogenerate.writer import CodeWriter, Unwritable, plain
-from .facts import parse_type
-from .files import MigrationNameError, check_name
-from .hints import renamed_from_of
-from .migrator import DatalayerMigrator
 from .plan import Plan, PlannedMigration
+from .render import diff_of as _diff_of
+from .render import render_file_bodies, write_file
+from .split import Chunk as _Chunk
+from .split import apply_step as _apply
+from .split import groups as _groups
+from .split import operations as _operations
+from .split import run_steps as _run_steps
+from .writer import CodeWriter, Unwritable, plain
 
 __all__ = [
     "Diff",
@@ -104,49 +101,23 @@ __all__ = [
     "DiffResult",
     "Drop",
     "DropRefused",
-    "GenerationError",
     "compute_diff",
     "create_migration",
     "diff_models",
     "diff_source",
     "install_upstream",
-    "next_name",
     "plan_models",
     "render_file_bodies",
 ]
 
-_NUMBER_RE = re.compile(r"^(\d+)_")
 _ONLINE_KW: tuple[str, Any] = ("online", True)
-
-
-# -- naming ----------------------------------------------------------------------
-
-
-def next_name(existing_names: Iterable[str], name: str) -> str:
-    """Return the name of the next migration: the highest number plus one, then ``name``.
-
-    Numbers have at least three digits (peewee-migrate's style) and grow past
-    999 (``1000_name``).  ``existing_names`` may carry a ``.py`` suffix.
-
-    :raises GenerationError: when ``name`` is not letters, digits and underscores.
-    """
-    try:
-        check_name(name)  # the one rule, shared with every command that reads files
-    except MigrationNameError as exc:
-        raise GenerationError(str(exc)) from None
-    top = 0
-    for existing in existing_names:
-        m = _NUMBER_RE.match(Path(existing).name)
-        if m:
-            top = max(top, int(m.group(1)))
-    return f"{top + 1:03d}_{name}"
 
 
 # -- models and history ----------------------------------------------------------
 
 
 def _default_models() -> list[type[pw.Model]]:
-    from ..project import default_models
+    from ...project import default_models
 
     return default_models()  # the project's: [tool.datalayer] models, else datalayer's
 

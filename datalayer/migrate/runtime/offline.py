@@ -20,13 +20,13 @@ from typing import Any
 
 from playhouse.migrate import Operation
 
-from ..errors import MigrationError
-from ..project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
-from ._ddl import Online
-from .facts import StatementFacts
-from .files import number, sort_key
-from .router import LoadedMigration, Router, _without_transaction
-from .runtime.recorder import Recorder
+from ...errors import MigrationError
+from ...project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
+from ..ddl.alter import Online
+from ..facts import StatementFacts
+from .files import LoadedMigration, Router, _without_transaction
+from .names import number, sort_key
+from .recorder import Recorder
 
 __all__ = [
     "DEFAULT_POSTGRES",
@@ -87,11 +87,11 @@ def _render_one(
     """Return the statements of one migration (or its rollback) and what is known of each.
 
     A statement of an operation the migrator built carries its facts (lock,
-    scan, rewrite: :func:`.plan.statement_of`); SQL the file runs itself
+    scan, rewrite: :func:`..ddl.effects.statement_of`); SQL the file runs itself
     (``migrator.sql``, ``database.execute_sql``) and upstream operations
     carry None: only parsing can tell.
     """
-    from .plan import statement_of
+    from ..ddl.effects import statement_of
 
     recorder: Any = router.database
     fn = loaded.rollback if downgrade else loaded.migrate
