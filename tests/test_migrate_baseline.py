@@ -16,8 +16,9 @@ from datalayer.errors import DatalayerError, LockTimeout, MigrationError
 from datalayer.migrate.baseline import baseline
 from datalayer.migrate.drift import drift
 from datalayer.migrate.inspect import Difference
-from datalayer.migrate.runtime.apply import apply, lock_key
+from datalayer.migrate.runtime.apply import apply
 from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.lock import lock_key
 from datalayer.migrate.runtime.names import content_hash
 from tests.drift_support import (
     create_tables,

@@ -9,7 +9,7 @@ import peewee as pw
 import pytest
 
 from datalayer.db import Database
-from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
 from datalayer.migrate.ddl.spec import table_spec
 from datalayer.migrate.operations.migrator import DatalayerMigrator
 from datalayer.migrate.runtime import cache

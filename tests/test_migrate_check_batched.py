@@ -13,7 +13,7 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.db import Database
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.check import check
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum

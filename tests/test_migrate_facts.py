@@ -24,7 +24,7 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 from datalayer.config import Settings
 from datalayer.migrate import facts
 from datalayer.migrate.autogenerate import plan
-from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
 from datalayer.migrate.ddl import alter as _ddl
 from datalayer.migrate.ddl.spec import ColumnSpec, Sql
 from datalayer.migrate.lint import lint_sql

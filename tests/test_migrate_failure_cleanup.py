@@ -32,11 +32,12 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.config import Settings
 from datalayer.errors import MigrationError
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from tests.migrate_runtime_support import make_tables, write_migration
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, open_db, reset_schema
@@ -174,7 +175,7 @@ def test_old_release_keeps_writing_after_each_statement_fails(
     for n, file in enumerate(result.names[:-1], start=1):
         runner.apply(database, tmp_path, to=file)
         baseline[n] = _old_release_writes(pg, name, form.old_write)
-        runner.rollback(database, tmp_path, steps=n)
+        migration_rollback(database, tmp_path, steps=n)
 
     real = database.execute_sql
     for mode in ("fail", "kill"):
@@ -202,7 +203,7 @@ def test_old_release_keeps_writing_after_each_statement_fails(
                 failed = str(exc)
             monkeypatch.setattr(database, "execute_sql", real)
             if not failed:  # past the last statement: all of it ran
-                runner.rollback(database, tmp_path, steps=len(result.names))
+                migration_rollback(database, tmp_path, steps=len(result.names))
                 break
             if database.is_closed() or getattr(database.connection(), "closed", 0):
                 database.close()
@@ -219,7 +220,7 @@ def test_old_release_keeps_writing_after_each_statement_fails(
             assert error == baseline[applied], f"{mode} before {k}: old release: {error}"
             runner.apply(database, tmp_path)  # the next run finishes the job
             assert compare(want, snapshot(database)) == [], f"{mode} before statement {k}"
-            runner.rollback(database, tmp_path, steps=len(result.names))
+            migration_rollback(database, tmp_path, steps=len(result.names))
             assert compare(before, snapshot(database)) == [], f"rollback after {mode} at {k}"
         assert k > 1
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from datalayer.migrate.autogenerate.compare import compute_diff
+from datalayer.migrate.autogenerate.api import compute_diff
 from datalayer.migrate.inspect import Schema, compare, snapshot
 from datalayer.migrate.runtime.files import Router
 from tests.pgserver import Server

@@ -13,6 +13,8 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime import lock
+from datalayer.migrate.runtime.lock import lock_key
 from tests.migrate_runtime_support import cli_command, cli_env, history, make_tables
 from tests.pgserver import Server
 
@@ -22,7 +24,7 @@ def _hold_lock(pg: Server, dbname: str) -> psycopg2.extensions.connection:
     conn = psycopg2.connect(**settings.connect_kwargs())
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s)", (runner.lock_key(),))
+        cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(),))
     return conn
 
 
@@ -35,7 +37,7 @@ def _pid(conn: psycopg2.extensions.connection) -> int:
 def test_waiting_lines_name_the_holder_and_repeat(
     pg: Server, empty_db: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "WAIT_NOTICE_EVERY", 0.3)
+    monkeypatch.setattr(lock, "WAIT_NOTICE_EVERY", 0.3)
     mdir = tmp_path / "migrations"
     names = make_tables(mdir, 1)
     holder = _hold_lock(pg, empty_db.dbname)

@@ -19,6 +19,7 @@ from datalayer.db import Database
 from datalayer.errors import MigrationError
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from tests._proxy import LossyProxy
 from tests.migrate_runtime_support import write_table_migration
 from tests.pgserver import Server
@@ -96,7 +97,7 @@ def test_a_lost_reply_to_the_commit_of_a_rollback_says_rolled_back(
     runner.apply(db, folder)
     proxy.lose_reply_to(b"COMMIT")
     with pytest.raises(MigrationError) as info:
-        runner.rollback(db, folder)
+        migration_rollback(db, folder)
     assert proxy.answered == [True]
     assert _applied(pg, empty_db) == ["001_a"]
     message = str(info.value)

@@ -11,6 +11,8 @@ from datalayer.config import Settings
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import verify, write_sum
 from datalayer.migrate.runtime.names import migration_names
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
+from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import history, write_migration, write_table_migration
 from tests.pgserver import Server
 
@@ -35,7 +37,7 @@ def test_more_than_a_thousand_migrations(pg: Server, empty_db: Settings, tmp_pat
     # Upstream's three-digit mask never sees the 1000th migration.
     assert len(UpstreamRouter(_dummy_db(), migrate_dir=mdir).todo) == 999
 
-    status = runner.status(empty_db, mdir)
+    status = migration_status(empty_db, mdir)
     assert status.pending == names
 
     applied = runner.apply(empty_db, mdir, to="1000")
@@ -44,9 +46,9 @@ def test_more_than_a_thousand_migrations(pg: Server, empty_db: Settings, tmp_pat
     assert [a.name for a in applied] == names[1000:]
     rows = history(pg, empty_db.dbname)
     assert [r[0] for r in rows] == names
-    assert runner.status(empty_db, mdir).up_to_date
-    assert [a.name for a in runner.rollback(empty_db, mdir, steps=6)] == names[:-7:-1]
-    assert runner.status(empty_db, mdir).pending == names[-6:]
+    assert migration_status(empty_db, mdir).up_to_date
+    assert [a.name for a in migration_rollback(empty_db, mdir, steps=6)] == names[:-7:-1]
+    assert migration_status(empty_db, mdir).pending == names[-6:]
 
 
 def _dummy_db() -> object:

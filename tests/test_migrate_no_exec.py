@@ -22,14 +22,15 @@ import pytest
 from playhouse.postgres_ext import BinaryJSONField, PostgresqlExtDatabase
 
 import datalayer
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
 from datalayer.migrate.autogenerate.code import MethodCall, ModelDef
-from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
 from datalayer.migrate.autogenerate.writer import CodeWriter, plain
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.operations.migrator import DatalayerMigrator
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, model, open_db
 
@@ -161,7 +162,7 @@ def test_defaults_whose_repr_is_not_their_source_are_written_as_their_values(
     assert got == [(stored,), (stored,)]
     assert compare(declared(ref, v2), snapshot(db)) == []
     assert not compute_diff(Router(db, tmp_path), v2), "a second diff is empty"
-    runner.rollback(db, tmp_path, steps=len(result.names))
+    migration_rollback(db, tmp_path, steps=len(result.names))
     assert compare(before, snapshot(db)) == []
     assert "DATALAYER_PLANTED" not in os.environ, "the migration ran a value's repr()"
 

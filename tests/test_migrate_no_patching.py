@@ -20,13 +20,14 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.db import Database
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.check import check
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.names import migration_names
 from datalayer.migrate.runtime.offline import migration_sql
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from datalayer.migrate.squash import squash
 from tests.pgserver import Server
 
@@ -136,7 +137,7 @@ def test_library_migrations_never_touch_other_threads_queries(
             _history(directory)  # diff, three times (each replays the history before it)
             assert check(checking, directory, _models(3)) == []
             applied = runner.apply(app_db, directory)  # the very database object the app uses
-            runner.rollback(app_db, directory, steps=len(applied))
+            migration_rollback(app_db, directory, steps=len(applied))
             assert len(migration_sql(directory)) == len(migration_names(directory)) > 2
             squash(scratch, directory, "squashed")
             assert len(migration_sql(directory)) == 1

@@ -25,6 +25,8 @@ from datalayer.errors import MigrationError
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import prechecks
 from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.lock import lock_key
+from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,
@@ -243,7 +245,7 @@ def test_failed_concurrent_build_is_dropped_and_not_recorded(
     assert "remove the duplicate rows" in message
     assert _index_state(t1, "t1_note_key") == "absent"
     assert _names(pg, empty_db) == ["001_create_t1"]
-    assert runner.status(empty_db, mdir).invalid_indexes == []
+    assert migration_status(empty_db, mdir).invalid_indexes == []
     # The duplicates removed, the same migration builds the index and is recorded once.
     _one(t1, "DELETE FROM t1 WHERE id > 2000 RETURNING id")
     monkeypatch.setattr(prechecks, "verify", checked)
@@ -327,7 +329,7 @@ def test_apply_killed_mid_concurrent_build_then_rerun(
         writer.close()
     assert _index_state(t1, "t1_note_key") == "INVALID"
     assert _names(pg, empty_db) == ["001_create_t1"]
-    status = runner.status(empty_db, mdir)
+    status = migration_status(empty_db, mdir)
     assert [i.name for i in status.invalid_indexes] == ["t1_note_key"]
     assert status.pending == ["002_unique_note"]
 
@@ -337,7 +339,7 @@ def test_apply_killed_mid_concurrent_build_then_rerun(
     assert "applied 002_unique_note" in result.stdout
     assert _index_state(t1, "t1_note_key") == "valid"
     assert _names(pg, empty_db) == ["001_create_t1", "002_unique_note"]
-    assert runner.status(empty_db, mdir).invalid_indexes == []
+    assert migration_status(empty_db, mdir).invalid_indexes == []
     _duplicates_rejected(t1)
 
 
@@ -353,7 +355,7 @@ def test_status_lists_invalid_indexes_and_not_valid_constraints(
         cur.execute(UNIQUE_CIC.format(exists=""))  # leaves t1_note_key INVALID
     _one(t1, "ALTER TABLE t1 ADD CONSTRAINT t1_note_short CHECK (length(note) < 10) NOT VALID; "
              "SELECT 1")
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert [(i.schema, i.name, i.table, i.building) for i in result.invalid_indexes] == [
         ("public", "t1_note_key", "t1", False)
     ]
@@ -375,7 +377,7 @@ def test_status_lists_invalid_indexes_and_not_valid_constraints(
     with t1.cursor() as cur:
         cur.execute("ALTER TABLE t1 VALIDATE CONSTRAINT t1_note_short")
         cur.execute("DROP INDEX CONCURRENTLY t1_note_key")
-    cleared = runner.status(empty_db, mdir)
+    cleared = migration_status(empty_db, mdir)
     assert cleared.invalid_indexes == [] and cleared.not_valid_constraints == []
 
 
@@ -392,7 +394,7 @@ def test_concurrent_index_build_completes_while_a_second_migrator_waits(
     first = pg.raw(empty_db.dbname)  # the first migrator: holds the lock, builds an index
     outcome: list[object] = []
     try:
-        _one(first, "SELECT pg_advisory_lock(%s)", runner.lock_key())
+        _one(first, "SELECT pg_advisory_lock(%s)", lock_key())
 
         def second() -> None:
             try:
@@ -415,7 +417,7 @@ def test_concurrent_index_build_completes_while_a_second_migrator_waits(
             cur.execute("CREATE INDEX CONCURRENTLY t1_note_idx ON t1 (note)")
         assert _index_state(first, "t1_note_idx") == "valid"
         assert waiting.is_alive() and not outcome, "the second migrator must still be waiting"
-        _one(first, "SELECT pg_advisory_unlock(%s)", runner.lock_key())
+        _one(first, "SELECT pg_advisory_unlock(%s)", lock_key())
         waiting.join(60)
     finally:
         first.close()
@@ -436,7 +438,7 @@ def test_status_marks_an_index_still_being_built(
     building.start()
     try:
         _wait_for(lambda: _index_state(t1, "t1_note_idx") == "INVALID", "the build to start")
-        found = runner.status(empty_db, mdir).invalid_indexes
+        found = migration_status(empty_db, mdir).invalid_indexes
         assert [(i.name, i.building) for i in found] == [("t1_note_idx", True)]
     finally:
         writer.rollback()
@@ -444,4 +446,4 @@ def test_status_marks_an_index_still_being_built(
         building.join(30)
         builder.close()
     assert _index_state(t1, "t1_note_idx") == "valid"
-    assert runner.status(empty_db, mdir).invalid_indexes == []
+    assert migration_status(empty_db, mdir).invalid_indexes == []

@@ -13,7 +13,7 @@ import peewee as pw
 import pytest
 
 from datalayer.migrate import operations as ops
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.operations.migrator import DatalayerMigrator
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.recorder import Recorder

@@ -27,7 +27,7 @@ from click.testing import CliRunner, Result
 from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.ddl.alter import BatchFill
 from datalayer.migrate.ddl.spec import Sql
 from datalayer.migrate.inspect import compare, snapshot

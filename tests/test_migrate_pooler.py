@@ -12,6 +12,8 @@ import pytest
 from datalayer.config import Settings
 from datalayer.errors import MigrationError
 from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
+from datalayer.migrate.runtime.status import status as migration_status
 from tests._faults_helpers import PgBouncer, pgbouncer_binary
 from tests.migrate_runtime_support import history, make_tables
 from tests.pgserver import Server
@@ -45,8 +47,8 @@ def test_apply_and_rollback_refuse_a_pooled_connection(
     with pytest.raises(MigrationError, match="needs a direct connection"):
         runner.apply(pooled, mdir)
     with pytest.raises(MigrationError, match="needs a direct connection"):
-        runner.rollback(pooled, mdir)
+        migration_rollback(pooled, mdir)
     assert history(pg, empty_db.dbname) == []
-    assert runner.status(pooled, mdir).pending == names  # reading is fine through a pooler
+    assert migration_status(pooled, mdir).pending == names  # reading is fine through a pooler
     runner.apply(empty_db, mdir)
-    assert runner.status(pooled, mdir).applied == names
+    assert migration_status(pooled, mdir).applied == names

@@ -20,7 +20,7 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.errors import MigrationError
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import prechecks

@@ -25,7 +25,8 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.config import Settings
-from datalayer.migrate.autogenerate.compare import DiffResult, create_migration
+from datalayer.migrate.autogenerate.api import create_migration
+from datalayer.migrate.autogenerate.outcome import DiffResult
 from datalayer.migrate.check import check
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.lint import lint, render_text
@@ -33,6 +34,7 @@ from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.offline import migration_sql, render
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from tests.pgserver import Server
 from tests.test_migrate_generate import open_db
 from tests.test_migrate_lint_rollback import ALL_CASES
@@ -116,7 +118,7 @@ def _rollback_under_writes(
     writer.start()
     try:
         time.sleep(0.1)
-        runner.rollback(db, tmp_path, steps=len(result.names))
+        migration_rollback(db, tmp_path, steps=len(result.names))
         time.sleep(0.1)
     finally:
         writer.stop.set()

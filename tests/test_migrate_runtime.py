@@ -13,6 +13,9 @@ from datalayer.errors import ChecksumError, LockTimeout, MigrationError
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.lock import lock_key
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
+from datalayer.migrate.runtime.status import status as migration_status
 from tests.migrate_runtime_support import (
     history,
     make_tables,
@@ -46,7 +49,7 @@ def test_status_on_empty_database_and_missing_directory_writes_nothing(
 ) -> None:
     # A folder that does not exist is an error naming it (a typo in --dir must not look fine).
     with pytest.raises(MigrationError, match=f"migrations folder {mdir} does not exist"):
-        runner.status(empty_db, mdir)
+        migration_status(empty_db, mdir)
     assert not mdir.exists(), "status must not create the migrations directory"
     assert not _has_history_table(pg, empty_db.dbname), "status must not create the history table"
 
@@ -55,7 +58,7 @@ def test_status_lists_everything_pending_without_history_table(
     pg: Server, empty_db: Settings, mdir: Path
 ) -> None:
     names = make_tables(mdir, 3)
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert result.pending == names
     assert result.applied == []
     assert not result.up_to_date
@@ -93,7 +96,7 @@ def test_apply_runs_pending_in_order_records_hashes_and_reports_times(
     assert all(r[1] and len(r[1]) == 64 for r in rows), "each row records the file's SHA-256"
     assert {"t1", "t2", "t3", "migratehistory"} <= tables(pg, empty_db.dbname)
     assert runner.apply(empty_db, mdir) == []
-    assert runner.status(empty_db, mdir).up_to_date
+    assert migration_status(empty_db, mdir).up_to_date
 
 
 def test_apply_to_stops_after_the_named_migration(
@@ -105,7 +108,7 @@ def test_apply_to_stops_after_the_named_migration(
     assert runner.apply(empty_db, mdir, to=names[0]) == []  # already applied: nothing to do
     with pytest.raises(MigrationError, match="no migration"):
         runner.apply(empty_db, mdir, to="999_nope")
-    assert runner.status(empty_db, mdir).pending == names[3:]
+    assert migration_status(empty_db, mdir).pending == names[3:]
 
 
 def test_apply_refuses_unhashed_files(empty_db: Settings, mdir: Path) -> None:
@@ -192,7 +195,7 @@ def test_non_transactional_migration_can_create_index_concurrently(
         cur.execute("SELECT to_regclass('t1_note_idx')")
         assert cur.fetchone()[0] == "t1_note_idx"
     conn.close()
-    assert runner.rollback(empty_db, mdir, steps=1)[0].name == "002_index"
+    assert migration_rollback(empty_db, mdir, steps=1)[0].name == "002_index"
     assert [r[0] for r in history(pg, empty_db.dbname)] == ["001_create_t1"]
 
 
@@ -247,7 +250,7 @@ def test_advisory_lock_wait_ends_with_a_clear_lock_timeout(
     holder = pg.raw(empty_db.dbname)
     try:
         with holder.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (runner.lock_key(),))
+            cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(),))
             cur.execute("SELECT pg_backend_pid()")
             pid = cur.fetchone()[0]
         for wait in (0.3, 0):
@@ -272,7 +275,7 @@ def test_status_flags_modified_even_after_rehash_and_apply_refuses(
     path = mdir / f"{names[0]}.py"
     path.write_text(path.read_text() + "\n# edited after it was applied\n")
     write_sum(mdir)  # someone re-hashed: the checksum file no longer notices
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert result.modified == [names[0]]
     assert result.checksum_problems == []
     assert not result.up_to_date
@@ -286,7 +289,7 @@ def test_status_flags_missing_and_apply_refuses(empty_db: Settings, mdir: Path) 
     runner.apply(empty_db, mdir)
     (mdir / f"{names[2]}.py").unlink()
     write_sum(mdir)
-    result = runner.status(empty_db, mdir)
+    result = migration_status(empty_db, mdir)
     assert result.missing == [names[2]]
     assert result.applied == names
     with pytest.raises(MigrationError, match=rf"{names[2]}\.py was applied .* not on disk"):
@@ -319,7 +322,7 @@ def test_history_table_written_by_upstream_is_adopted(
     UpstreamRouter(upstream_db, migrate_dir=mdir).run(names[0])
     upstream_db.close()
     assert history(pg, empty_db.dbname) == [(names[0], None)]  # no checksum column
-    assert runner.status(empty_db, mdir).to_dict() == {
+    assert migration_status(empty_db, mdir).to_dict() == {
         "applied": names[:1], "pending": names[1:], "modified": [], "missing": [],
         "problems": [],
         "invalid_indexes": [], "not_valid_constraints": [],
@@ -338,16 +341,16 @@ def test_rollback_steps_undoes_the_last_ones_newest_first(
 ) -> None:
     names = make_tables(mdir, 3)
     runner.apply(empty_db, mdir)
-    results = runner.rollback(empty_db, mdir, steps=2)
+    results = migration_rollback(empty_db, mdir, steps=2)
     assert [r.name for r in results] == [names[2], names[1]]
     assert [r[0] for r in history(pg, empty_db.dbname)] == names[:1]
     assert tables(pg, empty_db.dbname) == {"t1", "migratehistory"}
     with pytest.raises(MigrationError, match="cannot roll back 2 migration"):
-        runner.rollback(empty_db, mdir, steps=2)
-    runner.rollback(empty_db, mdir)
+        migration_rollback(empty_db, mdir, steps=2)
+    migration_rollback(empty_db, mdir)
     with pytest.raises(MigrationError, match="nothing to roll back"):
-        runner.rollback(empty_db, mdir)
-    assert runner.status(empty_db, mdir).pending == names
+        migration_rollback(empty_db, mdir)
+    assert migration_status(empty_db, mdir).pending == names
 
 
 def test_failing_rollback_is_rolled_back(pg: Server, empty_db: Settings, mdir: Path) -> None:
@@ -361,7 +364,7 @@ def test_failing_rollback_is_rolled_back(pg: Server, empty_db: Settings, mdir: P
     write_sum(mdir)
     runner.apply(empty_db, mdir)
     with pytest.raises(MigrationError, match=r"rollback of .*002_bad_rollback\.py failed"):
-        runner.rollback(empty_db, mdir)
+        migration_rollback(empty_db, mdir)
     assert "keep_me" in tables(pg, empty_db.dbname)
     assert [r[0] for r in history(pg, empty_db.dbname)][-1] == "002_bad_rollback"
 
@@ -385,7 +388,7 @@ def test_a_migration_using_the_orm_state_of_earlier_ones(
     with conn.cursor() as cur:
         cur.execute("SELECT size FROM t1")
     conn.close()
-    runner.rollback(empty_db, mdir)
+    migration_rollback(empty_db, mdir)
     conn = pg.raw(empty_db.dbname)
     with conn.cursor() as cur, pytest.raises(psycopg2.errors.UndefinedColumn):
         cur.execute("SELECT size FROM t1")
@@ -408,6 +411,6 @@ def test_apply_accepts_a_database_and_leaves_its_connection_unlocked(
             ).fetchone()[0]
             assert held == 0, "the pooled connection must not keep the migration lock"
             assert db.execute_sql("SHOW lock_timeout").fetchone()[0] == "0"
-        assert runner.status(db, mdir).up_to_date
+        assert migration_status(db, mdir).up_to_date
     finally:
         db.close_pool()

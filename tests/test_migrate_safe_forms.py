@@ -31,17 +31,15 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.db import Database
-from datalayer.migrate.autogenerate.compare import (
-    DiffResult,
-    GenerationError,
-    compute_diff,
-    create_migration,
-)
+from datalayer.errors import GenerationError
+from datalayer.migrate.autogenerate.api import compute_diff, create_migration
+from datalayer.migrate.autogenerate.outcome import DiffResult
 from datalayer.migrate.autogenerate.plan import Lock
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
 from datalayer.models.fields import uuid_pk
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, model, open_db
@@ -257,7 +255,7 @@ def _run(pg: Server, name: str, db: PostgresqlExtDatabase, ref: PostgresqlExtDat
     db.execute_sql("DELETE FROM items WHERE name LIKE 'w%%'")  # rows the writer added
     assert compare(declared(ref, case.v2()), snapshot(db)) == []
     assert compute_diff(Router(db, tmp_path), case.v2()).files == (), "a second diff is empty"
-    runner.rollback(db, tmp_path, steps=len(result.names))
+    migration_rollback(db, tmp_path, steps=len(result.names))
     assert compare(before, snapshot(db)) == [], "rollback must restore the v1 schema"
     return result, writer
 
@@ -376,7 +374,7 @@ def test_interrupted_migration_runs_again(
         monkeypatch.setattr(db, "execute_sql", real)
         runner.apply(db, tmp_path)  # the next run: must finish the job
         assert compare(want, snapshot(db)) == [], f"killed before statement {k}"
-        runner.rollback(db, tmp_path, steps=len(result.names))
+        migration_rollback(db, tmp_path, steps=len(result.names))
         assert compare(before, snapshot(db)) == [], f"rollback after a kill before {k}"
         if not interrupted:
             break

@@ -19,7 +19,7 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime.apply import apply
 from datalayer.migrate.runtime.checksum import write_sum

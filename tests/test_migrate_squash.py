@@ -16,12 +16,14 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
-from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.checksum import problems, write_sum
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.names import migration_names
+from datalayer.migrate.runtime.rollback import rollback as migration_rollback
+from datalayer.migrate.runtime.status import status as migration_status
 from datalayer.migrate.squash import squash
 from tests.migrate_runtime_support import write_migration
 from tests.pgserver import Server
@@ -112,11 +114,11 @@ def test_squash_keeps_old_databases_current_and_builds_new_ones(
     assert migration_names(history) == [result.name]
     assert problems(history) == []
     # The database that applied the old files: the squash is pending, then only recorded.
-    status = runner.status(old, history)
+    status = migration_status(old, history)
     assert status.pending == [result.name] and status.missing == []
     applied = runner.apply(old, history)
     assert [a.name for a in applied] == [result.name]
-    assert runner.status(old, history).up_to_date
+    assert migration_status(old, history).up_to_date
     with old.checkout():
         assert old.execute_sql("SELECT count(*) FROM authors").fetchone()[0] == 1
     # A new database builds the same schema from the one file.
@@ -133,9 +135,9 @@ def test_squash_keeps_old_databases_current_and_builds_new_ones(
         assert [a.name for a in runner.apply(db, history)] == shelves
         assert "shelves" in _tables(db)
     # Rolling back past the squash on the new database drops everything and forgets all.
-    runner.rollback(new, history, steps=1 + len(shelves))
+    migration_rollback(new, history, steps=1 + len(shelves))
     assert _tables(new) == {"migratehistory"}
-    assert runner.status(new, history).applied == []
+    assert migration_status(new, history).applied == []
     assert [a.name for a in runner.apply(new, history)] == [result.name, *shelves]
 
 
@@ -161,7 +163,7 @@ def test_upstream_pw_migrate_on_old_and_new_databases(
         )
         assert done.returncode == 0, done.stderr
         assert {"authors", "books"} <= _tables(db)
-        assert runner.status(db, history).up_to_date
+        assert migration_status(db, history).up_to_date
 
 
 def test_partly_applied_database_is_refused(

@@ -155,10 +155,11 @@ def test_library_calls_default_to_the_project(
     """migrate.apply / status / check / diff called from Python, with no folder or models given,
     use [tool.datalayer] as the CLI does (not ./migrations and datalayer's own models)."""
     from datalayer.db import Database
-    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.autogenerate.api import create_migration
     from datalayer.migrate.runtime import apply as runner
     from datalayer.migrate.runtime.checksum import write_sum
     from datalayer.migrate.runtime.files import Router
+    from datalayer.migrate.runtime.status import status as migration_status
     from datalayer.project import default_migrations_dir
 
     monkeypatch.chdir(project / "deep")
@@ -169,6 +170,6 @@ def test_library_calls_default_to_the_project(
     write_sum(folder)
     applied = runner.apply(empty_db)
     assert [a.name for a in applied] == [written.name]
-    assert runner.status(empty_db).up_to_date
+    assert migration_status(empty_db).up_to_date
     # DATALAYER_MIGRATIONS_DIR (in the settings, e.g. from a .env file) still wins.
     assert default_migrations_dir(empty_db.replace(migrations_dir=Path("x"))) == Path("x")

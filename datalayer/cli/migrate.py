@@ -21,7 +21,7 @@ from ._types import PostgresVersion, Seconds, Whole
 
 if TYPE_CHECKING:
     from ..db import Database
-    from ..migrate.runtime.apply import Applied
+    from ..migrate.runtime.run import Applied
 
 __all__ = ["STATUS_NOT_UP_TO_DATE", "migrate"]
 
@@ -220,7 +220,7 @@ def diff(
     the plain forms.
     """
     from ..db import Database
-    from ..migrate.autogenerate.compare import create_migration
+    from ..migrate.autogenerate.api import create_migration
     from ..migrate.runtime.checksum import verify, write_sum
     from ..migrate.runtime.files import Router
     from ..migrate.scaffold import ensure_conf
@@ -332,6 +332,7 @@ def apply(
     import time
 
     from ..migrate.runtime import apply as runner
+    from ..migrate.runtime.status import status as migration_status
 
     directory = _directory(cli)
     options: dict[str, Any] = {}
@@ -362,7 +363,7 @@ def apply(
             **options,
         )
         # `--to 2` with only 005 pending: not "up to date", say what is pending.
-        later = runner.status(database, directory).pending if to and not results else []
+        later = migration_status(database, directory).pending if to and not results else []
     if dry_run:
         click.echo(
             f"-- dry run: {_n(len(results), 'migration')} would be applied to {where}; "
@@ -475,12 +476,12 @@ def status(cli: CliContext, as_json: bool) -> None:
     Exits 0 when up to date, 3 when anything is pending, modified since it
     was applied, or applied but missing on disk.
     """
-    from ..migrate.runtime import apply as runner
+    from ..migrate.runtime.status import status as migration_status
 
     directory = _directory(cli)
     with _database(cli) as database:
         where = database.settings.describe()
-        result = runner.status(database, directory)
+        result = migration_status(database, directory)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -556,13 +557,13 @@ def hash_(cli: CliContext) -> None:
 @pass_cli
 def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> None:
     """Undo the last applied migrations, newest first, each in its own transaction."""
-    from ..migrate.runtime import apply as runner
+    from ..migrate.runtime.rollback import rollback as migration_rollback
 
     directory = _directory(cli)
     options: dict[str, Any] = {} if wait is None else {"lock_wait": wait}
     with _database(cli) as database, _interruptible(database, "rolled back"):
         where = database.settings.describe()
-        results = runner.rollback(
+        results = migration_rollback(
             database, directory, steps=steps, dry_run=dry_run, on_wait=_waiting,
             on_applied=_show_sql if dry_run else _line("rolled back"), **options
         )

@@ -22,15 +22,16 @@ from types import ModuleType
 from typing import Any
 
 _LAZY: dict[str, str] = {
-    "Applied": "datalayer.migrate.runtime.apply",
-    "Status": "datalayer.migrate.runtime.apply",
+    "Applied": "datalayer.migrate.runtime.run",
+    "Status": "datalayer.migrate.runtime.status",
     "apply": "datalayer.migrate.runtime.apply",
-    "rollback": "datalayer.migrate.runtime.apply",
-    "status": "datalayer.migrate.runtime.apply",
+    "rollback": "datalayer.migrate.runtime.rollback",
+    "status": "datalayer.migrate.runtime.status",
     "check": "datalayer.migrate.check",
-    "create_migration": "datalayer.migrate.autogenerate.compare",
-    "DiffResult": "datalayer.migrate.autogenerate.compare",
-    "DropRefused": "datalayer.migrate.autogenerate.compare",
+    "create_migration": "datalayer.migrate.autogenerate.api",
+    "install_upstream": "datalayer.migrate.autogenerate.api",
+    "DiffResult": "datalayer.migrate.autogenerate.outcome",
+    "DropRefused": "datalayer.migrate.autogenerate.outcome",
     "GenerationError": "datalayer.errors",
     "write_sum": "datalayer.migrate.runtime.checksum",
     "verify": "datalayer.migrate.runtime.checksum",
@@ -43,10 +44,11 @@ __all__ = sorted(_LAZY)
 # Module paths the documentation names, kept importable after the move to
 # operations/, autogenerate/, runtime/: the old name is the new module itself.
 _MOVED: dict[str, str] = {
-    "datalayer.migrate.runner": "datalayer.migrate.runtime.apply",
+    "datalayer.migrate.runner": "datalayer.migrate.runtime.runner",
     "datalayer.migrate.checksum": "datalayer.migrate.runtime.checksum",
     "datalayer.migrate.offline": "datalayer.migrate.runtime.offline",
     "datalayer.migrate.hints": "datalayer.migrate.autogenerate.hints",
+    "datalayer.migrate.generate": "datalayer.migrate.autogenerate.api",  # conf.py
 }
 
 

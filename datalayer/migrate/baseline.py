@@ -20,17 +20,10 @@ from ..config import Settings
 from ..errors import MigrationError
 from .inspect import Difference, differences, snapshot_catalog
 from .runtime import checksum as _checksum
-from .runtime.apply import (
-    DEFAULT_LOCK_WAIT,
-    Target,
-    _connected,
-    _describe,
-    _migration_lock,
-    _resolve_to,
-    lock_key,
-)
 from .runtime.files import MIGRATE_TABLE, Router
-from .runtime.names import migration_names
+from .runtime.lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
+from .runtime.names import _resolve_to, migration_names
+from .runtime.target import Target, _connected, _describe
 from .scratch import built_catalog
 
 __all__ = ["BaselineResult", "baseline", "require_directory", "scratch_settings"]

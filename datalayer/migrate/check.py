@@ -145,7 +145,7 @@ def check(
     ``postgres`` is the target server version the lint judges by (default 13, the lowest supported).
     """
     from ..db import Database
-    from .autogenerate.compare import diff_source
+    from .autogenerate.api import diff_source
     from .ddl.spec import quote
     from .inspect import compare, snapshot
     from .runtime.apply import apply

@@ -66,8 +66,9 @@ def rebase(
         applied, or a history that does not replay once renumbered; nothing
         is changed then.
     """
-    from .runtime.apply import DEFAULT_LOCK_WAIT, _connected, _migration_lock, lock_key
     from .runtime.files import MIGRATE_TABLE
+    from .runtime.lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
+    from .runtime.target import _connected
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -245,9 +245,9 @@ def squash(
     from .inspect import compare, snapshot
     from .operations.migrator import DatalayerMigrator
     from .runtime import checksum
-    from .runtime.apply import _resolve_to, apply
+    from .runtime.apply import apply
     from .runtime.files import Router
-    from .runtime.names import sort_key
+    from .runtime.names import _resolve_to, sort_key
     from .scratch import scratch_database, scratch_server
 
     directory = Path(directory)

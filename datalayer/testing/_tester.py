@@ -120,7 +120,8 @@ class MigrationTester:
         the order they ran.  The checksum file must match the files, as for
         ``datalayer migrate apply`` (run ``datalayer migrate hash``).
         """
-        from ..migrate.runtime.apply import apply, rollback
+        from ..migrate.runtime.apply import apply
+        from ..migrate.runtime.rollback import rollback
 
         want = self._position(name)
         have = len(self.applied)

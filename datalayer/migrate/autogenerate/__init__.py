@@ -1,6 +1,7 @@
 """Generating migrations: models compared with the replayed history, steps as data, files rendered.
 
-As in alembic: the comparison (:mod:`..generate`'s planner) yields steps,
+As in alembic: :mod:`.api` replays the history and calls the comparison
+(:mod:`.compare`'s planner), which yields steps,
 each a value (:mod:`.code`) that is applied to the in-memory state by
 calling the migrator's method and rendered to the file's text from the same
 object (:mod:`.render`); :mod:`.writer` builds the code of models and

@@ -1,7 +1,7 @@
 """Generate a migration from the models: the "diff" half of ``datalayer migrate``.
 
 The migration history on disk is replayed in memory (peewee-migrate's fake
-mode) to know the schema it builds; that state is compared with the models,
+mode, :func:`.api._replay`) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
 run (:mod:`._spec`).  Each difference becomes one operation of
 :class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
@@ -18,26 +18,13 @@ first) and constraints ``NOT VALID``; phase two, in a file with ``atomic =
 False``, builds and drops indexes concurrently, fills NULLs in batches,
 validates, sets NOT NULL and adds UNIQUE constraints through their index.
 
-Interface (used by the runtime's Router and CLI):
-
-* :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
-  the ``migrate`` and ``rollback`` bodies (all files joined), None when
-  nothing changed;
-* :func:`compute_diff` ``(router, models=None, *, postgres=13, unsafe=False)
-  -> Diff``: the same with the warnings, the files (``Diff.files``) and the
-  plan (``Diff.plan``);
-* :func:`create_migration` ``(router, name, models=None, *, allow_drop=False,
-  postgres=13, unsafe=False) -> DiffResult | None``: writes the file(s)
-  through ``router.compile``; ``DiffResult`` has ``path``, ``name`` (the
-  first file), ``paths``, ``names``, ``plan`` and ``warnings`` and is
-  path-like; None (nothing written) when the models match the history;
-* :func:`install_upstream`: makes ``pw_migrate create --auto`` use this
-  generator (called from ``migrations/conf.py``, which peewee-migrate runs;
-  it replaces nothing of peewee-migrate, it does the command's work itself).
-
-``models`` defaults to :data:`datalayer.models.MODELS`; abstract models
-(``__abstract__ = True`` in the class itself) are never tables.  Renames are
-declared with :func:`datalayer.migrate.hints.renamed_from`.
+Interface: :func:`plan_models` and :func:`diff_models` ``(sim, original,
+models=None, *, postgres, unsafe, replay) -> Plan / Diff``, from a replayed
+state; :mod:`.api` replays a router's history and calls them
+(``create_migration``, ``compute_diff``, ``diff_source``).  ``models``
+defaults to the project's models; abstract models (``__abstract__ = True``
+in the class itself) are never tables.  Renames are declared with
+:func:`datalayer.migrate.autogenerate.hints.renamed_from`.
 """
 
 from __future__ import annotations
@@ -47,12 +34,11 @@ import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
-from ...errors import GenerationError, MigrationError
+from ...errors import GenerationError
 from ...project import DEFAULT_POSTGRES, MIN_POSTGRES
 from ..ddl.alter import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ..ddl.spec import (
@@ -74,20 +60,14 @@ from ..ddl.spec import (
 )
 from ..facts import parse_type
 from ..operations.migrator import DatalayerMigrator
-from ..runtime.names import next_name
-from . import upstream as _upstream
 from .code import Dict, Expr, MethodCall, Step
 from .hints import renamed_from_of
 from .outcome import (
     Diff,
-    DiffFile,
-    DiffResult,
     Drop,
-    DropRefused,
 )
 from .plan import Plan, PlannedMigration
 from .render import diff_of as _diff_of
-from .render import render_file_bodies, write_file
 from .split import Chunk as _Chunk
 from .split import apply_step as _apply
 from .split import groups as _groups
@@ -95,20 +75,7 @@ from .split import operations as _operations
 from .split import run_steps as _run_steps
 from .writer import CodeWriter, Unwritable, plain
 
-__all__ = [
-    "Diff",
-    "DiffFile",
-    "DiffResult",
-    "Drop",
-    "DropRefused",
-    "compute_diff",
-    "create_migration",
-    "diff_models",
-    "diff_source",
-    "install_upstream",
-    "plan_models",
-    "render_file_bodies",
-]
+__all__ = ["diff_models", "plan_models"]
 
 _ONLINE_KW: tuple[str, Any] = ("online", True)
 
@@ -153,27 +120,6 @@ def _targets(models: Iterable[Any] | None) -> list[type[pw.Model]]:
                 "another Meta.table_name or mark a base class __abstract__ = True"
             )
     return sort_models(found)
-
-
-def _replay(router: Any) -> DatalayerMigrator:
-    """Return a fresh migrator holding the state that the migration files build."""
-    migrator = DatalayerMigrator(router.database)
-    names = list(router.todo)
-    replay = getattr(router, "replay", None)
-    try:
-        if callable(replay):
-            replay(names, migrator)
-        else:
-            for name in names:
-                router.run_one(name, migrator, fake=True)
-    except MigrationError:
-        raise
-    except Exception as exc:
-        raise GenerationError(
-            f"the migrations in {getattr(router, 'migrate_dir', '?')} do not replay: "
-            f"{type(exc).__name__}: {exc}; fix the last migration file first"
-        ) from exc
-    return migrator
 
 
 # -- comparing ---------------------------------------------------------------------
@@ -402,6 +348,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
+            self._warn_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -454,6 +401,25 @@ class _Planner:
             if len(kept) == len(early):
                 return kept
             early = kept
+
+    def _warn_unreferenced_rollback(
+        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
+    ) -> None:
+        """Warn when a column keeps its values but the table its foreign key named goes.
+
+        The rollback re-creates that table empty and adds the foreign key back, which
+        fails while the column holds values.
+        """
+        t = fm._meta.table_name
+        for f in fm._meta.refs:
+            target = f.rel_model._meta.table_name
+            if target not in to_map and f.column_name in tm._meta.columns:
+                self.warn(
+                    f"the rollback cannot run while {t}.{f.column_name} holds values: it "
+                    f"re-creates {target} empty and adds the foreign key of {t}.{f.column_name} "
+                    f"to it back; set {t}.{f.column_name} to NULL (or delete those rows) before "
+                    "rolling back"
+                )
 
     def _drop_tables(
         self, models: Sequence[type[pw.Model]], created: Sequence[type[pw.Model]]
@@ -770,13 +736,19 @@ class _Planner:
         ``plain``: in the plain form, whatever the mode (before a key column is dropped).
         """
         fm = self.state()[t]
-        # From a composite key, or from none (a serial key dropped with its column).
-        if not (tm._meta.composite_key and (fm._meta.composite_key or not fm._meta.primary_key)):
+        # From a composite key, or from none (a serial key dropped with its column); or a
+        # composite key given up, its columns kept (a table without a key, as peewee's
+        # ``primary_key = False``).
+        released = fm._meta.composite_key and not tm._meta.primary_key
+        if not released and not (
+            tm._meta.composite_key and (fm._meta.composite_key or not fm._meta.primary_key)
+        ):
             return
         if table_spec(fm).primary_key == table_spec(tm).primary_key:
             return
         flag = [_ONLINE_KW] if (online or self.mode == _ONLINE) and not plain else []
-        self.emit(self.writer.call("set_primary_key", t, *_key_fields(tm), kw=flag), table=t)
+        names = [] if released else _key_fields(tm)
+        self.emit(self.writer.call("set_primary_key", t, *names, kw=flag), table=t)
 
     def _change_fields(
         self, t: str, codes: Sequence[tuple[str, Expr]], flag: Sequence[tuple[str, Any]]
@@ -874,15 +846,26 @@ class _Planner:
                     f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
                     "NULLs; give the field a default or a server default"
                 )
-            if (before.type != after.type and not serial_base(before.type.text)
-                    and not serial_base(after.type.text)
-                    and rewrites_type(before.type, after.type)):
+            # A serial or identity column's type is its integer's (SERIAL to UUID rewrites).
+            old_type, new_type = (Sql(auto_base(c.type.text) or c.type.text)
+                                  for c in (before, after))
+            if old_type != new_type and rewrites_type(old_type, new_type):
                 self.warn(
                     f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
                     "which rewrites the table under ACCESS EXCLUSIVE (reads and writes wait; lint "
                     "rule changing-column-type). On a busy table do it by expand/contract instead: "
                     "add a new column, write both from the application, backfill it in batches, "
                     "switch reads to it, then drop the old one"
+                )
+            elif old_type != new_type and rewrites_type(new_type, old_type):
+                # In place going forward; the rollback (a deploy too, linted too) narrows back.
+                back = _narrowing(t, col, after, before)
+                self.warn(
+                    f"its rollback changes {t}.{col} back from {after.type.text} to "
+                    f"{before.type.text}, which rewrites the table under ACCESS EXCLUSIVE (lint "
+                    "rule changing-column-type, which reads rollbacks too: allow it in the file "
+                    "if that rollback may run on this table)"
+                    + (f"; rolling back {back.split('): ', 1)[1]}" if back else "")
                 )
             written = target
             if safe and source.primary_key != target.primary_key:
@@ -1043,12 +1026,16 @@ def _plain_integer(field: pw.Field, base: str) -> pw.Field:
     return out
 
 
+_INTEGER_BYTES = {"int2": 2, "int4": 4, "int8": 8}
+
+
 def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> str | None:
     """Return what changing ``before`` to ``after`` does to the stored data or indexes, if any.
 
     Numeric scale down rounds every value, precision down (integer digits) fails on
-    larger values, a shorter varchar fails on longer values, timestamp to date drops
-    the time of day, a collation change rebuilds the column's indexes.
+    larger values, a shorter varchar or integer type fails on longer or larger values,
+    timestamp to date drops the time of day, a collation change rebuilds the column's
+    indexes.
     """
     name = f"{table}.{col}"
     old, new = parse_type(before.type.text), parse_type(after.type.text)
@@ -1068,6 +1055,10 @@ def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> s
                 and new[1] and (not old[1] or old[1][0] > new[1][0]):
             return (f"narrows {name} {what}: the change fails if a stored value is longer "
                     f"than {new[1][0]} characters; shorten those values first")
+        if _INTEGER_BYTES.get(old[0], 0) > _INTEGER_BYTES.get(new[0], 8):
+            top = 2 ** (8 * _INTEGER_BYTES[new[0]] - 1)
+            return (f"narrows {name} {what}: the change fails if a stored value is outside "
+                    f"{-top} to {top - 1}; change those values first")
         if old[0] in ("timestamp", "timestamptz") and new[0] == "date":
             return (f"narrows {name} {what}: the time of day of every stored value is "
                     "dropped (only the date is kept)")
@@ -1244,7 +1235,7 @@ def _check_postgres(postgres: int) -> None:
 
 def plan_models(
     sim: DatalayerMigrator,
-    original: DatalayerMigrator,
+    original: DatalayerMigrator | None,
     models: Iterable[Any] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
@@ -1255,8 +1246,9 @@ def plan_models(
 
     ``sim`` and ``original`` must hold the same state (two replays of one
     history); ``sim`` ends up in the state of the models, ``original`` is
-    only read.  ``replay`` returns one more such state; it is needed when
-    the plan has more than one migration (to plan each one's rollback).
+    only read, and only when there is something to do: None replays it then.
+    ``replay`` returns one more such state; it is needed when the plan has
+    more than one migration (to plan each one's rollback), or no ``original``.
     """
     _check_postgres(postgres)
     targets = _targets(models)
@@ -1286,8 +1278,12 @@ def plan_models(
             # The renames are in the first transactional file (after the _PRE drops, if any).
             renaming = k == next((i for i, g in enumerate(groups) if g[0].phase != _PRE), 0)
             bt, bc = (back_tables, back_columns) if renaming else ({}, {})
-            if k == 0:
+            if k == 0 and original is not None:
                 goal = original
+            elif k == 0:
+                if replay is None:
+                    raise GenerationError("pass original= or replay= to plan the rollback")
+                goal = replay()
             else:
                 if replay is None:
                     raise GenerationError(
@@ -1336,7 +1332,7 @@ def plan_models(
 
 def diff_models(
     sim: DatalayerMigrator,
-    original: DatalayerMigrator,
+    original: DatalayerMigrator | None,
     models: Iterable[Any] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
@@ -1351,92 +1347,3 @@ def diff_models(
         sim, original, models, postgres=postgres, unsafe=unsafe, replay=replay
     )
     return _diff_of(plan, drops)
-
-
-def compute_diff(
-    router: Any,
-    models: Iterable[Any] | None = None,
-    *,
-    postgres: int = DEFAULT_POSTGRES,
-    unsafe: bool = False,
-) -> Diff:
-    """Return the migration that takes ``router``'s migration files to ``models``.
-
-    Reads the migration files only (the database is not queried).  By
-    default changes to existing tables are written in their online forms
-    for PostgreSQL ``postgres`` (13 or later), in more than one file when a
-    part must run outside a transaction (``Diff.files``); ``unsafe`` writes
-    the plain forms (for tables known to be small).
-
-    :raises GenerationError: when a change cannot be generated; nothing is written.
-    """
-    return diff_models(
-        _replay(router), _replay(router), models, postgres=postgres, unsafe=unsafe,
-        replay=lambda: _replay(router),
-    )
-
-
-def diff_source(
-    router: Any, models: Iterable[Any] | None = None, **options: Any
-) -> tuple[str, str] | None:
-    """Return the ``(migrate, rollback)`` code for the model changes, or None when none.
-
-    With several files the bodies are joined, each after a ``# -- NAME_n`` line.
-    """
-    diff = compute_diff(router, models, **options)
-    return (diff.migrate, diff.rollback) if diff else None
-
-
-def create_migration(
-    router: Any,
-    name: str,
-    models: Iterable[Any] | None = None,
-    *,
-    allow_drop: bool = False,
-    postgres: int = DEFAULT_POSTGRES,
-    unsafe: bool = False,
-) -> DiffResult | None:
-    """Write a migration ``name`` for the model changes; return it, or None when none.
-
-    The file is written by ``router.compile`` (which numbers it with
-    :func:`next_name` in datalayer's Router) and loaded back once to prove
-    that it works.  When part of the change must run outside a transaction
-    (a concurrent index build, a batched fill), the migration is several
-    files, ``name``, ``name_2``, ...; those that run outside a transaction
-    say ``atomic = False``.  A migration that drops a table or a column is
-    only written with ``allow_drop``.  ``postgres`` and ``unsafe``: see
-    :func:`compute_diff`.
-
-    :raises DropRefused: when the migration drops something and ``allow_drop`` is false
-        (each drop named, with the ``renamed_from`` hint when it looks like a rename).
-    :raises GenerationError: when ``name`` is invalid or a change cannot be generated.
-    """
-    next_name([], name)  # validates the name before any work
-    diff = compute_diff(router, models, postgres=postgres, unsafe=unsafe)
-    if not diff:
-        return None
-    if diff.drops and not allow_drop:
-        raise DropRefused(diff.drops)
-    names: list[str] = []
-    paths: list[Path] = []
-    for f in diff.files:
-        written = write_file(router, name + f.suffix, f)
-        path = Path(router.migrate_dir) / f"{written}.py"
-        router.read(written)
-        names.append(written)
-        paths.append(path)
-    return DiffResult(
-        path=paths[0], name=names[0], warnings=diff.warnings, paths=tuple(paths),
-        names=tuple(names), plan=diff.plan,
-    )
-
-
-def install_upstream() -> None:
-    """Make ``pw_migrate create --auto`` write migrations with this generator.
-
-    Called from ``migrations/conf.py``, which peewee-migrate's CLI runs inside
-    every command.  During ``pw_migrate create --auto`` it writes the migration
-    and ends the command; otherwise it does nothing.  No attribute of
-    peewee-migrate is replaced (see :func:`.autogenerate.upstream.install_upstream`).
-    """
-    _upstream.install_upstream(create_migration)

@@ -19,7 +19,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ...errors import GenerationError, MigrationError
@@ -241,3 +241,17 @@ def parse_module(source: str | bytes, filename: str = "<unknown>") -> ast.Module
     """Return the AST of ``source``, safe to call from several threads at once."""
     with _AST_LOCK:
         return ast.parse(source, filename)
+
+
+def _resolve_to(to: str, names: Sequence[str], directory: Path) -> str:
+    wanted = to.removesuffix(".py")
+    matches = [n for n in names if n == wanted]
+    if not matches and number(wanted) is not None:
+        matches = [n for n in names if sort_key(n)[0] == number(wanted)]
+    if len(matches) != 1:
+        which = "several migrations match" if matches else "there is no migration"
+        raise MigrationError(
+            f"--to {to}: {which} {to!r} in {directory}; give a full name as listed by "
+            "`datalayer migrate status`"
+        )
+    return matches[0]

@@ -69,6 +69,9 @@ class MigrationSql:
 class _OfflineDatabase(Recorder):
     """A PostgreSQL database object that never connects (the one recorder)."""
 
+    renders_only = True
+    """Its SQL is shown or linted, never applied in phases: operations keep no table specs."""
+
 
 # -- replaying ----------------------------------------------------------------------
 
