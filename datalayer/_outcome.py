@@ -103,6 +103,7 @@ def single_write(
     attempt: Callable[[], T],
     find: Callable[[], T | None],
     witness: tuple[Statement, Mapping[str, Any]] | None = None,
+    lost: CommitUnknown | None = None,
 ) -> T:
     """Run ``attempt`` (one statement that writes); after a lost reply, ``find`` what it did.
 
@@ -113,10 +114,17 @@ def single_write(
     ``witness`` (a read that finds what ``attempt`` wrote) is handed to the
     database, so that a lost reply to the caller's COMMIT can be settled.
 
+    ``lost``: the first attempt was made already, outside a transaction, by a
+    caller's own fast path, and its reply was lost with this error; it is
+    settled as if ``attempt`` had raised it.
+
     :raises CommitUnknown: when what happened cannot be found out.
     """
     for tries in (1, 2):
         try:
+            if lost is not None:
+                exc, lost = lost, None
+                raise exc
             result = attempt()
             if witness is not None and db.in_transaction():
                 db.witness(*witness)

@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["ConnectionPool", "PoolStats", "connect_failure", "is_server_full"]
 
 
+_monotonic = time.monotonic
+_current_thread = threading.current_thread
+
 # Bumped in a forked child, so a pool notices a fork with one integer compare per checkout
 # (os.getpid() is a system call on current glibc).
 _fork_generation = [0]
@@ -71,6 +74,11 @@ class _Entry:
     owner: threading.Thread | None = None
     checked_out: float = 0.0
     poller: Any = None  # select.poll registered on the socket, made once per connection
+    poll: Any = None  # its bound poll method (None: no poller)
+
+    def __post_init__(self) -> None:
+        if self.poller is not None:
+            self.poll = self.poller.poll
 
 
 @dataclass(frozen=True)
@@ -208,18 +216,18 @@ class ConnectionPool:
         """
         if self._generation != _fork_generation[0]:
             self._after_fork()
-        owner = threading.current_thread()
+        owner = _current_thread()
         # Fast path: the most recently used idle connection, young and recently used.
         fast: _Entry | None = None
         with self._lock:
             idle = self._idle
             if idle and not self._closed:
                 cand = idle[-1]
-                now = time.monotonic()
+                now = _monotonic()
                 if (
-                    not cand.raw.closed
-                    and now - cand.last_used <= self.validate_after
+                    now - cand.last_used <= self.validate_after
                     and now - cand.created <= self.max_lifetime
+                    and not cand.raw.closed
                 ):
                     idle.pop()
                     cand.owner = owner
@@ -227,11 +235,19 @@ class ConnectionPool:
                     self._in_use[id(cand.raw)] = cand
                     fast = cand
         if fast is not None:
-            if not _socket_readable(fast):
-                return fast.raw
-            if self._ping(fast.raw):
-                return fast.raw
-            self.discard(fast.raw)
+            raw = fast.raw
+            poll = fast.poll  # _socket_readable(fast), inlined: this runs on every checkout
+            if poll is not None:
+                try:
+                    if not poll(0):
+                        return raw
+                except Exception:  # closed descriptor or driver error: check it below
+                    pass
+            elif not _socket_readable(fast):
+                return raw
+            if self._ping(raw):
+                return raw
+            self.discard(raw)
         wait = self.timeout if timeout is None else timeout
         deadline: float | None = None
         full_waits = 0
@@ -310,7 +326,7 @@ class ConnectionPool:
             entry = self._in_use.pop(id(raw), None)
             if entry is None:
                 return
-            now = time.monotonic()
+            now = _monotonic()
             entry.owner = None
             entry.last_used = now
             if (

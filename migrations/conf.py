@@ -7,7 +7,7 @@
   table (peewee-migrate picks up every Model subclass it finds).
 """
 
-from datalayer.migrate.generate import install_upstream
+from datalayer.migrate import install_upstream
 
 install_upstream()
 

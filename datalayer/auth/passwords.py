@@ -431,8 +431,11 @@ def hash_password(password: str, *, params: Params | None = None) -> str:
     return _ARGON2.encode(password, params)
 
 
-# (the parameters part of a stored form, DEFAULT_PARAMS) -> within the limits
-_PARAMS_OK: dict[tuple[str, Params], bool] = {}
+# the parameters part of a stored form -> within the limits of _PARAMS_OK_FOR, the
+# DEFAULT_PARAMS they were worked out for (keyed by the text alone: hashing a tuple holding
+# the frozen dataclass ran its generated __hash__, a Python call, on every create_user)
+_PARAMS_OK: dict[str, bool] = {}
+_PARAMS_OK_FOR: list[Params] = [DEFAULT_PARAMS]
 
 
 def _params_within_limits(hasher: Argon2idHasher | ScryptHasher, match: re.Match[str]) -> bool:
@@ -458,7 +461,10 @@ def _hash_form(value: str) -> object | None:
         return None
     if match is None:
         return None
-    key = (match["params"], DEFAULT_PARAMS)  # the limits follow the current parameters
+    key = match["params"]
+    if _PARAMS_OK_FOR[0] is not DEFAULT_PARAMS:  # the limits follow the current parameters
+        _PARAMS_OK.clear()
+        _PARAMS_OK_FOR[0] = DEFAULT_PARAMS
     ok = _PARAMS_OK.get(key)
     if ok is None:
         ok = _params_within_limits(hasher, match)

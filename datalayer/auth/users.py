@@ -36,7 +36,7 @@ import psycopg2.errors
 
 from .. import retry
 from .._outcome import own_transaction, single_write
-from .._sql import Param, Statement, copy_in, execute, fetchone
+from .._sql import _ONE, Param, Statement, _on_checkout, copy_in, execute, fetchone
 from ..db import replica_read
 from ..errors import (
     AuthenticationError,
@@ -82,6 +82,9 @@ _FIELDS = tuple(User._meta.sorted_fields)
 _DISPLAY_NAME_MAX: int = User.display_name.max_length
 _build_user = row_builder(User, _FIELDS)
 
+_DUPLICATE_EMAIL = (
+    "a user with this e-mail address already exists; sign in, or use another address"
+)
 _NO_USER = "no user has this e-mail address; check it, or create the user with create_user()"
 _NO_USER_ID = "no user has this id; it may have been deleted"
 _BAD_CREDENTIALS = (
@@ -265,32 +268,57 @@ def create_user(
     """
     if (password is None) == (password_hash is None):
         raise ValidationError("password", "give either password or password_hash (exactly one)")
+    # The common values skip the general checks, each with the same outcome as them and a
+    # few C-level calls (this runs on every create): an ASCII address (the fast path of
+    # normalize_email()), a hash in the stored form, None or short ASCII text without NUL
+    # for the name, a Role, a bool.
+    if (type(email) is str and email.isascii() and len(email) <= EMAIL_MAX_LENGTH
+            and email.isprintable()):
+        address = email.strip().lower()
+        if _EMAIL_FORM(address) is None:
+            raise ValidationError("email", "is not an e-mail address; expected name@domain")
+    else:
+        address = normalize_email(email)
+    if password is not None:
+        stored = _passwords().hash_password(password)
+    elif type(password_hash) is str and (
+            _PASSWORDS[0] if _PASSWORDS else _passwords())._hash_form(password_hash) is not None:
+        stored = password_hash
+    else:
+        stored = _password_hash(password_hash)
     values = {
-        "email": normalize_email(email),
-        "password_hash": (
-            _passwords().hash_password(password) if password is not None
-            else _password_hash(password_hash)
-        ),
-        # The common values skip the general checks (the same outcome, a few microseconds
-        # less on every create): None or short ASCII text without NUL, a Role, a bool.
+        "email": address,
+        "password_hash": stored,
         "display_name": (
             display_name if display_name is None or (
                 type(display_name) is str and len(display_name) <= _DISPLAY_NAME_MAX
                 and display_name.isascii() and "\x00" not in display_name)
             else validate_value(User.display_name, display_name)
         ),
-        "role": role.value if type(role) is Role else validate_value(User.role, role).value,
+        "role": role._value_ if type(role) is Role else validate_value(User.role, role).value,
         "is_active": (is_active if type(is_active) is bool
                       else validate_value(User.is_active, is_active)),
     }
     database = _database(db)
+    insert = _insert_user()
+    lost: CommitUnknown | None = None
+    if database._state.closed:
+        # No connection held by the thread, so no transaction: the statement runs on a
+        # checkout of its own, as fetchone() would run it (without the closures below).
+        try:
+            row = _on_checkout(database, insert.sql, insert.bind(values), _ONE,
+                               insert.read_only, insert)
+        except CommitUnknown as exc:
+            lost = exc  # settled below, as single_write() settles a lost reply
+        else:
+            if row is None:
+                raise DuplicateError(_DUPLICATE_EMAIL)
+            return _build_user(row)
 
     def attempt() -> User:
-        row = fetchone(database, _insert_user(), values)
+        row = fetchone(database, insert, values)
         if row is None:
-            raise DuplicateError(
-                "a user with this e-mail address already exists; sign in, or use another address"
-            )
+            raise DuplicateError(_DUPLICATE_EMAIL)
         return _build_user(row)
 
     def find() -> User | None:  # after a lost reply: is the row with our (salted) hash there?
@@ -301,7 +329,7 @@ def create_user(
         return user if user.password_hash == values["password_hash"] else None
 
     mine = {"email": values["email"], "password_hash": values["password_hash"]}
-    return single_write(database, attempt, find, (_select_own(), mine))
+    return single_write(database, attempt, find, (_select_own(), mine), lost)
 
 
 @replica_read(User)

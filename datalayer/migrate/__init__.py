@@ -29,6 +29,7 @@ _LAZY: dict[str, str] = {
     "status": "datalayer.migrate.runtime.status",
     "check": "datalayer.migrate.check",
     "create_migration": "datalayer.migrate.autogenerate.api",
+    "install_upstream": "datalayer.migrate.autogenerate.api",
     "DiffResult": "datalayer.migrate.autogenerate.outcome",
     "DropRefused": "datalayer.migrate.autogenerate.outcome",
     "GenerationError": "datalayer.errors",

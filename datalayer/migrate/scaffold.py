@@ -23,7 +23,7 @@ CONF_SOURCE = '''\
   becoming tables when ``--auto-source`` names a module.
 """
 
-from datalayer.migrate.generate import install_upstream
+from datalayer.migrate import install_upstream
 
 install_upstream()
 

@@ -29,27 +29,28 @@ def row_builder(model: type[M], fields: Sequence[pw.Field]) -> Callable[[Sequenc
     returned the type peewee would make.  No code is generated or run.
     """
     names = tuple(f.name for f in fields)
-    steps: tuple[tuple[int, dict[Any, Any] | None, Callable[[Any], Any], type], ...] = tuple(
-        (i, _enum_members(field), field.python_value, _driver_type(field))
-        for i, field in enumerate(fields)
+    steps: tuple[tuple[str, dict[Any, Any] | None, Callable[[Any], Any], type], ...] = tuple(
+        (field.name, _enum_members(field), field.python_value, _driver_type(field))
+        for field in fields
         if not _passthrough(field)
     )
     new = model.__new__
 
     def build(row: Sequence[Any]) -> M:
-        values = list(row)
-        for i, members, convert, plain in steps:
-            value = values[i]
+        # The row straight into the instance's data, then the few columns that need a
+        # conversion fixed in place (a copy of the row as a list cost a fifth of the build).
+        data = dict(zip(names, row, strict=True))
+        for name, members, convert, plain in steps:
+            value = data[name]
             if value is None:
                 continue
             if members is not None:
                 member = members.get(value)
-                values[i] = member if member is not None else convert(value)
+                data[name] = member if member is not None else convert(value)
             elif type(value) is not plain:
-                values[i] = convert(value)
+                data[name] = convert(value)
         obj = new(model)
-        obj.__dict__ = {"__data__": dict(zip(names, values, strict=True)),
-                        "_dirty": set(), "__rel__": {}}
+        obj.__dict__ = {"__data__": data, "_dirty": set(), "__rel__": {}}
         return obj
 
     return build

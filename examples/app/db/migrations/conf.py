@@ -7,7 +7,7 @@
   becoming tables when ``--auto-source`` names a module.
 """
 
-from datalayer.migrate.autogenerate.api import install_upstream
+from datalayer.migrate import install_upstream
 
 install_upstream()
 
