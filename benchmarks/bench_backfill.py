@@ -168,8 +168,8 @@ def _rows_done(settings: Settings) -> int:
 
 def run(settings: Settings, rows: int, work: Path) -> int:
     """Build, measure, kill and resume; print the figures."""
-    from datalayer.migrate import runner
-    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.checksum import write_sum
 
     throttle = os.environ.get("DATALAYER_BACKFILL_THROTTLE", "0.05")
     batch = int(os.environ.get("DATALAYER_BACKFILL_BATCH", "500"))

@@ -21,7 +21,7 @@ way CI and deploy scripts run it, rounds interleaved with upstream's:
 
 Each datalayer command is timed COLD (a fresh process and an empty cache
 folder, as CI runs on a fresh clone) and WARM (the cache folder of
-``datalayer.migrate.cache``, which holds JSON data only, warmed by one untimed
+``datalayer.migrate.runtime.cache``, which holds JSON data only, warmed by one untimed
 run of each command, as a developer's cache is after the first run of a
 commit).  The ratio columns divide each time by the same command's time with
 1 file (targets: warm at most 1.5x, cold at most 2x); the last column is the
@@ -93,9 +93,9 @@ def write_project(root: Path, n_files: int) -> Path:
     import peewee as pw
 
     from datalayer.db import Database
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.generate import create_migration
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     root.mkdir(parents=True)
     (root / "benchmodels.py").write_text(_MODELS.format(tables=TABLES, columns=COLUMNS))

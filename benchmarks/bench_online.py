@@ -12,7 +12,7 @@ threads (``SELECT ... FROM items WHERE id = random``), each on its own
 connection with a 5 ms pause between queries and no timeout of their own,
 run while the migration is applied:
 
-* ``datalayer``: the model is changed and ``datalayer.migrate.generate.
+* ``datalayer``: the model is changed and ``datalayer.migrate.autogenerate.compare.
   create_migration`` writes the migration, which ``datalayer.migrate.apply``
   applies (defaults: lock_timeout 2 s, retries).  Whatever the generator
   writes is what is measured;
@@ -286,10 +286,10 @@ def _database(server: Settings, template: str | None = None) -> Iterator[Setting
 def build_template(settings: Settings, directory: Path, rows: int) -> None:
     """Apply the initial migration of the models before any change, then fill the tables."""
     from datalayer.db import Database
-    from datalayer.migrate import runner
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.generate import create_migration
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     created = create_migration(Router(Database(), directory), "initial", models(None))
     if created is None:
@@ -416,10 +416,10 @@ class Run:
 
 def _run_datalayer(kind: str, settings: Settings, base: Path, work: Path) -> str:
     from datalayer.db import Database
-    from datalayer.migrate import runner
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.generate import create_migration
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     directory = work / f"dl_{kind}"
     shutil.copytree(base, directory)

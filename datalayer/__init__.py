@@ -81,7 +81,7 @@ _LAZY: dict[str, str] = {
     "RefreshToken": "datalayer.models",
     "Role": "datalayer.models",
     "User": "datalayer.models",
-    "renamed_from": "datalayer.migrate.hints",
+    "renamed_from": "datalayer.migrate.autogenerate.hints",
     # retrying whole units of work
     "RetryInTransactionError": "datalayer.retry",
     "RetryPolicy": "datalayer.retry",

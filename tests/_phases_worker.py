@@ -18,7 +18,7 @@ from typing import Any
 
 import peewee as pw
 
-from datalayer.migrate.hints import renamed_from
+from datalayer.migrate.autogenerate.hints import renamed_from
 
 KINDS = ("rename", "drop", "not_null")
 

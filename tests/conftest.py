@@ -27,7 +27,7 @@ ENV_PREFIXES = ("DB_", "DATABASE_URL", "DATALAYER_")
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep the replayed-state cache (datalayer.migrate.cache) out of the user's ~/.cache."""
+    """Keep the replayed-state cache (migrate.runtime.cache) out of the user's ~/.cache."""
     previous = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     yield

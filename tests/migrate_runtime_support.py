@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from datalayer.config import Settings
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime.checksum import write_sum
 from tests.pgserver import Server
 
 TABLE_MIGRATION = '''\

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from datalayer.cli import main
 from datalayer.config import Settings, load_settings
 from datalayer.errors import ConfigError
-from datalayer.migrate.files import MigrationNameError, check_name
+from datalayer.migrate.runtime.names import MigrationNameError, check_name
 from tests.migrate_runtime_support import write_table_migration
 
 DURATIONS = [

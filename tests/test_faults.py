@@ -517,7 +517,7 @@ def test_sigkill_of_migrate_apply_leaves_nothing_partial(srv: OwnServer, tmp_pat
     import subprocess
     import sys
 
-    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.runtime.checksum import write_sum
     from tests.migrate_runtime_support import write_migration
 
     srv.start()

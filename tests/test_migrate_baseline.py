@@ -14,11 +14,11 @@ from datalayer.db import Database
 from datalayer.embedded import remove_server
 from datalayer.errors import DatalayerError, LockTimeout, MigrationError
 from datalayer.migrate.baseline import baseline
-from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.drift import drift
-from datalayer.migrate.files import content_hash
-from datalayer.migrate.runner import apply, lock_key
-from datalayer.migrate.schema import Difference
+from datalayer.migrate.inspect import Difference
+from datalayer.migrate.runtime.apply import apply, lock_key
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.names import content_hash
 from tests.drift_support import (
     create_tables,
     generate_initial,

@@ -9,12 +9,12 @@ import peewee as pw
 import pytest
 
 from datalayer.db import Database
-from datalayer.migrate import cache
-from datalayer.migrate._spec import table_spec
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import compute_diff, create_migration
-from datalayer.migrate.migrator import DatalayerMigrator
-from datalayer.migrate.router import Router
+from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
+from datalayer.migrate.ddl.spec import table_spec
+from datalayer.migrate.operations.migrator import DatalayerMigrator
+from datalayer.migrate.runtime import cache
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from tests.pgserver import Server
 
 COLUMNS = 12
@@ -118,7 +118,7 @@ def test_the_cache_folder_is_created_private(
 ) -> None:
     import stat
 
-    from datalayer.migrate.offline import migration_sql
+    from datalayer.migrate.runtime.offline import migration_sql
 
     folder = tmp_path / "fresh" / "cache"
     monkeypatch.setenv("DATALAYER_CACHE_DIR", str(folder))
@@ -161,7 +161,7 @@ def test_check_reuses_the_schema_of_an_unchanged_history(
     import importlib
 
     check_module = importlib.import_module("datalayer.migrate.check")
-    runner = importlib.import_module("datalayer.migrate.runner")
+    runner = importlib.import_module("datalayer.migrate.runtime.apply")
 
     settings = pg.admin.replace(dev_database_url=pg.admin.url(masked=False))
     models = [_model(COLUMNS)]
@@ -187,7 +187,7 @@ def test_check_reuses_the_schema_of_an_unchanged_history(
 def test_rendered_sql_is_cached_per_file_and_never_stale(
     history: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datalayer.migrate.offline import migration_sql
+    from datalayer.migrate.runtime.offline import migration_sql
 
     first = migration_sql(history)
     seen = _loads(monkeypatch)
@@ -202,7 +202,7 @@ def test_rendered_sql_is_cached_per_file_and_never_stale(
 
 
 def test_sql_works_with_the_cache_off(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from datalayer.migrate.offline import migration_sql
+    from datalayer.migrate.runtime.offline import migration_sql
 
     monkeypatch.setenv("DATALAYER_CACHE_DIR", "off")
     assert len(migration_sql(history)) == COLUMNS + 1
@@ -213,7 +213,7 @@ def test_a_replay_in_one_thread_never_strips_the_sql_of_another(history: Path) -
     and concurrent replays never leave peewee patched."""
     import threading
 
-    from datalayer.migrate.migrator import replaying
+    from datalayer.migrate.operations.migrator import replaying
 
     stop = threading.Event()
     empty: list[int] = []

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
+from datalayer.migrate.autogenerate.compare import create_migration
 from datalayer.migrate.check import check
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from datalayer.models import MODELS
 from datalayer.models.fields import uuid_pk
 from tests.drift_support import scratch_databases

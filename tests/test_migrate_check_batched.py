@@ -13,11 +13,11 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.db import Database
-from datalayer.migrate import runner
+from datalayer.migrate.autogenerate.compare import create_migration
 from datalayer.migrate.check import check
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from tests.migrate_runtime_support import write_migration
 from tests.pgserver import Server
 

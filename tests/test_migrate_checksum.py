@@ -10,8 +10,8 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.errors import ChecksumError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import problems, read_sum, verify, write_sum
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import problems, read_sum, verify, write_sum
 from tests.migrate_runtime_support import history, make_tables, write_table_migration
 from tests.pgserver import Server
 

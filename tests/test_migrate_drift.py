@@ -14,10 +14,10 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.errors import MigrationError
-from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.drift import drift
-from datalayer.migrate.runner import apply
-from datalayer.migrate.schema import Difference
+from datalayer.migrate.inspect import Difference
+from datalayer.migrate.runtime.apply import apply
+from datalayer.migrate.runtime.checksum import write_sum
 from tests.drift_support import (
     create_tables,
     generate_initial,

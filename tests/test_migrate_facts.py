@@ -22,13 +22,15 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.config import Settings
-from datalayer.migrate import _ddl, facts, plan
-from datalayer.migrate._spec import ColumnSpec, Sql
-from datalayer.migrate.generate import compute_diff, create_migration
+from datalayer.migrate import facts
+from datalayer.migrate.autogenerate import plan
+from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
+from datalayer.migrate.ddl import alter as _ddl
+from datalayer.migrate.ddl.spec import ColumnSpec, Sql
 from datalayer.migrate.lint import lint_sql
 from datalayer.migrate.lint._nodes import volatile
-from datalayer.migrate.offline import MigrationSql
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.offline import MigrationSql
 from tests.test_migrate_generate import model
 
 

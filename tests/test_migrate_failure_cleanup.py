@@ -32,11 +32,11 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.config import Settings
 from datalayer.errors import MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.router import Router
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.inspect import compare, snapshot
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from tests.migrate_runtime_support import make_tables, write_migration
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, open_db, reset_schema

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from datalayer.migrate.generate import compute_diff
-from datalayer.migrate.router import Router
-from datalayer.migrate.schema import Schema, compare, snapshot
+from datalayer.migrate.autogenerate.compare import compute_diff
+from datalayer.migrate.inspect import Schema, compare, snapshot
+from datalayer.migrate.runtime.files import Router
 from tests.pgserver import Server
 from tests.test_migrate_generate import PlainRouter, open_db
 

@@ -29,7 +29,7 @@ import peewee_migrate
 import pytest
 from playhouse.postgres_ext import DateTimeTZField, PostgresqlExtDatabase
 
-from datalayer.migrate.generate import (
+from datalayer.migrate.autogenerate.compare import (
     DiffResult,
     GenerationError,
     compute_diff,
@@ -37,8 +37,8 @@ from datalayer.migrate.generate import (
     diff_source,
     next_name,
 )
-from datalayer.migrate.hints import renamed_from
-from datalayer.migrate.schema import Schema, compare, snapshot
+from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.inspect import Schema, compare, snapshot
 from datalayer.models.fields import created_at_field, uuid_pk
 from tests.pgserver import Server
 
@@ -852,7 +852,7 @@ def test_hint_validation() -> None:
     with pytest.raises(TypeError, match="old column or table name"):
         renamed_from(pw.CharField(), "")
     field = renamed_from(pw.CharField(), "old")
-    from datalayer.migrate.hints import renamed_from_of
+    from datalayer.migrate.autogenerate.hints import renamed_from_of
 
     assert renamed_from_of(field) == "old"
 

@@ -25,15 +25,15 @@ from playhouse.postgres_ext import (
     PostgresqlExtDatabase,
 )
 
-from datalayer.migrate.generate import (
+from datalayer.migrate.autogenerate.compare import (
     DiffResult,
     DropRefused,
     GenerationError,
     create_migration,
     diff_source,
 )
-from datalayer.migrate.hints import renamed_from
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.inspect import compare, snapshot
 from datalayer.models.fields import created_at_field, uuid_pk
 from tests.pgserver import Server
 from tests.test_migrate_generate import PlainRouter, item, model, open_db, rows
@@ -252,8 +252,8 @@ def test_diff_cli_refuses_drops_unless_allowed(
 
     from datalayer.cli import main
     from datalayer.db import Database
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
     from datalayer.models import MODELS
 
     directory = clean_env / "migrations"
@@ -475,8 +475,8 @@ def test_check_handles_models_in_other_schemas(pg: Server, tmp_path: Path) -> No
     """check creates the models' schemas in its scratch database and compares each of them."""
     from datalayer.db import Database
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
     directory = tmp_path / "migrations"
@@ -514,9 +514,9 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
     """Dropping a NOT NULL column without a default: its rollback cannot re-add it on rows."""
     from datalayer.db import Database
     from datalayer.errors import MigrationError
-    from datalayer.migrate import runner
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     directory = tmp_path / "migrations"
     v1 = [item(code=pw.CharField(max_length=5)), model("Tag", "tags", id=pw.AutoField())]
@@ -563,8 +563,8 @@ def test_a_rollback_that_cannot_refill_rows_is_refused_up_front(
 def test_check_passes_on_circular_foreign_keys(pg: Server, tmp_path: Path) -> None:
     from datalayer.db import Database
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
     directory = tmp_path / "migrations"
@@ -1111,8 +1111,8 @@ def test_rollback_cli_refuses_with_one_line(
 
     from datalayer.cli import main
     from datalayer.db import Database
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     monkeypatch.setenv("DATABASE_URL", empty_db.url(masked=False))
     directory = clean_env / "migrations"
@@ -1120,7 +1120,7 @@ def test_rollback_cli_refuses_with_one_line(
     create_migration(Router(Database(), directory), "v2", [item()], allow_drop=True)
     write_sum(directory)
     # The models are the package's own here: the diff/apply above used the library.
-    from datalayer.migrate import runner
+    from datalayer.migrate.runtime import apply as runner
 
     runner.apply(empty_db, directory)
     conn = open_db_settings(empty_db)
@@ -1148,8 +1148,8 @@ def checked(pg: Server, tmp_path: Path, v1: Models, v2: Models, **options: Any) 
     """Generate v1 then v2 with datalayer's Router; ``check`` must pass on v2; return v2's."""
     from datalayer.db import Database
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
 
     settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
     directory = tmp_path / "checked"
@@ -1290,8 +1290,8 @@ def test_a_constant_default_adds_the_column_in_one_file_without_a_fill(
     assert 'ALTER TABLE "items" ADD COLUMN "qty" INTEGER DEFAULT %s NOT NULL' in sql, sql
     assert 'ALTER TABLE "items" ALTER COLUMN "qty" DROP DEFAULT' in sql, sql
     # A Python callable keeps the fill in batches (a value per row).
-    from datalayer.migrate.generate import compute_diff
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.autogenerate.compare import compute_diff
+    from datalayer.migrate.runtime.files import Router
 
     router = Router(PostgresqlExtDatabase(None), tmp_path / "callable")
     assert create_migration(router, "v1", [item()]) is not None
@@ -1337,8 +1337,8 @@ def test_a_through_model_made_by_get_through_model_is_found_by_diff_and_check(
 
     from datalayer.db import Database
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
     from datalayer.project import import_models
 
     module = f"m2m_app_{abs(hash(clean_env)) % 10**8}"

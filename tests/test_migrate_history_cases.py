@@ -17,14 +17,14 @@ import peewee as pw
 import pytest
 from playhouse.postgres_ext import ArrayField, BinaryJSONField, PostgresqlExtDatabase
 
-from datalayer.migrate.generate import (
+from datalayer.migrate.autogenerate.compare import (
     DropRefused,
     GenerationError,
     compute_diff,
     create_migration,
 )
-from datalayer.migrate.hints import renamed_from
-from datalayer.migrate.router import Router
+from datalayer.migrate.autogenerate.hints import renamed_from
+from datalayer.migrate.runtime.files import Router
 from tests.pgserver import Server
 from tests.test_migrate_generate import item, model, open_db, rows
 from tests.test_migrate_generate_cases import (
@@ -86,10 +86,10 @@ def test_a_renamed_class_stays_renamed_with_a_warm_cache(
 ) -> None:
     """It did (the replayed state was cached); now only data is, keyed by the files."""
     from datalayer.db import Database
-    from datalayer.migrate.cache import MIN_FILES
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
     from datalayer.migrate.lint import lint
+    from datalayer.migrate.runtime.cache import MIN_FILES
+    from datalayer.migrate.runtime.checksum import write_sum
 
     monkeypatch.setenv("DATALAYER_CACHE_DIR", str(tmp_path / "cache"))
     settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
@@ -366,7 +366,7 @@ def checked_but_type_changes(
     """
     from datalayer.db import Database
     from datalayer.migrate.check import check
-    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.runtime.checksum import write_sum
 
     settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
     directory = tmp_path / "checked"

@@ -14,7 +14,6 @@ from typing import Any
 import psycopg2
 import pytest
 
-import datalayer.migrate.schema as old_module
 from datalayer.config import Settings
 from datalayer.migrate import baseline, drift, inspect
 from datalayer.migrate.inspect import comparison, snapshot, snapshot_catalog
@@ -60,9 +59,6 @@ CREATE TABLE extra (id int);
 def test_check_drift_and_baseline_share_one_comparison() -> None:
     assert drift.differences is baseline.differences is comparison.differences
     assert inspect.differences is comparison.differences
-    # The old module stays importable and names the same objects.
-    assert old_module.compare is inspect.compare and old_module.snapshot is inspect.snapshot
-    assert old_module.Difference is inspect.Difference
     # check and squash import compare at call time, from inspect.
     for module in ("check", "squash"):
         source = (Path(inspect.__file__).parent.parent / f"{module}.py").read_text("utf-8")

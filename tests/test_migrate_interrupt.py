@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from datalayer.config import Settings
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime.checksum import write_sum
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,

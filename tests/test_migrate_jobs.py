@@ -24,9 +24,9 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import jobs
+from datalayer.migrate.runtime.checksum import write_sum
 from tests.migrate_runtime_support import cli_command, cli_env, write_migration
 from tests.pgserver import Server
 

@@ -15,9 +15,9 @@ from click.testing import CliRunner, Result
 
 from datalayer.cli import main
 from datalayer.migrate.check import lint_problems
-from datalayer.migrate.checksum import write_sum
 from datalayer.migrate.lint import RULES, lint, render_text
-from datalayer.migrate.offline import migration_sql, render
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.offline import migration_sql, render
 from tests.pgserver import Server
 
 REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"

@@ -22,10 +22,10 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 import tests.test_migrate_generate as generate
 import tests.test_migrate_generate_cases as generate_cases
 import tests.test_migrate_safe_forms as safe_forms
+from datalayer.migrate.autogenerate.compare import create_migration
 from datalayer.migrate.check import lint_problems
-from datalayer.migrate.generate import create_migration
 from datalayer.migrate.lint import lint, render_json, render_text
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.files import Router
 from tests.test_migrate_lint import BASE, write
 
 

@@ -18,9 +18,9 @@ import peewee as pw
 import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from datalayer.migrate.generate import create_migration
+from datalayer.migrate.autogenerate.compare import create_migration
 from datalayer.migrate.lint import lint
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.files import Router
 from tests.test_migrate_generate import model
 
 BLOCK = '''

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from datalayer.config import Settings
-from datalayer.migrate import runner
+from datalayer.migrate.runtime import apply as runner
 from tests.migrate_runtime_support import cli_command, cli_env, history, make_tables
 from tests.pgserver import Server
 

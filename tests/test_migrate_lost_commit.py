@@ -17,8 +17,8 @@ import pytest
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
 from tests._proxy import LossyProxy
 from tests.migrate_runtime_support import write_table_migration
 from tests.pgserver import Server

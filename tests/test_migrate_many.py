@@ -8,9 +8,9 @@ import pytest
 from peewee_migrate import Router as UpstreamRouter
 
 from datalayer.config import Settings
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import verify, write_sum
-from datalayer.migrate.files import migration_names
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import verify, write_sum
+from datalayer.migrate.runtime.names import migration_names
 from tests.migrate_runtime_support import history, write_migration, write_table_migration
 from tests.pgserver import Server
 

@@ -22,14 +22,14 @@ import pytest
 from playhouse.postgres_ext import BinaryJSONField, PostgresqlExtDatabase
 
 import datalayer
-from datalayer.migrate import runner
 from datalayer.migrate.autogenerate.code import MethodCall, ModelDef
+from datalayer.migrate.autogenerate.compare import compute_diff, create_migration
 from datalayer.migrate.autogenerate.writer import CodeWriter, plain
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import compute_diff, create_migration
-from datalayer.migrate.migrator import DatalayerMigrator
-from datalayer.migrate.router import Router
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.inspect import compare, snapshot
+from datalayer.migrate.operations.migrator import DatalayerMigrator
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, model, open_db
 
@@ -39,8 +39,8 @@ PACKAGE = Path(datalayer.__file__).parent
 ALLOWED = {
     # Loading a migration file is running it: the contract of the files (pw_migrate does
     # the same), compiled under its real path so tracebacks point at it.
-    ("migrate/router.py", "load", "exec"),
-    ("migrate/router.py", "load", "compile"),
+    ("migrate/runtime/files.py", "load", "exec"),
+    ("migrate/runtime/files.py", "load", "compile"),
 }
 
 
@@ -178,7 +178,7 @@ def test_a_field_option_that_has_no_literal_is_refused_in_one_line(tmp_path: Pat
     v2 = [_items(code=pw.CharField(max_length=Length(10), index_type=Odd(), null=True))]
     router = Router(pw.PostgresqlDatabase(None), tmp_path)
     assert create_migration(router, "v1", v1) is not None
-    from datalayer.migrate.generate import GenerationError
+    from datalayer.migrate.autogenerate.compare import GenerationError
 
     with pytest.raises(GenerationError) as err:
         compute_diff(router, v2)
@@ -187,7 +187,7 @@ def test_a_field_option_that_has_no_literal_is_refused_in_one_line(tmp_path: Pat
 
 
 def test_a_model_class_named_like_the_files_own_names_is_refused(tmp_path: Path) -> None:
-    from datalayer.migrate.generate import GenerationError
+    from datalayer.migrate.autogenerate.compare import GenerationError
 
     router = Router(pw.PostgresqlDatabase(None), tmp_path)
     with pytest.raises(GenerationError) as err:

@@ -20,13 +20,13 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.db import Database
-from datalayer.migrate import runner
+from datalayer.migrate.autogenerate.compare import create_migration
 from datalayer.migrate.check import check
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.files import migration_names
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.offline import migration_sql
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.names import migration_names
+from datalayer.migrate.runtime.offline import migration_sql
 from datalayer.migrate.squash import squash
 from tests.pgserver import Server
 

@@ -22,9 +22,9 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.errors import MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import prechecks
+from datalayer.migrate.runtime.checksum import write_sum
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,
@@ -189,7 +189,7 @@ def test_lock_retries_exhausted_is_one_clear_line_and_nothing_recorded(
 
 
 def test_concurrent_index_names_are_read_from_the_statements() -> None:
-    from datalayer.migrate.online import IndexRef, concurrent_indexes
+    from datalayer.migrate.runtime.online import IndexRef, concurrent_indexes
 
     found = concurrent_indexes([
         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email)",

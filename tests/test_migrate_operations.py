@@ -13,9 +13,9 @@ import peewee as pw
 import pytest
 
 from datalayer.migrate import operations as ops
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.migrator import DatalayerMigrator
-from datalayer.migrate.router import Router
+from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.operations.migrator import DatalayerMigrator
+from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.recorder import Recorder
 
 

@@ -27,15 +27,15 @@ from click.testing import CliRunner, Result
 from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
-from datalayer.migrate._ddl import BatchFill
-from datalayer.migrate._spec import Sql
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import create_migration
+from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.ddl.alter import BatchFill
+from datalayer.migrate.ddl.spec import Sql
+from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.operations import Phase
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.phases import phase_of_step, plan
 from datalayer.migrate.runtime.releases import release_of
-from datalayer.migrate.schema import compare, snapshot
 from tests import _phases_worker as worker
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, open_db

@@ -11,7 +11,7 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.errors import MigrationError
-from datalayer.migrate import runner
+from datalayer.migrate.runtime import apply as runner
 from tests._faults_helpers import PgBouncer, pgbouncer_binary
 from tests.migrate_runtime_support import history, make_tables
 from tests.pgserver import Server

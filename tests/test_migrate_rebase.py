@@ -14,10 +14,10 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import ChecksumError, MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import problems, verify, write_sum
-from datalayer.migrate.files import migration_names
 from datalayer.migrate.rebase import rebase
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import problems, verify, write_sum
+from datalayer.migrate.runtime.names import migration_names
 from tests.migrate_runtime_support import (
     cli_command,
     cli_env,

@@ -13,10 +13,10 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from datalayer.migrate import cache
-from datalayer.migrate._spec import table_spec
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.offline import _PACK, migration_sql
+from datalayer.migrate.ddl.spec import table_spec
+from datalayer.migrate.runtime import cache
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.offline import _PACK, migration_sql
 
 
 def _model(name: str, **fields: pw.Field) -> type[pw.Model]:

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 
 from datalayer.cli import main
 from datalayer.config import Settings
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.router import transaction_control
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import transaction_control
 from tests.migrate_runtime_support import history, make_tables, tables, write_migration
 from tests.pgserver import Server
 

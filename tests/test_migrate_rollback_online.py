@@ -25,14 +25,14 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.config import Settings
-from datalayer.migrate import runner
+from datalayer.migrate.autogenerate.compare import DiffResult, create_migration
 from datalayer.migrate.check import check
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import DiffResult, create_migration
+from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.lint import lint, render_text
-from datalayer.migrate.offline import migration_sql, render
-from datalayer.migrate.router import Router
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.offline import migration_sql, render
 from tests.pgserver import Server
 from tests.test_migrate_generate import open_db
 from tests.test_migrate_lint_rollback import ALL_CASES

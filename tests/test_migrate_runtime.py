@@ -10,9 +10,9 @@ import pytest
 
 from datalayer.config import Settings
 from datalayer.errors import ChecksumError, LockTimeout, MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.router import Router
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from tests.migrate_runtime_support import (
     history,
     make_tables,

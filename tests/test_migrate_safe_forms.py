@@ -31,12 +31,17 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.db import Database
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import DiffResult, GenerationError, compute_diff, create_migration
-from datalayer.migrate.plan import Lock
-from datalayer.migrate.router import Router
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.autogenerate.compare import (
+    DiffResult,
+    GenerationError,
+    compute_diff,
+    create_migration,
+)
+from datalayer.migrate.autogenerate.plan import Lock
+from datalayer.migrate.inspect import compare, snapshot
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
 from datalayer.models.fields import uuid_pk
 from tests.pgserver import Server
 from tests.test_migrate_generate import declared, model, open_db
@@ -400,7 +405,7 @@ def test_cli_diff_writes_online_files_or_with_unsafe_the_plain_forms(
     from click.testing import CliRunner
 
     from datalayer.cli import main
-    from datalayer.migrate import generate
+    from datalayer.migrate.autogenerate import compare as generate
 
     mdir = tmp_path / "migrations"
     models: list[Models] = [[items()]]
@@ -431,7 +436,7 @@ def test_cli_diff_writes_online_files_or_with_unsafe_the_plain_forms(
 
 def test_read_migrations_reports_the_statements_of_the_files(tmp_path: Path) -> None:
     """What lint and sql read: generated files give the plan's statements; raw SQL is parsed."""
-    from datalayer.migrate.plan import read_migrations
+    from datalayer.migrate.autogenerate.plan import read_migrations
 
     db = PostgresqlExtDatabase(None)
     router = Router(db, tmp_path)
@@ -469,7 +474,7 @@ def test_read_migrations_reports_the_statements_of_the_files(tmp_path: Path) -> 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_generated_safe_forms_pass_lint_and_squawk(case: Case, tmp_path: Path) -> None:
     from datalayer.migrate.lint import lint
-    from datalayer.migrate.offline import migration_sql, render
+    from datalayer.migrate.runtime.offline import migration_sql, render
     from tests.test_migrate_lint import SQUAWK, squawk_rules
 
     directory = tmp_path / "m"

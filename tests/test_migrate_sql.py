@@ -19,12 +19,12 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.offline import migration_sql, render
-from datalayer.migrate.router import Router
-from datalayer.migrate.runner import apply
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.inspect import compare, snapshot
+from datalayer.migrate.runtime.apply import apply
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.offline import migration_sql, render
 from tests.migrate_runtime_support import write_migration
 
 

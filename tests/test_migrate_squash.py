@@ -16,12 +16,12 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import problems, write_sum
-from datalayer.migrate.files import migration_names
-from datalayer.migrate.generate import create_migration
-from datalayer.migrate.router import Router
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.autogenerate.compare import create_migration
+from datalayer.migrate.inspect import compare, snapshot
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import problems, write_sum
+from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.names import migration_names
 from datalayer.migrate.squash import squash
 from tests.migrate_runtime_support import write_migration
 from tests.pgserver import Server

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from datalayer.cli import main
-from datalayer.migrate.checksum import write_sum
-from datalayer.migrate.files import migration_names
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.names import migration_names
 from tests.pgserver import Server
 from tests.test_migrate_squash import _generate
 

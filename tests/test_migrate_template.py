@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from datalayer.cli import main
-from datalayer.migrate._template import operations, render_migration
+from datalayer.migrate.runtime.template import operations, render_migration
 
 
 def test_the_header_lists_the_operations_the_bodies_call() -> None:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from datalayer.config import Settings
-from datalayer.migrate.checksum import verify
-from datalayer.migrate.files import migration_names
-from datalayer.migrate.schema import compare, snapshot
+from datalayer.migrate.inspect import compare, snapshot
+from datalayer.migrate.runtime.checksum import verify
+from datalayer.migrate.runtime.names import migration_names
 from tests.migrate_runtime_support import history, run_cli
 from tests.pgserver import Server
 

@@ -275,8 +275,8 @@ def test_a_connection_remembers_what_it_prepared(fresh: tuple[Database, str]) ->
 
 
 def test_history_reads_run_prepared(fresh: tuple[Database, str], tmp_path: Path) -> None:
-    from datalayer.migrate import runner
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.files import Router
     from tests.migrate_runtime_support import make_tables
 
     db, _ = fresh
@@ -294,8 +294,8 @@ def test_a_migration_that_changes_a_returned_column_never_reaches_the_callers(
     fresh: tuple[Database, str], tmp_path: Path
 ) -> None:
     """`migrate apply` changes the type of a column the prepared operations return."""
-    from datalayer.migrate import runner
-    from datalayer.migrate.checksum import write_sum
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.checksum import write_sum
     from tests.migrate_runtime_support import write_migration
 
     db, _ = fresh

@@ -155,10 +155,10 @@ def test_library_calls_default_to_the_project(
     """migrate.apply / status / check / diff called from Python, with no folder or models given,
     use [tool.datalayer] as the CLI does (not ./migrations and datalayer's own models)."""
     from datalayer.db import Database
-    from datalayer.migrate import runner
-    from datalayer.migrate.checksum import write_sum
-    from datalayer.migrate.generate import create_migration
-    from datalayer.migrate.router import Router
+    from datalayer.migrate.autogenerate.compare import create_migration
+    from datalayer.migrate.runtime import apply as runner
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.files import Router
     from datalayer.project import default_migrations_dir
 
     monkeypatch.chdir(project / "deep")

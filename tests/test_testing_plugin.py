@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from datalayer.config import Settings
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime.checksum import write_sum
 from datalayer.testing import MigrationTester
 from tests.conftest import ENV_PREFIXES
 from tests.pgserver import Server

@@ -36,8 +36,8 @@ from datalayer.config import (
 )
 from datalayer.db import Database, database
 from datalayer.errors import ConfigError, ConnectionLost, DatabaseUnavailable
-from datalayer.migrate import runner
-from datalayer.migrate.checksum import write_sum
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
 from tests._faults_helpers import OwnServer, Stopwatch, own_server
 from tests.migrate_runtime_support import history, write_migration
 from tests.pgserver import Server

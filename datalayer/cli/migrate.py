@@ -21,7 +21,7 @@ from ._types import PostgresVersion, Seconds, Whole
 
 if TYPE_CHECKING:
     from ..db import Database
-    from ..migrate.runner import Applied
+    from ..migrate.runtime.apply import Applied
 
 __all__ = ["STATUS_NOT_UP_TO_DATE", "migrate"]
 
@@ -146,7 +146,7 @@ def _line(verb: str) -> Any:
 
 def _new_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Check a new migration's NAME with the rule every command shares (usage error: exit 2)."""
-    from ..migrate.files import MigrationNameError, check_name
+    from ..migrate.runtime.names import MigrationNameError, check_name
 
     try:
         return check_name(value)
@@ -220,9 +220,9 @@ def diff(
     the plain forms.
     """
     from ..db import Database
-    from ..migrate.checksum import verify, write_sum
-    from ..migrate.generate import create_migration
-    from ..migrate.router import Router
+    from ..migrate.autogenerate.compare import create_migration
+    from ..migrate.runtime.checksum import verify, write_sum
+    from ..migrate.runtime.files import Router
     from ..migrate.scaffold import ensure_conf
 
     directory = _directory(cli)
@@ -331,7 +331,7 @@ def apply(
     """
     import time
 
-    from ..migrate import runner
+    from ..migrate.runtime import apply as runner
 
     directory = _directory(cli)
     options: dict[str, Any] = {}
@@ -475,7 +475,7 @@ def status(cli: CliContext, as_json: bool) -> None:
     Exits 0 when up to date, 3 when anything is pending, modified since it
     was applied, or applied but missing on disk.
     """
-    from ..migrate import runner
+    from ..migrate.runtime import apply as runner
 
     directory = _directory(cli)
     with _database(cli) as database:
@@ -540,7 +540,7 @@ def _release_lines(connections: list[Any]) -> list[str]:
 @pass_cli
 def hash_(cli: CliContext) -> None:
     """Rewrite migrations.sum for the migration files now on disk."""
-    from ..migrate.checksum import compute, write_sum
+    from ..migrate.runtime.checksum import compute, write_sum
 
     directory = _directory(cli)
     path = write_sum(directory)
@@ -556,7 +556,7 @@ def hash_(cli: CliContext) -> None:
 @pass_cli
 def rollback(cli: CliContext, steps: int, wait: float | None, dry_run: bool) -> None:
     """Undo the last applied migrations, newest first, each in its own transaction."""
-    from ..migrate import runner
+    from ..migrate.runtime import apply as runner
 
     directory = _directory(cli)
     options: dict[str, Any] = {} if wait is None else {"lock_wait": wait}
@@ -639,7 +639,7 @@ def rebase(cli: CliContext, name: str, wait: float | None) -> None:
     click.echo(f"updated {directory / 'migrations.sum'}")
 
 
-# -- offline SQL and lint (datalayer.migrate.offline, datalayer.migrate.lint) ----------
+# -- offline SQL and lint (datalayer.migrate.runtime.offline, datalayer.migrate.lint) ----------
 
 
 def _lint_written(directory: Path, name: str, postgres: int) -> None:
@@ -681,7 +681,7 @@ def sql(cli: CliContext, names: tuple[str, ...], rollback: bool, postgres: int |
     `-- python: NAME (not shown)` line.  NAME: a migration's name or number
     (default: all).
     """
-    from ..migrate.offline import migration_sql, render
+    from ..migrate.runtime.offline import migration_sql, render
 
     directory = _directory(cli)
     result = migration_sql(

@@ -14,26 +14,59 @@ package does not import peewee-migrate until a function is used.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from types import ModuleType
 from typing import Any
 
 _LAZY: dict[str, str] = {
-    "Applied": "datalayer.migrate.runner",
-    "Status": "datalayer.migrate.runner",
-    "apply": "datalayer.migrate.runner",
-    "rollback": "datalayer.migrate.runner",
-    "status": "datalayer.migrate.runner",
+    "Applied": "datalayer.migrate.runtime.apply",
+    "Status": "datalayer.migrate.runtime.apply",
+    "apply": "datalayer.migrate.runtime.apply",
+    "rollback": "datalayer.migrate.runtime.apply",
+    "status": "datalayer.migrate.runtime.apply",
     "check": "datalayer.migrate.check",
-    "create_migration": "datalayer.migrate.generate",
-    "DiffResult": "datalayer.migrate.generate",
-    "DropRefused": "datalayer.migrate.generate",
-    "GenerationError": "datalayer.migrate.generate",
-    "write_sum": "datalayer.migrate.checksum",
-    "verify": "datalayer.migrate.checksum",
-    "Router": "datalayer.migrate.router",
+    "create_migration": "datalayer.migrate.autogenerate.compare",
+    "DiffResult": "datalayer.migrate.autogenerate.compare",
+    "DropRefused": "datalayer.migrate.autogenerate.compare",
+    "GenerationError": "datalayer.migrate.autogenerate.compare",
+    "write_sum": "datalayer.migrate.runtime.checksum",
+    "verify": "datalayer.migrate.runtime.checksum",
+    "Router": "datalayer.migrate.runtime.files",
     "PrecheckFailed": "datalayer.migrate.runtime.prechecks",
 }
 
 __all__ = sorted(_LAZY)
+
+# Module paths the documentation names, kept importable after the move to
+# operations/, autogenerate/, runtime/: the old name is the new module itself.
+_MOVED: dict[str, str] = {
+    "datalayer.migrate.runner": "datalayer.migrate.runtime.apply",
+    "datalayer.migrate.checksum": "datalayer.migrate.runtime.checksum",
+    "datalayer.migrate.offline": "datalayer.migrate.runtime.offline",
+    "datalayer.migrate.hints": "datalayer.migrate.autogenerate.hints",
+}
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import a documented old module path as the module it moved to."""
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        return importlib.util.spec_from_loader(fullname, self) if fullname in _MOVED else None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return importlib.import_module(_MOVED[spec.name])
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run: the module was imported under its new name."""
+
+
+if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedFinder())
 
 
 def __getattr__(name: str) -> Any:

@@ -18,11 +18,9 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import MigrationError
-from . import checksum as _checksum
-from .files import migration_names
 from .inspect import Difference, differences, snapshot_catalog
-from .router import MIGRATE_TABLE, Router
-from .runner import (
+from .runtime import checksum as _checksum
+from .runtime.apply import (
     DEFAULT_LOCK_WAIT,
     Target,
     _connected,
@@ -31,6 +29,8 @@ from .runner import (
     _resolve_to,
     lock_key,
 )
+from .runtime.files import MIGRATE_TABLE, Router
+from .runtime.names import migration_names
 from .scratch import built_catalog
 
 __all__ = ["BaselineResult", "baseline", "require_directory", "scratch_settings"]

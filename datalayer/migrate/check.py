@@ -33,8 +33,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import DatalayerError, MigrationError
-from . import cache as _cache
-from . import checksum as _checksum
+from .runtime import cache as _cache
+from .runtime import checksum as _checksum
 from .scratch import scratch_database, scratch_server
 
 __all__ = ["check", "lint_problems", "scratch_server"]
@@ -51,7 +51,7 @@ def _default_models() -> Sequence[Any]:
 
 def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | None:
     """Key of the schema the files in ``directory`` build on ``db``'s server (None: no cache)."""
-    from .files import migration_names
+    from .runtime.names import migration_names
 
     names = migration_names(directory)
     if len(names) < _cache.MIN_FILES or _cache.cache_dir() is None:
@@ -79,8 +79,8 @@ def _rendered_batches(
     finds it cached), and again for the ``server``'s version only when a file's
     code reads the version (operations' SQL does not depend on it).
     """
-    from .offline import PYTHON_PREFIX, migration_sql
-    from .router import transaction_control
+    from .runtime.files import transaction_control
+    from .runtime.offline import PYTHON_PREFIX, migration_sql
 
     try:
         rendered = migration_sql(directory, postgres=postgres)
@@ -145,13 +145,13 @@ def check(
     ``postgres`` is the target server version the lint judges by (default 13, the lowest supported).
     """
     from ..db import Database
-    from ._spec import quote
-    from .files import require_dir
-    from .generate import diff_source
+    from .autogenerate.compare import diff_source
+    from .ddl.spec import quote
     from .inspect import compare, snapshot
-    from .offline import DEFAULT_POSTGRES
-    from .router import Router
-    from .runner import apply
+    from .runtime.apply import apply
+    from .runtime.files import Router
+    from .runtime.names import require_dir
+    from .runtime.offline import DEFAULT_POSTGRES
 
     if directory is None:
         from ..project import default_migrations_dir
@@ -234,7 +234,7 @@ def check(
 def lint_problems(directory: str | Path, *, postgres: int | None = None) -> list[str]:
     """Return one problem line per unallowed lint error in the migrations of ``directory``."""
     from .lint import lint
-    from .offline import DEFAULT_POSTGRES
+    from .runtime.offline import DEFAULT_POSTGRES
 
     try:
         report = lint(directory, postgres=postgres or DEFAULT_POSTGRES)

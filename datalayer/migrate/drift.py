@@ -22,8 +22,8 @@ from ..config import Settings
 from ..errors import MigrationError
 from .baseline import require_directory, scratch_settings
 from .inspect import DEFAULT_IGNORE, Catalog, Difference, differences, snapshot_catalog
-from .router import MIGRATE_TABLE, Router
-from .runner import Target, _connected, _describe
+from .runtime.apply import Target, _connected, _describe
+from .runtime.files import MIGRATE_TABLE, Router
 from .scratch import built_catalog
 
 __all__ = ["DriftReport", "drift"]

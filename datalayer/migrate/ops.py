@@ -5,7 +5,7 @@ A generated file starts its ``migrate`` and ``rollback`` with::
     from datalayer.migrate.ops import extend
     m = extend(migrator)
 
-so that it gets :class:`~datalayer.migrate.migrator.DatalayerMigrator`'s
+so that it gets :class:`~datalayer.migrate.operations.migrator.DatalayerMigrator`'s
 operations whichever migrator the runner passed (peewee-migrate's own under
 ``pw_migrate migrate``, or datalayer's).  ``m.ref(...)`` and ``m.typed(...)``
 are reached through the same object.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from peewee_migrate import Migrator
 
-from .migrator import DatalayerMigrator, ref, typed
+from .operations.migrator import DatalayerMigrator, ref, typed
 
 __all__ = ["extend", "ref", "typed"]
 

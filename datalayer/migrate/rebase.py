@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MigrationError
-from .files import number
+from .runtime.names import number
 
 __all__ = ["RebaseResult", "rebase"]
 
@@ -66,8 +66,8 @@ def rebase(
         applied, or a history that does not replay once renumbered; nothing
         is changed then.
     """
-    from .router import MIGRATE_TABLE
-    from .runner import DEFAULT_LOCK_WAIT, _connected, _migration_lock, lock_key
+    from .runtime.apply import DEFAULT_LOCK_WAIT, _connected, _migration_lock, lock_key
+    from .runtime.files import MIGRATE_TABLE
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -82,10 +82,10 @@ def rebase(
 
 def _rebase_locked(db: Any, directory: Path, name: str) -> RebaseResult:
     """Do the rebase; the caller holds the migration lock, so the history cannot change."""
-    from . import checksum
-    from .files import sort_key
-    from .migrator import DatalayerMigrator
-    from .router import Router
+    from .operations.migrator import DatalayerMigrator
+    from .runtime import checksum
+    from .runtime.files import Router
+    from .runtime.names import sort_key
 
     names = Router(_null_database(), directory).todo
     chosen = _find(name, names, directory)

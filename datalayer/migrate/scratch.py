@@ -266,8 +266,8 @@ def built_catalog(
     """
     from ..db import Database
     from .inspect import snapshot_catalog
-    from .router import Router
-    from .runner import apply
+    from .runtime.apply import apply
+    from .runtime.files import Router
 
     admin = scratch_server(settings)
     with scratch_database(admin, label, settings) as scratch:

@@ -222,7 +222,7 @@ def _file_source(body_migrate: str, body_rollback: str, replaces: Sequence[str],
 
 
 def _check_name(name: str) -> None:
-    from .generate import next_name
+    from .autogenerate.compare import next_name
 
     next_name([], name)
 
@@ -241,13 +241,13 @@ def squash(
         nothing is written then.
     """
     from ..db import Database
-    from . import checksum
-    from .files import sort_key
-    from .generate import diff_models
+    from .autogenerate.compare import diff_models
     from .inspect import compare, snapshot
-    from .migrator import DatalayerMigrator
-    from .router import Router
-    from .runner import _resolve_to, apply
+    from .operations.migrator import DatalayerMigrator
+    from .runtime import checksum
+    from .runtime.apply import _resolve_to, apply
+    from .runtime.files import Router
+    from .runtime.names import sort_key
     from .scratch import scratch_database, scratch_server
 
     directory = Path(directory)

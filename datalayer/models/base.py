@@ -46,7 +46,7 @@ def _settable(cls: type[pw.Model], name: str) -> bool:
 
 def _not_a_field(cls: type[pw.Model], name: str) -> str:
     """Say that ``name`` is not a field of ``cls``, naming the field it was renamed to."""
-    from ..migrate.hints import renamed_from_of  # the error's path only
+    from ..migrate.autogenerate.hints import renamed_from_of  # the error's path only
 
     for field in cls._meta.sorted_fields:
         if renamed_from_of(field) == name and field.name != name:

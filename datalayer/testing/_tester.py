@@ -54,7 +54,7 @@ class MigrationTester:
     """
 
     def __init__(self, db: Database, directory: Path, admin: Settings) -> None:
-        from ..migrate.files import migration_names, require_dir
+        from ..migrate.runtime.names import migration_names, require_dir
 
         self.db = db
         self.directory = require_dir(directory)
@@ -66,7 +66,7 @@ class MigrationTester:
     @contextlib.contextmanager
     def fresh(cls, admin: Settings, directory: Path) -> Iterator[MigrationTester]:
         """Yield a tester on a new empty database of ``admin``'s server; drop it afterwards."""
-        from ..migrate.files import require_dir
+        from ..migrate.runtime.names import require_dir
         from ..migrate.scratch import scratch_database
 
         require_dir(directory)  # before a database is made for nothing
@@ -85,7 +85,7 @@ class MigrationTester:
     @property
     def applied(self) -> list[str]:
         """The migrations recorded as applied on the test database, oldest first."""
-        from ..migrate.router import Router
+        from ..migrate.runtime.files import Router
 
         with self.db.checkout():
             return Router(self.db, self.directory).done
@@ -120,7 +120,7 @@ class MigrationTester:
         the order they ran.  The checksum file must match the files, as for
         ``datalayer migrate apply`` (run ``datalayer migrate hash``).
         """
-        from ..migrate.runner import apply, rollback
+        from ..migrate.runtime.apply import apply, rollback
 
         want = self._position(name)
         have = len(self.applied)
@@ -137,7 +137,7 @@ class MigrationTester:
     def _state(self, position: int) -> Any:
         state = self._states.get(position)
         if state is None:
-            from ..migrate.router import Router
+            from ..migrate.runtime.files import Router
             from ..migrate.runtime.recorder import Recorder
 
             recorder = Recorder()
@@ -234,14 +234,14 @@ class MigrationTester:
 
     def _live(self) -> Catalog:
         from ..migrate.inspect import snapshot_catalog
-        from ..migrate.router import MIGRATE_TABLE
+        from ..migrate.runtime.files import MIGRATE_TABLE
 
         with self.db.checkout():
             return snapshot_catalog(self.db, ignore={MIGRATE_TABLE})
 
     def _expected(self, expect: Database, position: int) -> Catalog:
         """Build the replayed state's models at ``position`` in ``expect`` and read it back."""
-        from ..migrate._spec import quote
+        from ..migrate.ddl.spec import quote
         from ..migrate.inspect import snapshot_catalog, user_schemas
 
         models: list[Any] = _orm_models(self._state(position))

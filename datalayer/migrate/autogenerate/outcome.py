@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import MigrationError
-from ..plan import Plan
 from .code import Step
+from .plan import Plan
 
 __all__ = ["Diff", "DiffFile", "DiffResult", "Drop", "DropRefused", "GenerationError"]
 

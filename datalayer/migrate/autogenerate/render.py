@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..plan import Operation, Plan, PlannedMigration
 from .code import Step
 from .outcome import Diff, DiffFile, Drop
+from .plan import Operation, Plan, PlannedMigration
 
 __all__ = [
     "HEADER",

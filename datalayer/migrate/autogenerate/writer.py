@@ -31,7 +31,7 @@ from typing import Any
 
 import peewee as pw
 
-from .._spec import Sql, _untyped, database_of, deferred_fk_name, render
+from ..ddl.spec import Sql, _untyped, database_of, deferred_fk_name, render
 from .code import Attr, Call, Dict, Expr, Item, MethodCall, ModelDef, Module, Name, Seq, Value
 
 __all__ = ["CodeWriter", "Unwritable", "literal", "plain"]

@@ -1,6 +1,6 @@
 """``datalayer migrate lint``: each statement's locks and the rules it breaks.
 
-Reads the SQL that :mod:`datalayer.migrate.offline` renders (generated
+Reads the SQL that :mod:`datalayer.migrate.runtime.offline` renders (generated
 operations and hand-written ``migrator.sql`` alike), and each migration's
 rollback (a rollback is a deploy too), parses every statement with pglast
 (PostgreSQL's own parser, the ``lint`` extra), and reports per statement the

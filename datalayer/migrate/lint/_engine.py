@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import MigrationError
-from ..offline import DEFAULT_POSTGRES, PYTHON_PREFIX, MigrationSql, migration_sql, select_names
+from ..runtime.offline import (
+    DEFAULT_POSTGRES,
+    PYTHON_PREFIX,
+    MigrationSql,
+    migration_sql,
+    select_names,
+)
 from ._allow import read_allowances
 from ._generated import generated_report, unanalysed_report
 from ._locks import Facts, analyse

@@ -57,12 +57,12 @@ class Operation:
     @property
     def transactional(self) -> bool:
         """Whether every statement of the operation can run inside a transaction block."""
-        from .._ddl import Online
+        from ..ddl.alter import Online
 
         return not any(isinstance(step, Online) for step in self.steps)
 
     def statements(self, *, postgres: int = 12) -> list[Any]:
         """Return the statements of the queued steps with their lock facts (:mod:`..plan`)."""
-        from ..plan import statement_of
+        from ..autogenerate.plan import statement_of
 
         return [statement_of(step, postgres=postgres) for step in self.steps]

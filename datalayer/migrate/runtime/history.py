@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import contextlib
 
-from ..files import parse_module
+from .names import parse_module
 
 __all__ = ["replaced_names"]
 

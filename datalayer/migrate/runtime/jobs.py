@@ -1,7 +1,7 @@
 """Background data migrations: a batched UPDATE that resumes where it stopped.
 
 A migration declares one with ``migrator.backfill(model, update={...},
-background=True)`` (see :meth:`~datalayer.migrate.migrator.DatalayerMigrator.backfill`).
+background=True)`` (see :meth:`~datalayer.migrate.operations.migrator.DatalayerMigrator.backfill`).
 Applying the migration only *registers* the job: a row in the history
 database's jobs table (``migratehistory_jobs``, next to ``migratehistory``),
 written in the migration's own transaction.  The rows are changed afterwards,

@@ -32,8 +32,8 @@ from typing import Any
 import peewee as pw
 
 from ...errors import MigrationError
-from .._ddl import BatchFill, Online, _column_ddl, _short_name, set_not_null
-from .._spec import ColumnSpec, Sql, TableSpec, quote
+from ..ddl.alter import BatchFill, Online, _column_ddl, _short_name, set_not_null
+from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
 from ..operations import Operation, Phase
 from ..operations import kinds as k
 

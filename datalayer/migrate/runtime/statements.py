@@ -425,8 +425,8 @@ def _read_do(body: str) -> list[Planned]:
 
 def _texts(op: Any, recorder: Any) -> list[Planned] | None:
     """Return what one queued operation does (None: Python code)."""
-    from .._ddl import BatchFill, Online
-    from .._spec import Sql
+    from ..ddl.alter import BatchFill, Online
+    from ..ddl.spec import Sql
     from .recorder import render
 
     step = getattr(op, "_datalayer_step", None)
@@ -460,8 +460,8 @@ def planned(
     A file that cannot be read this way (it reads the database while it is
     queued, or fails) gets ``[Opaque(...)]``, and so does every file after it.
     """
-    from ..migrator import bound
-    from ..router import call_migration
+    from ..operations.migrator import bound
+    from .files import call_migration
     from .recorder import Recorder, render
 
     out: dict[str, list[Planned]] = {}

@@ -7,7 +7,7 @@
   becoming tables when ``--auto-source`` names a module.
 """
 
-from datalayer.migrate.generate import install_upstream
+from datalayer.migrate.autogenerate.compare import install_upstream
 
 install_upstream()
 

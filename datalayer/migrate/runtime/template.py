@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 
-from .autogenerate.render import fill_template
+from ..autogenerate.render import fill_template
 
 __all__ = ["operations", "render_migration"]
 

@@ -20,13 +20,13 @@ from typing import Any
 
 from playhouse.migrate import Operation
 
-from ..errors import MigrationError
-from ..project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
-from ._ddl import Online
-from .facts import StatementFacts
-from .files import number, sort_key
-from .router import LoadedMigration, Router, _without_transaction
-from .runtime.recorder import Recorder
+from ...errors import MigrationError
+from ...project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
+from ..ddl.alter import Online
+from ..facts import StatementFacts
+from .files import LoadedMigration, Router, _without_transaction
+from .names import number, sort_key
+from .recorder import Recorder
 
 __all__ = [
     "DEFAULT_POSTGRES",
@@ -91,7 +91,7 @@ def _render_one(
     (``migrator.sql``, ``database.execute_sql``) and upstream operations
     carry None: only parsing can tell.
     """
-    from .plan import statement_of
+    from ..autogenerate.plan import statement_of
 
     recorder: Any = router.database
     fn = loaded.rollback if downgrade else loaded.migrate

@@ -25,11 +25,11 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from . import facts
-from ._ddl import BatchFill, Online, Step
-from ._spec import Sql
-from .autogenerate.code import Step as CodeStep
-from .facts import Lock
+from .. import facts
+from ..ddl.alter import BatchFill, Online, Step
+from ..ddl.spec import Sql
+from ..facts import Lock
+from .code import Step as CodeStep
 
 __all__ = [
     "Lock",
@@ -321,7 +321,7 @@ def read_migrations(
     statements the file sends through ``database.execute_sql`` directly.
     ``router`` is datalayer's :class:`~datalayer.migrate.router.Router`.
     """
-    from ..errors import MigrationError
+    from ...errors import MigrationError
 
     todo = list(router.todo)
     wanted = list(todo if names is None else names)
@@ -331,7 +331,7 @@ def read_migrations(
             f"no migration {', '.join(unknown)} in {router.migrate_dir}; "
             "`datalayer migrate status` lists them"
         )
-    from .runtime.recorder import Recorder
+    from ..runtime.recorder import Recorder
 
     recorder = Recorder(postgres)
     migrator = router.migrator_class(recorder)  # datalayer's: it has take_steps()

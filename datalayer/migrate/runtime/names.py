@@ -21,7 +21,7 @@ import re
 import threading
 from pathlib import Path
 
-from ..errors import MigrationError
+from ...errors import MigrationError
 
 __all__ = [
     "MIGRATION_RE",

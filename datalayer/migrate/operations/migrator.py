@@ -38,8 +38,8 @@ import peewee as pw
 from peewee_migrate import Migrator
 from playhouse.migrate import SchemaMigrator
 
-from . import operations as ops
-from ._ddl import (
+from .. import operations as ops
+from ..ddl.alter import (
     BatchFill,
     Step,
     fill_nulls,
@@ -50,7 +50,7 @@ from ._ddl import (
     plan_set_schema,
     validate_constraints,
 )
-from ._spec import (
+from ..ddl.spec import (
     Sql,
     TableSpec,
     UnsupportedChange,
@@ -60,7 +60,7 @@ from ._spec import (
     rename_identifier,
     table_spec,
 )
-from .operations import calls
+from . import calls
 
 __all__ = [
     "DatalayerMigrator",
@@ -396,7 +396,7 @@ class RowsGuard:
         )
 
     def __call__(self) -> None:
-        from ..errors import MigrationError
+        from ...errors import MigrationError
 
         problem = self.blocked()
         if problem:
@@ -969,7 +969,7 @@ class DatalayerMigrator(Migrator):
         background: bool,
     ) -> type[pw.Model]:
         """Queue the registration of a background job (see :meth:`backfill`)."""
-        from .runtime import jobs
+        from ..runtime import jobs
 
         table = cls._meta.table_name
         if not background:

@@ -48,13 +48,14 @@ from typing import Any
 
 import peewee as pw
 
-from ..config import Settings
-from ..errors import DatalayerError, LockTimeout, MigrationError
+from ...config import Settings
+from ...errors import DatalayerError, LockTimeout, MigrationError
+from ..operations import Phase
 from . import checksum as _checksum
-from . import online
-from .files import content_hash, number, require_dir, sort_key
-from .operations import Phase
-from .router import (
+from . import jobs as _jobs
+from . import online, prechecks
+from . import phases as _phases
+from .files import (
     MIGRATE_TABLE,
     HistoryRow,
     Router,
@@ -63,10 +64,8 @@ from .router import (
     call_migration,
     session_settings,
 )
-from .runtime import jobs as _jobs
-from .runtime import phases as _phases
-from .runtime import prechecks
-from .runtime.recorder import Recorder, render
+from .names import content_hash, number, require_dir, sort_key
+from .recorder import Recorder, render
 
 __all__ = [
     "DEFAULT_LOCK_RETRIES",
@@ -219,7 +218,7 @@ def _describe(db: Any) -> str:
 
 
 def _default_dir(target: Target) -> Path:
-    from ..project import default_migrations_dir
+    from ...project import default_migrations_dir
 
     settings = target if isinstance(target, Settings) else getattr(target, "_settings", None)
     return default_migrations_dir(settings if isinstance(settings, Settings) else None)
@@ -235,7 +234,7 @@ def _connected(target: Target) -> Iterator[Any]:
     ``statement_timeout``, none by default) and may legitimately take far longer.
     """
     if isinstance(target, Settings):
-        from ..db import Database, resolve
+        from ...db import Database, resolve
 
         db = Database(resolve(target))
         try:
@@ -361,7 +360,7 @@ def _migration_lock(
     :raises MigrationError: behind a transaction-pooling pooler (PgBouncer), where
         a session lock would not stay with this session.
     """
-    from .._pooler import require_direct_connection
+    from ..._pooler import require_direct_connection
 
     require_direct_connection(db, what="datalayer migrate", where=_describe(db))
     check_interval = (getattr(db, "server_version", 0) or 0) >= 140000
@@ -484,7 +483,7 @@ def _timeouts(lock_timeout: float | None, statement_timeout: float | None) -> li
 
 def _replaced(router: Router) -> dict[str, str]:
     """Return ``{folded name: squashed migration}`` for the squashed files on disk."""
-    from .runtime.history import replaced_names
+    from .history import replaced_names
 
     return replaced_names({f"{n}.py": router.source(n) for n in router.todo})
 
@@ -680,7 +679,7 @@ def _wait_for_old_releases(
     on_wait: Callable[[str], None] | None,
 ) -> None:
     """Before a contract part: wait for connections announcing another release to leave."""
-    from .runtime.releases import wait_for_old_releases
+    from .releases import wait_for_old_releases
 
     if release is None:
         settings = target if isinstance(target, Settings) else getattr(db, "_settings", None)
@@ -705,7 +704,7 @@ def _checks_before_ddl(
     router: Router, db: Any, applied: list[str], pending: list[str]
 ) -> dict[str, list[prechecks.Precheck]]:
     """Return the checks of live rows each pending migration needs (:mod:`.runtime.prechecks`)."""
-    from .runtime.statements import planned
+    from .statements import planned
 
     return prechecks.derive(planned(router, applied, pending, postgres=_postgres_major(db)))
 
@@ -885,7 +884,7 @@ class _Online:
         run left is that run's to find).  The session settings go on the new
         connection too.
         """
-        from ..errors import ConnectionLost
+        from ...errors import ConnectionLost
 
         db = self.router.database
         conn = getattr(getattr(db, "_state", None), "conn", None)
@@ -1148,10 +1147,10 @@ def _recorded(router: Router, name: str, unknown: BaseException) -> bool | None:
     the migration's own transaction (or last, for ``atomic = False``), so it is
     there exactly when the migration was recorded as applied.
     """
-    from .. import _outcome
-    from .._sql import Statement
-    from ..db import Database
-    from ..errors import DatabaseUnavailable
+    from ... import _outcome
+    from ..._sql import Statement
+    from ...db import Database
+    from ...errors import DatabaseUnavailable
 
     db = router.database
     if not isinstance(db, Database):  # a plain peewee database: no pool to ask another on
@@ -1182,7 +1181,7 @@ def _lost_connection(
     Returns None when ``exc`` is not a lost connection.  The migration lock went
     with the connection, so the run stops here in every case.
     """
-    from ..errors import ConnectionLost
+    from ...errors import ConnectionLost
 
     lost = _find_error(exc, ConnectionLost)
     if lost is None:
@@ -1258,7 +1257,7 @@ def _dry_run(
             statements: list[str] = []
             start = time.perf_counter()
             try:
-                from .migrator import bound
+                from ..operations.migrator import bound
 
                 fn = loaded.rollback if downgrade else loaded.migrate
                 if loaded.atomic:
@@ -1386,7 +1385,7 @@ def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps
     which reports it.
     """
 
-    from .migrator import RowsGuard
+    from ..operations.migrator import RowsGuard
 
     names = list(reversed(applied[-steps:]))
     recorder = Recorder()
@@ -1452,7 +1451,7 @@ def status(
         ):
             modified.append(name)
     problems = _checksum.problems(directory, files)
-    from .runtime.history import replaced_names
+    from .history import replaced_names
 
     folded = replaced_names(files)
     return Status(
@@ -1471,6 +1470,6 @@ def status(
 
 def _phase_status(router: Router) -> tuple[list[str], list[Any]]:
     """Return the half-applied migrations and the other connections (reads only)."""
-    from .runtime.releases import connected
+    from .releases import connected
 
     return list(_phases.expanded(router)), connected(router.database)

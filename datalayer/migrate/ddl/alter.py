@@ -29,8 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import facts
-from ._spec import (
+from .. import facts
+from .spec import (
     ColumnSpec,
     IndexSpec,
     Sql,

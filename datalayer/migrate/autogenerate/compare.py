@@ -54,10 +54,10 @@ from typing import Any
 
 import peewee as pw
 
-from ..errors import MigrationError
-from ..project import DEFAULT_POSTGRES, MIN_POSTGRES
-from ._ddl import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
-from ._spec import (
+from ...errors import MigrationError
+from ...project import DEFAULT_POSTGRES, MIN_POSTGRES
+from ..ddl.alter import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
+from ..ddl.spec import (
     ColumnSpec,
     IndexSpec,
     Sql,
@@ -74,9 +74,13 @@ from ._spec import (
     sort_models,
     table_spec,
 )
-from .autogenerate import upstream as _upstream
-from .autogenerate.code import Dict, Expr, MethodCall, Step
-from .autogenerate.outcome import (
+from ..facts import parse_type
+from ..operations.migrator import DatalayerMigrator
+from ..runtime.names import MigrationNameError, check_name
+from . import upstream as _upstream
+from .code import Dict, Expr, MethodCall, Step
+from .hints import renamed_from_of
+from .outcome import (
     Diff,
     DiffFile,
     DiffResult,
@@ -84,19 +88,15 @@ from .autogenerate.outcome import (
     DropRefused,
     GenerationError,
 )
-from .autogenerate.render import diff_of as _diff_of
-from .autogenerate.render import render_file_bodies, write_file
-from .autogenerate.split import Chunk as _Chunk
-from .autogenerate.split import apply_step as _apply
-from .autogenerate.split import groups as _groups
-from .autogenerate.split import operations as _operations
-from .autogenerate.split import run_steps as _run_steps
-from .autogenerate.writer import CodeWriter, Unwritable, plain
-from .facts import parse_type
-from .files import MigrationNameError, check_name
-from .hints import renamed_from_of
-from .migrator import DatalayerMigrator
 from .plan import Plan, PlannedMigration
+from .render import diff_of as _diff_of
+from .render import render_file_bodies, write_file
+from .split import Chunk as _Chunk
+from .split import apply_step as _apply
+from .split import groups as _groups
+from .split import operations as _operations
+from .split import run_steps as _run_steps
+from .writer import CodeWriter, Unwritable, plain
 
 __all__ = [
     "Diff",
@@ -146,7 +146,7 @@ def next_name(existing_names: Iterable[str], name: str) -> str:
 
 
 def _default_models() -> list[type[pw.Model]]:
-    from ..project import default_models
+    from ...project import default_models
 
     return default_models()  # the project's: [tool.datalayer] models, else datalayer's
 

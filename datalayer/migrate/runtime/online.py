@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import MigrationError
+from ...errors import MigrationError
 
 __all__ = [
     "Before",

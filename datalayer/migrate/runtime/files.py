@@ -40,9 +40,9 @@ from peewee_migrate import Migrator
 from peewee_migrate import Router as _UpstreamRouter
 from peewee_migrate.models import MIGRATE_TABLE
 
-from ..errors import MigrationError
-from .files import MIGRATION_RE, content_hash, migration_names, parse_module, read_migration
-from .runtime.recorder import watched
+from ...errors import MigrationError
+from .names import MIGRATION_RE, content_hash, migration_names, parse_module, read_migration
+from .recorder import watched
 
 __all__ = [
     "MIGRATE_TABLE",
@@ -68,7 +68,7 @@ def _void(migrator: Any, database: Any, *, fake: bool = False) -> None:
 
 def default_migrator_class() -> type[Migrator]:
     """Return the migrator class migrations run with: ``DatalayerMigrator``."""
-    from .migrator import DatalayerMigrator
+    from ..operations.migrator import DatalayerMigrator
 
     cls: type[Migrator] = DatalayerMigrator
     return cls
@@ -218,7 +218,7 @@ def _history_statement(sql: str, count: int) -> Any:
     key = (sql, count)
     stmt = _STATEMENTS.get(key)
     if stmt is None:
-        from .._sql import Statement
+        from ..._sql import Statement
 
         with _STATEMENTS_LOCK:
             if len(_STATEMENTS) > 64:  # a handful in practice: table names x column sets
@@ -368,7 +368,7 @@ class Router(_UpstreamRouter):
         ``migrate`` and ``rollback`` are bodies given as text (peewee-migrate's
         interface); the generator writes through :meth:`write_migration`.
         """
-        from ._template import render_migration
+        from .template import render_migration
 
         return self.write_migration(
             name, lambda filename: render_migration(filename, migrate, rollback), num=num
@@ -409,11 +409,11 @@ class Router(_UpstreamRouter):
         process that asks for the status again and again plans it once per
         connection; on any other peewee database, through ``execute_sql``.
         """
-        from ..db import Database
+        from ...db import Database
 
         db = self.database
         if type(db) is Database and db._pool is not None:
-            from .._sql import fetchall
+            from ..._sql import fetchall
 
             return fetchall(db, _history_statement(sql, len(params)),
                             {f"p{i}": p for i, p in enumerate(params)})
@@ -491,8 +491,8 @@ class Router(_UpstreamRouter):
         bound to its own database again.  Nothing is cached: a cached state
         would be code to execute, and replaying needs no database.
         """
-        from .migrator import bound, replaying
-        from .runtime.recorder import Recorder
+        from ..operations.migrator import bound, replaying
+        from .recorder import Recorder
 
         del cache  # accepted for callers; replayed states are not cached (they were code)
         recorder = Recorder()
@@ -558,8 +558,8 @@ class Router(_UpstreamRouter):
         phased apply keeps one part, :mod:`.runtime.phases`); ``record``, when
         given, replaces the history row write.
         """
+        from ..operations.migrator import bound
         from . import online
-        from .migrator import bound
 
         loaded = self.load(name)
         fn = loaded.rollback if downgrade else loaded.migrate
@@ -703,7 +703,7 @@ def _without_transaction(migrator: Migrator) -> Iterator[None]:
 
 
 def _next_name(existing: list[str], name: str) -> str:
-    from .generate import next_name  # deferred: the generator is not needed to apply
+    from ..autogenerate.compare import next_name  # deferred: the generator is not needed to apply
 
     result: str = next_name(existing, name)
     return result.removesuffix(".py")

@@ -21,7 +21,7 @@ from typing import Any
 import peewee as pw
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
-from ..project import sort_models
+from ...project import sort_models
 
 __all__ = [
     "ColumnSpec",

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChecksumError, MigrationError
-from .files import SUM_FILE, migration_files, read_migration, require_dir, sort_key
+from ...errors import ChecksumError, MigrationError
+from .names import SUM_FILE, migration_files, read_migration, require_dir, sort_key
 
 __all__ = [
     "SumEntry",

@@ -192,7 +192,7 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any) -> Any:
     import dataclasses
 
-    from .inspect import catalog as schema
+    from ..inspect import catalog as schema
 
     if isinstance(value, dict):
         if "__t__" in value:
