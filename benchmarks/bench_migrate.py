@@ -26,12 +26,29 @@ run of each command, as a developer's cache is after the first run of a
 commit).  The ratio columns divide each time by the same command's time with
 1 file (targets: warm at most 1.5x, cold at most 2x); the last column is the
 cold growth per file: (time at N - time at 1) / (N - 1).
-This is a benchmark, not a test: it prints figures and asserts nothing.
+
+Two tables come out of one run, with the same columns: WALL time of each CLI
+process, and its CPU time (user + system of the child process and the
+processes it waited for, from ``resource.getrusage(RUSAGE_CHILDREN)`` deltas
+around each run).  On a shared, loaded machine wall time is mostly waiting
+for a core, so a cell over target in wall time only is load; over target in
+CPU time it is a real cost.  The CPU time leaves out the server's side (the
+PostgreSQL backends that run the statements, and the work of creating
+``check``'s scratch database).  Each cell is the median of ROUNDS rounds
+(``DATALAYER_BENCH_MIGRATE_ROUNDS``, default 3, or ``--rounds N``); the load
+average is printed at the start and at the end.
+
+``python -m benchmarks.bench_migrate [--rounds N] [--sizes 1,100,1000]``
+runs it with options; ``--write-project DIR --files N`` only writes the
+project of N files (models, pyproject.toml, migrations) to profile a command
+on it.  This is a benchmark, not a test: it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -134,26 +151,40 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)
+) -> tuple[float, float]:
+    """Run one CLI process; return its (wall seconds, CPU seconds: user + system)."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if done.returncode not in ok:
         raise SystemExit(
             f"{' '.join(args[:4])} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
         )
-    return seconds
+    return seconds, cpu
+
+
+Cell = tuple[float, float]
+"""(wall median s, CPU median s) of one command in one mode."""
 
 
 def measure(
     server: Settings, n_files: int, rounds: int
-) -> dict[str, tuple[float, float, float | None]]:
-    """Return {command: (datalayer cold median s, warm median s, upstream median s or None)}."""
+) -> dict[str, dict[str, Cell | None]]:
+    """Return {command: {"cold"|"warm"|"up": (wall median s, CPU median s) or None}}."""
     from benchmarks._common import scratch_database
 
     dl, pw_ = _bin("datalayer"), _bin("pw_migrate")
     names_ = ("diff", "status", "apply 1", "rollback 1", "check")
-    times: dict[str, dict[str, list[float]]] = {
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
         k: {"cold": [], "warm": [], "up": []} for k in names_
     }
     with tempfile.TemporaryDirectory(prefix="datalayer-bench-") as tmp:
@@ -208,7 +239,7 @@ def measure(
                         if mode == "up":
                             if up_cmd is None:
                                 continue
-                            seconds = _run(up_cmd, root, env, ok=(0, 3))
+                            timed = _run(up_cmd, root, env, ok=(0, 3))
                             if name == "diff":
                                 for made in upstream_dir.glob("*_x.py"):
                                     made.unlink()
@@ -220,44 +251,88 @@ def measure(
                                     **ours_env,
                                     "DATALAYER_CACHE_DIR": str(Path(tmp) / f"cold{cold}"),
                                 }
-                            seconds = _run(ours_cmd, root, run_env, ok=(0, 3))
-                        times[name][mode].append(seconds)
-    return {
-        k: (
-            statistics.median(t["cold"]),
-            statistics.median(t["warm"]),
-            statistics.median(t["up"]) if t["up"] else None,
-        )
-        for k, t in times.items()
-    }
+                            timed = _run(ours_cmd, root, run_env, ok=(0, 3))
+                        times[name][mode].append(timed)
+    return {k: {mode: _medians(runs) for mode, runs in t.items()} for k, t in times.items()}
 
 
-def main() -> int:
-    """Run the benchmark and print the table."""
-    from benchmarks._common import server_settings
+def _medians(runs: list[tuple[float, float]]) -> Cell | None:
+    if not runs:
+        return None
+    return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
 
-    server = server_settings()
-    print(f"server: {server.describe()}; {ROUNDS} rounds; CLI wall time, medians")
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_table(
+    title: str, results: dict[int, dict[str, dict[str, Cell | None]]], which: int
+) -> None:
+    """Print one table: ``which`` 0 for wall time, 1 for CPU time."""
+    sizes = sorted(results)
+    print(f"\n{title}")
     header = (
         f"{'command':<11}{'files':>6} {'cold':>9} {'warm':>9} {'upstream':>9} "
         f"{'cold vs 1':>10} {'warm vs 1':>10} {'per file':>9}"
     )
     print(header)
     print("-" * len(header))
-    results = {n: measure(server, n, ROUNDS) for n in SIZES}
-    for command in results[SIZES[0]]:
-        cold1, warm1, _ = results[SIZES[0]][command]
-        for n in SIZES:
-            cold, warm, up = results[n][command]
-            upstream = f"{up * 1e3:6.0f} ms" if up else f"{'-':>9}"
-            growth = (cold - cold1) / (n - 1) * 1e3 if n > 1 else 0.0
+    first = results[sizes[0]]
+    for command in first:
+        base = first[command]
+        cold1, warm1 = base["cold"], base["warm"]
+        assert cold1 is not None and warm1 is not None
+        for n in sizes:
+            cells = results[n][command]
+            cold, warm, up = cells["cold"], cells["warm"], cells["up"]
+            assert cold is not None and warm is not None
+            upstream = f"{up[which] * 1e3:6.0f} ms" if up else f"{'-':>9}"
+            growth = (cold[which] - cold1[which]) / (n - 1) * 1e3 if n > sizes[0] else 0.0
             print(
-                f"{command:<11}{n:>6} {cold * 1e3:6.0f} ms {warm * 1e3:6.0f} ms {upstream} "
-                f"{cold / cold1:9.2f}x {warm / warm1:9.2f}x {growth:6.2f} ms"
+                f"{command:<11}{n:>6} {cold[which] * 1e3:6.0f} ms {warm[which] * 1e3:6.0f} ms "
+                f"{upstream} {cold[which] / cold1[which]:9.2f}x "
+                f"{warm[which] / warm1[which]:9.2f}x {growth:6.2f} ms"
             )
-        sys.stdout.flush()
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the two tables (wall time, CPU time)."""
+    from benchmarks._common import server_settings
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_migrate")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="medians of N rounds")
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="history lengths, comma-separated"
+    )
+    parser.add_argument("--write-project", type=Path, metavar="DIR",
+                        help="only write a project of --files migrations to DIR")
+    parser.add_argument("--files", type=int, default=SIZES[-1])
+    args = parser.parse_args([] if argv is None else argv)
+    if args.write_project is not None:
+        directory = write_project(args.write_project, args.files)
+        print(f"{args.files} migrations in {directory}")
+        return 0
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    server = server_settings()
+    print(
+        f"server: {server.describe()}; medians of {args.rounds} rounds; whole CLI processes; "
+        f"load average at start: {_load()}"
+    )
+    results: dict[int, dict[str, dict[str, Cell | None]]] = {}
+    for n in sizes:
+        results[n] = measure(server, n, args.rounds)
+        print(f"{n} files measured; load average {_load()}", flush=True)
+    print_table("WALL time of the CLI process (medians)", results, 0)
+    print_table(
+        "CPU time of the CLI process, user + system (medians; the server's side, "
+        "the PostgreSQL backends and the scratch database's creation, is not counted)",
+        results, 1,
+    )
+    print(f"\nload average at end: {_load()}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

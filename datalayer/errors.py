@@ -103,6 +103,15 @@ class ChecksumError(MigrationError):
         super().__init__(message)
 
 
+class GenerationError(MigrationError):
+    """A migration could not be generated; ``problems`` lists why."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        self.problems = list(problems)
+        text = message if not self.problems else message + ":\n  " + "\n  ".join(self.problems)
+        super().__init__(text)
+
+
 class LockTimeout(MigrationError):
     """Another process held the migration lock for too long."""
 
@@ -117,6 +126,7 @@ __all__ = [
     "DatalayerError",
     "DuplicateError",
     "EmbeddedServerError",
+    "GenerationError",
     "LockTimeout",
     "MigrationError",
     "NotFound",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,16 +28,16 @@ import peewee_migrate
 import pytest
 from playhouse.postgres_ext import DateTimeTZField, PostgresqlExtDatabase
 
+from datalayer.errors import GenerationError
 from datalayer.migrate.autogenerate.compare import (
     DiffResult,
-    GenerationError,
     compute_diff,
     create_migration,
     diff_source,
-    next_name,
 )
 from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.migrate.inspect import Schema, compare, snapshot
+from datalayer.migrate.runtime.names import next_name
 from datalayer.models.fields import created_at_field, uuid_pk
 from tests.pgserver import Server
 
@@ -753,12 +752,10 @@ def test_thousandth_migration_applies(
                    r"\1    pass\n", body, flags=re.S)
     for n in range(2, 1000):
         (tmp_path / f"{n:03d}_noop.py").write_text(empty)
-    start = time.perf_counter()
+    # How long the replay takes is measured by `python -m benchmarks migrate`, not here.
     result = create_migration(router, "add_code", [item(code=pw.CharField(max_length=5,
                                                                             null=True))])
-    elapsed = time.perf_counter() - start
     assert result is not None and result.name == "1000_add_code", result
-    assert elapsed < 20, f"replaying 999 files took {elapsed:.1f} s"
     router.run()
     assert router.done[-1] == "1000_add_code"
     assert compare(declared(ref, [item(code=pw.CharField(max_length=5, null=True))]),

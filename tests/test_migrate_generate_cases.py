@@ -8,10 +8,9 @@ behaviour (schemas, rows, errors), not at the text of the generated code.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import decimal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,136 +29,23 @@ from datalayer.migrate.autogenerate.compare import (
     DropRefused,
     GenerationError,
     create_migration,
-    diff_source,
 )
 from datalayer.migrate.autogenerate.hints import renamed_from
-from datalayer.migrate.inspect import compare, snapshot
 from datalayer.models.fields import created_at_field, uuid_pk
+from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
+    Case,
+    Models,
+    both_forms,
+    declared,
+    differences,
+    fails_sql,
+    mig_fixture,
+    ref_db_fixture,
+    run_case,
+    snapshots,
+)
 from tests.pgserver import Server
 from tests.test_migrate_generate import PlainRouter, item, model, open_db, rows
-
-Models = list[type[pw.Model]]
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
-
-
-def user_schemas(db: pw.Database) -> list[str]:
-    return [r[0] for r in rows(db, "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' "
-                                   "AND nspname <> 'information_schema' ORDER BY 1")]
-
-
-def snapshots(db: pw.Database) -> dict[str, Any]:
-    """Return the snapshot of every user schema of ``db`` (empty schemas left out)."""
-    out = {}
-    for schema in user_schemas(db):
-        snap = snapshot(db, schema)
-        if snap.tables:
-            out[schema] = snap
-    return out
-
-
-def differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
-    problems = [f"schema {s}: missing" for s in want if s not in got]
-    problems += [f"schema {s}: unexpected" for s in got if s not in want]
-    for s in set(want) & set(got):
-        problems += [f"{s}: {p}" for p in compare(want[s], got[s])]
-    return problems
-
-
-def declared(ref: pw.Database, models: Models) -> dict[str, Any]:
-    """Return the schemas ``create_tables()`` makes for ``models`` on an emptied ``ref``."""
-    for schema in user_schemas(ref):
-        ref.execute_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    ref.execute_sql("CREATE SCHEMA public")
-    for schema in {m._meta.schema for m in models if m._meta.schema}:
-        ref.execute_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    with ref.bind_ctx(models):
-        ref.create_tables(models)
-        for m in models:  # a DeferredForeignKey's constraint, once both tables exist
-            for field in list(m._meta.refs):
-                if field.deferred:
-                    m._schema.create_foreign_key(field)
-    return snapshots(ref)
-
-
-@pytest.fixture(scope="module")
-def ref_db(pg: Server) -> Iterator[PostgresqlExtDatabase]:
-    with pg.database("dlref") as name:
-        db = open_db(pg, name)
-        try:
-            yield db
-        finally:
-            db.close()
-
-
-@pytest.fixture
-def mig(pg: Server) -> Iterator[PostgresqlExtDatabase]:
-    with pg.database("dlgen") as name:
-        db = open_db(pg, name)
-        try:
-            yield db
-        finally:
-            db.close()
-
-
-@dataclasses.dataclass
-class Case:
-    """One model change: v1 and v2, rows to seed, what must hold after it and after rollback."""
-
-    id: str
-    v1: Callable[[], Models]
-    v2: Callable[[], Models]
-    seed: str = ""
-    after: Callable[[pw.Database], None] | None = None
-    after_rollback: Callable[[pw.Database], None] | None = None
-    allow_drop: bool = False
-    warns: tuple[str, ...] = ()
-    rollback_keeps_rows: bool = True
-    unsafe: bool = False  # the plain forms (one transaction) instead of the safe ones
-
-
-def run_case(case: Case, mig: pw.Database, ref: pw.Database, tmp_path: Path) -> None:
-    router = PlainRouter(mig, tmp_path)
-    assert create_migration(router, "v1", case.v1()) is not None
-    router.run()
-    assert differences(declared(ref, case.v1()), snapshots(mig)) == []
-    if case.seed:
-        mig.execute_sql(case.seed)
-    before = snapshots(mig)
-    seeded = {t: rows(mig, f"SELECT count(*) FROM {t}")[0][0] for t in _tables(mig)}
-
-    second = create_migration(router, "v2", case.v2(), allow_drop=case.allow_drop,
-                              unsafe=case.unsafe)
-    assert second is not None, "a migration was expected"
-    for needle in case.warns:
-        assert any(needle in w for w in second.warnings), (needle, second.warnings)
-    router.run()
-    assert router.done == ["001_v1", *second.names]  # a part without a transaction: NAME_2
-    assert differences(declared(ref, case.v2()), snapshots(mig)) == []
-    assert diff_source(router, case.v2(), unsafe=case.unsafe) is None, (
-        "a second diff must find nothing")
-    if case.after is not None:
-        with mig.atomic() as txn:
-            case.after(mig)
-            txn.rollback()
-
-    for _ in second.names:
-        router.rollback()
-    assert router.done == ["001_v1"]
-    assert differences(before, snapshots(mig)) == [], "rollback must restore the v1 schema"
-    if case.rollback_keeps_rows:
-        again = {t: rows(mig, f"SELECT count(*) FROM {t}")[0][0] for t in _tables(mig)}
-        assert again == seeded, "the rows survive the rollback"
-    if case.after_rollback is not None:
-        case.after_rollback(mig)
-
-
-def _tables(db: pw.Database) -> list[str]:
-    return [
-        f'"{s}"."{t}"' for s, t in rows(
-            db, "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
-                "('pg_catalog', 'information_schema') AND tablename <> 'migratehistory'")
-    ]
-
 
 # -- item 2: drops are explicit --------------------------------------------------------
 
@@ -414,15 +300,6 @@ def _circular_after(db: pw.Database) -> None:
     assert fails_sql(db, "UPDATE teams SET owner_id = -1")  # the deferred FK is enforced
     db.execute_sql("DELETE FROM members")
     assert rows(db, "SELECT count(*) FROM teams WHERE owner_id IS NULL") == [(1,)]
-
-
-def fails_sql(db: pw.Database, sql: str) -> bool:
-    try:
-        with db.atomic():
-            db.execute_sql(sql)
-    except pw.DatabaseError:
-        return True
-    return False
 
 
 CASES = [
@@ -1159,11 +1036,6 @@ def checked(pg: Server, tmp_path: Path, v1: Models, v2: Models, **options: Any) 
     write_sum(directory)
     assert check(settings, directory, v2) == []
     return second
-
-
-def both_forms(*cases: Case) -> list[Case]:
-    """Each case in the safe forms (the default) and in the plain forms (``unsafe``)."""
-    return [*cases, *(dataclasses.replace(c, id=c.id + "_unsafe", unsafe=True) for c in cases)]
 
 
 def _constant_defaults_after(db: pw.Database) -> None:

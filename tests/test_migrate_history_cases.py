@@ -9,7 +9,7 @@ message that names the cause and the way out.  The harness is the one of
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +25,18 @@ from datalayer.migrate.autogenerate.compare import (
 )
 from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.migrate.runtime.files import Router
-from tests.pgserver import Server
-from tests.test_migrate_generate import item, model, open_db, rows
-from tests.test_migrate_generate_cases import (
+from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
     Case,
     Models,
     both_forms,
+    check_passes,
     fails_sql,
+    mig_fixture,
+    ref_db_fixture,
     run_case,
 )
-
-
-@pytest.fixture(scope="module")
-def ref_db(pg: Server) -> Iterator[PostgresqlExtDatabase]:
-    with pg.database("dlref") as name:
-        db = open_db(pg, name)
-        try:
-            yield db
-        finally:
-            db.close()
-
-
-@pytest.fixture
-def mig(pg: Server) -> Iterator[PostgresqlExtDatabase]:
-    with pg.database("dlgen") as name:
-        db = open_db(pg, name)
-        try:
-            yield db
-        finally:
-            db.close()
+from tests.pgserver import Server
+from tests.test_migrate_generate import item, model, rows
 
 
 def _diff(v1: Models, v2: Models, tmp_path: Path, **options: Any) -> Any:
@@ -353,29 +336,5 @@ def test_history_case(
     (tmp_path / "plain").mkdir()
     run_case(case, mig, ref_db, tmp_path / "plain")
     if not case.unsafe:  # the plain forms are for small tables: the lint flags them
-        checked_but_type_changes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop)
-
-
-def checked_but_type_changes(
-    pg: Server, tmp_path: Path, v1: Models, v2: Models, **options: Any
-) -> None:
-    """Generate v1 then v2 with datalayer's Router; ``check`` must pass on v2.
-
-    But for the lint's changing-column-type, which a type change needs an allow comment
-    for (the diff announces the type change).
-    """
-    from datalayer.db import Database
-    from datalayer.migrate.check import check
-    from datalayer.migrate.runtime.checksum import write_sum
-
-    settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
-    directory = tmp_path / "checked"
-    assert create_migration(Router(Database(), directory), "v1", v1) is not None
-    second = create_migration(Router(Database(), directory), "v2", v2, **options)
-    assert second is not None
-    write_sum(directory)
-    problems = check(settings, directory, v2)
-    assert [p for p in problems if ": changing-column-type: " not in p] == []
-    if any(": changing-column-type: " in p for p in problems):
-        assert any("changes the type of" in w for w in second.warnings), second.warnings
+        check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop)
 

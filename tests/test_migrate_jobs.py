@@ -24,6 +24,7 @@ from datalayer.cli import main
 from datalayer.config import Settings
 from datalayer.db import Database
 from datalayer.errors import MigrationError
+from datalayer.migrate.operations.background import JobSpec, register
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime import jobs
 from datalayer.migrate.runtime.checksum import write_sum
@@ -199,8 +200,8 @@ def test_waits_for_the_runner_that_holds_the_job(
     other = pg.raw(empty_db.dbname)
     try:
         with db.checkout():
-            jobs.register(db, "002_fill", jobs.JobSpec("fill", '"items"', "id", "n = n + 1",
-                                                      None, 40))
+            register(db, "002_fill", JobSpec("fill", '"items"', "id", "n = n + 1",
+                                             None, 40))
             job = jobs.list_jobs(db)[0]
             key = jobs._lock_key("migratehistory_jobs", job.id)
             with other.cursor() as cur:
@@ -269,8 +270,8 @@ def test_migrate_jobs_lists_runs_and_prints_json(
     db = Database(empty_db)
     try:
         with db.checkout():
-            jobs.register(db, "002_fill", jobs.JobSpec("late", '"items"', "id", "note = NULL",
-                                                      "note IS NOT NULL", 1000))
+            register(db, "002_fill", JobSpec("late", '"items"', "id", "note = NULL",
+                                             "note IS NOT NULL", 1000))
     finally:
         db.close_pool()
     # "running" in its row, but no process holds it (killed): listed as stopped.
@@ -329,8 +330,8 @@ def test_ctrl_c_stops_a_job_that_resumes_later(
     db = Database(empty_db)
     try:
         with db.checkout():  # registered only: `jobs --run` is what runs it here
-            jobs.register(db, "002_fill", jobs.JobSpec("fill", '"items"', "id", "n = n + 1",
-                                                      None, 10))
+            register(db, "002_fill", JobSpec("fill", '"items"', "id", "n = n + 1",
+                                             None, 10))
     finally:
         db.close_pool()
     env = cli_env(empty_db, mdir)

@@ -178,7 +178,7 @@ def test_a_field_option_that_has_no_literal_is_refused_in_one_line(tmp_path: Pat
     v2 = [_items(code=pw.CharField(max_length=Length(10), index_type=Odd(), null=True))]
     router = Router(pw.PostgresqlDatabase(None), tmp_path)
     assert create_migration(router, "v1", v1) is not None
-    from datalayer.migrate.autogenerate.compare import GenerationError
+    from datalayer.errors import GenerationError
 
     with pytest.raises(GenerationError) as err:
         compute_diff(router, v2)
@@ -187,7 +187,7 @@ def test_a_field_option_that_has_no_literal_is_refused_in_one_line(tmp_path: Pat
 
 
 def test_a_model_class_named_like_the_files_own_names_is_refused(tmp_path: Path) -> None:
-    from datalayer.migrate.autogenerate.compare import GenerationError
+    from datalayer.errors import GenerationError
 
     router = Router(pw.PostgresqlDatabase(None), tmp_path)
     with pytest.raises(GenerationError) as err:

@@ -469,6 +469,7 @@ def test_through_pgbouncer(configure, rep, routes, tmp_path_factory):
 
 def test_a_background_job_pauses_while_the_replica_lags(configure, rep):
     """A job's batches wait while the standby replays more than --max-lag behind (item 16.5)."""
+    from datalayer.migrate.operations.background import JobSpec, register
     from datalayer.migrate.runtime import jobs
 
     db = configure()
@@ -476,7 +477,7 @@ def test_a_background_job_pauses_while_the_replica_lags(configure, rep):
     with db.checkout():
         db.execute_sql(f"CREATE TABLE {table} (id serial PRIMARY KEY, n int NOT NULL DEFAULT 0)")
         db.execute_sql(f"INSERT INTO {table} (n) SELECT 0 FROM generate_series(1, 80)")
-        jobs.register(db, table, jobs.JobSpec("fill", table, "id", "n = n + 1", None, 10))
+        register(db, table, JobSpec("fill", table, "id", "n = n + 1", None, 10))
     rep.standby.set_apply_delay(0.5)  # each batch's commit replays 0.5 s late
     notes: list[str] = []
 

@@ -31,7 +31,7 @@ _LAZY: dict[str, str] = {
     "create_migration": "datalayer.migrate.autogenerate.compare",
     "DiffResult": "datalayer.migrate.autogenerate.compare",
     "DropRefused": "datalayer.migrate.autogenerate.compare",
-    "GenerationError": "datalayer.migrate.autogenerate.compare",
+    "GenerationError": "datalayer.errors",
     "write_sum": "datalayer.migrate.runtime.checksum",
     "verify": "datalayer.migrate.runtime.checksum",
     "Router": "datalayer.migrate.runtime.files",

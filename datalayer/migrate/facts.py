@@ -164,7 +164,7 @@ class StatementFacts(Protocol):
     """What the lint needs to know about one statement without parsing its SQL.
 
     The generator knows these facts for every statement it writes (today
-    :class:`.plan.Statement`; the operation objects of the engine's rework
+    :class:`.ddl.effects.Statement`; the operation objects of the engine's rework
     implement the same): the lint reads them when pglast is not installed, and
     parses only what is ``hand-written`` (``migrator.sql(...)``).
     """

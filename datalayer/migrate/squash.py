@@ -222,7 +222,7 @@ def _file_source(body_migrate: str, body_rollback: str, replaces: Sequence[str],
 
 
 def _check_name(name: str) -> None:
-    from .autogenerate.compare import next_name
+    from .runtime.names import next_name
 
     next_name([], name)
 

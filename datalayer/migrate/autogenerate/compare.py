@@ -20,8 +20,6 @@ validates, sets NOT NULL and adds UNIQUE constraints through their index.
 
 Interface (used by the runtime's Router and CLI):
 
-* :func:`next_name` ``(existing_names, name) -> str``: the next file name,
-  numbered after the highest one (``999_x`` is followed by ``1000_name``);
 * :func:`diff_source` ``(router, models=None) -> tuple[str, str] | None``:
   the ``migrate`` and ``rollback`` bodies (all files joined), None when
   nothing changed;
@@ -54,7 +52,7 @@ from typing import Any
 
 import peewee as pw
 
-from ...errors import MigrationError
+from ...errors import GenerationError, MigrationError
 from ...project import DEFAULT_POSTGRES, MIN_POSTGRES
 from ..ddl.alter import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
 from ..ddl.spec import (
@@ -76,7 +74,7 @@ from ..ddl.spec import (
 )
 from ..facts import parse_type
 from ..operations.migrator import DatalayerMigrator
-from ..runtime.names import MigrationNameError, check_name
+from ..runtime.names import next_name
 from . import upstream as _upstream
 from .code import Dict, Expr, MethodCall, Step
 from .hints import renamed_from_of
@@ -86,7 +84,6 @@ from .outcome import (
     DiffResult,
     Drop,
     DropRefused,
-    GenerationError,
 )
 from .plan import Plan, PlannedMigration
 from .render import diff_of as _diff_of
@@ -104,42 +101,16 @@ __all__ = [
     "DiffResult",
     "Drop",
     "DropRefused",
-    "GenerationError",
     "compute_diff",
     "create_migration",
     "diff_models",
     "diff_source",
     "install_upstream",
-    "next_name",
     "plan_models",
     "render_file_bodies",
 ]
 
-_NUMBER_RE = re.compile(r"^(\d+)_")
 _ONLINE_KW: tuple[str, Any] = ("online", True)
-
-
-# -- naming ----------------------------------------------------------------------
-
-
-def next_name(existing_names: Iterable[str], name: str) -> str:
-    """Return the name of the next migration: the highest number plus one, then ``name``.
-
-    Numbers have at least three digits (peewee-migrate's style) and grow past
-    999 (``1000_name``).  ``existing_names`` may carry a ``.py`` suffix.
-
-    :raises GenerationError: when ``name`` is not letters, digits and underscores.
-    """
-    try:
-        check_name(name)  # the one rule, shared with every command that reads files
-    except MigrationNameError as exc:
-        raise GenerationError(str(exc)) from None
-    top = 0
-    for existing in existing_names:
-        m = _NUMBER_RE.match(Path(existing).name)
-        if m:
-            top = max(top, int(m.group(1)))
-    return f"{top + 1:03d}_{name}"
 
 
 # -- models and history ----------------------------------------------------------
@@ -431,6 +402,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
+            self._warn_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -483,6 +455,25 @@ class _Planner:
             if len(kept) == len(early):
                 return kept
             early = kept
+
+    def _warn_unreferenced_rollback(
+        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
+    ) -> None:
+        """Warn when a column keeps its values but the table its foreign key named goes.
+
+        The rollback re-creates that table empty and adds the foreign key back, which
+        fails while the column holds values.
+        """
+        t = fm._meta.table_name
+        for f in fm._meta.refs:
+            target = f.rel_model._meta.table_name
+            if target not in to_map and f.column_name in tm._meta.columns:
+                self.warn(
+                    f"the rollback cannot run while {t}.{f.column_name} holds values: it "
+                    f"re-creates {target} empty and adds the foreign key of {t}.{f.column_name} "
+                    f"to it back; set {t}.{f.column_name} to NULL (or delete those rows) before "
+                    "rolling back"
+                )
 
     def _drop_tables(
         self, models: Sequence[type[pw.Model]], created: Sequence[type[pw.Model]]
@@ -799,13 +790,19 @@ class _Planner:
         ``plain``: in the plain form, whatever the mode (before a key column is dropped).
         """
         fm = self.state()[t]
-        # From a composite key, or from none (a serial key dropped with its column).
-        if not (tm._meta.composite_key and (fm._meta.composite_key or not fm._meta.primary_key)):
+        # From a composite key, or from none (a serial key dropped with its column); or a
+        # composite key given up, its columns kept (a table without a key, as peewee's
+        # ``primary_key = False``).
+        released = fm._meta.composite_key and not tm._meta.primary_key
+        if not released and not (
+            tm._meta.composite_key and (fm._meta.composite_key or not fm._meta.primary_key)
+        ):
             return
         if table_spec(fm).primary_key == table_spec(tm).primary_key:
             return
         flag = [_ONLINE_KW] if (online or self.mode == _ONLINE) and not plain else []
-        self.emit(self.writer.call("set_primary_key", t, *_key_fields(tm), kw=flag), table=t)
+        names = [] if released else _key_fields(tm)
+        self.emit(self.writer.call("set_primary_key", t, *names, kw=flag), table=t)
 
     def _change_fields(
         self, t: str, codes: Sequence[tuple[str, Expr]], flag: Sequence[tuple[str, Any]]
@@ -903,15 +900,26 @@ class _Planner:
                     f"makes {t}.{col} NOT NULL without a default: applying fails if it holds "
                     "NULLs; give the field a default or a server default"
                 )
-            if (before.type != after.type and not serial_base(before.type.text)
-                    and not serial_base(after.type.text)
-                    and rewrites_type(before.type, after.type)):
+            # A serial or identity column's type is its integer's (SERIAL to UUID rewrites).
+            old_type, new_type = (Sql(auto_base(c.type.text) or c.type.text)
+                                  for c in (before, after))
+            if old_type != new_type and rewrites_type(old_type, new_type):
                 self.warn(
                     f"changes the type of {t}.{col} from {before.type.text} to {after.type.text}, "
                     "which rewrites the table under ACCESS EXCLUSIVE (reads and writes wait; lint "
                     "rule changing-column-type). On a busy table do it by expand/contract instead: "
                     "add a new column, write both from the application, backfill it in batches, "
                     "switch reads to it, then drop the old one"
+                )
+            elif old_type != new_type and rewrites_type(new_type, old_type):
+                # In place going forward; the rollback (a deploy too, linted too) narrows back.
+                back = _narrowing(t, col, after, before)
+                self.warn(
+                    f"its rollback changes {t}.{col} back from {after.type.text} to "
+                    f"{before.type.text}, which rewrites the table under ACCESS EXCLUSIVE (lint "
+                    "rule changing-column-type, which reads rollbacks too: allow it in the file "
+                    "if that rollback may run on this table)"
+                    + (f"; rolling back {back.split('): ', 1)[1]}" if back else "")
                 )
             written = target
             if safe and source.primary_key != target.primary_key:
@@ -1072,12 +1080,16 @@ def _plain_integer(field: pw.Field, base: str) -> pw.Field:
     return out
 
 
+_INTEGER_BYTES = {"int2": 2, "int4": 4, "int8": 8}
+
+
 def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> str | None:
     """Return what changing ``before`` to ``after`` does to the stored data or indexes, if any.
 
     Numeric scale down rounds every value, precision down (integer digits) fails on
-    larger values, a shorter varchar fails on longer values, timestamp to date drops
-    the time of day, a collation change rebuilds the column's indexes.
+    larger values, a shorter varchar or integer type fails on longer or larger values,
+    timestamp to date drops the time of day, a collation change rebuilds the column's
+    indexes.
     """
     name = f"{table}.{col}"
     old, new = parse_type(before.type.text), parse_type(after.type.text)
@@ -1097,6 +1109,10 @@ def _narrowing(table: str, col: str, before: ColumnSpec, after: ColumnSpec) -> s
                 and new[1] and (not old[1] or old[1][0] > new[1][0]):
             return (f"narrows {name} {what}: the change fails if a stored value is longer "
                     f"than {new[1][0]} characters; shorten those values first")
+        if _INTEGER_BYTES.get(old[0], 0) > _INTEGER_BYTES.get(new[0], 8):
+            top = 2 ** (8 * _INTEGER_BYTES[new[0]] - 1)
+            return (f"narrows {name} {what}: the change fails if a stored value is outside "
+                    f"{-top} to {top - 1}; change those values first")
         if old[0] in ("timestamp", "timestamptz") and new[0] == "date":
             return (f"narrows {name} {what}: the time of day of every stored value is "
                     "dropped (only the date is kept)")
@@ -1273,7 +1289,7 @@ def _check_postgres(postgres: int) -> None:
 
 def plan_models(
     sim: DatalayerMigrator,
-    original: DatalayerMigrator,
+    original: DatalayerMigrator | None,
     models: Iterable[Any] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
@@ -1284,8 +1300,9 @@ def plan_models(
 
     ``sim`` and ``original`` must hold the same state (two replays of one
     history); ``sim`` ends up in the state of the models, ``original`` is
-    only read.  ``replay`` returns one more such state; it is needed when
-    the plan has more than one migration (to plan each one's rollback).
+    only read, and only when there is something to do: None replays it then.
+    ``replay`` returns one more such state; it is needed when the plan has
+    more than one migration (to plan each one's rollback), or no ``original``.
     """
     _check_postgres(postgres)
     targets = _targets(models)
@@ -1315,8 +1332,12 @@ def plan_models(
             # The renames are in the first transactional file (after the _PRE drops, if any).
             renaming = k == next((i for i, g in enumerate(groups) if g[0].phase != _PRE), 0)
             bt, bc = (back_tables, back_columns) if renaming else ({}, {})
-            if k == 0:
+            if k == 0 and original is not None:
                 goal = original
+            elif k == 0:
+                if replay is None:
+                    raise GenerationError("pass original= or replay= to plan the rollback")
+                goal = replay()
             else:
                 if replay is None:
                     raise GenerationError(
@@ -1365,7 +1386,7 @@ def plan_models(
 
 def diff_models(
     sim: DatalayerMigrator,
-    original: DatalayerMigrator,
+    original: DatalayerMigrator | None,
     models: Iterable[Any] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
@@ -1399,8 +1420,10 @@ def compute_diff(
 
     :raises GenerationError: when a change cannot be generated; nothing is written.
     """
+    # The second state is replayed only when there is a migration to write (for its
+    # rollback): "no changes", what `check` and most `diff` runs find, needs one replay.
     return diff_models(
-        _replay(router), _replay(router), models, postgres=postgres, unsafe=unsafe,
+        _replay(router), None, models, postgres=postgres, unsafe=unsafe,
         replay=lambda: _replay(router),
     )
 

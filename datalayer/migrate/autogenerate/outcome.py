@@ -7,20 +7,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...errors import MigrationError
+from ...errors import GenerationError
 from .code import Step
 from .plan import Plan
 
-__all__ = ["Diff", "DiffFile", "DiffResult", "Drop", "DropRefused", "GenerationError"]
-
-
-class GenerationError(MigrationError):
-    """A migration could not be generated; ``problems`` lists why."""
-
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        self.problems = list(problems)
-        text = message if not self.problems else message + ":\n  " + "\n  ".join(self.problems)
-        super().__init__(text)
+__all__ = ["Diff", "DiffFile", "DiffResult", "Drop", "DropRefused"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..runtime.template import NO_TRANSACTION, fill_template
 from .code import Step
 from .outcome import Diff, DiffFile, Drop
 from .plan import Operation, Plan, PlannedMigration
@@ -21,12 +22,10 @@ __all__ = [
     "HEADER",
     "NOTHING_FORWARD",
     "NOTHING_TO_UNDO",
-    "NO_TRANSACTION",
     "bodies",
     "body",
     "calls",
     "diff_of",
-    "fill_template",
     "render_file",
     "render_file_bodies",
     "render_upstream_file",
@@ -46,41 +45,6 @@ NOTHING_FORWARD = (
 )
 
 NOTHING_TO_UNDO = "return  # nothing to undo: this migration changes no schema"
-
-NO_TRANSACTION = (
-    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
-    "# the like); each statement commits on its own and can run again after an interruption.\n"
-    "atomic = False\n"
-)
-
-_FILE = '''\
-"""{name}: written by `datalayer migrate diff`.
-
-Operations it uses{where}:
-
-    migrate:  {migrate_ops}
-    rollback: {rollback_ops}
-"""
-
-{imports}{no_transaction}
-
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
-    """Apply this migration."""
-    {migrate}
-
-
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
-    """Undo what migrate() did."""
-    {rollback}
-'''
-
-IMPORTS = "import peewee as pw\nfrom peewee_migrate import Migrator\n"
-IMPORTS_PEXT = (
-    "from contextlib import suppress\n\n"
-    f"{IMPORTS}\n"
-    "with suppress(ImportError):\n"
-    "    import playhouse.postgres_ext as pw_pext\n"
-)
 
 
 def body(steps: Sequence[Step]) -> str:
@@ -125,26 +89,6 @@ def render_file(
         extended=bool(forward or backward),
         pext=any("pw_pext" in step.modules() for step in [*forward, *backward]),
         atomic=atomic,
-    )
-
-
-def fill_template(
-    name: str, migrate: str, rollback: str, *, migrate_ops: Sequence[str],
-    rollback_ops: Sequence[str], extended: bool, pext: bool, atomic: bool = True,
-) -> str:
-    """Return datalayer's migration file ``name`` with these bodies and header facts.
-
-    ``extended``: the bodies use ``m = extend(migrator)``; ``pext``: they name ``pw_pext``.
-    """
-    return _FILE.format(
-        name=name,
-        where=" (m = extend(migrator): see datalayer.migrate.migrator)" if extended else "",
-        migrate_ops=", ".join(migrate_ops) or "(none)",
-        rollback_ops=", ".join(rollback_ops) or "(none)",
-        imports=IMPORTS_PEXT if pext else IMPORTS,
-        no_transaction="" if atomic else "\n\n" + NO_TRANSACTION,
-        migrate=migrate or "pass",
-        rollback=rollback or "pass",
     )
 
 

@@ -12,10 +12,11 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ...errors import GenerationError
+from ..ddl.effects import statements_of
 from ..ddl.spec import UnsupportedChange
 from .code import MethodCall, Step
-from .outcome import GenerationError
-from .plan import Operation, statements_of
+from .plan import Operation
 
 __all__ = ["Chunk", "apply_step", "groups", "operations", "run_steps"]
 

@@ -452,7 +452,7 @@ def plan_alter(
     def checks(spec: TableSpec, skip: set[str]) -> Counter[tuple[str, tuple[Any, ...]]]:
         out: Counter[tuple[str, tuple[Any, ...]]] = Counter(_key(c) for c in spec.checks)
         for col in spec.columns:
-            if col.name not in skip:
+            if col.checks and col.name not in skip:
                 out.update(_key(c) for c in col.checks)
         return out
 
@@ -1014,6 +1014,8 @@ def _alter_column(
     key: str | None = None,
     key_moved: bool = False,
 ) -> list[Step]:
+    if old is new:  # the same spec (a field unchanged: its memoized spec): nothing to do
+        return []
     c = quote(new.name)
     steps: list[Step] = []
     if old.primary_key != new.primary_key and not key_moved:

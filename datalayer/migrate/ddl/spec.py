@@ -217,8 +217,6 @@ def deferred_fk_name(field: pw.ForeignKeyField) -> str:
 
 
 _PLAIN = (str, int, float, bool, type(None))
-_PLAIN_TYPES = frozenset(_PLAIN)
-_SEQUENCES = frozenset((list, tuple))
 _MEMO: dict[int, tuple[weakref.ref[pw.Field], tuple[Any, ...], ColumnSpec]] = {}
 """id(field) -> (the field, what its spec was rendered from, the spec)."""
 
@@ -245,24 +243,23 @@ def _render_key(db: pw.Database) -> tuple[Any, ...]:
 
 
 def _memo_key(field: pw.Field, db_key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Return what ``field``'s column spec is rendered from, compared by value or identity.
+    """Return what ``field``'s column spec is rendered from, compared by identity.
 
-    Scalars by value, other objects by identity (a list, such as
-    ``constraints``, by the identity of its items too): a field changed in place
-    (``null``, ``default``, ``constraints`` ...) gets a new key.
+    The identities of the field's attribute values (of a list's items too): a
+    field changed in place (``null``, ``default``, ``constraints`` ...) gets a
+    new key.  The key holds the values themselves, last, so that no identity
+    in it can be taken by another object while it lives; two keys whose
+    identities are equal hold the very same values, which ``==`` then compares
+    by identity without calling any value's ``__eq__``.  All of it is built by
+    C loops (``map``), a column spec being looked up thousands of times.
     """
     attrs = vars(field)
-    return (
-        db_key,
-        type(field),
-        tuple(attrs),
-        tuple(
-            v if type(v) in _PLAIN_TYPES
-            else (id(v), tuple(map(id, v))) if type(v) in _SEQUENCES
-            else id(v)
-            for v in attrs.values()
-        ),
+    values = tuple(attrs.values())
+    items = (
+        tuple(tuple(map(id, v)) for v in values if type(v) is list)
+        if list in map(type, values) else ()
     )
+    return (db_key, type(field), tuple(attrs), tuple(map(id, values)), items, values)
 
 
 def _column_spec(
@@ -290,7 +287,7 @@ def _column_spec(
     def forget(_ref: weakref.ref[pw.Field]) -> None:
         memo.pop(field_id, None)
 
-    memo[field_id] = (weakref.ref(field, forget), _memo_key(field, db_key), spec)
+    memo[field_id] = (weakref.ref(field, forget), key, spec)
     return spec
 
 

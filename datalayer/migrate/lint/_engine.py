@@ -185,8 +185,25 @@ def lint(
 
     :raises MigrationError: when a name matches no migration or a file cannot be rendered.
     """
+    from . import _cached
+
     directory = Path(directory)
+    chosen_names = None if names is None else list(names)
     # Without pglast the generator's facts are what the lint reads (not cached).
+    key = (
+        _cached.report_key(directory, chosen_names, postgres, f"pglast {pglast.__version__}")
+        if AVAILABLE else None
+    )
+    cached = _cached.load_report(key) if key is not None else None
+    if cached is not None:
+        return cached
+    result = _lint(directory, chosen_names, postgres)
+    if key is not None:
+        _cached.store_report(key, result)
+    return result
+
+
+def _lint(directory: Path, names: list[str] | None, postgres: int) -> LintReport:
     everything = migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
     chosen = select_names([m.name for m in everything], names, directory)
     if not chosen:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..facts import StatementFacts
-from ._pg import INSTALL
+from ..parser import INSTALL
 from ._state import Context
 from ._types import WARNING, Finding, StatementReport
 from .rules import RULES

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 __all__ = [
     "AVAILABLE",
-    "INSTALL",
     "AlterTableType",
     "ConstrType",
     "DropBehavior",
@@ -22,9 +21,6 @@ __all__ = [
     "ast",
     "pglast",
 ]
-
-INSTALL = "pip install 'peewee-datalayer[lint]'"
-"""The install line that brings pglast."""
 
 if TYPE_CHECKING:
     import pglast

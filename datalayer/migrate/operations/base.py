@@ -63,6 +63,6 @@ class Operation:
 
     def statements(self, *, postgres: int = 12) -> list[Any]:
         """Return the statements of the queued steps with their lock facts (:mod:`..plan`)."""
-        from ..autogenerate.plan import statement_of
+        from ..ddl.effects import statement_of
 
         return [statement_of(step, postgres=postgres) for step in self.steps]

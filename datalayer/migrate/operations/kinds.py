@@ -262,6 +262,8 @@ class SetPrimaryKey(Operation):
     )
 
     def describe(self) -> str:
+        if not self.columns:
+            return f"drop the primary key of {self.table} (its columns stay)"
         return f"make ({', '.join(self.columns)}) the primary key of {self.table}"
 
 

@@ -354,12 +354,18 @@ def _records(build: Callable[..., ops.Operation]) -> Callable[[_M], _M]:
 def _spec_for_phases(migrator: Any, op: ops.Operation) -> TableSpec | None:
     """Return the table's spec when a phased apply rewrites ``op`` (a rename, a drop).
 
-    None in a replay (which derives no SQL) and for every other kind.
+    None in a replay (which derives no SQL), in an offline rendering (``migrate sql``,
+    the lint: a database with ``renders_only``, whose SQL is never split into phases)
+    and for every other kind.  Compared only: no ``CREATE TABLE`` rendered.
     """
-    if _replaying_now() or not isinstance(op, (ops.RenameColumn, ops.DropColumns)):
+    if (
+        _replaying_now()
+        or not isinstance(op, (ops.RenameColumn, ops.DropColumns))
+        or getattr(migrator.__database__, "renders_only", False)
+    ):
         return None
     try:
-        return table_spec(migrator._get(op.table))
+        return table_spec(migrator._get(op.table), create=False)
     except Exception:  # the method itself says what is wrong with its arguments
         return None
 
@@ -682,11 +688,24 @@ class DatalayerMigrator(Migrator):
     ) -> type[pw.Model]:
         """Make the fields ``names`` (two or more) the table's composite primary key.
 
-        The table has a composite key, or none (its key column dropped).
+        The table has a composite key, or none (its key column dropped).  Without
+        ``names``, a composite key is given up and its columns stay (the table has no
+        key, as with peewee's ``primary_key = False``).
         ``online``: through a concurrent unique index, then ``USING INDEX`` (run
         it with ``atomic = False``).
         """
         cls = self._get(model)
+        if not names and cls._meta.composite_key:
+            meta = cls._meta
+
+            def release() -> None:
+                meta.primary_key = False
+                meta.composite_key = False
+                meta.auto_increment = False
+                if "__composite_key__" in vars(cls):
+                    delattr(cls, "__composite_key__")
+
+            return self._alter(cls, release, online=online)
         if len(names) < 2 or not (cls._meta.composite_key or not cls._meta.primary_key):
             raise UnsupportedChange(
                 f"{cls._meta.table_name}: set_primary_key makes a composite key (two fields or "
@@ -813,9 +832,17 @@ class DatalayerMigrator(Migrator):
         using: Mapping[str, str] | None = None,
         online: bool = False,
     ) -> type[pw.Model]:
-        """Change columns; ``using`` maps a column name to its type change's USING expression."""
+        """Change columns; ``using`` maps a column name to its type change's USING expression.
+
+        A key of ``using`` that is a key of ``fields`` (a field's name, as ``diff`` writes
+        it) stands for that field's column (a foreign key's ``owner`` for ``owner_id``).
+        """
         cls = self._get(model)
         olds = {name: self._field(cls, name) for name in fields}
+        if using:
+            using = {
+                (fields[k].column_name or k) if k in fields else k: v for k, v in using.items()
+            }
         renames = {}
         for name, new in fields.items():
             if new.column_name and new.column_name != olds[name].column_name:
@@ -863,6 +890,11 @@ class DatalayerMigrator(Migrator):
             if isinstance(field, pw.ForeignKeyField):
                 field.object_id_name = None  # recomputed from the column name on bind
             meta.add_field(new_attr, field)
+            key: Any = meta.primary_key
+            key_names = key.field_names if meta.composite_key else ()
+            if old_attr in key_names:  # a column of a composite key: the key names it anew
+                meta.set_primary_key("__composite_key__", pw.CompositeKey(*(
+                    new_attr if n == old_attr else n for n in key_names)))
             rewritten: list[Any] = []
             entry: Any
             for entry in meta.indexes:
@@ -969,7 +1001,7 @@ class DatalayerMigrator(Migrator):
         background: bool,
     ) -> type[pw.Model]:
         """Queue the registration of a background job (see :meth:`backfill`)."""
-        from ..runtime import jobs
+        from . import background as jobs
 
         table = cls._meta.table_name
         if not background:

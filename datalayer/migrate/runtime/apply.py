@@ -51,6 +51,7 @@ import peewee as pw
 from ...config import Settings
 from ...errors import DatalayerError, LockTimeout, MigrationError
 from ..operations import Phase
+from ..operations.background import current_migration
 from . import checksum as _checksum
 from . import jobs as _jobs
 from . import online, prechecks
@@ -1004,7 +1005,7 @@ def _run(
     start = time.perf_counter()
     atomic = router.load(name).atomic
     try:
-        with _jobs.current_migration(name, router.migrate_table):  # background jobs it declares
+        with current_migration(name, router.migrate_table):  # background jobs it declares
             if part is None:
                 router.execute(name, migrator, downgrade=downgrade, statements=statements)
             else:

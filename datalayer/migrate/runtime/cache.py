@@ -46,6 +46,7 @@ __all__ = [
     "MIN_FILES",
     "cache_dir",
     "chain_keys",
+    "load_data",
     "load_rollbacks",
     "load_snapshot",
     "load_sql",
@@ -53,6 +54,7 @@ __all__ = [
     "rollback_key",
     "snapshot_key",
     "sql_key",
+    "store_data",
     "store_rollbacks",
     "store_snapshot",
     "store_sql",
@@ -350,3 +352,26 @@ def store_rollbacks(key: str, items: Sequence[tuple[str, bool, Sequence[str]]]) 
         f"rollback-v1-{key}.json",
         json.dumps([{"name": n, "atomic": a, "statements": list(st)} for n, a, st in items]),
     )
+
+
+# -- other JSON data, by kind (``lint``: the lint's reports, see lint/_cached.py) ------------
+
+
+def load_data(kind: str, key: str) -> Any | None:
+    """Return the JSON data cached as ``kind`` under ``key`` (a hex digest), or None."""
+    import json
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        return json.loads((folder / f"{kind}-v1-{key}.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def store_data(kind: str, key: str, data: Any) -> None:
+    """Cache JSON ``data`` as ``kind`` under ``key`` (atomically; failures only cost the cache)."""
+    import json
+
+    _write(f"{kind}-v1-{key}.json", json.dumps(data))

@@ -14,7 +14,7 @@ Differences from ``peewee_migrate.Router`` (each one a seam it offers):
 * a migration file may set ``atomic = False`` at module level to run without
   a transaction (for ``CREATE INDEX CONCURRENTLY`` and the like);
 * migrations run through ``DatalayerMigrator`` and new files are numbered by
-  :func:`datalayer.migrate.generate.next_name`.
+  :func:`datalayer.migrate.runtime.names.next_name`.
 
 Locking, timing and error reporting live in :mod:`.runner`.
 """
@@ -41,7 +41,14 @@ from peewee_migrate import Router as _UpstreamRouter
 from peewee_migrate.models import MIGRATE_TABLE
 
 from ...errors import MigrationError
-from .names import MIGRATION_RE, content_hash, migration_names, parse_module, read_migration
+from .names import (
+    MIGRATION_RE,
+    content_hash,
+    migration_names,
+    next_name,
+    parse_module,
+    read_migration,
+)
 from .recorder import watched
 
 __all__ = [
@@ -703,7 +710,5 @@ def _without_transaction(migrator: Migrator) -> Iterator[None]:
 
 
 def _next_name(existing: list[str], name: str) -> str:
-    from ..autogenerate.compare import next_name  # deferred: the generator is not needed to apply
-
     result: str = next_name(existing, name)
     return result.removesuffix(".py")

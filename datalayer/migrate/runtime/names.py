@@ -19,9 +19,10 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
-from ...errors import MigrationError
+from ...errors import GenerationError, MigrationError
 
 __all__ = [
     "MIGRATION_RE",
@@ -32,6 +33,7 @@ __all__ = [
     "content_hash",
     "migration_files",
     "migration_names",
+    "next_name",
     "number",
     "read_migration",
     "require_dir",
@@ -88,6 +90,29 @@ def check_name(name: str) -> str:
             f"({rest or 'add_user_role'}): the next number is added for you"
         )
     return name
+
+
+_NUMBER_RE = re.compile(r"^(\d+)_")
+
+
+def next_name(existing_names: Iterable[str], name: str) -> str:
+    """Return the name of the next migration: the highest number plus one, then ``name``.
+
+    Numbers have at least three digits (peewee-migrate's style) and grow past
+    999 (``1000_name``).  ``existing_names`` may carry a ``.py`` suffix.
+
+    :raises GenerationError: when ``name`` is not letters, digits and underscores.
+    """
+    try:
+        check_name(name)  # the one rule, shared with every command that reads files
+    except MigrationNameError as exc:
+        raise GenerationError(str(exc)) from None
+    top = 0
+    for existing in existing_names:
+        m = _NUMBER_RE.match(Path(existing).name)
+        if m:
+            top = max(top, int(m.group(1)))
+    return f"{top + 1:03d}_{name}"
 
 
 def number(text: str) -> int | None:

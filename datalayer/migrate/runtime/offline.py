@@ -69,6 +69,9 @@ class MigrationSql:
 class _OfflineDatabase(Recorder):
     """A PostgreSQL database object that never connects (the one recorder)."""
 
+    renders_only = True
+    """Its SQL is shown or linted, never applied in phases: operations keep no table specs."""
+
 
 # -- replaying ----------------------------------------------------------------------
 
@@ -87,11 +90,11 @@ def _render_one(
     """Return the statements of one migration (or its rollback) and what is known of each.
 
     A statement of an operation the migrator built carries its facts (lock,
-    scan, rewrite: :func:`.plan.statement_of`); SQL the file runs itself
+    scan, rewrite: :func:`..ddl.effects.statement_of`); SQL the file runs itself
     (``migrator.sql``, ``database.execute_sql``) and upstream operations
     carry None: only parsing can tell.
     """
-    from ..autogenerate.plan import statement_of
+    from ..ddl.effects import statement_of
 
     recorder: Any = router.database
     fn = loaded.rollback if downgrade else loaded.migrate

@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .. import parser
+
 __all__ = [
     "Action",
     "AddColumn",
@@ -358,9 +360,8 @@ def _canonical(sql: str) -> list[str] | None:
     spacing, ``SET DATA TYPE``, ``ONLY``) and prints it in the one form the
     readers below know; SQL it cannot parse is left to them as written.
     """
-    from ..lint._pg import AVAILABLE, pglast
-
-    if not AVAILABLE:
+    pglast = parser.load()
+    if pglast is None:
         return None
     from pglast.stream import RawStream
 

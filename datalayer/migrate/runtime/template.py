@@ -2,19 +2,73 @@
 
 peewee-migrate's interface hands the router two bodies of source text; the
 generator does not use it (it renders files from its steps,
-:mod:`.autogenerate.render`).  The header names the ``m.op`` /
-``migrator.op`` calls the bodies make and ``pw_pext`` is imported only when
-used: both read from the bodies' syntax tree (a body that does not parse
-lists no operations).
+:mod:`..autogenerate.render`, through the same :func:`fill_template`).  The
+header names the ``m.op`` / ``migrator.op`` calls the bodies make and
+``pw_pext`` is imported only when used: both read from the bodies' syntax
+tree (a body that does not parse lists no operations).
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 
-from ..autogenerate.render import fill_template
+__all__ = ["NO_TRANSACTION", "fill_template", "operations", "render_migration"]
 
-__all__ = ["operations", "render_migration"]
+NO_TRANSACTION = (
+    "# datalayer: this migration runs outside a transaction (CREATE INDEX CONCURRENTLY and\n"
+    "# the like); each statement commits on its own and can run again after an interruption.\n"
+    "atomic = False\n"
+)
+
+_FILE = '''\
+"""{name}: written by `datalayer migrate diff`.
+
+Operations it uses{where}:
+
+    migrate:  {migrate_ops}
+    rollback: {rollback_ops}
+"""
+
+{imports}{no_transaction}
+
+def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+    """Apply this migration."""
+    {migrate}
+
+
+def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    """Undo what migrate() did."""
+    {rollback}
+'''
+
+IMPORTS = "import peewee as pw\nfrom peewee_migrate import Migrator\n"
+IMPORTS_PEXT = (
+    "from contextlib import suppress\n\n"
+    f"{IMPORTS}\n"
+    "with suppress(ImportError):\n"
+    "    import playhouse.postgres_ext as pw_pext\n"
+)
+
+
+def fill_template(
+    name: str, migrate: str, rollback: str, *, migrate_ops: Sequence[str],
+    rollback_ops: Sequence[str], extended: bool, pext: bool, atomic: bool = True,
+) -> str:
+    """Return datalayer's migration file ``name`` with these bodies and header facts.
+
+    ``extended``: the bodies use ``m = extend(migrator)``; ``pext``: they name ``pw_pext``.
+    """
+    return _FILE.format(
+        name=name,
+        where=" (m = extend(migrator): see datalayer.migrate.migrator)" if extended else "",
+        migrate_ops=", ".join(migrate_ops) or "(none)",
+        rollback_ops=", ".join(rollback_ops) or "(none)",
+        imports=IMPORTS_PEXT if pext else IMPORTS,
+        no_transaction="" if atomic else "\n\n" + NO_TRANSACTION,
+        migrate=migrate or "pass",
+        rollback=rollback or "pass",
+    )
 
 _OBJECTS = ("m", "migrator")
 
