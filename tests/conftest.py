@@ -74,7 +74,7 @@ def db(_session_db: Settings) -> Iterator[Database]:
 @pytest.fixture
 def isolated_db(pg: Server, template_db: str) -> Iterator[Database]:
     """The package's database on a new database of its own (with the tables)."""
-    with pg.database("dliso", template=template_db) as name:
+    with pg.database("dliso", template=template_db, ahead=True) as name:
         database.configure(pg.settings(name))
         try:
             yield database
@@ -85,7 +85,7 @@ def isolated_db(pg: Server, template_db: str) -> Iterator[Database]:
 @pytest.fixture
 def empty_db(pg: Server) -> Iterator[Settings]:
     """Settings of a new, empty database."""
-    with pg.database("dlempty") as name:
+    with pg.database("dlempty", ahead=True) as name:
         yield pg.settings(name)
 
 

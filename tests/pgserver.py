@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,10 @@ class Server:
     def __init__(self) -> None:
         self.embedded_dir: Path | None = None
         self.standby: Any = None
+        # One thread that creates databases ahead and drops them behind (see database()).
+        self._behind: ThreadPoolExecutor | None = None
+        self._ahead: dict[tuple[str, str | None], Future[str]] = {}
+        self._drops: list[Future[None]] = []
         self.kind, url = choice()
         if url is not None:
             self.admin = Settings.from_url(url)
@@ -142,16 +147,58 @@ class Server:
         finally:
             conn.close()
 
+    def _background(self) -> ThreadPoolExecutor:
+        if self._behind is None:
+            self._behind = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pgserver")
+        return self._behind
+
     @contextlib.contextmanager
-    def database(self, prefix: str = "dltest", template: str | None = None) -> Iterator[str]:
-        name = self.create_database(prefix, template)
+    def database(
+        self, prefix: str = "dltest", template: str | None = None, *, ahead: bool = False
+    ) -> Iterator[str]:
+        """A new database for the block, dropped after it (by a background thread).
+
+        CREATE DATABASE and DROP DATABASE take about as long as a short test on a
+        busy server (each writes and syncs a whole database's files); no one uses a
+        database after its block, so the drop runs in the background while the next
+        test runs.  With ``ahead`` the next database of the same prefix and template
+        is also created in the background, for the next block to take: only for a
+        template that does not change during the session (none, or the session's
+        ``template_db``).  Every database is still new and used by one block only.
+        A failed drop is raised by :meth:`stop`.
+        """
+        key = (prefix, template)
+        made = self._ahead.pop(key, None) if ahead else None
+        name = made.result() if made is not None else self.create_database(prefix, template)
+        if ahead:
+            self._ahead[key] = self._background().submit(self.create_database, prefix, template)
         try:
             yield name
         finally:
-            self.drop_database(name)
+            self._drops.append(self._background().submit(self.drop_database, name))
+
+    def _finish_background(self) -> None:
+        """Drop the databases made ahead and wait for every drop; raise the first failure."""
+        if self._behind is None:
+            return
+        for made in self._ahead.values():
+            with contextlib.suppress(Exception):  # a failed creation left nothing to drop
+                self._drops.append(self._behind.submit(self.drop_database, made.result()))
+        self._ahead.clear()
+        self._behind.shutdown(wait=True)
+        self._behind = None
+        drops, self._drops = self._drops, []
+        for dropped in drops:
+            dropped.result()
 
     def stop(self) -> None:
         """Stop and remove the embedded server, and its temporary directory, if one was made."""
+        try:
+            self._finish_background()
+        finally:
+            self._stop_servers()
+
+    def _stop_servers(self) -> None:
         if self.standby is not None:
             with contextlib.suppress(Exception):
                 self.standby.stop("immediate")

@@ -264,7 +264,8 @@ def test_validate_killed_from_outside_through_the_cli_settings(
             with watcher.cursor() as cur:
                 for _ in range(600):
                     cur.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE "
-                                "'ALTER TABLE t1 VALIDATE%%' AND state = 'active'")
+                                "'ALTER TABLE t1 VALIDATE%%' AND state = 'active' "
+                                "AND datname = current_database()")
                     row = cur.fetchone()
                     if row:
                         cur.execute("SELECT pg_terminate_backend(%s)", row)

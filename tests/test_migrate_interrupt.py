@@ -45,7 +45,7 @@ def _sleeping(pg: Server, dbname: str) -> bool:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE %s AND pid <> pg_backend_pid()",
+                "AND query LIKE %s AND pid <> pg_backend_pid() AND datname = current_database()",
                 ("%pg_sleep(600)%",),
             )
             return bool(cur.fetchone()[0])

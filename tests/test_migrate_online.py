@@ -276,21 +276,34 @@ def test_lock_timeout_inside_a_concurrent_build_drops_its_invalid_index_and_retr
     _duplicates_rejected(t1)
 
 
-def _backend_of(conn: psycopg2.extensions.connection, like: str) -> int | None:
+def _waiting_build(conn: psycopg2.extensions.connection, index: str) -> int | None:
+    """Return the pid of the backend building ``index`` in this database, once it waits.
+
+    Read from ``pg_stat_progress_create_index`` of this connection's database, by the
+    index's name, in the phase "waiting for writers before build": a CREATE INDEX
+    CONCURRENTLY of another database on the same server (another test run) is never
+    taken for it (the pg_stat_activity text match this replaced took one, then waited for
+    the wrong backend to end), and the catalog entry exists, INVALID, when it answers.
+    """
     pid = _one(
         conn,
-        "SELECT pid FROM pg_stat_activity WHERE query ILIKE %s AND pid <> pg_backend_pid()",
-        like,
+        "SELECT p.pid FROM pg_stat_progress_create_index p "
+        "JOIN pg_class c ON c.oid = p.index_relid "
+        "WHERE p.datname = current_database() AND c.relname = %s "
+        "AND p.phase = 'waiting for writers before build'",
+        index,
     )
     return int(pid) if isinstance(pid, int) else None
 
 
-def _wait_for(predicate: object, what: str, timeout: float = 30.0) -> None:
+def _wait_for(predicate: Any, what: str, timeout: float = 30.0) -> Any:
+    """Poll ``predicate`` until it returns a true value; return that value."""
     deadline = time.monotonic() + timeout
-    while not callable(predicate) or not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+    return value
 
 
 @pytest.mark.parametrize("exists", ["IF NOT EXISTS ", ""], ids=["if-not-exists", "plain"])
@@ -311,10 +324,11 @@ def test_apply_killed_mid_concurrent_build_then_rerun(
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for(lambda: _backend_of(t1, "CREATE UNIQUE INDEX CONCURRENTLY%") is not None,
-                  "the build to start")
-        backend = _backend_of(t1, "CREATE UNIQUE INDEX CONCURRENTLY%")
-        _wait_for(lambda: _index_state(t1, "t1_note_key") == "INVALID", "the catalog entry")
+        # The kill lands while the build waits for the writer, which stays open until the
+        # build's own backend has ended: the build can never complete in between.
+        backend = _wait_for(lambda: _waiting_build(t1, "t1_note_key"),
+                            "the build to wait for the writer")
+        assert _index_state(t1, "t1_note_key") == "INVALID"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         # The server notices the dead client (client_connection_check_interval) and
@@ -406,7 +420,8 @@ def test_concurrent_index_build_completes_while_a_second_migrator_waits(
         waiting.start()
         _wait_for(
             lambda: _one(first, "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE "
-                                "'%%pg_try_advisory_lock%%' AND pid <> pg_backend_pid()") == 1,
+                                "'%%pg_try_advisory_lock%%' AND pid <> pg_backend_pid() "
+                                "AND datname = current_database()") == 1,
             "the second migrator to poll",
         )
         time.sleep(0.5)  # it keeps waiting
