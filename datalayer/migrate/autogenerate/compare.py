@@ -254,6 +254,9 @@ class _Planner:
         self.deferred: list[Callable[[], None]] = []
         self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
+        # A transactional rollback's serial keys, re-added as plain integers: numbered and
+        # made the key by the rollback of the file before (outside a transaction).
+        self.serial_keys: list[tuple[str, pw.Field]] = []
 
     @property
     def warnings(self) -> list[str]:
@@ -664,10 +667,13 @@ class _Planner:
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", t, reason), table=t)
                 written = f
-                if safe and f.primary_key and serial_base(spec.type.text):
+                if (safe or self.tx_rollback) and f.primary_key and serial_base(spec.type.text):
                     # A serial key in place of the table's key: added as a plain integer
-                    # column (no rewrite); phase two numbers the rows, then makes it the key.
+                    # column (no rewrite); phase two numbers the rows, then makes it the key
+                    # (in a rollback: the tail this file's rollback leaves, see serial_keys).
                     written = _plain_integer(f, serial_base(spec.type.text) or "INTEGER")
+                    if self.tx_rollback:
+                        self.serial_keys.append((t, f))
                 elif safe:
                     volatile = is_volatile(spec.default)
                     # A constant Python default is added with the column (no fill).
@@ -830,6 +836,8 @@ class _Planner:
             ):
                 continue  # a key that refers to a table created later: late() changes it
 
+            if any(t == kt and col == k.column_name for kt, k in self.serial_keys):
+                continue  # numbered and made the key outside the transaction (run())
             before, after = fcol_specs[col], tcol_specs[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
@@ -1272,6 +1280,7 @@ def plan_models(
         # the file before it (runs next, outside a transaction): per file, or for a file
         # with nothing to do going forward, inserted before it.
         tails: list[list[_Chunk]] = [[] for _ in groups]
+        heads: list[list[_Chunk]] = [[] for _ in groups]
         inserted: dict[int, list[_Chunk]] = {}
         irreversible: list[str] = []
         for k in reversed(range(len(groups))):
@@ -1297,17 +1306,25 @@ def plan_models(
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
             backward.run(goal_models, bt, bc)
-            _verify(sim, goal_models, "rollback")
-            rollbacks[k] = backward.ops + tails[k]
-            irreversible.extend(backward.irreversible)
-            if atomic and backward.validations():
-                done = len(backward.ops)
+            done = keyed = len(backward.ops)
+            if atomic and (backward.validations() or backward.serial_keys):
                 backward.phase = _NO_TX
                 for t in backward.validations():
                     backward.emit(backward.writer.call("validate_constraints", t), table=t)
-                tail = backward.ops[done:]
+                keyed = len(backward.ops)
+                for t, key in backward.serial_keys:  # numbered, then the key, concurrently
+                    backward._change_fields(t, [(key.name, backward.writer.field(key))],
+                                            [_ONLINE_KW])
+            _verify(sim, goal_models, "rollback")
+            tail = backward.ops[done:]
+            rollbacks[k] = heads[k] + backward.ops[:done] + tails[k]
+            irreversible.extend(backward.irreversible)
+            if tail:
                 if k > 0 and groups[k - 1][0].phase != _TX:
-                    tails[k - 1] = tail
+                    # The validations after that rollback; the serial keys before it (it was
+                    # planned from the state they make).
+                    tails[k - 1] = backward.ops[done:keyed]
+                    heads[k - 1] = backward.ops[keyed:]
                 else:
                     inserted[k] = tail
     except (UnsupportedChange, Unwritable) as exc:
