@@ -17,6 +17,9 @@ from typing import Any
 import peewee as pw
 import pytest
 
+from datalayer.errors import GenerationError
+from datalayer.migrate.autogenerate.api import create_migration
+from datalayer.models.fields import uuid_pk
 from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
     Case,
     Models,
@@ -29,7 +32,7 @@ from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds
     run_case,
 )
 from tests.pgserver import Server
-from tests.test_migrate_generate import item, rows
+from tests.test_migrate_generate import PlainRouter, item, model, rows
 
 SEED = "INSERT INTO items (name) VALUES ('a'), ('b')"
 
@@ -89,3 +92,64 @@ def test_model_change(
     check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop,
                  lint_only=True)
 
+
+def _owner() -> type[pw.Model]:
+    return model("Owner", "owners", id=uuid_pk("owner_id"), code=pw.CharField(max_length=5))
+
+
+def _with_owner() -> Models:
+    owner = _owner()
+    return [owner, item(owner=pw.ForeignKeyField(owner, column_name="owner_id", null=True,
+                                                 backref="+"))]
+
+
+SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
+               "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners; "
+               "INSERT INTO items (name) VALUES ('b')")
+
+
+def test_referenced_table_dropped_with_its_foreign_key_is_refused(
+    module_db: pw.Database, tmp_path: Path
+) -> None:
+    """Dropping owners and the foreign key of a kept items.owner_id in one diff is refused.
+
+    Its rollback would re-create owners empty and fail to add the foreign key back while
+    items.owner_id holds values; the message names the cause and the way out.
+    """
+    router = PlainRouter(emptied(module_db), tmp_path)
+    assert create_migration(router, "v1", _with_owner()) is not None
+    router.run()
+    with pytest.raises(GenerationError) as refused:
+        create_migration(router, "v2", [item(owner_id=pw.UUIDField(null=True))],
+                         allow_drop=True)
+    message = str(refused.value)
+    assert ("items.owner_id keeps its values but its foreign key to owners goes with the "
+            "table owners: the rollback would re-create owners empty and could not add the "
+            "foreign key back while items.owner_id holds values. Drop the foreign key first"
+            ) in message, message
+    assert "then remove the model of owners and run diff --allow-drop" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"], "nothing written"
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
+def test_referenced_table_dropped_in_two_migrations(
+    unsafe: bool, pg: Server, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    """The way out the refusal names: the foreign key dropped first, then the table.
+
+    Each is a case of its own: applied on rows, rolled back keeping them, applied again.
+    """
+    plain_fk = lambda: [_owner(), item(owner=pw.UUIDField(column_name="owner_id",  # noqa: E731
+                                                          null=True))]
+    first = Case("fk_dropped_column_kept", _with_owner, plain_fk, SEED_OWNERS, unsafe=unsafe)
+    (tmp_path / "first").mkdir()
+    run_case(first, emptied(module_db), ref_db, tmp_path / "first", reapply=True)
+    second = Case("table_dropped", plain_fk, lambda: [item(owner=pw.UUIDField(
+        column_name="owner_id", null=True))], SEED_OWNERS, allow_drop=True, unsafe=unsafe,
+                  rollback_keeps_rows=False)  # owners comes back empty
+    (tmp_path / "second").mkdir()
+    run_case(second, emptied(module_db), ref_db, tmp_path / "second", reapply=True)
+    if not unsafe:  # each file's lint, forward and rollback
+        for k, case in enumerate((first, second)):
+            check_passes(pg, tmp_path / f"lint{k}", case.v1(), case.v2(),
+                         allow_drop=case.allow_drop, lint_only=True)

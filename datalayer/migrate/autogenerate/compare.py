@@ -351,7 +351,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
-            self._warn_unreferenced_rollback(state[t], to_map[t], to_map)
+            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -405,23 +405,27 @@ class _Planner:
                 return kept
             early = kept
 
-    def _warn_unreferenced_rollback(
+    def _refuse_unreferenced_rollback(
         self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
     ) -> None:
-        """Warn when a column keeps its values but the table its foreign key named goes.
+        """Refuse to drop a table in the migration that drops a foreign key to it, column kept.
 
-        The rollback re-creates that table empty and adds the foreign key back, which
-        fails while the column holds values.
+        The rollback would re-create that table empty and add the foreign key back, which
+        fails while the column holds values: in two migrations each rollback works.
         """
+        if not self.forward:
+            return
         t = fm._meta.table_name
         for f in fm._meta.refs:
             target = f.rel_model._meta.table_name
             if target not in to_map and f.column_name in tm._meta.columns:
-                self.warn(
-                    f"the rollback cannot run while {t}.{f.column_name} holds values: it "
-                    f"re-creates {target} empty and adds the foreign key of {t}.{f.column_name} "
-                    f"to it back; set {t}.{f.column_name} to NULL (or delete those rows) before "
-                    "rolling back"
+                raise UnsupportedChange(
+                    f"{t}.{f.column_name} keeps its values but its foreign key to {target} "
+                    f"goes with the table {target}: the rollback would re-create {target} "
+                    f"empty and could not add the foreign key back while {t}.{f.column_name} "
+                    f"holds values. Drop the foreign key first: keep the model of {target}, "
+                    f"change {t}.{f.column_name} to a plain field (or drop it) and run diff; "
+                    f"then remove the model of {target} and run diff --allow-drop"
                 )
 
     def _drop_tables(
