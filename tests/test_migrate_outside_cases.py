@@ -10,15 +10,18 @@ message that names the cause and the way out (``test_refused``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import peewee as pw
 import pytest
+from playhouse.postgres_ext import BinaryJSONField
 
 from datalayer.errors import GenerationError
 from datalayer.migrate.autogenerate.api import create_migration
+from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.models.fields import uuid_pk
 from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
     Case,
@@ -72,27 +75,6 @@ SEED_MEMBERS = ("INSERT INTO members (\"user\", org, role) "
                 "VALUES (1, 1, 'a'), (1, 2, 'b'), (2, 1, 'c')")
 
 
-CASES = (
-    # -- keys -------------------------------------------------------------------------
-    Case("serial_key_replaced_by_composite_key", _members(None), _members(("user", "org")),
-         SEED_MEMBERS, allow_drop=True),
-    Case("composite_key_replaced_by_serial_key", _members(("user", "org")), _members(None),
-         SEED_MEMBERS),
-)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_model_change(
-    case: Case, pg: Server, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
-) -> None:
-    """The safe forms, then the plain ones, each in the module's database emptied."""
-    for form in both_forms(case):
-        (tmp_path / form.id).mkdir()
-        run_case(form, emptied(module_db), ref_db, tmp_path / form.id, reapply=True)
-    check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop,
-                 lint_only=True)
-
-
 def _owner() -> type[pw.Model]:
     return model("Owner", "owners", id=uuid_pk("owner_id"), code=pw.CharField(max_length=5))
 
@@ -106,6 +88,201 @@ def _with_owner() -> Models:
 SEED_OWNERS = ("INSERT INTO owners (code) VALUES ('o1'); "
                "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners; "
                "INSERT INTO items (name) VALUES ('b')")
+
+
+
+def _owned(**fk: Any) -> Callable[[], Models]:
+    def models() -> Models:
+        owner = _owner()
+        return [owner, item(owner=pw.ForeignKeyField(owner, column_name="owner_id", null=True,
+                                                     backref="+", **fk))]
+    return models
+
+
+def _coded(fk: bool) -> Callable[[], Models]:
+    """owners.code UNIQUE; with ``fk``, items.owner_code refers to it (not to the key)."""
+    def models() -> Models:
+        owner = model("Owner", "owners", id=uuid_pk("owner_id"),
+                      code=pw.CharField(max_length=5, unique=True))
+        if not fk:
+            return [owner, item()]
+        return [owner, item(owner=pw.ForeignKeyField(owner, field=owner.code, null=True,
+                                                     column_name="owner_code", backref="+"))]
+    return models
+
+
+def _indexed(*indexes: Callable[[type[pw.Model]], pw.ModelIndex], **fields: Any
+             ) -> Callable[[], Models]:
+    def models() -> Models:
+        m = item(a=pw.IntegerField(default=0), b=pw.IntegerField(default=0), **fields)
+        for index in indexes:
+            m.add_index(index(m))
+        return [m]
+    return models
+
+
+SEED_AB = "INSERT INTO items (name, a, b) VALUES ('a', 1, 2), ('b', 2, 1)"
+
+
+def _status(values: Sequence[str]) -> Callable[[], Models]:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return _items(status=pw.CharField(max_length=10, default=values[0],
+                                      constraints=[pw.Check(f"status IN ({allowed})")]))
+
+
+def _in_schema(schema: str | None) -> Callable[[], Models]:
+    def models() -> Models:
+        meta = type("Meta", (), {"table_name": "notes", "legacy_table_names": False,
+                                 "schema": schema})
+        return [type("Note", (pw.Model,), {"Meta": meta, "__module__": __name__,
+                                           "body": pw.TextField(default="")})]
+    return models
+
+
+def _deferred() -> Models:
+    it = item(owner=pw.DeferredForeignKey("Owner", column_name="owner_id", null=True,
+                                          backref="+"))
+    return [it, _owner()]
+
+
+def _m2m(linked: bool) -> Callable[[], Models]:
+    def models() -> Models:
+        tag = model("Tag", "tags", id=pw.AutoField(), label=pw.CharField(max_length=10))
+        if not linked:
+            return [item(), tag]
+        it = item(tags=pw.ManyToManyField(tag, backref="items"))
+        return [it, tag, it.tags.get_through_model()]
+    return models
+
+
+def _counter(table: str, column: str, hint: bool) -> Callable[[], Models]:
+    def models() -> Models:
+        n = pw.IntegerField(default=0)
+        m = model("Counter", table, id=pw.AutoField(),
+                  **{column: renamed_from(n, "n") if hint else n})
+        return [renamed_from(m, "counters") if hint else m]
+    return models
+
+
+def _holders() -> Models:
+    owner = renamed_from(model("Owner", "holders", id=uuid_pk("owner_id"),
+                               code=pw.CharField(max_length=5)), "owners")
+    return [owner, item(owner=pw.ForeignKeyField(owner, column_name="owner_id", null=True,
+                                                 backref="+"))]
+
+
+CASES = (
+    # -- keys -------------------------------------------------------------------------
+    Case("serial_key_replaced_by_composite_key", _members(None), _members(("user", "org")),
+         SEED_MEMBERS, allow_drop=True),
+    Case("composite_key_replaced_by_serial_key", _members(("user", "org")), _members(None),
+         SEED_MEMBERS),
+    # -- foreign keys -----------------------------------------------------------------
+    Case("fk_to_a_unique_non_key_field_added", _coded(False), _coded(True),
+         "INSERT INTO owners (code) VALUES ('o1'); INSERT INTO items (name) VALUES ('a')",
+         after=_refused("INSERT INTO items (name, owner_code) VALUES ('b', 'zz')")),
+    Case("self_referential_fk_added", lambda: [item()],
+         _items(parent=pw.ForeignKeyField("self", column_name="parent_id", null=True,
+                                          backref="+")), SEED,
+         after=_refused("INSERT INTO items (name, parent_id) VALUES ('c', gen_random_uuid())")),
+    Case("fk_on_update_cascade_added", _owned(), _owned(on_update="CASCADE"), SEED_OWNERS,
+         after=_eq("UPDATE owners SET owner_id = gen_random_uuid(); SELECT count(*) FROM items "
+                   "JOIN owners USING (owner_id)", [(1,)])),
+    Case("deferred_fk_added", lambda: [item(), _owner()], _deferred,
+         "INSERT INTO owners (code) VALUES ('o1'); INSERT INTO items (name) VALUES ('a')",
+         after=_refused("INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    Case("fk_made_not_null", _owned(),
+         lambda: [o := _owner(), item(owner=pw.ForeignKeyField(o, column_name="owner_id",
+                                                               backref="+"))],
+         "INSERT INTO owners (code) VALUES ('o1'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=_refused("INSERT INTO items (name) VALUES ('no owner')")),
+    Case("referenced_table_renamed", _owned(), _holders, SEED_OWNERS,
+         after=_refused("INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    Case("many_to_many_added", _m2m(False), _m2m(True),
+         "INSERT INTO tags (label) VALUES ('t'); INSERT INTO items (name) VALUES ('a')"),
+    # -- indexes ----------------------------------------------------------------------
+    Case("multi_column_index_extended", _indexed(lambda m: m.index(m.a, m.b)),
+         _indexed(lambda m: m.index(m.a, m.b, m.name)), SEED_AB),
+    Case("partial_index_condition_changed",
+         _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 0)),
+         _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 1)),
+         "INSERT INTO items (name, a, b) VALUES ('x', 1, 0), ('y', 1, 2)",
+         after=_refused("INSERT INTO items (name, a, b) VALUES ('z', 1, 5)")),
+    Case("expression_index_changed",
+         _indexed(lambda m: m.index(pw.fn.lower(m.name), name="items_name_ci")),
+         _indexed(lambda m: m.index(pw.fn.upper(m.name), name="items_name_ci")), SEED_AB),
+    Case("partial_multi_column_unique_added", _indexed(),
+         _indexed(lambda m: m.index(m.a, m.b, unique=True, where=m.b > 0)), SEED_AB,
+         after=_refused("INSERT INTO items (name, a, b) VALUES ('z', 1, 2)")),
+    Case("index_made_unique", _items(code=pw.CharField(max_length=5, null=True, index=True)),
+         _items(code=pw.CharField(max_length=5, null=True, unique=True)),
+         "INSERT INTO items (name, code) VALUES ('a', 'x'), ('b', 'y')",
+         after=_refused("INSERT INTO items (name, code) VALUES ('c', 'x')")),
+    Case("unique_made_plain_index", _items(code=pw.CharField(max_length=5, null=True,
+                                                              unique=True)),
+         _items(code=pw.CharField(max_length=5, null=True, index=True)),
+         "INSERT INTO items (name, code) VALUES ('a', 'x')",
+         after=lambda db: db.execute_sql("INSERT INTO items (name, code) VALUES ('c', 'x')")),
+    Case("index_type_to_brin", _items(n=pw.IntegerField(default=0, index=True)),
+         _items(n=pw.IntegerField(default=0, index=True, index_type="BRIN")),
+         "INSERT INTO items (name, n) VALUES ('a', 1)"),
+    Case("jsonb_gin_index_added", _items(doc=BinaryJSONField(null=True, index=False)),
+         _items(doc=BinaryJSONField(null=True)),
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": 1}')"),
+    # -- checks and defaults ----------------------------------------------------------
+    Case("field_check_edited",
+         _items(n=pw.IntegerField(default=1, constraints=[pw.Check("n > 0")])),
+         _items(n=pw.IntegerField(default=1, constraints=[pw.Check("n >= 0")])),
+         "INSERT INTO items (name, n) VALUES ('a', 1)",
+         after=_refused("UPDATE items SET n = -1")),
+    Case("enum_check_widened", _status(["new", "done"]), _status(["new", "done", "gone"]),
+         "INSERT INTO items (name, status) VALUES ('a', 'new'), ('b', 'done')",
+         after=lambda db: db.execute_sql("UPDATE items SET status = 'gone'")),
+    Case("server_default_to_python_default",
+         _items(n=pw.IntegerField(constraints=[pw.SQL("DEFAULT 5")])),
+         _items(n=pw.IntegerField(default=5)), SEED),
+    Case("python_default_to_server_default", _items(n=pw.IntegerField(default=5)),
+         _items(n=pw.IntegerField(constraints=[pw.SQL("DEFAULT 5")])),
+         "INSERT INTO items (name, n) VALUES ('a', 5)",
+         after=_eq("INSERT INTO items (name) VALUES ('b') RETURNING n", [(5,)])),
+    Case("boolean_null_to_not_null_with_default", _items(ok=pw.BooleanField(null=True)),
+         _items(ok=pw.BooleanField(default=False)),
+         "INSERT INTO items (name, ok) VALUES ('a', true), ('b', NULL)",
+         after=_eq("SELECT name, ok FROM items ORDER BY name", [("a", True), ("b", False)])),
+    # -- renames and schemas ----------------------------------------------------------
+    Case("model_and_column_renamed", _counter("counters", "n", False),
+         _counter("tallies", "total", True), "INSERT INTO counters (n) VALUES (4)",
+         after=_eq("SELECT total FROM tallies", [(4,)])),
+    Case("new_table_in_a_schema", lambda: [item()], lambda: [item(), *_in_schema("app")()],
+         SEED),
+    # -- types ------------------------------------------------------------------------
+    Case("varchar_to_text", _items(code=pw.CharField(max_length=8, null=True)),
+         _items(code=pw.TextField(null=True)),
+         "INSERT INTO items (name, code) VALUES ('a', 'abc')"),
+    Case("text_to_uuid", _items(ref=pw.CharField(max_length=36, null=True)),
+         _items(ref=pw.UUIDField(null=True)),
+         f"INSERT INTO items (name, ref) VALUES ('a', '{uuid.UUID(int=5)}')",
+         after=_eq("SELECT ref FROM items", [(uuid.UUID(int=5),)])),
+    Case("integer_to_double", _items(n=pw.IntegerField(null=True)),
+         _items(n=pw.DoubleField(null=True)), "INSERT INTO items (name, n) VALUES ('a', 3)",
+         after=_eq("SELECT n FROM items", [(3.0,)])),
+    Case("fixed_char_to_varchar", _items(code=pw.FixedCharField(max_length=3, null=True)),
+         _items(code=pw.CharField(max_length=3, null=True)),
+         "INSERT INTO items (name, code) VALUES ('a', 'ab')"),
+)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_model_change(
+    case: Case, pg: Server, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    """The safe forms, then the plain ones, each in the module's database emptied."""
+    for form in both_forms(case):
+        (tmp_path / form.id).mkdir()
+        run_case(form, emptied(module_db), ref_db, tmp_path / form.id, reapply=True)
+    check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop,
+                 lint_only=True)
 
 
 def test_referenced_table_dropped_with_its_foreign_key_is_refused(
