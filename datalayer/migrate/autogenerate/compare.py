@@ -894,7 +894,7 @@ class _Planner:
                     continue  # only indexes or NOT NULL change: phase two does them
             code: Expr = w.field(written)
             if before.type != after.type and _needs_using(before.type, after.type):
-                using = self._using(fm, col, before, after)
+                using = self._using(fm, col, before, after, (source, target))
                 cast.append((target.name, code, using))
             else:
                 plain_.append((target.name, code))
@@ -907,8 +907,13 @@ class _Planner:
                 kw=[("using", Dict(((plain(name), plain(using)),))), *flag],
             ), table=t)
 
-    def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
+    def _using(
+        self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec,
+        fields: tuple[pw.Field, pw.Field] | None = None,
+    ) -> str:
         """Return the USING expression of a type change that has no assignment cast.
+
+        ``fields``: the column's field before and after (a ``TimestampField``'s resolution).
 
         A key that cannot be cast is renumbered: from its new sequence (to a serial type)
         or with ``gen_random_uuid()`` (integers to uuid); refused when foreign keys point
@@ -939,6 +944,15 @@ class _Planner:
                    if json_using.startswith("translate(") else "convertible")
             )
             return json_using
+        resolution = max(getattr(f, "resolution", 1) for f in fields or ())
+        converted = _converted(col, before.type.text, after.type.text, resolution)
+        if renumber is None and converted is not None:
+            using, effect = converted
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {using}: {effect}"
+            )
+            return using
         if renumber is None:
             using = f"{quote(col)}::{target}"
             self.warn(
@@ -1110,6 +1124,45 @@ def _json_using(table: str, col: str, old: str, new: str) -> str | None:
         f"new column, fill it with ARRAY(SELECT jsonb_array_elements_text({col})) in "
         "batches, then drop the old column and rename the new one"
     ])
+
+
+_TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITHOUT TIME ZONE", "TIMESTAMPTZ",
+               "TIMESTAMP WITH TIME ZONE"}
+
+
+def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str] | None:
+    """Return the USING expression and what it does, for types PostgreSQL has no cast for.
+
+    A timestamp and an integer count of ``1 / resolution`` seconds since 1970 (peewee's
+    ``TimestampField``) either way, and a uuid and its 16 bytes (``BinaryUUIDField``)
+    either way; None for other types (``col::new`` is written then).
+    """
+    source = re.sub(r"\(.*?\)", "", old.upper()).strip()
+    target = re.sub(r"\(.*?\)", "", new.upper()).strip()
+    q = quote(col)
+    naive = ("a timestamp without time zone is read as UTC (as TimestampField(utc=True) "
+             "stores it; edit the USING expression if the application's local time is not "
+             "UTC)")
+    if source in _TIMESTAMPS and target in _INTEGERS:
+        scaled = f"extract(epoch FROM {q})" + (f" * {resolution}" if resolution > 1 else "")
+        zoned = "WITH TIME ZONE" in source or source == "TIMESTAMPTZ"
+        return (f"round({scaled})::{target}",
+                f"each value becomes its count of 1/{resolution} seconds since 1970-01-01 "
+                "UTC (rounded)" + ("" if zoned else "; " + naive))
+    if source in _INTEGERS and target in _TIMESTAMPS:
+        seconds = f"{q} / {resolution}.0" if resolution > 1 else q
+        zoned = "WITH TIME ZONE" in target or target == "TIMESTAMPTZ"
+        return (f"to_timestamp({seconds})" + ("" if zoned else " AT TIME ZONE 'UTC'"),
+                f"each value is read as a count of 1/{resolution} seconds since 1970-01-01 "
+                "UTC" + ("" if zoned else ", the timestamp written in UTC"))
+    if source == "UUID" and target == "BYTEA":
+        return (f"decode(replace({q}::TEXT, '-', ''), 'hex')",
+                "each value becomes its 16 bytes, as BinaryUUIDField stores it")
+    if source == "BYTEA" and target == "UUID":
+        return (f"encode({q}, 'hex')::UUID",
+                "each value is read as the 16 bytes of a uuid (the change fails on a value of "
+                "another length)")
+    return None
 
 
 def _key_fields(model: type[pw.Model]) -> list[str]:

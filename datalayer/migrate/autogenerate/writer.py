@@ -271,6 +271,11 @@ class CodeWriter:
             kw.append(("decimal_places", self._option(field.decimal_places, where)))
             kw.append(("auto_round", self._option(field.auto_round, where)))
             kw.append(("rounding", plain(str(field.rounding))))
+        if isinstance(field, pw.TimestampField):  # what a type change's USING converts by
+            if field.resolution != 1:
+                kw.append(("resolution", self._option(field.resolution, where)))
+            if field.utc:
+                kw.append(("utc", self._option(True, where)))
         inner = vars(field).get("_ArrayField__field")
         if inner is not None:
             kw.append(("field_class", class_ref(_base_class(inner))))
