@@ -10,6 +10,7 @@ message that names the cause and the way out (``test_refused``).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import peewee as pw
 import pytest
-from playhouse.postgres_ext import BinaryJSONField
+from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 
 from datalayer.errors import GenerationError
 from datalayer.migrate.autogenerate.api import create_migration
@@ -164,6 +165,20 @@ def _counter(table: str, column: str, hint: bool) -> Callable[[], Models]:
     return models
 
 
+def _ledger(owner: type[pw.Model]) -> type[pw.Model]:
+    meta = type("Meta", (), {"table_name": "ledger", "legacy_table_names": False,
+                             "schema": "app"})
+    return type("Ledger", (pw.Model,), {
+        "Meta": meta, "__module__": __name__, "amount": pw.IntegerField(default=0),
+        "owner": pw.ForeignKeyField(owner, column_name="owner_id", backref="+")})
+
+
+def _renamed_in_unique_together() -> Models:
+    m = item(a=pw.IntegerField(default=0), c=renamed_from(pw.IntegerField(default=0), "b"))
+    m.add_index(m.index(m.a, m.c, unique=True))
+    return [m]
+
+
 def _holders() -> Models:
     owner = renamed_from(model("Owner", "holders", id=uuid_pk("owner_id"),
                                code=pw.CharField(max_length=5)), "owners")
@@ -270,6 +285,69 @@ CASES = (
     Case("fixed_char_to_varchar", _items(code=pw.FixedCharField(max_length=3, null=True)),
          _items(code=pw.CharField(max_length=3, null=True)),
          "INSERT INTO items (name, code) VALUES ('a', 'ab')"),
+    # -- round 2 ----------------------------------------------------------------------
+    Case("table_moved_to_a_schema", _in_schema(None), _in_schema("app"),
+         "INSERT INTO notes (body) VALUES ('x')"),
+    Case("datetime_to_timestamp_field", _items(at=pw.DateTimeField(null=True)),
+         _items(at=pw.TimestampField(null=True, utc=True)),
+         "INSERT INTO items (name, at) VALUES ('a', '2024-01-01 10:30')",
+         warns=("with USING round(extract(epoch FROM \"at\"))::BIGINT: each value becomes its "
+                "count of 1/1 seconds since 1970-01-01 UTC",),
+         after=_eq("SELECT at FROM items", [(1704105000,)]),
+         after_rollback=_eq("SELECT at FROM items", [(dt.datetime(2024, 1, 1, 10, 30),)])),
+    Case("timestamptz_to_millisecond_timestamp_field", _items(at=DateTimeTZField(null=True)),
+         _items(at=pw.TimestampField(null=True, resolution=3)),
+         "INSERT INTO items (name, at) VALUES ('a', '2024-01-01 10:30:00.25+00')",
+         after=_eq("SELECT at FROM items", [(1704105000250,)]),
+         after_rollback=_eq("SELECT at = '2024-01-01 10:30:00.25+00' FROM items", [(True,)])),
+    Case("uuid_to_binary_uuid", _items(ref=pw.UUIDField(null=True)),
+         _items(ref=pw.BinaryUUIDField(null=True)),
+         f"INSERT INTO items (name, ref) VALUES ('a', '{uuid.UUID(int=5)}')",
+         after=_eq("SELECT ref = decode('00000000000000000000000000000005', 'hex') FROM items",
+                   [(True,)]),
+         after_rollback=_eq("SELECT ref FROM items", [(uuid.UUID(int=5),)])),
+    Case("meta_check_edited",
+         _indexed(constraints=[pw.Check("a < 100")]), _indexed(constraints=[pw.Check("a < 1000")]),
+         SEED_AB, after=_refused("UPDATE items SET a = 1000")),
+    Case("serial_key_to_bigserial", lambda: [model("Thing", "things", id=pw.AutoField(),
+                                                   n=pw.IntegerField(default=0))],
+         lambda: [model("Thing", "things", id=pw.BigAutoField(), n=pw.IntegerField(default=0))],
+         "INSERT INTO things (n) VALUES (1), (2)",
+         after=lambda db: db.execute_sql("INSERT INTO things (n) VALUES (3)")),
+    Case("fk_retargeted_to_another_table", _owned(),
+         lambda: [_owner(), g := model("Group", "groups", id=uuid_pk("group_id")),
+                  item(owner=pw.ForeignKeyField(g, column_name="owner_id", null=True,
+                                                backref="+"))],
+         "INSERT INTO owners (code) VALUES ('o1'); INSERT INTO items (name) VALUES ('a')",
+         after=_refused("INSERT INTO items (name, owner_id) SELECT 'b', owner_id FROM owners")),
+    Case("column_of_a_multi_column_index_dropped",
+         _indexed(lambda m: m.index(m.a, m.b)),
+         lambda: [item(a=pw.IntegerField(default=0))], SEED_AB, allow_drop=True),
+    Case("unique_column_added_with_callable_default", lambda: [item()],
+         _items(token=pw.UUIDField(default=uuid.uuid4, unique=True)), SEED,
+         after=_eq("SELECT count(DISTINCT token) FROM items", [(2,)])),
+    Case("column_in_unique_together_renamed", _indexed(lambda m: m.index(m.a, m.b, unique=True)),
+         _renamed_in_unique_together, SEED_AB,
+         after=_refused("INSERT INTO items (name, a, c) VALUES ('z', 1, 2)")),
+    Case("callable_default_to_now_server_default",
+         _items(at=pw.DateTimeField(default=dt.datetime.now)),
+         _items(at=pw.DateTimeField(constraints=[pw.SQL("DEFAULT now()")])),
+         "INSERT INTO items (name, at) VALUES ('a', now())",
+         after=_eq("INSERT INTO items (name) VALUES ('b') RETURNING at IS NOT NULL", [(True,)])),
+    Case("not_null_column_with_index_made_nullable_and_unindexed",
+         _items(n=pw.IntegerField(default=0, index=True)), _items(n=pw.IntegerField(null=True)),
+         "INSERT INTO items (name, n) VALUES ('a', 1)"),
+    Case("fk_on_delete_added_not_null",
+         lambda: [o := _owner(), item(owner=pw.ForeignKeyField(o, column_name="owner_id",
+                                                               backref="+"))],
+         lambda: [o := _owner(), item(owner=pw.ForeignKeyField(o, column_name="owner_id",
+                                                               backref="+",
+                                                               on_delete="CASCADE"))],
+         "INSERT INTO owners (code) VALUES ('o1'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=_eq("DELETE FROM owners; SELECT count(*) FROM items", [(0,)])),
+    Case("new_table_in_a_schema_referring_to_public", lambda: [_owner()],
+         lambda: [o := _owner(), _ledger(o)], "INSERT INTO owners (code) VALUES ('o1')"),
 )
 
 
