@@ -369,6 +369,11 @@ class CodeWriter:
             opts.append(("schema", plain(meta.schema)))
         if not meta.legacy_table_names:
             opts.append(("legacy_table_names", plain(False)))
+        if meta.table_settings:  # after the column list of CREATE TABLE: WITH (...), ...
+            settings = meta.table_settings
+            opts.append(("table_settings", self.literal(
+                [settings] if isinstance(settings, str) else list(settings),
+                context=meta.table_name)))
         if meta.composite_key:
             composite: Any = meta.primary_key
             opts.append(("primary_key",
