@@ -498,7 +498,8 @@ class _Planner:
         for new in created:
             name = new._meta.table_name
             if name not in taken and _table_shape(table_spec(new)) == shape:
-                hint = f"@renamed_from({_py_str(t)}) above class {new.__name__}"
+                hint = _through_hint(new, t) or (
+                    f"@renamed_from({_py_str(t)}) above class {new.__name__}")
                 self.drops.append(Drop(t, None, name, hint))
                 return
         self.drops.append(Drop(t))
@@ -1162,6 +1163,21 @@ def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str]
         return (f"encode({q}, 'hex')::UUID",
                 "each value is read as the 16 bytes of a uuid (the change fails on a value of "
                 "another length)")
+    return None
+
+
+def _through_hint(through: type[pw.Model], old: str) -> str | None:
+    """The rename hint of a many-to-many through model peewee made (no class to decorate).
+
+    peewee names its table after both sides, so renaming one side renames it too.
+    """
+    for fk in through._meta.refs:
+        side = fk.rel_model
+        for m2m in side._meta.manytomany.values():
+            if m2m.through_model is through:
+                return (f"renamed_from({side.__name__}.{m2m.name}.get_through_model(), "
+                        f"{_py_str(old)}) where the models are listed (peewee names the "
+                        "through table after both sides)")
     return None
 
 
