@@ -308,7 +308,15 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
         f"^{_re(old)}_((.*_)?{_AUTO_SUFFIX}|.*_seq)$",
         f"{new}_\\1",
     ))
-    moved = dataclasses.replace(before, name=new)
+    # A foreign key to the table itself follows it (PostgreSQL keeps it on the renamed
+    # table): the same constraint, not one to drop and add again with a scan.
+    own = f"REFERENCES {before.qualified} ("
+    moved = dataclasses.replace(before, name=new, columns=tuple(
+        dataclasses.replace(c, fk=Sql(c.fk.text.replace(own, f"REFERENCES {after.qualified} ("),
+                                      c.fk.params))
+        if c.fk is not None and own in c.fk.text else c
+        for c in before.columns
+    ))
     steps.extend(plan_alter(moved, after))
     return steps
 
