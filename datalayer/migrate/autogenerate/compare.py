@@ -1135,8 +1135,9 @@ def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str]
     """Return the USING expression and what it does, for types PostgreSQL has no cast for.
 
     A timestamp and an integer count of ``1 / resolution`` seconds since 1970 (peewee's
-    ``TimestampField``) either way, and a uuid and its 16 bytes (``BinaryUUIDField``)
-    either way; None for other types (``col::new`` is written then).
+    ``TimestampField``) either way, a boolean and a smallint or bigint either way (only
+    integer has a cast), and a uuid and its 16 bytes (``BinaryUUIDField``) either way;
+    None for other types (``col::new`` is written then).
     """
     source = re.sub(r"\(.*?\)", "", old.upper()).strip()
     target = re.sub(r"\(.*?\)", "", new.upper()).strip()
@@ -1156,6 +1157,10 @@ def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str]
         return (f"to_timestamp({seconds})" + ("" if zoned else " AT TIME ZONE 'UTC'"),
                 f"each value is read as a count of 1/{resolution} seconds since 1970-01-01 "
                 "UTC" + ("" if zoned else ", the timestamp written in UTC"))
+    if source in ("SMALLINT", "INT2", "BIGINT", "INT8") and target in ("BOOLEAN", "BOOL"):
+        return f"{q} <> 0", "0 becomes false, any other number true"  # int4 alone casts
+    if source in ("BOOLEAN", "BOOL") and target in ("SMALLINT", "INT2", "BIGINT", "INT8"):
+        return f"{q}::INTEGER::{target}", "false becomes 0, true 1"
     if source == "UUID" and target == "BYTEA":
         return (f"decode(replace({q}::TEXT, '-', ''), 'hex')",
                 "each value becomes its 16 bytes, as BinaryUUIDField stores it")
