@@ -18,7 +18,14 @@ from typing import Any
 
 import peewee as pw
 import pytest
-from playhouse.postgres_ext import ArrayField, BinaryJSONField, DateTimeTZField
+from playhouse.postgres_ext import (
+    ArrayField,
+    BinaryJSONField,
+    DateTimeTZField,
+    IntervalField,
+    JSONField,
+    TSVectorField,
+)
 
 from datalayer.errors import GenerationError
 from datalayer.migrate.autogenerate.api import create_migration
@@ -211,6 +218,21 @@ def _settings_table() -> type[pw.Model]:
                              "table_settings": ["WITH (fillfactor=70)"]})
     return type("Cached", (pw.Model,), {"Meta": meta, "__module__": __name__,
                                         "key": pw.CharField(max_length=9, unique=True)})
+
+
+def _tree(table: str, hint: bool) -> Callable[[], Models]:
+    def models() -> Models:
+        m = model("Node", table, id=pw.AutoField(), parent=pw.ForeignKeyField(
+            "self", null=True, column_name="parent_id", backref="+"))
+        return [item(), renamed_from(m, "nodes") if hint else m]
+    return models
+
+
+def _named_note(table: str, schema: str | None) -> type[pw.Model]:
+    meta = type("Meta", (), {"table_name": table, "legacy_table_names": False,
+                             "schema": schema})
+    return type("Note", (pw.Model,), {"Meta": meta, "__module__": __name__,
+                                      "body": pw.TextField(default="")})
 
 
 def _holders() -> Models:
@@ -446,6 +468,54 @@ CASES = (
          lambda: [item(), _settings_table()], SEED,
          after=_eq("SELECT reloptions FROM pg_class WHERE relname = 'cached'",
                    [(["fillfactor=70"],)])),
+    # -- round 4 ----------------------------------------------------------------------
+    Case("smallint_to_boolean", _items(ok=pw.SmallIntegerField(null=True)),
+         _items(ok=pw.BooleanField(null=True)),
+         "INSERT INTO items (name, ok) VALUES ('a', 1), ('b', 0)",
+         after=_eq("SELECT name, ok FROM items ORDER BY name", [("a", True), ("b", False)]),
+         after_rollback=_eq("SELECT name, ok FROM items ORDER BY name", [("a", 1), ("b", 0)])),
+    Case("integer_to_boolean", _items(ok=pw.IntegerField(null=True)),
+         _items(ok=pw.BooleanField(null=True)), "INSERT INTO items (name, ok) VALUES ('a', 1)",
+         after=_eq("SELECT ok FROM items", [(True,)])),
+    Case("json_to_jsonb_with_its_gin_index", _items(doc=JSONField(null=True)),
+         _items(doc=BinaryJSONField(null=True)),
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": 1}')"),
+    Case("tsvector_and_interval_added", lambda: [item()],
+         _items(search=TSVectorField(null=True), span=IntervalField(null=True)), SEED),
+    Case("real_to_double_to_decimal", _items(x=pw.FloatField(null=True)),
+         _items(x=pw.DecimalField(10, 3, null=True)),
+         "INSERT INTO items (name, x) VALUES ('a', 1.5)",
+         after=_eq("SELECT x::text FROM items", [("1.500",)])),
+    Case("column_renamed_and_widened", _items(qty=pw.IntegerField(default=0)),
+         _items(quantity=renamed_from(pw.BigIntegerField(default=0), "qty")),
+         "INSERT INTO items (name, qty) VALUES ('a', 3)",
+         after=_eq("SELECT quantity FROM items", [(3,)])),
+    Case("column_renamed_and_made_not_null", _items(qty=pw.IntegerField(null=True)),
+         _items(quantity=renamed_from(pw.IntegerField(), "qty")),
+         "INSERT INTO items (name, qty) VALUES ('a', 3)",
+         after=_refused("INSERT INTO items (name) VALUES ('no quantity')")),
+    Case("two_fks_to_one_table_added", lambda: [_owner(), item()],
+         lambda: [o := _owner(), item(
+             made_by=pw.ForeignKeyField(o, column_name="made_by", null=True, backref="+"),
+             changed_by=pw.ForeignKeyField(o, column_name="changed_by", null=True,
+                                           backref="+", on_delete="SET NULL"))],
+         "INSERT INTO owners (code) VALUES ('o1'); INSERT INTO items (name) VALUES ('a')"),
+    Case("self_referencing_table_renamed", _tree("nodes", False), _tree("tree_nodes", True),
+         "INSERT INTO nodes (parent_id) VALUES (NULL); "
+         "INSERT INTO nodes (parent_id) SELECT id FROM nodes",
+         after=_refused("INSERT INTO tree_nodes (parent_id) VALUES (999)")),
+    Case("checked_column_widened",
+         _items(n=pw.IntegerField(default=1, constraints=[pw.Check("n > 0")])),
+         _items(n=pw.BigIntegerField(default=1, constraints=[pw.Check("n > 0")])),
+         "INSERT INTO items (name, n) VALUES ('a', 2)", after=_refused("UPDATE items SET n = 0")),
+    Case("fk_column_renamed_and_on_delete_changed", _owned(),
+         lambda: [o := _owner(), item(holder=renamed_from(pw.ForeignKeyField(
+             o, column_name="holder_id", null=True, backref="+", on_delete="CASCADE"),
+             "owner_id"))], SEED_OWNERS,
+         after=_eq("DELETE FROM owners; SELECT count(*) FROM items", [(1,)])),
+    Case("table_renamed_into_a_schema", _in_schema(None),
+         lambda: [renamed_from(_named_note("memos", "app"), "notes")],
+         "INSERT INTO notes (body) VALUES ('x')"),
 )
 
 
