@@ -22,6 +22,7 @@ from playhouse.postgres_ext import (
     ArrayField,
     BinaryJSONField,
     DateTimeTZField,
+    IdentityField,
     IntervalField,
     JSONField,
     TSVectorField,
@@ -233,6 +234,14 @@ def _named_note(table: str, schema: str | None) -> type[pw.Model]:
                              "schema": schema})
     return type("Note", (pw.Model,), {"Meta": meta, "__module__": __name__,
                                       "body": pw.TextField(default="")})
+
+
+def _tupled(unique: bool) -> Callable[[], Models]:
+    """items(a, b) with ``Meta.indexes`` in peewee's tuple form."""
+    return lambda: [model("Item", "items", id=uuid_pk("item_id"),
+                          name=pw.CharField(max_length=50, default="-"),
+                          a=pw.IntegerField(default=0), b=pw.IntegerField(default=0),
+                          indexes=((("a", "b"), unique),))]
 
 
 def _holders() -> Models:
@@ -516,6 +525,43 @@ CASES = (
     Case("table_renamed_into_a_schema", _in_schema(None),
          lambda: [renamed_from(_named_note("memos", "app"), "notes")],
          "INSERT INTO notes (body) VALUES ('x')"),
+    # -- round 5 ----------------------------------------------------------------------
+    Case("serial_key_to_identity", lambda: [model("Thing", "things", id=pw.AutoField(),
+                                                  n=pw.IntegerField(default=0))],
+         lambda: [model("Thing", "things", id=IdentityField(), n=pw.IntegerField(default=0))],
+         "INSERT INTO things (n) VALUES (1), (2)",
+         after=_eq("INSERT INTO things (n) VALUES (3) RETURNING id > 2", [(True,)])),
+    Case("identity_table_added", lambda: [item()],
+         lambda: [item(), model("Event", "events", id=IdentityField(),
+                                kind=pw.CharField(max_length=9))], SEED,
+         after=_eq("INSERT INTO events (kind) VALUES ('k') RETURNING id", [(1,)])),
+    Case("tuple_index_made_unique", _tupled(False), _tupled(True), SEED_AB,
+         after=_refused("INSERT INTO items (name, a, b) VALUES ('z', 1, 2)")),
+    Case("column_of_a_tuple_index_renamed", _tupled(True),
+         lambda: [model("Item", "items", id=uuid_pk("item_id"), name=pw.CharField(
+             max_length=50, default="-"), a=pw.IntegerField(default=0),
+             c=renamed_from(pw.IntegerField(default=0), "b"),
+             indexes=((("a", "c"), True),))], SEED_AB,
+         after=_refused("INSERT INTO items (name, a, c) VALUES ('z', 1, 2)")),
+    Case("meta_unique_constraint_added", _indexed(),
+         _indexed(constraints=[pw.SQL("CONSTRAINT items_a_b_key UNIQUE (a, b)")]), SEED_AB,
+         after=_refused("INSERT INTO items (name, a, b) VALUES ('z', 1, 2)")),
+    Case("check_with_a_function_added", lambda: [item()],
+         lambda: [item(constraints=[pw.Check("char_length(name) > 0")])], SEED,
+         after=_refused("UPDATE items SET name = ''")),
+    Case("jsonb_server_default_added", _items(doc=BinaryJSONField(null=True, index=False)),
+         _items(doc=BinaryJSONField(index=False,
+                                    constraints=[pw.SQL("DEFAULT '{}'::jsonb")])),
+         "INSERT INTO items (name, doc) VALUES ('a', '{\"k\": 1}'), ('b', NULL)",
+         after=_eq("SELECT doc::text FROM items ORDER BY name", [('{"k": 1}',), ("{}",)])),
+    Case("new_table_with_a_deferred_fk_and_its_index", lambda: [_owner()],
+         lambda: [o := _owner(), model("Task", "tasks", id=pw.AutoField(),
+                                       owner=pw.ForeignKeyField(o, column_name="owner_id",
+                                                                backref="+"),
+                                       note=pw.DeferredForeignKey("Note", null=True,
+                                                                  backref="+")),
+                  _named_note("notes", None)],
+         "INSERT INTO owners (code) VALUES ('o1')"),
 )
 
 
