@@ -66,15 +66,16 @@ def _items(**fields: Any) -> Callable[[], Models]:
     return lambda: [item(**fields)]
 
 
-def _members(key: tuple[str, ...] | None) -> Callable[[], Models]:
-    """members(user, org, role): a serial ``id`` key (None) or a composite one."""
+def _members(key: tuple[str, ...] | None, **extra: Any) -> Callable[[], Models]:
+    """members(user, org, role): a serial ``id`` key (None), a composite one, or none (())."""
     def models() -> Models:
         fields: dict[str, Any] = {"user": pw.IntegerField(), "org": pw.IntegerField(),
                                   "role": pw.CharField(max_length=10, default="member")}
         if key is None:
             fields["id"] = pw.AutoField()
+        fields.update(extra)
         meta = type("Meta", (), {"table_name": "members", "legacy_table_names": False,
-                                 "primary_key": pw.CompositeKey(*key) if key else None})
+                                 "primary_key": pw.CompositeKey(*key) if key else False})
         if key is None:
             del meta.primary_key
         return [type("Member", (pw.Model,), {"Meta": meta, "__module__": __name__, **fields})]
@@ -255,6 +256,15 @@ CASES = (
     # -- keys -------------------------------------------------------------------------
     Case("serial_key_replaced_by_composite_key", _members(None), _members(("user", "org")),
          SEED_MEMBERS, allow_drop=True),
+    # With a unique column dropped too: the file before the transactional one (the unique
+    # index dropped concurrently) numbers the serial key back in its rollback.
+    Case("serial_key_and_a_unique_column_replaced_by_composite_key",
+         _members(None, code=pw.CharField(max_length=5, null=True, unique=True)),
+         _members(("user", "org")), SEED_MEMBERS, allow_drop=True),
+    Case("serial_key_dropped_leaving_no_key", _members(None), _members(()), SEED_MEMBERS,
+         allow_drop=True),
+    Case("bigserial_key_replaced_by_composite_key", _members(None, id=pw.BigAutoField()),
+         _members(("user", "org")), SEED_MEMBERS, allow_drop=True),
     Case("composite_key_replaced_by_serial_key", _members(("user", "org")), _members(None),
          SEED_MEMBERS),
     # -- foreign keys -----------------------------------------------------------------
