@@ -29,7 +29,7 @@ from playhouse.postgres_ext import (
 )
 
 from datalayer.errors import GenerationError
-from datalayer.migrate.autogenerate.api import create_migration
+from datalayer.migrate.autogenerate.api import create_migration, diff_source
 from datalayer.migrate.autogenerate.hints import renamed_from
 from datalayer.migrate.autogenerate.outcome import DropRefused
 from datalayer.models.fields import uuid_pk
@@ -243,6 +243,24 @@ def _tupled(unique: bool) -> Callable[[], Models]:
                           name=pw.CharField(max_length=50, default="-"),
                           a=pw.IntegerField(default=0), b=pw.IntegerField(default=0),
                           indexes=((("a", "b"), unique),))]
+
+
+def _renamed_in_partial_index() -> Models:
+    m = item(a=pw.IntegerField(default=0), c=renamed_from(pw.IntegerField(default=0), "b"))
+    m.add_index(m.index(m.a, unique=True, where=m.c > 0))
+    return [m]
+
+
+def _titled() -> Models:
+    m = item(title=pw.CharField(max_length=20, default=""))
+    m.add_index(m.index(pw.fn.lower(m.title), name="items_title_ci"))
+    return [m]
+
+
+def _renamed_in_expression_index() -> Models:
+    m = item(label=renamed_from(pw.CharField(max_length=20, default=""), "title"))
+    m.add_index(m.index(pw.fn.lower(m.label), name="items_title_ci"))
+    return [m]
 
 
 def _holders() -> Models:
@@ -572,6 +590,15 @@ CASES = (
                                                                   backref="+")),
                   _named_note("notes", None)],
          "INSERT INTO owners (code) VALUES ('o1')"),
+    Case("column_in_a_partial_index_condition_renamed",
+         _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 0)),
+         _renamed_in_partial_index, "INSERT INTO items (name, a, b) VALUES ('x', 1, 0), "
+         "('y', 1, 2)", after=_refused("INSERT INTO items (name, a, c) VALUES ('z', 1, 5)")),
+    Case("column_in_an_expression_index_renamed",
+         _titled, _renamed_in_expression_index,
+         "INSERT INTO items (name, title) VALUES ('a', 'T')",
+         after=_eq("SELECT strpos(indexdef, 'lower((label)') > 0 FROM pg_indexes "
+                   "WHERE indexname = 'items_title_ci'", [(True,)])),
 )
 
 
@@ -650,3 +677,19 @@ def test_through_table_rename_hint(module_db: pw.Database, tmp_path: Path) -> No
             "rows are not carried over: if it was renamed, add renamed_from("
             "Item.tags.get_through_model(), \"items_tags_through\") where the models are "
             "listed") in str(refused.value), str(refused.value)
+
+
+def test_python_default_changes_need_no_migration(module_db: pw.Database, tmp_path: Path) -> None:
+    """A Python-side default (constant or callable) lives in the application, not the table.
+
+    Changing one (constant to constant, constant to callable and back) finds no change, as
+    ``create_tables()`` writes none of them.
+    """
+    router = PlainRouter(emptied(module_db), tmp_path)
+    v1 = [item(n=pw.IntegerField(default=0), at=pw.DateTimeField(default=dt.datetime.now))]
+    assert create_migration(router, "v1", v1) is not None
+    router.run()
+    for v2 in ([item(n=pw.IntegerField(default=1), at=pw.DateTimeField(default=dt.datetime.now))],
+               [item(n=pw.IntegerField(default=lambda: 3),
+                     at=pw.DateTimeField(default=dt.datetime(2020, 1, 1)))]):
+        assert diff_source(router, v2) is None
