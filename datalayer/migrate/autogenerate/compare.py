@@ -411,7 +411,8 @@ class _Planner:
         """Refuse to drop a table in the migration that drops a foreign key to it, column kept.
 
         The rollback would re-create that table empty and add the foreign key back, which
-        fails while the column holds values: in two migrations each rollback works.
+        fails while the column holds values: in two migrations each rollback works.  A
+        foreign key moved to another table (an unhinted rename) is only warned about.
         """
         if not self.forward:
             return
@@ -419,6 +420,16 @@ class _Planner:
         for f in fm._meta.refs:
             target = f.rel_model._meta.table_name
             if target not in to_map and f.column_name in tm._meta.columns:
+                if isinstance(tm._meta.columns[f.column_name], pw.ForeignKeyField):
+                    # Moved to another table (an unhinted rename under --allow-drop): the
+                    # forward and the rollback both refer to a table created empty.
+                    self.warn(
+                        f"the rollback cannot run while {t}.{f.column_name} holds values: it "
+                        f"re-creates {target} empty and adds the foreign key of "
+                        f"{t}.{f.column_name} to it back; set {t}.{f.column_name} to NULL (or "
+                        "delete those rows) before rolling back"
+                    )
+                    continue
                 raise UnsupportedChange(
                     f"{t}.{f.column_name} keeps its values but its foreign key to {target} "
                     f"goes with the table {target}: the rollback would re-create {target} "
