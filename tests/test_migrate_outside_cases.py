@@ -122,6 +122,12 @@ def _coded(fk: bool) -> Callable[[], Models]:
     return models
 
 
+def _coded_plain() -> Models:
+    """owners.code without UNIQUE, items without a foreign key."""
+    return [model("Owner", "owners", id=uuid_pk("owner_id"), code=pw.CharField(max_length=5)),
+            item()]
+
+
 def _indexed(*indexes: Callable[[type[pw.Model]], pw.ModelIndex], **fields: Any
              ) -> Callable[[], Models]:
     def models() -> Models:
@@ -590,6 +596,9 @@ CASES = (
                                                                   backref="+")),
                   _named_note("notes", None)],
          "INSERT INTO owners (code) VALUES ('o1')"),
+    Case("fk_to_a_unique_field_and_the_unique_removed_together", _coded(True), _coded_plain,
+         "INSERT INTO owners (code) VALUES ('o1'); "
+         "INSERT INTO items (name, owner_code) VALUES ('a', 'o1')", allow_drop=True),
     Case("column_in_a_partial_index_condition_renamed",
          _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 0)),
          _renamed_in_partial_index, "INSERT INTO items (name, a, b) VALUES ('x', 1, 0), "
@@ -693,3 +702,42 @@ def test_python_default_changes_need_no_migration(module_db: pw.Database, tmp_pa
                [item(n=pw.IntegerField(default=lambda: 3),
                      at=pw.DateTimeField(default=dt.datetime(2020, 1, 1)))]):
         assert diff_source(router, v2) is None
+
+
+def test_fk_to_a_column_made_unique_in_the_same_diff_is_refused(
+    module_db: pw.Database, tmp_path: Path
+) -> None:
+    """owners.code made unique and items' foreign key to it in one diff: refused.
+
+    PostgreSQL needs the unique index first; the safe forms build it concurrently after
+    the transactional part that adds the foreign key (the file failed on apply with
+    "there is no unique constraint matching given keys", in the plain forms too).
+    """
+    router = PlainRouter(emptied(module_db), tmp_path)
+    assert create_migration(router, "v1", _coded_plain()) is not None
+    router.run()
+    for unsafe in (False, True):
+        with pytest.raises(GenerationError) as refused:
+            create_migration(router, "v2", _coded(True)(), unsafe=unsafe)
+        assert ("the foreign key of items.owner_code refers to owners.code, which this "
+                "migration makes unique: PostgreSQL needs that unique index before a foreign "
+                "key can refer to it. Make owners.code unique first (run diff without the "
+                "foreign key), then add the foreign key in the next diff"
+                ) in str(refused.value), str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"], "nothing written"
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
+def test_fk_to_a_column_made_unique_in_two_migrations(
+    unsafe: bool, pg: Server, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    """The way out the refusal names: unique first, then the foreign key; rows kept."""
+    seed = "INSERT INTO owners (code) VALUES ('o1'); INSERT INTO items (name) VALUES ('a')"
+    first = Case("unique_first", _coded_plain, _coded(False), seed, unsafe=unsafe)
+    second = Case("fk_next", _coded(False), _coded(True), seed, unsafe=unsafe,
+                  after=_refused("INSERT INTO items (name, owner_code) VALUES ('b', 'zz')"))
+    for k, case in enumerate((first, second)):
+        (tmp_path / case.id).mkdir()
+        run_case(case, emptied(module_db), ref_db, tmp_path / case.id, reapply=True)
+        if not unsafe:
+            check_passes(pg, tmp_path / f"lint{k}", case.v1(), case.v2(), lint_only=True)

@@ -328,6 +328,7 @@ class _Planner:
                 self.emit(w.call("set_schema", t, to_map[t]._meta.schema))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        self._refuse_fk_to_new_unique(to_models)
         created = [m for m in to_models if m._meta.table_name not in state]
         # Tables that go and would stand in the way of what comes: dropped first.
         early = self._in_the_way(to_map, created)
@@ -359,6 +360,34 @@ class _Planner:
             self.phase = _NO_TX
             for step in self.deferred:
                 step()
+
+    def _refuse_fk_to_new_unique(self, to_models: Sequence[type[pw.Model]]) -> None:
+        """Refuse a new foreign key to a column that this same migration makes unique.
+
+        PostgreSQL needs the unique index before a foreign key can refer to the column
+        (even NOT VALID), and both the safe split (the index is built concurrently after
+        the transactional part) and the order of the tables can put it after.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for tm in to_models:
+            t = tm._meta.table_name
+            for f in tm._meta.refs:
+                rt, col = f.rel_model._meta.table_name, f.rel_field.column_name
+                if rt not in state or f.rel_field.primary_key or col not in _unique_columns(
+                    f.rel_model) or col in _unique_columns(state[rt]):
+                    continue
+                old = state[t]._meta.columns.get(f.column_name) if t in state else None
+                if isinstance(old, pw.ForeignKeyField) and (
+                    old.rel_model._meta.table_name, old.rel_field.column_name) == (rt, col):
+                    continue
+                raise UnsupportedChange(
+                    f"the foreign key of {t}.{f.column_name} refers to {rt}.{col}, which this "
+                    f"migration makes unique: PostgreSQL needs that unique index before a "
+                    f"foreign key can refer to it. Make {rt}.{col} unique first (run diff "
+                    f"without the foreign key), then add the foreign key in the next diff"
+                )
 
     def _in_the_way(
         self, to_map: Mapping[str, type[pw.Model]], created: Sequence[type[pw.Model]]
@@ -1180,6 +1209,11 @@ def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str]
                 "each value is read as the 16 bytes of a uuid (the change fails on a value of "
                 "another length)")
     return None
+
+
+def _unique_columns(model: type[pw.Model]) -> set[str]:
+    """The columns of ``model`` unique on their own (the key, ``unique=True``)."""
+    return {f.column_name for f in model._meta.sorted_fields if f.unique or f.primary_key}
 
 
 def _through_hint(through: type[pw.Model], old: str) -> str | None:
