@@ -269,6 +269,12 @@ def _renamed_in_expression_index() -> Models:
     return [m]
 
 
+def _partial_on_boolean() -> Models:
+    m = item(active=pw.BooleanField(default=True), code=pw.CharField(max_length=5, null=True))
+    m.add_index(m.index(m.code, unique=True, where=m.active))
+    return [m]
+
+
 def _holders() -> Models:
     owner = renamed_from(model("Owner", "holders", id=uuid_pk("owner_id"),
                                code=pw.CharField(max_length=5)), "owners")
@@ -605,6 +611,39 @@ CASES = (
     Case("date_to_timestamptz", _items(on=pw.DateField(null=True)),
          _items(on=DateTimeTZField(null=True)),
          "INSERT INTO items (name, \"on\") VALUES ('a', '2024-01-01')"),
+    # -- round 7 ----------------------------------------------------------------------
+    Case("meta_index_same_name_other_column", _indexed(lambda m: m.index(m.a, name="items_k")),
+         _indexed(lambda m: m.index(m.b, name="items_k")), SEED_AB,
+         after=_eq("SELECT strpos(indexdef, '(b)') > 0 FROM pg_indexes "
+                   "WHERE indexname = 'items_k'", [(True,)])),
+    Case("indexed_unique_column_added", lambda: [item()],
+         _items(slug=pw.CharField(max_length=9, null=True, index=True, unique=True)), SEED),
+    Case("null_to_not_null_with_a_server_default_on_nulls", _items(n=pw.IntegerField(null=True)),
+         _items(n=pw.IntegerField(constraints=[pw.SQL("DEFAULT 0")])),
+         "INSERT INTO items (name, n) VALUES ('a', 1), ('b', NULL)",
+         after=_eq("SELECT name, n FROM items ORDER BY name", [("a", 1), ("b", 0)])),
+    Case("varchar_shortened_with_fitting_data", _items(code=pw.CharField(max_length=20,
+                                                                          null=True)),
+         _items(code=pw.CharField(max_length=5, null=True)),
+         "INSERT INTO items (name, code) VALUES ('a', 'abc')",
+         warns=("fails if a stored value is longer than 5 characters",)),
+    Case("column_added_to_a_composite_key_table", _members(("user", "org")),
+         _members(("user", "org"), since=pw.DateField(null=True)), SEED_MEMBERS),
+    # The rollback re-adds b as 0 in every row: a row with a > 0 would fail the CHECK then.
+    Case("meta_check_dropped_with_its_column",
+         _indexed(constraints=[pw.Check("a <= b")]), lambda: [item(a=pw.IntegerField(default=0))],
+         "INSERT INTO items (name, a, b) VALUES ('a', 0, 2)", allow_drop=True,
+         warns=("the rollback re-adds items.b without its values (its default or NULL in every "
+                "row), and CHECK (a <= b) refers to it: the rollback fails if a row does not "
+                "satisfy it then",)),
+    Case("checked_column_dropped", _items(n=pw.IntegerField(default=1, constraints=[
+        pw.Check("n > 0")])), lambda: [item()], "INSERT INTO items (name, n) VALUES ('a', 5)",
+         allow_drop=True, warns=("the rollback re-adds items.n without its values",)),
+    Case("partial_index_on_a_boolean", _items(active=pw.BooleanField(default=True),
+                                              code=pw.CharField(max_length=5, null=True)),
+         _partial_on_boolean, "INSERT INTO items (name, active, code) VALUES ('a', true, 'x'), "
+         "('b', false, 'x')", after=_refused("INSERT INTO items (name, active, code) "
+                                             "VALUES ('c', true, 'x')")),
     Case("column_in_a_partial_index_condition_renamed",
          _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 0)),
          _renamed_in_partial_index, "INSERT INTO items (name, a, b) VALUES ('x', 1, 0), "

@@ -759,6 +759,8 @@ class _Planner:
                         )
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", t, reason), table=t)
+                if not self.forward:
+                    self._warn_refilled_check(t, f.column_name, spec, tspec)
                 written = f
                 if (safe or self.tx_rollback) and f.primary_key and serial_base(spec.type.text):
                     # A serial key in place of the table's key: added as a plain integer
@@ -826,6 +828,23 @@ class _Planner:
         entries = dict(_meta_index_entries(tm))
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
+
+    def _warn_refilled_check(self, t: str, col: str, spec: ColumnSpec, tspec: TableSpec) -> None:
+        """Announce a CHECK on a column the rollback re-adds (its values are gone).
+
+        The column comes back filled with its default (or NULL), which the CHECK may
+        refuse: the rollback fails then.
+        """
+        word = re.compile(rf'(?<![\w"]){re.escape(col)}(?![\w"])|{re.escape(quote(col))}')
+        checks = [c.text for c in (*tspec.checks, *tspec.constraints)
+                  if "CHECK" in c.text.upper() and word.search(c.text)]
+        checks += [c.text for c in spec.checks]
+        if checks:
+            self.irreversible.append(
+                f"the rollback re-adds {t}.{col} without its values (its default or NULL in "
+                f"every row), and {', '.join(checks)} refers to it: the rollback fails if a "
+                "row does not satisfy it then"
+            )
 
     def _set_primary_key(
         self, t: str, tm: type[pw.Model], *, online: bool = False, plain: bool = False
