@@ -275,6 +275,25 @@ def _partial_on_boolean() -> Models:
     return [m]
 
 
+def _owned_in_app() -> Models:
+    owner = model("Owner", "owners", id=uuid_pk("owner_id"), code=pw.CharField(max_length=5))
+    owner._meta.schema = "app"
+    return [owner, item(owner=pw.ForeignKeyField(owner, column_name="owner_id", null=True,
+                                                 backref="+"))]
+
+
+def _big_ab_plain() -> Models:
+    m = item(a=pw.BigIntegerField(default=0), b=pw.IntegerField(default=0))
+    m.add_index(m.index(m.a, m.b))
+    return [m]
+
+
+def _renamed_in_index() -> Models:
+    m = item(a=pw.IntegerField(default=0), c=renamed_from(pw.IntegerField(default=0), "b"))
+    m.add_index(m.index(m.a, m.c))
+    return [m]
+
+
 def _holders() -> Models:
     owner = renamed_from(model("Owner", "holders", id=uuid_pk("owner_id"),
                                code=pw.CharField(max_length=5)), "owners")
@@ -644,6 +663,21 @@ CASES = (
          _partial_on_boolean, "INSERT INTO items (name, active, code) VALUES ('a', true, 'x'), "
          "('b', false, 'x')", after=_refused("INSERT INTO items (name, active, code) "
                                              "VALUES ('c', true, 'x')")),
+    # -- round 8 ----------------------------------------------------------------------
+    Case("fk_made_one_to_one", _owned(), _owned(unique=True),
+         "INSERT INTO owners (code) VALUES ('o1'); "
+         "INSERT INTO items (name, owner_id) SELECT 'a', owner_id FROM owners",
+         after=_refused("INSERT INTO items (name, owner_id) SELECT 'b', owner_id FROM owners")),
+    Case("referenced_table_moved_to_a_schema", _owned(), _owned_in_app, SEED_OWNERS,
+         after=_refused("INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    # owners comes back empty in the rollback (its rows are gone), items.owner_id NULL.
+    Case("referenced_table_dropped_with_the_fk_column", _owned(), lambda: [item()], SEED_OWNERS,
+         allow_drop=True, rollback_keeps_rows=False),
+    Case("deferred_fk_to_a_new_table_on_an_existing_one", lambda: [item()], _deferred, SEED),
+    Case("column_in_a_multi_column_index_retyped", _indexed(lambda m: m.index(m.a, m.b)),
+         _big_ab_plain, SEED_AB),
+    Case("column_in_a_multi_column_index_renamed", _indexed(lambda m: m.index(m.a, m.b)),
+         _renamed_in_index, SEED_AB),
     Case("column_in_a_partial_index_condition_renamed",
          _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 0)),
          _renamed_in_partial_index, "INSERT INTO items (name, a, b) VALUES ('x', 1, 0), "
