@@ -699,7 +699,12 @@ def test_model_change(
         (tmp_path / form.id).mkdir()
         run_case(form, emptied(module_db), ref_db, tmp_path / form.id, reapply=True)
     check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop,
-                 lint_only=True)
+                 lint_only=case.id not in FULL_CHECK)
+
+
+# The whole of ``datalayer migrate check`` (the history applied from its offline SQL in a
+# scratch database, compared there with create_tables()) for these; check's lint for all.
+FULL_CHECK = {"serial_key_replaced_by_composite_key", "datetime_to_timestamp_field"}
 
 
 def test_referenced_table_dropped_with_its_foreign_key_is_refused(
