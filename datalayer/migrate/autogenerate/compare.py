@@ -70,14 +70,15 @@ from .plan import Plan, PlannedMigration
 from .render import diff_of as _diff_of
 from .split import Chunk as _Chunk
 from .split import apply_step as _apply
+from .split import atomic as _atomic
 from .split import groups as _groups
-from .split import operations as _operations
-from .split import run_steps as _run_steps
-from .writer import CodeWriter, Unwritable, plain
+from .split import replay_calls as _replay_calls
+from .writer import CodeWriter, Unwritable, constraint_keyword, plain
 
 __all__ = ["diff_models", "plan_models"]
 
 _ONLINE_KW: tuple[str, Any] = ("online", True)
+_NOT_VALID = frozenset({"add_check_not_valid", "add_foreign_key_not_valid"})
 
 
 # -- models and history ----------------------------------------------------------
@@ -270,14 +271,12 @@ class _Planner:
         return []
 
     def emit(self, step: Step, *, table: str | None = None) -> None:
-        """Record ``step`` and apply it to the in-memory state, as the file will."""
-        self.sim.take_steps()
-        _apply(step, self.sim)
-        steps = self.sim.take_steps()
-        self.ops.append(_Chunk(step, self.phase, step.method, table, steps))
+        """Apply the call ``step`` to the in-memory state, as the file will; plan its operation."""
+        op = _apply(step, self.sim)
+        self.ops.append(_Chunk(op, self.phase))
         if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
-            table is not None
-            and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
+            table is not None and any(
+                s.kind in _NOT_VALID for s in op.statements(postgres=self.postgres))
         ):
             self.not_valid.add(table)
 
@@ -1107,7 +1106,7 @@ def _key_fields(model: type[pw.Model]) -> list[str]:
 
 
 def _is_unique(sql: Sql) -> bool:
-    return bool(re.match(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\b', sql.text, re.I))
+    return constraint_keyword(sql) == "UNIQUE"
 
 
 def _render_db(model: type[pw.Model]) -> Any:
@@ -1291,8 +1290,8 @@ def plan_models(
                         "their rollbacks (compute_diff does)"
                     )
                 goal = replay()
-                _run_steps(goal, (c.step for g in groups[:k] for c in g))
-            atomic = groups[k][0].phase == _TX
+                _replay_calls(goal, (c.op for g in groups[:k] for c in g))
+            atomic = _atomic(groups[k], transactional_phase=_TX, postgres=postgres)
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
@@ -1316,13 +1315,15 @@ def plan_models(
     for k, group in enumerate(groups):
         if k in inserted:
             files.append((False, [], inserted[k]))
-        files.append((group[0].phase == _TX, group, rollbacks[k]))
+        files.append((_atomic(group, transactional_phase=_TX, postgres=postgres), group,
+                      rollbacks[k]))
     migrations = tuple(
         PlannedMigration(
             suffix="" if k == 0 else f"_{k + 1}",
             atomic=atomic,
-            operations=_operations(chunks, postgres),
-            rollback=_operations(undo, postgres),
+            operations=tuple(c.op for c in chunks),
+            rollback=tuple(c.op for c in undo),
+            postgres=postgres,
         )
         for k, (atomic, chunks, undo) in enumerate(files)
     )

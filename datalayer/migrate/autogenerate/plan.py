@@ -1,16 +1,17 @@
 """A migration plan as data: operations, their statements, and what each statement locks.
 
-The generator (:mod:`.generate`) builds a :class:`Plan` from the difference
+The generator (:mod:`.compare`) builds a :class:`Plan` from the difference
 between the migration history and the models: one or more
-:class:`PlannedMigration` (files), each a list of :class:`Operation`
-(calls of :class:`~datalayer.migrate.migrator.DatalayerMigrator`) with the
-operations of its rollback.  Every operation carries the
-:class:`~..ddl.effects.Statement` objects it runs, and every statement says, for the
-target PostgreSQL version, which lock it takes on which table, whether it
-scans or rewrites the table, and whether it can run in a transaction.
-The code writer turns the plan into files; ``migrate sql``, ``migrate
-lint`` and ``squash`` can read the same objects (:func:`..ddl.effects.describe`
-gives the same report for one statement of SQL text).
+:class:`PlannedMigration` (files), each a list of operations
+(:mod:`..operations` values, each with the migrator call that builds it)
+with the operations of its rollback.  Every operation gives the
+:class:`~..ddl.effects.Statement` objects it runs (``Operation.statements``), and every
+statement says, for the target PostgreSQL version, which lock it takes on which
+table, whether it scans or rewrites the table, and whether it can run in a
+transaction.  The file text is rendered from the operations' calls
+(:mod:`.render`); ``migrate sql``, ``migrate lint`` and ``squash`` can read the
+same objects (:func:`..ddl.effects.describe` gives the same report for one
+statement of SQL text).
 
 Lock levels are PostgreSQL's (``Lock``, from :mod:`.facts`), weakest first;
 ``Lock.blocks`` says what a held lock holds up: ``reads``, ``writes``, ``DDL``.
@@ -26,12 +27,11 @@ from typing import Any
 
 from ..ddl.effects import Statement, describe, statement_of
 from ..facts import Lock
-from .code import Step as CodeStep
+from ..operations import Operation
 
 __all__ = [
     "Lock",
     "MigrationStatements",
-    "Operation",
     "Plan",
     "PlannedMigration",
     "read_migrations",
@@ -39,34 +39,11 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Operation:
-    """One call of the extended migrator (``step``) and the statements it runs."""
-
-    step: CodeStep  # applied to the replayed state, rendered to the file
-    method: str
-    table: str | None
-    statements: tuple[Statement, ...]
-    online: bool = False
-
-    @property
-    def code(self) -> str:
-        """Return the operation's code as the migration file has it."""
-        return "\n".join(self.step.render())
-
-    @property
-    def transactional(self) -> bool:
-        """Return False when a statement of this operation cannot run in a transaction."""
-        return all(s.transactional for s in self.statements)
-
-    @property
-    def lock(self) -> Lock:
-        return max((s.lock for s in self.statements), default=Lock.NONE)
-
-
-@dataclasses.dataclass(frozen=True)
 class PlannedMigration:
     """One migration file: its operations, the rollback's, and whether it is one transaction.
 
+    ``operations`` and ``rollback`` are :mod:`..operations` values, each with the
+    migrator call that builds it (``Operation.call``, what the file says);
     ``rollback`` is the inverse of ``operations`` as a whole, in the order it runs.
     """
 
@@ -74,11 +51,12 @@ class PlannedMigration:
     atomic: bool
     operations: tuple[Operation, ...]
     rollback: tuple[Operation, ...]
+    postgres: int = 12
 
     def statements(self, *, rollback: bool = False) -> Iterator[Statement]:
         """Yield the statements of the migration (or of its rollback) in order."""
         for op in self.rollback if rollback else self.operations:
-            yield from op.statements
+            yield from op.statements(postgres=self.postgres)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +74,11 @@ class Plan:
     def statements(self) -> Iterator[Statement]:
         for migration in self.migrations:
             yield from migration.statements()
+
+    def operations(self) -> Iterator[Operation]:
+        """Yield the operations of every file, in the order they run."""
+        for migration in self.migrations:
+            yield from migration.operations
 
 
 # -- the statements of migration files ---------------------------------------------------
