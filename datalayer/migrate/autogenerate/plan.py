@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..ddl.effects import Statement, describe, statement_of
+from ..ddl.effects import Statement, describe
 from ..facts import Lock
 from ..operations import Operation
 
@@ -34,6 +34,7 @@ __all__ = [
     "MigrationStatements",
     "Plan",
     "PlannedMigration",
+    "operation_statements",
     "read_migrations",
 ]
 
@@ -94,27 +95,61 @@ class MigrationStatements:
     rollback: tuple[Statement, ...]
 
 
-def _render_op(op: Any, recorder: Any, postgres: int) -> list[Statement]:
-    """Return the statements of one queued operation, run against the recorder."""
-    step = getattr(op, "_datalayer_step", None)
-    if step is not None:
-        return [statement_of(step, postgres=postgres)]
-    from playhouse.migrate import Operation
+def _render_queued(queued: Any, recorder: Any, postgres: int) -> list[Statement]:
+    """Return the statements of a queued callable no operation speaks for, run on the recorder.
 
-    if not isinstance(op, Operation):  # migrator.run(fn): Python code
-        name = getattr(op, "__name__", type(op).__name__)
+    An upstream peewee-migrate operation (its SQL recorded), or Python code.
+    """
+    from playhouse.migrate import Operation as Upstream
+
+    if not isinstance(queued, Upstream):  # migrator.run(fn), a check: Python code
+        name = getattr(queued, "__name__", type(queued).__name__)
         return [Statement(f"-- runs Python: {name}()")]
     recorder.take()
     try:
-        op.run()  # its schema migrator is bound to the recorder: nothing runs
+        queued.run()  # its schema migrator is bound to the recorder: nothing runs
     except Exception as exc:  # an upstream operation that reads the catalog first
         recorder.take()
-        return [Statement(f"-- {getattr(op.fn, '__name__', 'operation')}: cannot be shown "
+        return [Statement(f"-- {getattr(queued.fn, '__name__', 'operation')}: cannot be shown "
                           f"without a database ({type(exc).__name__})")]
     return [
         dataclasses.replace(describe(text, postgres=postgres), params=params)
         for text, params in recorder.take()
     ]
+
+
+def operation_statements(
+    recorded: Iterable[tuple[Operation, tuple[Any, ...]]],
+    queued: Iterable[Any],
+    recorder: Any,
+    postgres: int,
+) -> list[Statement]:
+    """Return the statements of a migrator's queue, each operation's from the operation itself.
+
+    ``recorded`` is ``take_recorded()``: each operation with the callables it queued.
+    An operation with statements gives them (``Operation.statements``, hand-written
+    ``migrator.sql`` parsed from its text); the callables of one without (Python
+    code, a check) and those no operation queued (upstream peewee-migrate's) are
+    shown as they run on ``recorder``.
+    """
+    owner = {id(q): op for op, calls in recorded for q in calls}
+    found: list[Statement] = []
+    done: set[int] = set()
+    for call in queued:
+        op = owner.get(id(call))
+        if op is None:
+            found.extend(_render_queued(call, recorder, postgres))
+            continue
+        if id(op) in done:
+            continue
+        done.add(id(op))
+        mine = op.statements(postgres=postgres)
+        if mine:
+            found.extend(mine)
+        else:
+            for own in (q for q in queued if owner.get(id(q)) is op):
+                found.extend(_render_queued(own, recorder, postgres))
+    return found
 
 
 def read_migrations(
@@ -142,19 +177,17 @@ def read_migrations(
     from ..runtime.recorder import Recorder
 
     recorder = Recorder(postgres)
-    migrator = router.migrator_class(recorder)  # datalayer's: it has take_steps()
+    migrator = router.migrator_class(recorder)  # datalayer's: it records operations
     out: list[MigrationStatements] = []
 
     def collect(fn: Any) -> tuple[Statement, ...]:
         migrator.__ops__ = []
-        migrator.take_steps()
+        migrator.take_recorded()
         recorder.take()
         fn(migrator, recorder, fake=False)
         found = [describe(sql, postgres=postgres) for sql, _ in recorder.take()]
-        for op in migrator.__ops__:
-            found.extend(_render_op(op, recorder, postgres))
-        migrator.__ops__ = []
-        migrator.take_steps()
+        queued, migrator.__ops__ = list(migrator.__ops__), []
+        found.extend(operation_statements(migrator.take_recorded(), queued, recorder, postgres))
         return tuple(found)
 
     for name in todo:
