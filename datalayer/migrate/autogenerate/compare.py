@@ -3,14 +3,17 @@
 The migration history on disk is replayed in memory (peewee-migrate's fake
 mode, :func:`.api._replay`) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
-run (:mod:`._spec`).  Each difference becomes one operation of
-:class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
-the in-memory state, so the next comparison sees it; the operations and the
-statements they queue make a :class:`~datalayer.migrate.plan.Plan`.  When
-all are planned the state must equal the models exactly, and each file's
+run (:mod:`..ddl.spec`).  Each difference becomes one call of
+:class:`~..operations.migrator.DatalayerMigrator` (a :mod:`.code` value), made
+at once on the in-memory state so the next comparison sees it; the call
+builds one :mod:`..operations` value, which carries the call
+(``Operation.call``).  Those operations are the :class:`~.plan.Plan`: the
+file text is rendered from their calls (:mod:`.render`), the statements, the
+locks and the transactional split from the operations' facts (:mod:`.split`).
+When all are planned the state must equal the models exactly, and each file's
 rollback, planned the same way in the other direction, must restore the
 state before it exactly; otherwise :class:`GenerationError` says what does
-not match and nothing is written.  The files are written from the plan.
+not match and nothing is written.
 
 Changes to existing tables are planned in two phases unless ``unsafe``:
 phase one, in a transaction, adds columns (nullable where a fill must come
