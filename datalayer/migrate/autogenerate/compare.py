@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -186,7 +185,7 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         auto = auto_base(t)  # serial and identity types: their integer type
         if auto:
             return auto
-        t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
+        t = _bare_type(t.upper()).strip()
         aliases = {
             "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
             "INT8": "BIGINT", "INT2": "SMALLINT", "BOOL": "BOOLEAN", "DECIMAL": "NUMERIC",
@@ -209,6 +208,21 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         ("DATE", "TIMESTAMP"), ("DATE", "TIMESTAMP WITH TIME ZONE"), ("JSON", "JSONB"),
     }
     return (a, b) not in safe
+
+
+def _bare_type(text: str) -> str:
+    """Return a type's text without its modifiers and array brackets (``NUMERIC(12, 2)[]``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "(" and ")" in text[i + 1:]:
+            i = text.index(")", i + 1) + 1
+        elif text.startswith("[]", i):
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
@@ -1091,7 +1105,7 @@ def _json_using(table: str, col: str, old: str, new: str) -> str | None:
         return f"to_{target.lower()}({quote(col)})"
     if source not in _JSON_TYPES or not target.endswith("[]"):
         return None
-    element = re.sub(r"\(.*?\)|\[\]", "", target).strip()
+    element = _bare_type(target).strip()
     if element in _PLAIN_ELEMENTS:
         return f"translate({quote(col)}::TEXT, '[]', '{{}}')::{target}"
     raise GenerationError("cannot generate this migration", [
