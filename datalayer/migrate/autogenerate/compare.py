@@ -290,10 +290,10 @@ class _Planner:
     def emit(self, step: Step, *, table: str | None = None) -> None:
         """Apply the call ``step`` to the in-memory state, as the file will; plan its operation."""
         op = _apply(step, self.sim)
-        self.ops.append(_Chunk(op, self.phase))
+        chunk = _Chunk(op, self.phase, tuple(op.statements(postgres=self.postgres)))
+        self.ops.append(chunk)
         if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
-            table is not None and any(
-                s.kind in _NOT_VALID for s in op.statements(postgres=self.postgres))
+            table is not None and any(s.kind in _NOT_VALID for s in chunk.statements)
         ):
             self.not_valid.add(table)
 
@@ -1308,7 +1308,7 @@ def plan_models(
                     )
                 goal = replay()
                 _replay_calls(goal, (c.op for g in groups[:k] for c in g))
-            atomic = _atomic(groups[k], transactional_phase=_TX, postgres=postgres)
+            atomic = _atomic(groups[k], transactional_phase=_TX)
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
@@ -1332,7 +1332,7 @@ def plan_models(
     for k, group in enumerate(groups):
         if k in inserted:
             files.append((False, [], inserted[k]))
-        files.append((_atomic(group, transactional_phase=_TX, postgres=postgres), group,
+        files.append((_atomic(group, transactional_phase=_TX), group,
                       rollbacks[k]))
     migrations = tuple(
         PlannedMigration(

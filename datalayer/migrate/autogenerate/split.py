@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...errors import GenerationError
+from ..ddl.effects import Statement
 from ..ddl.spec import UnsupportedChange
 from ..operations import Operation
 from .code import Step
@@ -23,10 +24,14 @@ __all__ = ["Chunk", "apply_step", "atomic", "groups", "replay_calls"]
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """One planned operation and the phase it belongs to (``tx``, ``no-tx``, ``pre``)."""
+    """One planned operation, the phase it belongs to (``tx``, ``no-tx``, ``pre``), its statements.
+
+    ``statements`` are ``op.statements()`` for the target version, computed once.
+    """
 
     op: Operation
     phase: str
+    statements: tuple[Statement, ...]
 
 
 def groups(ops: Sequence[Chunk]) -> list[list[Chunk]]:
@@ -40,14 +45,14 @@ def groups(ops: Sequence[Chunk]) -> list[list[Chunk]]:
     return out
 
 
-def atomic(chunks: Sequence[Chunk], *, transactional_phase: str, postgres: int) -> bool:
+def atomic(chunks: Sequence[Chunk], *, transactional_phase: str) -> bool:
     """Return whether the file of ``chunks`` runs in one transaction.
 
     Only a file of the transactional phase, and only when every statement of its
     operations can run in a transaction block (``Statement.transactional``).
     """
     return chunks[0].phase == transactional_phase and all(
-        s.transactional for c in chunks for s in c.op.statements(postgres=postgres)
+        s.transactional for c in chunks for s in c.statements
     )
 
 
