@@ -25,6 +25,8 @@ from datalayer.migrate.autogenerate.outcome import DiffResult
 from datalayer.migrate.ddl.spec import table_spec
 from datalayer.migrate.operations.migrator import DatalayerMigrator
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.offline import migration_sql
+from datalayer.migrate.runtime.recorder import render
 from datalayer.models.fields import uuid_pk
 from tests.test_migrate_generate import model
 
@@ -183,6 +185,29 @@ def test_migrator_sql_builds_a_raw_sql_operation_of_its_own(
     (op,) = migrator.take_operations()
     assert op == ops.RawSql("", sql_text="UPDATE t SET a = %s WHERE b = %s", params=(1, "x"))
     assert op.params == (1, "x")
+    queued: Any
     (queued,) = migrator.__ops__
     assert not hasattr(queued, "_datalayer_step")  # hand-written: the lint parses it
-    assert (queued.fn.__name__, queued.args) == ("sql", ("UPDATE t SET a = %s WHERE b = %s", (1, "x")))
+    assert queued.fn.__name__ == "sql"
+    assert queued.args == ("UPDATE t SET a = %s WHERE b = %s", (1, "x"))
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
+def test_migrate_sql_of_the_written_files_is_the_plans_statements(
+    tmp_path: Path, unsafe: bool
+) -> None:
+    """What ``migrate sql`` prints for the files is the plan's list, forward and rollback."""
+    router = Router(PostgresqlExtDatabase(None), tmp_path)
+    create_migration(router, "v1", _v1(), postgres=15)
+    result = create_migration(router, "v2", _v2(), allow_drop=True, postgres=15, unsafe=unsafe)
+    assert result is not None and result.plan is not None
+
+    def shown(statements: Any) -> tuple[str, ...]:
+        return tuple(render(s.sql, s.params).rstrip().rstrip(";") + ";" for s in statements)
+
+    for name, migration in zip(result.names, result.plan.migrations, strict=True):
+        (forward,) = migration_sql(tmp_path, [name], postgres=15)
+        (backward,) = migration_sql(tmp_path, [name], True, postgres=15)
+        assert forward.statements == shown(migration.statements()), name
+        assert backward.statements == shown(migration.statements(rollback=True)), name
+        assert forward.atomic == migration.atomic
