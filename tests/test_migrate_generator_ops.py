@@ -61,7 +61,7 @@ def _v2() -> Models:
         category=pw.ForeignKeyField(cat, column_name="category_id", null=True),
         constraints=[pw.SQL("UNIQUE (label, category_id)")],
     )
-    item.add_index(item.index(item.note, name="items_note"))
+    item.add_index(item.index(item._meta.fields["note"], name="items_note"))
     tag = model("Tag", "tags", id=pw.AutoField(), item=pw.ForeignKeyField(
         item, column_name="item_id", on_delete="CASCADE"))
     return [cat, item, tag]
