@@ -211,3 +211,31 @@ def test_migrate_sql_of_the_written_files_is_the_plans_statements(
         assert forward.statements == shown(migration.statements()), name
         assert backward.statements == shown(migration.statements(rollback=True)), name
         assert forward.atomic == migration.atomic
+
+
+def _tables(state: Any) -> dict[str, Any]:
+    """Return each table's spec, column order aside, by name."""
+    return {name: (spec.schema, sorted(spec.columns, key=str), spec.primary_key,
+                   sorted(map(str, spec.checks)), sorted(map(str, spec.constraints)),
+                   sorted(spec.indexes, key=str))
+            for name, spec in state.items()}
+
+
+@pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
+def test_the_plans_operations_fold_to_the_models_and_their_rollbacks_back(
+    tmp_path: Path, unsafe: bool
+) -> None:
+    """The plan as data: its state changes alone take v1's schema to v2's, and back."""
+    router = Router(PostgresqlExtDatabase(None), tmp_path)
+    first = create_migration(router, "v1", _v1(), postgres=15)
+    result = create_migration(router, "v2", _v2(), allow_drop=True, postgres=15, unsafe=unsafe)
+    assert first is not None and first.plan is not None
+    assert result is not None and result.plan is not None
+    v1 = ops.fold(first.plan.operations())
+    assert _tables(v1) == _tables(ops.SchemaState(table_spec(m) for m in _v1()))
+    v2 = ops.fold(result.plan.operations(), v1)
+    assert _tables(v2) == _tables(ops.SchemaState(table_spec(m) for m in _v2()))
+    back = v2
+    for migration in reversed(result.plan.migrations):
+        back = ops.fold(migration.rollback, back)
+    assert _tables(back) == _tables(v1)
