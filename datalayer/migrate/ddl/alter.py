@@ -621,7 +621,8 @@ def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step
     cols = ", ".join(quote(c) for c in after.primary_key)
     drop = f"ALTER TABLE {T} DROP CONSTRAINT {quote(name)}, ADD CONSTRAINT {quote(name)} "
     if not online:
-        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T)]
+        # The key swapped in one statement, as the online form's USING INDEX: an expand step.
+        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T).expanding(True)]
     new = _short_name(f"{after.name}_pkey_new")
     where = f"{quote(after.schema)}.{quote(new)}" if after.schema else quote(new)
     body = f"""BEGIN
@@ -958,11 +959,13 @@ END"""
         ALTER TABLE {T} VALIDATE CONSTRAINT {n};
     END IF;
 END"""
+    # The CHECK is there for SET NOT NULL only: all of it belongs with SET NOT NULL, which
+    # old code (writing NULLs) does not survive.
     return [
-        _do(_pct(add)).of("add_check_not_valid", T),
-        _do(_pct(validate)).of("validate_constraint", T),
+        _do(_pct(add)).of("add_check_not_valid", T).expanding(False),
+        _do(_pct(validate)).of("validate_constraint", T).expanding(False),
         Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null_checked", T),
-        _drop_named(T, name, True),
+        _drop_named(T, name, True).expanding(False),
     ]
 
 
@@ -986,13 +989,20 @@ END"""
 
 
 def _drop_default(T: str, c: str) -> Sql:
-    return Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT").of("set_default", T)
+    # Old code that leaves the column out of its INSERTs relies on the default.
+    drop = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT").of("set_default", T)
+    return drop.expanding(False)
 
 
-def _add_column_sql(T: str, col: ColumnSpec, *, checks: bool) -> Sql:
-    """Return ``ALTER TABLE T ADD COLUMN `` (a scan when the column comes with its CHECKs)."""
+def _add_column_sql(T: str, col: ColumnSpec, *, checks: bool, required: bool = False) -> Sql:
+    """Return ``ALTER TABLE T ADD COLUMN `` (a scan when the column comes with its CHECKs).
+
+    ``required``: the column comes NOT NULL without a DEFAULT, which old code's INSERTs
+    (that leave it out) do not survive.
+    """
     kind = "add_column_checked" if checks and col.checks else "add_column"
-    return Sql(f"ALTER TABLE {T} ADD COLUMN ").of(kind, T)
+    add = Sql(f"ALTER TABLE {T} ADD COLUMN ").of(kind, T)
+    return add.expanding(False) if required else add
 
 
 def _add_column(
@@ -1003,7 +1013,7 @@ def _add_column(
     if col.primary_key and new_key:
         # A serial key: PostgreSQL numbers the existing rows from the new sequence
         # (rewriting the table under ACCESS EXCLUSIVE, as any volatile default does).
-        return [_add_column_sql(T, col, checks=True) + col.ddl]
+        return [_add_column_sql(T, col, checks=True, required=_required(col)) + col.ddl]
     if col.primary_key:
         raise UnsupportedChange(
             f"{table}.{col.name}: adding a primary key column is not supported; "
@@ -1035,7 +1045,7 @@ def _add_column(
             steps.extend(set_not_null(table, T, col.name, online=True))
         return steps
     if online:
-        return [_add_column_sql(T, col, checks=False)
+        return [_add_column_sql(T, col, checks=False, required=_required(col))
                 + _column_ddl(col, null=col.null, default=True, checks=False)]
     if not col.null and needs_fill:
         # NOT NULL with a Python-side default only: add it nullable, fill the
@@ -1045,7 +1055,12 @@ def _add_column(
             *fill_nulls(T, col, online=False, key=key),
             Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T),
         ]
-    return [_add_column_sql(T, col, checks=True) + col.ddl]
+    return [_add_column_sql(T, col, checks=True, required=_required(col)) + col.ddl]
+
+
+def _required(col: ColumnSpec) -> bool:
+    """True when ``col``'s definition makes it NOT NULL without a DEFAULT."""
+    return not col.null and col.default is None
 
 
 def _set_default(T: str, c: str) -> Sql:
@@ -1110,5 +1125,6 @@ def _alter_column(
             steps.extend(fill_nulls(T, new, online=online, key=key))
         steps.extend(set_not_null(table, T, new.name, online=online))
     elif not old.null and new.null:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL").of("alter_table", T))
+        drop = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL").of("alter_table", T)
+        steps.append(drop.expanding(True))  # a constraint less: old code's writes still pass
     return steps

@@ -38,6 +38,8 @@ class Statement:
     batched: bool = False  # a fill in batches, each its own short transaction when online
     kind: str = ""  # the kind of statement, a key of facts.EFFECTS ("": not recognised)
     origin: str = "generated"  # or "hand-written" (migrator.sql, execute_sql)
+    # True: the previous release keeps working once it ran (a migration's expand part)
+    expands: bool = False
 
     @property
     def table(self) -> str | None:
@@ -119,7 +121,8 @@ def _of_kind(
     locks = [(t, fact.lock) for t in dict.fromkeys(tables)]
     locks += [(r, facts.EFFECTS["references"].lock) for r in refs]
     return Statement(
-        text, (), tuple(locks), fact.scans, fact.rewrites, fact.transactional, kind=kind
+        text, (), tuple(locks), fact.scans, fact.rewrites, fact.transactional, kind=kind,
+        expands=fact.expands,
     )
 
 
@@ -176,6 +179,7 @@ def statement_of(step: Step, *, postgres: int = 12) -> Statement:
         return Statement(
             str(step), (), ((step.table, fill.lock),), fill.scans, fill.rewrites,
             transactional=not step.online, batched=True, kind="batch_fill",
+            expands=fill.expands,
         )
     sql = step.sql if isinstance(step, Online) else step
     assert isinstance(sql, Sql)
@@ -187,6 +191,8 @@ def statement_of(step: Step, *, postgres: int = 12) -> Statement:
         found = describe(sql.text, postgres=postgres)
     if isinstance(step, Online):
         found = dataclasses.replace(found, transactional=False)
+    if sql.expands is not None:  # its planner knows better than its kind
+        found = dataclasses.replace(found, expands=sql.expands)
     return dataclasses.replace(found, params=sql.params)
 
 

@@ -52,7 +52,9 @@ class Sql:
 
     A statement the ddl planners write also says what it is, for the table of facts
     (:data:`..facts.EFFECTS`): its ``kind``, the ``tables`` it locks and the tables a
-    foreign key in it ``refs`` (each as written).  None of these is compared.
+    foreign key in it ``refs`` (each as written), and ``expands`` when the planner knows
+    better than its kind whether the previous release survives it (None: the kind's
+    :attr:`..facts.Effect.expands`).  None of these is compared.
     """
 
     text: str
@@ -60,6 +62,7 @@ class Sql:
     kind: str = dataclasses.field(default="", compare=False)
     tables: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     refs: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    expands: bool | None = dataclasses.field(default=None, compare=False)
 
     def __str__(self) -> str:
         return self.text
@@ -68,7 +71,8 @@ class Sql:
         if isinstance(other, str):
             return dataclasses.replace(self, text=self.text + other)
         return Sql(self.text + other.text, self.params + other.params, self.kind or other.kind,
-                   self.tables or other.tables, self.refs + other.refs)
+                   self.tables or other.tables, self.refs + other.refs,
+                   other.expands if self.expands is None else self.expands)
 
     def __radd__(self, other: str) -> Sql:
         return dataclasses.replace(self, text=other + self.text)
@@ -76,6 +80,15 @@ class Sql:
     def of(self, kind: str, *tables: str) -> Sql:
         """Return this statement as one of ``kind`` (a key of the facts) locking ``tables``."""
         return dataclasses.replace(self, kind=kind, tables=tables)
+
+    def expanding(self, expands: bool) -> Sql:
+        """Return this statement as one the previous release survives (or not), whatever its kind.
+
+        For a statement whose kind's :attr:`..facts.Effect.expands` does not hold:
+        ``DROP DEFAULT`` (a ``set_default``), ``DROP NOT NULL`` (an ``alter_table``), a
+        NOT NULL column added without a DEFAULT, the CHECK behind an online SET NOT NULL.
+        """
+        return dataclasses.replace(self, expands=expands)
 
 
 def quote(name: str) -> str:
