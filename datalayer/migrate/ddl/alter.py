@@ -37,7 +37,9 @@ from .spec import (
     TableSpec,
     UnsupportedChange,
     constraint_name,
+    plain_unique_definition,
     quote,
+    read_constraint,
     rename_identifier,
 )
 
@@ -440,14 +442,14 @@ def plan_alter(
     schema_prefix = f"{quote(after.schema)}." if after.schema else ""
     # A unique index on the new key's columns becomes the primary key (USING INDEX).
     key_index = next((ix for ix in gone if moved and after.primary_key and ix.unique
-                      and ix.definition == _plain_unique(after, ix)), None)
+                      and ix.definition == plain_unique_definition(after.primary_key[0])), None)
     if key_index is not None:
         gone.remove(key_index)
     if moved and before.primary_key:
         # The key given up for a unique index: online, that index is built first.
         for ix in [ix for ix in new_ix if online and ix.unique]:
             new_ix.remove(ix)
-            steps.append(Online(concurrent_create(ix.create)))
+            steps.append(Online(concurrent_create(ix)))
         steps.append(_drop_named(T, before.name + "_pkey", False))
     for ix in gone:
         index = f"{schema_prefix}{quote(ix.name)}"  # the lock is the index's table's
@@ -532,7 +534,7 @@ def plan_alter(
         else:
             steps.extend(_replace_primary_key(after, T, online=online))
     for ix in new_ix:
-        steps.append(Online(concurrent_create(ix.create)) if online else ix.create)
+        steps.append(Online(concurrent_create(ix)) if online else ix.create)
     return steps
 
 
@@ -579,13 +581,6 @@ def _key_moved(before: TableSpec, after: TableSpec) -> bool:
         if old is None or new is None or old.type != new.type or auto_base(old.type.text):
             return False
     return True
-
-
-def _plain_unique(after: TableSpec, ix: IndexSpec) -> Sql:
-    """Return the definition a plain unique index on ``after``'s key would have, as ``ix``'s."""
-    key = after.primary_key[0]
-    return Sql(re.sub(r"\((.*)\)", f"({quote(key)})", ix.definition.text, count=1),
-               ix.definition.params) if ix.definition.text.count("(") == 1 else Sql("")
 
 
 def _add_primary_key(
@@ -637,23 +632,28 @@ END"""
     ]
 
 
+# Index SQL a model wrote as text (``SQL('CREATE INDEX ...')``): a person's text.
 _CREATE_INDEX_RE = re.compile(r"^CREATE (UNIQUE )?INDEX (IF NOT EXISTS )?", re.IGNORECASE)
-_UNIQUE_RE = re.compile(
-    r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\s*\(([^()]*)\)\s*$', re.IGNORECASE
-)
-_FOREIGN_RE = re.compile(
-    r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?FOREIGN\s+KEY\b', re.IGNORECASE
-)
 _NAMEDATALEN = 63
 
 
-def concurrent_create(create: Sql) -> Sql:
-    """Return ``CREATE [UNIQUE] INDEX`` as ``CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS``."""
-    text, n = _CREATE_INDEX_RE.subn(
-        lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY IF NOT EXISTS ", create.text, 1
-    )
-    if not n:  # pragma: no cover - every index spec renders CREATE [UNIQUE] INDEX
-        raise UnsupportedChange(f"cannot build {create.text!r} concurrently")
+def concurrent_create(index: IndexSpec) -> Sql:
+    """Return ``index``'s ``CREATE [UNIQUE] INDEX`` as ``... INDEX CONCURRENTLY IF NOT EXISTS``.
+
+    From the words peewee starts it with (:attr:`.IndexSpec.head`); an index the model
+    wrote as SQL text is read (the only text read here: a person wrote it).
+    """
+    create = index.create
+    if index.head:
+        text = (f"{index.head}CONCURRENTLY IF NOT EXISTS "
+                f"{create.text[len(index.head):]}")
+    else:
+        text, n = _CREATE_INDEX_RE.subn(
+            lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY IF NOT EXISTS ",
+            create.text, 1,
+        )
+        if not n:
+            raise UnsupportedChange(f"cannot build {create.text!r} concurrently")
     return Sql(text, create.params).of("create_index_concurrently", *create.tables)
 
 
@@ -667,33 +667,23 @@ def _short_name(name: str) -> str:
     return name.encode()[: _NAMEDATALEN - 11].decode(errors="ignore") + "_" + digest
 
 
-def _unquote(name: str) -> str:
-    name = name.strip()
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name
-
-
 def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> list[Step]:
     """Return the statements that add a table constraint other than CHECK.
 
-    The constraint is SQL written in the model: its kind is read from its text.
+    The constraint is SQL written in the model: what it is, :func:`.spec.read_constraint`.
     """
-    upper = " ".join(constraint.text.upper().split())
-    fk = "FOREIGN KEY" in upper or " REFERENCES " in f" {upper}"
-    kind = ("add_foreign_key" if fk
-            else "add_unique" if re.search(r"\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", upper)
-            else "add_check" if re.search(r"\bCHECK\b", upper) else "alter_table")
-    plain: list[Step] = [Sql(f"ALTER TABLE {T} ADD ").of(kind, T) + constraint]
+    shape = read_constraint(constraint)
+    plain: list[Step] = [Sql(f"ALTER TABLE {T} ADD ").of(shape.kind, T) + constraint]
     if not online or constraint.params:
         return plain
-    if _FOREIGN_RE.match(constraint.text):
+    if shape.foreign_key:
         add = Sql(f"ALTER TABLE {T} ADD ").of("add_foreign_key_not_valid", T)
         return [add + constraint + " NOT VALID"]
-    m = _UNIQUE_RE.match(constraint.text)
-    if not m:
+    if not shape.unique_columns:
         return plain
-    columns = [_unquote(c) for c in m.group(2).split(",")]
+    columns = shape.unique_columns
     # The name PostgreSQL gives an unnamed UNIQUE constraint (without its collision numbering).
-    name = _unquote(m.group(1)) if m.group(1) else f"{table}_{'_'.join(columns)}_key"
+    name = shape.unique_name or f"{table}_{'_'.join(columns)}_key"
     if len(name.encode()) > _NAMEDATALEN:
         return plain
     cols = ", ".join(quote(c) for c in columns)
