@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 
 from .. import facts
 from ..facts import Lock
-from .alter import UNLISTED, BatchFill, Online, Step
 from .spec import Sql
+from .steps import UNLISTED, BatchFill, Online, Step
 
 __all__ = ["Statement", "describe", "statement_of", "statements_of"]
 

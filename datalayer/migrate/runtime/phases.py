@@ -32,9 +32,11 @@ import peewee as pw
 
 from ...errors import MigrationError
 from .. import operations as ops
-from ..ddl.alter import BatchFill, Online, _column_ddl, _short_name, set_not_null
+from ..ddl.columns import _column_ddl
+from ..ddl.constraints import set_not_null
 from ..ddl.effects import statement_of
 from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
+from ..ddl.steps import BatchFill, Online, _short_name
 from ..operations import Operation, Phase
 
 __all__ = [
