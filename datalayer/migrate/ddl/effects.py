@@ -2,13 +2,15 @@
 
 :class:`Statement` is one statement of a migration with, for the target
 PostgreSQL version, the lock it takes on each table, whether it scans or
-rewrites the table and whether it can run in a transaction;
-:func:`statement_of` gives it for a step the ddl planners wrote (from the kind
-and tables the step carries), :func:`describe` for one statement of SQL text
-that nobody classified (hand-written, read when pglast is not installed).
-Which lock, scan and rewrite each kind of statement has is
-:data:`..facts.EFFECTS` (the lint reads the same table).  The plan
-(:mod:`..autogenerate.plan`), the operations and ``migrate sql`` read these.
+rewrites the table, whether it can run in a transaction and whether the
+previous release survives it (``expands``: the expand part of a migration);
+:func:`statement_of` gives it for a step the ddl planners wrote (from the kind,
+tables and phase the step carries), :func:`describe` for one statement of SQL
+text that nobody classified (hand-written, or an index a model wrote as SQL;
+read when pglast is not installed).  Which lock, scan, rewrite and phase each
+kind of statement has is :data:`..facts.EFFECTS` (the lint reads the same
+table).  The plan (:mod:`..autogenerate.plan`), the operations, ``migrate sql``
+and ``apply --phase`` (:mod:`..runtime.phases`) read these.
 """
 
 from __future__ import annotations
