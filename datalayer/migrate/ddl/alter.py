@@ -30,7 +30,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from .columns import _add_column, _alter_column, fill_nulls, is_volatile, rewrites_type
+from .columns import (
+    _add_column,
+    _alter_column,
+    fill_nulls,
+    is_volatile,
+    rewrites_type,
+    type_change,
+)
 from .constraints import (
     _add_constraint,
     _drop_named,
@@ -48,7 +55,7 @@ from .indexes import (
     rename_indexes,
 )
 from .keys import _add_primary_key, _key_moved, _replace_primary_key, _serial_key
-from .serials import auto_base, serial_base, serial_sequence
+from .serials import auto_base, identity_of, serial_base, serial_sequence
 from .spec import (
     ColumnSpec,
     Sql,
@@ -68,17 +75,23 @@ __all__ = [
     "Step",
     "auto_base",
     "concurrent_create",
+    "drop_check",
+    "drop_constraint",
+    "drop_foreign_key",
     "fill_nulls",
+    "identity_of",
     "is_volatile",
     "plan_alter",
     "plan_create",
     "plan_drop",
     "plan_rename_table",
     "plan_set_schema",
+    "rename_auto_names",
     "rewrites_type",
     "serial_base",
     "serial_sequence",
     "set_not_null",
+    "type_change",
     "validate_constraints",
 ]
 
