@@ -272,6 +272,9 @@ class _Planner:
         self.deferred: list[Callable[[], None]] = []
         self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
+        # A transactional rollback's serial keys, re-added as plain integers: numbered and
+        # made the key by the rollback of the file before (outside a transaction).
+        self.serial_keys: list[tuple[str, pw.Field]] = []
 
     @property
     def warnings(self) -> list[str]:
@@ -341,6 +344,7 @@ class _Planner:
                 self.emit(w.call("set_schema", t, to_map[t]._meta.schema))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        self._refuse_fk_to_new_unique(to_models)
         created = [m for m in to_models if m._meta.table_name not in state]
         # Tables that go and would stand in the way of what comes: dropped first.
         early = self._in_the_way(to_map, created)
@@ -364,7 +368,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
-            self._warn_unreferenced_rollback(state[t], to_map[t], to_map)
+            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -372,6 +376,34 @@ class _Planner:
             self.phase = _NO_TX
             for step in self.deferred:
                 step()
+
+    def _refuse_fk_to_new_unique(self, to_models: Sequence[type[pw.Model]]) -> None:
+        """Refuse a new foreign key to a column that this same migration makes unique.
+
+        PostgreSQL needs the unique index before a foreign key can refer to the column
+        (even NOT VALID), and both the safe split (the index is built concurrently after
+        the transactional part) and the order of the tables can put it after.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for tm in to_models:
+            t = tm._meta.table_name
+            for f in tm._meta.refs:
+                rt, col = f.rel_model._meta.table_name, f.rel_field.column_name
+                if rt not in state or f.rel_field.primary_key or col not in _unique_columns(
+                    f.rel_model) or col in _unique_columns(state[rt]):
+                    continue
+                old = state[t]._meta.columns.get(f.column_name) if t in state else None
+                if isinstance(old, pw.ForeignKeyField) and (
+                    old.rel_model._meta.table_name, old.rel_field.column_name) == (rt, col):
+                    continue
+                raise UnsupportedChange(
+                    f"the foreign key of {t}.{f.column_name} refers to {rt}.{col}, which this "
+                    f"migration makes unique: PostgreSQL needs that unique index before a "
+                    f"foreign key can refer to it. Make {rt}.{col} unique first (run diff "
+                    f"without the foreign key), then add the foreign key in the next diff"
+                )
 
     def _in_the_way(
         self, to_map: Mapping[str, type[pw.Model]], created: Sequence[type[pw.Model]]
@@ -418,23 +450,38 @@ class _Planner:
                 return kept
             early = kept
 
-    def _warn_unreferenced_rollback(
+    def _refuse_unreferenced_rollback(
         self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
     ) -> None:
-        """Warn when a column keeps its values but the table its foreign key named goes.
+        """Refuse to drop a table in the migration that drops a foreign key to it, column kept.
 
-        The rollback re-creates that table empty and adds the foreign key back, which
-        fails while the column holds values.
+        The rollback would re-create that table empty and add the foreign key back, which
+        fails while the column holds values: in two migrations each rollback works.  A
+        foreign key moved to another table (an unhinted rename) is only warned about.
         """
+        if not self.forward:
+            return
         t = fm._meta.table_name
         for f in fm._meta.refs:
             target = f.rel_model._meta.table_name
             if target not in to_map and f.column_name in tm._meta.columns:
-                self.warn(
-                    f"the rollback cannot run while {t}.{f.column_name} holds values: it "
-                    f"re-creates {target} empty and adds the foreign key of {t}.{f.column_name} "
-                    f"to it back; set {t}.{f.column_name} to NULL (or delete those rows) before "
-                    "rolling back"
+                if isinstance(tm._meta.columns[f.column_name], pw.ForeignKeyField):
+                    # Moved to another table (an unhinted rename under --allow-drop): the
+                    # forward and the rollback both refer to a table created empty.
+                    self.warn(
+                        f"the rollback cannot run while {t}.{f.column_name} holds values: it "
+                        f"re-creates {target} empty and adds the foreign key of "
+                        f"{t}.{f.column_name} to it back; set {t}.{f.column_name} to NULL (or "
+                        "delete those rows) before rolling back"
+                    )
+                    continue
+                raise UnsupportedChange(
+                    f"{t}.{f.column_name} keeps its values but its foreign key to {target} "
+                    f"goes with the table {target}: the rollback would re-create {target} "
+                    f"empty and could not add the foreign key back while {t}.{f.column_name} "
+                    f"holds values. Drop the foreign key first: keep the model of {target}, "
+                    f"change {t}.{f.column_name} to a plain field (or drop it) and run diff; "
+                    f"then remove the model of {target} and run diff --allow-drop"
                 )
 
     def _drop_tables(
@@ -507,7 +554,8 @@ class _Planner:
         for new in created:
             name = new._meta.table_name
             if name not in taken and _table_shape(table_spec(new)) == shape:
-                hint = f"@renamed_from({_py_str(t)}) above class {new.__name__}"
+                hint = _through_hint(new, t) or (
+                    f"@renamed_from({_py_str(t)}) above class {new.__name__}")
                 self.drops.append(Drop(t, None, name, hint))
                 return
         self.drops.append(Drop(t))
@@ -680,10 +728,13 @@ class _Planner:
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", t, reason), table=t)
                 written = f
-                if safe and f.primary_key and serial_base(spec.type.text):
+                if (safe or self.tx_rollback) and f.primary_key and serial_base(spec.type.text):
                     # A serial key in place of the table's key: added as a plain integer
-                    # column (no rewrite); phase two numbers the rows, then makes it the key.
+                    # column (no rewrite); phase two numbers the rows, then makes it the key
+                    # (in a rollback: the tail this file's rollback leaves, see serial_keys).
                     written = _plain_integer(f, serial_base(spec.type.text) or "INTEGER")
+                    if self.tx_rollback:
+                        self.serial_keys.append((t, f))
                 elif safe:
                     volatile = is_volatile(spec.default)
                     # A constant Python default is added with the column (no fill).
@@ -846,6 +897,8 @@ class _Planner:
             ):
                 continue  # a key that refers to a table created later: late() changes it
 
+            if any(t == kt and col == k.column_name for kt, k in self.serial_keys):
+                continue  # numbered and made the key outside the transaction (run())
             before, after = fcol_specs[col], tcol_specs[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
@@ -898,7 +951,7 @@ class _Planner:
                     continue  # only indexes or NOT NULL change: phase two does them
             code: Expr = w.field(written)
             if before.type != after.type and _needs_using(before.type, after.type):
-                using = self._using(fm, col, before, after)
+                using = self._using(fm, col, before, after, (source, target))
                 cast.append((target.name, code, using))
             else:
                 plain_.append((target.name, code))
@@ -911,8 +964,13 @@ class _Planner:
                 kw=[("using", Dict(((plain(name), plain(using)),))), *flag],
             ), table=t)
 
-    def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
+    def _using(
+        self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec,
+        fields: tuple[pw.Field, pw.Field] | None = None,
+    ) -> str:
         """Return the USING expression of a type change that has no assignment cast.
+
+        ``fields``: the column's field before and after (a ``TimestampField``'s resolution).
 
         A key that cannot be cast is renumbered: from its new sequence (to a serial type)
         or with ``gen_random_uuid()`` (integers to uuid); refused when foreign keys point
@@ -943,6 +1001,15 @@ class _Planner:
                    if json_using.startswith("translate(") else "convertible")
             )
             return json_using
+        resolution = max(getattr(f, "resolution", 1) for f in fields or ())
+        converted = _converted(col, before.type.text, after.type.text, resolution)
+        if renumber is None and converted is not None:
+            using, effect = converted
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {using}: {effect}"
+            )
+            return using
         if renumber is None:
             using = f"{quote(col)}::{target}"
             self.warn(
@@ -1114,6 +1181,70 @@ def _json_using(table: str, col: str, old: str, new: str) -> str | None:
         f"new column, fill it with ARRAY(SELECT jsonb_array_elements_text({col})) in "
         "batches, then drop the old column and rename the new one"
     ])
+
+
+_TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITHOUT TIME ZONE", "TIMESTAMPTZ",
+               "TIMESTAMP WITH TIME ZONE"}
+
+
+def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str] | None:
+    """Return the USING expression and what it does, for types PostgreSQL has no cast for.
+
+    A timestamp and an integer count of ``1 / resolution`` seconds since 1970 (peewee's
+    ``TimestampField``) either way, a boolean and a smallint or bigint either way (only
+    integer has a cast), and a uuid and its 16 bytes (``BinaryUUIDField``) either way;
+    None for other types (``col::new`` is written then).
+    """
+    source = re.sub(r"\(.*?\)", "", old.upper()).strip()
+    target = re.sub(r"\(.*?\)", "", new.upper()).strip()
+    q = quote(col)
+    naive = ("a timestamp without time zone is read as UTC (as TimestampField(utc=True) "
+             "stores it; edit the USING expression if the application's local time is not "
+             "UTC)")
+    if source in _TIMESTAMPS and target in _INTEGERS:
+        scaled = f"extract(epoch FROM {q})" + (f" * {resolution}" if resolution > 1 else "")
+        zoned = "WITH TIME ZONE" in source or source == "TIMESTAMPTZ"
+        return (f"round({scaled})::{target}",
+                f"each value becomes its count of 1/{resolution} seconds since 1970-01-01 "
+                "UTC (rounded)" + ("" if zoned else "; " + naive))
+    if source in _INTEGERS and target in _TIMESTAMPS:
+        seconds = f"{q} / {resolution}.0" if resolution > 1 else q
+        zoned = "WITH TIME ZONE" in target or target == "TIMESTAMPTZ"
+        return (f"to_timestamp({seconds})" + ("" if zoned else " AT TIME ZONE 'UTC'"),
+                f"each value is read as a count of 1/{resolution} seconds since 1970-01-01 "
+                "UTC" + ("" if zoned else ", the timestamp written in UTC"))
+    if source in ("SMALLINT", "INT2", "BIGINT", "INT8") and target in ("BOOLEAN", "BOOL"):
+        return f"{q} <> 0", "0 becomes false, any other number true"  # int4 alone casts
+    if source in ("BOOLEAN", "BOOL") and target in ("SMALLINT", "INT2", "BIGINT", "INT8"):
+        return f"{q}::INTEGER::{target}", "false becomes 0, true 1"
+    if source == "UUID" and target == "BYTEA":
+        return (f"decode(replace({q}::TEXT, '-', ''), 'hex')",
+                "each value becomes its 16 bytes, as BinaryUUIDField stores it")
+    if source == "BYTEA" and target == "UUID":
+        return (f"encode({q}, 'hex')::UUID",
+                "each value is read as the 16 bytes of a uuid (the change fails on a value of "
+                "another length)")
+    return None
+
+
+def _unique_columns(model: type[pw.Model]) -> set[str]:
+    """The columns of ``model`` unique on their own (the key, ``unique=True``)."""
+    return {f.column_name for f in model._meta.sorted_fields if f.unique or f.primary_key}
+
+
+def _through_hint(through: type[pw.Model], old: str) -> str | None:
+    """The rename hint of a many-to-many through model peewee made (no class to decorate).
+
+    peewee names its table after both sides, so renaming one side renames it too.
+    """
+    for fk in through._meta.refs:
+        side = fk.rel_model
+        for m2m in side._meta.manytomany.values():
+            if m2m.through_model is through:
+                return (f"renamed_from({side.__name__}.{m2m.name}.get_through_model(), "
+                        f"{_py_str(old)}) where the models are listed (peewee names the "
+                        "through table after both sides)")
+    return None
 
 
 def _key_fields(model: type[pw.Model]) -> list[str]:
@@ -1288,6 +1419,7 @@ def plan_models(
         # the file before it (runs next, outside a transaction): per file, or for a file
         # with nothing to do going forward, inserted before it.
         tails: list[list[_Chunk]] = [[] for _ in groups]
+        heads: list[list[_Chunk]] = [[] for _ in groups]
         inserted: dict[int, list[_Chunk]] = {}
         irreversible: list[str] = []
         for k in reversed(range(len(groups))):
@@ -1313,17 +1445,25 @@ def plan_models(
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
             backward.run(goal_models, bt, bc)
-            _verify(sim, goal_models, "rollback")
-            rollbacks[k] = backward.ops + tails[k]
-            irreversible.extend(backward.irreversible)
-            if atomic and backward.validations():
-                done = len(backward.ops)
+            done = keyed = len(backward.ops)
+            if atomic and (backward.validations() or backward.serial_keys):
                 backward.phase = _NO_TX
                 for t in backward.validations():
                     backward.emit(backward.writer.call("validate_constraints", t), table=t)
-                tail = backward.ops[done:]
+                keyed = len(backward.ops)
+                for t, key in backward.serial_keys:  # numbered, then the key, concurrently
+                    backward._change_fields(t, [(key.name, backward.writer.field(key))],
+                                            [_ONLINE_KW])
+            _verify(sim, goal_models, "rollback")
+            tail = backward.ops[done:]
+            rollbacks[k] = heads[k] + backward.ops[:done] + tails[k]
+            irreversible.extend(backward.irreversible)
+            if tail:
                 if k > 0 and groups[k - 1][0].phase != _TX:
-                    tails[k - 1] = tail
+                    # The validations after that rollback; the serial keys before it (it was
+                    # planned from the state they make).
+                    tails[k - 1] = backward.ops[done:keyed]
+                    heads[k - 1] = backward.ops[keyed:]
                 else:
                     inserted[k] = tail
     except (UnsupportedChange, Unwritable) as exc:

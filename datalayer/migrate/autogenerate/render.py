@@ -40,9 +40,10 @@ HEADER = ("from datalayer.migrate.ops import extend", "", "m = extend(migrator)"
 _NEWLINE = "\n    "
 
 NOTHING_FORWARD = (
-    "# Nothing to do going forward.  The next file's rollback re-adds constraints",
-    "# NOT VALID in its transaction; this file's rollback, which runs after it,",
-    "# validates them outside a transaction (reads and writes go on).",
+    "# Nothing to do going forward.  The next file's rollback runs in a transaction;",
+    "# this file's rollback, which runs after it, finishes its work outside one",
+    "# (validates the constraints it re-added NOT VALID, numbers a serial key it",
+    "# re-added and makes it the key concurrently): reads and writes go on.",
     "return",
 )
 

@@ -308,6 +308,11 @@ class CodeWriter:
             kw.append(("decimal_places", self._option(field.decimal_places, where)))
             kw.append(("auto_round", self._option(field.auto_round, where)))
             kw.append(("rounding", plain(str(field.rounding))))
+        if isinstance(field, pw.TimestampField):  # what a type change's USING converts by
+            if field.resolution != 1:
+                kw.append(("resolution", self._option(field.resolution, where)))
+            if field.utc:
+                kw.append(("utc", self._option(True, where)))
         inner = vars(field).get("_ArrayField__field")
         if inner is not None:
             kw.append(("field_class", class_ref(_base_class(inner))))
@@ -401,6 +406,11 @@ class CodeWriter:
             opts.append(("schema", plain(meta.schema)))
         if not meta.legacy_table_names:
             opts.append(("legacy_table_names", plain(False)))
+        if meta.table_settings:  # after the column list of CREATE TABLE: WITH (...), ...
+            settings = meta.table_settings
+            opts.append(("table_settings", self.literal(
+                [settings] if isinstance(settings, str) else list(settings),
+                context=meta.table_name)))
         if meta.composite_key:
             composite: Any = meta.primary_key
             opts.append(("primary_key",
