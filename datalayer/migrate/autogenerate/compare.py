@@ -210,14 +210,17 @@ def _needs_using(old: Sql, new: Sql) -> bool:
     return (a, b) not in safe
 
 
-def _bare_type(text: str) -> str:
-    """Return a type's text without its modifiers and array brackets (``NUMERIC(12, 2)[]``)."""
+def _bare_type(text: str, *, brackets: bool = True) -> str:
+    """Return a type's text without its modifiers (``NUMERIC(12, 2)``) and array brackets.
+
+    ``brackets``: also drop ``[]``.
+    """
     out: list[str] = []
     i = 0
     while i < len(text):
         if text[i] == "(" and ")" in text[i + 1:]:
             i = text.index(")", i + 1) + 1
-        elif text.startswith("[]", i):
+        elif brackets and text.startswith("[]", i):
             i += 2
         else:
             out.append(text[i])
@@ -1195,8 +1198,8 @@ def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str]
     integer has a cast), and a uuid and its 16 bytes (``BinaryUUIDField``) either way;
     None for other types (``col::new`` is written then).
     """
-    source = re.sub(r"\(.*?\)", "", old.upper()).strip()
-    target = re.sub(r"\(.*?\)", "", new.upper()).strip()
+    source = _bare_type(old.upper(), brackets=False).strip()
+    target = _bare_type(new.upper(), brackets=False).strip()
     q = quote(col)
     naive = ("a timestamp without time zone is read as UTC (as TimestampField(utc=True) "
              "stores it; edit the USING expression if the application's local time is not "
