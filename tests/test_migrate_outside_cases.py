@@ -110,11 +110,11 @@ def _owned(**fk: Any) -> Callable[[], Models]:
     return models
 
 
-def _coded(fk: bool) -> Callable[[], Models]:
+def _coded(fk: bool, null: bool = False) -> Callable[[], Models]:
     """owners.code UNIQUE; with ``fk``, items.owner_code refers to it (not to the key)."""
     def models() -> Models:
         owner = model("Owner", "owners", id=uuid_pk("owner_id"),
-                      code=pw.CharField(max_length=5, unique=True))
+                      code=pw.CharField(max_length=5, unique=True, null=null))
         if not fk:
             return [owner, item()]
         return [owner, item(owner=pw.ForeignKeyField(owner, field=owner.code, null=True,
@@ -266,6 +266,12 @@ def _titled() -> Models:
 def _renamed_in_expression_index() -> Models:
     m = item(label=renamed_from(pw.CharField(max_length=20, default=""), "title"))
     m.add_index(m.index(pw.fn.lower(m.label), name="items_title_ci"))
+    return [m]
+
+
+def _partial_on_boolean() -> Models:
+    m = item(active=pw.BooleanField(default=True), code=pw.CharField(max_length=5, null=True))
+    m.add_index(m.index(m.code, unique=True, where=m.active))
     return [m]
 
 
@@ -599,6 +605,45 @@ CASES = (
     Case("fk_to_a_unique_field_and_the_unique_removed_together", _coded(True), _coded_plain,
          "INSERT INTO owners (code) VALUES ('o1'); "
          "INSERT INTO items (name, owner_code) VALUES ('a', 'o1')", allow_drop=True),
+    # -- round 6 ----------------------------------------------------------------------
+    Case("keyless_table_given_a_serial_key", _members(()), _members(None), SEED_MEMBERS,
+         after=_eq("SELECT count(DISTINCT id) FROM members", [(3,)])),
+    Case("date_to_timestamptz", _items(on=pw.DateField(null=True)),
+         _items(on=DateTimeTZField(null=True)),
+         "INSERT INTO items (name, \"on\") VALUES ('a', '2024-01-01')"),
+    # -- round 7 ----------------------------------------------------------------------
+    Case("meta_index_same_name_other_column", _indexed(lambda m: m.index(m.a, name="items_k")),
+         _indexed(lambda m: m.index(m.b, name="items_k")), SEED_AB,
+         after=_eq("SELECT strpos(indexdef, '(b)') > 0 FROM pg_indexes "
+                   "WHERE indexname = 'items_k'", [(True,)])),
+    Case("indexed_unique_column_added", lambda: [item()],
+         _items(slug=pw.CharField(max_length=9, null=True, index=True, unique=True)), SEED),
+    Case("null_to_not_null_with_a_server_default_on_nulls", _items(n=pw.IntegerField(null=True)),
+         _items(n=pw.IntegerField(constraints=[pw.SQL("DEFAULT 0")])),
+         "INSERT INTO items (name, n) VALUES ('a', 1), ('b', NULL)",
+         after=_eq("SELECT name, n FROM items ORDER BY name", [("a", 1), ("b", 0)])),
+    Case("varchar_shortened_with_fitting_data", _items(code=pw.CharField(max_length=20,
+                                                                          null=True)),
+         _items(code=pw.CharField(max_length=5, null=True)),
+         "INSERT INTO items (name, code) VALUES ('a', 'abc')",
+         warns=("fails if a stored value is longer than 5 characters",)),
+    Case("column_added_to_a_composite_key_table", _members(("user", "org")),
+         _members(("user", "org"), since=pw.DateField(null=True)), SEED_MEMBERS),
+    # The rollback re-adds b as 0 in every row: a row with a > 0 would fail the CHECK then.
+    Case("meta_check_dropped_with_its_column",
+         _indexed(constraints=[pw.Check("a <= b")]), lambda: [item(a=pw.IntegerField(default=0))],
+         "INSERT INTO items (name, a, b) VALUES ('a', 0, 2)", allow_drop=True,
+         warns=("the rollback re-adds items.b without its values (its default or NULL in every "
+                "row), and CHECK (a <= b) refers to it: the rollback fails if a row does not "
+                "satisfy it then",)),
+    Case("checked_column_dropped", _items(n=pw.IntegerField(default=1, constraints=[
+        pw.Check("n > 0")])), lambda: [item()], "INSERT INTO items (name, n) VALUES ('a', 5)",
+         allow_drop=True, warns=("the rollback re-adds items.n without its values",)),
+    Case("partial_index_on_a_boolean", _items(active=pw.BooleanField(default=True),
+                                              code=pw.CharField(max_length=5, null=True)),
+         _partial_on_boolean, "INSERT INTO items (name, active, code) VALUES ('a', true, 'x'), "
+         "('b', false, 'x')", after=_refused("INSERT INTO items (name, active, code) "
+                                             "VALUES ('c', true, 'x')")),
     Case("column_in_a_partial_index_condition_renamed",
          _indexed(lambda m: m.index(m.a, unique=True, where=m.b > 0)),
          _renamed_in_partial_index, "INSERT INTO items (name, a, b) VALUES ('x', 1, 0), "
@@ -741,3 +786,99 @@ def test_fk_to_a_column_made_unique_in_two_migrations(
         run_case(case, emptied(module_db), ref_db, tmp_path / case.id, reapply=True)
         if not unsafe:
             check_passes(pg, tmp_path / f"lint{k}", case.v1(), case.v2(), lint_only=True)
+
+
+def _thing(key: str | None) -> Callable[[], Models]:
+    """things(code UNIQUE) keyed by a serial id ("id"), by code ("code") or by nothing."""
+    def models() -> Models:
+        fields: dict[str, Any] = {"code": pw.CharField(max_length=5, unique=key != "code",
+                                                       primary_key=key == "code")}
+        meta: dict[str, Any] = {"table_name": "things", "legacy_table_names": False}
+        if key == "id":
+            fields["id"] = pw.AutoField()
+        elif key is None:
+            meta["primary_key"] = False
+        return [type("Thing", (pw.Model,), {"Meta": type("Meta", (), meta),
+                                            "__module__": __name__, **fields})]
+    return models
+
+
+def _owner_only() -> Models:
+    return [model("Owner", "owners", id=uuid_pk("owner_id")), item()]
+
+
+REFUSED = (
+    # things.code made the key while the serial id goes: ALTER of the key refused deep in
+    # the DDL ("changing PRIMARY KEY is not supported; write that migration by hand").
+    ("key_moved_onto_a_unique_column_over_a_dropped_serial_key", _thing("id"), _thing("code"),
+     "things.code becomes the primary key in the migration that drops the key things.id: "
+     "make it two migrations: first drop id (Meta.primary_key = False on the model) and run "
+     "diff --allow-drop; then make code the key and run diff"),
+    # owners.code dropped while items.owner_code's foreign key refers to it: the file failed
+    # on apply (its unique index dropped first: "cannot drop index owners_code because other
+    # objects depend on it"), with the referring column kept or dropped too.
+    ("referenced_column_dropped_with_the_fk_column_kept", _coded(True),
+     lambda: [model("Owner", "owners", id=uuid_pk("owner_id")),
+              item(owner_code=pw.CharField(max_length=5, null=True))],
+     "owners.code goes while the foreign key of items.owner_code refers to it: PostgreSQL "
+     "cannot drop its unique index before that foreign key, and the rollback could not add "
+     "the foreign key back to a re-added, empty column. Remove the foreign key first (the "
+     "field, or make it a plain field) and run diff; then drop owners.code in the next diff"),
+    ("referenced_column_dropped_with_the_fk_column", _coded(True), _owner_only,
+     "owners.code goes while the foreign key of items.owner_code refers to it"),
+)
+
+
+@pytest.mark.parametrize("refusal", REFUSED, ids=[r[0] for r in REFUSED])
+def test_refused(refusal: tuple[str, Callable[[], Models], Callable[[], Models], str],
+                 module_db: pw.Database, tmp_path: Path) -> None:
+    """Changes diff cannot write correctly in one file: refused, naming cause and way out."""
+    _, v1, v2, message = refusal
+    router = PlainRouter(emptied(module_db), tmp_path)
+    assert create_migration(router, "v1", v1()) is not None
+    router.run()
+    for unsafe in (False, True):
+        with pytest.raises(GenerationError) as refused:
+            create_migration(router, "v2", v2(), unsafe=unsafe, allow_drop=True)
+        assert message in str(refused.value), str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"], "nothing written"
+
+
+WAYS_OUT = (
+    ("key_moved_in_two_migrations",
+     Case("serial_key_dropped", _thing("id"), _thing(None),
+          "INSERT INTO things (code) VALUES ('a'), ('b')", allow_drop=True),
+     Case("unique_column_made_the_key", _thing(None), _thing("code"),
+          "INSERT INTO things (code) VALUES ('a'), ('b')",
+          after=_refused("INSERT INTO things (code) VALUES ('a')"))),
+    ("referenced_column_dropped_in_two_migrations",
+     Case("fk_removed", _coded(True, null=True),
+          lambda: [*_coded(False, null=True)()[:1],
+                   item(owner_code=pw.CharField(max_length=5, null=True))],
+          "INSERT INTO owners (code) VALUES ('o1'); "
+          "INSERT INTO items (name, owner_code) VALUES ('a', 'o1')"),
+     Case("referenced_column_dropped",
+          lambda: [*_coded(False, null=True)()[:1],
+                   item(owner_code=pw.CharField(max_length=5, null=True))],
+          lambda: [model("Owner", "owners", id=uuid_pk("owner_id")),
+                   item(owner_code=pw.CharField(max_length=5, null=True))],
+          "INSERT INTO owners (code) VALUES ('o1'); "
+          "INSERT INTO items (name, owner_code) VALUES ('a', 'o1')", allow_drop=True)),
+)
+
+
+@pytest.mark.parametrize("way", WAYS_OUT, ids=[w[0] for w in WAYS_OUT])
+def test_way_out_of_a_refusal(
+    way: tuple[str, Case, Case], pg: Server, module_db: pw.Database, ref_db: pw.Database,
+    tmp_path: Path
+) -> None:
+    """The two migrations a refusal names: each applied on rows, rolled back, applied again.
+
+    In both forms; the lint of each (forward and rollback) is clean.
+    """
+    for case in way[1:]:
+        for form in both_forms(case):
+            (tmp_path / form.id).mkdir()
+            run_case(form, emptied(module_db), ref_db, tmp_path / form.id, reapply=True)
+        check_passes(pg, tmp_path / f"lint_{case.id}", case.v1(), case.v2(),
+                     allow_drop=case.allow_drop, lint_only=True)

@@ -348,6 +348,8 @@ class _Planner:
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
         self._refuse_fk_to_new_unique(to_models)
+        self._refuse_dropped_referenced_columns(to_map)
+        self._refuse_key_moved_over_a_dropped_key(to_map)
         created = [m for m in to_models if m._meta.table_name not in state]
         # Tables that go and would stand in the way of what comes: dropped first.
         early = self._in_the_way(to_map, created)
@@ -406,6 +408,52 @@ class _Planner:
                     f"migration makes unique: PostgreSQL needs that unique index before a "
                     f"foreign key can refer to it. Make {rt}.{col} unique first (run diff "
                     f"without the foreign key), then add the foreign key in the next diff"
+                )
+
+    def _refuse_dropped_referenced_columns(self, to_map: Mapping[str, type[pw.Model]]) -> None:
+        """Refuse to drop a column that a foreign key still refers to.
+
+        Its unique index goes first (concurrently, in a file before the transactional
+        part), which PostgreSQL refuses while the foreign key depends on it; and the
+        rollback could not add the foreign key back to the re-added, empty column.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for t, m in state.items():
+            for f in m._meta.refs:
+                rt, col = f.rel_model._meta.table_name, f.rel_field.column_name
+                if rt not in to_map or col in to_map[rt]._meta.columns:
+                    continue
+                raise UnsupportedChange(
+                    f"{rt}.{col} goes while the foreign key of {t}.{f.column_name} refers to "
+                    f"it: PostgreSQL cannot drop its unique index before that foreign key, "
+                    f"and the rollback could not add the foreign key back to a re-added, "
+                    f"empty column. Remove the foreign key first (the field, or make it a "
+                    f"plain field) and run diff; then drop {rt}.{col} in the next diff"
+                )
+
+    def _refuse_key_moved_over_a_dropped_key(self, to_map: Mapping[str, type[pw.Model]]) -> None:
+        """Refuse an existing column made the key in the migration that drops the old key.
+
+        In two migrations each step is generated: the old key dropped (a table without
+        a key, ``primary_key = False``), then the column made the key.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for t, tm in to_map.items():
+            fm = state.get(t)
+            new, old = tm._meta.primary_key, fm._meta.primary_key if fm else None
+            if (fm is None or not new or not old or tm._meta.composite_key
+                    or fm._meta.composite_key or new.column_name == old.column_name):
+                continue
+            if new.column_name in fm._meta.columns and old.column_name not in tm._meta.columns:
+                raise UnsupportedChange(
+                    f"{t}.{new.column_name} becomes the primary key in the migration that "
+                    f"drops the key {t}.{old.column_name}: make it two migrations: first drop "
+                    f"{old.column_name} (Meta.primary_key = False on the model) and run diff "
+                    f"--allow-drop; then make {new.column_name} the key and run diff"
                 )
 
     def _in_the_way(
@@ -730,6 +778,8 @@ class _Planner:
                         )
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", t, reason), table=t)
+                if not self.forward:
+                    self._warn_refilled_check(t, f.column_name, spec, tspec)
                 written = f
                 if (safe or self.tx_rollback) and f.primary_key and serial_base(spec.type.text):
                     # A serial key in place of the table's key: added as a plain integer
@@ -797,6 +847,23 @@ class _Planner:
         entries = dict(_meta_index_entries(tm))
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
+
+    def _warn_refilled_check(self, t: str, col: str, spec: ColumnSpec, tspec: TableSpec) -> None:
+        """Announce a CHECK on a column the rollback re-adds (its values are gone).
+
+        The column comes back filled with its default (or NULL), which the CHECK may
+        refuse: the rollback fails then.
+        """
+        word = re.compile(rf'(?<![\w"]){re.escape(col)}(?![\w"])|{re.escape(quote(col))}')
+        checks = [c.text for c in (*tspec.checks, *tspec.constraints)
+                  if "CHECK" in c.text.upper() and word.search(c.text)]
+        checks += [c.text for c in spec.checks]
+        if checks:
+            self.irreversible.append(
+                f"the rollback re-adds {t}.{col} without its values (its default or NULL in "
+                f"every row), and {', '.join(checks)} refers to it: the rollback fails if a "
+                "row does not satisfy it then"
+            )
 
     def _set_primary_key(
         self, t: str, tm: type[pw.Model], *, online: bool = False, plain: bool = False
