@@ -3,14 +3,17 @@
 The migration history on disk is replayed in memory (peewee-migrate's fake
 mode, :func:`.api._replay`) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
-run (:mod:`._spec`).  Each difference becomes one operation of
-:class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
-the in-memory state, so the next comparison sees it; the operations and the
-statements they queue make a :class:`~datalayer.migrate.plan.Plan`.  When
-all are planned the state must equal the models exactly, and each file's
+run (:mod:`..ddl.spec`).  Each difference becomes one call of
+:class:`~..operations.migrator.DatalayerMigrator` (a :mod:`.code` value), made
+at once on the in-memory state so the next comparison sees it; the call
+builds one :mod:`..operations` value, which carries the call
+(``Operation.call``).  Those operations are the :class:`~.plan.Plan`: the
+file text is rendered from their calls (:mod:`.render`), the statements, the
+locks and the transactional split from the operations' facts (:mod:`.split`).
+When all are planned the state must equal the models exactly, and each file's
 rollback, planned the same way in the other direction, must restore the
 state before it exactly; otherwise :class:`GenerationError` says what does
-not match and nothing is written.  The files are written from the plan.
+not match and nothing is written.
 
 Changes to existing tables are planned in two phases unless ``unsafe``:
 phase one, in a transaction, adds columns (nullable where a fill must come
@@ -70,14 +73,15 @@ from .plan import Plan, PlannedMigration
 from .render import diff_of as _diff_of
 from .split import Chunk as _Chunk
 from .split import apply_step as _apply
+from .split import atomic as _atomic
 from .split import groups as _groups
-from .split import operations as _operations
-from .split import run_steps as _run_steps
-from .writer import CodeWriter, Unwritable, plain
+from .split import replay_calls as _replay_calls
+from .writer import CodeWriter, Unwritable, constraint_keyword, plain
 
 __all__ = ["diff_models", "plan_models"]
 
 _ONLINE_KW: tuple[str, Any] = ("online", True)
+_NOT_VALID = frozenset({"add_check_not_valid", "add_foreign_key_not_valid"})
 
 
 # -- models and history ----------------------------------------------------------
@@ -182,7 +186,7 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         auto = auto_base(t)  # serial and identity types: their integer type
         if auto:
             return auto
-        t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
+        t = _bare_type(t.upper()).strip()
         aliases = {
             "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
             "INT8": "BIGINT", "INT2": "SMALLINT", "BOOL": "BOOLEAN", "DECIMAL": "NUMERIC",
@@ -205,6 +209,24 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         ("DATE", "TIMESTAMP"), ("DATE", "TIMESTAMP WITH TIME ZONE"), ("JSON", "JSONB"),
     }
     return (a, b) not in safe
+
+
+def _bare_type(text: str, *, brackets: bool = True) -> str:
+    """Return a type's text without its modifiers (``NUMERIC(12, 2)``) and array brackets.
+
+    ``brackets``: also drop ``[]``.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "(" and ")" in text[i + 1:]:
+            i = text.index(")", i + 1) + 1
+        elif brackets and text.startswith("[]", i):
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
@@ -273,14 +295,12 @@ class _Planner:
         return []
 
     def emit(self, step: Step, *, table: str | None = None) -> None:
-        """Record ``step`` and apply it to the in-memory state, as the file will."""
-        self.sim.take_steps()
-        _apply(step, self.sim)
-        steps = self.sim.take_steps()
-        self.ops.append(_Chunk(step, self.phase, step.method, table, steps))
+        """Apply the call ``step`` to the in-memory state, as the file will; plan its operation."""
+        op = _apply(step, self.sim)
+        chunk = _Chunk(op, self.phase, tuple(op.statements(postgres=self.postgres)))
+        self.ops.append(chunk)
         if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
-            table is not None
-            and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
+            table is not None and any(s.kind in _NOT_VALID for s in chunk.statements)
         ):
             self.not_valid.add(table)
 
@@ -1223,7 +1243,7 @@ def _json_using(table: str, col: str, old: str, new: str) -> str | None:
         return f"to_{target.lower()}({quote(col)})"
     if source not in _JSON_TYPES or not target.endswith("[]"):
         return None
-    element = re.sub(r"\(.*?\)|\[\]", "", target).strip()
+    element = _bare_type(target).strip()
     if element in _PLAIN_ELEMENTS:
         return f"translate({quote(col)}::TEXT, '[]', '{{}}')::{target}"
     raise GenerationError("cannot generate this migration", [
@@ -1246,8 +1266,8 @@ def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str]
     integer has a cast), and a uuid and its 16 bytes (``BinaryUUIDField``) either way;
     None for other types (``col::new`` is written then).
     """
-    source = re.sub(r"\(.*?\)", "", old.upper()).strip()
-    target = re.sub(r"\(.*?\)", "", new.upper()).strip()
+    source = _bare_type(old.upper(), brackets=False).strip()
+    target = _bare_type(new.upper(), brackets=False).strip()
     q = quote(col)
     naive = ("a timestamp without time zone is read as UTC (as TimestampField(utc=True) "
              "stores it; edit the USING expression if the application's local time is not "
@@ -1305,7 +1325,7 @@ def _key_fields(model: type[pw.Model]) -> list[str]:
 
 
 def _is_unique(sql: Sql) -> bool:
-    return bool(re.match(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\b', sql.text, re.I))
+    return constraint_keyword(sql) == "UNIQUE"
 
 
 def _render_db(model: type[pw.Model]) -> Any:
@@ -1490,8 +1510,8 @@ def plan_models(
                         "their rollbacks (compute_diff does)"
                     )
                 goal = replay()
-                _run_steps(goal, (c.step for g in groups[:k] for c in g))
-            atomic = groups[k][0].phase == _TX
+                _replay_calls(goal, (c.op for g in groups[:k] for c in g))
+            atomic = _atomic(groups[k], transactional_phase=_TX)
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
@@ -1523,13 +1543,15 @@ def plan_models(
     for k, group in enumerate(groups):
         if k in inserted:
             files.append((False, [], inserted[k]))
-        files.append((group[0].phase == _TX, group, rollbacks[k]))
+        files.append((_atomic(group, transactional_phase=_TX), group,
+                      rollbacks[k]))
     migrations = tuple(
         PlannedMigration(
             suffix="" if k == 0 else f"_{k + 1}",
             atomic=atomic,
-            operations=_operations(chunks, postgres),
-            rollback=_operations(undo, postgres),
+            operations=tuple(c.op for c in chunks),
+            rollback=tuple(c.op for c in undo),
+            postgres=postgres,
         )
         for k, (atomic, chunks, undo) in enumerate(files)
     )
