@@ -731,15 +731,16 @@ def test_referenced_table_dropped_with_its_foreign_key_is_refused(
     router = PlainRouter(emptied(module_db), tmp_path)
     assert create_migration(router, "v1", _with_owner()) is not None
     router.run()
-    with pytest.raises(GenerationError) as refused:
-        create_migration(router, "v2", [item(owner_id=pw.UUIDField(null=True))],
-                         allow_drop=True)
-    message = str(refused.value)
-    assert ("items.owner_id keeps its values but its foreign key to owners goes with the "
-            "table owners: the rollback would re-create owners empty and could not add the "
-            "foreign key back while items.owner_id holds values. Drop the foreign key first"
-            ) in message, message
-    assert "then remove the model of owners and run diff --allow-drop" in message
+    for unsafe in (False, True):
+        with pytest.raises(GenerationError) as refused:
+            create_migration(router, "v2", [item(owner_id=pw.UUIDField(null=True))],
+                             allow_drop=True, unsafe=unsafe)
+        message = str(refused.value)
+        assert ("items.owner_id keeps its values but its foreign key to owners goes with the "
+                "table owners: the rollback would re-create owners empty and could not add "
+                "the foreign key back while items.owner_id holds values. Drop the foreign key "
+                "first") in message, message
+        assert "then remove the model of owners and run diff --allow-drop" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"], "nothing written"
 
 
