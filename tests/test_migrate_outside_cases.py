@@ -4,8 +4,10 @@ Same harness and same checks as :mod:`tests.test_migrate_more_cases`: each case 
 generated, applied on tables with rows, must reproduce ``create_tables()``, re-diff
 empty, roll back keeping the rows and apply again, in the safe forms and with
 ``--unsafe``; the lint of every file (forward and rollback) is clean but for the rules
-``diff`` announced.  A change the generator cannot write correctly is refused with a
-message that names the cause and the way out (``test_refused``).
+``diff`` announced.  A change the generator cannot write correctly in one file is
+refused with a message that names the cause and the way out (``test_refused`` and the
+``test_*_is_refused`` tests), and that way out, two migrations, is run the same way
+(``test_way_out_of_a_refusal``, ``test_*_in_two_migrations``).
 """
 
 from __future__ import annotations
