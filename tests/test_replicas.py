@@ -223,23 +223,36 @@ def test_pick_decides_as_db_for_read_without_saying_why():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_starts_pollers_of_its_own():
-    """A routed read checks one flag for its pollers; a fork sets it in the child."""
-    db = Database(Settings(host="primary", replicas=["postgresql://u@r1:5433/db"]))
+def test_a_forked_child_starts_threads_of_its_own():
+    """A routed read checks one flag for its pollers; a fork sets it in the child, and a
+    position left pending by the parent gets a sampler of the child's own."""
+    db = Database(Settings(host="127.0.0.1", port=9, replicas=["postgresql://u@r1:5433/db"]))
     try:
         replicas = db._replicas
         replicas._threads_missing = False  # as after the parent's first routed read
+        positions = replicas.positions
+        positions._wanted.set()  # as while the parent's sampler is asked for a sample
+        positions._sampler = parent_sampler = object()  # the parent's (not the child's)
+        positions.local.caller.pending = 1.0  # a write whose position is pending
         read_end, write_end = os.pipe()
         child = os.fork()
         if child == 0:  # pragma: no cover - runs in the child
-            os.write(write_end, b"1" if replicas._threads_missing else b"0")
+            answer = b"1" if replicas._threads_missing else b"0"
+            answer += b"1" if positions._sampler is None else b"0"
+            caller = positions.local.caller
+            answer += b"1" if positions.resolve(caller) is None else b"0"  # still pending
+            started = positions._sampler
+            answer += b"1" if started is not None and started is not parent_sampler else b"0"
+            os.write(write_end, answer)
             os._exit(0)
         os.close(write_end)
         os.waitpid(child, 0)
-        assert os.read(read_end, 1) == b"1"
+        assert os.read(read_end, 4) == b"1111"
         os.close(read_end)
-        assert replicas._threads_missing is False  # the parent's pollers still run
+        assert replicas._threads_missing is False  # the parent's threads still run
+        assert positions._sampler is parent_sampler
     finally:
+        positions._sampler = None
         db.close_pool()
 
 def test_router_names_the_closest_replica_when_none_can_answer():

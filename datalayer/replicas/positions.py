@@ -173,6 +173,9 @@ class Positions:
         """Resolve ``caller``'s pending write from the last sample; None while it cannot."""
         sample = self._sample
         if sample is None or sample[0] < caller.pending:
+            if self._sampler is None:  # none runs (a forked child, or it stopped): start one
+                self._wanted.set()
+                self._ensure_sampler()
             return None
         if sample[1] > caller.position:
             caller.position = sample[1]
@@ -221,6 +224,17 @@ class Positions:
         caller.position, caller.pending, caller.carried = 0, 0.0, 0
 
     # -- the sampler -------------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's sampler and its connection are not this process's."""
+        wanted = self._wanted.is_set()
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
+        self._wanted = threading.Event()
+        if wanted:
+            self._wanted.set()
+        self._sampler = None
+        self._conn = None
+        self._generation = _pool._fork_generation[0]
 
     def _ensure_sampler(self) -> None:
         with self._lock:

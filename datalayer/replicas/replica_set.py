@@ -75,9 +75,10 @@ _sets: weakref.WeakSet[ReplicaSet] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    """In a forked child no poller of the parent runs: the next read starts them."""
+    """In a forked child no thread of the parent runs: the next read or write starts them."""
     for replicas in list(_sets):
         replicas._threads_missing = True
+        replicas.positions.after_fork()
 
 
 if hasattr(os, "register_at_fork"):
