@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +177,15 @@ def lint(
     names: Iterable[str] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
+    rendered: Sequence[MigrationSql] | None = None,
 ) -> LintReport:
     """Lint migrations ``names`` (default: all) in ``directory`` for PostgreSQL ``postgres``.
 
     Every earlier migration is read too, so that what it created is known
     (column types, validated ``CHECK (col IS NOT NULL)`` constraints).
+    ``rendered``: every migration's SQL as :func:`~..runtime.offline.migration_sql`
+    already rendered it for ``postgres`` (``migrate check`` applies it too), so
+    that it is not rendered again.
 
     :raises MigrationError: when a name matches no migration or a file cannot be rendered.
     """
@@ -197,14 +201,22 @@ def lint(
     cached = _cached.load_report(key) if key is not None else None
     if cached is not None:
         return cached
-    result = _lint(directory, chosen_names, postgres)
+    result = _lint(directory, chosen_names, postgres, rendered if AVAILABLE else None)
     if key is not None:
         _cached.store_report(key, result)
     return result
 
 
-def _lint(directory: Path, names: list[str] | None, postgres: int) -> LintReport:
-    everything = migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
+def _lint(
+    directory: Path,
+    names: list[str] | None,
+    postgres: int,
+    rendered: Sequence[MigrationSql] | None = None,
+) -> LintReport:
+    everything = (
+        list(rendered) if rendered is not None
+        else migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
+    )
     chosen = select_names([m.name for m in everything], names, directory)
     if not chosen:
         return LintReport(postgres)
