@@ -39,6 +39,7 @@ from .runtime import checksum as _checksum
 from .scratch import scratch_database, scratch_database_soon, scratch_server
 
 if TYPE_CHECKING:
+    from .lint._engine import History
     from .runtime.offline import MigrationSql
 
 __all__ = ["check", "lint_problems", "scratch_server"]
@@ -69,15 +70,16 @@ def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | Non
 _READS = re.compile(r"^\s*(SELECT|WITH|SHOW|FETCH|VALUES|TABLE|EXPLAIN|COPY)\b", re.IGNORECASE)
 
 
-def _render(directory: Path, postgres: int) -> list[MigrationSql] | None:
+def _render(directory: Path, postgres: int) -> History | None:
     """Return the history's SQL as ``migrate sql`` renders it for ``postgres``; None: it cannot be.
 
-    Rendered once: the scratch database is sent it, and the lint reads it.
+    Rendered once, in one pass with the rollbacks: the scratch database is
+    sent it, and the lint reads it.
     """
-    from .runtime.offline import migration_sql
+    from .runtime.offline import history_sql
 
     try:
-        return migration_sql(directory, postgres=postgres)
+        return history_sql(directory, postgres=postgres)
     except DatalayerError:
         return None
 
@@ -251,13 +253,16 @@ def check(
             with migrated.checkout():
                 key = _snapshot_key(migrated, directory, schemas)
             got = _cache.load_snapshot(key) if key else None
-            rendered = _render(directory, lint_version) if got is None else None
+            history = _render(directory, lint_version) if got is None else None
             linted = pool.submit(lint_problems, directory, postgres=lint_version,
-                                 rendered=rendered)
+                                 history=history)
             want = _declared_schema(migrated, models, schemas)  # rolled back: still empty
             applied_ok = True
             done = (
-                _apply_rendered(mig_settings, directory, rendered, lint_version)
+                _apply_rendered(
+                    mig_settings, directory, None if history is None else list(history[0]),
+                    lint_version,
+                )
                 if got is None else None
             )
             if done is False:  # the runner, in a fresh database, says which file fails
@@ -288,18 +293,18 @@ def lint_problems(
     directory: str | Path,
     *,
     postgres: int | None = None,
-    rendered: Sequence[MigrationSql] | None = None,
+    history: History | None = None,
 ) -> list[str]:
     """Return one problem line per unallowed lint error in the migrations of ``directory``.
 
-    ``rendered``: the migrations' SQL already rendered for ``postgres`` (all of
-    them, in order), which the lint then does not render again.
+    ``history``: what :func:`.runtime.offline.history_sql` rendered for
+    ``directory`` and ``postgres``, which the lint then does not render again.
     """
     from .lint import lint
     from .runtime.offline import DEFAULT_POSTGRES
 
     try:
-        report = lint(directory, postgres=postgres or DEFAULT_POSTGRES, rendered=rendered)
+        report = lint(directory, postgres=postgres or DEFAULT_POSTGRES, history=history)
     except MigrationError as exc:
         return [f"cannot lint the migrations: {exc}"]
     return [
