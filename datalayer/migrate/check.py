@@ -5,21 +5,27 @@ Four checks, all reported (an empty list means the tree is fine):
 1. ``migrations.sum`` matches the files;
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
-   that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.inspect`), in every schema
-   the models use, with the constraints of ``DeferredForeignKey`` fields
-   added afterwards (``create_foreign_key()``, as peewee's docs do).  The
-   history is sent as the SQL ``migrate sql`` renders, in a few round trips;
-   one with Python steps, row reads or files that need a database goes
-   through the runner, and so does a history whose SQL fails (the runner's
-   message names the file);
+   that ``create_tables()`` gives for the models (compared with
+   :mod:`datalayer.migrate.inspect`), in every schema the models use, with
+   the constraints of ``DeferredForeignKey`` fields added afterwards
+   (``create_foreign_key()``, as peewee's docs do).  One scratch database
+   holds both: the models' tables are created first inside a transaction,
+   read, and rolled back, then the history is applied to the empty database.
+   The history is sent as the SQL ``migrate sql`` renders, in a few round
+   trips; one with Python steps, row reads or files that need a database
+   goes through the runner, and so does a history whose SQL fails (the
+   runner's message names the file);
 4. ``migrate lint`` finds no unallowed error in any migration
    (:mod:`datalayer.migrate.lint`).
 
-The scratch databases (:mod:`datalayer.migrate.scratch`) are created, and
-dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL`` (Atlas's
-dev database; its user needs CREATEDB), or on the embedded server when that
-is unset.
+Every migration and every rollback is rendered once, in one pass
+(:func:`~datalayer.migrate.runtime.offline.history_sql`): the scratch
+database is sent that SQL and the lint reads it, in a thread while the
+server works.  The scratch database (:mod:`datalayer.migrate.scratch`) is
+created, in the background while the models are compared with the history,
+and dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL``
+(Atlas's dev database; its user needs CREATEDB), or on the embedded server
+when that is unset.
 """
 
 from __future__ import annotations
