@@ -100,16 +100,14 @@ def _build_user(row: Any) -> User:
     member = _ROLE_OF.get(role)
     if member is None or type(id_) is not _UUID:
         return _build_any_user(row)
-    user = _new_user(User)
-    user.__dict__ = {
-        "__data__": {
-            "id": id_, "email": email, "password_hash": password_hash,
-            "display_name": display_name, "role": member, "is_active": is_active,
-            "last_login_at": last, "created_at": created, "updated_at": updated,
-        },
-        "_dirty": set(),
-        "__rel__": {},
+    user = _new_user(User)  # what peewee's Model.__init__ leaves, without running it
+    user.__data__ = {
+        "id": id_, "email": email, "password_hash": password_hash,
+        "display_name": display_name, "role": member, "is_active": is_active,
+        "last_login_at": last, "created_at": created, "updated_at": updated,
     }
+    user._dirty = set()
+    user.__rel__ = {}
     return user
 
 
@@ -309,7 +307,9 @@ def create_user(
     if (type(email) is str and email.isascii() and len(email) <= EMAIL_MAX_LENGTH
             and email.isprintable()):
         address = email.strip().lower()
-        if _EMAIL_FORM(address) is None:
+        # _EMAIL_FORM without the regex: in printable ASCII the only blank is " ".
+        if (address.count("@") != 1 or " " in address or address[0] == "@"
+                or address[-1] == "@"):
             raise ValidationError("email", "is not an e-mail address; expected name@domain")
     else:
         address = normalize_email(email)
@@ -333,7 +333,7 @@ def create_user(
         "is_active": (is_active if type(is_active) is bool
                       else validate_value(User.is_active, is_active)),
     }
-    database = _database(db)
+    database = User._meta.database if db is None else _database(db)
     insert = _insert_user()
     lost: CommitUnknown | None = None
     if database._state.closed:
