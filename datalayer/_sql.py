@@ -286,24 +286,36 @@ def _execute(cursor: Any, raw: Any, stmt: Statement, params: Sequence[Any]) -> N
     if name in names:
         try:
             cursor.execute(texts.execute, params)
-            return
         except psycopg2.Error as exc:
-            code = exc.pgcode
-            if raw.closed or code not in (_GONE, _STALE):
-                raise
-            names.discard(name)
-            logger.debug("prepared statement %s %s; preparing it again", name,
-                         "is gone" if code == _GONE else "went stale")
-            sql = texts.first if code == _GONE else texts.renew
-    else:
-        sql = texts.first
+            _prepare_again(cursor, raw, texts, names, params, exc)
+        return
+    _first_use(cursor, raw, texts, names, params, texts.first)
+
+
+def _prepare_again(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
+                   params: Sequence[Any], exc: psycopg2.Error) -> None:
+    """After ``EXECUTE`` of a statement prepared on ``raw`` failed with ``exc``: prepare it
+    again and re-run it when the server no longer has it or its plan went stale, else
+    raise ``exc``."""
+    code = exc.pgcode
+    if raw.closed or code not in (_GONE, _STALE):
+        raise exc
+    names.discard(texts.name)
+    logger.debug("prepared statement %s %s; preparing it again", texts.name,
+                 "is gone" if code == _GONE else "went stale")
+    _first_use(cursor, raw, texts, names, params, texts.first if code == _GONE else texts.renew)
+
+
+def _first_use(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
+               params: Sequence[Any], sql: str) -> None:
+    """Run ``sql`` (that prepares the statement and runs it) and note the name as prepared."""
     try:
         cursor.execute(sql, params)
     except psycopg2.Error as exc:
         if raw.closed or exc.pgcode != _EXISTS:
             raise
         cursor.execute(texts.execute, params)  # it was prepared by a first use that failed
-    names.add(name)
+    names.add(texts.name)
 
 
 # -- running ----------------------------------------------------------------
@@ -509,8 +521,16 @@ def _on_checkout(
             try:
                 if stmt is None:
                     cursor.execute(sql, params)
-                else:
-                    _execute(cursor, raw, stmt, params)  # idle: fresh out of the pool
+                else:  # idle: fresh out of the pool
+                    texts = stmt._texts
+                    known = getattr(raw, "prepared", None)
+                    if texts is not None and type(known) is set and texts.name in known:
+                        try:  # _execute()'s usual case, inline
+                            cursor.execute(texts.execute, params)
+                        except psycopg2.Error as exc:
+                            _prepare_again(cursor, raw, texts, known, params, exc)
+                    else:
+                        _execute(cursor, raw, stmt, params)
             finally:
                 inflight.pop(raw, None)
             result = (
