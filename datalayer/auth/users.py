@@ -147,7 +147,9 @@ def _passwords() -> ModuleType:
 
 @functools.cache
 def _select_by_email() -> Statement:
-    return Statement(User.select(*_FIELDS).where(User.email == Param("email")))
+    stmt = Statement(User.select(*_FIELDS).where(User.email == Param("email")))
+    assert stmt._plan == (("email", None, None),), stmt._plan  # _get_by_email() binds it so
+    return stmt
 
 
 @functools.cache
@@ -164,6 +166,9 @@ def _select_own() -> Statement:
     return Statement(query)
 
 
+_INSERT_ORDER = ("email", "password_hash", "display_name", "role", "is_active")
+
+
 @functools.cache
 def _insert_user() -> Statement:
     query = (
@@ -177,7 +182,10 @@ def _insert_user() -> Statement:
         .on_conflict(action="IGNORE", conflict_target=[User.email])
         .returning(*_FIELDS)
     )
-    return Statement(query)
+    stmt = Statement(query)
+    # create_user() passes the values in this order, unconverted.
+    assert stmt._plan == tuple((name, None, None) for name in _INSERT_ORDER), stmt._plan
+    return stmt
 
 
 @functools.cache
@@ -320,34 +328,32 @@ def create_user(
         stored = password_hash
     else:
         stored = _password_hash(password_hash)
-    values = {
-        "email": address,
-        "password_hash": stored,
-        "display_name": (
-            display_name if display_name is None or (
-                type(display_name) is str and len(display_name) <= _DISPLAY_NAME_MAX
-                and display_name.isascii() and "\x00" not in display_name)
-            else validate_value(User.display_name, display_name)
-        ),
-        "role": role._value_ if type(role) is Role else validate_value(User.role, role).value,
-        "is_active": (is_active if type(is_active) is bool
-                      else validate_value(User.is_active, is_active)),
-    }
+    name = (
+        display_name if display_name is None or (
+            type(display_name) is str and len(display_name) <= _DISPLAY_NAME_MAX
+            and display_name.isascii() and "\x00" not in display_name)
+        else validate_value(User.display_name, display_name)
+    )
+    role_value = role._value_ if type(role) is Role else validate_value(User.role, role).value
+    active = is_active if type(is_active) is bool else validate_value(User.is_active, is_active)
     database = User._meta.database if db is None else _database(db)
     insert = _insert_user()
     lost: CommitUnknown | None = None
     if database._state.closed:
         # No connection held by the thread, so no transaction: the statement runs on a
         # checkout of its own, as fetchone() would run it (without the closures below).
-        try:
-            row = _on_checkout(database, insert.sql, insert.bind(values), _ONE,
-                               insert.read_only, insert)
+        try:  # the parameters in _INSERT_ORDER
+            row = _on_checkout(database, insert.sql, (address, stored, name, role_value, active),
+                               _ONE, insert.read_only, insert)
         except CommitUnknown as exc:
             lost = exc  # settled below, as single_write() settles a lost reply
         else:
             if row is None:
                 raise DuplicateError(_DUPLICATE_EMAIL)
             return _build_user(row)
+
+    values = {"email": address, "password_hash": stored, "display_name": name,
+              "role": role_value, "is_active": active}
 
     def attempt() -> User:
         row = fetchone(database, insert, values)
@@ -404,7 +410,7 @@ def _get_by_email(database: Database, email: Any) -> User:
     else:
         address = _lookup_email(email)
     stmt = _select_by_email()
-    if database._state.closed:  # fetchone()'s checkout, without building the values
+    if database._state.closed:  # fetchone()'s checkout, the one parameter bound by hand
         row = _on_checkout(database, stmt.sql, [address], _ONE, stmt.read_only, stmt)
     else:
         row = fetchone(database, stmt, {"email": address})
