@@ -40,8 +40,8 @@ __all__ = ["PooledDatabase", "ReplicaHooks", "dialect"]
 
 _UUID = uuid.UUID
 _new_object = object.__new__
-_set_int = uuid.UUID.int.__set__  # type: ignore[attr-defined]  # a slot of UUID
-_set_safe = uuid.UUID.is_safe.__set__  # type: ignore[attr-defined]
+_set_int = vars(uuid.UUID)["int"].__set__  # the slots' descriptors of UUID
+_set_safe = vars(uuid.UUID)["is_safe"].__set__
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 
 

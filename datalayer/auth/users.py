@@ -88,7 +88,7 @@ _USER_NAMES = ("id", "email", "password_hash", "display_name", "role", "is_activ
                "last_login_at", "created_at", "updated_at")
 
 
-def _build_user(row: Any) -> User:
+def _build_known_user(row: Any) -> User:
     """Return the User of a row of ``_FIELDS``, as :func:`row_builder` would build it.
 
     Written out for the nine columns of ``users`` (one dict display instead of a
@@ -106,13 +106,15 @@ def _build_user(row: Any) -> User:
         "display_name": display_name, "role": member, "is_active": is_active,
         "last_login_at": last, "created_at": created, "updated_at": updated,
     }
-    user._dirty = set()
+    user._dirty = set()  # type: ignore[attr-defined]  # peewee's, not in the stubs
     user.__rel__ = {}
     return user
 
 
-if tuple(f.name for f in _FIELDS) != _USER_NAMES:  # the model changed: the general builder
-    _build_user = _build_any_user  # noqa: F811
+# The general builder if the model's columns ever differ from the ones written out above.
+_build_user: Callable[[Any], User] = (
+    _build_known_user if tuple(f.name for f in _FIELDS) == _USER_NAMES else _build_any_user
+)
 
 _DUPLICATE_EMAIL = (
     "a user with this e-mail address already exists; sign in, or use another address"
