@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from .actions import Writes
 from .columns import (
     _add_column,
     _alter_column,
@@ -105,7 +106,10 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
         )
     old, new = before.name, after.name
     rename = Sql(f"ALTER TABLE {before.qualified} RENAME TO {quote(new)}")
-    steps: list[Step] = [rename.of("rename_table", before.qualified)]
+    # What the names mean changes: a check of either name would read the wrong rows.
+    renamed = f"{quote(before.schema)}.{quote(new)}" if before.schema else quote(new)
+    steps: list[Step] = [rename.of("rename_table", before.qualified).doing(
+        Writes(before.qualified), Writes(renamed))]
     steps.append(rename_auto_names(
         after.qualified,
         f"^{_re(old)}_((.*_)?{_AUTO_SUFFIX}|.*_seq)$",
@@ -198,7 +202,7 @@ def plan_alter(
         if before.column(old) is None:
             raise UnsupportedChange(f"{table}: no column {old!r} to rename to {new!r}")
         rename = Sql(f"ALTER TABLE {T} RENAME COLUMN {quote(old)} TO {quote(new)}")
-        steps.append(rename.of("rename_column", T))
+        steps.append(rename.of("rename_column", T).doing(Writes(T)))
         steps.append(rename_auto_names(
             T,
             f"^{_re(table)}_{_re(old)}_({_AUTO_SUFFIX}|seq)$",
@@ -276,7 +280,7 @@ def plan_alter(
         steps.append(_drop_named(T, before.name + "_pkey", False))
     for col in dropped:
         drop = Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}{' CASCADE' if cascade else ''}")
-        steps.append(drop.of("drop_column", T))
+        steps.append(drop.of("drop_column", T).doing())
 
     pk = after.primary_key[0] if len(after.primary_key) == 1 else None
     for col in added:

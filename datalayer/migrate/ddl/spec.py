@@ -54,7 +54,9 @@ class Sql:
     (:data:`..facts.EFFECTS`): its ``kind``, the ``tables`` it locks and the tables a
     foreign key in it ``refs`` (each as written), and ``expands`` when the planner knows
     better than its kind whether the previous release survives it (None: the kind's
-    :attr:`..facts.Effect.expands`).  None of these is compared.
+    :attr:`..facts.Effect.expands`), and what it ``does`` that the rows could make fail
+    (:mod:`.actions`, for the checks before DDL; None: not said, its text is read).
+    None of these is compared.
     """
 
     text: str
@@ -63,6 +65,7 @@ class Sql:
     tables: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     refs: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     expands: bool | None = dataclasses.field(default=None, compare=False)
+    does: tuple[Any, ...] | None = dataclasses.field(default=None, compare=False)
 
     def __str__(self) -> str:
         return self.text
@@ -70,9 +73,11 @@ class Sql:
     def __add__(self, other: Sql | str) -> Sql:
         if isinstance(other, str):
             return dataclasses.replace(self, text=self.text + other)
+        does = None if self.does is None and other.does is None else (
+            (self.does or ()) + (other.does or ()))
         return Sql(self.text + other.text, self.params + other.params, self.kind or other.kind,
                    self.tables or other.tables, self.refs + other.refs,
-                   other.expands if self.expands is None else self.expands)
+                   other.expands if self.expands is None else self.expands, does)
 
     def __radd__(self, other: str) -> Sql:
         return dataclasses.replace(self, text=other + self.text)
@@ -89,6 +94,14 @@ class Sql:
         NOT NULL column added without a DEFAULT, the CHECK behind an online SET NOT NULL.
         """
         return dataclasses.replace(self, expands=expands)
+
+    def doing(self, *actions: Any) -> Sql:
+        """Return this statement saying what it does (:mod:`.actions`; none: nothing checkable).
+
+        The checks before DDL read these instead of the text, which is then never
+        parsed back.
+        """
+        return dataclasses.replace(self, does=actions)
 
 
 def quote(name: str) -> str:

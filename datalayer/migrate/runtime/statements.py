@@ -26,6 +26,20 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import parser
+from ..ddl.actions import (
+    Action,
+    AddColumn,
+    Check,
+    Fill,
+    ForeignKey,
+    NotNull,
+    Opaque,
+    Planned,
+    TypeChange,
+    Unique,
+    Validate,
+    Writes,
+)
 
 __all__ = [
     "Action",
@@ -57,100 +71,6 @@ def norm(name: str) -> str:
     for part in parts:
         out.append(part[1:-1].replace('""', '"') if part.startswith('"') else part.lower())
     return ".".join(out)
-
-
-@dataclasses.dataclass(frozen=True)
-class Unique:
-    """A UNIQUE index or constraint (or a primary key) over ``elements`` of ``table``."""
-
-    table: str
-    elements: tuple[str, ...]
-    name: str = ""
-    where: str = ""
-    nulls_distinct: bool = True
-    primary_key: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """``ADD CHECK (expression)``; ``not_valid``: the rows are checked only by a later VALIDATE."""
-
-    table: str
-    expression: str
-    name: str = ""
-    not_valid: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class ForeignKey:
-    """``ADD FOREIGN KEY (columns) REFERENCES parent (parent_columns)``; () : its primary key."""
-
-    table: str
-    columns: tuple[str, ...]
-    parent: str
-    parent_columns: tuple[str, ...]
-    name: str = ""
-    not_valid: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class NotNull:
-    """``ALTER COLUMN column SET NOT NULL``."""
-
-    table: str
-    column: str
-
-
-@dataclasses.dataclass(frozen=True)
-class TypeChange:
-    """``ALTER COLUMN column TYPE type [USING expression]``."""
-
-    table: str
-    column: str
-    type: str
-    using: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Validate:
-    """``VALIDATE CONSTRAINT name`` (``name`` empty: every NOT VALID one of the table)."""
-
-    table: str
-    name: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class AddColumn:
-    """``ADD COLUMN column``: new, so nothing about it can be checked beforehand."""
-
-    table: str
-    column: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Fill:
-    """A batched fill of the NULLs of ``column`` (:class:`.._ddl.BatchFill`)."""
-
-    table: str
-    column: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Writes:
-    """A statement that changes rows of ``table`` (UPDATE, DELETE, INSERT, TRUNCATE)."""
-
-    table: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Opaque:
-    """Python code, or SQL of a shape not read here: it may change anything."""
-
-    what: str
-
-
-Action = Unique | Check | ForeignKey | NotNull | TypeChange | Validate | AddColumn | Fill | Writes
-Planned = Action | Opaque
 
 
 # -- splitting text --------------------------------------------------------------------
@@ -436,6 +356,9 @@ def _texts(op: Any, recorder: Any) -> list[Planned] | None:
     if isinstance(step, Online):
         step = step.sql
     if isinstance(step, Sql):
+        if step.does is not None:  # its planner said what it does: the text is not read
+            return list(step.does)
+        # A statement around SQL the model wrote (an index, a constraint): read as such.
         return read(render(step.text, step.params))
     from playhouse.migrate import Operation
 
