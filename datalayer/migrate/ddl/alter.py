@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from .actions import Writes
+from .actions import ForeignKey, Writes
 from .columns import (
     _add_column,
     _alter_column,
@@ -126,6 +126,19 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
     ))
     steps.extend(plan_alter(moved, after))
     return steps
+
+
+def _foreign_key(T: str, col: ColumnSpec, add: Sql, not_valid: bool) -> Sql:
+    """Return ``add`` (``ADD`` the foreign key of ``col``) saying what it checks.
+
+    Known when peewee rendered the key from the field (its parent table in ``refs``);
+    a key whose text was rewritten (a rename) is read from its text.
+    """
+    fk = col.fk
+    if fk is None or len(fk.refs) != 1 or col.fk_column is None or fk.params:
+        return add
+    return add.doing(ForeignKey(T, (quote(col.name),), fk.refs[0], (quote(col.fk_column),),
+                                col.fk_name or "", not_valid))
 
 
 def _rename_before(before: TableSpec, renames: Mapping[str, str]) -> TableSpec:
@@ -303,10 +316,10 @@ def plan_alter(
         "add_foreign_key_not_valid" if online else "add_foreign_key", T)
     for col in added:
         if col.fk is not None:
-            steps.append(add_fk + col.fk + not_valid)
+            steps.append(_foreign_key(T, col, add_fk + col.fk + not_valid, online))
     for old_col, new_col in both:
         if new_col.fk is not None and old_col.fk != new_col.fk:
-            steps.append(add_fk + new_col.fk + not_valid)
+            steps.append(_foreign_key(T, new_col, add_fk + new_col.fk + not_valid, online))
 
     for text, params in sorted((acons - bcons).elements()):
         steps.extend(_add_constraint(table, T, Sql(text, params), online=online))

@@ -35,7 +35,8 @@ def concurrent_create(index: IndexSpec) -> Sql:
         )
         if not n:
             raise UnsupportedChange(f"cannot build {create.text!r} concurrently")
-    return Sql(text, create.params).of("create_index_concurrently", *create.tables)
+    return Sql(text, create.params, does=create.does).of("create_index_concurrently",
+                                                         *create.tables)
 
 
 def index_changes(

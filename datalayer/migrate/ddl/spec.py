@@ -160,6 +160,8 @@ class ColumnSpec:
     ddl_nullable: Sql = dataclasses.field(compare=False)
     py_default: Any = dataclasses.field(default=None, compare=False)
     db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
+    # The column ``fk`` refers to (in the table ``fk.refs`` names), for the checks before DDL.
+    fk_column: str | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,6 +394,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     default, checks, other = _classify(field.constraints or (), db)
     fk: Sql | None = None
     fk_name: str | None = None
+    fk_column: str | None = None
     if isinstance(field, pw.ForeignKeyField):
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
@@ -399,6 +402,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         rel = field.rel_model._meta
         fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
+        fk_column = field.rel_field.column_name
     refs = tuple(r for o in other for r in o.refs)
     null_saved = field.null
     try:
@@ -422,6 +426,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         ddl_nullable=ddl_nullable,
         py_default=field.default,
         db_value=field.db_value,
+        fk_column=fk_column,
     )
 
 
@@ -441,6 +446,8 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
         concrete._table = meta.table
         concrete._safe = False
         create = render(concrete, db).of("create_index", qualified(meta.table_name, meta.schema))
+        if not index._unique:
+            create = create.doing()  # nothing the rows could make fail
         head = "CREATE UNIQUE INDEX " if index._unique else "CREATE INDEX "  # Index.__sql__'s
         columns = tuple(
             e.column_name for e in index._expressions if isinstance(e, pw.Field)
@@ -535,7 +542,7 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         table = _create_table(model, db, db_key, columns, checks + constraints)
         statements.append(dataclasses.replace(
             table, kind="create_table", tables=(qualified(meta.table_name, meta.schema),),
-            refs=tuple(refs),
+            refs=tuple(refs), does=(),  # a new table: no rows
         ))
         statements.extend(ix.create for ix in indexes)
     return TableSpec(
