@@ -22,6 +22,7 @@ import peewee as pw
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from ...project import sort_models
+from .actions import Unique
 
 __all__ = [
     "ColumnSpec",
@@ -430,6 +431,24 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     )
 
 
+def _unique_of(index: Any, table: str, db: pw.Database) -> tuple[Unique, ...] | None:
+    """Return what a peewee index checks of the rows: () for a plain index, its Unique.
+
+    Rendered as ``Index.__sql__`` renders the pieces; for a piece with parameters,
+    None: not said (the statement's text is then read).
+    """
+    if not index._unique:
+        return ()
+    parts = [render(pw.SQL(e) if isinstance(e, str) else
+                    e.node if isinstance(e, pw.Ordering) else e, db, values_scope=True)
+             for e in index._expressions]
+    where = render(index._where, db, values_scope=True) if index._where is not None else Sql("")
+    if any(p.params for p in parts) or where.params:
+        return None
+    distinct = getattr(index, "_nulls_distinct", None) is not False
+    return (Unique(table, tuple(p.text for p in parts), index._name, where.text, distinct),)
+
+
 def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database) -> IndexSpec:
     meta = model._meta
     # peewee's index attributes are private (and untyped): read them through Any.
@@ -446,8 +465,9 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
         concrete._table = meta.table
         concrete._safe = False
         create = render(concrete, db).of("create_index", qualified(meta.table_name, meta.schema))
-        if not index._unique:
-            create = create.doing()  # nothing the rows could make fail
+        checked = _unique_of(index, create.tables[0], db)
+        if checked is not None:
+            create = create.doing(*checked)
         head = "CREATE UNIQUE INDEX " if index._unique else "CREATE INDEX "  # Index.__sql__'s
         columns = tuple(
             e.column_name for e in index._expressions if isinstance(e, pw.Field)
