@@ -10,12 +10,15 @@ constraint, a CHECK, a foreign key, SET NOT NULL, a type change, a
 validation, a write to a table's rows, or something that cannot be read
 (Python code, SQL of another shape).
 
-The forms are the ones datalayer writes (:mod:`.._ddl`), which are also the
-usual hand-written ones; hand-written SQL is first printed in those forms
-by PostgreSQL's own parser when pglast (the ``lint`` extra) is installed;
-generated ``DO`` blocks are read through the ``ALTER TABLE`` statements
-inside them.  Anything else is :class:`Opaque`, and the checks after it
-are left to the server.
+A statement the ddl planners wrote says what it does
+(:meth:`..ddl.spec.Sql.doing`, the classes of :mod:`..ddl.actions`): its text is
+not read.  Text is read only where a person wrote it: ``migrator.sql(...)``,
+and the pieces of SQL a model writes that a planner wraps (a ``Check(...)``, a
+constraint or an index given as SQL, an index with parameters).  It is first
+printed by PostgreSQL's own parser when pglast (the ``lint`` extra) is
+installed, in the usual forms read here.  Anything else (a ``DO`` block, a
+function call) is :class:`Opaque`, and the checks after it are left to the
+server.
 """
 
 from __future__ import annotations
@@ -158,12 +161,6 @@ _HARMLESS_RE = re.compile(
     r"SELECT\s+setval|SELECT\s+1\b|SET\b|RESET\b|ANALYZE|--)",
     re.I,
 )
-_VALIDATE_ALL_RE = re.compile(
-    r"'((?:[^']|'')+)'::regclass.*VALIDATE CONSTRAINT '\s*\|\|\s*quote_ident", re.I | re.S
-)
-_DO_RE = re.compile(r"^DO\s+(?:LANGUAGE\s+\w+\s+)?(?P<q>\$(?:[A-Za-z_]\w*)?\$)(?P<body>.*)(?P=q)",
-                    re.I | re.S)
-_INNER_ALTER_RE = re.compile(r"\bALTER\s+TABLE\s", re.I)
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -301,10 +298,6 @@ def read(sql: str, *, hand_written: bool = False) -> list[Planned]:
     texts = _canonical(sql) if hand_written else None
     for text in texts if texts is not None else split(sql):
         text = text.strip()
-        do = _DO_RE.match(text)
-        if do:
-            out.extend(_read_do(do.group("body")))
-            continue
         m = _CREATE_UNIQUE_RE.match(text)
         if m:
             found = _unique(m.group("table"), norm(m.group("name") or ""), m.group("rest"),
@@ -322,22 +315,6 @@ def read(sql: str, *, hand_written: bool = False) -> list[Planned]:
         if _HARMLESS_RE.match(text):
             continue
         out.append(Opaque(text))
-    return out
-
-
-def _read_do(body: str) -> list[Planned]:
-    """Read a ``DO`` block as datalayer writes them: through the ALTER TABLEs inside."""
-    m = _VALIDATE_ALL_RE.search(body)
-    if m:
-        return [Validate(m.group(1).replace("''", "'"))]
-    if re.search(r"\b(UPDATE|DELETE|INSERT|TRUNCATE)\b", body, re.I):
-        return [Opaque(body)]
-    out: list[Planned] = []
-    for start in [m.start() for m in _INNER_ALTER_RE.finditer(body)]:
-        statement = split(body[start:])[0]
-        for action in read(statement):
-            if not isinstance(action, Opaque):
-                out.append(action)
     return out
 
 
