@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -310,8 +309,13 @@ def deferred_fk_name(field: pw.ForeignKeyField) -> str:
 
 
 _PLAIN = (str, int, float, bool, type(None))
-_MEMO: dict[int, tuple[weakref.ref[pw.Field], tuple[Any, ...], ColumnSpec]] = {}
-"""id(field) -> (the field, what its spec was rendered from, the spec)."""
+_MEMO_ATTR = "_datalayer_column_specs"
+"""The memo's attribute on a model's ``_meta``: id(field) -> (the field, its key, its spec).
+
+On the model, not in a module-level dict: a spec holds its field (``db_value`` is
+the field's bound method), so a global memo would keep every field, and its
+model, alive for good.  On the model, the memo goes with it.
+"""
 
 
 def _identity(value: Any) -> Any:
@@ -368,19 +372,29 @@ def _column_spec(
     """
     if isinstance(field, (pw.ForeignKeyField, pw.DeferredForeignKey)):
         return _render_column_spec(field, db)
+    model = getattr(field, "model", None)
+    if model is None:  # a field of no model: nowhere to keep it
+        return _render_column_spec(field, db)
     if db_key is None:
         db_key = _render_key(db)
     key = _memo_key(field, db_key)
-    hit = _MEMO.get(id(field))
-    if hit is not None and hit[0]() is field and hit[1] == key:
+    meta = model._meta
+    memo: dict[int, tuple[pw.Field, tuple[Any, ...], ColumnSpec]] | None = getattr(
+        meta, _MEMO_ATTR, None
+    )
+    if memo is None:
+        memo = {}
+        setattr(meta, _MEMO_ATTR, memo)
+    hit = memo.get(id(field))
+    if hit is not None and hit[0] is field and hit[1] == key:
         return hit[2]
     spec = _render_column_spec(field, db)
-    field_id, memo = id(field), _MEMO  # the dict itself: at exit the module's names are gone
-
-    def forget(_ref: weakref.ref[pw.Field]) -> None:
-        memo.pop(field_id, None)
-
-    memo[field_id] = (weakref.ref(field, forget), key, spec)
+    if len(memo) > 2 * len(meta.fields) + 16:  # fields the model no longer has: let them go
+        fields = meta.fields
+        for k, (f, _, _) in list(memo.items()):
+            if fields.get(f.name) is not f:
+                del memo[k]
+    memo[id(field)] = (field, key, spec)
     return spec
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import itertools
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,7 +45,9 @@ from ..ddl.spec import (
     Sql,
     TableSpec,
     UnsupportedChange,
+    _render_key,
     _untyped,
+    database_of,
     index_entries,
     quote,
     rename_identifier,
@@ -292,6 +295,31 @@ _OPAQUE = "_datalayer_opaque"  # the Opaque calls recorded (in the shared __dict
 
 
 _OPERATIONS = "_datalayer_operations"  # (operation, its queued callables) (shared __dict__)
+_SPECS = "_datalayer_specs"  # model -> (fingerprint, its spec after the last operation on it)
+_SPECS_MARK = "_datalayer_specs_mark"  # (queue, its length) when the specs were last known good
+_SPECS_KEEP = "_datalayer_specs_keep"  # the spec after of the operation _around just built
+
+
+_REFERRING = (pw.ForeignKeyField, pw.DeferredForeignKey)
+
+
+def _fingerprint(cls: type[pw.Model]) -> tuple[Any, ...] | None:
+    """Return what a cached spec of ``cls`` is checked against (identities), or None: never cache.
+
+    A table with a foreign key is not cached: its columns' specs depend on the
+    tables it refers to, which other operations change.
+    """
+    meta = cls._meta
+    fields = meta.sorted_fields
+    if any(map(isinstance, fields, itertools.repeat(_REFERRING))):
+        return None
+    constraints = meta.constraints
+    return (
+        _render_key(database_of(cls)), id(meta), meta.table_name, meta.schema,
+        tuple(map(id, fields)), id(meta.indexes), tuple(map(id, meta.indexes)),
+        id(constraints), tuple(map(id, constraints or ())), id(meta.primary_key),
+        meta.composite_key,
+    )
 
 
 def _server_default(field: pw.Field) -> bool:
@@ -418,6 +446,15 @@ class DatalayerMigrator(Migrator):
         """Record ``op`` with the callables queued since ``start`` (its place in ``__ops__``)."""
         queued = tuple(self.__ops__[start:])
         self.__dict__.setdefault(_OPERATIONS, []).append((op, queued))
+        state = self.__dict__
+        keep = state.pop(_SPECS_KEEP, None)
+        specs = state.get(_SPECS)
+        if specs and (keep is None or getattr(op, "after", None) is not keep
+                      or not self._specs_in_step(start)):
+            # Any operation but one of _around's may have changed any model (or something
+            # was queued in between, outside these methods): forget every spec.
+            specs.clear()
+        state[_SPECS_MARK] = (id(self.__ops__), len(self.__ops__))
 
     def _emit(self, op: ops.Operation) -> None:
         """Queue ``op``'s SQL, in the form its file asked for (none in a replay), and record it."""
@@ -516,13 +553,68 @@ class DatalayerMigrator(Migrator):
         Only compared: no CREATE TABLE rendered unless ``create``.  None in a replay.
         """
         others = self._referrers(cls)
-        before = table_spec(cls, create=create)
+        before = self._spec_before(cls, create)
         others_before = [table_spec(m, create=False) for m in others]
-        mutate()
+        try:
+            mutate()
+        except BaseException:
+            self.__dict__.pop(_SPECS, None)
+            raise
         after = table_spec(cls, create=create)
+        self._spec_after(cls, create, after)
         pairs = zip(others_before, [table_spec(m, create=False) for m in others], strict=True)
         return {"before": before, "after": after,
                 "referrers": tuple((b, a) for b, a in pairs if b != a)}
+
+    def _spec_before(self, cls: type[pw.Model], create: bool) -> TableSpec:
+        """Return ``cls``'s spec: the one the last operation on it left, if nothing changed since.
+
+        Each operation compares its table's spec before and after; in a history
+        the spec before is, most of the time, the one after the previous
+        operation on that table, which is not built again.  Valid while only
+        operations of :meth:`_around` ran (any other operation forgets every spec)
+        and the model's identities (:func:`_fingerprint`) are the same.
+        """
+        state = self.__dict__
+        specs = state.get(_SPECS)
+        if specs and not create and not _replaying_now():
+            if not self._specs_in_step(len(self.__ops__)):
+                specs.clear()  # something queued outside these methods
+            else:
+                hit = specs.get(cls)
+                if hit is not None and hit[0] == _fingerprint(cls):
+                    spec: TableSpec = hit[1]
+                    return spec
+        return table_spec(cls, create=create)
+
+    def _specs_in_step(self, length: int) -> bool:
+        """Return whether nothing was queued since the last recorded operation but by it.
+
+        A new queue (the runner takes each file's operations) starts afresh.
+        """
+        mark = self.__dict__.get(_SPECS_MARK)
+        return mark is None or mark[0] != id(self.__ops__) or mark[1] == length
+
+    def add_default(self, model: ModelRef, name: str, default: Any) -> type[pw.Model]:
+        """Upstream's operation, which changes a field and records nothing: forget the specs."""
+        self.__dict__.pop(_SPECS, None)
+        result: type[pw.Model] = super().add_default(model, name, default)
+        self.__dict__.pop(_SPECS, None)
+        return result
+
+    def _spec_after(self, cls: type[pw.Model], create: bool, after: TableSpec | None) -> None:
+        """Keep ``after`` for the next operation on ``cls`` (see :meth:`_spec_before`)."""
+        state = self.__dict__
+        specs: dict[type[pw.Model], tuple[Any, TableSpec]] = state.setdefault(_SPECS, {})
+        for m in self._referrers(cls):
+            specs.pop(m, None)
+        fingerprint = None if after is None or create else _fingerprint(cls)
+        if fingerprint is None:
+            specs.pop(cls, None)
+        else:
+            assert after is not None
+            specs[cls] = (fingerprint, after)
+        state[_SPECS_KEEP] = after
 
     def _alter(
         self,
