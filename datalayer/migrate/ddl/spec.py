@@ -591,8 +591,9 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
     )
 
 
-_CREATE_MEMO: dict[tuple[Any, ...], tuple[tuple[ColumnSpec, ...], Sql]] = {}
-_CREATE_MEMO_SIZE = 512
+_CREATE_MEMO_ATTR = "_datalayer_create_tables"
+"""The memo's attribute on a model's ``_meta`` (on the model: its specs hold its fields)."""
+_CREATE_MEMO_SIZE = 16
 
 
 def _create_table(
@@ -608,8 +609,8 @@ def _create_table(
     definition (the column specs, which are the same objects while their
     fields do not change; a foreign key's spec is new each time, so a table
     with one is rendered each time), the composite key, the table
-    constraints and options.  The memo keeps the specs it was keyed by alive,
-    so their identities cannot be reused by others.
+    constraints and options.  The memo (on the model) keeps the specs it was
+    keyed by alive, so their identities cannot be reused by others.
     """
     meta = model._meta
     composite: Any = meta.primary_key if meta.composite_key else None
@@ -625,15 +626,21 @@ def _create_table(
         bool(meta.strict_tables),
         bool(meta.without_rowid),
     )
-    hit = _CREATE_MEMO.get(key)
+    memo: dict[tuple[Any, ...], tuple[tuple[ColumnSpec, ...], Sql]] | None = getattr(
+        meta, _CREATE_MEMO_ATTR, None
+    )
+    if memo is None:
+        memo = {}
+        setattr(meta, _CREATE_MEMO_ATTR, memo)
+    hit = memo.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], columns, strict=True)):
         return hit[1]
     # A schema manager of our own: the model may be bound to no database at all.
     manager: Any = pw.SchemaManager(model, db)
     sql = render(manager._create_table(safe=False), db)
-    if len(_CREATE_MEMO) >= _CREATE_MEMO_SIZE:
-        _CREATE_MEMO.pop(next(iter(_CREATE_MEMO), ()), None)
-    _CREATE_MEMO[key] = (columns, sql)
+    if len(memo) >= _CREATE_MEMO_SIZE:
+        memo.pop(next(iter(memo), ()), None)
+    memo[key] = (columns, sql)
     return sql
 
 
