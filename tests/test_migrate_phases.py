@@ -288,24 +288,30 @@ def test_contract_before_expand_and_status(project: Settings, clean_env: Path) -
 
 @pytest.mark.parametrize(
     ("sql", "phase"),
-    [
-        ('ALTER TABLE "t" ADD COLUMN "c" TEXT', Phase.EXPAND),
-        ('ALTER TABLE "t" ADD COLUMN "c" TEXT NOT NULL', Phase.CONTRACT),
-        ('ALTER TABLE "t" ADD COLUMN "c" INTEGER DEFAULT 0 NOT NULL', Phase.EXPAND),
-        ('ALTER TABLE "t" ALTER COLUMN "c" SET NOT NULL', Phase.CONTRACT),
-        ('ALTER TABLE "t" ALTER COLUMN "c" DROP NOT NULL', Phase.EXPAND),
-        ('ALTER TABLE "t" ALTER COLUMN "c" DROP DEFAULT', Phase.CONTRACT),
-        ('ALTER TABLE "t" DROP COLUMN "c"', Phase.CONTRACT),
-        ('CREATE INDEX "t_c" ON "t" ("c")', Phase.EXPAND),
-        ('DROP INDEX "t_c"', Phase.CONTRACT),
-        ('ALTER TABLE "t" ADD CONSTRAINT "k" CHECK (c > 0) NOT VALID', Phase.EXPAND),
-        ('ALTER TABLE "t" ADD CONSTRAINT "k" CHECK (c > 0)', Phase.CONTRACT),
-        ('ALTER TABLE "t" DROP CONSTRAINT "k"', Phase.EXPAND),
-        ('ALTER TABLE "t" RENAME COLUMN "a" TO "b"', Phase.CONTRACT),
+    [  # each as the ddl planners build it: its kind, and its own phase where they know better
+        (Sql('ALTER TABLE "t" ADD COLUMN "c" TEXT').of("add_column"), Phase.EXPAND),
+        (Sql('ALTER TABLE "t" ADD COLUMN "c" TEXT NOT NULL').of("add_column").expanding(False),
+         Phase.CONTRACT),
+        (Sql('ALTER TABLE "t" ADD COLUMN "c" INTEGER DEFAULT 0 NOT NULL').of("add_column"),
+         Phase.EXPAND),
+        (Sql('ALTER TABLE "t" ALTER COLUMN "c" SET NOT NULL').of("set_not_null"), Phase.CONTRACT),
+        (Sql('ALTER TABLE "t" ALTER COLUMN "c" DROP NOT NULL').of("alter_table").expanding(True),
+         Phase.EXPAND),
+        (Sql('ALTER TABLE "t" ALTER COLUMN "c" DROP DEFAULT').of("set_default").expanding(False),
+         Phase.CONTRACT),
+        (Sql('ALTER TABLE "t" DROP COLUMN "c"').of("drop_column"), Phase.CONTRACT),
+        (Sql('CREATE INDEX "t_c" ON "t" ("c")').of("create_index"), Phase.EXPAND),
+        (Sql('DROP INDEX "t_c"').of("drop_index"), Phase.CONTRACT),
+        (Sql('ALTER TABLE "t" ADD CONSTRAINT "k" CHECK (c > 0) NOT VALID').of(
+            "add_check_not_valid"), Phase.EXPAND),
+        (Sql('ALTER TABLE "t" ADD CONSTRAINT "k" CHECK (c > 0)').of("add_check"), Phase.CONTRACT),
+        (Sql('ALTER TABLE "t" DROP CONSTRAINT "k"').of("drop_constraint"), Phase.EXPAND),
+        (Sql('ALTER TABLE "t" RENAME COLUMN "a" TO "b"').of("rename_column"), Phase.CONTRACT),
+        (Sql("SELECT 1"), Phase.CONTRACT),  # a statement of no known kind
     ],
 )
-def test_phase_of_each_statement(sql: str, phase: Phase) -> None:
-    assert phase_of_step(Sql(sql)) is phase
+def test_phase_of_each_statement(sql: Sql, phase: Phase) -> None:
+    assert phase_of_step(sql) is phase
 
 
 def test_phase_of_type_changes_and_fills() -> None:

@@ -8,7 +8,9 @@ facts, so that they cannot disagree:
   each one holds up (:attr:`Lock.blocks`);
 * :data:`EFFECTS`: per kind of statement, the lock it takes on its table,
   whether it reads every row (scans), writes a new copy of the table
-  (rewrites), and whether it can run inside a transaction block;
+  (rewrites), whether it can run inside a transaction block, and whether
+  the release before it keeps working once it ran (``expands``: it belongs
+  to a migration's expand part, :mod:`.runtime.phases`);
 * :func:`type_change`: whether changing a column's type (and collation)
   rewrites the table or only rebuilds the column's indexes;
 * :data:`NOT_VOLATILE` / :func:`first_volatile`: the functions a DEFAULT
@@ -94,51 +96,56 @@ class Effect:
     rewrites: bool = False  # writes a new copy of the table and its indexes
     transactional: bool = True  # False: refused inside a transaction block
     rebuilds_indexes: bool = False  # rebuilds the indexes on the column(s) it changes
+    # True: code of the previous release keeps working once it ran (the expand part of a
+    # migration); False: it removes or narrows what that code may use (the contract part).
+    # A statement whose planner knows better says so itself (``Sql.expands``).
+    expands: bool = False
 
 
 _AE, _SUE, _SRE = Lock.ACCESS_EXCLUSIVE, Lock.SHARE_UPDATE_EXCLUSIVE, Lock.SHARE_ROW_EXCLUSIVE
 
 EFFECTS: Mapping[str, Effect] = MappingProxyType({
     # tables
-    "create_table": Effect(_AE),
+    "create_table": Effect(_AE, expands=True),
     "drop_table": Effect(_AE),
     "truncate": Effect(_AE),
     "rename_table": Effect(_AE),
     "set_schema": Effect(_AE),
     "references": Effect(_SRE),  # the table a new foreign key points to
     # indexes
-    "create_index": Effect(Lock.SHARE, scans=True),
-    "create_index_concurrently": Effect(_SUE, scans=True, transactional=False),
+    "create_index": Effect(Lock.SHARE, scans=True, expands=True),
+    "create_index_concurrently": Effect(_SUE, scans=True, transactional=False, expands=True),
     "drop_index": Effect(_AE),
     "drop_index_concurrently": Effect(_SUE, transactional=False),
     "alter_index": Effect(_SUE),  # ALTER INDEX ... RENAME (PostgreSQL 12+), SET (...)
     "reindex": Effect(Lock.SHARE, scans=True),
     "reindex_concurrently": Effect(_SUE, scans=True, transactional=False),
     # columns
-    "add_column": Effect(_AE),
-    "add_column_rewriting": Effect(_AE, rewrites=True),  # volatile DEFAULT, serial, identity
-    "add_column_checked": Effect(_AE, scans=True),  # with UNIQUE / PRIMARY KEY / CHECK / FK
+    "add_column": Effect(_AE, expands=True),
+    # (a NOT NULL column without a DEFAULT does not expand: its planner says so)
+    "add_column_rewriting": Effect(_AE, rewrites=True, expands=True),  # volatile DEFAULT, serial
+    "add_column_checked": Effect(_AE, scans=True, expands=True),  # UNIQUE / PRIMARY KEY / CHECK
     "drop_column": Effect(_AE),
     "rename_column": Effect(_AE),
     "alter_type": Effect(_AE, scans=True, rewrites=True),
-    "alter_type_in_place": Effect(_AE),  # binary-coercible: the catalog only
+    "alter_type_in_place": Effect(_AE, expands=True),  # binary-coercible: the catalog only
     "alter_collation": Effect(_AE, scans=True, rebuilds_indexes=True),
     "set_not_null": Effect(_AE, scans=True),
     "set_not_null_checked": Effect(_AE),  # PostgreSQL 12+ with a validated CHECK
-    "set_default": Effect(_AE),
+    "set_default": Effect(_AE, expands=True),  # DROP DEFAULT too, which its planner contracts
     "set_logged": Effect(_AE, rewrites=True),  # SET LOGGED / UNLOGGED
     "set_options": Effect(_SUE),  # SET STATISTICS, SET (...), CLUSTER ON, ...
     "alter_trigger": Effect(_SRE),  # ENABLE / DISABLE TRIGGER
-    "alter_table": Effect(_AE),  # any other ALTER TABLE
+    "alter_table": Effect(_AE),  # any other ALTER TABLE (DROP NOT NULL: its planner expands)
     # constraints
     "add_foreign_key": Effect(_SRE, scans=True),  # on both tables
-    "add_foreign_key_not_valid": Effect(_SRE),
+    "add_foreign_key_not_valid": Effect(_SRE, expands=True),
     "add_check": Effect(_AE, scans=True),
-    "add_check_not_valid": Effect(_AE),
+    "add_check_not_valid": Effect(_AE, expands=True),
     "add_unique": Effect(_AE, scans=True),  # builds its index under the lock
-    "add_constraint_using_index": Effect(_AE),
-    "validate_constraint": Effect(_SUE, scans=True),
-    "drop_constraint": Effect(_AE),
+    "add_constraint_using_index": Effect(_AE, expands=True),
+    "validate_constraint": Effect(_SUE, scans=True, expands=True),
+    "drop_constraint": Effect(_AE, expands=True),
     # rows and maintenance
     "select": Effect(Lock.ACCESS_SHARE),
     "insert": Effect(Lock.ROW_EXCLUSIVE),
@@ -146,7 +153,7 @@ EFFECTS: Mapping[str, Effect] = MappingProxyType({
     "update_all": Effect(Lock.ROW_EXCLUSIVE, scans=True),  # no WHERE: every row
     "delete": Effect(Lock.ROW_EXCLUSIVE),
     "delete_all": Effect(Lock.ROW_EXCLUSIVE, scans=True),
-    "batch_fill": Effect(Lock.ROW_EXCLUSIVE, scans=True),
+    "batch_fill": Effect(Lock.ROW_EXCLUSIVE, scans=True, expands=True),
     "vacuum": Effect(_SUE, scans=True),
     "vacuum_full": Effect(_AE, scans=True, rewrites=True),
     "cluster": Effect(_AE, rewrites=True),

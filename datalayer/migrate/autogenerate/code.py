@@ -267,13 +267,6 @@ class MethodCall(Step):
     args: tuple[Expr, ...] = ()
     kwargs: tuple[tuple[str, Expr], ...] = ()
 
-    def option(self, name: str) -> Any:
-        """Return the value of keyword ``name`` when it is a literal (None when absent)."""
-        for key, expr in self.kwargs:
-            if key == name and isinstance(expr, Value):
-                return expr.value
-        return None
-
     def apply(self, migrator: Any) -> None:
         env = {self.var: migrator}
         args = [a.evaluate(env) for a in self.args]

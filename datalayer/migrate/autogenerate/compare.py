@@ -3,14 +3,17 @@
 The migration history on disk is replayed in memory (peewee-migrate's fake
 mode, :func:`.api._replay`) to know the schema it builds; that state is compared with the models,
 table by table and column by column, as the DDL ``create_tables()`` would
-run (:mod:`._spec`).  Each difference becomes one operation of
-:class:`~datalayer.migrate.migrator.DatalayerMigrator`, executed at once on
-the in-memory state, so the next comparison sees it; the operations and the
-statements they queue make a :class:`~datalayer.migrate.plan.Plan`.  When
-all are planned the state must equal the models exactly, and each file's
+run (:mod:`..ddl.spec`).  Each difference becomes one call of
+:class:`~..operations.migrator.DatalayerMigrator` (a :mod:`.code` value), made
+at once on the in-memory state so the next comparison sees it; the call
+builds one :mod:`..operations` value, which carries the call
+(``Operation.call``).  Those operations are the :class:`~.plan.Plan`: the
+file text is rendered from their calls (:mod:`.render`), the statements, the
+locks and the transactional split from the operations' facts (:mod:`.split`).
+When all are planned the state must equal the models exactly, and each file's
 rollback, planned the same way in the other direction, must restore the
 state before it exactly; otherwise :class:`GenerationError` says what does
-not match and nothing is written.  The files are written from the plan.
+not match and nothing is written.
 
 Changes to existing tables are planned in two phases unless ``unsafe``:
 phase one, in a transaction, adds columns (nullable where a fill must come
@@ -70,14 +73,15 @@ from .plan import Plan, PlannedMigration
 from .render import diff_of as _diff_of
 from .split import Chunk as _Chunk
 from .split import apply_step as _apply
+from .split import atomic as _atomic
 from .split import groups as _groups
-from .split import operations as _operations
-from .split import run_steps as _run_steps
-from .writer import CodeWriter, Unwritable, plain
+from .split import replay_calls as _replay_calls
+from .writer import CodeWriter, Unwritable, constraint_keyword, plain
 
 __all__ = ["diff_models", "plan_models"]
 
 _ONLINE_KW: tuple[str, Any] = ("online", True)
+_NOT_VALID = frozenset({"add_check_not_valid", "add_foreign_key_not_valid"})
 
 
 # -- models and history ----------------------------------------------------------
@@ -182,7 +186,7 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         auto = auto_base(t)  # serial and identity types: their integer type
         if auto:
             return auto
-        t = re.sub(r"\(.*?\)|\[\]", "", t.upper()).strip()
+        t = _bare_type(t.upper()).strip()
         aliases = {
             "INT": "INTEGER", "INT4": "INTEGER", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT",
             "INT8": "BIGINT", "INT2": "SMALLINT", "BOOL": "BOOLEAN", "DECIMAL": "NUMERIC",
@@ -205,6 +209,24 @@ def _needs_using(old: Sql, new: Sql) -> bool:
         ("DATE", "TIMESTAMP"), ("DATE", "TIMESTAMP WITH TIME ZONE"), ("JSON", "JSONB"),
     }
     return (a, b) not in safe
+
+
+def _bare_type(text: str, *, brackets: bool = True) -> str:
+    """Return a type's text without its modifiers (``NUMERIC(12, 2)``) and array brackets.
+
+    ``brackets``: also drop ``[]``.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "(" and ")" in text[i + 1:]:
+            i = text.index(")", i + 1) + 1
+        elif brackets and text.startswith("[]", i):
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 _INTEGERS = {"SMALLINT", "INTEGER", "BIGINT", "INT", "INT2", "INT4", "INT8"}
@@ -254,6 +276,9 @@ class _Planner:
         self.deferred: list[Callable[[], None]] = []
         self.not_valid: set[str] = set()  # tables given NOT VALID constraints in phase one
         self.backfill: dict[str, list[str]] = {}  # table -> fields to fill in phase two
+        # A transactional rollback's serial keys, re-added as plain integers: numbered and
+        # made the key by the rollback of the file before (outside a transaction).
+        self.serial_keys: list[tuple[str, pw.Field]] = []
 
     @property
     def warnings(self) -> list[str]:
@@ -270,14 +295,12 @@ class _Planner:
         return []
 
     def emit(self, step: Step, *, table: str | None = None) -> None:
-        """Record ``step`` and apply it to the in-memory state, as the file will."""
-        self.sim.take_steps()
-        _apply(step, self.sim)
-        steps = self.sim.take_steps()
-        self.ops.append(_Chunk(step, self.phase, step.method, table, steps))
+        """Apply the call ``step`` to the in-memory state, as the file will; plan its operation."""
+        op = _apply(step, self.sim)
+        chunk = _Chunk(op, self.phase, tuple(op.statements(postgres=self.postgres)))
+        self.ops.append(chunk)
         if ((self.mode == _SAFE and self.phase == _TX) or self.tx_rollback) and (
-            table is not None
-            and any(isinstance(s, Sql) and s.text.endswith(" NOT VALID") for s in steps)
+            table is not None and any(s.kind in _NOT_VALID for s in chunk.statements)
         ):
             self.not_valid.add(table)
 
@@ -325,6 +348,9 @@ class _Planner:
                 self.emit(w.call("set_schema", t, to_map[t]._meta.schema))
         for t in matched:
             self.early(state[t], to_map[t], column_renames.get(t, {}))
+        self._refuse_fk_to_new_unique(to_models)
+        self._refuse_dropped_referenced_columns(to_map)
+        self._refuse_key_moved_over_a_dropped_key(to_map)
         created = [m for m in to_models if m._meta.table_name not in state]
         # Tables that go and would stand in the way of what comes: dropped first.
         early = self._in_the_way(to_map, created)
@@ -348,7 +374,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
-            self._warn_unreferenced_rollback(state[t], to_map[t], to_map)
+            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -356,6 +382,80 @@ class _Planner:
             self.phase = _NO_TX
             for step in self.deferred:
                 step()
+
+    def _refuse_fk_to_new_unique(self, to_models: Sequence[type[pw.Model]]) -> None:
+        """Refuse a new foreign key to a column that this same migration makes unique.
+
+        PostgreSQL needs the unique index before a foreign key can refer to the column
+        (even NOT VALID), and both the safe split (the index is built concurrently after
+        the transactional part) and the order of the tables can put it after.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for tm in to_models:
+            t = tm._meta.table_name
+            for f in tm._meta.refs:
+                rt, col = f.rel_model._meta.table_name, f.rel_field.column_name
+                if rt not in state or f.rel_field.primary_key or col not in _unique_columns(
+                    f.rel_model) or col in _unique_columns(state[rt]):
+                    continue
+                old = state[t]._meta.columns.get(f.column_name) if t in state else None
+                if isinstance(old, pw.ForeignKeyField) and (
+                    old.rel_model._meta.table_name, old.rel_field.column_name) == (rt, col):
+                    continue
+                raise UnsupportedChange(
+                    f"the foreign key of {t}.{f.column_name} refers to {rt}.{col}, which this "
+                    f"migration makes unique: PostgreSQL needs that unique index before a "
+                    f"foreign key can refer to it. Make {rt}.{col} unique first (run diff "
+                    f"without the foreign key), then add the foreign key in the next diff"
+                )
+
+    def _refuse_dropped_referenced_columns(self, to_map: Mapping[str, type[pw.Model]]) -> None:
+        """Refuse to drop a column that a foreign key still refers to.
+
+        Its unique index goes first (concurrently, in a file before the transactional
+        part), which PostgreSQL refuses while the foreign key depends on it; and the
+        rollback could not add the foreign key back to the re-added, empty column.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for t, m in state.items():
+            for f in m._meta.refs:
+                rt, col = f.rel_model._meta.table_name, f.rel_field.column_name
+                if rt not in to_map or col in to_map[rt]._meta.columns:
+                    continue
+                raise UnsupportedChange(
+                    f"{rt}.{col} goes while the foreign key of {t}.{f.column_name} refers to "
+                    f"it: PostgreSQL cannot drop its unique index before that foreign key, "
+                    f"and the rollback could not add the foreign key back to a re-added, "
+                    f"empty column. Remove the foreign key first (the field, or make it a "
+                    f"plain field) and run diff; then drop {rt}.{col} in the next diff"
+                )
+
+    def _refuse_key_moved_over_a_dropped_key(self, to_map: Mapping[str, type[pw.Model]]) -> None:
+        """Refuse an existing column made the key in the migration that drops the old key.
+
+        In two migrations each step is generated: the old key dropped (a table without
+        a key, ``primary_key = False``), then the column made the key.
+        """
+        if not self.forward:
+            return
+        state = self.state()
+        for t, tm in to_map.items():
+            fm = state.get(t)
+            new, old = tm._meta.primary_key, fm._meta.primary_key if fm else None
+            if (fm is None or not new or not old or tm._meta.composite_key
+                    or fm._meta.composite_key or new.column_name == old.column_name):
+                continue
+            if new.column_name in fm._meta.columns and old.column_name not in tm._meta.columns:
+                raise UnsupportedChange(
+                    f"{t}.{new.column_name} becomes the primary key in the migration that "
+                    f"drops the key {t}.{old.column_name}: make it two migrations: first drop "
+                    f"{old.column_name} (Meta.primary_key = False on the model) and run diff "
+                    f"--allow-drop; then make {new.column_name} the key and run diff"
+                )
 
     def _in_the_way(
         self, to_map: Mapping[str, type[pw.Model]], created: Sequence[type[pw.Model]]
@@ -402,23 +502,38 @@ class _Planner:
                 return kept
             early = kept
 
-    def _warn_unreferenced_rollback(
+    def _refuse_unreferenced_rollback(
         self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
     ) -> None:
-        """Warn when a column keeps its values but the table its foreign key named goes.
+        """Refuse to drop a table in the migration that drops a foreign key to it, column kept.
 
-        The rollback re-creates that table empty and adds the foreign key back, which
-        fails while the column holds values.
+        The rollback would re-create that table empty and add the foreign key back, which
+        fails while the column holds values: in two migrations each rollback works.  A
+        foreign key moved to another table (an unhinted rename) is only warned about.
         """
+        if not self.forward:
+            return
         t = fm._meta.table_name
         for f in fm._meta.refs:
             target = f.rel_model._meta.table_name
             if target not in to_map and f.column_name in tm._meta.columns:
-                self.warn(
-                    f"the rollback cannot run while {t}.{f.column_name} holds values: it "
-                    f"re-creates {target} empty and adds the foreign key of {t}.{f.column_name} "
-                    f"to it back; set {t}.{f.column_name} to NULL (or delete those rows) before "
-                    "rolling back"
+                if isinstance(tm._meta.columns[f.column_name], pw.ForeignKeyField):
+                    # Moved to another table (an unhinted rename under --allow-drop): the
+                    # forward and the rollback both refer to a table created empty.
+                    self.warn(
+                        f"the rollback cannot run while {t}.{f.column_name} holds values: it "
+                        f"re-creates {target} empty and adds the foreign key of "
+                        f"{t}.{f.column_name} to it back; set {t}.{f.column_name} to NULL (or "
+                        "delete those rows) before rolling back"
+                    )
+                    continue
+                raise UnsupportedChange(
+                    f"{t}.{f.column_name} keeps its values but its foreign key to {target} "
+                    f"goes with the table {target}: the rollback would re-create {target} "
+                    f"empty and could not add the foreign key back while {t}.{f.column_name} "
+                    f"holds values. Drop the foreign key first: keep the model of {target}, "
+                    f"change {t}.{f.column_name} to a plain field (or drop it) and run diff; "
+                    f"then remove the model of {target} and run diff --allow-drop"
                 )
 
     def _drop_tables(
@@ -491,7 +606,8 @@ class _Planner:
         for new in created:
             name = new._meta.table_name
             if name not in taken and _table_shape(table_spec(new)) == shape:
-                hint = f"@renamed_from({_py_str(t)}) above class {new.__name__}"
+                hint = _through_hint(new, t) or (
+                    f"@renamed_from({_py_str(t)}) above class {new.__name__}")
                 self.drops.append(Drop(t, None, name, hint))
                 return
         self.drops.append(Drop(t))
@@ -663,11 +779,16 @@ class _Planner:
                         )
                     # A clear error instead of PostgreSQL's NOT NULL violation, before any change.
                     self.emit(w.call("require_empty", t, reason), table=t)
+                if not self.forward:
+                    self._warn_refilled_check(t, f.column_name, spec, tspec)
                 written = f
-                if safe and f.primary_key and serial_base(spec.type.text):
+                if (safe or self.tx_rollback) and f.primary_key and serial_base(spec.type.text):
                     # A serial key in place of the table's key: added as a plain integer
-                    # column (no rewrite); phase two numbers the rows, then makes it the key.
+                    # column (no rewrite); phase two numbers the rows, then makes it the key
+                    # (in a rollback: the tail this file's rollback leaves, see serial_keys).
                     written = _plain_integer(f, serial_base(spec.type.text) or "INTEGER")
+                    if self.tx_rollback:
+                        self.serial_keys.append((t, f))
                 elif safe:
                     volatile = is_volatile(spec.default)
                     # A constant Python default is added with the column (no fill).
@@ -727,6 +848,23 @@ class _Planner:
         entries = dict(_meta_index_entries(tm))
         for ix in new:
             self.emit(self._add_index(t, tm, entries[ix.origin]), table=t)
+
+    def _warn_refilled_check(self, t: str, col: str, spec: ColumnSpec, tspec: TableSpec) -> None:
+        """Announce a CHECK on a column the rollback re-adds (its values are gone).
+
+        The column comes back filled with its default (or NULL), which the CHECK may
+        refuse: the rollback fails then.
+        """
+        word = re.compile(rf'(?<![\w"]){re.escape(col)}(?![\w"])|{re.escape(quote(col))}')
+        checks = [c.text for c in (*tspec.checks, *tspec.constraints)
+                  if "CHECK" in c.text.upper() and word.search(c.text)]
+        checks += [c.text for c in spec.checks]
+        if checks:
+            self.irreversible.append(
+                f"the rollback re-adds {t}.{col} without its values (its default or NULL in "
+                f"every row), and {', '.join(checks)} refers to it: the rollback fails if a "
+                "row does not satisfy it then"
+            )
 
     def _set_primary_key(
         self, t: str, tm: type[pw.Model], *, online: bool = False, plain: bool = False
@@ -830,6 +968,8 @@ class _Planner:
             ):
                 continue  # a key that refers to a table created later: late() changes it
 
+            if any(t == kt and col == k.column_name for kt, k in self.serial_keys):
+                continue  # numbered and made the key outside the transaction (run())
             before, after = fcol_specs[col], tcol_specs[col]
             fidx = [i for i in fspec.indexes if i.origin == f"field:{source.name}"]
             tidx = [i for i in tspec.indexes if i.origin == f"field:{target.name}"]
@@ -882,7 +1022,7 @@ class _Planner:
                     continue  # only indexes or NOT NULL change: phase two does them
             code: Expr = w.field(written)
             if before.type != after.type and _needs_using(before.type, after.type):
-                using = self._using(fm, col, before, after)
+                using = self._using(fm, col, before, after, (source, target))
                 cast.append((target.name, code, using))
             else:
                 plain_.append((target.name, code))
@@ -895,8 +1035,13 @@ class _Planner:
                 kw=[("using", Dict(((plain(name), plain(using)),))), *flag],
             ), table=t)
 
-    def _using(self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec) -> str:
+    def _using(
+        self, fm: type[pw.Model], col: str, before: ColumnSpec, after: ColumnSpec,
+        fields: tuple[pw.Field, pw.Field] | None = None,
+    ) -> str:
         """Return the USING expression of a type change that has no assignment cast.
+
+        ``fields``: the column's field before and after (a ``TimestampField``'s resolution).
 
         A key that cannot be cast is renumbered: from its new sequence (to a serial type)
         or with ``gen_random_uuid()`` (integers to uuid); refused when foreign keys point
@@ -927,6 +1072,15 @@ class _Planner:
                    if json_using.startswith("translate(") else "convertible")
             )
             return json_using
+        resolution = max(getattr(f, "resolution", 1) for f in fields or ())
+        converted = _converted(col, before.type.text, after.type.text, resolution)
+        if renumber is None and converted is not None:
+            using, effect = converted
+            self.warn(
+                f"changes the type of {t}.{col} from {before.type.text} to "
+                f"{after.type.text} with USING {using}: {effect}"
+            )
+            return using
         if renumber is None:
             using = f"{quote(col)}::{target}"
             self.warn(
@@ -1089,7 +1243,7 @@ def _json_using(table: str, col: str, old: str, new: str) -> str | None:
         return f"to_{target.lower()}({quote(col)})"
     if source not in _JSON_TYPES or not target.endswith("[]"):
         return None
-    element = re.sub(r"\(.*?\)|\[\]", "", target).strip()
+    element = _bare_type(target).strip()
     if element in _PLAIN_ELEMENTS:
         return f"translate({quote(col)}::TEXT, '[]', '{{}}')::{target}"
     raise GenerationError("cannot generate this migration", [
@@ -1100,6 +1254,70 @@ def _json_using(table: str, col: str, old: str, new: str) -> str | None:
     ])
 
 
+_TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP WITHOUT TIME ZONE", "TIMESTAMPTZ",
+               "TIMESTAMP WITH TIME ZONE"}
+
+
+def _converted(col: str, old: str, new: str, resolution: int) -> tuple[str, str] | None:
+    """Return the USING expression and what it does, for types PostgreSQL has no cast for.
+
+    A timestamp and an integer count of ``1 / resolution`` seconds since 1970 (peewee's
+    ``TimestampField``) either way, a boolean and a smallint or bigint either way (only
+    integer has a cast), and a uuid and its 16 bytes (``BinaryUUIDField``) either way;
+    None for other types (``col::new`` is written then).
+    """
+    source = _bare_type(old.upper(), brackets=False).strip()
+    target = _bare_type(new.upper(), brackets=False).strip()
+    q = quote(col)
+    naive = ("a timestamp without time zone is read as UTC (as TimestampField(utc=True) "
+             "stores it; edit the USING expression if the application's local time is not "
+             "UTC)")
+    if source in _TIMESTAMPS and target in _INTEGERS:
+        scaled = f"extract(epoch FROM {q})" + (f" * {resolution}" if resolution > 1 else "")
+        zoned = "WITH TIME ZONE" in source or source == "TIMESTAMPTZ"
+        return (f"round({scaled})::{target}",
+                f"each value becomes its count of 1/{resolution} seconds since 1970-01-01 "
+                "UTC (rounded)" + ("" if zoned else "; " + naive))
+    if source in _INTEGERS and target in _TIMESTAMPS:
+        seconds = f"{q} / {resolution}.0" if resolution > 1 else q
+        zoned = "WITH TIME ZONE" in target or target == "TIMESTAMPTZ"
+        return (f"to_timestamp({seconds})" + ("" if zoned else " AT TIME ZONE 'UTC'"),
+                f"each value is read as a count of 1/{resolution} seconds since 1970-01-01 "
+                "UTC" + ("" if zoned else ", the timestamp written in UTC"))
+    if source in ("SMALLINT", "INT2", "BIGINT", "INT8") and target in ("BOOLEAN", "BOOL"):
+        return f"{q} <> 0", "0 becomes false, any other number true"  # int4 alone casts
+    if source in ("BOOLEAN", "BOOL") and target in ("SMALLINT", "INT2", "BIGINT", "INT8"):
+        return f"{q}::INTEGER::{target}", "false becomes 0, true 1"
+    if source == "UUID" and target == "BYTEA":
+        return (f"decode(replace({q}::TEXT, '-', ''), 'hex')",
+                "each value becomes its 16 bytes, as BinaryUUIDField stores it")
+    if source == "BYTEA" and target == "UUID":
+        return (f"encode({q}, 'hex')::UUID",
+                "each value is read as the 16 bytes of a uuid (the change fails on a value of "
+                "another length)")
+    return None
+
+
+def _unique_columns(model: type[pw.Model]) -> set[str]:
+    """The columns of ``model`` unique on their own (the key, ``unique=True``)."""
+    return {f.column_name for f in model._meta.sorted_fields if f.unique or f.primary_key}
+
+
+def _through_hint(through: type[pw.Model], old: str) -> str | None:
+    """The rename hint of a many-to-many through model peewee made (no class to decorate).
+
+    peewee names its table after both sides, so renaming one side renames it too.
+    """
+    for fk in through._meta.refs:
+        side = fk.rel_model
+        for m2m in side._meta.manytomany.values():
+            if m2m.through_model is through:
+                return (f"renamed_from({side.__name__}.{m2m.name}.get_through_model(), "
+                        f"{_py_str(old)}) where the models are listed (peewee names the "
+                        "through table after both sides)")
+    return None
+
+
 def _key_fields(model: type[pw.Model]) -> list[str]:
     """Return the field names of ``model``'s composite primary key."""
     key: Any = model._meta.primary_key
@@ -1107,7 +1325,7 @@ def _key_fields(model: type[pw.Model]) -> list[str]:
 
 
 def _is_unique(sql: Sql) -> bool:
-    return bool(re.match(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\b', sql.text, re.I))
+    return constraint_keyword(sql) == "UNIQUE"
 
 
 def _render_db(model: type[pw.Model]) -> Any:
@@ -1272,6 +1490,7 @@ def plan_models(
         # the file before it (runs next, outside a transaction): per file, or for a file
         # with nothing to do going forward, inserted before it.
         tails: list[list[_Chunk]] = [[] for _ in groups]
+        heads: list[list[_Chunk]] = [[] for _ in groups]
         inserted: dict[int, list[_Chunk]] = {}
         irreversible: list[str] = []
         for k in reversed(range(len(groups))):
@@ -1291,23 +1510,31 @@ def plan_models(
                         "their rollbacks (compute_diff does)"
                     )
                 goal = replay()
-                _run_steps(goal, (c.step for g in groups[:k] for c in g))
-            atomic = groups[k][0].phase == _TX
+                _replay_calls(goal, (c.op for g in groups[:k] for c in g))
+            atomic = _atomic(groups[k], transactional_phase=_TX)
             backward = _Planner(sim, forward=False, mode=_PLAIN if atomic else _ONLINE,
                                 postgres=postgres, tx_rollback=atomic and not unsafe)
             goal_models = sort_models(_state(goal).values())
             backward.run(goal_models, bt, bc)
-            _verify(sim, goal_models, "rollback")
-            rollbacks[k] = backward.ops + tails[k]
-            irreversible.extend(backward.irreversible)
-            if atomic and backward.validations():
-                done = len(backward.ops)
+            done = keyed = len(backward.ops)
+            if atomic and (backward.validations() or backward.serial_keys):
                 backward.phase = _NO_TX
                 for t in backward.validations():
                     backward.emit(backward.writer.call("validate_constraints", t), table=t)
-                tail = backward.ops[done:]
+                keyed = len(backward.ops)
+                for t, key in backward.serial_keys:  # numbered, then the key, concurrently
+                    backward._change_fields(t, [(key.name, backward.writer.field(key))],
+                                            [_ONLINE_KW])
+            _verify(sim, goal_models, "rollback")
+            tail = backward.ops[done:]
+            rollbacks[k] = heads[k] + backward.ops[:done] + tails[k]
+            irreversible.extend(backward.irreversible)
+            if tail:
                 if k > 0 and groups[k - 1][0].phase != _TX:
-                    tails[k - 1] = tail
+                    # The validations after that rollback; the serial keys before it (it was
+                    # planned from the state they make).
+                    tails[k - 1] = backward.ops[done:keyed]
+                    heads[k - 1] = backward.ops[keyed:]
                 else:
                     inserted[k] = tail
     except (UnsupportedChange, Unwritable) as exc:
@@ -1316,13 +1543,15 @@ def plan_models(
     for k, group in enumerate(groups):
         if k in inserted:
             files.append((False, [], inserted[k]))
-        files.append((group[0].phase == _TX, group, rollbacks[k]))
+        files.append((_atomic(group, transactional_phase=_TX), group,
+                      rollbacks[k]))
     migrations = tuple(
         PlannedMigration(
             suffix="" if k == 0 else f"_{k + 1}",
             atomic=atomic,
-            operations=_operations(chunks, postgres),
-            rollback=_operations(undo, postgres),
+            operations=tuple(c.op for c in chunks),
+            rollback=tuple(c.op for c in undo),
+            postgres=postgres,
         )
         for k, (atomic, chunks, undo) in enumerate(files)
     )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import GenerationError
-from .code import Step
+from ..operations import Operation
 from .plan import Plan
 
 __all__ = ["Diff", "DiffFile", "DiffResult", "Drop", "DropRefused"]
@@ -56,15 +56,16 @@ class DropRefused(GenerationError):
 class DiffFile:
     """One file of a migration: its name suffix, whether it is one transaction, its bodies.
 
-    ``steps`` and ``rollback_steps`` are what the bodies are rendered from.
+    ``operations`` and ``rollback_operations`` are what the bodies are rendered from
+    (each operation's ``call``).
     """
 
     suffix: str
     atomic: bool
     migrate: str
     rollback: str
-    steps: tuple[Step, ...] = ()
-    rollback_steps: tuple[Step, ...] = ()
+    operations: tuple[Operation, ...] = ()
+    rollback_operations: tuple[Operation, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,17 @@
 """A migration plan as data: operations, their statements, and what each statement locks.
 
-The generator (:mod:`.generate`) builds a :class:`Plan` from the difference
+The generator (:mod:`.compare`) builds a :class:`Plan` from the difference
 between the migration history and the models: one or more
-:class:`PlannedMigration` (files), each a list of :class:`Operation`
-(calls of :class:`~datalayer.migrate.migrator.DatalayerMigrator`) with the
-operations of its rollback.  Every operation carries the
-:class:`~..ddl.effects.Statement` objects it runs, and every statement says, for the
-target PostgreSQL version, which lock it takes on which table, whether it
-scans or rewrites the table, and whether it can run in a transaction.
-The code writer turns the plan into files; ``migrate sql``, ``migrate
-lint`` and ``squash`` can read the same objects (:func:`..ddl.effects.describe`
-gives the same report for one statement of SQL text).
+:class:`PlannedMigration` (files), each a list of operations
+(:mod:`..operations` values, each with the migrator call that builds it)
+with the operations of its rollback.  Every operation gives the
+:class:`~..ddl.effects.Statement` objects it runs (``Operation.statements``), and every
+statement says, for the target PostgreSQL version, which lock it takes on which
+table, whether it scans or rewrites the table, and whether it can run in a
+transaction.  The file text is rendered from the operations' calls
+(:mod:`.render`); ``migrate sql``, ``migrate lint`` and ``squash`` can read the
+same objects (:func:`..ddl.effects.describe` gives the same report for one
+statement of SQL text).
 
 Lock levels are PostgreSQL's (``Lock``, from :mod:`.facts`), weakest first;
 ``Lock.blocks`` says what a held lock holds up: ``reads``, ``writes``, ``DDL``.
@@ -24,49 +25,26 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..ddl.effects import Statement, describe, statement_of
+from ..ddl.effects import Statement, describe
 from ..facts import Lock
-from .code import Step as CodeStep
+from ..operations import Operation
 
 __all__ = [
     "Lock",
     "MigrationStatements",
-    "Operation",
     "Plan",
     "PlannedMigration",
+    "operation_statements",
     "read_migrations",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Operation:
-    """One call of the extended migrator (``step``) and the statements it runs."""
-
-    step: CodeStep  # applied to the replayed state, rendered to the file
-    method: str
-    table: str | None
-    statements: tuple[Statement, ...]
-    online: bool = False
-
-    @property
-    def code(self) -> str:
-        """Return the operation's code as the migration file has it."""
-        return "\n".join(self.step.render())
-
-    @property
-    def transactional(self) -> bool:
-        """Return False when a statement of this operation cannot run in a transaction."""
-        return all(s.transactional for s in self.statements)
-
-    @property
-    def lock(self) -> Lock:
-        return max((s.lock for s in self.statements), default=Lock.NONE)
 
 
 @dataclasses.dataclass(frozen=True)
 class PlannedMigration:
     """One migration file: its operations, the rollback's, and whether it is one transaction.
 
+    ``operations`` and ``rollback`` are :mod:`..operations` values, each with the
+    migrator call that builds it (``Operation.call``, what the file says);
     ``rollback`` is the inverse of ``operations`` as a whole, in the order it runs.
     """
 
@@ -74,11 +52,12 @@ class PlannedMigration:
     atomic: bool
     operations: tuple[Operation, ...]
     rollback: tuple[Operation, ...]
+    postgres: int = 12
 
     def statements(self, *, rollback: bool = False) -> Iterator[Statement]:
         """Yield the statements of the migration (or of its rollback) in order."""
         for op in self.rollback if rollback else self.operations:
-            yield from op.statements
+            yield from op.statements(postgres=self.postgres)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +76,11 @@ class Plan:
         for migration in self.migrations:
             yield from migration.statements()
 
+    def operations(self) -> Iterator[Operation]:
+        """Yield the operations of every file, in the order they run."""
+        for migration in self.migrations:
+            yield from migration.operations
+
 
 # -- the statements of migration files ---------------------------------------------------
 
@@ -111,27 +95,61 @@ class MigrationStatements:
     rollback: tuple[Statement, ...]
 
 
-def _render_op(op: Any, recorder: Any, postgres: int) -> list[Statement]:
-    """Return the statements of one queued operation, run against the recorder."""
-    step = getattr(op, "_datalayer_step", None)
-    if step is not None:
-        return [statement_of(step, postgres=postgres)]
-    from playhouse.migrate import Operation
+def _render_queued(queued: Any, recorder: Any, postgres: int) -> list[Statement]:
+    """Return the statements of a queued callable no operation speaks for, run on the recorder.
 
-    if not isinstance(op, Operation):  # migrator.run(fn): Python code
-        name = getattr(op, "__name__", type(op).__name__)
+    An upstream peewee-migrate operation (its SQL recorded), or Python code.
+    """
+    from playhouse.migrate import Operation as Upstream
+
+    if not isinstance(queued, Upstream):  # migrator.run(fn), a check: Python code
+        name = getattr(queued, "__name__", type(queued).__name__)
         return [Statement(f"-- runs Python: {name}()")]
     recorder.take()
     try:
-        op.run()  # its schema migrator is bound to the recorder: nothing runs
+        queued.run()  # its schema migrator is bound to the recorder: nothing runs
     except Exception as exc:  # an upstream operation that reads the catalog first
         recorder.take()
-        return [Statement(f"-- {getattr(op.fn, '__name__', 'operation')}: cannot be shown "
+        return [Statement(f"-- {getattr(queued.fn, '__name__', 'operation')}: cannot be shown "
                           f"without a database ({type(exc).__name__})")]
     return [
         dataclasses.replace(describe(text, postgres=postgres), params=params)
         for text, params in recorder.take()
     ]
+
+
+def operation_statements(
+    recorded: Iterable[tuple[Operation, tuple[Any, ...]]],
+    queued: Iterable[Any],
+    recorder: Any,
+    postgres: int,
+) -> list[Statement]:
+    """Return the statements of a migrator's queue, each operation's from the operation itself.
+
+    ``recorded`` is ``take_recorded()``: each operation with the callables it queued.
+    An operation with statements gives them (``Operation.statements``, hand-written
+    ``migrator.sql`` parsed from its text); the callables of one without (Python
+    code, a check) and those no operation queued (upstream peewee-migrate's) are
+    shown as they run on ``recorder``.
+    """
+    owner = {id(q): op for op, calls in recorded for q in calls}
+    found: list[Statement] = []
+    done: set[int] = set()
+    for call in queued:
+        op = owner.get(id(call))
+        if op is None:
+            found.extend(_render_queued(call, recorder, postgres))
+            continue
+        if id(op) in done:
+            continue
+        done.add(id(op))
+        mine = op.statements(postgres=postgres)
+        if mine:
+            found.extend(mine)
+        else:
+            for own in (q for q in queued if owner.get(id(q)) is op):
+                found.extend(_render_queued(own, recorder, postgres))
+    return found
 
 
 def read_migrations(
@@ -159,19 +177,17 @@ def read_migrations(
     from ..runtime.recorder import Recorder
 
     recorder = Recorder(postgres)
-    migrator = router.migrator_class(recorder)  # datalayer's: it has take_steps()
+    migrator = router.migrator_class(recorder)  # datalayer's: it records operations
     out: list[MigrationStatements] = []
 
     def collect(fn: Any) -> tuple[Statement, ...]:
         migrator.__ops__ = []
-        migrator.take_steps()
+        migrator.take_recorded()
         recorder.take()
         fn(migrator, recorder, fake=False)
         found = [describe(sql, postgres=postgres) for sql, _ in recorder.take()]
-        for op in migrator.__ops__:
-            found.extend(_render_op(op, recorder, postgres))
-        migrator.__ops__ = []
-        migrator.take_steps()
+        queued, migrator.__ops__ = list(migrator.__ops__), []
+        found.extend(operation_statements(migrator.take_recorded(), queued, recorder, postgres))
         return tuple(found)
 
     for name in todo:

@@ -1,8 +1,10 @@
-"""The text of generated migration files, rendered from their steps (:mod:`.code`).
+"""The text of generated migration files, rendered from their operations.
 
+Each planned operation carries the migrator call that builds it
+(``Operation.call``, a :mod:`.code` value): the bodies are those calls in order.
 A file's header names the operations its two bodies call (``m.add_fields``,
 ``m.create_model``, ...) and it imports ``pw_pext`` only when a body uses
-it: both are read from the steps themselves.  A file that must run outside
+it: both are read from the calls themselves.  A file that must run outside
 a transaction says ``atomic = False`` above ``migrate()``.  Upstream
 ``pw_migrate`` runs the files unchanged.
 """
@@ -13,10 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..operations import Operation
 from ..runtime.template import NO_TRANSACTION, fill_template
 from .code import Step
 from .outcome import Diff, DiffFile, Drop
-from .plan import Operation, Plan, PlannedMigration
+from .plan import Plan
 
 __all__ = [
     "HEADER",
@@ -27,7 +30,6 @@ __all__ = [
     "calls",
     "diff_of",
     "render_file",
-    "render_file_bodies",
     "render_upstream_file",
     "write_file",
 ]
@@ -38,27 +40,36 @@ HEADER = ("from datalayer.migrate.ops import extend", "", "m = extend(migrator)"
 _NEWLINE = "\n    "
 
 NOTHING_FORWARD = (
-    "# Nothing to do going forward.  The next file's rollback re-adds constraints",
-    "# NOT VALID in its transaction; this file's rollback, which runs after it,",
-    "# validates them outside a transaction (reads and writes go on).",
+    "# Nothing to do going forward.  The next file's rollback runs in a transaction;",
+    "# this file's rollback, which runs after it, finishes its work outside one",
+    "# (validates the constraints it re-added NOT VALID, numbers a serial key it",
+    "# re-added and makes it the key concurrently): reads and writes go on.",
     "return",
 )
 
 NOTHING_TO_UNDO = "return  # nothing to undo: this migration changes no schema"
 
 
-def body(steps: Sequence[Step]) -> str:
-    """Return a function body (indented for the template, first line bare) for ``steps``."""
-    if not steps:
+def _call(op: Operation) -> Step:
+    """Return the migrator call that builds ``op``, as the file writes it."""
+    if op.call is None:
+        raise ValueError(f"{op.describe()}: an operation without its call cannot be written")
+    call: Step = op.call
+    return call
+
+
+def body(ops: Sequence[Operation]) -> str:
+    """Return a function body (indented for the template, first line bare) for ``ops``."""
+    if not ops:
         return ""
     lines = list(HEADER)
-    for step in steps:
+    for op in ops:
         lines.append("")
-        lines.extend(step.render())
+        lines.extend(_call(op).render())
     return lines[0] + "".join("\n" + f"    {line}".rstrip() for line in lines[1:])
 
 
-def bodies(forward: Sequence[Step], backward: Sequence[Step]) -> tuple[str, str]:
+def bodies(forward: Sequence[Operation], backward: Sequence[Operation]) -> tuple[str, str]:
     """Return the ``migrate`` and ``rollback`` bodies of one file."""
     migrate, rollback = body(forward), body(backward)
     if rollback and not migrate:
@@ -73,27 +84,29 @@ def bodies(forward: Sequence[Step], backward: Sequence[Step]) -> tuple[str, str]
     return migrate, rollback
 
 
-def calls(steps: Iterable[Step]) -> list[str]:
-    """Return the ``m.method`` calls of ``steps``, once each, in the order they are written."""
-    return list(dict.fromkeys(call for step in steps for call in step.calls()))
+def calls(ops: Iterable[Operation]) -> list[str]:
+    """Return the ``m.method`` calls of ``ops``, once each, in the order they are written."""
+    return list(dict.fromkeys(call for op in ops for call in _call(op).calls()))
 
 
 def render_file(
-    name: str, forward: Sequence[Step], backward: Sequence[Step], *, atomic: bool = True
+    name: str, forward: Sequence[Operation], backward: Sequence[Operation], *,
+    atomic: bool = True,
 ) -> str:
-    """Return the text of migration file ``name`` (``001_x.py``) with these steps."""
+    """Return the text of migration file ``name`` (``001_x.py``) with these operations."""
     migrate, rollback = bodies(forward, backward)
     return fill_template(
         name, migrate, rollback,
         migrate_ops=calls(forward), rollback_ops=calls(backward),
         extended=bool(forward or backward),
-        pext=any("pw_pext" in step.modules() for step in [*forward, *backward]),
+        pext=any("pw_pext" in _call(op).modules() for op in [*forward, *backward]),
         atomic=atomic,
     )
 
 
 def render_upstream_file(
-    name: str, forward: Sequence[Step], backward: Sequence[Step], *, atomic: bool = True
+    name: str, forward: Sequence[Operation], backward: Sequence[Operation], *,
+    atomic: bool = True,
 ) -> str:
     """Return the text peewee-migrate's template gives file ``name``, ``atomic = False`` added."""
     from peewee_migrate.template import TEMPLATE
@@ -104,20 +117,11 @@ def render_upstream_file(
     return template.format(migrate=migrate, rollback=rollback, name=name)
 
 
-def render_file_bodies(migration: PlannedMigration) -> tuple[str, str]:
-    """Return the ``migrate`` and ``rollback`` bodies of one planned migration (template-ready)."""
-    return bodies(_steps(migration.operations), _steps(migration.rollback))
-
-
-def _steps(operations: Sequence[Operation]) -> tuple[Step, ...]:
-    return tuple(op.step for op in operations)
-
-
 def diff_of(plan: Plan, drops: tuple[Drop, ...]) -> Diff:
     """Return the diff of ``plan``: each file's bodies, and all of them joined for display."""
     files = tuple(
-        DiffFile(m.suffix, m.atomic, *render_file_bodies(m), _steps(m.operations),
-                 _steps(m.rollback))
+        DiffFile(m.suffix, m.atomic, *bodies(m.operations, m.rollback), m.operations,
+                 m.rollback)
         for m in plan.migrations
     )
     if not files:
@@ -147,11 +151,11 @@ def write_file(router: Any, name: str, file: DiffFile) -> str:
     write = getattr(router, "write_migration", None)
     if callable(write):
         written: str = write(name, lambda filename: render_file(
-            filename, file.steps, file.rollback_steps, atomic=file.atomic))
+            filename, file.operations, file.rollback_operations, atomic=file.atomic))
         return written
     written = router.compile(name, file.migrate, file.rollback)
     if not file.atomic:
         path = Path(router.migrate_dir) / f"{written}.py"
-        path.write_text(render_upstream_file(path.name, file.steps, file.rollback_steps,
+        path.write_text(render_upstream_file(path.name, file.operations, file.rollback_operations,
                                              atomic=False), encoding="utf-8")
     return written

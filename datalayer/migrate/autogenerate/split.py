@@ -1,9 +1,10 @@
-"""The safe/unsafe split: generated steps applied to a state, grouped into files by phase.
+"""The safe/unsafe split: the planned operations, grouped into files by phase.
 
-The planner (:mod:`..generate`) emits one :class:`Chunk` per step, tagged with
+The planner (:mod:`.compare`) emits one :class:`Chunk` per operation, tagged with
 the phase it belongs to (one transaction, or outside one).  A new file starts
-wherever the phase changes (:func:`groups`), and each chunk becomes a plan
-:class:`~..plan.Operation` with the statements its step queued.
+wherever the phase changes (:func:`groups`).  A file runs in a transaction when
+it is of the transactional phase and every statement of its operations can
+(:func:`atomic`, from the facts of :data:`..facts.EFFECTS`).
 """
 
 from __future__ import annotations
@@ -13,23 +14,24 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...errors import GenerationError
-from ..ddl.effects import statements_of
+from ..ddl.effects import Statement
 from ..ddl.spec import UnsupportedChange
-from .code import MethodCall, Step
-from .plan import Operation
+from ..operations import Operation
+from .code import Step
 
-__all__ = ["Chunk", "apply_step", "groups", "operations", "run_steps"]
+__all__ = ["Chunk", "apply_step", "atomic", "groups", "replay_calls"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Chunk:
-    """One emitted operation: its step, the phase it belongs to and the SQL steps it queued."""
+    """One planned operation, the phase it belongs to (``tx``, ``no-tx``, ``pre``), its statements.
 
-    step: Step
+    ``statements`` are ``op.statements()`` for the target version, computed once.
+    """
+
+    op: Operation
     phase: str
-    method: str
-    table: str | None
-    steps: list[Any]
+    statements: tuple[Statement, ...]
 
 
 def groups(ops: Sequence[Chunk]) -> list[list[Chunk]]:
@@ -43,8 +45,24 @@ def groups(ops: Sequence[Chunk]) -> list[list[Chunk]]:
     return out
 
 
-def apply_step(step: Step, migrator: Any) -> None:
-    """Apply one generated step to an in-memory state, as the written file will."""
+def atomic(chunks: Sequence[Chunk], *, transactional_phase: str) -> bool:
+    """Return whether the file of ``chunks`` runs in one transaction.
+
+    Only a file of the transactional phase, and only when every statement of its
+    operations can run in a transaction block (``Statement.transactional``).
+    """
+    return chunks[0].phase == transactional_phase and all(
+        s.transactional for c in chunks for s in c.statements
+    )
+
+
+def apply_step(step: Step, migrator: Any) -> Operation:
+    """Apply one generated call to an in-memory state, as the written file will.
+
+    Return the operation the call built (the migrator records one per call), its
+    ``call`` set to ``step``.
+    """
+    migrator.take_operations()
     try:
         step.apply(migrator)
     except UnsupportedChange as exc:
@@ -56,26 +74,12 @@ def apply_step(step: Step, migrator: Any) -> None:
             [f"{type(exc).__name__}: {exc}", "\n".join(step.render())],
         ) from exc
     migrator.__ops__ = []
+    recorded: list[Operation] = migrator.take_operations()
+    (op,) = recorded  # one operation per migrator call
+    return dataclasses.replace(op, call=step)
 
 
-def run_steps(migrator: Any, steps: Iterable[Step]) -> None:
-    """Apply generated steps to an in-memory state (no SQL is run)."""
-    for step in steps:
-        apply_step(step, migrator)
-    migrator.take_steps()
-
-
-def _is_online(step: Step) -> bool:
-    return isinstance(step, MethodCall) and step.option("online") is True
-
-
-def operations(chunks: Sequence[Chunk], postgres: int) -> tuple[Operation, ...]:
-    """Return the plan's operations for ``chunks``, with their statements for ``postgres``."""
-    return tuple(
-        Operation(
-            step=c.step, method=c.method, table=c.table,
-            statements=statements_of(c.steps, postgres=postgres),
-            online=_is_online(c.step) or c.method in ("backfill", "validate_constraints"),
-        )
-        for c in chunks
-    )
+def replay_calls(migrator: Any, ops: Iterable[Operation]) -> None:
+    """Apply the calls of planned operations to another in-memory state (no SQL is run)."""
+    for op in ops:
+        apply_step(op.call, migrator)

@@ -24,7 +24,6 @@ import enum
 import importlib
 import keyword
 import math
-import re
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -34,10 +33,48 @@ import peewee as pw
 from ..ddl.spec import Sql, _untyped, database_of, deferred_fk_name, render
 from .code import Attr, Call, Dict, Expr, Item, MethodCall, ModelDef, Module, Name, Seq, Value
 
-__all__ = ["CodeWriter", "Unwritable", "literal", "plain"]
+__all__ = ["CodeWriter", "Unwritable", "check_body", "constraint_keyword", "literal", "plain"]
 
 _MODULES = {"peewee": "pw", "playhouse.postgres_ext": "pw_pext"}
-_CHECK_ONLY = re.compile(r"^CHECK \((.*)\)$", re.DOTALL)  # over a constraint's SQL
+
+
+def constraint_keyword(sql: Sql) -> str:
+    """Return the keyword a table constraint starts with, upper case (``UNIQUE``, ``CHECK``).
+
+    After its optional ``CONSTRAINT name`` (a quoted name may hold spaces and ``""``);
+    "" when there is none.  The kind of a constraint the models declare as SQL text.
+    """
+    text = sql.text.lstrip()
+    if text[:10].upper() == "CONSTRAINT" and text[10:11].isspace():
+        rest = text[10:].lstrip()
+        end = 0
+        if rest.startswith('"'):
+            end = 1
+            while end < len(rest):
+                if rest[end] == '"':
+                    if rest[end + 1:end + 2] != '"':
+                        break
+                    end += 1
+                end += 1
+            end += 1
+        else:
+            while end < len(rest) and not rest[end].isspace():
+                end += 1
+        if not rest[end:end + 1].isspace():
+            return ""
+        text = rest[end:].lstrip()
+    word = 0
+    while word < len(text) and (text[word].isalnum() or text[word] == "_"):
+        word += 1
+    return text[:word].upper()
+
+
+def check_body(sql: Sql) -> str | None:
+    """Return the expression of a constraint that is exactly ``CHECK (expr)`` (else None)."""
+    text = sql.text.removesuffix("\n")
+    if text.startswith("CHECK (") and text.endswith(")"):
+        return text[len("CHECK ("):-1]
+    return None
 
 
 class Unwritable(ValueError):
@@ -182,9 +219,9 @@ class CodeWriter:
 
     def constraint(self, sql: Sql) -> Call:
         """Return one constraint (``pw.Check(...)`` when it is a plain CHECK)."""
-        m = _CHECK_ONLY.match(sql.text)
-        if m and not sql.params and "%" not in sql.text:
-            return pw_call("Check", plain(m.group(1)))
+        body = check_body(sql)
+        if body is not None and not sql.params and "%" not in sql.text:
+            return pw_call("Check", plain(body))
         return self.sql(sql)
 
     def constraints(self, sqls: Sequence[Sql]) -> Seq:
@@ -271,6 +308,11 @@ class CodeWriter:
             kw.append(("decimal_places", self._option(field.decimal_places, where)))
             kw.append(("auto_round", self._option(field.auto_round, where)))
             kw.append(("rounding", plain(str(field.rounding))))
+        if isinstance(field, pw.TimestampField):  # what a type change's USING converts by
+            if field.resolution != 1:
+                kw.append(("resolution", self._option(field.resolution, where)))
+            if field.utc:
+                kw.append(("utc", self._option(True, where)))
         inner = vars(field).get("_ArrayField__field")
         if inner is not None:
             kw.append(("field_class", class_ref(_base_class(inner))))
@@ -364,6 +406,11 @@ class CodeWriter:
             opts.append(("schema", plain(meta.schema)))
         if not meta.legacy_table_names:
             opts.append(("legacy_table_names", plain(False)))
+        if meta.table_settings:  # after the column list of CREATE TABLE: WITH (...), ...
+            settings = meta.table_settings
+            opts.append(("table_settings", self.literal(
+                [settings] if isinstance(settings, str) else list(settings),
+                context=meta.table_name)))
         if meta.composite_key:
             composite: Any = meta.primary_key
             opts.append(("primary_key",

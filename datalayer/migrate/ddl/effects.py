@@ -2,13 +2,15 @@
 
 :class:`Statement` is one statement of a migration with, for the target
 PostgreSQL version, the lock it takes on each table, whether it scans or
-rewrites the table and whether it can run in a transaction;
-:func:`statement_of` gives it for a step the ddl planners wrote (from the kind
-and tables the step carries), :func:`describe` for one statement of SQL text
-that nobody classified (hand-written, read when pglast is not installed).
-Which lock, scan and rewrite each kind of statement has is
-:data:`..facts.EFFECTS` (the lint reads the same table).  The plan
-(:mod:`..autogenerate.plan`), the operations and ``migrate sql`` read these.
+rewrites the table, whether it can run in a transaction and whether the
+previous release survives it (``expands``: the expand part of a migration);
+:func:`statement_of` gives it for a step the ddl planners wrote (from the kind,
+tables and phase the step carries), :func:`describe` for one statement of SQL
+text that nobody classified (hand-written, or an index a model wrote as SQL;
+read when pglast is not installed).  Which lock, scan, rewrite and phase each
+kind of statement has is :data:`..facts.EFFECTS` (the lint reads the same
+table).  The plan (:mod:`..autogenerate.plan`), the operations, ``migrate sql``
+and ``apply --phase`` (:mod:`..runtime.phases`) read these.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from collections.abc import Iterable, Sequence
 
 from .. import facts
 from ..facts import Lock
-from .alter import UNLISTED, BatchFill, Online, Step
 from .spec import Sql
+from .steps import UNLISTED, BatchFill, Online, Step
 
 __all__ = ["Statement", "describe", "statement_of", "statements_of"]
 
@@ -38,6 +40,8 @@ class Statement:
     batched: bool = False  # a fill in batches, each its own short transaction when online
     kind: str = ""  # the kind of statement, a key of facts.EFFECTS ("": not recognised)
     origin: str = "generated"  # or "hand-written" (migrator.sql, execute_sql)
+    # True: the previous release keeps working once it ran (a migration's expand part)
+    expands: bool = False
 
     @property
     def table(self) -> str | None:
@@ -119,7 +123,8 @@ def _of_kind(
     locks = [(t, fact.lock) for t in dict.fromkeys(tables)]
     locks += [(r, facts.EFFECTS["references"].lock) for r in refs]
     return Statement(
-        text, (), tuple(locks), fact.scans, fact.rewrites, fact.transactional, kind=kind
+        text, (), tuple(locks), fact.scans, fact.rewrites, fact.transactional, kind=kind,
+        expands=fact.expands,
     )
 
 
@@ -176,6 +181,7 @@ def statement_of(step: Step, *, postgres: int = 12) -> Statement:
         return Statement(
             str(step), (), ((step.table, fill.lock),), fill.scans, fill.rewrites,
             transactional=not step.online, batched=True, kind="batch_fill",
+            expands=fill.expands,
         )
     sql = step.sql if isinstance(step, Online) else step
     assert isinstance(sql, Sql)
@@ -187,6 +193,8 @@ def statement_of(step: Step, *, postgres: int = 12) -> Statement:
         found = describe(sql.text, postgres=postgres)
     if isinstance(step, Online):
         found = dataclasses.replace(found, transactional=False)
+    if sql.expands is not None:  # its planner knows better than its kind
+        found = dataclasses.replace(found, expands=sql.expands)
     return dataclasses.replace(found, params=sql.params)
 
 

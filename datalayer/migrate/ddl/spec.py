@@ -52,7 +52,9 @@ class Sql:
 
     A statement the ddl planners write also says what it is, for the table of facts
     (:data:`..facts.EFFECTS`): its ``kind``, the ``tables`` it locks and the tables a
-    foreign key in it ``refs`` (each as written).  None of these is compared.
+    foreign key in it ``refs`` (each as written), and ``expands`` when the planner knows
+    better than its kind whether the previous release survives it (None: the kind's
+    :attr:`..facts.Effect.expands`).  None of these is compared.
     """
 
     text: str
@@ -60,6 +62,7 @@ class Sql:
     kind: str = dataclasses.field(default="", compare=False)
     tables: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     refs: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    expands: bool | None = dataclasses.field(default=None, compare=False)
 
     def __str__(self) -> str:
         return self.text
@@ -68,7 +71,8 @@ class Sql:
         if isinstance(other, str):
             return dataclasses.replace(self, text=self.text + other)
         return Sql(self.text + other.text, self.params + other.params, self.kind or other.kind,
-                   self.tables or other.tables, self.refs + other.refs)
+                   self.tables or other.tables, self.refs + other.refs,
+                   other.expands if self.expands is None else self.expands)
 
     def __radd__(self, other: str) -> Sql:
         return dataclasses.replace(self, text=other + self.text)
@@ -76,6 +80,15 @@ class Sql:
     def of(self, kind: str, *tables: str) -> Sql:
         """Return this statement as one of ``kind`` (a key of the facts) locking ``tables``."""
         return dataclasses.replace(self, kind=kind, tables=tables)
+
+    def expanding(self, expands: bool) -> Sql:
+        """Return this statement as one the previous release survives (or not), whatever its kind.
+
+        For a statement whose kind's :attr:`..facts.Effect.expands` does not hold:
+        ``DROP DEFAULT`` (a ``set_default``), ``DROP NOT NULL`` (an ``alter_table``), a
+        NOT NULL column added without a DEFAULT, the CHECK behind an online SET NOT NULL.
+        """
+        return dataclasses.replace(self, expands=expands)
 
 
 def quote(name: str) -> str:
@@ -146,6 +159,9 @@ class IndexSpec:
     origin: str = dataclasses.field(compare=False)
     columns: tuple[str, ...] = dataclasses.field(compare=False)
     create: Sql = dataclasses.field(compare=False)
+    # The words peewee starts ``create`` with (``CREATE [UNIQUE] INDEX ``); "" when
+    # ``create`` is SQL text the model wrote (``SQL('CREATE INDEX ...')``).
+    head: str = dataclasses.field(default="", compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +228,48 @@ _CHECK_RE = re.compile(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?CHECK\b', 
 def is_check(sql: Sql) -> bool:
     """Return True for ``CHECK (...)`` and ``CONSTRAINT name CHECK (...)``."""
     return bool(_CHECK_RE.match(sql.text))
+
+
+_UNIQUE_RE = re.compile(
+    r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?UNIQUE\s*\(([^()]*)\)\s*$', re.IGNORECASE
+)
+_FOREIGN_RE = re.compile(
+    r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?FOREIGN\s+KEY\b', re.IGNORECASE
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableConstraint:
+    """What a table constraint a model wrote as SQL text (``Meta.constraints``) is.
+
+    Read from that text (a person's, not the generator's), here only.
+    """
+
+    kind: str  # of the statement adding it: add_foreign_key, add_unique, add_check, alter_table
+    foreign_key: bool  # ``[CONSTRAINT name] FOREIGN KEY ...``: can be added NOT VALID
+    unique_name: str | None = None  # of ``[CONSTRAINT name] UNIQUE (col, ...)``, if named
+    unique_columns: tuple[str, ...] = ()  # of ``[CONSTRAINT name] UNIQUE (col, ...)``
+
+
+def _unquote(name: str) -> str:
+    name = name.strip()
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def read_constraint(sql: Sql) -> TableConstraint:
+    """Return what the table constraint ``sql`` (written in a model) is."""
+    upper = " ".join(sql.text.upper().split())
+    fk = "FOREIGN KEY" in upper or " REFERENCES " in f" {upper}"
+    kind = ("add_foreign_key" if fk
+            else "add_unique" if re.search(r"\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", upper)
+            else "add_check" if re.search(r"\bCHECK\b", upper) else "alter_table")
+    m = _UNIQUE_RE.match(sql.text)
+    return TableConstraint(
+        kind,
+        bool(_FOREIGN_RE.match(sql.text)),
+        (_unquote(m.group(1)) if m and m.group(1) else None),
+        tuple(_unquote(c) for c in m.group(2).split(",")) if m else (),
+    )
 
 
 def constraint_name(sql: Sql) -> str | None:
@@ -369,6 +427,8 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
         concrete = copy.copy(index)
         concrete._table = meta.table
         concrete._safe = False
+        create = render(concrete, db).of("create_index", qualified(meta.table_name, meta.schema))
+        head = "CREATE UNIQUE INDEX " if index._unique else "CREATE INDEX "  # Index.__sql__'s
         columns = tuple(
             e.column_name for e in index._expressions if isinstance(e, pw.Field)
         )
@@ -378,7 +438,8 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
             unique=bool(index._unique),
             origin=origin,
             columns=columns,
-            create=render(concrete, db).of("create_index", qualified(meta.table_name, meta.schema)),
+            create=create,
+            head=head if create.text.startswith(head) else "",
         )
     sql = render(index, db)
     m = _INDEX_NAME_RE.search(sql.text)
@@ -395,6 +456,14 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
         columns=(),
         create=sql,
     )
+
+
+def plain_unique_definition(column: str) -> Sql:
+    """Return the :attr:`IndexSpec.definition` of a plain unique index on ``column`` alone."""
+    index: Any = pw.Index(_PLACEHOLDER_INDEX, pw.Table(_PLACEHOLDER_TABLE), [pw.Entity(column)],
+                          unique=True)
+    index._table = pw.Entity(_PLACEHOLDER_TABLE)  # as _index_spec renders it: no table object
+    return render(index)
 
 
 def index_entries(model: type[pw.Model]) -> list[tuple[str, Any]]:

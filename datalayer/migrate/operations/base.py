@@ -41,6 +41,9 @@ class Operation:
     replay, which keeps no specs); ``referrers`` the (before, after) specs of the
     other tables it changes (a foreign key to a renamed table or retyped key).
     ``online`` is the form the migration file asked for (:meth:`sql`'s ``safe``).
+    ``call`` is the migrator call that builds the operation, as the generator writes it
+    (a :class:`~..autogenerate.code.Step`: it renders the file's text); None for an
+    operation recorded from a file.
     """
 
     table: str
@@ -48,6 +51,7 @@ class Operation:
     after: TableSpec | None = dataclasses.field(default=None, compare=False, repr=False)
     referrers: Specs = dataclasses.field(default=(), compare=False, repr=False)
     online: bool = False
+    call: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     kind: ClassVar[str] = "operation"
     phase: ClassVar[Phase] = Phase.CONTRACT
@@ -57,6 +61,11 @@ class Operation:
     def describe(self) -> str:
         """Return one line saying what the operation does."""
         return f"{self.kind} on {self.table}"
+
+    @property
+    def method(self) -> str:
+        """Return the migrator method that builds it, as its ``call`` names it (else its kind)."""
+        return str(getattr(self.call, "method", self.kind))
 
     def inverse(self) -> Operation | None:
         """Return the operation that undoes this one, or None (see ``irreversible``)."""

@@ -381,11 +381,16 @@ class DatalayerMigrator(Migrator):
     # -- opaque operations: SQL and Python a replay notes and never runs ----------
 
     def sql(self, sql: str, *params: Any) -> None:
-        """Run raw SQL (upstream's operation; a replay records it as :class:`Opaque`)."""
-        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("sql", sql, params))
+        """Run raw SQL: a :class:`~.data.RawSql` operation (a replay records it as :class:`Opaque`).
+
+        Queued as written, with no ``_datalayer_step``: only the lint's parser reads
+        hand-written SQL.
+        """
+        op = ops.RawSql("", sql_text=sql, params=params)
+        self.__dict__.setdefault(_OPAQUE, []).append(Opaque("sql", op.sql_text, op.params))
         start = len(self.__ops__)
-        super().sql(sql, *params)
-        self._record(ops.RawSql("", sql_text=sql, params=params), start)
+        self.__ops__.append(self.__migrator__.sql(op.sql_text, op.params or None))
+        self._record(op, start)
 
     def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run a Python function (upstream's operation; a replay records it, never runs it)."""
@@ -610,8 +615,20 @@ class DatalayerMigrator(Migrator):
         for field in cls._meta.sorted_fields:
             if isinstance(field, pw.ForeignKeyField) and field in cls._meta.refs:
                 cls._meta.remove_ref(field)
+        referrers: list[tuple[TableSpec, TableSpec]] = []
+        if cascade:
+            # CASCADE drops the foreign keys of the other tables that refer to this one.
+            for other in self._referrers(cls):
+                theirs = table_spec(other, create=False)
+                gone = {f.column_name for f in other._meta.refs if f.rel_model is cls}
+                columns = tuple(
+                    dataclasses.replace(c, fk=None, fk_name=None) if c.name in gone else c
+                    for c in theirs.columns
+                )
+                referrers.append((theirs, dataclasses.replace(theirs, columns=columns)))
         self._forget(cls)
-        self._emit(ops.DropTable(cls._meta.table_name, before=spec, cascade=cascade))
+        self._emit(ops.DropTable(cls._meta.table_name, before=spec, cascade=cascade,
+                                 referrers=tuple(referrers)))
 
     def rename_table(self, model: ModelRef, new_name: str) -> type[pw.Model]:
         """Rename the table, and the indexes, constraints and sequences named after it."""

@@ -49,7 +49,7 @@ class CreateTable(Operation):
 
 @dataclasses.dataclass(frozen=True)
 class DropTable(Operation):
-    """``before`` is the dropped table's spec."""
+    """``before`` is the dropped table's spec; ``referrers`` the tables ``cascade`` changes."""
 
     cascade: bool = False
     kind: ClassVar[str] = "drop table"
@@ -59,12 +59,20 @@ class DropTable(Operation):
         return f"drop table {self.table}"
 
     def forward(self, state: SchemaState) -> SchemaState:
-        return state.without(self.table)
+        """The table goes; with ``cascade``, the foreign keys that referred to it too."""
+        return state.without(self.table).put(*(a for _, a in self.referrers))
 
     def sql(self, *, postgres: int = 12, safe: bool = False) -> tuple[Step, ...]:
+        """``DROP TABLE``; with ``cascade`` it also locks the tables whose foreign keys go."""
         from ..ddl.alter import plan_drop
+        from ..ddl.spec import Sql
 
-        return tuple(plan_drop(self.need(self.before), cascade=self.cascade))
+        steps = tuple(plan_drop(self.need(self.before), cascade=self.cascade))
+        if not (self.cascade and self.referrers):
+            return steps
+        others = tuple(b.qualified for b, _ in self.referrers)
+        return tuple(s.of(s.kind, *s.tables, *others) if isinstance(s, Sql) else s
+                     for s in steps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -33,8 +32,11 @@ import peewee as pw
 
 from ...errors import MigrationError
 from .. import operations as ops
-from ..ddl.alter import BatchFill, Online, _column_ddl, _short_name, set_not_null
+from ..ddl.columns import _column_ddl
+from ..ddl.constraints import set_not_null
+from ..ddl.effects import statement_of
 from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
+from ..ddl.steps import BatchFill, Online, _short_name
 from ..operations import Operation, Phase
 
 __all__ = [
@@ -59,44 +61,17 @@ _BATCH = 1000
 # -- which phase each statement belongs to ------------------------------------------
 
 
-def _text(step: Any) -> tuple[str, str]:
-    sql = step.sql if isinstance(step, Online) else step
-    if isinstance(sql, Sql):
-        return sql.text, sql.kind
-    return str(sql), ""
-
-
-_ADD_COLUMN = re.compile(r"\bADD COLUMN\b", re.I)
-
-
 def phase_of_step(step: Any) -> Phase:
-    """Return the phase of one queued SQL step of an ALTER-like operation.
+    """Return the phase of one queued step of an ALTER-like operation.
 
-    Anything not known to keep old code working is :attr:`Phase.CONTRACT`.
+    From what the step's planner says of it: its kind's
+    :attr:`..facts.Effect.expands`, or its own (:meth:`..ddl.spec.Sql.expanding`),
+    never from its text.  Anything not known to keep old code working (a step
+    with no kind, a queued callable) is :attr:`Phase.CONTRACT`.
     """
-    if isinstance(step, BatchFill):
-        return Phase.EXPAND
-    text, hint = _text(step)
-    upper = " ".join(text.upper().split())
-    if "_NOT_NULL_DL" in upper or hint == "set_not_null_checked" or "SET NOT NULL" in upper:
-        return Phase.CONTRACT  # the CHECK (col IS NOT NULL) of an online SET NOT NULL too
-    if hint == "alter_type_in_place":
-        return Phase.EXPAND
-    if hint in ("alter_type", "alter_collation"):
+    if not isinstance(step, (Sql, Online, BatchFill)):
         return Phase.CONTRACT
-    if any(w in upper for w in ("DROP COLUMN", "DROP TABLE", "DROP INDEX", "RENAME ")):
-        return Phase.CONTRACT
-    if "DROP NOT NULL" in upper or "SET DEFAULT" in upper:
-        return Phase.EXPAND
-    if re.search(r"\bCREATE (UNIQUE )?INDEX\b", upper):
-        return Phase.EXPAND
-    if _ADD_COLUMN.search(upper):
-        return Phase.EXPAND if "NOT NULL" not in upper or " DEFAULT " in upper else Phase.CONTRACT
-    if "NOT VALID" in upper or hint in ("validate_constraint", "add_constraint_using_index"):
-        return Phase.EXPAND
-    if "DROP CONSTRAINT" in upper:
-        return Phase.EXPAND  # a constraint less: old code's writes still pass
-    return Phase.CONTRACT  # DROP DEFAULT, a validated ADD CONSTRAINT, anything else
+    return Phase.EXPAND if statement_of(step).expands else Phase.CONTRACT
 
 
 _MIXED = (ops.AlterColumns, ops.AddColumns, ops.SetConstraints, ops.AddNotNull)
@@ -148,7 +123,7 @@ def split(op: Operation, queued: Sequence[Any], db: Any, later: Any = None) -> S
     if not isinstance(op, _MIXED):
         (out.expand if op.phase is Phase.EXPAND else out.contract).extend(queued)
         return out
-    phases = [phase_of_step(getattr(entry, "_datalayer_step", None) or "") for entry in queued]
+    phases = [phase_of_step(getattr(entry, "_datalayer_step", None)) for entry in queued]
     narrows = Phase.CONTRACT in phases
     for entry, phase in zip(queued, phases, strict=True):
         step = getattr(entry, "_datalayer_step", None)

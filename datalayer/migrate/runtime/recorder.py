@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +25,17 @@ from ...errors import DatabaseUnavailable
 
 __all__ = ["NoCursor", "Recorder", "literal", "watched"]
 
-_SAVEPOINT_RE = re.compile(r"^\s*(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)\b", re.I)
+_SAVEPOINT_HEADS = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+
+
+def _is_savepoint(sql: str) -> bool:
+    """Return True for peewee's own nesting statements (``SAVEPOINT``, its release, rollback)."""
+    text = sql.lstrip().upper()
+    for head in _SAVEPOINT_HEADS:
+        after = text[len(head):len(head) + 1]
+        if text.startswith(head) and not (after.isalnum() or after == "_"):
+            return True
+    return False
 
 
 class NoCursor:
@@ -119,7 +128,7 @@ class Recorder(Database):
         return calls
 
     def execute_sql(self, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if not _SAVEPOINT_RE.match(sql):  # peewee's nesting, not the migration's SQL
+        if not _is_savepoint(sql):  # peewee's nesting, not the migration's SQL
             self.calls.append((sql, tuple(params or ())))
         return NoCursor()
 

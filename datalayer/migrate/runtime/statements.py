@@ -426,8 +426,8 @@ def _read_do(body: str) -> list[Planned]:
 
 def _texts(op: Any, recorder: Any) -> list[Planned] | None:
     """Return what one queued operation does (None: Python code)."""
-    from ..ddl.alter import BatchFill, Online
     from ..ddl.spec import Sql
+    from ..ddl.steps import BatchFill, Online
     from .recorder import render
 
     step = getattr(op, "_datalayer_step", None)
