@@ -26,6 +26,7 @@ to the log.
 from __future__ import annotations
 
 import logging
+import operator
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -130,7 +131,7 @@ class Statement:
     the round trip of its first use, then ``EXECUTE name(...)``.
     """
 
-    __slots__ = ("_plan", "_texts", "names", "read_only", "sql")
+    __slots__ = ("_getter", "_plan", "_texts", "names", "read_only", "sql")
 
     def __init__(self, query: Any) -> None:
         from ._connection import dialect  # the same for every PooledDatabase
@@ -148,6 +149,7 @@ class Statement:
         self._plan = tuple(plan)
         self.names = frozenset(n for n, _, _ in plan if n is not None)
         self._texts: _Prepared | None = None
+        self._getter = _getter(self._plan)
 
     @classmethod
     def text(cls, sql: str, *names: str) -> Statement:
@@ -158,10 +160,15 @@ class Statement:
         stmt._plan = tuple((n, None, None) for n in names)
         stmt.names = frozenset(names)
         stmt._texts = None
+        stmt._getter = _getter(stmt._plan)
         return stmt
 
-    def bind(self, values: Mapping[str, Any]) -> list[Any]:
-        """Return the parameter list for ``values`` (keyed by :class:`Param` name)."""
+    def bind(self, values: Mapping[str, Any]) -> Sequence[Any]:
+        """Return the parameters for ``values`` (keyed by :class:`Param` name), in order."""
+        getter = self._getter
+        if getter is not None:  # every parameter a plain value: one C call
+            params: Sequence[Any] = getter(values)
+            return params
         out = []
         for name, convert, const in self._plan:
             if name is None:
@@ -182,6 +189,20 @@ class Statement:
 
     def __repr__(self) -> str:
         return f"<Statement {self.sql[:60]!r}...>"
+
+
+def _getter(plan: Sequence[tuple[str | None, Any, Any]]) -> Callable[[Any], Any] | None:
+    """Return a function of the values giving the parameter tuple, when none is converted.
+
+    ``operator.itemgetter`` of the names in order (two or more: one name gives a
+    1-tuple around its value); None when a parameter is a constant or converted.
+    """
+    if not plan or any(name is None or convert is not None for name, convert, _ in plan):
+        return None
+    if len(plan) == 1:
+        name = plan[0][0]
+        return lambda values: (values[name],)
+    return operator.itemgetter(*(name for name, _, _ in plan))
 
 
 # -- server-side prepared statements ------------------------------------------------
@@ -265,24 +286,36 @@ def _execute(cursor: Any, raw: Any, stmt: Statement, params: Sequence[Any]) -> N
     if name in names:
         try:
             cursor.execute(texts.execute, params)
-            return
         except psycopg2.Error as exc:
-            code = exc.pgcode
-            if raw.closed or code not in (_GONE, _STALE):
-                raise
-            names.discard(name)
-            logger.debug("prepared statement %s %s; preparing it again", name,
-                         "is gone" if code == _GONE else "went stale")
-            sql = texts.first if code == _GONE else texts.renew
-    else:
-        sql = texts.first
+            _prepare_again(cursor, raw, texts, names, params, exc)
+        return
+    _first_use(cursor, raw, texts, names, params, texts.first)
+
+
+def _prepare_again(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
+                   params: Sequence[Any], exc: psycopg2.Error) -> None:
+    """After ``EXECUTE`` of a statement prepared on ``raw`` failed with ``exc``: prepare it
+    again and re-run it when the server no longer has it or its plan went stale, else
+    raise ``exc``."""
+    code = exc.pgcode
+    if raw.closed or code not in (_GONE, _STALE):
+        raise exc
+    names.discard(texts.name)
+    logger.debug("prepared statement %s %s; preparing it again", texts.name,
+                 "is gone" if code == _GONE else "went stale")
+    _first_use(cursor, raw, texts, names, params, texts.first if code == _GONE else texts.renew)
+
+
+def _first_use(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
+               params: Sequence[Any], sql: str) -> None:
+    """Run ``sql`` (that prepares the statement and runs it) and note the name as prepared."""
     try:
         cursor.execute(sql, params)
     except psycopg2.Error as exc:
         if raw.closed or exc.pgcode != _EXISTS:
             raise
         cursor.execute(texts.execute, params)  # it was prepared by a first use that failed
-    names.add(name)
+    names.add(texts.name)
 
 
 # -- running ----------------------------------------------------------------
@@ -481,13 +514,23 @@ def _on_checkout(
     for attempt in (1, 2):
         raw = pool.getconn()
         try:
-            cursor = _cursor(raw)
+            cursor = getattr(raw, "statement_cursor", None)  # _cursor(raw), inline
+            if cursor is None or cursor.closed:
+                cursor = _cursor(raw)
             inflight[raw] = _monotonic()
             try:
                 if stmt is None:
                     cursor.execute(sql, params)
-                else:
-                    _execute(cursor, raw, stmt, params)  # idle: fresh out of the pool
+                else:  # idle: fresh out of the pool
+                    texts = stmt._texts
+                    known = getattr(raw, "prepared", None)
+                    if texts is not None and type(known) is set and texts.name in known:
+                        try:  # _execute()'s usual case, inline
+                            cursor.execute(texts.execute, params)
+                        except psycopg2.Error as exc:
+                            _prepare_again(cursor, raw, texts, known, params, exc)
+                    else:
+                        _execute(cursor, raw, stmt, params)
             finally:
                 inflight.pop(raw, None)
             result = (

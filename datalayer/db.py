@@ -247,18 +247,8 @@ class Database(PooledDatabase):
 
     def _commit_with_position(self) -> None:
         """COMMIT a transaction that wrote and learn its WAL position from the same reply."""
-        from peewee import __exception_wrapper__  # type: ignore[attr-defined]
-
-        from .replicas import COMMIT_WITH_POSITION
-
-        raw = self._state.conn
-        raw.txn_wrote = False
-        with __exception_wrapper__:
-            cursor = raw.cursor()
-            cursor.execute(COMMIT_WITH_POSITION)
-            row = cursor.fetchone()
         assert self._replicas is not None
-        self._replicas.committed(row[0] if row else None)
+        self._replicas.commit_with_position(self._state.conn)
 
     # -- read replicas ------------------------------------------------------------------
 
@@ -340,7 +330,7 @@ def replica_read(model: Any) -> Callable[[Callable[P, T]], Callable[P, T]]:
             replicas = getattr(database, "_replicas", None)
             if replicas is None:
                 return fn(*args, **kwargs)
-            return replicas.read(database, lambda: fn(*args, **kwargs), what)  # type: ignore[no-any-return]
+            return replicas.read_call(database, fn, args, kwargs, what)  # type: ignore[no-any-return]
 
         return routed
 

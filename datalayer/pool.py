@@ -66,7 +66,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     raw: Any
     created: float
@@ -218,8 +218,12 @@ class ConnectionPool:
             self._after_fork()
         owner = _current_thread()
         # Fast path: the most recently used idle connection, young and recently used.
+        # acquire() + try/finally rather than ``with``: as safe, and cheaper (this runs on
+        # every checkout).
         fast: _Entry | None = None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             idle = self._idle
             if idle and not self._closed:
                 cand = idle[-1]
@@ -234,6 +238,8 @@ class ConnectionPool:
                     cand.checked_out = now
                     self._in_use[id(cand.raw)] = cand
                     fast = cand
+        finally:
+            lock.release()
         if fast is not None:
             raw = fast.raw
             poll = fast.poll  # _socket_readable(fast), inlined: this runs on every checkout
@@ -322,7 +328,9 @@ class ConnectionPool:
         if self._generation != _fork_generation[0]:
             return
         close_it = False
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # as in getconn()
+        try:
             entry = self._in_use.pop(id(raw), None)
             if entry is None:
                 return
@@ -330,8 +338,8 @@ class ConnectionPool:
             entry.owner = None
             entry.last_used = now
             if (
-                self._closed
-                or not reusable
+                not reusable
+                or self._closed
                 or raw.closed
                 or len(self._idle) >= self.max_idle
                 or now - entry.created > self.max_lifetime
@@ -341,6 +349,8 @@ class ConnectionPool:
                 self._idle.append(entry)
             if self._waiting:
                 self._cond.notify()
+        finally:
+            lock.release()
         if close_it:
             self._close_raw(raw)
 

@@ -231,6 +231,7 @@ class PgBouncer:
     pool_size: int = 5
     port: int = 0
     process: Any = None
+    extra: str = ""  # more lines for the [pgbouncer] section ("server_login_retry = 1")
 
     def start(self) -> PgBouncer:
         import socket
@@ -259,6 +260,7 @@ class PgBouncer:
             "server_check_delay = 0\n"
             "logfile =\n"
             "pidfile =\n"
+            + self.extra
         )
         for path in self.directory.iterdir():
             path.chmod(0o644)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -329,7 +330,8 @@ def test_repo_migrations_pass_lint() -> None:
 
 # -- squawk, the reference -----------------------------------------------------------
 
-SQUAWK = shutil.which("squawk")
+# The venv's own bin folder too: `.venv/bin/python -m pytest` runs without activating it.
+SQUAWK = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
 NOISE = "prefer-robust-stmts,require-lock-timeout,require-statement-timeout"
 
 # Statements on the existing tables of BASE; squawk and datalayer must agree on shared rules.

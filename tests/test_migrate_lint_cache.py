@@ -34,15 +34,30 @@ def _report(directory: Path, *names: str, postgres: int = 13) -> list[dict[str, 
 
 
 def _rendered(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the calls of migration_sql (what a lint does when it is not cached)."""
+    """Count the renderings (what a lint does when it is not cached), forward and rollback.
+
+    migration_sql renders one way per call; history_sql (every migration) renders
+    forward when called and the rollbacks when its second result is called.
+    """
     calls: list[int] = []
-    real = offline.migration_sql
+    real, real_history = offline.migration_sql, offline.history_sql
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
+    def counting_history(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        forward, rollbacks = real_history(*args, **kwargs)  # type: ignore[arg-type]
+
+        def counted() -> object:
+            calls.append(1)
+            return rollbacks()
+
+        return forward, counted
+
     monkeypatch.setattr("datalayer.migrate.lint._engine.migration_sql", counting)
+    monkeypatch.setattr("datalayer.migrate.lint._engine.history_sql", counting_history)
     return calls
 
 

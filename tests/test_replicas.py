@@ -191,6 +191,70 @@ def test_router_sends_to_the_primary_and_says_why():
                                      .db_for_read(0, now))
 
 
+
+def test_pick_decides_as_db_for_read_without_saying_why():
+    """Router.pick (what every routed read asks) and db_for_read (the DEBUG line) agree."""
+    now = 100.0
+    states = [
+        ReplicaState(True, replay=900, lag=0.0, checked=now - 0.05),
+        ReplicaState(True, replay=500, lag=0.3, checked=now),
+        ReplicaState(False, replay=900, lag=9.0, reason="lag 9.0 s > DB_REPLICA_MAX_LAG 5 s",
+                     checked=now),
+        ReplicaState(False, reason="down: connection refused", checked=now),
+        ReplicaState(True, replay=900, lag=0.0, checked=now - 10),  # no recent check
+        ReplicaState(False),  # not checked yet
+    ]
+    for needed in (None, 0, 500, 800, 900, 901):
+        for state in states:  # one replica: the path without turns
+            router = Router([_Fake("r", state)], stale_after=2.0)
+            assert router.pick(needed, now) is router.db_for_read(needed, now).replica
+        for first in states:  # two: whichever is usable and has replayed `needed`
+            for second in states:
+                pair = [_Fake("a", first), _Fake("b", second)]
+                router = Router(pair, stale_after=2.0)
+                fit = {r.name for r in pair if r.state.usable and needed is not None
+                       and r.state.replay >= needed and now - r.state.checked <= 2.0}
+                for _ in range(2):
+                    picked = router.pick(needed, now)
+                    assert (picked.name if picked else None) in (fit or {None})
+                    route = router.db_for_read(needed, now)
+                    assert (route.replica.name if route.replica else None) in (fit or {None})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_starts_threads_of_its_own():
+    """A routed read checks one flag for its pollers; a fork sets it in the child, and a
+    position left pending by the parent gets a sampler of the child's own."""
+    db = Database(Settings(host="127.0.0.1", port=9, replicas=["postgresql://u@r1:5433/db"]))
+    try:
+        replicas = db._replicas
+        replicas._threads_missing = False  # as after the parent's first routed read
+        positions = replicas.positions
+        positions._wanted.set()  # as while the parent's sampler is asked for a sample
+        positions._sampler = parent_sampler = object()  # the parent's (not the child's)
+        positions.local.caller.pending = 1.0  # a write whose position is pending
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            answer = b"1" if replicas._threads_missing else b"0"
+            answer += b"1" if positions._sampler is None else b"0"
+            caller = positions.local.caller
+            answer += b"1" if positions.resolve(caller) is None else b"0"  # still pending
+            started = positions._sampler
+            answer += b"1" if started is not None and started is not parent_sampler else b"0"
+            os.write(write_end, answer)
+            os._exit(0)
+        os.close(write_end)
+        os.waitpid(child, 0)
+        assert os.read(read_end, 4) == b"1111"
+        os.close(read_end)
+        assert replicas._threads_missing is False  # the parent's threads still run
+        assert positions._sampler is parent_sampler
+    finally:
+        positions._sampler = None
+        db.close_pool()
+
 def test_router_names_the_closest_replica_when_none_can_answer():
     now = 10.0
     down = _Fake("down", ReplicaState(False, reason="down: refused", checked=now))

@@ -55,8 +55,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import peewee as pw
 
 from .._outcome import own_transaction, single_write
-from .._sql import Param, Statement, execute, fetchone
-from ..errors import AuthenticationError, NotFound, TokenReuseError, ValidationError
+from .._sql import _ONE, Param, Statement, _on_checkout, execute, fetchone
+from ..errors import (
+    AuthenticationError,
+    CommitUnknown,
+    NotFound,
+    TokenReuseError,
+    ValidationError,
+)
 from ..models.refresh_token import RefreshToken
 from ..models.user import User
 from ..models.validation import check_text, normalize_ip
@@ -82,6 +88,7 @@ DEFAULT_TTL = dt.timedelta(days=30)
 """How long a refresh token stays valid unless ``ttl=`` says otherwise."""
 
 _TOKEN_BYTES = 32
+_UUID = uuid.UUID
 _MAX_TOKEN_LENGTH = 512
 _USER_AGENT_MAX = 512
 
@@ -110,6 +117,28 @@ class IssuedToken:
     user_id: uuid.UUID
     family_id: uuid.UUID
     expires_at: dt.datetime
+
+
+_new_object = object.__new__
+_SET_ISSUED = tuple(getattr(IssuedToken, f.name).__set__ for f in dataclasses.fields(IssuedToken))
+
+
+def _issued(token: str, token_id: uuid.UUID, user_id: uuid.UUID, family_id: uuid.UUID,
+            expires_at: dt.datetime) -> IssuedToken:
+    """Return ``IssuedToken(token, token_id, ...)``, made as its ``__init__`` makes it.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``
+    from Python; the slots' own setters do the same in C (every issue and rotation
+    makes one).
+    """
+    issued = _new_object(IssuedToken)
+    s_token, s_id, s_user, s_family, s_expires = _SET_ISSUED
+    s_token(issued, token)
+    s_id(issued, token_id)
+    s_user(issued, user_id)
+    s_family(issued, family_id)
+    s_expires(issued, expires_at)
+    return issued
 
 
 # -- the queries, built from the models once -----------------------------------
@@ -291,11 +320,17 @@ def _hash(token: Any) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_NO_TIME = dt.timedelta(0)
+_UTC = dt.UTC
+_now = dt.datetime.now
+
+
 def _ttl(ttl: dt.timedelta) -> dt.datetime:
-    if not isinstance(ttl, dt.timedelta) or ttl <= dt.timedelta(0):
+    # DEFAULT_TTL, the usual argument, is known to be a positive timedelta.
+    if ttl is not DEFAULT_TTL and (not isinstance(ttl, dt.timedelta) or ttl <= _NO_TIME):
         raise ValidationError("ttl", "must be a positive datetime.timedelta")
     try:
-        return dt.datetime.now(dt.UTC) + ttl
+        return _now(_UTC) + ttl
     except OverflowError:
         raise ValidationError(
             "ttl", "is too long: the expiry would be past the year 9999"
@@ -309,6 +344,9 @@ def _user_agent(value: Any) -> str | None:
     """
     if value is None:
         return None
+    if (type(value) is str and len(value) <= _USER_AGENT_MAX and value.isascii()
+            and "\x00" not in value):
+        return value  # what the general path returns for it: short ASCII text without NUL
     if isinstance(value, str):
         value = value.replace("\x00", "")[:_USER_AGENT_MAX]
     return check_text("user_agent", value, _USER_AGENT_MAX)
@@ -331,8 +369,8 @@ def issue_token(
     :raises AuthenticationError: when the user is deactivated.
     :raises ValidationError: for a bad ``ttl``, ``user_agent`` or ``ip``.
     """
-    database = _database(db)
-    user_id = _user_id(user)
+    database = User._meta.database if db is None else _database(db)
+    user_id = user if type(user) is _UUID else _user_id(user)  # a UUID: what _user_id returns
     token = secrets.token_urlsafe(_TOKEN_BYTES)
     token_id, family_id, expires_at = uuid.uuid4(), uuid.uuid4(), _ttl(ttl)
     values = {
@@ -344,16 +382,25 @@ def issue_token(
         "user_agent": _user_agent(user_agent),
         "ip": normalize_ip("ip", ip),
     }
-    issued = IssuedToken(token, token_id, user_id, family_id, expires_at)
+    issued = _issued(token, token_id, user_id, family_id, expires_at)
+    insert = _insert()
+    lost: CommitUnknown | None = None
+    if database._state.closed:
+        # No connection held by the thread, so no transaction: the insert runs on a
+        # checkout of its own, as fetchone() would run it (without the closures below).
+        try:
+            row = _on_checkout(database, insert.sql, insert.bind(values), _ONE,
+                               insert.read_only, insert)
+        except CommitUnknown as exc:
+            lost = exc  # settled below, as single_write() settles a lost reply
+        else:
+            if row is None:
+                _refuse_issue(database, user_id)
+            return issued
 
     def attempt() -> IssuedToken:
-        if fetchone(database, _insert(), values) is None:
-            state = fetchone(database, _user_state(), {"id": user_id})
-            if state is None:
-                raise NotFound("no user has this id; it may have been deleted")
-            raise AuthenticationError(
-                "the user is deactivated; tokens are issued only to active users"
-            )
+        if fetchone(database, insert, values) is None:
+            _refuse_issue(database, user_id)
         return issued
 
     mine = {"token_hash": values["token_hash"]}
@@ -361,7 +408,15 @@ def issue_token(
     def find() -> IssuedToken | None:  # after a lost reply: did the insert commit?
         return None if fetchone(database, _find_token(), mine) is None else issued
 
-    return single_write(database, attempt, find, (_find_token(), mine))
+    return single_write(database, attempt, find, (_find_token(), mine), lost)
+
+
+def _refuse_issue(database: Database, user_id: uuid.UUID) -> NoReturn:
+    """Say why an issue inserted nothing: no such user, or a deactivated one."""
+    state = fetchone(database, _user_state(), {"id": user_id})
+    if state is None:
+        raise NotFound("no user has this id; it may have been deleted")
+    raise AuthenticationError("the user is deactivated; tokens are issued only to active users")
 
 
 def rotate_token(
@@ -381,7 +436,7 @@ def rotate_token(
     :raises AuthenticationError: when ``token`` is unknown or expired, or its user
         is deactivated.
     """
-    database = _database(db)
+    database = User._meta.database if db is None else _database(db)
     old_hash = _hash(token)
     new_token = secrets.token_urlsafe(_TOKEN_BYTES)
     new_id, expires_at = uuid.uuid4(), _ttl(ttl)
@@ -393,13 +448,25 @@ def rotate_token(
         "user_agent": _user_agent(user_agent),
         "ip": normalize_ip("ip", ip),
     }
+    rotate = _rotate()
+    lost: CommitUnknown | None = None
+    if database._state.closed:  # as in issue_token(): no transaction, a checkout of its own
+        try:
+            row = _on_checkout(database, rotate.sql, rotate.bind(values), _ONE,
+                               rotate.read_only, rotate)
+        except CommitUnknown as exc:
+            lost = exc
+        else:
+            if row is None:
+                _refuse(database, old_hash)
+            return _issued(new_token, new_id, row[0], row[1], expires_at)
 
     def attempt() -> IssuedToken:
-        row = fetchone(database, _rotate(), values)
+        row = fetchone(database, rotate, values)
         if row is None:
             _refuse(database, old_hash)
         user_id, family_id = row
-        return IssuedToken(new_token, new_id, user_id, family_id, expires_at)
+        return _issued(new_token, new_id, user_id, family_id, expires_at)
 
     mine = {"token_hash": values["new_hash"]}
 
@@ -407,9 +474,9 @@ def rotate_token(
         row = fetchone(database, _find_token(), mine)
         if row is None:
             return None
-        return IssuedToken(new_token, new_id, row[0], row[1], expires_at)
+        return _issued(new_token, new_id, row[0], row[1], expires_at)
 
-    return single_write(database, attempt, find, (_find_token(), mine))
+    return single_write(database, attempt, find, (_find_token(), mine), lost)
 
 
 def _refuse(database: Database, token_hash: str) -> NoReturn:

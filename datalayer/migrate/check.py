@@ -5,37 +5,48 @@ Four checks, all reported (an empty list means the tree is fine):
 1. ``migrations.sum`` matches the files;
 2. the models and the migrations are in sync: a ``diff`` would write nothing;
 3. the migrations, applied to a scratch database, give exactly the schema
-   that ``create_tables()`` gives for the models in a second scratch
-   database (compared with :mod:`datalayer.migrate.inspect`), in every schema
-   the models use, with the constraints of ``DeferredForeignKey`` fields
-   added afterwards (``create_foreign_key()``, as peewee's docs do).  The
-   history is sent as the SQL ``migrate sql`` renders, in a few round trips;
-   one with Python steps, row reads or files that need a database goes
-   through the runner, and so does a history whose SQL fails (the runner's
-   message names the file);
+   that ``create_tables()`` gives for the models (compared with
+   :mod:`datalayer.migrate.inspect`), in every schema the models use, with
+   the constraints of ``DeferredForeignKey`` fields added afterwards
+   (``create_foreign_key()``, as peewee's docs do).  One scratch database
+   holds both: the models' tables are created first inside a transaction,
+   read, and rolled back, then the history is applied to the empty database.
+   The history is sent as the SQL ``migrate sql`` renders, in a few round
+   trips; one with Python steps, row reads or files that need a database
+   goes through the runner, and so does a history whose SQL fails (the
+   runner's message names the file);
 4. ``migrate lint`` finds no unallowed error in any migration
    (:mod:`datalayer.migrate.lint`).
 
-The scratch databases (:mod:`datalayer.migrate.scratch`) are created, and
-dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL`` (Atlas's
-dev database; its user needs CREATEDB), or on the embedded server when that
-is unset.
+Every migration and every rollback is rendered once, in one pass
+(:func:`~datalayer.migrate.runtime.offline.history_sql`): the scratch
+database is sent that SQL and the lint reads it, in a thread while the
+server works.  The scratch database (:mod:`datalayer.migrate.scratch`) is
+created, in the background while the models are compared with the history,
+and dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL``
+(Atlas's dev database; its user needs CREATEDB), or on the embedded server
+when that is unset.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import DatalayerError, MigrationError
 from .runtime import cache as _cache
 from .runtime import checksum as _checksum
-from .scratch import scratch_database, scratch_server
+from .scratch import scratch_database, scratch_database_soon, scratch_server
+
+if TYPE_CHECKING:
+    from .lint._engine import History
+    from .runtime.offline import MigrationSql
 
 __all__ = ["check", "lint_problems", "scratch_server"]
 
@@ -65,8 +76,22 @@ def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | Non
 _READS = re.compile(r"^\s*(SELECT|WITH|SHOW|FETCH|VALUES|TABLE|EXPLAIN|COPY)\b", re.IGNORECASE)
 
 
-def _rendered_batches(
-    directory: Path, postgres: int, server: int
+def _render(directory: Path, postgres: int) -> History | None:
+    """Return the history's SQL as ``migrate sql`` renders it for ``postgres``; None: it cannot be.
+
+    Rendered once, in one pass with the rollbacks: the scratch database is
+    sent it, and the lint reads it.
+    """
+    from .runtime.offline import history_sql
+
+    try:
+        return history_sql(directory, postgres=postgres)
+    except DatalayerError:
+        return None
+
+
+def _batches(
+    rendered: list[MigrationSql], directory: Path, postgres: int, server: int
 ) -> list[tuple[bool, str]] | None:
     """Return the history's SQL as ``(in one transaction, text)`` batches; None: not plain SQL.
 
@@ -76,18 +101,17 @@ def _rendered_batches(
     see none offline), ends its transaction (the runner refuses that), or
     cannot be rendered without a database: those go through the runner.  It
     is rendered for ``postgres`` (the version the lint renders for, so the lint
-    finds it cached), and again for the ``server``'s version only when a file's
+    reads the same rendering), and again for the ``server``'s version only when a file's
     code reads the version (operations' SQL does not depend on it).
     """
     from .runtime.files import transaction_control
     from .runtime.offline import PYTHON_PREFIX, migration_sql
 
-    try:
-        rendered = migration_sql(directory, postgres=postgres)
-        if postgres != server and any(m.reads_version for m in rendered):
+    if postgres != server and any(m.reads_version for m in rendered):
+        try:
             rendered = migration_sql(directory, postgres=server)
-    except DatalayerError:
-        return None
+        except DatalayerError:
+            return None
     batches: list[tuple[bool, list[str]]] = []
     for item in rendered:
         for text in item.statements:
@@ -104,7 +128,9 @@ def _rendered_batches(
     return [(atomic, "\n".join(texts)) for atomic, texts in batches if texts]
 
 
-def _apply_rendered(target: Settings, directory: Path, postgres: int) -> bool | None:
+def _apply_rendered(
+    target: Settings, directory: Path, rendered: list[MigrationSql] | None, postgres: int
+) -> bool | None:
     """Apply the migrations to the empty database ``target`` from their rendered SQL.
 
     Returns True when done, None when not tried (nothing ran: the runner
@@ -114,9 +140,11 @@ def _apply_rendered(target: Settings, directory: Path, postgres: int) -> bool | 
     """
     import psycopg2
 
+    if rendered is None:
+        return None
     conn = psycopg2.connect(**target.connect_kwargs())
     try:
-        batches = _rendered_batches(directory, postgres, conn.server_version // 10000)
+        batches = _batches(rendered, directory, postgres, conn.server_version // 10000)
         if batches is None:
             return None
         try:
@@ -133,6 +161,60 @@ def _apply_rendered(target: Settings, directory: Path, postgres: int) -> bool | 
         conn.close()
 
 
+def _model_changes(settings: Settings, directory: Path, models: Sequence[Any]) -> list[str]:
+    """Return the problem of models changed without a migration (none: in sync).
+
+    Only the files are read (replayed in memory): no database is queried, so
+    this runs while the scratch database is being created.
+    """
+    from ..db import Database
+    from .autogenerate.api import diff_source
+    from .runtime.files import Router
+
+    try:
+        source = diff_source(Router(Database(settings), directory), models)
+    except MigrationError as exc:
+        return [f"cannot compare the models with the migrations: {exc}"]
+    if source is None:
+        return []
+    # The body's first line is not indented, the others are (template-ready).
+    lines = textwrap.dedent("    " + source[0]).strip().splitlines()
+    shown = "\n    ".join(lines[:_MAX_DIFF_LINES])
+    more = (
+        f"\n    ... ({len(lines) - _MAX_DIFF_LINES} more lines)"
+        if len(lines) > _MAX_DIFF_LINES
+        else ""
+    )
+    return [
+        "the models changed without a migration; run `datalayer migrate diff NAME`. "
+        f"A diff would write:\n    {shown}{more}"
+    ]
+
+
+def _declared_schema(db: Any, models: Sequence[Any], schemas: Sequence[str]) -> list[Any]:
+    """Return the snapshot of each schema that ``create_tables()`` gives for ``models``.
+
+    Built in the empty scratch database ``db`` inside a transaction that is then
+    rolled back (PostgreSQL's DDL is transactional), so the same database is
+    empty again for the migrations: one scratch database, created and dropped
+    once, instead of two.
+    """
+    from .ddl.spec import quote
+    from .inspect import snapshot
+
+    with db.checkout(), db.bind_ctx(models), db.transaction() as txn:
+        for schema in schemas:
+            db.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        db.create_tables(models)
+        for model in models:  # as peewee's docs say to, once both tables exist
+            for field in list(model._meta.refs):
+                if field.deferred:
+                    model._schema.create_foreign_key(field)
+        want = [snapshot(db, s) for s in schemas]
+        txn.rollback()
+    return want
+
+
 def check(
     settings: Settings,
     directory: str | Path | None = None,
@@ -145,11 +227,8 @@ def check(
     ``postgres`` is the target server version the lint judges by (default 13, the lowest supported).
     """
     from ..db import Database
-    from .autogenerate.api import diff_source
-    from .ddl.spec import quote
     from .inspect import compare, snapshot
     from .runtime.apply import apply
-    from .runtime.files import Router
     from .runtime.names import require_dir
     from .runtime.offline import DEFAULT_POSTGRES
 
@@ -165,79 +244,73 @@ def check(
     problems = list(_checksum.problems(directory))
     admin = scratch_server(settings)
     lint_version = postgres or DEFAULT_POSTGRES
-
-    with contextlib.ExitStack() as scratch:
-        mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
-        model_settings = scratch.enter_context(scratch_database(admin, "models", settings))
-        migrated = Database(mig_settings)
-        declared = Database(model_settings)
-        scratch.callback(declared.close_pool)
-        scratch.callback(lambda: migrated.close_pool())  # the one in use at the end
-        try:
-            source = diff_source(Router(migrated, directory), models)
-        except MigrationError as exc:
-            source = None
-            problems.append(f"cannot compare the models with the migrations: {exc}")
-        if source is not None:
-            # The body's first line is not indented, the others are (template-ready).
-            lines = textwrap.dedent("    " + source[0]).strip().splitlines()
-            shown = "\n    ".join(lines[:_MAX_DIFF_LINES])
-            more = (
-                f"\n    ... ({len(lines) - _MAX_DIFF_LINES} more lines)"
-                if len(lines) > _MAX_DIFF_LINES
-                else ""
-            )
-            problems.append(
-                "the models changed without a migration; run `datalayer migrate diff NAME`. "
-                f"A diff would write:\n    {shown}{more}"
-            )
-        applied_ok = True
-        # Every schema the models use (Meta.schema), which create_tables() expects.
-        schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
-        with migrated.checkout():
-            key = _snapshot_key(migrated, directory, schemas)
-        got = _cache.load_snapshot(key) if key else None
-        done = _apply_rendered(mig_settings, directory, lint_version) if got is None else None
-        if done is False:  # the runner, in a fresh database, says which file fails
-            migrated.close_pool()
-            mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
+    # Every schema the models use (Meta.schema), which create_tables() expects.
+    schemas = sorted({"public", *(m._meta.schema for m in models if m._meta.schema)})
+    # The lint needs no database: it runs in a thread while the server works
+    # (applying the history, dropping the scratch database).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datalayer-lint") as pool:
+        linted: concurrent.futures.Future[list[str]] | None = None
+        with contextlib.ExitStack() as scratch:
+            ready = scratch.enter_context(scratch_database_soon(admin, "mig"))
+            problems.extend(_model_changes(admin, directory, models))  # meanwhile created
+            mig_settings = ready()
             migrated = Database(mig_settings)
-        if got is None and not done:
-            try:
-                apply(migrated, directory, lock_wait=60, verify_checksums=False)
-            except DatalayerError as exc:
-                applied_ok = False
-                problems.append(f"the migrations do not apply to an empty database: {exc}")
-        if applied_ok:
-            if got is None:
-                with migrated.checkout():  # without the history table
-                    got = [snapshot(migrated, s) for s in schemas]
-                if key:
-                    _cache.store_snapshot(key, got)
-            with declared.checkout(), declared.bind_ctx(models):
-                for schema in schemas:
-                    declared.execute_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-                declared.create_tables(models)
-                for model in models:  # as peewee's docs say to, once both tables exist
-                    for field in list(model._meta.refs):
-                        if field.deferred:
-                            model._schema.create_foreign_key(field)
-                want = [snapshot(declared, s) for s in schemas]
-            for schema, w, g in zip(schemas, want, got, strict=True):
-                where = "" if schema == "public" else f"(schema {schema}) "
-                for difference in compare(w, g):
-                    problems.append(f"schema differs from the models: {where}{difference}")
-    problems.extend(lint_problems(directory, postgres=lint_version))
+            scratch.callback(lambda: migrated.close_pool())  # the one in use at the end
+            with migrated.checkout():
+                key = _snapshot_key(migrated, directory, schemas)
+            got = _cache.load_snapshot(key) if key else None
+            history = _render(directory, lint_version) if got is None else None
+            linted = pool.submit(lint_problems, directory, postgres=lint_version,
+                                 history=history)
+            want = _declared_schema(migrated, models, schemas)  # rolled back: still empty
+            applied_ok = True
+            done = (
+                _apply_rendered(
+                    mig_settings, directory, None if history is None else list(history[0]),
+                    lint_version,
+                )
+                if got is None else None
+            )
+            if done is False:  # the runner, in a fresh database, says which file fails
+                migrated.close_pool()
+                mig_settings = scratch.enter_context(scratch_database(admin, "mig", settings))
+                migrated = Database(mig_settings)
+            if got is None and not done:
+                try:
+                    apply(migrated, directory, lock_wait=60, verify_checksums=False)
+                except DatalayerError as exc:
+                    applied_ok = False
+                    problems.append(f"the migrations do not apply to an empty database: {exc}")
+            if applied_ok:
+                if got is None:
+                    with migrated.checkout():  # without the history table
+                        got = [snapshot(migrated, s) for s in schemas]
+                    if key:
+                        _cache.store_snapshot(key, got)
+                for schema, w, g in zip(schemas, want, got, strict=True):
+                    where = "" if schema == "public" else f"(schema {schema}) "
+                    for difference in compare(w, g):
+                        problems.append(f"schema differs from the models: {where}{difference}")
+        problems.extend(linted.result())
     return problems
 
 
-def lint_problems(directory: str | Path, *, postgres: int | None = None) -> list[str]:
-    """Return one problem line per unallowed lint error in the migrations of ``directory``."""
+def lint_problems(
+    directory: str | Path,
+    *,
+    postgres: int | None = None,
+    history: History | None = None,
+) -> list[str]:
+    """Return one problem line per unallowed lint error in the migrations of ``directory``.
+
+    ``history``: what :func:`.runtime.offline.history_sql` rendered for
+    ``directory`` and ``postgres``, which the lint then does not render again.
+    """
     from .lint import lint
     from .runtime.offline import DEFAULT_POSTGRES
 
     try:
-        report = lint(directory, postgres=postgres or DEFAULT_POSTGRES)
+        report = lint(directory, postgres=postgres or DEFAULT_POSTGRES, history=history)
     except MigrationError as exc:
         return [f"cannot lint the migrations: {exc}"]
     return [

@@ -18,12 +18,13 @@ is a :class:`~datalayer.errors.MigrationError` that says what to fix.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from ..errors import DatalayerError, MigrationError
 if TYPE_CHECKING:
     from .inspect import Catalog
 
-__all__ = ["built_catalog", "scratch_database", "scratch_server"]
+__all__ = ["built_catalog", "scratch_database", "scratch_database_soon", "scratch_server"]
 
 _APP_NAME = "datalayer-check"
 _DEV_SOURCE = "DATALAYER_DEV_DATABASE_URL"
@@ -226,6 +227,29 @@ def scratch_database(
                 _drop(cur, name)
     finally:
         owner.close()
+
+
+@contextlib.contextmanager
+def scratch_database_soon(
+    admin: Settings, label: str
+) -> Iterator[Callable[[], Settings]]:
+    """Start creating a scratch database in the background; yield a function that waits for it.
+
+    The server creates it (``CREATE DATABASE`` copies ``template1`` and syncs it to
+    disk) while the caller works on something else; calling the yielded function
+    returns its settings, or raises the :class:`MigrationError` of
+    :func:`scratch_database`.  On leaving the block the creation is waited for
+    (also after an error or Ctrl-C) and the database dropped.
+    """
+    made = scratch_database(admin, label)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datalayer-scratch") as pool:
+        future = pool.submit(made.__enter__)
+        try:
+            yield future.result
+        finally:
+            # Waits for the creation; one that failed has nothing to drop.
+            if future.exception() is None:
+                made.__exit__(None, None, None)
 
 
 def _drop(cur: Any, name: str) -> None:

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from .actions import ForeignKey, Writes
 from .columns import (
     _add_column,
     _alter_column,
@@ -105,7 +106,10 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
         )
     old, new = before.name, after.name
     rename = Sql(f"ALTER TABLE {before.qualified} RENAME TO {quote(new)}")
-    steps: list[Step] = [rename.of("rename_table", before.qualified)]
+    # What the names mean changes: a check of either name would read the wrong rows.
+    renamed = f"{quote(before.schema)}.{quote(new)}" if before.schema else quote(new)
+    steps: list[Step] = [rename.of("rename_table", before.qualified).doing(
+        Writes(before.qualified), Writes(renamed))]
     steps.append(rename_auto_names(
         after.qualified,
         f"^{_re(old)}_((.*_)?{_AUTO_SUFFIX}|.*_seq)$",
@@ -122,6 +126,19 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
     ))
     steps.extend(plan_alter(moved, after))
     return steps
+
+
+def _foreign_key(T: str, col: ColumnSpec, add: Sql, not_valid: bool) -> Sql:
+    """Return ``add`` (``ADD`` the foreign key of ``col``) saying what it checks.
+
+    Known when peewee rendered the key from the field (its parent table in ``refs``);
+    a key whose text was rewritten (a rename) is read from its text.
+    """
+    fk = col.fk
+    if fk is None or len(fk.refs) != 1 or col.fk_column is None or fk.params:
+        return add
+    return add.doing(ForeignKey(T, (quote(col.name),), fk.refs[0], (quote(col.fk_column),),
+                                col.fk_name or "", not_valid))
 
 
 def _rename_before(before: TableSpec, renames: Mapping[str, str]) -> TableSpec:
@@ -198,7 +215,7 @@ def plan_alter(
         if before.column(old) is None:
             raise UnsupportedChange(f"{table}: no column {old!r} to rename to {new!r}")
         rename = Sql(f"ALTER TABLE {T} RENAME COLUMN {quote(old)} TO {quote(new)}")
-        steps.append(rename.of("rename_column", T))
+        steps.append(rename.of("rename_column", T).doing(Writes(T)))
         steps.append(rename_auto_names(
             T,
             f"^{_re(table)}_{_re(old)}_({_AUTO_SUFFIX}|seq)$",
@@ -276,7 +293,7 @@ def plan_alter(
         steps.append(_drop_named(T, before.name + "_pkey", False))
     for col in dropped:
         drop = Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}{' CASCADE' if cascade else ''}")
-        steps.append(drop.of("drop_column", T))
+        steps.append(drop.of("drop_column", T).doing())
 
     pk = after.primary_key[0] if len(after.primary_key) == 1 else None
     for col in added:
@@ -299,10 +316,10 @@ def plan_alter(
         "add_foreign_key_not_valid" if online else "add_foreign_key", T)
     for col in added:
         if col.fk is not None:
-            steps.append(add_fk + col.fk + not_valid)
+            steps.append(_foreign_key(T, col, add_fk + col.fk + not_valid, online))
     for old_col, new_col in both:
         if new_col.fk is not None and old_col.fk != new_col.fk:
-            steps.append(add_fk + new_col.fk + not_valid)
+            steps.append(_foreign_key(T, new_col, add_fk + new_col.fk + not_valid, online))
 
     for text, params in sorted((acons - bcons).elements()):
         steps.extend(_add_constraint(table, T, Sql(text, params), online=online))

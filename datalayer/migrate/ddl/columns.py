@@ -10,6 +10,7 @@ change rewrites the table is :func:`..facts.type_change`'s (the lint reads it to
 from __future__ import annotations
 
 from .. import facts
+from .actions import AddColumn, NotNull, TypeChange
 from .constraints import set_not_null
 from .serials import _integers, _serial_change, auto_base, serial_base
 from .spec import ColumnSpec, Sql, UnsupportedChange, quote
@@ -121,7 +122,7 @@ def _add_column_sql(T: str, col: ColumnSpec, *, checks: bool, required: bool = F
     (that leave it out) do not survive.
     """
     kind = "add_column_checked" if checks and col.checks else "add_column"
-    add = Sql(f"ALTER TABLE {T} ADD COLUMN ").of(kind, T)
+    add = Sql(f"ALTER TABLE {T} ADD COLUMN ").of(kind, T).doing(AddColumn(T, col.name))
     return add.expanding(False) if required else add
 
 
@@ -173,7 +174,8 @@ def _add_column(
         return [
             _add_column_sql(T, col, checks=True) + col.ddl_nullable,
             *fill_nulls(T, col, online=False, key=key),
-            Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T),
+            Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T)
+            .doing(NotNull(T, col.name)),
         ]
     return [_add_column_sql(T, col, checks=True, required=_required(col)) + col.ddl]
 
@@ -226,7 +228,10 @@ def _alter_column(
             stmt = stmt + f" USING {using}"
         if new.primary_key and not _integers(old.type.text, new.type.text) and not stmt.params:
             stmt = _retype_referenced_key(T, new.name, stmt.text, new.type.text)
-        steps.append(stmt.of(type_change(old, new, using).kind, T))
+        stmt = stmt.of(type_change(old, new, using).kind, T)
+        if not new.type.params:
+            stmt = stmt.doing(TypeChange(T, new.name, new.type.text.strip(), (using or "").strip()))
+        steps.append(stmt)
     if retype and auto and old.default is not None:
         default_dropped = True  # _serial_change dropped it
     if new.default is not None and (default_dropped or old.default != new.default):
@@ -241,6 +246,6 @@ def _alter_column(
             steps.extend(fill_nulls(T, new, online=online, key=key))
         steps.extend(set_not_null(table, T, new.name, online=online))
     elif not old.null and new.null:
-        drop = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL").of("alter_table", T)
+        drop = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP NOT NULL").of("alter_table", T).doing()
         steps.append(drop.expanding(True))  # a constraint less: old code's writes still pass
     return steps

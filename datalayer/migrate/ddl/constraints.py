@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from .actions import Check, NotNull, Validate
 from .spec import Sql, UnsupportedChange, constraint_name, quote, read_constraint
 from .steps import (
     _NAMEDATALEN,
@@ -68,12 +69,12 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(body, check.params).of("drop_constraint", table_sql)
+    return _do(body, check.params).of("drop_constraint", table_sql).doing()
 
 
 def _drop_named(table_sql: str, name: str, missing_ok: bool) -> Sql:
     drop = f"ALTER TABLE {table_sql} DROP CONSTRAINT {_if_exists(missing_ok)}{quote(name)}"
-    return Sql(drop).of("drop_constraint", table_sql)
+    return Sql(drop).of("drop_constraint", table_sql).doing()
 
 
 def drop_foreign_key(
@@ -97,7 +98,7 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(body).of("drop_constraint", table_sql)
+    return _do(body).of("drop_constraint", table_sql).doing()
 
 
 def drop_constraint(
@@ -127,7 +128,7 @@ BEGIN
     END IF;
     EXECUTE 'ALTER TABLE ' || {_literal(table_sql)} || ' DROP CONSTRAINT ' || quote_ident(victim);
 END"""
-    return _do(_pct(body)).of("drop_constraint", table_sql)
+    return _do(_pct(body)).of("drop_constraint", table_sql).doing()
 
 
 def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> list[Step]:
@@ -157,7 +158,7 @@ def _add_constraint(table: str, T: str, constraint: Sql, *, online: bool) -> lis
     END IF;
 END"""
     create = f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({cols})"
-    return [_unique_index(create, T), _using_index(_do(_pct(body)).text, T)]
+    return [_unique_index(create, T, name, columns), _using_index(_do(_pct(body)).text, T)]
 
 
 def set_not_null(table: str, T: str, column: str, *, online: bool) -> list[Step]:
@@ -171,7 +172,8 @@ def set_not_null(table: str, T: str, column: str, *, online: bool) -> list[Step]
     """
     c = quote(column)
     if not online:
-        return [Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T)]
+        return [Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null", T)
+                .doing(NotNull(T, column))]
     name = _short_name(f"{table}_{column}_not_null_dl")
     n, rc = quote(name), f"{_literal(T)}::regclass"
     exists = f"SELECT 1 FROM pg_constraint WHERE conrelid = {rc} AND conname = {_literal(name)}"
@@ -189,9 +191,11 @@ END"""
     # The CHECK is there for SET NOT NULL only: all of it belongs with SET NOT NULL, which
     # old code (writing NULLs) does not survive.
     return [
-        _do(_pct(add)).of("add_check_not_valid", T).expanding(False),
-        _do(_pct(validate)).of("validate_constraint", T).expanding(False),
-        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null_checked", T),
+        _do(_pct(add)).of("add_check_not_valid", T).expanding(False)
+        .doing(Check(T, f"{c} IS NOT NULL", name, not_valid=True)),
+        _do(_pct(validate)).of("validate_constraint", T).expanding(False).doing(Validate(T, name)),
+        Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET NOT NULL").of("set_not_null_checked", T)
+        .doing(NotNull(T, column)),
         _drop_named(T, name, True).expanding(False),
     ]
 
@@ -212,4 +216,4 @@ BEGIN
             || quote_ident(r.conname);
     END LOOP;
 END"""
-    return _do(_pct(body)).of("validate_constraint", T)
+    return _do(_pct(body)).of("validate_constraint", T).doing(Validate(T))

@@ -35,7 +35,8 @@ def concurrent_create(index: IndexSpec) -> Sql:
         )
         if not n:
             raise UnsupportedChange(f"cannot build {create.text!r} concurrently")
-    return Sql(text, create.params).of("create_index_concurrently", *create.tables)
+    return Sql(text, create.params, does=create.does).of("create_index_concurrently",
+                                                         *create.tables)
 
 
 def index_changes(
@@ -72,9 +73,9 @@ def drop_indexes(gone: list[IndexSpec], schema: str | None, *, online: bool) -> 
         index = f"{prefix}{quote(ix.name)}"  # the lock is the index's table's
         if online:
             drop = Sql(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
-            steps.append(Online(drop.of("drop_index_concurrently", index)))
+            steps.append(Online(drop.of("drop_index_concurrently", index).doing()))
         else:
-            steps.append(Sql(f"DROP INDEX {index}").of("drop_index", index))
+            steps.append(Sql(f"DROP INDEX {index}").of("drop_index", index).doing())
     return steps
 
 
@@ -85,7 +86,7 @@ def rename_indexes(renamed: list[tuple[IndexSpec, IndexSpec]], schema: str | Non
     for old_ix, new_ix in renamed:
         index = f"{prefix}{quote(old_ix.name)}"
         rename = Sql(f"ALTER INDEX {index} RENAME TO {quote(new_ix.name)}")
-        steps.append(rename.of("alter_index", index))
+        steps.append(rename.of("alter_index", index).doing())
     return steps
 
 

@@ -6,6 +6,7 @@ swapped ``USING INDEX`` (a short ACCESS EXCLUSIVE lock, no scan).
 
 from __future__ import annotations
 
+from .actions import Unique
 from .serials import auto_base, serial_base
 from .spec import IndexSpec, Sql, TableSpec, quote
 from .steps import Step, _do, _literal, _pct, _short_name, _unique_index, _using_index
@@ -65,10 +66,12 @@ def _add_primary_key(
     if index is not None:
         return [_using_index(f"{add} USING INDEX {quote(index.name)}", T)]
     if not online:
-        return [Sql(f"{add} ({key})").of("add_unique", T)]
+        unique = Unique(T, tuple(quote(c) for c in after.primary_key), name, primary_key=True)
+        return [Sql(f"{add} ({key})").of("add_unique", T).doing(unique)]
     return [
         _unique_index(
-            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({key})", T),
+            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({key})", T,
+            name, after.primary_key),
         _using_index(f"{add} USING INDEX {quote(name)}", T),
     ]
 
@@ -84,7 +87,9 @@ def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step
     drop = f"ALTER TABLE {T} DROP CONSTRAINT {quote(name)}, ADD CONSTRAINT {quote(name)} "
     if not online:
         # The key swapped in one statement, as the online form's USING INDEX: an expand step.
-        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T).expanding(True)]
+        unique = Unique(T, tuple(quote(c) for c in after.primary_key), name, primary_key=True)
+        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T).expanding(True)
+                .doing(unique)]
     new = _short_name(f"{after.name}_pkey_new")
     where = f"{quote(after.schema)}.{quote(new)}" if after.schema else quote(new)
     body = f"""BEGIN
@@ -94,6 +99,7 @@ def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step
 END"""
     return [
         _unique_index(
-            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})", T),
+            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})", T,
+            new, after.primary_key),
         _using_index(_do(_pct(body)).text, T),
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from .actions import TypeChange
 from .spec import ColumnSpec, Sql, quote
 from .steps import UNLISTED, Step, _do, _drop_default, _literal, _pct
 
@@ -82,7 +83,7 @@ BEGIN
     END IF;
     EXECUTE format({_literal(action)}, seq);
 END"""
-    return dataclasses.replace(_do(_pct(body)), kind=UNLISTED)
+    return dataclasses.replace(_do(_pct(body)), kind=UNLISTED).doing()
 
 
 def _serial_change(
@@ -106,18 +107,19 @@ def _serial_change(
     if (old_serial and new_serial) or (old_ident and new_ident):
         if old_base != new_base:
             steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}").of(
-                "alter_type", T))
+                "alter_type", T).doing(TypeChange(T, new.name, new_base)))
             steps.append(_serial_sequence_of(T, new.name, f"ALTER SEQUENCE %s AS {new_base}"))
         if old_ident and new_ident and old_ident[1] != new_ident[1]:
             generated = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET GENERATED {new_ident[1]}")
-            steps.append(generated.of("alter_table", T))
+            steps.append(generated.of("alter_table", T).doing())
         return steps
     # Leave the old numbering.
     if old_serial:
         steps.append(_drop_default(T, c))
         steps.append(_serial_sequence_of(T, new.name, "DROP SEQUENCE %s"))
     elif old_ident:
-        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP IDENTITY").of("alter_table", T))
+        steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP IDENTITY").of("alter_table", T)
+                     .doing())
     elif old.default is not None:
         steps.append(_drop_default(T, c))
     seq: str | None = None
@@ -125,24 +127,25 @@ def _serial_change(
         # The sequence first: a USING may number the rows from it.
         schema = T.split(".", 1)[0][1:-1].replace('""', '"') if "." in T else None
         seq = serial_sequence(table, schema, new.name)
-        steps.append(Sql(f"CREATE SEQUENCE {seq} AS {new_base}", kind=UNLISTED))
+        steps.append(Sql(f"CREATE SEQUENCE {seq} AS {new_base}", kind=UNLISTED).doing())
     if old_base != new_base or using:
-        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}").of("alter_type", T)
+        stmt = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} TYPE {new_base}").of("alter_type", T).doing(
+            TypeChange(T, new.name, new_base, (using or "").strip()))
         steps.append(stmt + f" USING {using}" if using else stmt)
     if seq is not None:
-        steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}", kind=UNLISTED))
+        steps.append(Sql(f"ALTER SEQUENCE {seq} OWNED BY {T}.{c}", kind=UNLISTED).doing())
         steps.append(Sql(
             f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT nextval({_literal(seq)}::regclass)"
-        ).of("set_default", T))
+        ).of("set_default", T).doing())
         steps.append(Sql(
             f"SELECT setval({_literal(seq)}, COALESCE(max({c}), 1), max({c}) IS NOT NULL) "
             f"FROM {T}", kind=UNLISTED,
-        ))
+        ).doing())
     elif new_ident:
         steps.append(Sql(f"ALTER TABLE {T} ALTER COLUMN {c} ADD GENERATED {new_ident[1]} "
-                         "AS IDENTITY").of("alter_table", T))
+                         "AS IDENTITY").of("alter_table", T).doing())
         steps.append(Sql(
             f"SELECT setval(pg_get_serial_sequence({_literal(T)}, {_literal(new.name)}), "
             f"COALESCE(max({c}), 1), max({c}) IS NOT NULL) FROM {T}", kind=UNLISTED,
-        ))
+        ).doing())
     return steps

@@ -22,6 +22,7 @@ import peewee as pw
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from ...project import sort_models
+from .actions import Unique
 
 __all__ = [
     "ColumnSpec",
@@ -54,7 +55,9 @@ class Sql:
     (:data:`..facts.EFFECTS`): its ``kind``, the ``tables`` it locks and the tables a
     foreign key in it ``refs`` (each as written), and ``expands`` when the planner knows
     better than its kind whether the previous release survives it (None: the kind's
-    :attr:`..facts.Effect.expands`).  None of these is compared.
+    :attr:`..facts.Effect.expands`), and what it ``does`` that the rows could make fail
+    (:mod:`.actions`, for the checks before DDL; None: not said, its text is read).
+    None of these is compared.
     """
 
     text: str
@@ -63,6 +66,7 @@ class Sql:
     tables: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     refs: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     expands: bool | None = dataclasses.field(default=None, compare=False)
+    does: tuple[Any, ...] | None = dataclasses.field(default=None, compare=False)
 
     def __str__(self) -> str:
         return self.text
@@ -70,9 +74,11 @@ class Sql:
     def __add__(self, other: Sql | str) -> Sql:
         if isinstance(other, str):
             return dataclasses.replace(self, text=self.text + other)
+        does = None if self.does is None and other.does is None else (
+            (self.does or ()) + (other.does or ()))
         return Sql(self.text + other.text, self.params + other.params, self.kind or other.kind,
                    self.tables or other.tables, self.refs + other.refs,
-                   other.expands if self.expands is None else self.expands)
+                   other.expands if self.expands is None else self.expands, does)
 
     def __radd__(self, other: str) -> Sql:
         return dataclasses.replace(self, text=other + self.text)
@@ -89,6 +95,14 @@ class Sql:
         NOT NULL column added without a DEFAULT, the CHECK behind an online SET NOT NULL.
         """
         return dataclasses.replace(self, expands=expands)
+
+    def doing(self, *actions: Any) -> Sql:
+        """Return this statement saying what it does (:mod:`.actions`; none: nothing checkable).
+
+        The checks before DDL read these instead of the text, which is then never
+        parsed back.
+        """
+        return dataclasses.replace(self, does=actions)
 
 
 def quote(name: str) -> str:
@@ -147,6 +161,8 @@ class ColumnSpec:
     ddl_nullable: Sql = dataclasses.field(compare=False)
     py_default: Any = dataclasses.field(default=None, compare=False)
     db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
+    # The column ``fk`` refers to (in the table ``fk.refs`` names), for the checks before DDL.
+    fk_column: str | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,6 +395,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     default, checks, other = _classify(field.constraints or (), db)
     fk: Sql | None = None
     fk_name: str | None = None
+    fk_column: str | None = None
     if isinstance(field, pw.ForeignKeyField):
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
@@ -386,6 +403,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         rel = field.rel_model._meta
         fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
+        fk_column = field.rel_field.column_name
     refs = tuple(r for o in other for r in o.refs)
     null_saved = field.null
     try:
@@ -409,7 +427,26 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         ddl_nullable=ddl_nullable,
         py_default=field.default,
         db_value=field.db_value,
+        fk_column=fk_column,
     )
+
+
+def _unique_of(index: Any, table: str, db: pw.Database) -> tuple[Unique, ...] | None:
+    """Return what a peewee index checks of the rows: () for a plain index, its Unique.
+
+    Rendered as ``Index.__sql__`` renders the pieces; for a piece with parameters,
+    None: not said (the statement's text is then read).
+    """
+    if not index._unique:
+        return ()
+    parts = [render(pw.SQL(e) if isinstance(e, str) else
+                    e.node if isinstance(e, pw.Ordering) else e, db, values_scope=True)
+             for e in index._expressions]
+    where = render(index._where, db, values_scope=True) if index._where is not None else Sql("")
+    if any(p.params for p in parts) or where.params:
+        return None
+    distinct = getattr(index, "_nulls_distinct", None) is not False
+    return (Unique(table, tuple(p.text for p in parts), index._name, where.text, distinct),)
 
 
 def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database) -> IndexSpec:
@@ -428,6 +465,9 @@ def _index_spec(model: type[pw.Model], index: Any, origin: str, db: pw.Database)
         concrete._table = meta.table
         concrete._safe = False
         create = render(concrete, db).of("create_index", qualified(meta.table_name, meta.schema))
+        checked = _unique_of(index, create.tables[0], db)
+        if checked is not None:
+            create = create.doing(*checked)
         head = "CREATE UNIQUE INDEX " if index._unique else "CREATE INDEX "  # Index.__sql__'s
         columns = tuple(
             e.column_name for e in index._expressions if isinstance(e, pw.Field)
@@ -522,7 +562,7 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         table = _create_table(model, db, db_key, columns, checks + constraints)
         statements.append(dataclasses.replace(
             table, kind="create_table", tables=(qualified(meta.table_name, meta.schema),),
-            refs=tuple(refs),
+            refs=tuple(refs), does=(),  # a new table: no rows
         ))
         statements.extend(ix.create for ix in indexes)
     return TableSpec(

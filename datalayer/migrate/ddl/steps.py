@@ -11,9 +11,10 @@ index and the ``USING INDEX`` that makes it a constraint).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .actions import Unique
 from .spec import Sql, quote
 
 __all__ = ["UNLISTED", "BatchFill", "Online", "Step"]
@@ -94,11 +95,14 @@ def _give_up(missing_ok: bool) -> str:
 
 
 def _using_index(text: str, T: str) -> Sql:
-    return Sql(text).of("add_constraint_using_index", T)
+    # The unique index was built (and its rows checked) before.
+    return Sql(text).of("add_constraint_using_index", T).doing()
 
 
-def _unique_index(text: str, T: str) -> Online:
-    return Online(Sql(text).of("create_index_concurrently", T))
+def _unique_index(text: str, T: str, name: str, columns: Sequence[str]) -> Online:
+    """Return ``text``, the concurrent unique index ``name`` on ``columns`` of ``T``."""
+    unique = Unique(T, tuple(quote(c) for c in columns), name)
+    return Online(Sql(text).of("create_index_concurrently", T).doing(unique))
 
 
 _NAMEDATALEN = 63
@@ -117,8 +121,8 @@ def _short_name(name: str) -> str:
 def _drop_default(T: str, c: str) -> Sql:
     # Old code that leaves the column out of its INSERTs relies on the default.
     drop = Sql(f"ALTER TABLE {T} ALTER COLUMN {c} DROP DEFAULT").of("set_default", T)
-    return drop.expanding(False)
+    return drop.expanding(False).doing()
 
 
 def _set_default(T: str, c: str) -> Sql:
-    return Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ").of("set_default", T)
+    return Sql(f"ALTER TABLE {T} ALTER COLUMN {c} SET DEFAULT ").of("set_default", T).doing()

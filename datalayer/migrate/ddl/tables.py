@@ -42,7 +42,7 @@ BEGIN
             || quote_ident(regexp_replace(r.relname, {pat}, {rep}));
     END LOOP;
 END"""
-    return _do(_pct(body)).of("alter_table", table_sql)
+    return _do(_pct(body)).of("alter_table", table_sql).doing()
 
 
 def _re(name: str) -> str:
@@ -58,7 +58,8 @@ def plan_create(spec: TableSpec) -> list[Step]:
     """
     steps: list[Step] = []
     if spec.schema:
-        steps.append(Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}", kind=UNLISTED))
+        steps.append(Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(spec.schema)}", kind=UNLISTED)
+                     .doing())
     return steps + list(spec.create)
 
 
@@ -70,13 +71,13 @@ def plan_set_schema(before: TableSpec, after: TableSpec) -> list[Step]:
     """
     target = after.schema or "public"
     return [
-        Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(target)}", kind=UNLISTED),
+        Sql(f"CREATE SCHEMA IF NOT EXISTS {quote(target)}", kind=UNLISTED).doing(),
         Sql(f"ALTER TABLE {before.qualified} SET SCHEMA {quote(target)}").of(
-            "set_schema", before.qualified),
+            "set_schema", before.qualified).doing(),
     ]
 
 
 def plan_drop(spec: TableSpec, *, cascade: bool = False) -> list[Step]:
     """Return the statement that drops the table; without ``cascade`` it fails if still used."""
     drop = Sql(f"DROP TABLE {spec.qualified}{' CASCADE' if cascade else ''}")
-    return [drop.of("drop_table", spec.qualified)]
+    return [drop.of("drop_table", spec.qualified).doing()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from ..runtime.offline import (
     DEFAULT_POSTGRES,
     PYTHON_PREFIX,
     MigrationSql,
+    history_sql,
     migration_sql,
     select_names,
 )
@@ -23,6 +24,9 @@ from ._types import ERROR, WARNING, Finding, LintReport, MigrationReport, Statem
 from .rules import RULES, Statement
 
 __all__ = ["lint", "lint_sql"]
+
+History = tuple[Sequence[MigrationSql], Callable[[], list[MigrationSql]]]
+"""Every migration's SQL and the function that renders every rollback (``history_sql``)."""
 
 SYNTAX = "syntax-error"
 ROLLBACK_UNREAD = "rollback-not-linted"
@@ -177,11 +181,15 @@ def lint(
     names: Iterable[str] | None = None,
     *,
     postgres: int = DEFAULT_POSTGRES,
+    history: History | None = None,
 ) -> LintReport:
     """Lint migrations ``names`` (default: all) in ``directory`` for PostgreSQL ``postgres``.
 
     Every earlier migration is read too, so that what it created is known
     (column types, validated ``CHECK (col IS NOT NULL)`` constraints).
+    ``history``: what :func:`~..runtime.offline.history_sql` returned for
+    ``directory`` and ``postgres`` (``migrate check`` applies the same SQL), so
+    that nothing is rendered again; used when every migration is linted.
 
     :raises MigrationError: when a name matches no migration or a file cannot be rendered.
     """
@@ -197,14 +205,24 @@ def lint(
     cached = _cached.load_report(key) if key is not None else None
     if cached is not None:
         return cached
-    result = _lint(directory, chosen_names, postgres)
+    result = _lint(directory, chosen_names, postgres, history if AVAILABLE else None)
     if key is not None:
         _cached.store_report(key, result)
     return result
 
 
-def _lint(directory: Path, names: list[str] | None, postgres: int) -> LintReport:
-    everything = migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
+def _lint(
+    directory: Path,
+    names: list[str] | None,
+    postgres: int,
+    history: History | None = None,
+) -> LintReport:
+    if names is None and history is None:  # all of them: one pass renders both ways
+        history = history_sql(directory, postgres=postgres, facts=not AVAILABLE)
+    everything = (
+        list(history[0]) if history is not None
+        else migration_sql(directory, postgres=postgres, facts=not AVAILABLE)
+    )
     chosen = select_names([m.name for m in everything], names, directory)
     if not chosen:
         return LintReport(postgres)
@@ -216,8 +234,11 @@ def _lint(directory: Path, names: list[str] | None, postgres: int) -> LintReport
             break
     problem: Finding | None = None
     try:
-        backward = migration_sql(directory, chosen, rollback=True, postgres=postgres,
-                                 facts=not AVAILABLE)
+        backward = (
+            history[1]() if history is not None and names is None
+            else migration_sql(directory, chosen, rollback=True, postgres=postgres,
+                               facts=not AVAILABLE)
+        )
     except MigrationError as exc:
         backward = []
         problem = Finding(

@@ -13,7 +13,7 @@ This is also what :mod:`datalayer.migrate.lint` reads.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_POSTGRES",
     "PYTHON_PREFIX",
     "MigrationSql",
+    "history_sql",
     "migration_sql",
     "render",
     "select_names",
@@ -205,12 +206,16 @@ def _backward(
     wanted: set[str],
     postgres: int,
     facts: bool = False,
+    *,
+    folded: bool = False,
 ) -> list[MigrationSql]:
     """Render the rollbacks of ``selected`` (the files up to the last of them are ``names``).
 
     Each rollback is rendered against the state the later ones left, so the
     whole answer is cached at once (:mod:`.cache`), under the chained hash of
     ``names`` and the selection: any file changed up to the last renders anew.
+    ``folded``: ``migrator`` already holds the state ``names`` build (their
+    forward rendering folded it), so they are not replayed again.
     """
     from . import cache as _cache
 
@@ -222,7 +227,8 @@ def _backward(
         if hit is not None and [n for n, _, _ in hit] == list(reversed(selected)):
             return [MigrationSql(n, router.path(n), a, st, True) for n, a, st in hit]
     results: list[MigrationSql] = []
-    router.replay(list(names), migrator)
+    if not folded:
+        router.replay(list(names), migrator)
     first = names.index(selected[0])
     for name in reversed(names[first:]):
         loaded = router.load(name)
@@ -249,12 +255,14 @@ def _forward(
     wanted: set[str],
     postgres: int,
     facts: bool = False,
+    folded: list[bool] | None = None,
 ) -> list[MigrationSql]:
     """Render the wanted migrations among ``names`` (the first files on disk), in order.
 
     A file's SQL depends on it and every file before it only, so it is cached
     under their chained hash (:mod:`.cache`); only the state up to the first
-    file not cached is replayed, and nothing when all are.
+    file not cached is replayed, and nothing when all are.  ``folded`` (a list)
+    gets True appended when ``migrator`` ends holding the state all ``names`` build.
     """
     from . import cache as _cache
 
@@ -281,6 +289,8 @@ def _forward(
             MigrationSql(n, router.path(n), *cached[n][:2], reads_version=cached[n][2])
             for n in names if n in cached
         ]
+    if folded is not None and missing[-1] == len(names) - 1:
+        folded.append(True)  # the last file is rendered below: every file is folded
     start = missing[0]
     if start:
         router.replay(names[:start], migrator)
@@ -324,6 +334,43 @@ def _forward(
         elif name in rendered:
             results.append(rendered[name])
     return results
+
+
+def history_sql(
+    directory: str | Path,
+    *,
+    postgres: int = DEFAULT_POSTGRES,
+    facts: bool = False,
+) -> tuple[list[MigrationSql], Callable[[], list[MigrationSql]]]:
+    """Return every migration's SQL, in order, and a function that renders every rollback.
+
+    One pass over the files serves both: the forward rendering folds the
+    state of the whole history, and the rollbacks (newest first, as
+    :func:`migration_sql` with ``rollback=True`` returns them) are rendered
+    from it, without replaying the history again.  Call the function once,
+    after the forward SQL (it moves the state back down to an empty schema);
+    it raises the :class:`MigrationError` of a rollback that does not render.
+
+    :raises MigrationError: as :func:`migration_sql`.
+    """
+    directory = Path(directory)
+    router = Router(_OfflineDatabase(postgres), directory)
+    names = router.todo
+    if not names and not directory.is_dir():
+        raise MigrationError(f"{directory} does not exist; give the migrations directory (--dir)")
+    migrator = router.migrator_class(router.database)
+    folded: list[bool] = []
+    forward = (
+        _forward(router, migrator, names, set(names), postgres, facts, folded) if names else []
+    )
+
+    def rollbacks() -> list[MigrationSql]:
+        if not names:
+            return []
+        return _backward(router, migrator, names, names, set(names), postgres, facts,
+                         folded=bool(folded))
+
+    return forward, rollbacks
 
 
 def render(migrations: Iterable[MigrationSql]) -> str:

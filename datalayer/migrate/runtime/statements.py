@@ -10,12 +10,15 @@ constraint, a CHECK, a foreign key, SET NOT NULL, a type change, a
 validation, a write to a table's rows, or something that cannot be read
 (Python code, SQL of another shape).
 
-The forms are the ones datalayer writes (:mod:`.._ddl`), which are also the
-usual hand-written ones; hand-written SQL is first printed in those forms
-by PostgreSQL's own parser when pglast (the ``lint`` extra) is installed;
-generated ``DO`` blocks are read through the ``ALTER TABLE`` statements
-inside them.  Anything else is :class:`Opaque`, and the checks after it
-are left to the server.
+A statement the ddl planners wrote says what it does
+(:meth:`..ddl.spec.Sql.doing`, the classes of :mod:`..ddl.actions`): its text is
+not read.  Text is read only where a person wrote it: ``migrator.sql(...)``,
+and the pieces of SQL a model writes that a planner wraps (a ``Check(...)``, a
+constraint or an index given as SQL, an index with parameters).  It is first
+printed by PostgreSQL's own parser when pglast (the ``lint`` extra) is
+installed, in the usual forms read here.  Anything else (a ``DO`` block, a
+function call) is :class:`Opaque`, and the checks after it are left to the
+server.
 """
 
 from __future__ import annotations
@@ -26,6 +29,20 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import parser
+from ..ddl.actions import (
+    Action,
+    AddColumn,
+    Check,
+    Fill,
+    ForeignKey,
+    NotNull,
+    Opaque,
+    Planned,
+    TypeChange,
+    Unique,
+    Validate,
+    Writes,
+)
 
 __all__ = [
     "Action",
@@ -57,100 +74,6 @@ def norm(name: str) -> str:
     for part in parts:
         out.append(part[1:-1].replace('""', '"') if part.startswith('"') else part.lower())
     return ".".join(out)
-
-
-@dataclasses.dataclass(frozen=True)
-class Unique:
-    """A UNIQUE index or constraint (or a primary key) over ``elements`` of ``table``."""
-
-    table: str
-    elements: tuple[str, ...]
-    name: str = ""
-    where: str = ""
-    nulls_distinct: bool = True
-    primary_key: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """``ADD CHECK (expression)``; ``not_valid``: the rows are checked only by a later VALIDATE."""
-
-    table: str
-    expression: str
-    name: str = ""
-    not_valid: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class ForeignKey:
-    """``ADD FOREIGN KEY (columns) REFERENCES parent (parent_columns)``; () : its primary key."""
-
-    table: str
-    columns: tuple[str, ...]
-    parent: str
-    parent_columns: tuple[str, ...]
-    name: str = ""
-    not_valid: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class NotNull:
-    """``ALTER COLUMN column SET NOT NULL``."""
-
-    table: str
-    column: str
-
-
-@dataclasses.dataclass(frozen=True)
-class TypeChange:
-    """``ALTER COLUMN column TYPE type [USING expression]``."""
-
-    table: str
-    column: str
-    type: str
-    using: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Validate:
-    """``VALIDATE CONSTRAINT name`` (``name`` empty: every NOT VALID one of the table)."""
-
-    table: str
-    name: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class AddColumn:
-    """``ADD COLUMN column``: new, so nothing about it can be checked beforehand."""
-
-    table: str
-    column: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Fill:
-    """A batched fill of the NULLs of ``column`` (:class:`.._ddl.BatchFill`)."""
-
-    table: str
-    column: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Writes:
-    """A statement that changes rows of ``table`` (UPDATE, DELETE, INSERT, TRUNCATE)."""
-
-    table: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Opaque:
-    """Python code, or SQL of a shape not read here: it may change anything."""
-
-    what: str
-
-
-Action = Unique | Check | ForeignKey | NotNull | TypeChange | Validate | AddColumn | Fill | Writes
-Planned = Action | Opaque
 
 
 # -- splitting text --------------------------------------------------------------------
@@ -238,12 +161,6 @@ _HARMLESS_RE = re.compile(
     r"SELECT\s+setval|SELECT\s+1\b|SET\b|RESET\b|ANALYZE|--)",
     re.I,
 )
-_VALIDATE_ALL_RE = re.compile(
-    r"'((?:[^']|'')+)'::regclass.*VALIDATE CONSTRAINT '\s*\|\|\s*quote_ident", re.I | re.S
-)
-_DO_RE = re.compile(r"^DO\s+(?:LANGUAGE\s+\w+\s+)?(?P<q>\$(?:[A-Za-z_]\w*)?\$)(?P<body>.*)(?P=q)",
-                    re.I | re.S)
-_INNER_ALTER_RE = re.compile(r"\bALTER\s+TABLE\s", re.I)
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -381,10 +298,6 @@ def read(sql: str, *, hand_written: bool = False) -> list[Planned]:
     texts = _canonical(sql) if hand_written else None
     for text in texts if texts is not None else split(sql):
         text = text.strip()
-        do = _DO_RE.match(text)
-        if do:
-            out.extend(_read_do(do.group("body")))
-            continue
         m = _CREATE_UNIQUE_RE.match(text)
         if m:
             found = _unique(m.group("table"), norm(m.group("name") or ""), m.group("rest"),
@@ -405,22 +318,6 @@ def read(sql: str, *, hand_written: bool = False) -> list[Planned]:
     return out
 
 
-def _read_do(body: str) -> list[Planned]:
-    """Read a ``DO`` block as datalayer writes them: through the ALTER TABLEs inside."""
-    m = _VALIDATE_ALL_RE.search(body)
-    if m:
-        return [Validate(m.group(1).replace("''", "'"))]
-    if re.search(r"\b(UPDATE|DELETE|INSERT|TRUNCATE)\b", body, re.I):
-        return [Opaque(body)]
-    out: list[Planned] = []
-    for start in [m.start() for m in _INNER_ALTER_RE.finditer(body)]:
-        statement = split(body[start:])[0]
-        for action in read(statement):
-            if not isinstance(action, Opaque):
-                out.append(action)
-    return out
-
-
 # -- the statements of pending migrations ------------------------------------------------
 
 
@@ -436,6 +333,9 @@ def _texts(op: Any, recorder: Any) -> list[Planned] | None:
     if isinstance(step, Online):
         step = step.sql
     if isinstance(step, Sql):
+        if step.does is not None:  # its planner said what it does: the text is not read
+            return list(step.does)
+        # A statement around SQL the model wrote (an index, a constraint): read as such.
         return read(render(step.text, step.params))
     from playhouse.migrate import Operation
 
