@@ -31,7 +31,8 @@ from datalayer.config import Settings
 from datalayer.errors import AuthenticationError
 from tests.pgserver import Server
 
-pytestmark = pytest.mark.slow
+# alone: its 4 x 16 connections and the other worker's would near max_connections (100).
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 SECONDS = float(os.environ.get("DATALAYER_LOAD_SECONDS", "30"))
 PROCESSES = int(os.environ.get("DATALAYER_LOAD_PROCESSES", "4"))

@@ -150,6 +150,7 @@ def _time_ms(fn: Callable[[], Any], samples: list[float]) -> None:
     samples.append((time.perf_counter() - started) * 1000)
 
 
+@pytest.mark.alone  # a timing comparison: no other xdist worker runs a test meanwhile
 def test_an_older_hash_answers_no_faster_than_an_unknown_address(db: Database) -> None:
     """Medians of interleaved sign-ins, compared with each other with a wide margin.
 
@@ -193,6 +194,7 @@ COSTLIER = passwords.Argon2Params(time_cost=4, memory_cost=64 * 1024, parallelis
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a timing comparison: no other xdist worker runs a test meanwhile
 def test_a_wrong_password_costs_the_same_whatever_the_account_holds(db: Database) -> None:
     """Unknown address, current hash, release 0.1 hash, costlier hash: the same time.
 
