@@ -11,7 +11,7 @@ install:
 	$(PY) -m pip install -e '.[test]'
 
 test:
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 # $(call require,TOOL): stop with what to install, not "TOOL: No such file or directory".
 require = @command -v $(1) >/dev/null 2>&1 || { echo "$(1) is not installed: run pip install -e '.[dev]' (it brings tox, ruff and mypy)" >&2; exit 1; }
