@@ -28,7 +28,7 @@ from playhouse.postgres_ext import PostgresqlExtDatabase
 from datalayer.migrate.autogenerate.api import create_migration, diff_source
 from datalayer.migrate.inspect import compare, snapshot
 from tests.pgserver import Server
-from tests.test_migrate_generate import PlainRouter, open_db, rows
+from tests.test_migrate_generate import PlainRouter, item, open_db, rows
 
 Models = list[type[pw.Model]]
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -229,3 +229,22 @@ def check_passes(
         if rule is None or f"lint rule {rule.group(1)}" not in announced:
             problems.append(problem)
     assert problems == [], (problems, second.warnings)
+
+
+def rows_equal(sql: str, expected: list[tuple[Any, ...]]) -> Callable[[pw.Database], None]:
+    """A case's check after a step: ``sql`` returns exactly ``expected``."""
+    def after(db: pw.Database) -> None:
+        assert rows(db, sql) == expected
+    return after
+
+
+def refused(sql: str) -> Callable[[pw.Database], None]:
+    """A case's check after a step: the database refuses ``sql`` (a constraint holds)."""
+    def after(db: pw.Database) -> None:
+        assert fails_sql(db, sql), f"expected the database to refuse: {sql}"
+    return after
+
+
+def items_with(**fields: Any) -> Callable[[], Models]:
+    """The models of a case: ``items`` with ``fields`` added."""
+    return lambda: [item(**fields)]

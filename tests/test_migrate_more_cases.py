@@ -35,27 +35,20 @@ from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds
     ref_db_fixture,
     run_case,
 )
+from tests._migrate_cases import (
+    items_with as _items,
+)
+from tests._migrate_cases import (
+    refused as _refused,
+)
+from tests._migrate_cases import (
+    rows_equal as _eq,
+)
 from tests.pgserver import Server
-from tests.test_migrate_generate import item, model, rows
+from tests.test_migrate_generate import item, model
 
 SEED = "INSERT INTO items (name) VALUES ('a'), ('b')"
 SEED_AB = "INSERT INTO items (name, a, b) VALUES ('a', 1, 2), ('b', 2, 1)"
-
-
-def _eq(sql: str, expected: list[tuple[Any, ...]]) -> Callable[[pw.Database], None]:
-    def after(db: pw.Database) -> None:
-        assert rows(db, sql) == expected
-    return after
-
-
-def _refused(sql: str) -> Callable[[pw.Database], None]:
-    def after(db: pw.Database) -> None:
-        assert fails_sql(db, sql), f"expected the database to refuse: {sql}"
-    return after
-
-
-def _items(**fields: Any) -> Callable[[], Models]:
-    return lambda: [item(**fields)]
 
 
 def _indexed(*indexes: Callable[[type[pw.Model]], pw.ModelIndex], **fields: Any
