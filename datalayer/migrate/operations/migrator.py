@@ -33,7 +33,7 @@ import itertools
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import peewee as pw
 from peewee_migrate import Migrator
@@ -57,6 +57,8 @@ from ..ddl.spec import (
 __all__ = [
     "DatalayerMigrator",
     "Opaque",
+    "Owners",
+    "Recorded",
     "RowsGuard",
     "UnsupportedChange",
     "bind",
@@ -138,7 +140,6 @@ def _sql_node(node: Any, renames: Mapping[str, str]) -> Any:
     return node
 
 
-_STEPS = "_datalayer_steps"  # the steps queued, for the planner (in the shared __dict__)
 _UPSTREAM = "_datalayer_upstream"  # set when extend() wrapped another runner's Migrator
 
 
@@ -294,6 +295,55 @@ class Opaque:
 _OPAQUE = "_datalayer_opaque"  # the Opaque calls recorded (in the shared __dict__)
 
 
+class Recorded(NamedTuple):
+    """One operation a migrator recorded, the callables it queued, and what each runs.
+
+    ``steps[i]`` is the step (:mod:`..ddl.alter`) ``queued[i]`` runs; None for Python
+    code, a check, or hand-written SQL (only the lint's parser reads that).
+    """
+
+    operation: ops.Operation
+    queued: tuple[Any, ...]
+    steps: tuple[Step | None, ...]
+
+
+class Owners:
+    """The recorded operations, looked up by the callables of a migrator's queue.
+
+    The phase split, the pending statements and the offline SQL read each queued
+    callable's operation and step here.  A callable user code wrapped with
+    :func:`functools.wraps` (its ``__wrapped__``) is found as the one it wraps.
+    """
+
+    def __init__(self, recorded: Iterable[Recorded]) -> None:
+        self.recorded = list(recorded)
+        self._at: dict[int, tuple[int, int]] = {}
+        for n, rec in enumerate(self.recorded):
+            for i, queued in enumerate(rec.queued):
+                self._at.setdefault(id(queued), (n, i))
+
+    def find(self, entry: Any) -> tuple[int, int] | None:
+        """Return (which record, which of its callables) ``entry`` is, or None: no operation's."""
+        seen: set[int] = set()
+        while entry is not None and id(entry) not in seen:
+            hit = self._at.get(id(entry))
+            if hit is not None:
+                return hit
+            seen.add(id(entry))
+            entry = getattr(entry, "__wrapped__", None)
+        return None
+
+    def operation(self, entry: Any) -> ops.Operation | None:
+        """Return the operation that queued ``entry`` (None: no operation did)."""
+        hit = self.find(entry)
+        return None if hit is None else self.recorded[hit[0]].operation
+
+    def step(self, entry: Any) -> Step | None:
+        """Return the step ``entry`` runs (None: Python code, hand-written SQL, or unknown)."""
+        hit = self.find(entry)
+        return None if hit is None else self.recorded[hit[0]].steps[hit[1]]
+
+
 _OPERATIONS = "_datalayer_operations"  # (operation, its queued callables) (shared __dict__)
 _SPECS = "_datalayer_specs"  # model -> (fingerprint, its spec after the last operation on it)
 _SPECS_MARK = "_datalayer_specs_mark"  # (queue, its length) when the specs were last known good
@@ -411,7 +461,7 @@ class DatalayerMigrator(Migrator):
     def sql(self, sql: str, *params: Any) -> None:
         """Run raw SQL: a :class:`~.data.RawSql` operation (a replay records it as :class:`Opaque`).
 
-        Queued as written, with no ``_datalayer_step``: only the lint's parser reads
+        Queued as written, recorded with no step: only the lint's parser reads
         hand-written SQL.
         """
         op = ops.RawSql("", sql_text=sql, params=params)
@@ -435,17 +485,23 @@ class DatalayerMigrator(Migrator):
 
     def take_operations(self) -> list[ops.Operation]:
         """Return the operations recorded since the last call (see :mod:`.operations`)."""
-        return [op for op, _ in self.take_recorded()]
+        return [rec.operation for rec in self.take_recorded()]
 
-    def take_recorded(self) -> list[tuple[ops.Operation, tuple[Any, ...]]]:
-        """Return each operation recorded since the last call with the callables it queued."""
-        found: list[tuple[ops.Operation, tuple[Any, ...]]] = self.__dict__.pop(_OPERATIONS, [])
+    def take_recorded(self) -> list[Recorded]:
+        """Return each operation recorded since the last call, its callables and their steps."""
+        found: list[Recorded] = self.__dict__.pop(_OPERATIONS, [])
         return found
 
-    def _record(self, op: ops.Operation, start: int) -> None:
-        """Record ``op`` with the callables queued since ``start`` (its place in ``__ops__``)."""
+    def _record(self, op: ops.Operation, start: int, steps: Sequence[Step] = ()) -> None:
+        """Record ``op`` with the callables queued since ``start`` (its place in ``__ops__``).
+
+        ``steps``: what each of them runs, one a callable (none: Python code, a check,
+        hand-written SQL).
+        """
         queued = tuple(self.__ops__[start:])
-        self.__dict__.setdefault(_OPERATIONS, []).append((op, queued))
+        ran: tuple[Step | None, ...] = tuple(steps) or (None,) * len(queued)
+        assert len(ran) == len(queued), (op, ran, queued)
+        self.__dict__.setdefault(_OPERATIONS, []).append(Recorded(op, queued, ran))
         state = self.__dict__
         keep = state.pop(_SPECS_KEEP, None)
         specs = state.get(_SPECS)
@@ -459,9 +515,9 @@ class DatalayerMigrator(Migrator):
     def _emit(self, op: ops.Operation) -> None:
         """Queue ``op``'s SQL, in the form its file asked for (none in a replay), and record it."""
         start = len(self.__ops__)
-        if not _replaying_now():
-            self._queue(op.sql(safe=op.online))
-        self._record(op, start)
+        steps = () if _replaying_now() else tuple(op.sql(safe=op.online))
+        self._queue(steps)
+        self._record(op, start, steps)
 
     def take_opaque(self) -> list[Opaque]:
         """Return the ``sql``/``run`` calls since the last call, and forget them."""
@@ -495,19 +551,15 @@ class DatalayerMigrator(Migrator):
             del orm.__models__[cls.__name__]
 
     def _queue(self, steps: Iterable[Step]) -> None:
-        steps = list(steps)
-        self.__dict__.setdefault(_STEPS, []).extend(steps)
+        """Queue one callable a step, in order (:meth:`_record` pairs them)."""
         db = self.__database__
         for step in steps:
             if isinstance(step, Sql):
-                queued = self.__migrator__.sql(step.text, list(step.params) or None)
-                queued._datalayer_step = step  # what plan.read_migrations reports
-                self.__ops__.append(queued)
+                self.__ops__.append(self.__migrator__.sql(step.text, list(step.params) or None))
                 continue
             if isinstance(step, BatchFill):
                 op = _fill_op(db, step)
                 if not step.online:
-                    vars(op)["_datalayer_step"] = step
                     self.__ops__.append(op)
                     continue
             else:
@@ -521,14 +573,7 @@ class DatalayerMigrator(Migrator):
                 # pw_migrate's savepoint around the operations would not survive the
                 # commit that lets this statement run outside the transaction.
                 self.__migrator__.transactional_ddl = False
-            outside = _outside_transaction(self.__dict__, db, op)
-            vars(outside)["_datalayer_step"] = step
-            self.__ops__.append(outside)
-
-    def take_steps(self) -> list[Step]:
-        """Return the steps queued since the last call, and forget them (for the planner)."""
-        steps: list[Step] = self.__dict__.pop(_STEPS, [])
-        return steps
+            self.__ops__.append(_outside_transaction(self.__dict__, db, op))
 
     def _referrers(self, cls: type[pw.Model]) -> list[type[pw.Model]]:
         """Return the other tables of the state with a foreign key to ``cls``.
