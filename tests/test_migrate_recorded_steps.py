@@ -16,7 +16,8 @@ import peewee as pw
 
 from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.autogenerate.plan import read_migrations
-from datalayer.migrate.operations.migrator import DatalayerMigrator, Owners
+from datalayer.migrate.operations.migrator import DatalayerMigrator
+from datalayer.migrate.operations.recording import Owners
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.files import Router
 from datalayer.migrate.runtime.recorder import Recorder

@@ -30,7 +30,7 @@ from ..facts import Lock
 from ..operations import Operation
 
 if TYPE_CHECKING:
-    from ..operations.migrator import Recorded
+    from ..operations.recording import Recorded
 
 __all__ = [
     "Lock",
@@ -135,7 +135,7 @@ def operation_statements(
     code, a check) and those no operation queued (upstream peewee-migrate's) are
     shown as they run on ``recorder``.
     """
-    from ..operations.migrator import Owners
+    from ..operations.recording import Owners
 
     owners = Owners(recorded)
     queued = list(queued)

@@ -24,7 +24,7 @@ from ...errors import MigrationError
 from ...project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
 from ..ddl.alter import Online
 from ..facts import StatementFacts
-from ..operations.migrator import Owners
+from ..operations.recording import Owners
 from .files import LoadedMigration, Router, _without_transaction
 from .names import number, sort_key
 from .recorder import Recorder

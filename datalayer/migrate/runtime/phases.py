@@ -38,6 +38,7 @@ from ..ddl.effects import statement_of
 from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
 from ..ddl.steps import BatchFill, Online, _short_name
 from ..operations import Operation, Phase
+from ..operations.recording import Owners
 
 __all__ = [
     "PHASES",
@@ -385,8 +386,6 @@ class PhaseRun:
 
     def select(self, migrator: Any) -> None:
         """Keep only this phase's callables in ``migrator``'s queue (rewrites included)."""
-        from ..operations.migrator import Owners
-
         queue = list(migrator.__ops__)
         owners = Owners(migrator.take_recorded())
         byop: dict[int, dict[int, tuple[int, Any]]] = {}  # record -> id -> (its place, entry)

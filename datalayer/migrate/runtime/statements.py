@@ -364,7 +364,8 @@ def planned(
     A file that cannot be read this way (it reads the database while it is
     queued, or fails) gets ``[Opaque(...)]``, and so does every file after it.
     """
-    from ..operations.migrator import Owners, bound
+    from ..operations.migrator import bound
+    from ..operations.recording import Owners
     from .files import call_migration
     from .recorder import Recorder, render
 
