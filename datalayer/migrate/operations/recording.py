@@ -105,12 +105,12 @@ class Owners:
 
     def find(self, entry: Any) -> tuple[int, int] | None:
         """Return (which record, which of its callables) ``entry`` is, or None: no operation's."""
-        seen: set[int] = set()
-        while entry is not None and id(entry) not in seen:
+        for _ in range(32):  # a bound: a proxy may answer any attribute with a new object
+            if entry is None:
+                return None
             hit = self._at.get(id(entry))
             if hit is not None:
                 return hit
-            seen.add(id(entry))
             entry = getattr(entry, "__wrapped__", None)
         return None
 
