@@ -1,7 +1,7 @@
 """What a queued callable runs comes from the operation that queued it, not from the callable.
 
 The migrator records each operation with the callables it queued and the step each
-runs (``take_recorded()``); the phase split, the lint's statements and the checks
+runs (``take_recorded()``); the phase split, ``migrate sql``, the lint and the checks
 before DDL read them there.  A migration file whose code wraps the queued callables
 (here with :func:`functools.wraps`, to log each one) or reorders them still gets each
 statement in its phase and its statements from its operation.
@@ -16,10 +16,12 @@ import peewee as pw
 
 from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.autogenerate.plan import read_migrations
+from datalayer.migrate.lint import lint
 from datalayer.migrate.operations.migrator import DatalayerMigrator
 from datalayer.migrate.operations.recording import Owners
 from datalayer.migrate.runtime import apply as runner
 from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.offline import migration_sql
 from datalayer.migrate.runtime.recorder import Recorder
 from tests.pgserver import Server
 from tests.test_migrate_generate import open_db, rows
@@ -101,6 +103,18 @@ def test_the_lint_reads_a_wrapped_callable_as_its_operation(tmp_path: Path) -> N
     # the file ran them in the other order, each wrapped in a function of its own
     assert [s.sql for s in wrapped[0].statements] == [s.sql for s in plain[0].statements][::-1]
     assert [s.lock for s in wrapped[0].statements] == [s.lock for s in plain[0].statements][::-1]
+
+
+def test_migrate_sql_and_lint_show_a_wrapped_callables_statements(tmp_path: Path) -> None:
+    plain = migration_sql(_history(tmp_path / "a", False), ["002_note"], facts=True)
+    wrapped = migration_sql(_history(tmp_path / "b", True), ["002_note"], facts=True)
+    assert plain[0].statements == (
+        'ALTER TABLE "items" ADD COLUMN "note" TEXT;', 'ALTER TABLE "items" DROP COLUMN "old";')
+    assert wrapped[0].statements == plain[0].statements[::-1]
+    assert wrapped[0].facts == plain[0].facts[::-1]
+    # so the lint sees the drop (it read "-- python: call (not shown)" twice)
+    found = [f.rule for m in lint(tmp_path / "b").migrations for f in m.all_findings()]
+    assert "ban-drop-column" in found
 
 
 def test_apply_phase_expand_runs_the_expand_part_of_wrapped_callables(

@@ -119,6 +119,14 @@ class Owners:
         hit = self.find(entry)
         return None if hit is None else self.recorded[hit[0]].operation
 
+    def queued(self, entry: Any) -> Any:
+        """Return the callable the operation queued that ``entry`` is or wraps (else ``entry``).
+
+        What renders an operation's statement without running the user's wrapper.
+        """
+        hit = self.find(entry)
+        return entry if hit is None else self.recorded[hit[0]].queued[hit[1]]
+
     def step(self, entry: Any) -> Step | None:
         """Return the step ``entry`` runs (None: Python code, hand-written SQL, or unknown)."""
         hit = self.find(entry)

@@ -121,6 +121,7 @@ def _render_one(
             owners = Owners(take() if take is not None else ())
             for op in ops:
                 step = owners.step(op)
+                op = owners.queued(op)  # the operation's own callable, not a wrapper around it
                 if isinstance(op, Operation) or isinstance(step, Online):
                     # An Online step (CREATE INDEX CONCURRENTLY, ...) only executes its SQL,
                     # which the recorder writes down.

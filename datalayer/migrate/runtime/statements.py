@@ -394,8 +394,9 @@ def planned(
                     for a in read(render(sql, params), hand_written=True)
                 ]
                 owners = Owners(take() if take is not None else ())
-                for op in migrator.__ops__:
-                    more = _texts(op, owners.step(op), recorder)
+                for entry in migrator.__ops__:
+                    op = owners.queued(entry)  # the operation's own callable, not a wrapper
+                    more = _texts(op, owners.step(entry), recorder)
                     if more is None:
                         if type(op).__name__ == "RowsGuard":
                             continue  # a check of its own: it writes nothing
