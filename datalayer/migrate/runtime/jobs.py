@@ -41,6 +41,7 @@ import peewee as pw
 
 from ...errors import MigrationError
 from ..operations.background import _HISTORY, _q, jobs_table
+from .run import _first_line, _pgcode
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -366,20 +367,7 @@ def _max_lag(db: Any, options: JobOptions) -> float:
     return float(getattr(settings, "replica_max_lag", 5.0) or 5.0) / 2
 
 
-def _pgcode(exc: BaseException) -> str | None:
-    for item in (exc, *exc.args[:1], exc.__cause__, exc.__context__):
-        code = getattr(item, "pgcode", None)
-        if code:
-            return str(code)
-    return None
-
-
 _RETRY = {"55P03", "40P01", "40001"}  # lock not granted, deadlock, serialization
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _reload(db: Any, table: str, job_id: int) -> Job:
