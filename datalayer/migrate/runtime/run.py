@@ -22,11 +22,7 @@ from ...errors import MigrationError
 from ..operations import Phase
 from ..operations.background import current_migration
 from . import phases as _phases
-from .files import (
-    Router,
-    _without_transaction,
-    call_migration,
-)
+from .files import Router, _without_transaction, call_migration
 from .recorder import Recorder, _is_savepoint, render
 from .target import _describe
 

@@ -6,14 +6,7 @@ from collections.abc import Iterator
 
 from ...facts import SERIALS
 from .._locks import type_change
-from .._nodes import (
-    alter_cmds,
-    collation,
-    column_constraints,
-    is_add_column,
-    type_key,
-    volatile,
-)
+from .._nodes import alter_cmds, collation, column_constraints, is_add_column, type_key, volatile
 from .._pg import AlterTableType, ConstrType, ast
 from .._state import Context
 from ._registry import Statement, rule
