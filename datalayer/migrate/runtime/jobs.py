@@ -40,7 +40,9 @@ from typing import Any, Protocol, TextIO
 import peewee as pw
 
 from ...errors import MigrationError
-from ..operations.background import _HISTORY, _q, jobs_table
+from ..ddl.spec import quote as _q
+from ..operations.background import _HISTORY, jobs_table
+from .lock import holder
 from .run import _first_line, _pgcode
 
 __all__ = [
@@ -522,17 +524,8 @@ def _run_one(db: Any, table: str, job: Job, options: JobOptions, reporter: Repor
 
 
 def _holder(db: Any, key: int) -> str:
-    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
-    with contextlib.suppress(Exception):
-        row = db.execute_sql(
-            "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a "
-            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
-            "AND l.objid = %s AND l.objsubid = 1",
-            (classid, objid),
-        ).fetchone()
-        if row:
-            return f"pid {row[0]}, application {row[1] or '?'}"
-    return "another session"
+    found = holder(db, key)
+    return "another session" if found is None else "pid {}, application {}".format(*found[:2])
 
 
 def run_jobs(

@@ -18,7 +18,7 @@ from ...errors import LockTimeout
 from .files import MIGRATE_TABLE
 from .target import _describe
 
-__all__ = ["DEFAULT_LOCK_WAIT", "WAIT_NOTICE_EVERY", "lock_key"]
+__all__ = ["DEFAULT_LOCK_WAIT", "WAIT_NOTICE_EVERY", "holder", "lock_key"]
 
 
 DEFAULT_LOCK_WAIT = 300.0
@@ -68,8 +68,9 @@ class _WaitNotices:
             )
 
 
-def _lock_holder(db: Any, key: int) -> str | None:
-    """Return "pid N, application A, for S s" of the session holding lock ``key``, if seen."""
+def holder(db: Any, key: int) -> tuple[int, str, float] | None:
+    """Return (pid, application_name, seconds) of the session holding advisory lock ``key``
+    (a bigint key) on this database, if this user can see it."""
     classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
     with contextlib.suppress(Exception):
         row = db.execute_sql(
@@ -82,9 +83,14 @@ def _lock_holder(db: Any, key: int) -> str | None:
             (classid, objid),
         ).fetchone()
         if row:
-            pid, app, age = row
-            return f"pid {pid}, application {app or '?'}, for {float(age or 0):.0f} s"
+            return int(row[0]), row[1] or "?", float(row[2] or 0)
     return None
+
+
+def _lock_holder(db: Any, key: int) -> str | None:
+    """Return "pid N, application A, for S s" of the session holding lock ``key``, if seen."""
+    found = holder(db, key)
+    return None if found is None else "pid {}, application {}, for {:.0f} s".format(*found)
 
 
 @contextlib.contextmanager

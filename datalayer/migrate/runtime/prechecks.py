@@ -31,6 +31,7 @@ import peewee as pw
 
 from ...errors import MigrationError, TableMissing
 from .. import facts
+from ..ddl.spec import quote
 from . import statements as st
 from .run import _pgerror
 
@@ -77,12 +78,8 @@ def _bare(element: str) -> str | None:
     return st.norm(m.group(1)) if m else None
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _col(name: str) -> str:
-    return "dl_t." + _quote(name)
+    return "dl_t." + quote(name)
 
 
 def _nulls(table: str, column: str) -> Precheck:
@@ -97,7 +94,7 @@ def _orphans(action: st.ForeignKey, parent_columns: Sequence[str]) -> str:
     pcols = [st.norm(c) for c in parent_columns]
     present = " AND ".join(f"{_col(c)} IS NOT NULL" for c in cols)
     match = " AND ".join(
-        f"dl_p.{_quote(p)} = {_col(c)}" for c, p in zip(cols, pcols, strict=False)
+        f"dl_p.{quote(p)} = {_col(c)}" for c, p in zip(cols, pcols, strict=False)
     )
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {action.parent} AS dl_p WHERE {match})"
 
@@ -349,7 +346,7 @@ def _validations(db: Any, check: Precheck) -> list[Precheck]:
     out: list[Precheck] = []
     for name, definition in rows:
         for read in st.read(f"ALTER TABLE {check.table} ADD CONSTRAINT "
-                            f"{_quote(name)} {definition}"):
+                            f"{quote(name)} {definition}"):
             out.extend(_check_of(read))
     return out
 
