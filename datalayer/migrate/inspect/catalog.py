@@ -27,15 +27,26 @@ __all__ = [
     "Key",
     "Schema",
     "Table",
+    "history_tables",
     "snapshot",
     "snapshot_catalog",
     "user_schemas",
 ]
 
-DEFAULT_IGNORE = frozenset({"migratehistory", "migratehistory_jobs", "migratehistory_phases"})
-"""Tables left out of a snapshot by default: peewee-migrate's history table, the background
-jobs table next to it (:mod:`datalayer.migrate.runtime.jobs`), and the table of migrations
-with only their expand phase applied (:mod:`..runtime.phases`)."""
+
+def history_tables(migrate_table: str = "migratehistory") -> frozenset[str]:
+    """Return the tables of a migration history, left out of a comparison: peewee-migrate's
+    history table (``migrate_table``, and the default's), the background jobs table next to
+    it (:mod:`datalayer.migrate.runtime.jobs`) and the table of migrations with only their
+    expand phase applied (:mod:`..runtime.phases`)."""
+    return frozenset(
+        f"{table}{suffix}" for table in {"migratehistory", migrate_table}
+        for suffix in ("", "_jobs", "_phases")
+    )
+
+
+DEFAULT_IGNORE = history_tables()
+"""Tables left out of a snapshot by default: the default history's (:func:`history_tables`)."""
 
 
 class _Cursor(Protocol):
