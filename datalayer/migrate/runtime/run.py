@@ -198,7 +198,7 @@ _LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
 
 def _undefined_table(exc: BaseException, where: str) -> str:
     """Say which statement of a migration named a table that does not exist."""
-    found = _find_error(exc, Exception, lambda e: getattr(e, "pgcode", None) == "42P01")
+    found = _pgerror(exc)  # its callers saw 42P01 there
     diag = getattr(found, "diag", None)
     what = getattr(diag, "message_primary", None) or "a table it names does not exist"
     query = getattr(getattr(found, "cursor", None), "query", None)
@@ -239,16 +239,12 @@ def _already_there(router: Router) -> str:
     )
 
 
-def _find_error(
-    exc: BaseException,
-    kind: type[BaseException],
-    test: Callable[[BaseException], bool] | None = None,
-) -> BaseException | None:
-    """Return ``exc`` or the first exception of ``kind`` (passing ``test``) in its chain."""
+def _find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` in its chain."""
     seen: set[int] = set()
     item: BaseException | None = exc
     while item is not None and id(item) not in seen:
-        if isinstance(item, kind) and (test is None or test(item)):
+        if isinstance(item, kind):
             return item
         seen.add(id(item))
         item = item.__cause__ or item.__context__
