@@ -304,7 +304,9 @@ def test_statements_are_read_as_actions(sql: str, want: list[st.Planned]) -> Non
     assert st.read(sql) == want
 
 
-_NUMERIC_10_2 = "(c::numeric <> round(c::numeric, 2) OR abs(round(c::numeric, 2)) >= 10::numeric ^ 8)"
+_NUMERIC_10_2 = (
+    "(c::numeric <> round(c::numeric, 2) OR abs(round(c::numeric, 2)) >= 10::numeric ^ 8)"
+)
 
 
 @pytest.mark.parametrize(("typ", "category", "want"), [
