@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
 from ..ddl.steps import BatchFill, Online, _short_name
 from ..operations import Operation, Phase
 from ..operations.recording import Owners
+from .names import sort_key
 
 __all__ = [
     "PHASES",
@@ -51,6 +53,7 @@ __all__ = [
     "phases_table",
     "plan",
     "split",
+    "touched",
 ]
 
 PHASES = ("expand", "contract")
@@ -102,24 +105,61 @@ def _sql_call(db: Any, sql: Sql | str, name: str = "phase_sql") -> Callable[[], 
     return _named(run, name)
 
 
+def touched(op: Operation) -> frozenset[str] | None:
+    """Return the tables ``op`` changes or refers to (quoted, qualified); None: unknown.
+
+    From its specs before and after (a rename or a move names the table both
+    ways), the other tables it changes, and the tables their foreign keys refer
+    to.  Hand-written SQL and Python (no table) may touch anything.
+    """
+    specs = [op.before, op.after, *(s for pair in op.referrers for s in pair)]
+    found = {spec.qualified for spec in specs if spec is not None}
+    for spec in specs:
+        if spec is None:
+            continue
+        found.update(r for col in spec.columns if col.fk is not None for r in col.fk.refs)
+        found.update(r for col in spec.columns for r in col.ddl.refs)
+        found.update(r for sql in spec.constraints for r in sql.refs)
+    if not found and op.table:
+        found.add(op.table if op.table.startswith('"') else quote(op.table))
+    return frozenset(found) if found else None
+
+
+ANY_TABLE = "*"
+"""In a ``held`` set: a contract part that may touch any table (hand-written SQL, Python)."""
+
+
 def split(
-    op: Operation, queued: Sequence[Any], steps: Sequence[Any], db: Any, later: Any = None
+    op: Operation, queued: Sequence[Any], steps: Sequence[Any], db: Any, later: Any = None,
+    held: Iterable[str] = (),
 ) -> Split:
     """Return ``op``'s ``queued`` callables (and rewrites) by phase.
 
     ``steps[i]`` is what ``queued[i]`` runs, as the operation recorded it
     (:class:`..operations.migrator.Recorded`; None: not a step).  ``db`` runs the
     rewrites within the migration; ``later`` (default ``db``) the work that waits
-    for the expand part to commit.
+    for the expand part to commit.  ``held``: the tables an earlier contract part
+    (of this migration or an earlier one of the run) touches, which runs after
+    every expand part; an operation that touches one of them may depend on it
+    (a table renamed or moved, a sequence or index it makes, a column it retypes),
+    so all of it is contract, as written (:data:`ANY_TABLE`: every operation).
     """
     out = Split()
+    held = set(held)
+    if held:
+        tables = touched(op)
+        if ANY_TABLE in held or tables is None or tables & held:
+            out.contract.extend(queued)
+            return out
     if isinstance(op, ops.RenameColumn) and op.before is not None:
         return _split_rename(op, db, db if later is None else later)
     if isinstance(op, ops.DropColumns) and op.before is not None:
         before, after = op.specs()
         kept = {c.name for c in after.columns}
         for col in before.columns:
-            if col.name not in kept and not col.null and col.default is None:
+            if (col.name not in kept and not col.null and col.default is None
+                    and not col.primary_key and col.name not in before.primary_key):
+                # (a primary key column keeps its NOT NULL until the key goes)
                 out.expand.append(_sql_call(
                     db, f"ALTER TABLE {before.qualified} ALTER COLUMN {quote(col.name)} "
                     "DROP NOT NULL", f"drop_not_null_{col.name}"))
@@ -129,6 +169,10 @@ def split(
         (out.expand if op.phase is Phase.EXPAND else out.contract).extend(queued)
         return out
     phases = [phase_of_step(step) for step in steps]
+    if Phase.CONTRACT in phases:  # a step after a contract one may need it (an index on
+        # a retyped column): it waits for the contract part too
+        at = phases.index(Phase.CONTRACT)
+        phases[at:] = [Phase.CONTRACT] * (len(phases) - at)
     narrows = Phase.CONTRACT in phases
     for entry, step, phase in zip(queued, steps, phases, strict=True):
         if phase is Phase.EXPAND:
@@ -343,6 +387,31 @@ def ensure_table(router: Any) -> None:
         "name VARCHAR(255) NOT NULL, phase VARCHAR(16) NOT NULL, checksum VARCHAR(64), "
         "applied_at TIMESTAMP NOT NULL)"
     )
+    # What the expand part of each migration left to its contract part (see PhaseRun).
+    router.database.execute_sql(
+        f"ALTER TABLE {phases_table(router)} ADD COLUMN IF NOT EXISTS holds TEXT")
+
+
+def _holds(router: Any) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Return ``{name: (tables held before it, tables held after it)}`` of expanded migrations.
+
+    Reads only; none when the table (or its ``holds`` column, before it existed) is missing.
+    """
+    if not has_table(router):
+        return {}
+    table = phases_table(router)
+    found = router.database.execute_sql(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'holds' "
+        "AND NOT attisdropped", (table,)).fetchone()
+    if not found:
+        return {}
+    out: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    for name, text in router.database.execute_sql(
+        f"SELECT name, holds FROM {table} WHERE phase = 'expand' AND holds IS NOT NULL"
+    ).fetchall():
+        data = json.loads(text)
+        out[name] = (frozenset(data.get("before", ())), frozenset(data.get("after", ())))
+    return out
 
 
 def has_table(router: Any) -> bool:
@@ -372,6 +441,10 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+_HELD = "_datalayer_phase_held"
+"""The migrator's attribute: {migration: tables its pending contract part touches}."""
+
+
 class PhaseRun:
     """One part of one migration: picks its callables, records it, runs what follows commit.
 
@@ -383,6 +456,8 @@ class PhaseRun:
     def __init__(self, router: Any, name: str, phase: Phase) -> None:
         self.router, self.name, self.phase = router, name, phase
         self.pending_after: list[Callable[[], None]] = []
+        self.held_before: frozenset[str] = frozenset()
+        self.held_after: frozenset[str] = frozenset()
 
     def select(self, migrator: Any) -> None:
         """Keep only this phase's callables in ``migrator``'s queue (rewrites included)."""
@@ -393,30 +468,47 @@ class PhaseRun:
             hit = owners.find(entry)
             if hit is not None:
                 byop.setdefault(hit[0], {}).setdefault(id(entry), (hit[1], entry))
-        owner: dict[int, Split] = {}
-        firsts: dict[int, Split] = {}
-        for n, entries in byop.items():  # the entries of each operation, in its order
-            rec = owners.recorded[n]
-            places = sorted(entries.values(), key=lambda pair: pair[0])
-            mine = [entry for _, entry in places]
-            steps = [rec.steps[i] for i, _ in places]
-            parts = split(rec.operation, mine, steps, migrator.__database__,
-                          self.router.database)
-            for entry in mine:
-                owner[id(entry)] = parts
-            firsts[id(mine[0])] = parts
+        # The tables the pending contract parts of earlier migrations touch: their
+        # expand parts ran, their contract parts come after this expand part.  The
+        # contract part reads what its expand part had (its row), so the two parts
+        # of a migration split it the same way whatever ran in between.
+        stored = _holds(self.router)
+        ran: dict[str, frozenset[str]] = getattr(migrator, _HELD, None) or {}  # a dry run
+        if self.phase is Phase.EXPAND:
+            key = sort_key(self.name)
+            before = {n: after for n, (_, after) in stored.items()} | ran
+            held: set[str] = set().union(
+                *(t for n, t in before.items() if sort_key(n) < key))
+        else:
+            held = set(stored.get(self.name, (frozenset(), frozenset()))[0])
+        self.held_before = frozenset(held)
+        first_of: dict[int, int] = {}  # the first entry of each operation -> the operation
+        for n, entries in byop.items():
+            first_of[id(min(entries.values(), key=lambda pair: pair[0])[1])] = n
         kept: list[Any] = []
         for entry in queue:
-            found = firsts.get(id(entry))
-            if found is not None:
-                parts = found
-                chosen = parts.expand if self.phase is Phase.EXPAND else parts.contract
-                kept.extend(chosen)
-                if self.phase is Phase.EXPAND:
-                    self.pending_after.extend(parts.after_expand)
-            elif id(entry) not in owner and self.phase is Phase.CONTRACT:
-                kept.append(entry)  # queued by no known operation: when old code is gone
+            n = first_of.get(id(entry))
+            if n is None:
+                if owners.find(entry) is None:  # queued by no known operation: when old
+                    held.add(ANY_TABLE)  # code is gone, and what follows it too
+                    if self.phase is Phase.CONTRACT:
+                        kept.append(entry)
+                continue
+            rec = owners.recorded[n]  # the entries of each operation, in its order
+            places = sorted(byop[n].values(), key=lambda pair: pair[0])
+            mine = [e for _, e in places]
+            steps = [rec.steps[i] for i, _ in places]
+            parts = split(rec.operation, mine, steps, migrator.__database__,
+                          self.router.database, held)
+            if parts.contract:
+                held |= touched(rec.operation) or {ANY_TABLE}
+            kept.extend(parts.expand if self.phase is Phase.EXPAND else parts.contract)
+            if self.phase is Phase.EXPAND:
+                self.pending_after.extend(parts.after_expand)
         migrator.__ops__ = kept
+        self.held_after = frozenset(held)
+        if self.phase is Phase.EXPAND:
+            setattr(migrator, _HELD, {**ran, self.name: self.held_after})
 
     def record(self) -> None:
         """Write what is now applied: a phase row after expand, the history row after contract."""
@@ -424,10 +516,12 @@ class PhaseRun:
         table = phases_table(router)
         checksum = router.checksum(self.name)
         if self.phase is Phase.EXPAND:
+            holds = json.dumps({"before": sorted(self.held_before),
+                                "after": sorted(self.held_after)})
             router.database.execute_sql(
-                f"INSERT INTO {table} (name, phase, checksum, applied_at) "
-                "VALUES (%s, 'expand', %s, %s)",
-                (self.name, checksum, _utcnow()),
+                f"INSERT INTO {table} (name, phase, checksum, applied_at, holds) "
+                "VALUES (%s, 'expand', %s, %s, %s)",
+                (self.name, checksum, _utcnow(), holds),
             )
             return
         router.record(self.name, checksum)
