@@ -199,8 +199,9 @@ def _renamed(op: ops.RenameColumn) -> tuple[TableSpec, TableSpec, ColumnSpec, Co
         )
     old, new = olds[0], news[0]
     why = (
-        "it is part of the primary key" if old.primary_key
+        "it is part of the primary key" if old.primary_key or old.name in before.primary_key
         else "it has a foreign key" if old.fk is not None
+        else f"a foreign key of {op.referrers[0][0].qualified} refers to it" if op.referrers
         else "it has a CHECK constraint" if old.checks
         else "it has column constraints" if old.other
         else ""
@@ -287,7 +288,10 @@ def _split_rename(op: ops.RenameColumn, db: Any, later: Any) -> Split:
                       f"FOR EACH ROW EXECUTE FUNCTION {fn}()", f"sync_trigger_{new.name}"),
     ]
     before_indexes = {ix.name for ix in before.indexes}
-    moved = [ix for ix in after.indexes if new.name in ix.columns]
+    # (an index whose definition the rename changed names the column in an expression or
+    # a WHERE: it goes with the old column too)
+    moved = [ix for ix in after.indexes if new.name in ix.columns or (
+        (was := before.index(ix.name)) is not None and was.definition != ix.definition)]
     # An index with a new name is built beside the old one; one whose name stays is
     # rebuilt once the old column (and its index with it) is gone.
     out.expand += [_sql_call(db, ix.create, f"index_{ix.name}") for ix in moved
@@ -487,15 +491,15 @@ class PhaseRun:
             first_of[id(min(entries.values(), key=lambda pair: pair[0])[1])] = n
         kept: list[Any] = []
         for entry in queue:
-            n = first_of.get(id(entry))
-            if n is None:
+            at = first_of.get(id(entry))
+            if at is None:
                 if owners.find(entry) is None:  # queued by no known operation: when old
                     held.add(ANY_TABLE)  # code is gone, and what follows it too
                     if self.phase is Phase.CONTRACT:
                         kept.append(entry)
                 continue
-            rec = owners.recorded[n]  # the entries of each operation, in its order
-            places = sorted(byop[n].values(), key=lambda pair: pair[0])
+            rec = owners.recorded[at]  # the entries of each operation, in its order
+            places = sorted(byop[at].values(), key=lambda pair: pair[0])
             mine = [e for _, e in places]
             steps = [rec.steps[i] for i, _ in places]
             parts = split(rec.operation, mine, steps, migrator.__database__,
