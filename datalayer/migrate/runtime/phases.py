@@ -49,6 +49,8 @@ __all__ = [
     "ensure_table",
     "expanded",
     "has_table",
+    "holds",
+    "needs",
     "phase_of_step",
     "phases_table",
     "plan",
@@ -129,6 +131,42 @@ ANY_TABLE = "*"
 """In a ``held`` set: a contract part that may touch any table (hand-written SQL, Python)."""
 
 
+def _name_in(table: str, name: str) -> str:
+    """Return the ``held`` entry of one name (column or index) a column drop frees in ``table``."""
+    return f"{table}\x00{name}"
+
+
+def holds(op: Operation) -> frozenset[str]:
+    """Return what a later operation may need of ``op``'s contract part (its ``held`` entries).
+
+    The tables it touches (:func:`touched`; :data:`ANY_TABLE` when unknown); a
+    column drop only the names it frees (its columns and the indexes that go with
+    them): the rest of its table is unchanged, and a later operation depends on it
+    only by reusing one of those names.
+    """
+    if isinstance(op, ops.DropColumns) and op.before is not None and op.after is not None:
+        before, after = op.specs()
+        freed = ({c.name for c in before.columns} - {c.name for c in after.columns}) | (
+            {ix.name for ix in before.indexes} - {ix.name for ix in after.indexes})
+        return frozenset(_name_in(t, n) for t in {before.qualified, after.qualified}
+                         for n in freed)
+    return touched(op) or frozenset({ANY_TABLE})
+
+
+def needs(op: Operation, held: Iterable[str]) -> bool:
+    """Return True when ``op`` may need a contract part that ``held`` describes (:func:`holds`)."""
+    held = set(held)
+    tables = touched(op)
+    if ANY_TABLE in held or tables is None or tables & held:
+        return True
+    if op.after is None:
+        return False
+    made = {c.name for c in op.after.columns} | {ix.name for ix in op.after.indexes}
+    if op.before is not None:  # the names it makes (a column, an index): none it had before
+        made -= {c.name for c in op.before.columns} | {ix.name for ix in op.before.indexes}
+    return any(_name_in(t, n) in held for t in tables for n in made)
+
+
 def split(
     op: Operation, queued: Sequence[Any], steps: Sequence[Any], db: Any, later: Any = None,
     held: Iterable[str] = (),
@@ -146,11 +184,9 @@ def split(
     """
     out = Split()
     held = set(held)
-    if held:
-        tables = touched(op)
-        if ANY_TABLE in held or tables is None or tables & held:
-            out.contract.extend(queued)
-            return out
+    if held and needs(op, held):
+        out.contract.extend(queued)
+        return out
     if isinstance(op, ops.RenameColumn) and op.before is not None:
         return _split_rename(op, db, db if later is None else later)
     if isinstance(op, ops.DropColumns) and op.before is not None:
@@ -505,7 +541,7 @@ class PhaseRun:
             parts = split(rec.operation, mine, steps, migrator.__database__,
                           self.router.database, held)
             if parts.contract:
-                held |= touched(rec.operation) or {ANY_TABLE}
+                held |= holds(rec.operation)
             kept.extend(parts.expand if self.phase is Phase.EXPAND else parts.contract)
             if self.phase is Phase.EXPAND:
                 self.pending_after.extend(parts.after_expand)

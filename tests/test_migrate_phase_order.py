@@ -1,0 +1,121 @@
+"""``apply --phase expand`` then ``--phase contract`` ends where a plain ``apply`` does.
+
+The split into phases must respect the order of a migration's operations: an
+operation that needs an earlier contract operation (a sequence it creates, a
+table it renames or moves, a column it retypes, an index it drops under the same
+name) cannot run before it.  Each case below is a generator case of one such kind
+(issue 15): v1 is applied and seeded, v2 (one or two files) is applied by expand
+then contract on one database and plainly on another; both schemas must be equal
+(and equal ``create_tables()`` of v2), and rolling back must restore v1's.  A
+rename the phased form cannot carry is refused at expand, with nothing applied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from datalayer.errors import MigrationError
+from datalayer.migrate.autogenerate.api import create_migration
+from datalayer.migrate.runtime import apply as runner
+from datalayer.migrate.runtime.checksum import write_sum
+from datalayer.migrate.runtime.files import Router
+from datalayer.migrate.runtime.rollback import rollback
+from tests import test_migrate_generate_cases as gen
+from tests import test_migrate_more_cases as more
+from tests import test_migrate_outside_cases as outside
+from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds them here)
+    Case,
+    declared,
+    differences,
+    emptied,
+    module_db_fixture,
+    ref_db_fixture,
+    snapshots,
+)
+
+_ALL = {c.id: c for c in [*gen.CASES, *gen.MORE, *gen.ITEM6_CASES, *more.CASES, *outside.CASES]}
+
+ORDERED = [
+    # SET DEFAULT nextval(...) needs the CREATE SEQUENCE before it
+    "pk_integer_to_autofield",
+    "serial_key_on_a_long_table_name",
+    "serial_key_to_uuid",
+    # ADD COLUMN / a foreign key on a table renamed earlier in the file
+    "table_renamed_and_column_renamed_in_one_step",
+    "model_and_column_renamed",
+    "renamed_table_and_referenced_column",
+    # ... or earlier, in the first of two files (moved to another schema, renamed)
+    "changes_inside_another_schema",
+    "table_renamed_with_on_delete_changed",
+    # a GIN index (second file) on a column retyped to JSONB (first file)
+    "json_to_jsonb_with_its_gin_index",
+    # a sequence made in the first file, used in the second
+    "keyless_table_given_a_serial_key",
+    # a primary key column dropped: it keeps its NOT NULL in expand
+    "serial_key_dropped_leaving_no_key",
+    # an index dropped and made again under the same name
+    "index_made_unique",
+    "fk_made_one_to_one",
+    # a rename then its index under a new name; an index naming it in WHERE
+    "column_in_unique_together_renamed",
+    "column_in_a_partial_index_condition_renamed",
+    # a schema made for a new table
+    "odd_identifiers",
+]
+
+REFUSED = {
+    "composite_key_column_renamed": "it is part of the primary key",
+    "referenced_column_renamed": 'a foreign key of "items" refers to it',
+}
+
+
+def _generate(case: Case, db: pw.Database, directory: Path) -> list[str]:
+    """Apply v1 on the emptied ``db``, seed it, write v2; return v2's file names."""
+    emptied(db)
+    assert create_migration(Router(db, directory), "v1", case.v1()) is not None
+    runner.apply(db, directory, verify_checksums=False)
+    if case.seed:
+        db.execute_sql(case.seed)
+    second = create_migration(Router(db, directory), "v2", case.v2(),
+                              allow_drop=case.allow_drop, unsafe=case.unsafe)
+    assert second is not None
+    write_sum(directory)
+    return list(second.names)
+
+
+@pytest.mark.parametrize("case_id", ORDERED)
+def test_expand_then_contract_ends_as_a_plain_apply(
+    case_id: str, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    case = _ALL[case_id]
+    _generate(case, ref_db, tmp_path / "plain")
+    runner.apply(ref_db, tmp_path / "plain")
+    plain = snapshots(ref_db)
+
+    names = _generate(case, module_db, tmp_path / "phased")
+    v1 = snapshots(module_db)
+    expanded = runner.apply(module_db, tmp_path / "phased", phase="expand")
+    assert [a.name for a in expanded] == names
+    contracted = runner.apply(module_db, tmp_path / "phased", phase="contract")
+    assert [a.name for a in contracted] == names
+    assert differences(plain, snapshots(module_db)) == []
+    assert differences(declared(ref_db, case.v2()), plain) == []
+    rollback(module_db, tmp_path / "phased", steps=len(names))
+    assert differences(v1, snapshots(module_db)) == [], "rollback must restore the v1 schema"
+
+
+@pytest.mark.parametrize("case_id", sorted(REFUSED))
+def test_a_rename_the_phased_form_cannot_carry_is_refused(
+    case_id: str, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    case = _ALL[case_id]
+    _generate(case, module_db, tmp_path)
+    v1 = snapshots(module_db)
+    with pytest.raises(MigrationError, match=f"in phases: {REFUSED[case_id]}"):
+        runner.apply(module_db, tmp_path, phase="expand")
+    assert differences(v1, snapshots(module_db)) == []
+    runner.apply(module_db, tmp_path)  # without --phase it applies
+    assert differences(declared(ref_db, case.v2()), snapshots(module_db)) == []
