@@ -61,6 +61,7 @@ from ..ddl.spec import (
     sort_models,
     table_spec,
 )
+from ..ddl.tables import settings_parameters
 from ..facts import parse_type
 from ..operations.migrator import DatalayerMigrator
 from .code import Dict, Expr, MethodCall, Step
@@ -156,6 +157,7 @@ def _table_key(spec: TableSpec) -> tuple[Any, ...]:
         checks,
         Counter(spec.constraints),
         sorted(spec.indexes, key=lambda i: i.name),
+        spec.settings,
     )
 
 
@@ -176,6 +178,9 @@ def _explain(a: TableSpec, b: TableSpec) -> list[str]:
         out.append(f"{b.name}: indexes {sorted(ai)} vs {sorted(bi)}")
     if Counter(a.constraints) != Counter(b.constraints):
         out.append(f"{b.name}: constraints differ")
+    if a.settings != b.settings:
+        out.append(f"{b.name}: Meta.table_settings {list(a.settings)!r} in the state, "
+                   f"{list(b.settings)!r} in the models")
     return out or [f"{b.name}: table definitions differ"]
 
 
@@ -374,7 +379,7 @@ class _Planner:
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
-            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map)
+            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map, created)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)
@@ -503,13 +508,16 @@ class _Planner:
             early = kept
 
     def _refuse_unreferenced_rollback(
-        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
+        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]],
+        created: Sequence[type[pw.Model]],
     ) -> None:
         """Refuse to drop a table in the migration that drops a foreign key to it, column kept.
 
         The rollback would re-create that table empty and add the foreign key back, which
         fails while the column holds values: in two migrations each rollback works.  A
-        foreign key moved to another table (an unhinted rename) is only warned about.
+        foreign key moved to another table (an unhinted rename under ``--allow-drop``)
+        fails the same way going forward (the column's values refer to rows of the table
+        that goes): refused too, with the rename hint and the steps.
         """
         if not self.forward:
             return
@@ -517,16 +525,10 @@ class _Planner:
         for f in fm._meta.refs:
             target = f.rel_model._meta.table_name
             if target not in to_map and f.column_name in tm._meta.columns:
-                if isinstance(tm._meta.columns[f.column_name], pw.ForeignKeyField):
-                    # Moved to another table (an unhinted rename under --allow-drop): the
-                    # forward and the rollback both refer to a table created empty.
-                    self.warn(
-                        f"the rollback cannot run while {t}.{f.column_name} holds values: it "
-                        f"re-creates {target} empty and adds the foreign key of "
-                        f"{t}.{f.column_name} to it back; set {t}.{f.column_name} to NULL (or "
-                        "delete those rows) before rolling back"
-                    )
-                    continue
+                moved = tm._meta.columns[f.column_name]
+                if isinstance(moved, pw.ForeignKeyField):
+                    self._refuse_fk_moved(t, f.column_name, target, moved.rel_model,
+                                          created=moved.rel_model in created)
                 raise UnsupportedChange(
                     f"{t}.{f.column_name} keeps its values but its foreign key to {target} "
                     f"goes with the table {target}: the rollback would re-create {target} "
@@ -535,6 +537,29 @@ class _Planner:
                     f"change {t}.{f.column_name} to a plain field (or drop it) and run diff; "
                     f"then remove the model of {target} and run diff --allow-drop"
                 )
+
+    def _refuse_fk_moved(
+        self, t: str, col: str, target: str, new: type[pw.Model], *, created: bool
+    ) -> None:
+        """Refuse ``t.col``'s foreign key moved from ``target`` (which goes) to ``new``.
+
+        Adding it fails while the column holds values (they refer to rows of
+        ``target``), and so does the rollback's, to ``target`` re-created empty.
+        ``created``: ``new`` is created by this migration (the hint: a rename).
+        """
+        name = new._meta.table_name
+        hint = (f"If {target} was renamed to {name}, mark it: @renamed_from({_py_str(target)}) "
+                f"above class {new.__name__} (rows and keys are carried over). Otherwise, in "
+                "steps: " if created else "In steps: ")
+        raise UnsupportedChange(
+            f"the foreign key of {t}.{col} moves from {target}, which goes, to {name}"
+            + (", which is created empty" if created else "")
+            + f": adding it fails while {t}.{col} holds values (they refer to rows of "
+            f"{target}), and so would the rollback's. {hint}change {t}.{col} to a plain field "
+            f"and run diff; then remove the model of {target} and run diff --allow-drop; once "
+            f"{t}.{col} holds keys of {name} (or NULL), make it a foreign key to {name} and "
+            "run diff"
+        )
 
     def _drop_tables(
         self, models: Sequence[type[pw.Model]], created: Sequence[type[pw.Model]]
@@ -706,6 +731,10 @@ class _Planner:
                                          ("legacy_table_names", tmeta.legacy_table_names)],
             ), table=t)
         fspec, tspec = table_spec(fm), table_spec(tm)
+        if fspec.settings != tspec.settings:
+            settings_parameters(t, fspec.settings, tspec.settings)  # WITH (...) only
+            self.emit(w.call("set_model_meta", t, kw=[
+                ("table_settings", list(tspec.settings))]), table=t)
 
         fcols = {f.column_name: f for f in fmeta.sorted_fields}
         tcols = {f.column_name: f for f in tmeta.sorted_fields}

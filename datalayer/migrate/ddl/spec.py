@@ -33,6 +33,7 @@ __all__ = [
     "quote",
     "render",
     "sort_models",
+    "table_settings",
     "table_spec",
 ]
 
@@ -191,6 +192,8 @@ class TableSpec:
     constraints: tuple[Sql, ...]
     indexes: tuple[IndexSpec, ...]
     create: tuple[Sql, ...] = dataclasses.field(compare=False)
+    # ``Meta.table_settings``, each as written (after the column list of CREATE TABLE).
+    settings: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -588,7 +591,16 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         constraints=tuple(constraints),
         indexes=indexes,
         create=tuple(statements),
+        settings=table_settings(model),
     )
+
+
+def table_settings(model: type[pw.Model]) -> tuple[str, ...]:
+    """Return ``model``'s ``Meta.table_settings`` (one string or several) as a tuple."""
+    found = model._meta.table_settings
+    if not found:
+        return ()
+    return (found,) if isinstance(found, str) else tuple(found)
 
 
 _CREATE_MEMO_ATTR = "_datalayer_create_tables"
