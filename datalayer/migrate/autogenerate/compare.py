@@ -44,9 +44,9 @@ import peewee as pw
 from ...errors import GenerationError
 from ...project import DEFAULT_POSTGRES, MIN_POSTGRES
 from ..ddl.alter import auto_base, is_volatile, rewrites_type, serial_base, serial_sequence
+from ..ddl.indexes import index_changes
 from ..ddl.spec import (
     ColumnSpec,
-    IndexSpec,
     Sql,
     TableSpec,
     UnsupportedChange,
@@ -742,21 +742,9 @@ class _Planner:
         added = [f for c, f in tcols.items() if c not in fcols]
         dropped_cols = {f.column_name for f in dropped}
 
-        fmeta_ix = {i.name: i for i in fspec.indexes if i.origin.startswith("meta:")}
-        tmeta_ix = {i.name: i for i in tspec.indexes if i.origin.startswith("meta:")}
-        gone = [i for n, i in fmeta_ix.items() if n not in tmeta_ix or tmeta_ix[n] != i]
-        new = [i for n, i in tmeta_ix.items() if n not in fmeta_ix or fmeta_ix[n] != i]
-        renamed: list[tuple[IndexSpec, IndexSpec]] = []
-        for ix in list(gone):
-            match = next(
-                (n for n in new if n.definition == ix.definition and n.name not in fmeta_ix
-                 and ix.name not in tmeta_ix),
-                None,
-            )
-            if match is not None:
-                gone.remove(ix)
-                new.remove(match)
-                renamed.append((ix, match))
+        # The Meta.indexes entries that go, come and are renamed (field indexes: with
+        # their fields), as the DDL finds them.
+        gone, new, renamed = index_changes(_meta_indexes(fspec), _meta_indexes(tspec))
         for ix in gone:
             # Online, an index drop waits for phase two, unless a dropped column takes it.
             if safe and not any(quote(c) in ix.definition.text for c in dropped_cols):
@@ -1164,6 +1152,12 @@ class _Planner:
         if online or self.mode == _ONLINE:
             kw.append(_ONLINE_KW)
         return w.call("add_named_index", table, index._name, *args, kw=kw)
+
+
+def _meta_indexes(spec: TableSpec) -> TableSpec:
+    """Return ``spec`` with only the indexes of its ``Meta.indexes`` entries."""
+    return dataclasses.replace(
+        spec, indexes=tuple(i for i in spec.indexes if i.origin.startswith("meta:")))
 
 
 def _tx_safe_column(field: pw.Field, spec: ColumnSpec) -> bool:

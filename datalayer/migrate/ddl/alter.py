@@ -158,12 +158,11 @@ def _rename_before(before: TableSpec, renames: Mapping[str, str]) -> TableSpec:
         if new is None:
             cols.append(col)
             continue
-        fk = col.fk and Sql(col.fk.text.replace(quote(col.name), quote(new), 1), col.fk.params)
         cols.append(dataclasses.replace(
             col,
             name=new,
             checks=tuple(rename_identifier(c, {col.name: new}) for c in col.checks),
-            fk=fk,
+            fk=col.fk_renamed(new),
         ))
     return dataclasses.replace(
         before,

@@ -163,6 +163,18 @@ class ColumnSpec:
     db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
     # The column ``fk`` refers to (in the table ``fk.refs`` names), for the checks before DDL.
     fk_column: str | None = dataclasses.field(default=None, compare=False)
+    # ``fk``'s text around this column's quoted name (``FOREIGN KEY (`` ... ``) REFERENCES
+    # ...``): the same key for the column renamed, without reading ``fk`` back.
+    fk_around: tuple[str, str] | None = dataclasses.field(default=None, compare=False)
+
+    def fk_renamed(self, new: str) -> Sql | None:
+        """Return ``fk`` as it reads once this column is renamed ``new`` (None: no fk)."""
+        if self.fk is None:
+            return None
+        if self.fk_around is None:
+            raise UnsupportedChange(f"cannot rename {self.name}: its foreign key is not known")
+        head, tail = self.fk_around
+        return Sql(head + quote(new) + tail, self.fk.params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,12 +252,9 @@ def references_in(text: str) -> tuple[str, ...]:
     return tuple(m.group(1) for m in _REFERENCES_RE.finditer(text))
 
 
-_CHECK_RE = re.compile(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?CHECK\b', re.IGNORECASE)
-
-
 def is_check(sql: Sql) -> bool:
     """Return True for ``CHECK (...)`` and ``CONSTRAINT name CHECK (...)``."""
-    return bool(_CHECK_RE.match(sql.text))
+    return read_constraint(sql).keyword == "CHECK"
 
 
 _UNIQUE_RE = re.compile(
@@ -267,6 +276,36 @@ class TableConstraint:
     foreign_key: bool  # ``[CONSTRAINT name] FOREIGN KEY ...``: can be added NOT VALID
     unique_name: str | None = None  # of ``[CONSTRAINT name] UNIQUE (col, ...)``, if named
     unique_columns: tuple[str, ...] = ()  # of ``[CONSTRAINT name] UNIQUE (col, ...)``
+    name: str | None = None  # of ``CONSTRAINT name ...``
+    keyword: str = ""  # the word after the optional ``CONSTRAINT name``, upper case (UNIQUE)
+    check_body: str | None = None  # the expression of a constraint exactly ``CHECK (expr)``
+
+
+def _after_name(text: str) -> tuple[str | None, str]:
+    """Return (the name of ``CONSTRAINT name``, the text after it); (None, text) without one.
+
+    A quoted name may hold spaces and ``""``; whitespace must follow the name.
+    """
+    text = text.lstrip()
+    if text[:10].upper() != "CONSTRAINT" or not text[10:11].isspace():
+        return None, text
+    rest = text[10:].lstrip()
+    end = 0
+    if rest.startswith('"'):
+        end = 1
+        while end < len(rest):
+            if rest[end] == '"':
+                if rest[end + 1:end + 2] != '"':
+                    break
+                end += 1
+            end += 1
+        end += 1
+    else:
+        while end < len(rest) and not rest[end].isspace():
+            end += 1
+    if not rest[end:end + 1].isspace():
+        return None, ""  # no whitespace after the name: not a constraint this reads
+    return _unquote(rest[:end]), rest[end:].lstrip()
 
 
 def _unquote(name: str) -> str:
@@ -282,21 +321,27 @@ def read_constraint(sql: Sql) -> TableConstraint:
             else "add_unique" if re.search(r"\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", upper)
             else "add_check" if re.search(r"\bCHECK\b", upper) else "alter_table")
     m = _UNIQUE_RE.match(sql.text)
+    name, rest = _after_name(sql.text)
+    word = 0
+    while word < len(rest) and (rest[word].isalnum() or rest[word] == "_"):
+        word += 1
+    text = sql.text.removesuffix("\n")
+    body = (text[len("CHECK ("):-1] if text.startswith("CHECK (") and text.endswith(")")
+            else None)
     return TableConstraint(
         kind,
         bool(_FOREIGN_RE.match(sql.text)),
         (_unquote(m.group(1)) if m and m.group(1) else None),
         tuple(_unquote(c) for c in m.group(2).split(",")) if m else (),
+        name,
+        rest[:word].upper(),
+        body,
     )
 
 
 def constraint_name(sql: Sql) -> str | None:
     """Return the explicit name of ``CONSTRAINT name ...``, or None."""
-    m = re.match(r'^\s*CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s', sql.text, re.IGNORECASE)
-    if not m:
-        return None
-    name = m.group(1)
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+    return read_constraint(sql).name
 
 
 def column_spec(field: pw.Field, db: pw.Database | None = None) -> ColumnSpec:
@@ -413,10 +458,13 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     fk: Sql | None = None
     fk_name: str | None = None
     fk_column: str | None = None
+    fk_around: tuple[str, str] | None = None
     if isinstance(field, pw.ForeignKeyField):
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
-        fk = render(field.foreign_key_constraint(bool(field.deferred)), db, values_scope=True)
+        node = field.foreign_key_constraint(bool(field.deferred))
+        fk = render(node, db, values_scope=True)
+        fk_around = _around_column(node, field, db, fk)
         rel = field.rel_model._meta
         fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
@@ -445,7 +493,29 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         py_default=field.default,
         db_value=field.db_value,
         fk_column=fk_column,
+        fk_around=fk_around,
     )
+
+
+def _around_column(
+    node: Any, field: pw.Field, db: pw.Database, fk: Sql
+) -> tuple[str, str] | None:
+    """Return the text of the foreign key ``node`` before and after ``field``'s quoted name.
+
+    Rendered from the nodes peewee's ``foreign_key_constraint()`` lists around its
+    ``(field)``; None when that is not how it reads.
+    """
+    nodes = list(getattr(node, "nodes", ()))
+    at = next((i for i, n in enumerate(nodes) if isinstance(n, pw.NodeList) and n.parens
+               and len(n.nodes) == 1 and n.nodes[0] is field), None)
+    if at is None:
+        return None
+    head = render(pw.NodeList(nodes[:at]), db, values_scope=True).text
+    tail = render(pw.NodeList(nodes[at + 1:]), db, values_scope=True).text
+    around = ((head + " " if head else "") + "(", ") " + tail if tail else ")")
+    if around[0] + quote(field.column_name) + around[1] != fk.text:
+        return None
+    return around
 
 
 def _unique_of(index: Any, table: str, db: pw.Database) -> tuple[Unique, ...] | None:
