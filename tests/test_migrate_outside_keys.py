@@ -264,3 +264,22 @@ def test_table_settings_without_an_in_place_form_are_refused(
                 "parameters are changed in place: create a new model with the settings, copy "
                 "the rows, then drop the old one") in message, message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"], "nothing written"
+
+
+def test_check_finds_a_table_settings_change(pg: Server, tmp_path: Path) -> None:
+    """``migrate check`` fails while the models' table settings differ from the history."""
+    from datalayer.db import Database
+    from datalayer.migrate.check import check
+    from datalayer.migrate.runtime.checksum import write_sum
+
+    settings = pg.settings("postgres").replace(dev_database_url=pg.admin.url(masked=False))
+    directory = tmp_path / "migrations"
+    assert create_migration(Router(Database(), directory), "v1", _cached()()) is not None
+    write_sum(directory)
+    v2 = _cached("WITH (fillfactor=70)")()
+    problems = check(settings, directory, v2)
+    assert any("the models changed without a migration" in p
+               and "table_settings=['WITH (fillfactor=70)']" in p for p in problems), problems
+    assert create_migration(Router(Database(), directory), "v2", v2) is not None
+    write_sum(directory)
+    assert check(settings, directory, v2) == []
