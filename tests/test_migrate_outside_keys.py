@@ -7,9 +7,11 @@ again, in the safe forms and with ``--unsafe``, and ``check``'s lint passes on i
 * The primary key moved to another existing (unique) column: the old key goes, which
   code of the release before may rely on (``ON CONFLICT`` on it): it is the contract
   part of the migration, in both forms (it ran in the expand part).
-* A table dropped while a kept foreign key column moves to a new, empty table: refused,
-  naming the cause and the ways out (it was only warned about, and the file failed on
-  apply with rows); the ways out run.
+* A table dropped while a kept foreign key column moves to a new, empty table: written
+  (it works while the column holds no values), with a warning that says what fails
+  while it holds values and the ways out (it spoke of the rollback only); with values,
+  the migration (and its rollback) stops first, nothing changed (the safe form's
+  transactional part had committed and its validation failed).
 * ``Meta.table_settings`` changed: ``WITH (...)`` storage parameters are set and reset
   in place; other settings, which PostgreSQL cannot change in place, are refused with
   the way out (the change was not seen by diff or check at all).
@@ -170,67 +172,93 @@ def test_key_moved_to_another_column_is_the_contract_part(
 # -- a foreign key moved to a new table while its table goes ---------------------------
 
 
+def _holders_hinted() -> Models:
+    from datalayer.migrate.autogenerate.hints import renamed_from
+
+    holders = renamed_from(_owner("holders"), "owners")
+    return [holders, item(owner=pw.ForeignKeyField(holders, column_name="owner_id",
+                                                   null=True, backref="+"))]
+
+
+FK_MOVED_WARNING = (
+    "moves the foreign key of items.owner_id from owners, which goes, to holders, created "
+    "empty: while items.owner_id holds values (they refer to rows of owners) the migration "
+    "stops first, nothing changed, and its rollback, which re-creates owners empty and adds "
+    "the foreign key back, stops first while items.owner_id holds values; if owners was "
+    "renamed to holders, mark it instead: @renamed_from(\"owners\") above class Holder (rows "
+    "and keys are carried over); otherwise set items.owner_id to NULL before applying and "
+    "before rolling back")
+
+
+FK_CASES = (
+    # items.owner_id holds no value: the file works both ways (owners comes back empty).
+    Case("fk_moved_to_a_new_table_while_its_table_goes", _owned(), _owned("holders"),
+         "INSERT INTO owners (code) VALUES ('o1'); INSERT INTO items (name) VALUES ('a')",
+         allow_drop=True, rollback_keeps_rows=False, warns=(FK_MOVED_WARNING,),
+         after=_refused("INSERT INTO items (name, owner_id) VALUES ('b', gen_random_uuid())")),
+    # The way out the warning names first: the rename marked, rows and keys carried over.
+    Case("fk_moved_with_its_table_renamed", _owned(), _holders_hinted, SEED_OWNERS,
+         after=_eq("SELECT count(*) FROM items JOIN holders USING (owner_id)", [(1,)])),
+)
+
+
+@pytest.mark.parametrize("case", FK_CASES, ids=[c.id for c in FK_CASES])
+def test_fk_moved_off_a_dropped_table(
+    case: Case, pg: Server, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    """Generated in both forms, applied, re-diffed, rolled back, applied again; lint clean."""
+    for form in both_forms(case):
+        (tmp_path / form.id).mkdir()
+        run_case(form, emptied(module_db), ref_db, tmp_path / form.id, reapply=True)
+    check_passes(pg, tmp_path, case.v1(), case.v2(), allow_drop=case.allow_drop,
+                 lint_only=True)
+
+
 @pytest.mark.parametrize("unsafe", [False, True], ids=["safe", "unsafe"])
-def test_fk_moved_to_a_new_table_while_its_table_goes_is_refused(
-    unsafe: bool, module_db: pw.Database, tmp_path: Path
+def test_fk_moved_off_a_dropped_table_with_values_stops_first(
+    unsafe: bool, pg: Server, tmp_path: Path
 ) -> None:
-    """owners dropped while items.owner_id's foreign key moves to a new holders table.
+    """While items.owner_id holds values, the migration stops before any change, saying why.
 
-    holders is created empty: adding the foreign key fails while items.owner_id holds
-    values (and so would the rollback's, to a re-created empty owners).  Refused, naming
-    the cause and the ways out; nothing is written.
+    Then, the values cleared (the way out the warning names), it applies; the rollback
+    stops likewise while the column holds values.
     """
-    router = PlainRouter(emptied(module_db), tmp_path)
-    assert create_migration(router, "v1", _owned()()) is not None
-    router.run()
-    with pytest.raises(GenerationError) as refused:
-        create_migration(router, "v2", _owned("holders")(), allow_drop=True, unsafe=unsafe)
-    message = str(refused.value)
-    assert ("the foreign key of items.owner_id moves from owners, which goes, to holders, "
-            "which is created empty: adding it fails while items.owner_id holds values "
-            "(they refer to rows of owners), and so would the rollback's") in message, message
-    assert "@renamed_from(\"owners\") above class Holder" in message, message
-    assert ("change items.owner_id to a plain field and run diff; then remove the model of "
-            "owners and run diff --allow-drop; once items.owner_id holds keys of holders (or "
-            "NULL), make it a foreign key to holders and run diff") in message, message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["001_v1.py"], "nothing written"
+    from datalayer.errors import MigrationError
+    from datalayer.migrate.runtime.checksum import write_sum
+    from datalayer.migrate.runtime.rollback import rollback
 
-
-def test_fk_moved_to_a_new_table_in_steps(
-    pg: Server, module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
-) -> None:
-    """The ways out the refusal names, each applied on rows, rolled back, applied again.
-
-    The rename hint carries owners' rows and the foreign key over; the steps: the foreign
-    key made a plain column, owners dropped, then (the values cleared) the foreign key
-    to holders.
-    """
-    def hinted() -> Models:
-        from datalayer.migrate.autogenerate.hints import renamed_from
-
-        holders = renamed_from(_owner("holders"), "owners")
-        return [holders, item(owner=pw.ForeignKeyField(holders, column_name="owner_id",
-                                                       null=True, backref="+"))]
-
-    steps = [
-        Case("owners_renamed_to_holders", _owned(), hinted, SEED_OWNERS,
-             after=_eq("SELECT count(*) FROM items JOIN holders USING (owner_id)", [(1,)])),
-        Case("fk_made_plain", _owned(keep=["holders"]),
-             _owned(fk=False, keep=["owners", "holders"]), SEED_OWNERS),
-        Case("owners_dropped", _owned(fk=False, keep=["owners", "holders"]),
-             _owned("holders", fk=False), SEED_OWNERS, allow_drop=True,
-             rollback_keeps_rows=False),  # owners comes back empty
-        Case("fk_to_holders", _owned("holders", fk=False), _owned("holders"),
-             "INSERT INTO items (name) VALUES ('a')",
-             after=_refused("INSERT INTO items (name, owner_id) VALUES ('b', "
-                            "gen_random_uuid())")),
-    ]
-    for case in steps:
-        for form in both_forms(case):
-            (tmp_path / form.id).mkdir()
-            run_case(form, emptied(module_db), ref_db, tmp_path / form.id, reapply=True)
-        check_passes(pg, tmp_path / f"lint_{case.id}", case.v1(), case.v2(),
-                     allow_drop=case.allow_drop, lint_only=True)
+    with pg.database("dlfkmoved") as dbname:
+        db = open_db(pg, dbname)
+        try:
+            mdir = tmp_path / "migrations"
+            assert create_migration(Router(db, mdir), "v1", _owned()()) is not None
+            second = create_migration(Router(db, mdir), "v2", _owned("holders")(),
+                                      allow_drop=True, unsafe=unsafe)
+            assert second is not None and FK_MOVED_WARNING in second.warnings
+            write_sum(mdir)
+            runner.apply(db, mdir, to="001_v1", verify_checksums=False)
+            db.execute_sql(SEED_OWNERS)
+            with pytest.raises(MigrationError) as stopped:
+                runner.apply(db, mdir, verify_checksums=False)
+            assert ("this migration moves the foreign key of items.owner_id from owners, "
+                    "which goes, to holders, created empty, and items.owner_id holds values: "
+                    "set them to NULL first (nothing was changed)") in str(stopped.value)
+            assert rows(db, "SELECT to_regclass('owners') IS NOT NULL, "
+                            "to_regclass('holders') IS NULL") == [(True, True)], "nothing ran"
+            assert rows(db, "SELECT count(owner_id) FROM items") == [(1,)]
+            db.execute_sql("UPDATE items SET owner_id = NULL")  # the way out it names
+            runner.apply(db, mdir, verify_checksums=False)
+            assert rows(db, "SELECT to_regclass('owners') IS NULL") == [(True,)]
+            db.execute_sql("INSERT INTO holders (code) VALUES ('h'); "
+                           "UPDATE items SET owner_id = (SELECT owner_id FROM holders)")
+            with pytest.raises(MigrationError) as refused:
+                rollback(db, mdir, steps=len(second.names))
+            assert ("this rollback moves the foreign key of items.owner_id from holders, "
+                    "which goes, to owners, created empty, and items.owner_id holds values"
+                    ) in str(refused.value), str(refused.value)
+            assert rows(db, "SELECT to_regclass('holders') IS NOT NULL") == [(True,)]
+        finally:
+            db.close()
 
 
 # -- table settings -------------------------------------------------------------------

@@ -59,8 +59,11 @@ class Planner(Refusals, Tables, Columns, Keys, Indexes):
     ) -> None:
         w = self.writer
         to_map = {m._meta.table_name: m for m in to_models}
+        moved = self._moved_fks(to_map, table_renames)
+        start = len(self.ops)
         if self.mode == _SAFE and self.forward:
             self.pre_drops(to_map, table_renames, column_renames)
+        self._guard_moved_fks(moved, start)
         for old, new in table_renames.items():
             self.emit(w.call("rename_table", old, new), table=new)
         state = self.state()
@@ -104,7 +107,7 @@ class Planner(Refusals, Tables, Columns, Keys, Indexes):
                 w.call("add_fields", t, kw=[(f.name, w.field(f)) for f in fields]), table=t
             )
         for t in matched:
-            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map, created)
+            self._refuse_unreferenced_rollback(state[t], to_map[t], to_map)
             self.late(self.state()[t], to_map[t])
         self._drop_tables([m for m in reversed(sort_models(self.state().values()))
                            if m._meta.table_name not in to_map], created)

@@ -7,6 +7,7 @@ of which is generated.  Checked going forward only (a rollback undoes what was a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import peewee as pw
@@ -99,16 +100,14 @@ class Refusals(Emitter):
                 )
 
     def _refuse_unreferenced_rollback(
-        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]],
-        created: Sequence[type[pw.Model]],
+        self, fm: type[pw.Model], tm: type[pw.Model], to_map: Mapping[str, type[pw.Model]]
     ) -> None:
         """Refuse to drop a table in the migration that drops a foreign key to it, column kept.
 
         The rollback would re-create that table empty and add the foreign key back, which
         fails while the column holds values: in two migrations each rollback works.  A
         foreign key moved to another table (an unhinted rename under ``--allow-drop``)
-        fails the same way going forward (the column's values refer to rows of the table
-        that goes): refused too, with the rename hint and the steps.
+        is written, guarded (:meth:`_guard_moved_fks`).
         """
         if not self.forward:
             return
@@ -116,10 +115,8 @@ class Refusals(Emitter):
         for f in fm._meta.refs:
             target = f.rel_model._meta.table_name
             if target not in to_map and f.column_name in tm._meta.columns:
-                moved = tm._meta.columns[f.column_name]
-                if isinstance(moved, pw.ForeignKeyField):
-                    self._refuse_fk_moved(t, f.column_name, target, moved.rel_model,
-                                          created=moved.rel_model in created)
+                if isinstance(tm._meta.columns[f.column_name], pw.ForeignKeyField):
+                    continue  # moved to another table: guarded (_guard_moved_fks)
                 raise UnsupportedChange(
                     f"{t}.{f.column_name} keeps its values but its foreign key to {target} "
                     f"goes with the table {target}: the rollback would re-create {target} "
@@ -129,25 +126,86 @@ class Refusals(Emitter):
                     f"then remove the model of {target} and run diff --allow-drop"
                 )
 
-    def _refuse_fk_moved(
+    def _moved_fks(
+        self, to_map: Mapping[str, type[pw.Model]], table_renames: Mapping[str, str]
+    ) -> list[tuple[str, str, str, type[pw.Model]]]:
+        """Return each foreign key that moves off a table that goes, to another table.
+
+        As (table, column, the table it refers to, the model it will refer to), by the
+        names of the state (before renames): an unhinted rename under ``--allow-drop``.
+        """
+        state = self.state()
+        out = []
+        for t, fm in state.items():
+            tm = to_map.get(table_renames.get(t, t))
+            if tm is None:
+                continue
+            for f in fm._meta.refs:
+                target = f.rel_model._meta.table_name
+                if target in to_map or target in table_renames:
+                    continue
+                moved = tm._meta.columns.get(f.column_name)
+                if isinstance(moved, pw.ForeignKeyField):
+                    out.append((t, f.column_name, target, moved.rel_model))
+        return out
+
+    def _guard_moved_fks(
+        self, moved: Sequence[tuple[str, str, str, type[pw.Model]]], start: int
+    ) -> None:
+        """Stop the migration (or its rollback) first while a moved foreign key has values.
+
+        The column's values refer to rows of the table that goes, and the table the key
+        moves to comes empty: adding the key would fail (in the safe form after the
+        transactional part committed).  A check at the start (:meth:`.migrator.
+        DatalayerMigrator.require_empty` on the column) stops it while nothing changed;
+        ``start``: where the plan's first operation is (the checks go before it, in its
+        file).  Going forward the warning says so and names the ways out.
+        """
+        w = self.writer
+        state = self.state()
+        first = len(self.ops)
+        for t, col, target, new in moved:
+            name = new._meta.table_name
+            created = name not in state
+            if self.forward:
+                self._warn_fk_moved(t, col, target, new, created=created)
+            if created:
+                reason = (f"this {'migration' if self.forward else 'rollback'} moves the "
+                          f"foreign key of {t}.{col} from {target}, which goes, to {name}, "
+                          "created empty")
+                self.emit(w.call("require_empty", t, reason, kw=[("column", col)]), table=t)
+        checks = self.ops[first:]
+        if checks and first > start:  # after what came first (pre_drops): before it, in its file
+            del self.ops[first:]
+            phase = self.ops[start].phase
+            self.ops[start:start] = [dataclasses.replace(c, phase=phase) for c in checks]
+
+    def _warn_fk_moved(
         self, t: str, col: str, target: str, new: type[pw.Model], *, created: bool
     ) -> None:
-        """Refuse ``t.col``'s foreign key moved from ``target`` (which goes) to ``new``.
+        """Say what ``t.col``'s foreign key moved from ``target`` (which goes) to ``new`` needs.
 
-        Adding it fails while the column holds values (they refer to rows of
-        ``target``), and so does the rollback's, to ``target`` re-created empty.
-        ``created``: ``new`` is created by this migration (the hint: a rename).
+        Adding it fails while the column holds values it does not have (when ``new``
+        comes with this migration, ``created``, any value: the migration stops first, see
+        :meth:`_guard_moved_fks`, and the hint is a rename), and so does the rollback's,
+        to ``target`` re-created empty.
         """
         name = new._meta.table_name
-        hint = (f"If {target} was renamed to {name}, mark it: @renamed_from({_py_str(target)}) "
-                f"above class {new.__name__} (rows and keys are carried over). Otherwise, in "
-                "steps: " if created else "In steps: ")
-        raise UnsupportedChange(
-            f"the foreign key of {t}.{col} moves from {target}, which goes, to {name}"
-            + (", which is created empty" if created else "")
-            + f": adding it fails while {t}.{col} holds values (they refer to rows of "
-            f"{target}), and so would the rollback's. {hint}change {t}.{col} to a plain field "
-            f"and run diff; then remove the model of {target} and run diff --allow-drop; once "
-            f"{t}.{col} holds keys of {name} (or NULL), make it a foreign key to {name} and "
-            "run diff"
+        back = (f"its rollback, which re-creates {target} empty and adds the foreign key back, "
+                f"stops first while {t}.{col} holds values")
+        if not created:
+            self.warn(
+                f"moves the foreign key of {t}.{col} from {target}, which goes, to {name}: "
+                f"applying fails while {t}.{col} holds values that {name} does not have, and "
+                f"{back}; set {t}.{col} to keys of {name} or NULL before applying, and to "
+                "NULL before rolling back"
+            )
+            return
+        self.warn(
+            f"moves the foreign key of {t}.{col} from {target}, which goes, to {name}, "
+            f"created empty: while {t}.{col} holds values (they refer to rows of {target}) "
+            f"the migration stops first, nothing changed, and {back}; if {target} was renamed "
+            f"to {name}, mark it instead: @renamed_from({_py_str(target)}) above class "
+            f"{new.__name__} (rows and keys are carried over); otherwise set {t}.{col} to "
+            "NULL before applying and before rolling back"
         )

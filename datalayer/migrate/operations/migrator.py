@@ -335,11 +335,14 @@ class RowsGuard:
     operations and checks it before anything runs (:meth:`blocked`).
     """
 
-    def __init__(self, database: Any, table: str, table_sql: str, reason: str) -> None:
+    def __init__(
+        self, database: Any, table: str, table_sql: str, reason: str, column: str | None = None
+    ) -> None:
         self.database = database
         self.table = table
         self.table_sql = table_sql
         self.reason = reason
+        self.column = column  # only rows where this column is not NULL count
         self.__name__ = f"require_empty_{table}"
 
     def blocked(self, database: Any | None = None) -> str | None:
@@ -348,10 +351,14 @@ class RowsGuard:
         found = db.execute_sql("SELECT to_regclass(%s)", (self.table_sql,)).fetchone()
         if found is None or found[0] is None:
             return None
-        cursor = db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table_sql})")
+        where = f" WHERE {quote(self.column)} IS NOT NULL" if self.column else ""
+        cursor = db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table_sql}{where})")
         row = cursor.fetchone()
         if not row or not row[0]:
             return None
+        if self.column:
+            return (f"{self.reason}, and {self.table}.{self.column} holds values: set them to "
+                    "NULL first (nothing was changed)")
         return (
             f"{self.reason}, and table {self.table} has rows: empty it first, or edit the "
             "file to give the column a default (then run `datalayer migrate hash`)"
@@ -835,14 +842,21 @@ class DatalayerMigrator(Migrator):
         return self._alter(cls, mutate, ops.SetConstraints, online=online,
                            count=len(constraints))
 
-    def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
-        """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
+    def require_empty(
+        self, model: ModelRef, reason: str, *, column: str | None = None
+    ) -> type[pw.Model]:
+        """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`).
+
+        ``column``: only rows where that column is not NULL count.
+        """
         cls = self._get(model)
         start = len(self.__ops__)
         spec = table_spec(cls, create=False)  # a check only; the schema state does not change
         if spec is not None:
-            self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason))
-        op = ops.RequireEmpty(cls._meta.table_name, reason=reason, before=spec, after=spec)
+            self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason,
+                                          column))
+        op = ops.RequireEmpty(cls._meta.table_name, reason=reason, column=column or "",
+                              before=spec, after=spec)
         self._record(op, start)
         return cls
 
