@@ -1,8 +1,10 @@
-"""Changes the generator refuses, each with its cause and the way out.
+"""Changes the generator refuses, each with its cause and the way out, and one it guards.
 
-Each is a change that one migration cannot make correctly on a table with rows, or
-whose rollback could not run: the way out is two migrations (or a rename hint), each
+Each refusal is a change that one migration cannot make correctly on a table with rows,
+or whose rollback could not run: the way out is two migrations (or a rename hint), each
 of which is generated.  Checked going forward only (a rollback undoes what was allowed).
+A foreign key moved off a table that goes works only while its column holds no values:
+it is written with a check first (:meth:`Refusals._guard_moved_fks`), both ways.
 """
 
 from __future__ import annotations
