@@ -13,8 +13,9 @@ again, in the safe forms and with ``--unsafe``, and ``check``'s lint passes on i
   the migration (and its rollback) stops first, nothing changed (the safe form's
   transactional part had committed and its validation failed).
 * ``Meta.table_settings`` changed: ``WITH (...)`` storage parameters are set and reset
-  in place; other settings, which PostgreSQL cannot change in place, are refused with
-  the way out (the change was not seen by diff or check at all).
+  in place; other settings (``INHERITS``, ``PARTITION BY``: no in-place form;
+  ``TABLESPACE``: a move diff does not write) are refused with the way out (the change
+  was not seen by diff or check at all).
 """
 
 from __future__ import annotations
