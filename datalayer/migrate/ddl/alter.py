@@ -124,11 +124,9 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
     ))
     # A foreign key to the table itself follows it (PostgreSQL keeps it on the renamed
     # table): the same constraint, not one to drop and add again with a scan.
-    own = f"REFERENCES {before.qualified} ("
     moved = dataclasses.replace(before, name=new, columns=tuple(
-        dataclasses.replace(c, fk=Sql(c.fk.text.replace(own, f"REFERENCES {after.qualified} ("),
-                                      c.fk.params))
-        if c.fk is not None and own in c.fk.text else c
+        c.fk_retargeted(after.qualified)
+        if c.fk_text is not None and c.fk_text.table == before.qualified else c
         for c in before.columns
     ))
     steps.extend(plan_alter(moved, after))

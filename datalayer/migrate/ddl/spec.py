@@ -25,6 +25,7 @@ from .actions import Unique
 
 __all__ = [
     "ColumnSpec",
+    "ForeignKeyText",
     "IndexSpec",
     "Sql",
     "TableSpec",
@@ -163,18 +164,38 @@ class ColumnSpec:
     db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
     # The column ``fk`` refers to (in the table ``fk.refs`` names), for the checks before DDL.
     fk_column: str | None = dataclasses.field(default=None, compare=False)
-    # ``fk``'s text around this column's quoted name (``FOREIGN KEY (`` ... ``) REFERENCES
-    # ...``): the same key for the column renamed, without reading ``fk`` back.
-    fk_around: tuple[str, str] | None = dataclasses.field(default=None, compare=False)
+    # ``fk``'s text around the names a rename changes (this column's, the table's it
+    # refers to): the same key for either renamed, without reading ``fk`` back.
+    fk_text: ForeignKeyText | None = dataclasses.field(default=None, compare=False)
 
     def fk_renamed(self, new: str) -> Sql | None:
         """Return ``fk`` as it reads once this column is renamed ``new`` (None: no fk)."""
         if self.fk is None:
             return None
-        if self.fk_around is None:
+        if self.fk_text is None:
             raise UnsupportedChange(f"cannot rename {self.name}: its foreign key is not known")
-        head, tail = self.fk_around
-        return Sql(head + quote(new) + tail, self.fk.params)
+        return Sql(self.fk_text.text(new), self.fk.params)
+
+    def fk_retargeted(self, table: str) -> ColumnSpec:
+        """Return this column with its foreign key referring to ``table`` (quoted) instead."""
+        if self.fk is None or self.fk_text is None:
+            raise UnsupportedChange(f"cannot retarget the foreign key of {self.name}")
+        fk_text = dataclasses.replace(self.fk_text, table=table)
+        return dataclasses.replace(self, fk=Sql(fk_text.text(self.name), self.fk.params),
+                                   fk_text=fk_text)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignKeyText:
+    """A column's foreign key as peewee renders it, around the names a rename changes."""
+
+    head: str  # up to the column's quoted name: ``[CONSTRAINT "name" ]FOREIGN KEY (``
+    table: str  # the table it refers to, quoted (and schema-qualified)
+    tail: str  # after it: ``("id")[ ON DELETE ...]``
+
+    def text(self, column: str) -> str:
+        """Return the key's text for the column named ``column``."""
+        return f"{self.head}{quote(column)}) REFERENCES {self.table} {self.tail}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -458,13 +479,13 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     fk: Sql | None = None
     fk_name: str | None = None
     fk_column: str | None = None
-    fk_around: tuple[str, str] | None = None
+    fk_text: ForeignKeyText | None = None
     if isinstance(field, pw.ForeignKeyField):
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
         node = field.foreign_key_constraint(bool(field.deferred))
         fk = render(node, db, values_scope=True)
-        fk_around = _around_column(node, field, db, fk)
+        fk_text = _fk_text(node, field, db, fk)
         rel = field.rel_model._meta
         fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
@@ -493,29 +514,29 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         py_default=field.default,
         db_value=field.db_value,
         fk_column=fk_column,
-        fk_around=fk_around,
+        fk_text=fk_text,
     )
 
 
-def _around_column(
-    node: Any, field: pw.Field, db: pw.Database, fk: Sql
-) -> tuple[str, str] | None:
-    """Return the text of the foreign key ``node`` before and after ``field``'s quoted name.
+def _fk_text(node: Any, field: pw.Field, db: pw.Database, fk: Sql) -> ForeignKeyText | None:
+    """Return the text of the foreign key ``node`` around ``field`` and the table it refers to.
 
-    Rendered from the nodes peewee's ``foreign_key_constraint()`` lists around its
-    ``(field)``; None when that is not how it reads.
+    Rendered from the nodes peewee's ``foreign_key_constraint()`` lists: ``[CONSTRAINT
+    name] FOREIGN KEY (field) REFERENCES table (column) [ON ...]``; None when that is
+    not how it reads.
     """
     nodes = list(getattr(node, "nodes", ()))
     at = next((i for i, n in enumerate(nodes) if isinstance(n, pw.NodeList) and n.parens
                and len(n.nodes) == 1 and n.nodes[0] is field), None)
-    if at is None:
+    if at is None or len(nodes) < at + 4:
         return None
     head = render(pw.NodeList(nodes[:at]), db, values_scope=True).text
-    tail = render(pw.NodeList(nodes[at + 1:]), db, values_scope=True).text
-    around = ((head + " " if head else "") + "(", ") " + tail if tail else ")")
-    if around[0] + quote(field.column_name) + around[1] != fk.text:
+    table = render(nodes[at + 2], db, values_scope=True).text
+    tail = render(pw.NodeList(nodes[at + 3:]), db, values_scope=True).text
+    found = ForeignKeyText((head + " " if head else "") + "(", table, tail)
+    if found.text(field.column_name) != fk.text:
         return None
-    return around
+    return found
 
 
 def _unique_of(index: Any, table: str, db: pw.Database) -> tuple[Unique, ...] | None:
