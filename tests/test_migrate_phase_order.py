@@ -35,6 +35,7 @@ from tests._migrate_cases import (  # noqa: F401 (the two fixtures: pytest finds
     ref_db_fixture,
     snapshots,
 )
+from tests.test_migrate_generate import rows
 
 _ALL = {c.id: c for c in [*gen.CASES, *gen.MORE, *gen.ITEM6_CASES, *more.CASES, *outside.CASES]}
 
@@ -119,3 +120,51 @@ def test_a_rename_the_phased_form_cannot_carry_is_refused(
     assert differences(v1, snapshots(module_db)) == []
     runner.apply(module_db, tmp_path)  # without --phase it applies
     assert differences(declared(ref_db, case.v2()), snapshots(module_db)) == []
+
+
+SAME_NAME = '''
+import peewee as pw
+from peewee_migrate import Migrator
+
+
+def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+    from datalayer.migrate.ops import extend
+
+    m = extend(migrator)
+    m.remove_fields("items", "code")
+    m.add_fields("items", extra=pw.TextField(null=True))
+    m.add_fields("items", code=pw.IntegerField(null=True), note=pw.TextField(null=True))
+
+
+def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    from datalayer.migrate.ops import extend
+
+    m = extend(migrator)
+    m.remove_fields("items", "code", "note", "extra")
+    m.add_fields("items", code=pw.TextField(null=True))
+'''
+
+
+def test_a_column_dropped_and_added_again_under_its_name_waits_for_the_drop(
+    module_db: pw.Database, tmp_path: Path
+) -> None:
+    """A drop holds back what reuses the name it frees, not the rest of its table."""
+    def items() -> list[type[pw.Model]]:
+        meta = type("Meta", (), {"table_name": "items"})
+        return [type("Item", (pw.Model,), {"Meta": meta, "code": pw.TextField()})]
+
+    emptied(module_db)
+    assert create_migration(Router(module_db, tmp_path), "items", items()) is not None
+    (tmp_path / "002_code.py").write_text(SAME_NAME)
+    runner.apply(module_db, tmp_path, to="001_items", verify_checksums=False)
+    module_db.execute_sql("INSERT INTO items (code) VALUES ('x')")
+    columns = ("SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+               "WHERE table_name = 'items' ORDER BY column_name")
+    runner.apply(module_db, tmp_path, phase="expand", verify_checksums=False)
+    # the drop's expand part (its NOT NULL) and the unrelated column ran; the new code waits
+    assert rows(module_db, columns) == [("code", "text", "YES"), ("extra", "text", "YES"),
+                                        ("id", "integer", "NO")]
+    runner.apply(module_db, tmp_path, phase="contract", verify_checksums=False)
+    assert rows(module_db, columns) == [
+        ("code", "integer", "YES"), ("extra", "text", "YES"), ("id", "integer", "NO"),
+        ("note", "text", "YES")]
