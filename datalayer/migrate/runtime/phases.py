@@ -15,8 +15,18 @@ narrowing type changes, hand-written SQL and Python).  Two kinds are rewritten:
   default (so the new release's INSERTs, which leave it out, keep working);
   contract drops it.
 
+The split keeps the order of what depends on what: an operation that touches a
+table an earlier contract part touches (the same migration's, or an earlier
+migration's whose contract part is still to run) is contract as a whole, since it
+may need that part (a table renamed or moved, a sequence made, a column retyped,
+an index dropped under the same name); a column drop holds back only what reuses
+a name it frees; hand-written SQL and Python hold back everything after them; and
+within one operation a statement after a contract statement is contract too.
+What the expand part of a migration held back is stored with its row (``holds``),
+so its contract part is split the same way whatever ran in between.
+
 The state of a migration between its phases is kept in a table of its own,
-``<history table>_phases`` (name, phase, checksum, applied_at): the history
+``<history table>_phases`` (name, phase, checksum, applied_at, holds): the history
 table gets a row only when a migration is fully applied, so upstream
 ``pw_migrate`` never takes a half-applied migration for an applied one.
 """
