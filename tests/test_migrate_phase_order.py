@@ -168,3 +168,17 @@ def test_a_column_dropped_and_added_again_under_its_name_waits_for_the_drop(
     assert rows(module_db, columns) == [
         ("code", "integer", "YES"), ("extra", "text", "YES"), ("id", "integer", "NO"),
         ("note", "text", "YES")]
+
+
+def test_a_phase_table_of_an_earlier_release_gets_its_holds_column(
+    module_db: pw.Database, ref_db: pw.Database, tmp_path: Path
+) -> None:
+    case = _ALL["json_to_jsonb_with_its_gin_index"]  # two files: the second needs the first
+    names = _generate(case, module_db, tmp_path)
+    module_db.execute_sql(  # as ensure_table made it before the holds column
+        "CREATE TABLE migratehistory_phases (id SERIAL PRIMARY KEY, name VARCHAR(255) NOT "
+        "NULL, phase VARCHAR(16) NOT NULL, checksum VARCHAR(64), applied_at TIMESTAMP NOT NULL)")
+    assert runner.apply(module_db, tmp_path, phase="expand", dry_run=True) != []
+    assert [a.name for a in runner.apply(module_db, tmp_path, phase="expand")] == names
+    assert [a.name for a in runner.apply(module_db, tmp_path, phase="contract")] == names
+    assert differences(declared(ref_db, case.v2()), snapshots(module_db)) == []

@@ -437,9 +437,17 @@ def ensure_table(router: Any) -> None:
         "name VARCHAR(255) NOT NULL, phase VARCHAR(16) NOT NULL, checksum VARCHAR(64), "
         "applied_at TIMESTAMP NOT NULL)"
     )
-    # What the expand part of each migration left to its contract part (see PhaseRun).
-    router.database.execute_sql(
-        f"ALTER TABLE {phases_table(router)} ADD COLUMN IF NOT EXISTS holds TEXT")
+    if not _has_holds(router):  # what each expand part held back (see PhaseRun): a
+        # table made by an earlier release lacks it (no ALTER, no lock, when it is there)
+        router.database.execute_sql(
+            f"ALTER TABLE {phases_table(router)} ADD COLUMN IF NOT EXISTS holds TEXT")
+
+
+def _has_holds(router: Any) -> bool:
+    found = router.database.execute_sql(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'holds' "
+        "AND NOT attisdropped", (phases_table(router),)).fetchone()
+    return bool(found)
 
 
 def _holds(router: Any) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
@@ -450,10 +458,7 @@ def _holds(router: Any) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
     if not has_table(router):
         return {}
     table = phases_table(router)
-    found = router.database.execute_sql(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'holds' "
-        "AND NOT attisdropped", (table,)).fetchone()
-    if not found:
+    if not _has_holds(router):
         return {}
     out: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for name, text in router.database.execute_sql(
