@@ -86,14 +86,21 @@ def _python_name(op: Any) -> str:
 
 
 def _render_one(
-    router: Router, migrator: Any, loaded: LoadedMigration, *, downgrade: bool, postgres: int
+    router: Router,
+    migrator: Any,
+    loaded: LoadedMigration,
+    *,
+    downgrade: bool,
+    postgres: int,
+    facts: bool = True,
 ) -> tuple[tuple[str, ...], tuple[StatementFacts | None, ...]]:
     """Return the statements of one migration (or its rollback) and what is known of each.
 
     A statement of an operation the migrator built carries its facts (lock,
     scan, rewrite: :func:`..ddl.effects.statement_of`); SQL the file runs itself
     (``migrator.sql``, ``database.execute_sql``) and upstream operations
-    carry None: only parsing can tell.
+    carry None: only parsing can tell.  Without ``facts`` none is derived
+    (the second item is empty): what is parsed with pglast needs none.
     """
     from ..ddl.effects import statement_of
 
@@ -105,6 +112,8 @@ def _render_one(
     def mark(step: Any) -> None:
         out.extend(text.rstrip().rstrip(";") + ";" for text in recorder.statements)
         recorder.take()
+        if not facts:
+            return
         fact = statement_of(step, postgres=postgres) if step is not None else None
         for text in out[len(known):]:
             known.append(None if fact is None else dataclasses.replace(fact, sql=text))
@@ -233,7 +242,7 @@ def _backward(
     for name in reversed(names[first:]):
         loaded = router.load(name)
         statements, known = _render_one(
-            router, migrator, loaded, downgrade=True, postgres=postgres
+            router, migrator, loaded, downgrade=True, postgres=postgres, facts=facts
         )
         if name in wanted:
             results.append(
@@ -301,7 +310,7 @@ def _forward(
         if name in wanted and name not in cached:
             recorder.version_read = False
             statements, known = _render_one(
-                router, migrator, loaded, downgrade=False, postgres=postgres
+                router, migrator, loaded, downgrade=False, postgres=postgres, facts=facts
             )
             rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements,
                                           facts=known, reads_version=recorder.version_read)
