@@ -451,12 +451,18 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
         fk_column = field.rel_field.column_name
     refs = tuple(r for o in other for r in o.refs)
-    null_saved = field.null
-    try:
-        field.null = True
-        ddl_nullable = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
-    finally:
-        field.null = null_saved
+    ddl = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
+    if field.null:  # the column as it is, rendered once
+        ddl_nullable = ddl
+    else:
+        null_saved = field.null
+        try:
+            field.null = True
+            ddl_nullable = dataclasses.replace(
+                render(field.ddl(db.get_sql_context()), db), refs=refs
+            )
+        finally:
+            field.null = null_saved
     return ColumnSpec(
         name=field.column_name,
         field_name=field.name,
@@ -469,7 +475,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         collation=field.collation,
         fk=fk,
         fk_name=fk_name,
-        ddl=dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs),
+        ddl=ddl,
         ddl_nullable=ddl_nullable,
         py_default=field.default,
         db_value=field.db_value,

@@ -350,6 +350,7 @@ def history_sql(
     *,
     postgres: int = DEFAULT_POSTGRES,
     facts: bool = False,
+    state: list[Any] | None = None,
 ) -> tuple[list[MigrationSql], Callable[[], list[MigrationSql]]]:
     """Return every migration's SQL, in order, and a function that renders every rollback.
 
@@ -359,6 +360,12 @@ def history_sql(
     from it, without replaying the history again.  Call the function once,
     after the forward SQL (it moves the state back down to an empty schema);
     it raises the :class:`MigrationError` of a rollback that does not render.
+
+    ``state``, a list, gets the migrator that holds the state of the whole
+    history appended when the forward rendering folded it (not when every
+    file's SQL came from the cache): the caller may read that state (``check``
+    compares the models with it) until it calls the function; one that
+    changes it must render the rollbacks otherwise.
 
     :raises MigrationError: as :func:`migration_sql`.
     """
@@ -372,6 +379,8 @@ def history_sql(
     forward = (
         _forward(router, migrator, names, set(names), postgres, facts, folded) if names else []
     )
+    if state is not None and folded:
+        state.append(migrator)
 
     def rollbacks() -> list[MigrationSql]:
         if not names:
