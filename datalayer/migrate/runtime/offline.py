@@ -287,9 +287,13 @@ def _forward(
         pack = _cache.load_sql_pack(_cache.sql_key(keys[end], postgres) + "-pack")
         if pack is not None and [n for n, _ in pack] == run:
             cached.update((n, hit) for n, hit in pack if n in wanted)
+    listed = _cache.present() if any(n in wanted and n not in cached for n in names) else None
     for name, key in zip(names, keys, strict=False):  # no keys: the cache is off
         if name in wanted and name not in cached:
-            hit = _cache.load_sql(_cache.sql_key(key, postgres))
+            entry = _cache.sql_key(key, postgres)
+            if listed is not None and _cache.sql_entry(entry) not in listed:
+                continue  # not in the folder when listed: not worth a failed open
+            hit = _cache.load_sql(entry)
             if hit is not None:
                 cached[name] = hit
     missing = [i for i, n in enumerate(names) if n in wanted and n not in cached]
