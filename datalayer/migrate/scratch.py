@@ -275,11 +275,23 @@ def scratch_database_soon(admin: Settings, label: str) -> Iterator[Pending]:
 
     def create() -> Settings:
         try:
-            return made.__enter__()
+            created = made.__enter__()
         except BaseException as exc:
             if not version.done():  # not connected: the version waits on the same error
                 version.set_exception(exc)
             raise
+        if not version.done():  # made without telling (a stand-in): ask the database made
+            import psycopg2
+
+            try:
+                conn = psycopg2.connect(**created.connect_kwargs())
+                try:
+                    version.set_result(conn.server_version)
+                finally:
+                    conn.close()
+            except psycopg2.Error as exc:
+                version.set_exception(exc)
+        return created
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datalayer-scratch") as pool:
         future = pool.submit(create)
