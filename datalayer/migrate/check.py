@@ -21,11 +21,15 @@ Four checks, all reported (an empty list means the tree is fine):
 Every migration and every rollback is rendered once, in one pass
 (:func:`~datalayer.migrate.runtime.offline.history_sql`): the scratch
 database is sent that SQL and the lint reads it, in a thread while the
-server works.  The scratch database (:mod:`datalayer.migrate.scratch`) is
-created, in the background while the models are compared with the history,
-and dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL``
-(Atlas's dev database; its user needs CREATEDB), or on the embedded server
-when that is unset.
+server works.  The forward rendering folds the state of the whole history,
+and the models are compared with that state (the history is not replayed
+again; when they differ, the comparison planned the change on it, and the
+rollbacks are rendered from a replay of their own).  The scratch database
+(:mod:`datalayer.migrate.scratch`) is created in the background meanwhile
+(the cached schema's key needs only the server's version, known once
+connected), and dropped afterwards, on the server of
+``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
+CREATEDB), or on the embedded server when that is unset.
 """
 
 from __future__ import annotations
