@@ -26,6 +26,7 @@ from .actions import Unique
 
 __all__ = [
     "ColumnSpec",
+    "ForeignKeyText",
     "IndexSpec",
     "Sql",
     "TableSpec",
@@ -34,6 +35,7 @@ __all__ = [
     "quote",
     "render",
     "sort_models",
+    "table_settings",
     "table_spec",
 ]
 
@@ -163,6 +165,38 @@ class ColumnSpec:
     db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
     # The column ``fk`` refers to (in the table ``fk.refs`` names), for the checks before DDL.
     fk_column: str | None = dataclasses.field(default=None, compare=False)
+    # ``fk``'s text around the names a rename changes (this column's, the table's it
+    # refers to): the same key for either renamed, without reading ``fk`` back.
+    fk_text: ForeignKeyText | None = dataclasses.field(default=None, compare=False)
+
+    def fk_renamed(self, new: str) -> Sql | None:
+        """Return ``fk`` as it reads once this column is renamed ``new`` (None: no fk)."""
+        if self.fk is None:
+            return None
+        if self.fk_text is None:
+            raise UnsupportedChange(f"cannot rename {self.name}: its foreign key is not known")
+        return Sql(self.fk_text.text(new), self.fk.params)
+
+    def fk_retargeted(self, table: str) -> ColumnSpec:
+        """Return this column with its foreign key referring to ``table`` (quoted) instead."""
+        if self.fk is None or self.fk_text is None:
+            raise UnsupportedChange(f"cannot retarget the foreign key of {self.name}")
+        fk_text = dataclasses.replace(self.fk_text, table=table)
+        return dataclasses.replace(self, fk=Sql(fk_text.text(self.name), self.fk.params),
+                                   fk_text=fk_text)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignKeyText:
+    """A column's foreign key as peewee renders it, around the names a rename changes."""
+
+    head: str  # up to the column's quoted name: ``[CONSTRAINT "name" ]FOREIGN KEY (``
+    table: str  # the table it refers to, quoted (and schema-qualified)
+    tail: str  # after it: ``("id")[ ON DELETE ...]``
+
+    def text(self, column: str) -> str:
+        """Return the key's text for the column named ``column``."""
+        return f"{self.head}{quote(column)}) REFERENCES {self.table} {self.tail}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +226,8 @@ class TableSpec:
     constraints: tuple[Sql, ...]
     indexes: tuple[IndexSpec, ...]
     create: tuple[Sql, ...] = dataclasses.field(compare=False)
+    # ``Meta.table_settings``, each as written (after the column list of CREATE TABLE).
+    settings: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -238,12 +274,9 @@ def references_in(text: str) -> tuple[str, ...]:
     return tuple(m.group(1) for m in _REFERENCES_RE.finditer(text))
 
 
-_CHECK_RE = re.compile(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?CHECK\b', re.IGNORECASE)
-
-
 def is_check(sql: Sql) -> bool:
     """Return True for ``CHECK (...)`` and ``CONSTRAINT name CHECK (...)``."""
-    return bool(_CHECK_RE.match(sql.text))
+    return read_constraint(sql).keyword == "CHECK"
 
 
 _UNIQUE_RE = re.compile(
@@ -265,6 +298,36 @@ class TableConstraint:
     foreign_key: bool  # ``[CONSTRAINT name] FOREIGN KEY ...``: can be added NOT VALID
     unique_name: str | None = None  # of ``[CONSTRAINT name] UNIQUE (col, ...)``, if named
     unique_columns: tuple[str, ...] = ()  # of ``[CONSTRAINT name] UNIQUE (col, ...)``
+    name: str | None = None  # of ``CONSTRAINT name ...``
+    keyword: str = ""  # the word after the optional ``CONSTRAINT name``, upper case (UNIQUE)
+    check_body: str | None = None  # the expression of a constraint exactly ``CHECK (expr)``
+
+
+def _after_name(text: str) -> tuple[str | None, str]:
+    """Return (the name of ``CONSTRAINT name``, the text after it); (None, text) without one.
+
+    A quoted name may hold spaces and ``""``; whitespace must follow the name.
+    """
+    text = text.lstrip()
+    if text[:10].upper() != "CONSTRAINT" or not text[10:11].isspace():
+        return None, text
+    rest = text[10:].lstrip()
+    end = 0
+    if rest.startswith('"'):
+        end = 1
+        while end < len(rest):
+            if rest[end] == '"':
+                if rest[end + 1:end + 2] != '"':
+                    break
+                end += 1
+            end += 1
+        end += 1
+    else:
+        while end < len(rest) and not rest[end].isspace():
+            end += 1
+    if not rest[end:end + 1].isspace():
+        return None, ""  # no whitespace after the name: not a constraint this reads
+    return _unquote(rest[:end]), rest[end:].lstrip()
 
 
 def _unquote(name: str) -> str:
@@ -280,21 +343,27 @@ def read_constraint(sql: Sql) -> TableConstraint:
             else "add_unique" if re.search(r"\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", upper)
             else "add_check" if re.search(r"\bCHECK\b", upper) else "alter_table")
     m = _UNIQUE_RE.match(sql.text)
+    name, rest = _after_name(sql.text)
+    word = 0
+    while word < len(rest) and (rest[word].isalnum() or rest[word] == "_"):
+        word += 1
+    text = sql.text.removesuffix("\n")
+    body = (text[len("CHECK ("):-1] if text.startswith("CHECK (") and text.endswith(")")
+            else None)
     return TableConstraint(
         kind,
         bool(_FOREIGN_RE.match(sql.text)),
         (_unquote(m.group(1)) if m and m.group(1) else None),
         tuple(_unquote(c) for c in m.group(2).split(",")) if m else (),
+        name,
+        rest[:word].upper(),
+        body,
     )
 
 
 def constraint_name(sql: Sql) -> str | None:
     """Return the explicit name of ``CONSTRAINT name ...``, or None."""
-    m = re.match(r'^\s*CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s', sql.text, re.IGNORECASE)
-    if not m:
-        return None
-    name = m.group(1)
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+    return read_constraint(sql).name
 
 
 def column_spec(field: pw.Field, db: pw.Database | None = None) -> ColumnSpec:
@@ -442,10 +511,13 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     fk: Sql | None = None
     fk_name: str | None = None
     fk_column: str | None = None
+    fk_text: ForeignKeyText | None = None
     if isinstance(field, pw.ForeignKeyField):
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
-        fk = render(field.foreign_key_constraint(bool(field.deferred)), db, values_scope=True)
+        node = field.foreign_key_constraint(bool(field.deferred))
+        fk = render(node, db, values_scope=True)
+        fk_text = _fk_text(node, field, db, fk)
         rel = field.rel_model._meta
         fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
@@ -480,7 +552,29 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         py_default=field.default,
         db_value=field.db_value,
         fk_column=fk_column,
+        fk_text=fk_text,
     )
+
+
+def _fk_text(node: Any, field: pw.Field, db: pw.Database, fk: Sql) -> ForeignKeyText | None:
+    """Return the text of the foreign key ``node`` around ``field`` and the table it refers to.
+
+    Rendered from the nodes peewee's ``foreign_key_constraint()`` lists: ``[CONSTRAINT
+    name] FOREIGN KEY (field) REFERENCES table (column) [ON ...]``; None when that is
+    not how it reads.
+    """
+    nodes = list(getattr(node, "nodes", ()))
+    at = next((i for i, n in enumerate(nodes) if isinstance(n, pw.NodeList) and n.parens
+               and len(n.nodes) == 1 and n.nodes[0] is field), None)
+    if at is None or len(nodes) < at + 4:
+        return None
+    head = render(pw.NodeList(nodes[:at]), db, values_scope=True).text
+    table = render(nodes[at + 2], db, values_scope=True).text
+    tail = render(pw.NodeList(nodes[at + 3:]), db, values_scope=True).text
+    found = ForeignKeyText((head + " " if head else "") + "(", table, tail)
+    if found.text(field.column_name) != fk.text:
+        return None
+    return found
 
 
 def _unique_of(index: Any, table: str, db: pw.Database) -> tuple[Unique, ...] | None:
@@ -626,7 +720,16 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         constraints=tuple(constraints),
         indexes=indexes,
         create=tuple(statements),
+        settings=table_settings(model),
     )
+
+
+def table_settings(model: type[pw.Model]) -> tuple[str, ...]:
+    """Return ``model``'s ``Meta.table_settings`` (one string or several) as a tuple."""
+    found = model._meta.table_settings
+    if not found:
+        return ()
+    return (found,) if isinstance(found, str) else tuple(found)
 
 
 _CREATE_MEMO_ATTR = "_datalayer_create_tables"
