@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -378,8 +379,9 @@ def deferred_fk_name(field: pw.ForeignKeyField) -> str:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+_REFERRING = (pw.ForeignKeyField, pw.DeferredForeignKey)
 _MEMO_ATTR = "_datalayer_column_specs"
-"""The memo's attribute on a model's ``_meta``: id(field) -> (the field, its key, its spec).
+"""The memo's attribute on a model's ``_meta``: render key -> id(field) -> its entry.
 
 On the model, not in a module-level dict: a spec holds its field (``db_value`` is
 the field's bound method), so a global memo would keep every field, and its
@@ -408,24 +410,21 @@ def _render_key(db: pw.Database) -> tuple[Any, ...]:
     ))
 
 
-def _memo_key(field: pw.Field, db_key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Return what ``field``'s column spec is rendered from, compared by identity.
+def _memo_entry(field: pw.Field, spec: ColumnSpec) -> tuple[Any, ...]:
+    """Return the memo entry of ``field``'s ``spec``: (field, class, names, values, lists, spec).
 
-    The identities of the field's attribute values (of a list's items too): a
-    field changed in place (``null``, ``default``, ``constraints`` ...) gets a
-    new key.  The key holds the values themselves, last, so that no identity
-    in it can be taken by another object while it lives; two keys whose
-    identities are equal hold the very same values, which ``==`` then compares
-    by identity without calling any value's ``__eq__``.  All of it is built by
-    C loops (``map``), a column spec being looked up thousands of times.
+    A later lookup is a hit only while the field is as it was: same class,
+    same attribute names, the same values (compared by identity, never by a
+    value's ``__eq__``, which peewee overloads) and, for each list value
+    (``constraints`` ...), the same items: a field changed in place (``null``,
+    ``default``, a constraint appended ...) is rendered again.  The entry
+    holds the values and the items, so no identity can be taken by another
+    object while it lives.
     """
     attrs = vars(field)
     values = tuple(attrs.values())
-    items = (
-        tuple(tuple(map(id, v)) for v in values if type(v) is list)
-        if list in map(type, values) else ()
-    )
-    return (db_key, type(field), tuple(attrs), tuple(map(id, values)), items, values)
+    lists = tuple((v, tuple(v)) for v in values if type(v) is list)
+    return (field, type(field), tuple(attrs), values, lists, spec)
 
 
 def _column_spec(
@@ -446,25 +445,58 @@ def _column_spec(
         return _render_column_spec(field, db)
     if db_key is None:
         db_key = _render_key(db)
-    key = _memo_key(field, db_key)
-    meta = model._meta
-    memo: dict[int, tuple[pw.Field, tuple[Any, ...], ColumnSpec]] | None = getattr(
+    return _column_specs(model._meta, (field,), db, db_key)[0]
+
+
+def _column_specs(
+    meta: Any, fields: Sequence[pw.Field], db: pw.Database, db_key: tuple[Any, ...]
+) -> tuple[ColumnSpec, ...]:
+    """Return the column specs of ``fields`` (of the model of ``meta``), from its memo.
+
+    The memo (see :data:`_MEMO_ATTR`) is per rendering key: a database whose
+    SQL renders otherwise starts it afresh.
+    """
+    memos: dict[tuple[Any, ...], dict[int, tuple[Any, ...]]] | None = getattr(
         meta, _MEMO_ATTR, None
     )
+    if memos is None or len(memos) > 4:  # a handful of render keys in practice
+        memos = {}
+        setattr(meta, _MEMO_ATTR, memos)
+    memo = memos.get(db_key)
     if memo is None:
-        memo = {}
-        setattr(meta, _MEMO_ATTR, memo)
-    hit = memo.get(id(field))
-    if hit is not None and hit[0] is field and hit[1] == key:
-        return hit[2]
-    spec = _render_column_spec(field, db)
-    if len(memo) > 2 * len(meta.fields) + 16:  # fields the model no longer has: let them go
-        fields = meta.fields
-        for k, (f, _, _) in list(memo.items()):
-            if fields.get(f.name) is not f:
-                del memo[k]
-    memo[id(field)] = (field, key, spec)
-    return spec
+        memo = memos[db_key] = {}
+    out: list[ColumnSpec] = []
+    get, is_ = memo.get, operator.is_
+    for field in fields:
+        # A hit while the field is as it was (see _memo_entry); C loops, as this runs
+        # for every column of every operation.
+        hit = get(id(field))
+        if hit is not None and hit[0] is field:
+            attrs = vars(field)
+            values = hit[3]
+            if (
+                len(attrs) == len(values)
+                and all(map(is_, attrs.values(), values))
+                and tuple(attrs) == hit[2]
+                and type(field) is hit[1]
+                and (not hit[4] or all(
+                    len(v) == len(was) and all(map(is_, v, was)) for v, was in hit[4]
+                ))
+            ):
+                out.append(hit[5])
+                continue
+        if isinstance(field, _REFERRING):  # never memoized: see _column_spec
+            out.append(_render_column_spec(field, db))
+            continue
+        spec = _render_column_spec(field, db)
+        if len(memo) > 2 * len(meta.fields) + 16:  # fields the model no longer has: let them go
+            known = meta.fields
+            for k, entry in list(memo.items()):
+                if known.get(entry[0].name) is not entry[0]:
+                    del memo[k]
+        memo[id(field)] = _memo_entry(field, spec)
+        out.append(spec)
+    return tuple(out)
 
 
 def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
@@ -491,12 +523,18 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
         fk_column = field.rel_field.column_name
     refs = tuple(r for o in other for r in o.refs)
-    null_saved = field.null
-    try:
-        field.null = True
-        ddl_nullable = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
-    finally:
-        field.null = null_saved
+    ddl = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
+    if field.null:  # the column as it is, rendered once
+        ddl_nullable = ddl
+    else:
+        null_saved = field.null
+        try:
+            field.null = True
+            ddl_nullable = dataclasses.replace(
+                render(field.ddl(db.get_sql_context()), db), refs=refs
+            )
+        finally:
+            field.null = null_saved
     return ColumnSpec(
         name=field.column_name,
         field_name=field.name,
@@ -509,7 +547,7 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         collation=field.collation,
         fk=fk,
         fk_name=fk_name,
-        ddl=dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs),
+        ddl=ddl,
         ddl_nullable=ddl_nullable,
         py_default=field.default,
         db_value=field.db_value,
@@ -643,7 +681,7 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
     meta = model._meta
     db = database_of(model)
     db_key = _render_key(db)
-    columns = tuple(_column_spec(f, db, db_key) for f in meta.sorted_fields)
+    columns = _column_specs(meta, meta.sorted_fields, db, db_key)
     pk: tuple[str, ...]
     if meta.composite_key:
         composite: Any = meta.primary_key
