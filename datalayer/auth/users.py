@@ -169,6 +169,29 @@ def _select_own() -> Statement:
 
 
 _INSERT_ORDER = ("email", "password_hash", "display_name", "role", "is_active")
+# What the insert returns: the columns it does not give, which the server fills in (the
+# id, the time stamps). The rest of the new row is what create_user() sent.
+_MADE_BY_SERVER = tuple(f for f in _FIELDS if f.name not in _INSERT_ORDER)
+
+
+def _created_user(row: Any, address: str, stored: str, name: str | None, role_value: str,
+                  active: bool) -> User:
+    """Return the User that create_user() inserted: ``row`` (of ``_MADE_BY_SERVER``) and
+    the values it sent, as :func:`_build_user` builds it from the whole row."""
+    if _build_user is _build_known_user and type(row[0]) is _UUID:
+        id_, last, created, updated = row  # _MADE_BY_SERVER of _USER_NAMES
+        user = _new_user(User)  # as _build_known_user()
+        user.__data__ = {
+            "id": id_, "email": address, "password_hash": stored, "display_name": name,
+            "role": _ROLE_OF[role_value], "is_active": active, "last_login_at": last,
+            "created_at": created, "updated_at": updated,
+        }
+        user._dirty = set()  # type: ignore[attr-defined]  # peewee's, not in the stubs
+        user.__rel__ = {}
+        return user
+    values = dict(zip((f.name for f in _MADE_BY_SERVER), row, strict=True))
+    values.update(zip(_INSERT_ORDER, (address, stored, name, role_value, active), strict=True))
+    return _build_user(tuple(values[f.name] for f in _FIELDS))
 
 
 @functools.cache
@@ -182,7 +205,7 @@ def _insert_user() -> Statement:
             is_active=Param("is_active"),
         )
         .on_conflict(action="IGNORE", conflict_target=[User.email])
-        .returning(*_FIELDS)
+        .returning(*_MADE_BY_SERVER)
     )
     stmt = Statement(query)
     # create_user() passes the values in this order, unconverted.
@@ -352,7 +375,7 @@ def create_user(
         else:
             if row is None:
                 raise DuplicateError(_DUPLICATE_EMAIL)
-            return _build_user(row)
+            return _created_user(row, address, stored, name, role_value, active)
 
     values = {"email": address, "password_hash": stored, "display_name": name,
               "role": role_value, "is_active": active}
@@ -361,7 +384,7 @@ def create_user(
         row = fetchone(database, insert, values)
         if row is None:
             raise DuplicateError(_DUPLICATE_EMAIL)
-        return _build_user(row)
+        return _created_user(row, address, stored, name, role_value, active)
 
     def find() -> User | None:  # after a lost reply: is the row with our (salted) hash there?
         row = fetchone(database, _select_by_email(), {"email": values["email"]})
