@@ -578,6 +578,21 @@ def load_settings(
             values["sslmode"] = text.strip().lower()
     else:
         values["source"] = "embedded"
+    if db_host is None:
+        # Not used (DATABASE_URL or the embedded server), yet a malformed value is still a
+        # mistake to report: DB_PORT=abc must not start the embedded server in silence.
+        port = raw("DB_PORT")
+        if port is not None:
+            try:
+                number = integer(port)
+            except ValueError:
+                number = 0
+            if not 1 <= number <= 65535:
+                shown = port if len(port) <= 40 else f"{port[:20]}... ({len(port)} characters)"
+                problems["DB_PORT"] = f"{shown!r} is not valid; expected a whole number from 1 to 65535"
+        mode = raw("DB_SSLMODE")
+        if mode is not None and mode.strip().lower() not in SSLMODES:
+            problems["DB_SSLMODE"] = f"{mode.strip()!r} is not one of {', '.join(SSLMODES)}"
 
     parse("DB_MAX_OPEN_CONNS", "max_open_conns", integer, "a whole number > 0")
     parse("DB_MAX_IDLE_CONNS", "max_idle_conns", integer, "a whole number > 0")

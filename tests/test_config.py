@@ -168,6 +168,11 @@ def test_all_bad_variables_in_one_message(clean_env: Path, monkeypatch: pytest.M
         ({"DATABASE_URL": "postgresql://u@h:99999/d"}, "DATABASE_URL", "port"),
         ({"DATALAYER_DEV_DATABASE_URL": "nonsense"}, "DATALAYER_DEV_DATABASE_URL", "scheme"),
         ({"DB_APPLICATION_NAME": "x" * 64}, "DB_APPLICATION_NAME", "1-63"),
+        # Not used without DB_HOST, yet malformed: an error, not a silent embedded server.
+        ({"DB_PORT": "abc"}, "DB_PORT", "1 to 65535"),
+        ({"DB_PORT": "70000"}, "DB_PORT", "1 to 65535"),
+        ({"DB_SSLMODE": "bogus"}, "DB_SSLMODE", "verify-full"),
+        ({"DATABASE_URL": "postgresql://u@h/d", "DB_PORT": "abc"}, "DB_PORT", "1 to 65535"),
     ],
 )
 def test_bad_values_name_the_variable(
