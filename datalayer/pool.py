@@ -52,6 +52,10 @@ __all__ = ["ConnectionPool", "PoolStats", "connect_failure", "is_server_full"]
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
+_get_ident = threading.get_ident
+# The running threads by ident, as threading.current_thread() looks the caller up (a dict
+# lookup instead of a Python-level call on every checkout); {} where it is not there.
+_threads: dict[int, threading.Thread] = getattr(threading, "_active", {})
 
 # Bumped in a forked child, so a pool notices a fork with one integer compare per checkout
 # (os.getpid() is a system call on current glibc).
@@ -216,7 +220,7 @@ class ConnectionPool:
         """
         if self._generation != _fork_generation[0]:
             self._after_fork()
-        owner = _current_thread()
+        owner = _threads.get(_get_ident()) or _current_thread()  # current_thread(), inline
         # Fast path: the most recently used idle connection, young and recently used.
         # acquire() + try/finally rather than ``with``: as safe, and cheaper (this runs on
         # every checkout).

@@ -375,6 +375,17 @@ def create_user(
         else:
             if row is None:
                 raise DuplicateError(_DUPLICATE_EMAIL)
+            if _build_user is _build_known_user and type(row[0]) is _UUID:
+                id_, last, created, updated = row  # _created_user()'s usual case, inline
+                user = _new_user(User)
+                user.__data__ = {
+                    "id": id_, "email": address, "password_hash": stored, "display_name": name,
+                    "role": _ROLE_OF[role_value], "is_active": active, "last_login_at": last,
+                    "created_at": created, "updated_at": updated,
+                }
+                user._dirty = set()  # type: ignore[attr-defined]  # peewee's, not in the stubs
+                user.__rel__ = {}
+                return user
             return _created_user(row, address, stored, name, role_value, active)
 
     values = {"email": address, "password_hash": stored, "display_name": name,
