@@ -72,6 +72,19 @@ _WRITE_WORDS = (
 )
 
 
+# _WRITE_WORDS as words (the whole word) and as the starts of words (``pg_advisory\w*``;
+# ``lo_\w+`` needs one character more): what the check of ASCII text looks for, without
+# compiling the pattern (milliseconds, once per process: a script's first prepared
+# statement asks, for its name).
+_WRITE_WHOLE = frozenset({
+    "insert", "update", "delete", "merge", "copy", "into", "lock", "share", "nextval",
+    "setval", "set_config", "txid_current", "pg_current_xact_id", "pg_terminate_backend",
+    "pg_cancel_backend", "pg_notify",
+})
+_WRITE_STARTS = ("pg_advisory", "pg_try_advisory", "dblink", "lo_")
+_WORD = re.compile(r"\w+", re.ASCII).findall  # a trivial pattern: cheap to compile
+
+
 def is_read_only(sql: str) -> bool:
     """Return True when ``sql`` cannot have changed anything, so running it again is safe.
 
@@ -83,7 +96,14 @@ def is_read_only(sql: str) -> bool:
     head = sql.lstrip(" \t\r\n(")[:8].split(None, 1)
     if not head or head[0].upper() not in _READ_HEADS:
         return False
-    return re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None  # re caches the pattern
+    if not sql.isascii():  # case folding beyond ASCII: the pattern decides
+        return re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None  # re caches it
+    for word in _WORD(sql.lower()):
+        if word in _WRITE_WHOLE or (
+            word.startswith(_WRITE_STARTS) and (word[:3] != "lo_" or len(word) > 3)
+        ):
+            return False
+    return True
 
 
 def backend_pid(raw: Any) -> int | None:
