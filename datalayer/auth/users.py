@@ -82,6 +82,8 @@ _FIELDS = tuple(User._meta.sorted_fields)
 _DISPLAY_NAME_MAX: int = User.display_name.max_length
 _build_any_user = row_builder(User, _FIELDS)
 _ROLE_OF = {r.value: r for r in Role}
+_USER = Role.USER
+assert _USER.value == "user"
 _new_user = User.__new__
 _UUID = uuid.UUID
 _USER_NAMES = ("id", "email", "password_hash", "display_name", "role", "is_active",
@@ -359,8 +361,12 @@ def create_user(
             and display_name.isascii() and "\x00" not in display_name)
         else validate_value(User.display_name, display_name)
     )
-    role_value = role._value_ if type(role) is Role else validate_value(User.role, role).value
-    active = is_active if type(is_active) is bool else validate_value(User.is_active, is_active)
+    role_value = (
+        "user" if role is _USER  # the default: what the general check gives for it
+        else role._value_ if type(role) is Role else validate_value(User.role, role).value
+    )
+    active = (is_active if is_active is True or is_active is False
+              else validate_value(User.is_active, is_active))
     database = User._meta.database if db is None else _database(db)
     insert = _insert_user()
     lost: CommitUnknown | None = None
