@@ -589,7 +589,9 @@ def load_settings(
                 number = 0
             if not 1 <= number <= 65535:
                 shown = port if len(port) <= 40 else f"{port[:20]}... ({len(port)} characters)"
-                problems["DB_PORT"] = f"{shown!r} is not valid; expected a whole number from 1 to 65535"
+                problems["DB_PORT"] = (
+                    f"{shown!r} is not valid; expected a whole number from 1 to 65535"
+                )
         mode = raw("DB_SSLMODE")
         if mode is not None and mode.strip().lower() not in SSLMODES:
             problems["DB_SSLMODE"] = f"{mode.strip()!r} is not one of {', '.join(SSLMODES)}"

@@ -229,7 +229,7 @@ def test_a_replay_in_one_thread_never_strips_the_sql_of_another(history: Path) -
             m = DatalayerMigrator(Database())
             m.create_model(_model(3))
             m.add_fields("items", extra=pw.IntegerField(null=True))
-            if not m.take_steps():
+            if not any(rec.steps for rec in m.take_recorded()):
                 empty.append(i)
 
     threads = [threading.Thread(target=replayer) for _ in range(2)]

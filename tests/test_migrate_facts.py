@@ -178,3 +178,14 @@ def test_a_collation_change_rebuilds_indexes_without_rewriting_the_table(
     assert plan.describe(text, hint="alter_collation").rewrites is False
     linted = _lint_last("CREATE TABLE t (a text)", text)
     assert (linted.rewrites, linted.scans) == (False, True)
+
+
+@pytest.mark.parametrize("serial", sorted(facts.SERIALS))
+def test_the_lock_analysis_and_the_rule_agree_that_adding_a_serial_column_rewrites(
+    serial: str,
+) -> None:
+    """The serial pseudo-types are listed once (facts.SERIALS): ``serial2`` was missing from
+    the lock analysis, which called that column's ADD cheap while the rule flagged it."""
+    linted = _lint_last("CREATE TABLE t (id int)", f"ALTER TABLE t ADD COLUMN c {serial}")
+    assert linted.rewrites, serial
+    assert "adding-field-with-default" in [f.rule for f in linted.findings], serial

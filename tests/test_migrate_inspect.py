@@ -66,6 +66,26 @@ def test_check_drift_and_baseline_share_one_comparison() -> None:
         assert "from .schema import" not in source
 
 
+def test_drift_and_baseline_leave_out_the_history_tables_the_runtime_makes() -> None:
+    """One list of history tables (inspect.history_tables) for drift and baseline: they
+    spelled it apart, and baseline left a custom history's default phase table in."""
+    from playhouse.postgres_ext import PostgresqlExtDatabase
+
+    from datalayer.migrate.operations.background import jobs_table
+    from datalayer.migrate.runtime.phases import phases_table
+
+    class Router:
+        schema = None
+        migrate_table = "deploy_history"
+        database = PostgresqlExtDatabase(None)
+
+    made = {"deploy_history", jobs_table("deploy_history"), phases_table(Router()).strip('"')}
+    left_out = inspect.history_tables("deploy_history")
+    assert made <= left_out
+    assert left_out >= inspect.DEFAULT_IGNORE  # a history moved to another table: both go
+    assert drift.history_tables is baseline.history_tables is inspect.history_tables
+
+
 def test_checks_lines_are_rendered_from_the_differences(
     monkeypatch: pytest.MonkeyPatch, conn: Any
 ) -> None:

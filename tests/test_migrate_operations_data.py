@@ -261,11 +261,13 @@ def test_the_migrator_queues_each_operations_own_sql(tmp_path: Path) -> None:
     m = DatalayerMigrator(router.database)
     for name in router.todo:
         call_migration(router.load(name).migrate, m, router.database, fake=False)
-        queued = m.take_steps()
-        m.__ops__ = []
-        recorded = m.take_operations()
-        assert recorded and queued == [
-            s for op in recorded for s in op.sql(postgres=12, safe=op.online)]
+        queue, m.__ops__ = m.__ops__, []
+        recorded = m.take_recorded()
+        assert recorded
+        for op, queued, steps in recorded:  # one callable a step, in order, queued in turn
+            assert list(steps) == list(op.sql(postgres=12, safe=op.online))
+            assert len(queued) == len(steps)
+        assert [q for rec in recorded for q in rec.queued] == queue
 
 
 CHANGES = [

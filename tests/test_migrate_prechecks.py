@@ -20,6 +20,7 @@ import pytest
 from playhouse.postgres_ext import PostgresqlExtDatabase
 
 from datalayer.errors import MigrationError
+from datalayer.migrate import facts
 from datalayer.migrate.autogenerate.api import create_migration
 from datalayer.migrate.inspect import compare, snapshot
 from datalayer.migrate.runtime import apply as runner
@@ -301,6 +302,38 @@ def test_a_row_that_arrives_after_the_check_is_undone_and_named(
 ])
 def test_statements_are_read_as_actions(sql: str, want: list[st.Planned]) -> None:
     assert st.read(sql) == want
+
+
+_NUMERIC_10_2 = (
+    "(c::numeric <> round(c::numeric, 2) OR abs(round(c::numeric, 2)) >= 10::numeric ^ 8)"
+)
+
+
+@pytest.mark.parametrize(("typ", "category", "want"), [
+    ("VARCHAR(5)", "S", ("length", "char_length(c) > 5")),
+    ("character  varying ( 5 )", "S", ("length", "char_length(c) > 5")),
+    ("CHAR(3)", "S", ("length", "char_length(c) > 3")),
+    ("NUMERIC(10, 2)", "N", ("numeric", _NUMERIC_10_2)),
+    ("decimal(10,2)", "N", ("numeric", _NUMERIC_10_2)),
+    ("varchar(5)[]", "A", None),  # an array: every value is cast instead
+    ("text", "S", None),
+    ("integer", "N", None),
+    ("VARCHAR(5)", "N", None),  # a number to a string: cast
+])
+def test_a_narrowing_is_read_from_the_type(
+    typ: str, category: str, want: tuple[str, str] | None
+) -> None:
+    assert prechecks._narrowing(typ, category, "c") == want
+
+
+def test_a_narrowing_reads_the_type_as_the_generator_and_the_lint_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One reader of type names (facts.parse_type): a spelling it learns, the checks know."""
+    assert prechecks._narrowing("NVARCHAR(4)", "S", "c") is None
+    monkeypatch.setitem(facts._ALIASES, "nvarchar", "varchar")
+    assert facts.parse_type("NVARCHAR(4)") == ("varchar", (4,), False)
+    assert prechecks._narrowing("NVARCHAR(4)", "S", "c") == ("length", "char_length(c) > 4")
 
 
 def test_checks_are_left_to_the_server_when_the_migration_changes_the_rows_first() -> None:

@@ -191,14 +191,13 @@ def test_every_generated_statement_says_what_it_does(
     read_back: list[str] = []
     real = st._texts
 
-    def spy(op: object, recorder: object) -> list[st.Planned] | None:
-        step = getattr(op, "_datalayer_step", None)
+    def spy(op: object, step: object, recorder: object) -> list[st.Planned] | None:
         sql = step.sql if isinstance(step, Online) else step
         if isinstance(sql, Sql) and sql.does is None and sql.kind not in _MODEL_TEXT and not (
             sql.kind.startswith("create_index") and sql.params
         ):
             read_back.append(f"{sql.kind}: {sql.text[:80]}")
-        return real(op, recorder)
+        return real(op, step, recorder)
 
     monkeypatch.setattr(st, "_texts", spy)
     cases = [*g.CASES, *g.MORE, *g.ITEM6_CASES, *both_forms(*m.CASES)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import MigrationError
-from .inspect import Difference, differences, snapshot_catalog
+from .inspect import Difference, differences, history_tables, snapshot_catalog
 from .runtime import checksum as _checksum
 from .runtime.files import MIGRATE_TABLE, Router
 from .runtime.lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
@@ -113,10 +113,6 @@ def baseline(
         )
     last = _resolve_to(to, files, directory) if to is not None else files[-1]
     names = files[: files.index(last) + 1]
-    ignore = {
-        MIGRATE_TABLE, migrate_table, f"{MIGRATE_TABLE}_jobs", f"{migrate_table}_jobs",
-        f"{migrate_table}_phases",
-    }
     with _connected(target) as db:
         where = _describe(db)
         router = Router(db, directory, migrate_table=migrate_table)
@@ -125,7 +121,7 @@ def baseline(
         with _migration_lock(db, lock_key(migrate_table), lock_wait, migrate_table):
             _refuse_history(router, where)  # again, now that no one else can write it
             with db.atomic():
-                live = snapshot_catalog(db, expected.schemas, ignore=ignore)
+                live = snapshot_catalog(db, expected.schemas, ignore=history_tables(migrate_table))
             found = differences(expected, live)
             if found:
                 return BaselineResult(last, [], found)

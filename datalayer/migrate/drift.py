@@ -21,7 +21,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import MigrationError
 from .baseline import require_directory, scratch_settings
-from .inspect import DEFAULT_IGNORE, Catalog, Difference, differences, snapshot_catalog
+from .inspect import Catalog, Difference, differences, history_tables, snapshot_catalog
 from .runtime.files import MIGRATE_TABLE, Router
 from .runtime.target import Target, _connected, _describe
 from .scratch import built_catalog
@@ -111,9 +111,7 @@ def drift(
             row.name for row in rows
             if row.checksum is not None and row.checksum != router.checksum(row.name)
         ))
-        ignore = {*DEFAULT_IGNORE, migrate_table, f"{migrate_table}_jobs",
-                  f"{migrate_table}_phases"}
-        live = snapshot_catalog(db, ignore=ignore)
+        live = snapshot_catalog(db, ignore=history_tables(migrate_table))
     expected = built_catalog(scratch, directory, applied, label="drift")
     compared = Catalog({s: live.schemas[s] for s in expected.schemas if s in live.schemas})
     return DriftReport(applied, differences(expected, compared), modified)

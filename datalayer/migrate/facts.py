@@ -34,6 +34,7 @@ from typing import Literal, Protocol
 __all__ = [
     "EFFECTS",
     "NOT_VOLATILE",
+    "SERIALS",
     "Effect",
     "Lock",
     "Origin",
@@ -342,6 +343,13 @@ A DEFAULT made only of these is evaluated once when the column is added
 as volatile (``random()``, ``gen_random_uuid()``, ``clock_timestamp()``,
 ``nextval()``, and every function this list does not know).
 """
+
+
+SERIALS: frozenset[str] = frozenset({
+    "smallserial", "serial2", "serial", "serial4", "bigserial", "serial8",
+})
+"""PostgreSQL's serial pseudo-types: a column of one is filled from a sequence (``nextval()``,
+volatile), so adding it to a table writes every row."""
 
 
 def first_volatile(calls: Iterable[str]) -> str | None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MigrationError
+from . import parser
 from .runtime.history import replaced_names
 
 if TYPE_CHECKING:
@@ -143,11 +144,8 @@ _DDL_KINDS = {
 
 def _statement_kinds(text: str) -> list[str] | None:
     """Return the parser's name of each statement of ``text`` (None: no parser installed)."""
-    try:
-        import pglast
-    except ImportError:  # the lint extra is not installed
-        return None
-    return [type(raw.stmt).__name__ for raw in pglast.parse_sql(text)]
+    pglast = parser.load()
+    return None if pglast is None else [type(raw.stmt).__name__ for raw in pglast.parse_sql(text)]
 
 
 def _data_changes(calls: Sequence[_Call]) -> list[str]:
@@ -164,8 +162,7 @@ def _data_changes(calls: Sequence[_Call]) -> list[str]:
         if kinds is None:
             problems.append(
                 f"{call.name}: migrator.sql({call.sql[:60]!r}) is not analysed: install the "
-                "lint extra (pip install 'peewee-datalayer[lint]') so that squash can tell DDL "
-                "from a data change"
+                f"lint extra ({parser.INSTALL}) so that squash can tell DDL from a data change"
             )
             continue
         other = [k for k in kinds if k not in _DDL_KINDS]

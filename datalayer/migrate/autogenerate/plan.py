@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ddl.effects import Statement, describe
 from ..facts import Lock
 from ..operations import Operation
+
+if TYPE_CHECKING:
+    from ..operations.recording import Recorded
 
 __all__ = [
     "Lock",
@@ -119,7 +122,7 @@ def _render_queued(queued: Any, recorder: Any, postgres: int) -> list[Statement]
 
 
 def operation_statements(
-    recorded: Iterable[tuple[Operation, tuple[Any, ...]]],
+    recorded: Iterable[Recorded],
     queued: Iterable[Any],
     recorder: Any,
     postgres: int,
@@ -132,11 +135,14 @@ def operation_statements(
     code, a check) and those no operation queued (upstream peewee-migrate's) are
     shown as they run on ``recorder``.
     """
-    owner = {id(q): op for op, calls in recorded for q in calls}
+    from ..operations.recording import Owners
+
+    owners = Owners(recorded)
+    queued = list(queued)
     found: list[Statement] = []
     done: set[int] = set()
     for call in queued:
-        op = owner.get(id(call))
+        op = owners.operation(call)
         if op is None:
             found.extend(_render_queued(call, recorder, postgres))
             continue
@@ -147,7 +153,7 @@ def operation_statements(
         if mine:
             found.extend(mine)
         else:
-            for own in (q for q in queued if owner.get(id(q)) is op):
+            for own in (q for q in queued if owners.operation(q) is op):
                 found.extend(_render_queued(own, recorder, postgres))
     return found
 

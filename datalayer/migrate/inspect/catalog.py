@@ -27,17 +27,26 @@ __all__ = [
     "Key",
     "Schema",
     "Table",
+    "history_tables",
     "snapshot",
     "snapshot_catalog",
     "user_schemas",
 ]
 
-DEFAULT_IGNORE = frozenset({"migratehistory", "migratehistory_jobs", "migratehistory_phases"})
-"""Tables left out of a snapshot by default: peewee-migrate's history table, the background
-jobs table next to it (:mod:`datalayer.migrate.runtime.jobs`), and the table of migrations
-with only their expand phase applied (:mod:`..runtime.phases`)."""
 
-_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+def history_tables(migrate_table: str = "migratehistory") -> frozenset[str]:
+    """Return the tables of a migration history, left out of a comparison: peewee-migrate's
+    history table (``migrate_table``, and the default's), the background jobs table next to
+    it (:mod:`datalayer.migrate.runtime.jobs`) and the table of migrations with only their
+    expand phase applied (:mod:`..runtime.phases`)."""
+    return frozenset(
+        f"{table}{suffix}" for table in {"migratehistory", migrate_table}
+        for suffix in ("", "_jobs", "_phases")
+    )
+
+
+DEFAULT_IGNORE = history_tables()
+"""Tables left out of a snapshot by default: the default history's (:func:`history_tables`)."""
 
 
 class _Cursor(Protocol):
@@ -91,11 +100,7 @@ class ForeignKey:
 
     name: str
     columns: tuple[str, ...]
-    ref_table: str
-    ref_columns: tuple[str, ...]
-    on_delete: str
-    on_update: str
-    definition: str
+    definition: str  # pg_get_constraintdef: the parent, its columns and the actions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,15 +171,10 @@ ORDER BY a.attrelid, a.attnum
 _CONSTRAINTS_SQL = """
 SELECT k.conrelid, k.conname, k.contype, pg_get_constraintdef(k.oid),
        ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
-             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
-       f.relname,
-       ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
-             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i),
-       k.confdeltype, k.confupdtype
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i)
 FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_class f ON f.oid = k.confrelid
 WHERE n.nspname = %s AND k.contype IN ('p', 'u', 'f', 'c', 'x')
 ORDER BY k.conrelid, k.conname
 """
@@ -230,9 +230,7 @@ def snapshot(
         fks: dict[int, list[ForeignKey]] = {oid: [] for oid in tables}
         checks: dict[int, list[Check]] = {oid: [] for oid in tables}
         uniques: dict[int, list[Key]] = {oid: [] for oid in tables}
-        for oid, name, kind, definition, cols, ref, refcols, ondel, onupd in _rows(
-            cur, _CONSTRAINTS_SQL, (schema,)
-        ):
+        for oid, name, kind, definition, cols in _rows(cur, _CONSTRAINTS_SQL, (schema,)):
             if oid not in tables:
                 continue
             cols_t = tuple(cols or ())
@@ -241,10 +239,7 @@ def snapshot(
             elif kind in ("u", "x"):
                 uniques[oid].append(Key(name, cols_t, definition))
             elif kind == "f":
-                fks[oid].append(ForeignKey(
-                    name, cols_t, ref, tuple(refcols or ()),
-                    _ACTIONS.get(ondel, ondel), _ACTIONS.get(onupd, onupd), definition,
-                ))
+                fks[oid].append(ForeignKey(name, cols_t, definition))
             else:
                 checks[oid].append(Check(name, definition))
         indexes: dict[int, dict[str, Index]] = {oid: {} for oid in tables}

@@ -183,16 +183,10 @@ def _table_differences(table: str, want: Table, have: Table) -> list[Difference]
         return {} if key is None else {key.name: key.definition}
 
     out.extend(_named("primary_key", table, keys(want.primary_key), keys(have.primary_key)))
-    out.extend(_named(
-        "foreign_key", table,
-        {fk.name: fk.definition for fk in want.foreign_keys},
-        {fk.name: fk.definition for fk in have.foreign_keys},
-    ))
-    out.extend(_named(
-        "unique", table,
-        {k.name: k.definition for k in want.uniques},
-        {k.name: k.definition for k in have.uniques},
-    ))
+    for kind, w, h in (("foreign_key", want.foreign_keys, have.foreign_keys),
+                       ("unique", want.uniques, have.uniques)):
+        out.extend(_named(kind, table, {k.name: k.definition for k in w},
+                          {k.name: k.definition for k in h}))
     # CHECKs pair by definition; the name shown is the side's own.
     unmatched_have = list(have.checks)
     missing: list[Check] = []

@@ -13,7 +13,6 @@ from ._types import ERROR, Finding
 __all__ = ["Allowances", "read_allowances"]
 
 _ALLOW_RE = re.compile(r"^#\s*datalayer\s*:\s*allow\b\s*(?P<body>.*)$", re.I)
-_RULE_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Somewhere in any source with an allow comment: only such a source is tokenized
 # (tokenizing every file of a long history cost more than linting its SQL).
 _MAYBE_RE = re.compile(r"#\s*datalayer\s*:\s*allow\b", re.I)
@@ -62,7 +61,7 @@ def read_allowances(source: str, path: str, known: Collection[str]) -> Allowance
                 f"{usage}, e.g. `# datalayer: allow {names[0]} -- the table has 10 rows`",
             ))
             continue
-        unknown = [n for n in names if not _RULE_RE.match(n) or n not in known]
+        unknown = [n for n in names if n not in known]
         if unknown:
             out.problems.append(Finding(
                 INVALID, ERROR,

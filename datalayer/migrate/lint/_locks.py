@@ -7,7 +7,6 @@ in one transaction, until the migration commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from ._nodes import (
     alter_cmds,
     collation,
     column_constraints,
+    has_option,
     is_add_column,
     is_add_constraint,
     name_list,
@@ -27,21 +27,7 @@ from ._nodes import (
 from ._pg import AlterTableType, ConstrType, ObjectType, ast
 from ._state import Context
 
-__all__ = ["LEVELS", "Facts", "analyse", "blocks", "strongest", "type_change"]
-
-LEVELS = tuple(lock.sql_name for lock in Lock if lock is not Lock.NONE)
-"""Table lock modes, weakest first (:class:`.facts.Lock`)."""
-
-
-def strongest(locks: Iterable[str]) -> str | None:
-    """Return the strongest of ``locks`` (None for none)."""
-    found = [lock for lock in locks if lock in LEVELS]
-    return max(found, key=LEVELS.index) if found else None
-
-
-def blocks(lock: str | None) -> list[str]:
-    """Return what ``lock`` blocks on its table: ``reads``, ``writes``, ``DDL`` (facts')."""
-    return [] if lock is None else list(Lock.of(lock).blocks)
+__all__ = ["Facts", "analyse", "type_change"]
 
 
 @dataclass
@@ -55,7 +41,7 @@ class Facts:
     notes: list[str] = field(default_factory=list)
 
     def lock(self, table: str, mode: str) -> None:
-        self.locks[table] = strongest([self.locks.get(table, "ACCESS SHARE"), mode]) or mode
+        self.locks[table] = max(self.locks.get(table, "ACCESS SHARE"), mode, key=Lock.of)
 
     def apply(self, table: str, kind: str, ctx: Context) -> None:
         """Record a statement of ``kind`` (a key of :data:`.facts.EFFECTS`) on ``table``."""
@@ -94,7 +80,7 @@ def _add_column(facts: Facts, ctx: Context, table: str, column: ast.ColumnDef) -
         ):
             facts.apply(table, "add_column_checked", ctx)
     key = type_key(column.typeName)
-    if key is not None and key[0] in ("serial", "serial4", "bigserial", "serial8", "smallserial"):
+    if key is not None and key[0] in _facts.SERIALS:
         kind = "add_column_rewriting"
     facts.apply(table, kind, ctx)
 
@@ -198,10 +184,6 @@ def _dml(facts: Facts, ctx: Context, node: Any) -> None:
     facts.apply(table, kind, ctx)
 
 
-def _has_option(options: Any, name: str) -> bool:
-    return any(getattr(p, "defname", "") == name for p in options or ())
-
-
 def analyse(node: Any, ctx: Context) -> Facts:
     """Return the locks, scan and rewrite of statement ``node`` given what ``ctx`` knows.
 
@@ -248,10 +230,10 @@ def analyse(node: Any, ctx: Context) -> Facts:
     elif isinstance(node, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.SelectStmt)):
         _dml(facts, ctx, node)
     elif isinstance(node, ast.ReindexStmt) and node.relation is not None:
-        kind = "reindex_concurrently" if _has_option(node.params, "concurrently") else "reindex"
+        kind = "reindex_concurrently" if has_option(node.params, "concurrently") else "reindex"
         facts.apply(qualified(node.relation), kind, ctx)
     elif isinstance(node, ast.VacuumStmt):
-        kind = "vacuum_full" if _has_option(node.options, "full") else "vacuum"
+        kind = "vacuum_full" if has_option(node.options, "full") else "vacuum"
         for rel in node.rels or ():
             relation = getattr(rel, "relation", None)
             if relation is not None:

@@ -11,16 +11,16 @@ from ._pg import AlterTableType, ConstrType, NullTestType, ast
 
 __all__ = [
     "TypeKey",
+    "added_constraints",
     "alter_cmds",
-    "coercible",
     "collation",
     "column_constraints",
+    "has_option",
     "is_not_null_check",
     "qualified",
     "type_key",
     "volatile",
 ]
-
 
 
 def qualified(relation: Any) -> str:
@@ -62,12 +62,16 @@ def column_constraints(column: ast.ColumnDef) -> list[ast.Constraint]:
     return [c for c in column.constraints or () if isinstance(c, ast.Constraint)]
 
 
-def has(column: ast.ColumnDef, contype: ConstrType) -> ast.Constraint | None:
-    """Return the first constraint of kind ``contype`` on a column definition."""
-    for c in column_constraints(column):
-        if c.contype == contype:
-            return c
-    return None
+def added_constraints(cmd: Any) -> list[ast.Constraint]:
+    """Return the constraints an ``ADD CONSTRAINT`` or ``ADD COLUMN`` subcommand adds."""
+    if is_add_constraint(cmd):
+        return [cmd.def_]
+    return column_constraints(cmd.def_) if is_add_column(cmd) else []
+
+
+def has_option(options: Any, name: str) -> bool:
+    """True when a statement's options (DefElem nodes) include ``name``."""
+    return any(getattr(p, "defname", "") == name for p in options or ())
 
 
 def type_key(type_name: Any) -> TypeKey | None:
@@ -82,11 +86,6 @@ def type_key(type_name: Any) -> TypeKey | None:
             return (name, (-1,), bool(type_name.arrayBounds))
         mods.append(int(value))
     return (name, tuple(mods), bool(type_name.arrayBounds))
-
-
-def coercible(old: TypeKey | None, new: TypeKey | None) -> bool:
-    """True when a type change from ``old`` to ``new`` needs no table rewrite (facts' rule)."""
-    return not facts.type_change(old, new).rewrites
 
 
 def collation(column: Any) -> str | None:

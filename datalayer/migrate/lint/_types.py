@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..facts import Lock
+
 __all__ = ["ERROR", "WARNING", "Finding", "LintReport", "MigrationReport", "StatementReport"]
 
 Level = Literal["error", "warning"]
@@ -57,16 +59,12 @@ class StatementReport:
     @property
     def lock(self) -> str | None:
         """Return the strongest lock the statement takes (None: none known)."""
-        from ._locks import strongest
-
-        return strongest(self.locks.values())
+        return max(self.locks.values(), key=Lock.of, default=None)
 
     @property
     def blocks(self) -> list[str]:
         """Return what the strongest lock blocks on its tables: reads, writes, DDL."""
-        from ._locks import blocks
-
-        return blocks(self.lock)
+        return [] if self.lock is None else list(Lock.of(self.lock).blocks)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the statement's report as JSON-ready data."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ._locks import blocks
+from ..facts import Lock
 from ._types import Finding, LintReport, StatementReport
 
 __all__ = ["render_json", "render_text"]
@@ -22,9 +22,7 @@ def _lock_line(s: StatementReport) -> str:
         return "lock: unknown"
     if not s.locks:
         return "lock: no table lock"
-    parts = [
-        f"{table} {mode} (blocks {', '.join(blocks(mode))})" for table, mode in s.locks.items()
-    ]
+    parts = [f"{t} {m} (blocks {', '.join(Lock.of(m).blocks)})" for t, m in s.locks.items()]
     effects = [w for w, on in (("scans", s.scans), ("rewrites", s.rewrites)) if on]
     return f"lock: {'; '.join(parts)}" + (f"; {' and '.join(effects)} the table" if effects else "")
 

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ..ddl.spec import quote
+
 __all__ = ["JobSpec", "current_migration", "jobs_table", "register"]
 
 _HISTORY = "migratehistory"
@@ -24,10 +26,6 @@ _HISTORY = "migratehistory"
 def jobs_table(migrate_table: str = _HISTORY) -> str:
     """Return the name of the jobs table that goes with history table ``migrate_table``."""
     return f"{migrate_table}_jobs"
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # -- which migration is being applied (set by the runner) ------------------------------
@@ -76,7 +74,7 @@ def _calling_migration() -> tuple[str, str]:
 
 
 def _create_sql(table: str) -> str:
-    t = _q(table)
+    t = quote(table)
     return f"""CREATE TABLE IF NOT EXISTS {t} (
     id serial PRIMARY KEY,
     migration varchar(255) NOT NULL,
@@ -117,7 +115,7 @@ class JobSpec:
         where = f" WHERE {self.where_sql}" if self.where_sql else ""
         return (
             f"-- background job {self.name}: UPDATE {self.table} SET {self.set_sql}{where}, "
-            f"{self.batch_size} rows at a time by {_q(self.key)}, after the migration commits"
+            f"{self.batch_size} rows at a time by {quote(self.key)}, after the migration commits"
         )
 
 
@@ -126,7 +124,7 @@ def register(database: Any, migration: str, spec: JobSpec, migrate_table: str = 
     table = jobs_table(migrate_table)
     database.execute_sql(_create_sql(table))
     database.execute_sql(
-        f"INSERT INTO {_q(table)} (migration, name, table_name, key_column, set_sql, where_sql, "
+        f"INSERT INTO {quote(table)} (migration, name, table_name, key_column, set_sql, where_sql, "
         "batch_size) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (migration, name) DO NOTHING",
         (migration, spec.name, spec.table, spec.key, spec.set_sql, spec.where_sql,
          spec.batch_size),

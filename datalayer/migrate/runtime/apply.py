@@ -55,12 +55,7 @@ from . import checksum as _checksum
 from . import jobs as _jobs
 from . import online, prechecks
 from . import phases as _phases
-from .files import (
-    MIGRATE_TABLE,
-    Router,
-    _set_config,
-    session_settings,
-)
+from .files import MIGRATE_TABLE, Router, _set_config, session_settings
 from .history import _check_history, _replaced
 from .lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
 from .names import _resolve_to, require_dir, sort_key
@@ -71,6 +66,7 @@ from .run import (
     _dry_run,
     _find_error,
     _first_line,
+    _kept,
     _pgcode,
     _postgres_major,
     _run,
@@ -515,7 +511,6 @@ class _Online:
         what = list(done)
         if dropped:
             what.insert(0, f"dropped the INVALID index {', '.join(dropped)}")
-        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
         detail = _first_line(failure.__cause__ or failure)
         undid = f"was undone: {', '.join(what)}" if what else "was not undone"
         if left:
@@ -540,14 +535,13 @@ class _Online:
             "application works as before, what it added that the application's writes would "
             f"meet {undid} (what only adds, "
             "such as a new nullable column, a plain index or filled rows, stays); the "
-            f"migration was not recorded{kept if results else ''}. To go on: {fix}, and run the "
+            f"migration was not recorded{_kept(results, False)}. To go on: {fix}, and run the "
             "command again (the migration runs again as it is)"
         )
 
     def _build_failed(
         self, name: str, failure: MigrationError, dropped: list[str], results: list[Applied]
     ) -> MigrationError:
-        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
         unique = (
             " (a unique index: remove the duplicate rows first)"
             if _pgcode(failure) == "23505"
@@ -557,7 +551,7 @@ class _Online:
             f"migration {self.router.path(name)} failed: "
             f"{_first_line(failure.__cause__ or failure)}; the INVALID index "
             f"{', '.join(dropped)} its concurrent build left was dropped and "
-            f"the migration was not recorded{kept if results else ''}. To go on: fix the "
+            f"the migration was not recorded{_kept(results, False)}. To go on: fix the "
             f"cause{unique} and run the command again"
         )
 
@@ -572,7 +566,6 @@ class _Online:
         if isinstance(failure, online.InvalidIndexes):
             return failure
         atomic = self.router.load(name).atomic
-        kept = f"; the {len(results)} migration(s) before it in this run stay applied"
         took = (
             "it was rolled back each time, so none of it took effect"
             if atomic
@@ -582,7 +575,7 @@ class _Online:
         tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
         return MigrationError(
             f"migration {self.router.path(name)} did not get its table lock{limit} in "
-            f"{tries} over {elapsed:.0f} s; {took}{kept if results else ''}. "
+            f"{tries} over {elapsed:.0f} s; {took}{_kept(results, False)}. "
             "To go on: find the session holding a lock on its table (pg_stat_activity, "
             "pg_locks) and run the command again when it is done, or allow more attempts "
             "(--lock-retries) or a longer --lock-timeout"

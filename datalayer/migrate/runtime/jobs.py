@@ -40,7 +40,10 @@ from typing import Any, Protocol, TextIO
 import peewee as pw
 
 from ...errors import MigrationError
-from ..operations.background import _HISTORY, _q, jobs_table
+from ..ddl.spec import quote as _q
+from ..operations.background import _HISTORY, jobs_table
+from .lock import holder
+from .run import _first_line, _pgcode
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -366,20 +369,7 @@ def _max_lag(db: Any, options: JobOptions) -> float:
     return float(getattr(settings, "replica_max_lag", 5.0) or 5.0) / 2
 
 
-def _pgcode(exc: BaseException) -> str | None:
-    for item in (exc, *exc.args[:1], exc.__cause__, exc.__context__):
-        code = getattr(item, "pgcode", None)
-        if code:
-            return str(code)
-    return None
-
-
 _RETRY = {"55P03", "40P01", "40001"}  # lock not granted, deadlock, serialization
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _reload(db: Any, table: str, job_id: int) -> Job:
@@ -534,17 +524,8 @@ def _run_one(db: Any, table: str, job: Job, options: JobOptions, reporter: Repor
 
 
 def _holder(db: Any, key: int) -> str:
-    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
-    with contextlib.suppress(Exception):
-        row = db.execute_sql(
-            "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a "
-            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
-            "AND l.objid = %s AND l.objsubid = 1",
-            (classid, objid),
-        ).fetchone()
-        if row:
-            return f"pid {row[0]}, application {row[1] or '?'}"
-    return "another session"
+    found = holder(db, key)
+    return "another session" if found is None else "pid {}, application {}".format(*found[:2])
 
 
 def run_jobs(

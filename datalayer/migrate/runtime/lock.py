@@ -15,12 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...errors import LockTimeout
-from .files import (
-    MIGRATE_TABLE,
-)
+from .files import MIGRATE_TABLE
 from .target import _describe
 
-__all__ = ["DEFAULT_LOCK_WAIT", "WAIT_NOTICE_EVERY", "lock_key"]
+__all__ = ["DEFAULT_LOCK_WAIT", "WAIT_NOTICE_EVERY", "holder", "lock_key"]
 
 
 DEFAULT_LOCK_WAIT = 300.0
@@ -38,21 +36,16 @@ WAIT_NOTICE_EVERY = 10.0
 
 
 class _WaitNotices:
-    """Tell ``on_wait`` once when a run starts waiting for the lock, then every ``every`` s.
+    """Tell ``on_wait`` once when a run starts waiting for the lock, then every
+    :data:`WAIT_NOTICE_EVERY` s.
 
     Any wait loop calls :meth:`tick` whenever it wakes; the first call says who
     holds the lock (pid, application_name, for how long).
     """
 
-    def __init__(
-        self,
-        db: Any,
-        key: int,
-        table: str,
-        on_wait: Callable[[str], None] | None,
-        every: float = WAIT_NOTICE_EVERY,
-    ) -> None:
-        self.db, self.key, self.table, self.on_wait, self.every = db, key, table, on_wait, every
+    def __init__(self, db: Any, key: int, table: str, on_wait: Callable[[str], None] | None):
+        self.db, self.key, self.table, self.on_wait = db, key, table, on_wait
+        self.every = WAIT_NOTICE_EVERY  # read when the wait starts (tests shorten it)
         self.started: float | None = None
         self.last = 0.0
 
@@ -75,8 +68,9 @@ class _WaitNotices:
             )
 
 
-def _lock_holder(db: Any, key: int) -> str | None:
-    """Return "pid N, application A, for S s" of the session holding lock ``key``, if seen."""
+def holder(db: Any, key: int) -> tuple[int, str, float] | None:
+    """Return (pid, application_name, seconds) of the session holding advisory lock ``key``
+    (a bigint key) on this database, if this user can see it."""
     classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
     with contextlib.suppress(Exception):
         row = db.execute_sql(
@@ -89,9 +83,14 @@ def _lock_holder(db: Any, key: int) -> str | None:
             (classid, objid),
         ).fetchone()
         if row:
-            pid, app, age = row
-            return f"pid {pid}, application {app or '?'}, for {float(age or 0):.0f} s"
+            return int(row[0]), row[1] or "?", float(row[2] or 0)
     return None
+
+
+def _lock_holder(db: Any, key: int) -> str | None:
+    """Return "pid N, application A, for S s" of the session holding lock ``key``, if seen."""
+    found = holder(db, key)
+    return None if found is None else "pid {}, application {}, for {:.0f} s".format(*found)
 
 
 @contextlib.contextmanager
@@ -101,12 +100,11 @@ def _migration_lock(
     wait: float,
     table: str,
     on_wait: Callable[[str], None] | None = None,
-    notice_every: float | None = None,
 ) -> Iterator[None]:
     """Hold the session-level advisory lock ``key``; wait at most ``wait`` seconds for it.
 
     ``on_wait`` gets one line when the wait starts (who holds the lock) and one
-    every ``notice_every`` seconds (default :data:`WAIT_NOTICE_EVERY`) while it lasts.
+    every :data:`WAIT_NOTICE_EVERY` seconds while it lasts.
 
     :raises MigrationError: behind a transaction-pooling pooler (PgBouncer), where
         a session lock would not stay with this session.
@@ -120,8 +118,7 @@ def _migration_lock(
         # is rolled back and this lock freed, so the next run does not wait for long.
         db.execute_sql("SELECT set_config('client_connection_check_interval', '1000', false)")
     try:
-        every = WAIT_NOTICE_EVERY if notice_every is None else notice_every
-        notices = _WaitNotices(db, key, table, on_wait, every)
+        notices = _WaitNotices(db, key, table, on_wait)
         if not _poll_advisory_lock(db, key, wait, notices.tick):
             raise _lock_timeout(db, key, wait, table)
         failed = False
@@ -145,9 +142,7 @@ def _migration_lock(
                 db.execute_sql("RESET client_connection_check_interval")
 
 
-def _poll_advisory_lock(
-    db: Any, key: int, wait: float, tick: Callable[[], None] | None = None
-) -> bool:
+def _poll_advisory_lock(db: Any, key: int, wait: float, tick: Callable[[], None]) -> bool:
     """Take advisory lock ``key`` with ``pg_try_advisory_lock``, polling for up to ``wait`` s.
 
     Never a blocking ``pg_advisory_lock``: a session waiting in one keeps a
@@ -161,8 +156,7 @@ def _poll_advisory_lock(
     while True:
         if db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             return True
-        if tick is not None:
-            tick()
+        tick()
         left = deadline - time.monotonic()
         if left <= 0:
             return False

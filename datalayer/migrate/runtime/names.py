@@ -92,9 +92,6 @@ def check_name(name: str) -> str:
     return name
 
 
-_NUMBER_RE = re.compile(r"^(\d+)_")
-
-
 def next_name(existing_names: Iterable[str], name: str) -> str:
     """Return the name of the next migration: the highest number plus one, then ``name``.
 
@@ -107,12 +104,8 @@ def next_name(existing_names: Iterable[str], name: str) -> str:
         check_name(name)  # the one rule, shared with every command that reads files
     except MigrationNameError as exc:
         raise GenerationError(str(exc)) from None
-    top = 0
-    for existing in existing_names:
-        m = _NUMBER_RE.match(Path(existing).name)
-        if m:
-            top = max(top, int(m.group(1)))
-    return f"{top + 1:03d}_{name}"
+    top = max((sort_key(Path(existing).name)[0] for existing in existing_names), default=0)
+    return f"{max(top, 0) + 1:03d}_{name}"
 
 
 def number(text: str) -> int | None:

@@ -24,6 +24,7 @@ from ...errors import MigrationError
 from ...project import DEFAULT_POSTGRES as _DEFAULT_POSTGRES
 from ..ddl.alter import Online
 from ..facts import StatementFacts
+from ..operations.recording import Owners
 from .files import LoadedMigration, Router, _without_transaction
 from .names import number, sort_key
 from .recorder import Recorder
@@ -116,8 +117,11 @@ def _render_one(
             fn(migrator, recorder, fake=False)
             mark(None)  # what the file's own code ran
             ops, migrator.__ops__ = list(migrator.__ops__), []
+            take = getattr(migrator, "take_recorded", None)  # None: not datalayer's migrator
+            owners = Owners(take() if take is not None else ())
             for op in ops:
-                step = vars(op).get("_datalayer_step") if hasattr(op, "__dict__") else None
+                step = owners.step(op)
+                op = owners.queued(op)  # the operation's own callable, not a wrapper around it
                 if isinstance(op, Operation) or isinstance(step, Online):
                     # An Online step (CREATE INDEX CONCURRENTLY, ...) only executes its SQL,
                     # which the recorder writes down.

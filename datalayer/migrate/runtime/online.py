@@ -173,7 +173,7 @@ def drop_index(db: Any, index: InvalidIndex) -> None:
     db.execute_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {index.qualified}")
 
 
-_SCHEMAS = "n.nspname = ANY (current_schemas(false) || %s::text[])"
+_SCHEMAS = "n.nspname = ANY (current_schemas(false))"
 
 _NOT_VALID_SQL = f"""
 SELECT n.nspname, co.conname, t.relname, pg_get_constraintdef(co.oid)
@@ -185,22 +185,13 @@ ORDER BY 1, 3, 2
 """
 
 
-def schema_problems(
-    db: Any, extra_schemas: Sequence[str] = ()
-) -> tuple[list[InvalidIndex], list[NotValidConstraint]]:
+def schema_problems(db: Any) -> tuple[list[InvalidIndex], list[NotValidConstraint]]:
     """Return the INVALID indexes and NOT VALID constraints of the search path's schemas.
 
-    ``extra_schemas`` adds schemas (the history table's).  Indexes still being
-    built concurrently are included, with ``building=True``.
+    Indexes still being built concurrently are included, with ``building=True``.
     """
-    params = (list(extra_schemas),)
-    indexes = [
-        _invalid(row)
-        for row in db.execute_sql(_INVALID_SQL.format(where=_SCHEMAS), params).fetchall()
-    ]
-    constraints = [
-        NotValidConstraint(*row) for row in db.execute_sql(_NOT_VALID_SQL, params).fetchall()
-    ]
+    indexes = [_invalid(r) for r in db.execute_sql(_INVALID_SQL.format(where=_SCHEMAS)).fetchall()]
+    constraints = [NotValidConstraint(*r) for r in db.execute_sql(_NOT_VALID_SQL).fetchall()]
     return indexes, constraints
 
 

@@ -38,6 +38,7 @@ from ..ddl.effects import statement_of
 from ..ddl.spec import ColumnSpec, Sql, TableSpec, quote
 from ..ddl.steps import BatchFill, Online, _short_name
 from ..operations import Operation, Phase
+from ..operations.recording import Owners
 
 __all__ = [
     "PHASES",
@@ -101,11 +102,15 @@ def _sql_call(db: Any, sql: Sql | str, name: str = "phase_sql") -> Callable[[], 
     return _named(run, name)
 
 
-def split(op: Operation, queued: Sequence[Any], db: Any, later: Any = None) -> Split:
+def split(
+    op: Operation, queued: Sequence[Any], steps: Sequence[Any], db: Any, later: Any = None
+) -> Split:
     """Return ``op``'s ``queued`` callables (and rewrites) by phase.
 
-    ``db`` runs the rewrites within the migration; ``later`` (default ``db``) the
-    work that waits for the expand part to commit.
+    ``steps[i]`` is what ``queued[i]`` runs, as the operation recorded it
+    (:class:`..operations.migrator.Recorded`; None: not a step).  ``db`` runs the
+    rewrites within the migration; ``later`` (default ``db``) the work that waits
+    for the expand part to commit.
     """
     out = Split()
     if isinstance(op, ops.RenameColumn) and op.before is not None:
@@ -123,10 +128,9 @@ def split(op: Operation, queued: Sequence[Any], db: Any, later: Any = None) -> S
     if not isinstance(op, _MIXED):
         (out.expand if op.phase is Phase.EXPAND else out.contract).extend(queued)
         return out
-    phases = [phase_of_step(getattr(entry, "_datalayer_step", None)) for entry in queued]
+    phases = [phase_of_step(step) for step in steps]
     narrows = Phase.CONTRACT in phases
-    for entry, phase in zip(queued, phases, strict=True):
-        step = getattr(entry, "_datalayer_step", None)
+    for entry, step, phase in zip(queued, steps, phases, strict=True):
         if phase is Phase.EXPAND:
             out.expand.append(entry)
         if phase is Phase.CONTRACT or (narrows and isinstance(step, BatchFill)):
@@ -383,14 +387,21 @@ class PhaseRun:
     def select(self, migrator: Any) -> None:
         """Keep only this phase's callables in ``migrator``'s queue (rewrites included)."""
         queue = list(migrator.__ops__)
-        taken = {id(entry) for entry in queue}
+        owners = Owners(migrator.take_recorded())
+        byop: dict[int, dict[int, tuple[int, Any]]] = {}  # record -> id -> (its place, entry)
+        for entry in queue:
+            hit = owners.find(entry)
+            if hit is not None:
+                byop.setdefault(hit[0], {}).setdefault(id(entry), (hit[1], entry))
         owner: dict[int, Split] = {}
         firsts: dict[int, Split] = {}
-        for op, queued in migrator.take_recorded():
-            mine = [e for e in queued if id(e) in taken]
-            if not mine:  # queued nothing (or not in this run): nothing to place
-                continue
-            parts = split(op, mine, migrator.__database__, self.router.database)
+        for n, entries in byop.items():  # the entries of each operation, in its order
+            rec = owners.recorded[n]
+            places = sorted(entries.values(), key=lambda pair: pair[0])
+            mine = [entry for _, entry in places]
+            steps = [rec.steps[i] for i, _ in places]
+            parts = split(rec.operation, mine, steps, migrator.__database__,
+                          self.router.database)
             for entry in mine:
                 owner[id(entry)] = parts
             firsts[id(mine[0])] = parts

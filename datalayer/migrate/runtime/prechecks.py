@@ -30,7 +30,10 @@ from typing import Any
 import peewee as pw
 
 from ...errors import MigrationError, TableMissing
+from .. import facts
+from ..ddl.spec import quote
 from . import statements as st
+from .run import _pgerror
 
 __all__ = ["KEYS_SHOWN", "Precheck", "PrecheckFailed", "derive", "verify"]
 
@@ -76,7 +79,7 @@ def _bare(element: str) -> str | None:
 
 
 def _col(name: str) -> str:
-    return "dl_t." + ('"' + name.replace('"', '""') + '"')
+    return "dl_t." + quote(name)
 
 
 def _nulls(table: str, column: str) -> Precheck:
@@ -91,7 +94,7 @@ def _orphans(action: st.ForeignKey, parent_columns: Sequence[str]) -> str:
     pcols = [st.norm(c) for c in parent_columns]
     present = " AND ".join(f"{_col(c)} IS NOT NULL" for c in cols)
     match = " AND ".join(
-        f"dl_p.{_col(p)[5:]} = {_col(c)}" for c, p in zip(cols, pcols, strict=False)
+        f"dl_p.{quote(p)} = {_col(c)}" for c, p in zip(cols, pcols, strict=False)
     )
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {action.parent} AS dl_p WHERE {match})"
 
@@ -235,21 +238,6 @@ def _skipped(code: str | None) -> bool:
     return bool(code) and not str(code).startswith(("08", "57P0"))
 
 
-def _pgerror(exc: BaseException) -> Any:
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        item = todo.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if getattr(item, "pgcode", None):
-            return item
-        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
-        todo.extend([getattr(item, "__cause__", None), getattr(item, "__context__", None)])
-    return None
-
-
 def _offending(db: Any, check: Precheck, key: str) -> tuple[int, list[str]]:
     """Return (count, up to KEYS_SHOWN keys) of the rows failing ``check``."""
     T = check.table
@@ -272,10 +260,23 @@ def _offending(db: Any, check: Precheck, key: str) -> tuple[int, list[str]]:
     return (int(rows[0][1]) if rows else 0), [str(r[0]) for r in rows]
 
 
-_LENGTH_RE = re.compile(
-    r"^(?:CHARACTER\s+VARYING|VARCHAR|CHARACTER|CHAR|BPCHAR)\s*\(\s*(\d+)\s*\)$", re.I
-)
-_NUMERIC_RE = re.compile(r"^(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(-?\d+)\s*)?\)$", re.I)
+def _narrowing(typ: str, category: str, c: str) -> tuple[str, str] | None:
+    """Return (kind, condition) of the values of column ``c`` (of pg_type ``category``) that
+    a change to ``typ`` would reject or round, when ``typ`` is a ``varchar(n)``/``char(n)``
+    or ``numeric(p[, s])``; None: other types are checked by casting every value.
+
+    The type is read by :func:`..facts.parse_type`, as the generator and the lint read it.
+    """
+    name, mods, array = facts.parse_type(typ)
+    if array or -1 in mods:  # an array, or a modifier that is not a plain number
+        return None
+    if name in ("varchar", "bpchar") and len(mods) == 1 and category == "S":
+        return "length", f"char_length({c}) > {mods[0]}"
+    if name == "numeric" and len(mods) in (1, 2) and category == "N":
+        p, s, v = mods[0], (mods[1] if len(mods) == 2 else 0), f"{c}::numeric"
+        rounded = f"round({v}, {s})"
+        return "numeric", f"({v} <> {rounded} OR abs({rounded}) >= 10::numeric ^ {p - s})"
+    return None
 
 
 def _convert(db: Any, check: Precheck, key: str) -> tuple[Precheck, int, list[str]] | None:
@@ -290,20 +291,10 @@ def _convert(db: Any, check: Precheck, key: str) -> tuple[Precheck, int, list[st
     if category is None:
         return None  # a column this migration adds or renames first
     typ = " ".join(change.type.split())
-    if not change.using:
-        m = _LENGTH_RE.match(typ)
-        if m and category[0] == "S":
-            n = int(m.group(1))
-            cond = f"char_length({c}) > {n}"
-            narrowed = dataclasses.replace(check, kind="length", condition=cond)
-            return narrowed, *_offending(db, narrowed, key)
-        m = _NUMERIC_RE.match(typ)
-        if m and category[0] == "N":
-            p, s = int(m.group(1)), int(m.group(2) or 0)
-            v = f"{c}::numeric"
-            cond = f"({v} <> round({v}, {s}) OR abs(round({v}, {s})) >= 10::numeric ^ {p - s})"
-            narrowed = dataclasses.replace(check, kind="numeric", condition=cond)
-            return narrowed, *_offending(db, narrowed, key)
+    found = None if change.using else _narrowing(typ, category[0], c)
+    if found is not None:
+        narrowed = dataclasses.replace(check, kind=found[0], condition=found[1])
+        return narrowed, *_offending(db, narrowed, key)
     expr = change.using or c
     try:
         with db.atomic():
@@ -355,13 +346,9 @@ def _validations(db: Any, check: Precheck) -> list[Precheck]:
     out: list[Precheck] = []
     for name, definition in rows:
         for read in st.read(f"ALTER TABLE {check.table} ADD CONSTRAINT "
-                            f"{_quote(name)} {definition}"):
+                            f"{quote(name)} {definition}"):
             out.extend(_check_of(read))
     return out
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _run_one(

@@ -13,23 +13,12 @@ from typing import Any
 from ...errors import MigrationError
 from . import checksum as _checksum
 from . import phases as _phases
-from .files import (
-    MIGRATE_TABLE,
-    Router,
-    session_settings,
-)
+from .files import MIGRATE_TABLE, Router, session_settings
 from .history import _check_history, _replaced
 from .lock import DEFAULT_LOCK_WAIT, _migration_lock, lock_key
 from .names import require_dir
 from .recorder import Recorder
-from .run import (
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_STATEMENT_TIMEOUT,
-    Applied,
-    _dry_run,
-    _run,
-    _timeouts,
-)
+from .run import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, Applied, _dry_run, _run, _timeouts
 from .target import Target, _connected, _default_dir, _describe
 
 __all__ = ["rollback"]
@@ -95,7 +84,7 @@ def rollback(
             _require_rollbacks(router, undo)
             migrator = router.migrator_class(db)
             router.replay(applied, migrator)
-            _refuse_blocked_rollbacks(router, db, applied, steps)
+            _refuse_blocked_rollbacks(router, db, applied, undo)
             with session_settings(db, _timeouts(lock_timeout, statement_timeout)):
                 if dry_run:
                     return _dry_run(router, migrator, undo, on_applied, downgrade=True)
@@ -121,7 +110,7 @@ def _require_rollbacks(router: Router, names: Sequence[str]) -> None:
             )
 
 
-def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps: int) -> None:
+def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], undo: list[str]) -> None:
     """Refuse, before anything runs, rollbacks whose guards (``m.require_empty``) would stop.
 
     The rollbacks are queued without running (on a replayed state, against a recorder that
@@ -132,12 +121,11 @@ def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps
 
     from ..operations.migrator import RowsGuard
 
-    names = list(reversed(applied[-steps:]))
     recorder = Recorder()
     migrator = router.migrator_class(recorder)
     router.replay(applied, migrator)
     guards: list[tuple[str, RowsGuard]] = []
-    for name in names:
+    for name in undo:
         try:
             router.load(name).rollback(migrator, recorder, fake=True)
         except (Exception, SystemExit):  # left to the real run, which reports it
@@ -150,6 +138,4 @@ def _refuse_blocked_rollbacks(router: Router, db: Any, applied: list[str], steps
         if problem:
             problems.append(f"{router.path(name)}: {problem}")
     if problems:
-        raise MigrationError(
-            "nothing rolled back: " + "; ".join(problems)
-        )
+        raise MigrationError("nothing rolled back: " + "; ".join(problems))

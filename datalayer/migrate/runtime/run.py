@@ -22,12 +22,8 @@ from ...errors import MigrationError
 from ..operations import Phase
 from ..operations.background import current_migration
 from . import phases as _phases
-from .files import (
-    Router,
-    _without_transaction,
-    call_migration,
-)
-from .recorder import Recorder, render
+from .files import Router, _without_transaction, call_migration
+from .recorder import Recorder, _is_savepoint, render
 from .target import _describe
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "DEFAULT_STATEMENT_TIMEOUT", "Applied"]
@@ -57,20 +53,26 @@ class Applied:
     """``"expand"`` or ``"contract"`` when only that part ran; None: all of it."""
 
 
-def _pgcode(exc: BaseException) -> str | None:
+def _pgerror(exc: BaseException) -> Any:
+    """Return the driver error (it has a ``pgcode``) in ``exc``'s args, cause or context, if any."""
     seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
+    todo: list[Any] = [exc]
     while todo:
-        item = todo.pop()
+        item = todo.pop(0)
         if item is None or id(item) in seen:
             continue
         seen.add(id(item))
-        code = getattr(item, "pgcode", None)
-        if code:
-            return str(code)
+        if getattr(item, "pgcode", None):
+            return item
         todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
         todo.extend([item.__cause__, item.__context__])
     return None
+
+
+def _pgcode(exc: BaseException) -> str | None:
+    """Return the SQLSTATE of ``exc`` or of the driver error it wraps."""
+    err = _pgerror(exc)
+    return None if err is None else str(err.pgcode)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -86,7 +88,7 @@ def _capture(db: Any, out: list[str]) -> Callable[[str, Any], None]:
     """Return a hook that appends the text of each statement sent to ``db`` to ``out``."""
 
     def before(sql: str, params: Any) -> None:
-        if _SAVEPOINT_RE.match(sql):  # peewee's nesting, not the migration's SQL
+        if _is_savepoint(sql):  # peewee's nesting, not the migration's SQL
             return
         try:
             text = db.connection().cursor().mogrify(sql, params or None).decode()
@@ -97,9 +99,6 @@ def _capture(db: Any, out: list[str]) -> Callable[[str, Any], None]:
     return before
 
 
-_SAVEPOINT_RE = re.compile(r"^\s*(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)\b", re.I)
-
-
 def _postgres_major(db: Any) -> int:
     version = getattr(db, "server_version", None)
     return int(version) // 10000 if isinstance(version, int) and version else 12
@@ -107,6 +106,14 @@ def _postgres_major(db: Any) -> int:
 
 def _timeouts(lock_timeout: float | None, statement_timeout: float | None) -> list[tuple[str, str]]:
     return [("lock_timeout", _ms(lock_timeout)), ("statement_timeout", _ms(statement_timeout))]
+
+
+def _kept(done_so_far: list[Applied], downgrade: bool) -> str:
+    """Return what a failure message says of the migrations this run did before ("": none)."""
+    if not done_so_far:
+        return ""
+    return (f"; the {len(done_so_far)} migration(s) before it in this run stay "
+            + ("rolled back" if downgrade else "applied"))
 
 
 def _run(
@@ -134,13 +141,7 @@ def _run(
         if lost is not None:
             raise lost from exc
         verb = "rollback of" if downgrade else "migration"
-        earlier = len(done_so_far)
-        kept = (
-            f"; the {earlier} migration(s) before it in this run stay "
-            + ("rolled back" if downgrade else "applied")
-            if earlier
-            else ""
-        )
+        kept = _kept(done_so_far, downgrade)
         if atomic:
             what = (
                 f"{verb} {router.path(name)} failed and was rolled back, so none of it took "
@@ -197,7 +198,7 @@ _LITERAL_RE = re.compile(r"'(?:[^']|'')*'")
 
 def _undefined_table(exc: BaseException, where: str) -> str:
     """Say which statement of a migration named a table that does not exist."""
-    found = _find_error(exc, Exception, lambda e: getattr(e, "pgcode", None) == "42P01")
+    found = _pgerror(exc)  # its callers saw 42P01 there
     diag = getattr(found, "diag", None)
     what = getattr(diag, "message_primary", None) or "a table it names does not exist"
     query = getattr(getattr(found, "cursor", None), "query", None)
@@ -238,16 +239,12 @@ def _already_there(router: Router) -> str:
     )
 
 
-def _find_error(
-    exc: BaseException,
-    kind: type[BaseException],
-    test: Callable[[BaseException], bool] | None = None,
-) -> BaseException | None:
-    """Return ``exc`` or the first exception of ``kind`` (passing ``test``) in its chain."""
+def _find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` in its chain."""
     seen: set[int] = set()
     item: BaseException | None = exc
     while item is not None and id(item) not in seen:
-        if isinstance(item, kind) and (test is None or test(item)):
+        if isinstance(item, kind):
             return item
         seen.add(id(item))
         item = item.__cause__ or item.__context__
@@ -310,13 +307,7 @@ def _lost_connection(
         lost = exc
     path = router.path(name)
     verb = "rollback of" if downgrade else "migration"
-    earlier = len(done_so_far)
-    kept = (
-        f"; the {earlier} migration(s) before it in this run stay "
-        + ("rolled back" if downgrade else "applied")
-        if earlier
-        else ""
-    )
+    kept = _kept(done_so_far, downgrade)
     again = (
         "the migration lock went with the connection, so this run stopped here; run the "
         "command again"

@@ -321,13 +321,16 @@ def read(sql: str, *, hand_written: bool = False) -> list[Planned]:
 # -- the statements of pending migrations ------------------------------------------------
 
 
-def _texts(op: Any, recorder: Any) -> list[Planned] | None:
-    """Return what one queued operation does (None: Python code)."""
+def _texts(op: Any, step: Any, recorder: Any) -> list[Planned] | None:
+    """Return what one queued operation does (None: Python code).
+
+    ``step`` is what it runs, as the operation that queued it recorded it (None:
+    not a generated step).
+    """
     from ..ddl.spec import Sql
     from ..ddl.steps import BatchFill, Online
     from .recorder import render
 
-    step = getattr(op, "_datalayer_step", None)
     if isinstance(step, BatchFill):
         return [Fill(step.table, norm(step.column))]
     if isinstance(step, Online):
@@ -362,6 +365,7 @@ def planned(
     queued, or fails) gets ``[Opaque(...)]``, and so does every file after it.
     """
     from ..operations.migrator import bound
+    from ..operations.recording import Owners
     from .files import call_migration
     from .recorder import Recorder, render
 
@@ -378,7 +382,7 @@ def planned(
             out[name] = [Opaque(broken)]
             continue
         migrator.__ops__ = []
-        take = getattr(migrator, "take_steps", None)
+        take = getattr(migrator, "take_recorded", None)  # None: not datalayer's migrator
         if take is not None:
             take()
         recorder.take()
@@ -389,8 +393,10 @@ def planned(
                     a for sql, params in recorder.take()
                     for a in read(render(sql, params), hand_written=True)
                 ]
-                for op in migrator.__ops__:
-                    more = _texts(op, recorder)
+                owners = Owners(take() if take is not None else ())
+                for entry in migrator.__ops__:
+                    op = owners.queued(entry)  # the operation's own callable, not a wrapper
+                    more = _texts(op, owners.step(entry), recorder)
                     if more is None:
                         if type(op).__name__ == "RowsGuard":
                             continue  # a check of its own: it writes nothing

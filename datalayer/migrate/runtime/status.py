@@ -9,10 +9,7 @@ from typing import Any
 from . import checksum as _checksum
 from . import online
 from . import phases as _phases
-from .files import (
-    MIGRATE_TABLE,
-    Router,
-)
+from .files import MIGRATE_TABLE, Router
 from .names import content_hash, require_dir
 from .target import Target, _connected, _default_dir
 

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ...facts import SERIALS
 from .._locks import type_change
-from .._nodes import (
-    alter_cmds,
-    coercible,
-    collation,
-    column_constraints,
-    is_add_column,
-    type_key,
-    volatile,
-)
+from .._nodes import alter_cmds, collation, column_constraints, is_add_column, type_key, volatile
 from .._pg import AlterTableType, ConstrType, ast
 from .._state import Context
 from ._registry import Statement, rule
-
-_SERIAL = {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
 
 
 @rule(
@@ -65,7 +56,7 @@ def adding_required_field(stmt: Statement, ctx: Context) -> Iterator[tuple[str, 
         key = type_key(column.typeName)
         filled = kinds & {
             ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED
-        } or (key is not None and key[0] in _SERIAL)
+        } or (key is not None and key[0] in SERIALS)
         if (ConstrType.CONSTR_NOTNULL in kinds or ConstrType.CONSTR_PRIMARY in kinds) and not (
             filled
         ):
@@ -79,7 +70,7 @@ def adding_required_field(stmt: Statement, ctx: Context) -> Iterator[tuple[str, 
 
 def _default_problem(column: ast.ColumnDef, postgres: int) -> str | None:
     key = type_key(column.typeName)
-    if key is not None and key[0] in _SERIAL:
+    if key is not None and key[0] in SERIALS:
         return f"a {key[0]} column fills every row from a sequence (nextval() is volatile)"
     for con in column_constraints(column):
         if con.contype == ConstrType.CONSTR_GENERATED:
@@ -124,15 +115,14 @@ def changing_column_type(stmt: Statement, ctx: Context) -> Iterator[tuple[str, s
     for table, cmd in alter_cmds(stmt.node):
         if cmd.subtype != AlterTableType.AT_AlterColumnType or ctx.is_new(table):
             continue
+        if not type_change(ctx, table, cmd).rewrites:  # facts' rule, as the generator's
+            continue
         definition = cmd.def_ if isinstance(cmd.def_, ast.ColumnDef) else None
         new = type_key(definition.typeName) if definition is not None else None
         old = ctx.state.columns.get((table, str(cmd.name)))
-        using = definition is not None and definition.raw_default is not None
-        if not using and coercible(old, new):
-            continue
         why = (
             "with USING every row is converted"
-            if using
+            if definition is not None and definition.raw_default is not None
             else "the old type is not known from the migrations"
             if old is None
             else f"{old[0]} to {new[0] if new else '?'} is not binary-coercible"

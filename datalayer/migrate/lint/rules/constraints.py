@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .._nodes import alter_cmds, column_constraints, is_add_column, is_add_constraint, qualified
-from .._pg import AlterTableType, ConstrType, ast
+from .._nodes import (
+    added_constraints,
+    alter_cmds,
+    column_constraints,
+    is_add_column,
+    is_add_constraint,
+    qualified,
+)
+from .._pg import AlterTableType, ConstrType
 from .._state import Context
 from ._registry import Statement, rule
 
@@ -72,12 +79,7 @@ def adding_foreign_key_constraint(stmt: Statement, ctx: Context) -> Iterator[tup
     for table, cmd in alter_cmds(stmt.node):
         if ctx.is_new(table):
             continue
-        cons: list[ast.Constraint] = []
-        if is_add_constraint(cmd):
-            cons = [cmd.def_]
-        elif is_add_column(cmd):
-            cons = column_constraints(cmd.def_)
-        for con in cons:
+        for con in added_constraints(cmd):
             if con.contype == ConstrType.CONSTR_FOREIGN and not con.skip_validation:
                 other = qualified(con.pktable)
                 yield (
@@ -133,12 +135,7 @@ def adding_serial_primary_key_field(stmt: Statement, ctx: Context) -> Iterator[t
     for table, cmd in alter_cmds(stmt.node):
         if ctx.is_new(table):
             continue
-        cons: list[ast.Constraint] = []
-        if is_add_constraint(cmd):
-            cons = [cmd.def_]
-        elif is_add_column(cmd):
-            cons = column_constraints(cmd.def_)
-        for con in cons:
+        for con in added_constraints(cmd):
             if con.contype == ConstrType.CONSTR_PRIMARY and not con.indexname:
                 yield (
                     f"adding a PRIMARY KEY to {table} builds its index while holding ACCESS "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .._nodes import name_list, qualified
+from .._nodes import has_option, name_list, qualified
 from .._pg import ObjectType, ast
 from .._state import Context
 from ._registry import Statement, rule
@@ -64,9 +64,7 @@ def _concurrently(node: object) -> str | None:
         return "CREATE INDEX CONCURRENTLY"
     if isinstance(node, ast.DropStmt) and node.concurrent:
         return "DROP INDEX CONCURRENTLY"
-    if isinstance(node, ast.ReindexStmt) and any(
-        getattr(p, "defname", "") == "concurrently" for p in node.params or ()
-    ):
+    if isinstance(node, ast.ReindexStmt) and has_option(node.params, "concurrently"):
         return "REINDEX CONCURRENTLY"
     return None
 
