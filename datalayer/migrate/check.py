@@ -21,20 +21,25 @@ Four checks, all reported (an empty list means the tree is fine):
 Every migration and every rollback is rendered once, in one pass
 (:func:`~datalayer.migrate.runtime.offline.history_sql`): the scratch
 database is sent that SQL and the lint reads it, in a thread while the
-server works.  The scratch database (:mod:`datalayer.migrate.scratch`) is
-created, in the background while the models are compared with the history,
-and dropped afterwards, on the server of ``DATALAYER_DEV_DATABASE_URL``
-(Atlas's dev database; its user needs CREATEDB), or on the embedded server
-when that is unset.
+server works.  The forward rendering folds the state of the whole history,
+and the models are compared with that state (the history is not replayed
+again; when they differ, the comparison planned the change on it, and the
+rollbacks are rendered from a replay of their own).  The scratch database
+(:mod:`datalayer.migrate.scratch`) is created in the background meanwhile
+(the cached schema's key needs only the server's version, known once
+connected), and dropped afterwards, on the server of
+``DATALAYER_DEV_DATABASE_URL`` (Atlas's dev database; its user needs
+CREATEDB), or on the embedded server when that is unset.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,33 +65,41 @@ def _default_models() -> Sequence[Any]:
     return default_models()  # the project's: [tool.datalayer] models, else datalayer's
 
 
-def _snapshot_key(db: Any, directory: Path, schemas: Sequence[str]) -> str | None:
-    """Key of the schema the files in ``directory`` build on ``db``'s server (None: no cache)."""
+def _snapshot_key(
+    server_version: Callable[[], int], directory: Path, schemas: Sequence[str]
+) -> str | None:
+    """Key of the schema the files in ``directory`` build on that server (None: no cache).
+
+    ``server_version()`` returns the server's ``server_version_num``; it is
+    asked only when the cache is used.
+    """
     from .runtime.names import migration_names
 
     names = migration_names(directory)
     if len(names) < _cache.MIN_FILES or _cache.cache_dir() is None:
         return None
     keys = _cache.chain_keys(names, lambda n: (directory / f"{n}.py").read_bytes())
-    version = db.execute_sql("SHOW server_version_num").fetchone()[0]
-    return _cache.snapshot_key(keys[-1], f"{version}|{','.join(schemas)}")
+    return _cache.snapshot_key(keys[-1], f"{server_version()}|{','.join(schemas)}")
 
 
 # A statement whose rows the migration's own code may read: the offline rendering saw none.
 _READS = re.compile(r"^\s*(SELECT|WITH|SHOW|FETCH|VALUES|TABLE|EXPLAIN|COPY)\b", re.IGNORECASE)
 
 
-def _render(directory: Path, postgres: int) -> History | None:
+def _render(directory: Path, postgres: int, state: list[Any]) -> History | None:
     """Return the history's SQL as ``migrate sql`` renders it for ``postgres``; None: it cannot be.
 
     Rendered once, in one pass with the rollbacks: the scratch database is
-    sent it, and the lint reads it.
+    sent it, and the lint reads it.  ``state`` gets the migrator holding the
+    state the whole history builds, when the rendering folded it (see
+    :func:`.runtime.offline.history_sql`).
     """
     from .runtime.offline import history_sql
 
     try:
-        return history_sql(directory, postgres=postgres)
+        return history_sql(directory, postgres=postgres, state=state)
     except DatalayerError:
+        state.clear()
         return None
 
 
@@ -161,22 +174,38 @@ def _apply_rendered(
         conn.close()
 
 
-def _model_changes(settings: Settings, directory: Path, models: Sequence[Any]) -> list[str]:
+def _model_changes(
+    settings: Settings, directory: Path, models: Sequence[Any], state: Any = None
+) -> tuple[list[str], bool]:
     """Return the problem of models changed without a migration (none: in sync).
 
     Only the files are read (replayed in memory): no database is queried, so
-    this runs while the scratch database is being created.
+    this runs while the scratch database is being created.  ``state``: a
+    migrator that already holds the state the files build (the offline
+    rendering folded it), compared with the models instead of a new replay.
+    The second item says whether ``state`` is as it was (the models and the
+    files agree, so the comparison planned and applied nothing to it).
     """
     from ..db import Database
-    from .autogenerate.api import diff_source
+    from .autogenerate.api import _replay, diff_source
+    from .autogenerate.compare import diff_models
+    from .operations.migrator import bound
     from .runtime.files import Router
 
+    router = Router(Database(settings), directory)
+    untouched = False
     try:
-        source = diff_source(Router(Database(settings), directory), models)
+        if state is None:
+            source = diff_source(router, models)
+        else:  # as diff_source does, from the state at hand
+            with bound(state, router.database):
+                diff = diff_models(state, None, models, replay=lambda: _replay(router))
+            untouched = diff.plan is not None and not diff.plan.migrations
+            source = (diff.migrate, diff.rollback) if diff else None
     except MigrationError as exc:
-        return [f"cannot compare the models with the migrations: {exc}"]
+        return [f"cannot compare the models with the migrations: {exc}"], False
     if source is None:
-        return []
+        return [], untouched
     # The body's first line is not indented, the others are (template-ready).
     lines = textwrap.dedent("    " + source[0]).strip().splitlines()
     shown = "\n    ".join(lines[:_MAX_DIFF_LINES])
@@ -188,7 +217,7 @@ def _model_changes(settings: Settings, directory: Path, models: Sequence[Any]) -
     return [
         "the models changed without a migration; run `datalayer migrate diff NAME`. "
         f"A diff would write:\n    {shown}{more}"
-    ]
+    ], untouched
 
 
 def _declared_schema(db: Any, models: Sequence[Any], schemas: Sequence[str]) -> list[Any]:
@@ -230,7 +259,7 @@ def check(
     from .inspect import compare, snapshot
     from .runtime.apply import apply
     from .runtime.names import require_dir
-    from .runtime.offline import DEFAULT_POSTGRES
+    from .runtime.offline import DEFAULT_POSTGRES, migration_sql
 
     if directory is None:
         from ..project import default_migrations_dir
@@ -252,16 +281,28 @@ def check(
         linted: concurrent.futures.Future[list[str]] | None = None
         with contextlib.ExitStack() as scratch:
             ready = scratch.enter_context(scratch_database_soon(admin, "mig"))
-            problems.extend(_model_changes(admin, directory, models))  # meanwhile created
+            # Meanwhile the server creates the scratch database: the files are read.
+            key = _snapshot_key(ready.server_version, directory, schemas)
+            got = _cache.load_snapshot(key) if key else None
+            history: History | None = None
+            if got is None:  # the history is applied: its SQL rendered, its state folded
+                state: list[Any] = []
+                history = _render(directory, lint_version, state)
+                changes, untouched = _model_changes(
+                    admin, directory, models, state[0] if state else None
+                )
+                if history is not None and state and not untouched:
+                    # Compared with the models, the state changed: rollbacks from a new replay.
+                    history = (history[0], functools.partial(
+                        migration_sql, directory, rollback=True, postgres=lint_version))
+            else:
+                changes, _ = _model_changes(admin, directory, models)
+            problems.extend(changes)
+            linted = pool.submit(lint_problems, directory, postgres=lint_version,
+                                 history=history)
             mig_settings = ready()
             migrated = Database(mig_settings)
             scratch.callback(lambda: migrated.close_pool())  # the one in use at the end
-            with migrated.checkout():
-                key = _snapshot_key(migrated, directory, schemas)
-            got = _cache.load_snapshot(key) if key else None
-            history = _render(directory, lint_version) if got is None else None
-            linted = pool.submit(lint_problems, directory, postgres=lint_version,
-                                 history=history)
             want = _declared_schema(migrated, models, schemas)  # rolled back: still empty
             applied_ok = True
             done = (

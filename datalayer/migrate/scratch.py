@@ -182,13 +182,18 @@ def _drop_leftovers(cur: Any, admin: Settings) -> None:
 
 @contextlib.contextmanager
 def scratch_database(
-    admin: Settings, label: str, settings: Settings | None = None
+    admin: Settings,
+    label: str,
+    settings: Settings | None = None,
+    on_connect: Callable[[int], None] | None = None,
 ) -> Iterator[Settings]:
     """Create an empty database on ``admin``'s server, yield its settings, drop it.
 
     ``admin`` comes from :func:`scratch_server` (its ``source`` shapes the
     messages); ``settings`` is accepted for compatibility and unused.  Before
     creating, leftovers of killed runs on that server are dropped.
+    ``on_connect(server_version_num)`` is called once connected, before the
+    database is created.
 
     :raises MigrationError: when the server cannot be reached or its user may
         not create databases; the message says what to set or fix.
@@ -208,6 +213,8 @@ def scratch_database(
     except psycopg2.Error as exc:
         raise MigrationError(f"cannot connect to {where}: {_first_line(exc)}; {fix}") from None
     try:
+        if on_connect is not None:
+            on_connect(owner.server_version)
         owner.autocommit = True
         cur = owner.cursor()
         try:
@@ -229,23 +236,67 @@ def scratch_database(
         owner.close()
 
 
+class Pending:
+    """A scratch database being created in the background (see :func:`scratch_database_soon`).
+
+    Calling it waits for the database and returns its settings;
+    :meth:`server_version` waits only for the connection to its server.
+    """
+
+    def __init__(
+        self,
+        made: concurrent.futures.Future[Settings],
+        version: concurrent.futures.Future[int],
+    ) -> None:
+        self._made, self._version = made, version
+
+    def __call__(self) -> Settings:
+        """Return the database's settings once created (or raise why it cannot be)."""
+        return self._made.result()
+
+    def server_version(self) -> int:
+        """Return the server's ``server_version_num`` (or raise why it cannot be reached)."""
+        return self._version.result()
+
+
 @contextlib.contextmanager
-def scratch_database_soon(
-    admin: Settings, label: str
-) -> Iterator[Callable[[], Settings]]:
-    """Start creating a scratch database in the background; yield a function that waits for it.
+def scratch_database_soon(admin: Settings, label: str) -> Iterator[Pending]:
+    """Start creating a scratch database in the background; yield a :class:`Pending`.
 
     The server creates it (``CREATE DATABASE`` copies ``template1`` and syncs it to
-    disk) while the caller works on something else; calling the yielded function
+    disk) while the caller works on something else; calling the yielded object
     returns its settings, or raises the :class:`MigrationError` of
-    :func:`scratch_database`.  On leaving the block the creation is waited for
+    :func:`scratch_database`; its ``server_version()`` is known as soon as the
+    server is connected.  On leaving the block the creation is waited for
     (also after an error or Ctrl-C) and the database dropped.
     """
-    made = scratch_database(admin, label)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datalayer-scratch") as pool:
-        future = pool.submit(made.__enter__)
+    version: concurrent.futures.Future[int] = concurrent.futures.Future()
+    made = scratch_database(admin, label, None, version.set_result)
+
+    def create() -> Settings:
         try:
-            yield future.result
+            created = made.__enter__()
+        except BaseException as exc:
+            if not version.done():  # not connected: the version waits on the same error
+                version.set_exception(exc)
+            raise
+        if not version.done():  # made without telling (a stand-in): ask the database made
+            import psycopg2
+
+            try:
+                conn = psycopg2.connect(**created.connect_kwargs())
+                try:
+                    version.set_result(conn.server_version)
+                finally:
+                    conn.close()
+            except psycopg2.Error as exc:
+                version.set_exception(exc)
+        return created
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="datalayer-scratch") as pool:
+        future = pool.submit(create)
+        try:
+            yield Pending(future, version)
         finally:
             # Waits for the creation; one that failed has nothing to drop.
             if future.exception() is None:

@@ -1,7 +1,9 @@
 """Generating migrations: models compared with the replayed history, steps as data, files rendered.
 
 As in alembic: :mod:`.api` replays the history and calls the comparison
-(:mod:`.compare`'s planner), which yields steps,
+(:mod:`.compare`, whose :mod:`.planner` goes table by table on its parts:
+:mod:`.refusals`, :mod:`.tables`, :mod:`.columns` and :mod:`.casts`, :mod:`.keys`,
+:mod:`.indexes`, :mod:`.names`), which yields steps,
 each a value (:mod:`.code`) that is applied to the in-memory state by
 calling the migrator's method and rendered to the file's text from the same
 object (:mod:`.render`); :mod:`.writer` builds the code of models and

@@ -30,7 +30,7 @@ from typing import Any
 
 import peewee as pw
 
-from ..ddl.spec import Sql, _untyped, database_of, deferred_fk_name, render
+from ..ddl.spec import Sql, _untyped, database_of, deferred_fk_name, read_constraint, render
 from .code import Attr, Call, Dict, Expr, Item, MethodCall, ModelDef, Module, Name, Seq, Value
 
 __all__ = ["CodeWriter", "Unwritable", "check_body", "constraint_keyword", "literal", "plain"]
@@ -41,40 +41,16 @@ _MODULES = {"peewee": "pw", "playhouse.postgres_ext": "pw_pext"}
 def constraint_keyword(sql: Sql) -> str:
     """Return the keyword a table constraint starts with, upper case (``UNIQUE``, ``CHECK``).
 
-    After its optional ``CONSTRAINT name`` (a quoted name may hold spaces and ``""``);
-    "" when there is none.  The kind of a constraint the models declare as SQL text.
+    After its optional ``CONSTRAINT name``; "" when there is none.  The kind of a
+    constraint the models declare as SQL text, as :func:`..ddl.spec.read_constraint`
+    reads it.
     """
-    text = sql.text.lstrip()
-    if text[:10].upper() == "CONSTRAINT" and text[10:11].isspace():
-        rest = text[10:].lstrip()
-        end = 0
-        if rest.startswith('"'):
-            end = 1
-            while end < len(rest):
-                if rest[end] == '"':
-                    if rest[end + 1:end + 2] != '"':
-                        break
-                    end += 1
-                end += 1
-            end += 1
-        else:
-            while end < len(rest) and not rest[end].isspace():
-                end += 1
-        if not rest[end:end + 1].isspace():
-            return ""
-        text = rest[end:].lstrip()
-    word = 0
-    while word < len(text) and (text[word].isalnum() or text[word] == "_"):
-        word += 1
-    return text[:word].upper()
+    return read_constraint(sql).keyword
 
 
 def check_body(sql: Sql) -> str | None:
     """Return the expression of a constraint that is exactly ``CHECK (expr)`` (else None)."""
-    text = sql.text.removesuffix("\n")
-    if text.startswith("CHECK (") and text.endswith(")"):
-        return text[len("CHECK ("):-1]
-    return None
+    return read_constraint(sql).check_body
 
 
 class Unwritable(ValueError):

@@ -41,7 +41,6 @@ from .columns import (
 )
 from .constraints import (
     _add_constraint,
-    _drop_named,
     drop_check,
     drop_constraint,
     drop_foreign_key,
@@ -55,7 +54,7 @@ from .indexes import (
     index_changes,
     rename_indexes,
 )
-from .keys import _add_primary_key, _key_moved, _replace_primary_key, _serial_key
+from .keys import _add_primary_key, _key_moved, _replace_primary_key, _serial_key, drop_key
 from .serials import auto_base, identity_of, serial_base, serial_sequence
 from .spec import (
     ColumnSpec,
@@ -67,7 +66,15 @@ from .spec import (
     rename_identifier,
 )
 from .steps import UNLISTED, BatchFill, Online, Step
-from .tables import _AUTO_SUFFIX, _re, plan_create, plan_drop, plan_set_schema, rename_auto_names
+from .tables import (
+    _AUTO_SUFFIX,
+    _re,
+    plan_create,
+    plan_drop,
+    plan_set_schema,
+    plan_settings,
+    rename_auto_names,
+)
 
 __all__ = [
     "UNLISTED",
@@ -117,11 +124,9 @@ def plan_rename_table(before: TableSpec, after: TableSpec) -> list[Step]:
     ))
     # A foreign key to the table itself follows it (PostgreSQL keeps it on the renamed
     # table): the same constraint, not one to drop and add again with a scan.
-    own = f"REFERENCES {before.qualified} ("
     moved = dataclasses.replace(before, name=new, columns=tuple(
-        dataclasses.replace(c, fk=Sql(c.fk.text.replace(own, f"REFERENCES {after.qualified} ("),
-                                      c.fk.params))
-        if c.fk is not None and own in c.fk.text else c
+        c.fk_retargeted(after.qualified)
+        if c.fk_text is not None and c.fk_text.table == before.qualified else c
         for c in before.columns
     ))
     steps.extend(plan_alter(moved, after))
@@ -151,12 +156,11 @@ def _rename_before(before: TableSpec, renames: Mapping[str, str]) -> TableSpec:
         if new is None:
             cols.append(col)
             continue
-        fk = col.fk and Sql(col.fk.text.replace(quote(col.name), quote(new), 1), col.fk.params)
         cols.append(dataclasses.replace(
             col,
             name=new,
             checks=tuple(rename_identifier(c, {col.name: new}) for c in col.checks),
-            fk=fk,
+            fk=col.fk_renamed(new),
         ))
     return dataclasses.replace(
         before,
@@ -261,7 +265,7 @@ def plan_alter(
         for ix in [ix for ix in new_ix if online and ix.unique]:
             new_ix.remove(ix)
             steps.append(create_index(ix, online=True))
-        steps.append(_drop_named(T, before.name + "_pkey", False))
+        steps.append(drop_key(before, T))
     steps.extend(drop_indexes(gone, after.schema, online=online))
     steps.extend(rename_indexes(renamed, after.schema))
 
@@ -290,7 +294,7 @@ def plan_alter(
         steps.append(drop_constraint(table, T, Sql(text, params), missing_ok=online))
 
     if (serial_key in added_names and before.primary_key) or key_released:
-        steps.append(_drop_named(T, before.name + "_pkey", False))
+        steps.append(drop_key(before, T))
     for col in dropped:
         drop = Sql(f"ALTER TABLE {T} DROP COLUMN {quote(col.name)}{' CASCADE' if cascade else ''}")
         steps.append(drop.of("drop_column", T).doing())
@@ -332,8 +336,10 @@ def plan_alter(
         pass  # the key comes with its column, or went (with it)
     elif before.primary_key != after.primary_key and after.primary_key:  # the columns exist now
         if moved:
-            steps.extend(_add_primary_key(after, T, key_index, online=online))
+            steps.extend(_add_primary_key(after, T, key_index, online=online,
+                                          replaces=bool(before.primary_key)))
         else:
             steps.extend(_replace_primary_key(after, T, online=online))
     steps.extend(create_index(ix, online=online) for ix in new_ix)
+    steps.extend(plan_settings(before, after))
     return steps

@@ -7,11 +7,12 @@ swapped ``USING INDEX`` (a short ACCESS EXCLUSIVE lock, no scan).
 from __future__ import annotations
 
 from .actions import Unique
+from .constraints import _drop_named
 from .serials import auto_base, serial_base
 from .spec import IndexSpec, Sql, TableSpec, quote
 from .steps import Step, _do, _literal, _pct, _short_name, _unique_index, _using_index
 
-__all__: list[str] = []
+__all__ = ["drop_key"]
 
 
 def _serial_key(after: TableSpec, before: TableSpec, added: set[str]) -> str | None:
@@ -52,19 +53,22 @@ def _key_moved(before: TableSpec, after: TableSpec) -> bool:
 
 
 def _add_primary_key(
-    after: TableSpec, T: str, index: IndexSpec | None, *, online: bool
+    after: TableSpec, T: str, index: IndexSpec | None, *, online: bool, replaces: bool = False
 ) -> list[Step]:
     """Return the statements that make the one column ``after.primary_key`` the primary key.
 
     Through its unique index when it has one (renamed to the key's name), else a
     concurrent unique index first when ``online``; ``USING INDEX`` takes a short
     ACCESS EXCLUSIVE lock and no scan (the column is NOT NULL by then).
+    ``replaces``: the key moves from another column (dropped just before, see
+    :func:`drop_key`): the contract part, like that drop.
     """
     name = f"{after.name}_pkey"
     key = ", ".join(quote(c) for c in after.primary_key)
     add = f"ALTER TABLE {T} ADD CONSTRAINT {quote(name)} PRIMARY KEY"
     if index is not None:
-        return [_using_index(f"{add} USING INDEX {quote(index.name)}", T)]
+        return [_using_index(f"{add} USING INDEX {quote(index.name)}", T).expanding(
+            not replaces)]
     if not online:
         unique = Unique(T, tuple(quote(c) for c in after.primary_key), name, primary_key=True)
         return [Sql(f"{add} ({key})").of("add_unique", T).doing(unique)]
@@ -72,8 +76,18 @@ def _add_primary_key(
         _unique_index(
             f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(name)} ON {T} ({key})", T,
             name, after.primary_key),
-        _using_index(f"{add} USING INDEX {quote(name)}", T),
+        _using_index(f"{add} USING INDEX {quote(name)}", T).expanding(not replaces),
     ]
+
+
+def drop_key(before: TableSpec, T: str) -> Sql:
+    """Return the statement that drops ``before``'s primary key (its columns stay).
+
+    The contract part of a migration: code of the release before may rely on the key
+    (``ON CONFLICT`` on its columns, their uniqueness), though dropping another
+    constraint expands.
+    """
+    return _drop_named(T, before.name + "_pkey", False).expanding(False)
 
 
 def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step]:
@@ -85,11 +99,12 @@ def _replace_primary_key(after: TableSpec, T: str, *, online: bool) -> list[Step
     name = f"{after.name}_pkey"
     cols = ", ".join(quote(c) for c in after.primary_key)
     drop = f"ALTER TABLE {T} DROP CONSTRAINT {quote(name)}, ADD CONSTRAINT {quote(name)} "
+    # The old key goes (code of the release before may rely on it: ON CONFLICT on its
+    # columns, their uniqueness) and the new one narrows what may be written: the
+    # contract part, in both forms; the online form's unique index is built before.
     if not online:
-        # The key swapped in one statement, as the online form's USING INDEX: an expand step.
         unique = Unique(T, tuple(quote(c) for c in after.primary_key), name, primary_key=True)
-        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T).expanding(True)
-                .doing(unique)]
+        return [Sql(f"{drop}PRIMARY KEY ({cols})").of("add_unique", T).doing(unique)]
     new = _short_name(f"{after.name}_pkey_new")
     where = f"{quote(after.schema)}.{quote(new)}" if after.schema else quote(new)
     body = f"""BEGIN
@@ -101,5 +116,5 @@ END"""
         _unique_index(
             f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {quote(new)} ON {T} ({cols})", T,
             new, after.primary_key),
-        _using_index(_do(_pct(body)).text, T),
+        _using_index(_do(_pct(body)).text, T).expanding(False),
     ]

@@ -10,7 +10,6 @@ declares (peewee's ``field_type``, or a custom field's own: text its author wrot
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from .actions import TypeChange
 from .spec import ColumnSpec, Sql, quote
@@ -33,19 +32,21 @@ def serial_base(type_text: str) -> str | None:
     return _SERIALS.get(type_text.strip().upper())
 
 
-_IDENTITY_RE = re.compile(
-    r"^\s*(\w+)\s+GENERATED\s+(ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY\s*$", re.IGNORECASE
-)
-
-
 def identity_of(type_text: str) -> tuple[str, str] | None:
-    """Return (integer type, ``ALWAYS`` or ``BY DEFAULT``) of an identity column's type."""
-    m = _IDENTITY_RE.match(type_text)
-    if not m:
+    """Return (integer type, ``ALWAYS`` or ``BY DEFAULT``) of an identity column's type.
+
+    ``type_text`` is the type the model declares (peewee's ``IdentityField`` holds its
+    ``generate_always`` nowhere else): ``<integer> GENERATED {ALWAYS | BY DEFAULT} AS
+    IDENTITY``, read word by word.
+    """
+    words = type_text.upper().split()
+    if len(words) < 5 or words[1] != "GENERATED" or words[-2:] != ["AS", "IDENTITY"]:
+        return None
+    kind = " ".join(words[2:-2])
+    if kind not in ("ALWAYS", "BY DEFAULT") or not all(c.isalnum() or c == "_" for c in words[0]):
         return None
     base = {"INT": "INTEGER", "INT4": "INTEGER", "INT8": "BIGINT", "INT2": "SMALLINT"}
-    kind = re.sub(r"\s+", " ", m.group(2).upper())
-    return base.get(m.group(1).upper(), m.group(1).upper()), kind
+    return base.get(words[0], words[0]), kind
 
 
 def auto_base(type_text: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from .actions import Unique
 
 __all__ = [
     "ColumnSpec",
+    "ForeignKeyText",
     "IndexSpec",
     "Sql",
     "TableSpec",
@@ -33,6 +35,7 @@ __all__ = [
     "quote",
     "render",
     "sort_models",
+    "table_settings",
     "table_spec",
 ]
 
@@ -162,6 +165,38 @@ class ColumnSpec:
     db_value: Callable[[Any], Any] | None = dataclasses.field(default=None, compare=False)
     # The column ``fk`` refers to (in the table ``fk.refs`` names), for the checks before DDL.
     fk_column: str | None = dataclasses.field(default=None, compare=False)
+    # ``fk``'s text around the names a rename changes (this column's, the table's it
+    # refers to): the same key for either renamed, without reading ``fk`` back.
+    fk_text: ForeignKeyText | None = dataclasses.field(default=None, compare=False)
+
+    def fk_renamed(self, new: str) -> Sql | None:
+        """Return ``fk`` as it reads once this column is renamed ``new`` (None: no fk)."""
+        if self.fk is None:
+            return None
+        if self.fk_text is None:
+            raise UnsupportedChange(f"cannot rename {self.name}: its foreign key is not known")
+        return Sql(self.fk_text.text(new), self.fk.params)
+
+    def fk_retargeted(self, table: str) -> ColumnSpec:
+        """Return this column with its foreign key referring to ``table`` (quoted) instead."""
+        if self.fk is None or self.fk_text is None:
+            raise UnsupportedChange(f"cannot retarget the foreign key of {self.name}")
+        fk_text = dataclasses.replace(self.fk_text, table=table)
+        return dataclasses.replace(self, fk=Sql(fk_text.text(self.name), self.fk.params),
+                                   fk_text=fk_text)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForeignKeyText:
+    """A column's foreign key as peewee renders it, around the names a rename changes."""
+
+    head: str  # up to the column's quoted name: ``[CONSTRAINT "name" ]FOREIGN KEY (``
+    table: str  # the table it refers to, quoted (and schema-qualified)
+    tail: str  # after it: ``("id")[ ON DELETE ...]``
+
+    def text(self, column: str) -> str:
+        """Return the key's text for the column named ``column``."""
+        return f"{self.head}{quote(column)}) REFERENCES {self.table} {self.tail}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +226,8 @@ class TableSpec:
     constraints: tuple[Sql, ...]
     indexes: tuple[IndexSpec, ...]
     create: tuple[Sql, ...] = dataclasses.field(compare=False)
+    # ``Meta.table_settings``, each as written (after the column list of CREATE TABLE).
+    settings: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -237,12 +274,9 @@ def references_in(text: str) -> tuple[str, ...]:
     return tuple(m.group(1) for m in _REFERENCES_RE.finditer(text))
 
 
-_CHECK_RE = re.compile(r'^\s*(?:CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s+)?CHECK\b', re.IGNORECASE)
-
-
 def is_check(sql: Sql) -> bool:
     """Return True for ``CHECK (...)`` and ``CONSTRAINT name CHECK (...)``."""
-    return bool(_CHECK_RE.match(sql.text))
+    return read_constraint(sql).keyword == "CHECK"
 
 
 _UNIQUE_RE = re.compile(
@@ -264,6 +298,36 @@ class TableConstraint:
     foreign_key: bool  # ``[CONSTRAINT name] FOREIGN KEY ...``: can be added NOT VALID
     unique_name: str | None = None  # of ``[CONSTRAINT name] UNIQUE (col, ...)``, if named
     unique_columns: tuple[str, ...] = ()  # of ``[CONSTRAINT name] UNIQUE (col, ...)``
+    name: str | None = None  # of ``CONSTRAINT name ...``
+    keyword: str = ""  # the word after the optional ``CONSTRAINT name``, upper case (UNIQUE)
+    check_body: str | None = None  # the expression of a constraint exactly ``CHECK (expr)``
+
+
+def _after_name(text: str) -> tuple[str | None, str]:
+    """Return (the name of ``CONSTRAINT name``, the text after it); (None, text) without one.
+
+    A quoted name may hold spaces and ``""``; whitespace must follow the name.
+    """
+    text = text.lstrip()
+    if text[:10].upper() != "CONSTRAINT" or not text[10:11].isspace():
+        return None, text
+    rest = text[10:].lstrip()
+    end = 0
+    if rest.startswith('"'):
+        end = 1
+        while end < len(rest):
+            if rest[end] == '"':
+                if rest[end + 1:end + 2] != '"':
+                    break
+                end += 1
+            end += 1
+        end += 1
+    else:
+        while end < len(rest) and not rest[end].isspace():
+            end += 1
+    if not rest[end:end + 1].isspace():
+        return None, ""  # no whitespace after the name: not a constraint this reads
+    return _unquote(rest[:end]), rest[end:].lstrip()
 
 
 def _unquote(name: str) -> str:
@@ -279,21 +343,27 @@ def read_constraint(sql: Sql) -> TableConstraint:
             else "add_unique" if re.search(r"\b(UNIQUE|PRIMARY KEY|EXCLUDE)\b", upper)
             else "add_check" if re.search(r"\bCHECK\b", upper) else "alter_table")
     m = _UNIQUE_RE.match(sql.text)
+    name, rest = _after_name(sql.text)
+    word = 0
+    while word < len(rest) and (rest[word].isalnum() or rest[word] == "_"):
+        word += 1
+    text = sql.text.removesuffix("\n")
+    body = (text[len("CHECK ("):-1] if text.startswith("CHECK (") and text.endswith(")")
+            else None)
     return TableConstraint(
         kind,
         bool(_FOREIGN_RE.match(sql.text)),
         (_unquote(m.group(1)) if m and m.group(1) else None),
         tuple(_unquote(c) for c in m.group(2).split(",")) if m else (),
+        name,
+        rest[:word].upper(),
+        body,
     )
 
 
 def constraint_name(sql: Sql) -> str | None:
     """Return the explicit name of ``CONSTRAINT name ...``, or None."""
-    m = re.match(r'^\s*CONSTRAINT\s+("(?:[^"]|"")+"|\S+)\s', sql.text, re.IGNORECASE)
-    if not m:
-        return None
-    name = m.group(1)
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+    return read_constraint(sql).name
 
 
 def column_spec(field: pw.Field, db: pw.Database | None = None) -> ColumnSpec:
@@ -309,8 +379,9 @@ def deferred_fk_name(field: pw.ForeignKeyField) -> str:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+_REFERRING = (pw.ForeignKeyField, pw.DeferredForeignKey)
 _MEMO_ATTR = "_datalayer_column_specs"
-"""The memo's attribute on a model's ``_meta``: id(field) -> (the field, its key, its spec).
+"""The memo's attribute on a model's ``_meta``: render key -> id(field) -> its entry.
 
 On the model, not in a module-level dict: a spec holds its field (``db_value`` is
 the field's bound method), so a global memo would keep every field, and its
@@ -339,24 +410,21 @@ def _render_key(db: pw.Database) -> tuple[Any, ...]:
     ))
 
 
-def _memo_key(field: pw.Field, db_key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Return what ``field``'s column spec is rendered from, compared by identity.
+def _memo_entry(field: pw.Field, spec: ColumnSpec) -> tuple[Any, ...]:
+    """Return the memo entry of ``field``'s ``spec``: (field, class, names, values, lists, spec).
 
-    The identities of the field's attribute values (of a list's items too): a
-    field changed in place (``null``, ``default``, ``constraints`` ...) gets a
-    new key.  The key holds the values themselves, last, so that no identity
-    in it can be taken by another object while it lives; two keys whose
-    identities are equal hold the very same values, which ``==`` then compares
-    by identity without calling any value's ``__eq__``.  All of it is built by
-    C loops (``map``), a column spec being looked up thousands of times.
+    A later lookup is a hit only while the field is as it was: same class,
+    same attribute names, the same values (compared by identity, never by a
+    value's ``__eq__``, which peewee overloads) and, for each list value
+    (``constraints`` ...), the same items: a field changed in place (``null``,
+    ``default``, a constraint appended ...) is rendered again.  The entry
+    holds the values and the items, so no identity can be taken by another
+    object while it lives.
     """
     attrs = vars(field)
     values = tuple(attrs.values())
-    items = (
-        tuple(tuple(map(id, v)) for v in values if type(v) is list)
-        if list in map(type, values) else ()
-    )
-    return (db_key, type(field), tuple(attrs), tuple(map(id, values)), items, values)
+    lists = tuple((v, tuple(v)) for v in values if type(v) is list)
+    return (field, type(field), tuple(attrs), values, lists, spec)
 
 
 def _column_spec(
@@ -377,25 +445,58 @@ def _column_spec(
         return _render_column_spec(field, db)
     if db_key is None:
         db_key = _render_key(db)
-    key = _memo_key(field, db_key)
-    meta = model._meta
-    memo: dict[int, tuple[pw.Field, tuple[Any, ...], ColumnSpec]] | None = getattr(
+    return _column_specs(model._meta, (field,), db, db_key)[0]
+
+
+def _column_specs(
+    meta: Any, fields: Sequence[pw.Field], db: pw.Database, db_key: tuple[Any, ...]
+) -> tuple[ColumnSpec, ...]:
+    """Return the column specs of ``fields`` (of the model of ``meta``), from its memo.
+
+    The memo (see :data:`_MEMO_ATTR`) is per rendering key: a database whose
+    SQL renders otherwise starts it afresh.
+    """
+    memos: dict[tuple[Any, ...], dict[int, tuple[Any, ...]]] | None = getattr(
         meta, _MEMO_ATTR, None
     )
+    if memos is None or len(memos) > 4:  # a handful of render keys in practice
+        memos = {}
+        setattr(meta, _MEMO_ATTR, memos)
+    memo = memos.get(db_key)
     if memo is None:
-        memo = {}
-        setattr(meta, _MEMO_ATTR, memo)
-    hit = memo.get(id(field))
-    if hit is not None and hit[0] is field and hit[1] == key:
-        return hit[2]
-    spec = _render_column_spec(field, db)
-    if len(memo) > 2 * len(meta.fields) + 16:  # fields the model no longer has: let them go
-        fields = meta.fields
-        for k, (f, _, _) in list(memo.items()):
-            if fields.get(f.name) is not f:
-                del memo[k]
-    memo[id(field)] = (field, key, spec)
-    return spec
+        memo = memos[db_key] = {}
+    out: list[ColumnSpec] = []
+    get, is_ = memo.get, operator.is_
+    for field in fields:
+        # A hit while the field is as it was (see _memo_entry); C loops, as this runs
+        # for every column of every operation.
+        hit = get(id(field))
+        if hit is not None and hit[0] is field:
+            attrs = vars(field)
+            values = hit[3]
+            if (
+                len(attrs) == len(values)
+                and all(map(is_, attrs.values(), values))
+                and tuple(attrs) == hit[2]
+                and type(field) is hit[1]
+                and (not hit[4] or all(
+                    len(v) == len(was) and all(map(is_, v, was)) for v, was in hit[4]
+                ))
+            ):
+                out.append(hit[5])
+                continue
+        if isinstance(field, _REFERRING):  # never memoized: see _column_spec
+            out.append(_render_column_spec(field, db))
+            continue
+        spec = _render_column_spec(field, db)
+        if len(memo) > 2 * len(meta.fields) + 16:  # fields the model no longer has: let them go
+            known = meta.fields
+            for k, entry in list(memo.items()):
+                if known.get(entry[0].name) is not entry[0]:
+                    del memo[k]
+        memo[id(field)] = _memo_entry(field, spec)
+        out.append(spec)
+    return tuple(out)
 
 
 def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
@@ -410,21 +511,30 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
     fk: Sql | None = None
     fk_name: str | None = None
     fk_column: str | None = None
+    fk_text: ForeignKeyText | None = None
     if isinstance(field, pw.ForeignKeyField):
         # A resolved DeferredForeignKey too: its constraint is the one peewee's
         # create_foreign_key() adds once both tables exist, which names it explicitly.
-        fk = render(field.foreign_key_constraint(bool(field.deferred)), db, values_scope=True)
+        node = field.foreign_key_constraint(bool(field.deferred))
+        fk = render(node, db, values_scope=True)
+        fk_text = _fk_text(node, field, db, fk)
         rel = field.rel_model._meta
         fk = dataclasses.replace(fk, refs=(qualified(rel.table_name, rel.schema),))
         fk_name = field.constraint_name or (deferred_fk_name(field) if field.deferred else None)
         fk_column = field.rel_field.column_name
     refs = tuple(r for o in other for r in o.refs)
-    null_saved = field.null
-    try:
-        field.null = True
-        ddl_nullable = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
-    finally:
-        field.null = null_saved
+    ddl = dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs)
+    if field.null:  # the column as it is, rendered once
+        ddl_nullable = ddl
+    else:
+        null_saved = field.null
+        try:
+            field.null = True
+            ddl_nullable = dataclasses.replace(
+                render(field.ddl(db.get_sql_context()), db), refs=refs
+            )
+        finally:
+            field.null = null_saved
     return ColumnSpec(
         name=field.column_name,
         field_name=field.name,
@@ -437,12 +547,34 @@ def _render_column_spec(field: pw.Field, db: pw.Database) -> ColumnSpec:
         collation=field.collation,
         fk=fk,
         fk_name=fk_name,
-        ddl=dataclasses.replace(render(field.ddl(db.get_sql_context()), db), refs=refs),
+        ddl=ddl,
         ddl_nullable=ddl_nullable,
         py_default=field.default,
         db_value=field.db_value,
         fk_column=fk_column,
+        fk_text=fk_text,
     )
+
+
+def _fk_text(node: Any, field: pw.Field, db: pw.Database, fk: Sql) -> ForeignKeyText | None:
+    """Return the text of the foreign key ``node`` around ``field`` and the table it refers to.
+
+    Rendered from the nodes peewee's ``foreign_key_constraint()`` lists: ``[CONSTRAINT
+    name] FOREIGN KEY (field) REFERENCES table (column) [ON ...]``; None when that is
+    not how it reads.
+    """
+    nodes = list(getattr(node, "nodes", ()))
+    at = next((i for i, n in enumerate(nodes) if isinstance(n, pw.NodeList) and n.parens
+               and len(n.nodes) == 1 and n.nodes[0] is field), None)
+    if at is None or len(nodes) < at + 4:
+        return None
+    head = render(pw.NodeList(nodes[:at]), db, values_scope=True).text
+    table = render(nodes[at + 2], db, values_scope=True).text
+    tail = render(pw.NodeList(nodes[at + 3:]), db, values_scope=True).text
+    found = ForeignKeyText((head + " " if head else "") + "(", table, tail)
+    if found.text(field.column_name) != fk.text:
+        return None
+    return found
 
 
 def _unique_of(index: Any, table: str, db: pw.Database) -> tuple[Unique, ...] | None:
@@ -549,7 +681,7 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
     meta = model._meta
     db = database_of(model)
     db_key = _render_key(db)
-    columns = tuple(_column_spec(f, db, db_key) for f in meta.sorted_fields)
+    columns = _column_specs(meta, meta.sorted_fields, db, db_key)
     pk: tuple[str, ...]
     if meta.composite_key:
         composite: Any = meta.primary_key
@@ -588,7 +720,16 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         constraints=tuple(constraints),
         indexes=indexes,
         create=tuple(statements),
+        settings=table_settings(model),
     )
+
+
+def table_settings(model: type[pw.Model]) -> tuple[str, ...]:
+    """Return ``model``'s ``Meta.table_settings`` (one string or several) as a tuple."""
+    found = model._meta.table_settings
+    if not found:
+        return ()
+    return (found,) if isinstance(found, str) else tuple(found)
 
 
 _CREATE_MEMO_ATTR = "_datalayer_create_tables"

@@ -7,11 +7,21 @@ like any other.)
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Sequence
 
-from .spec import Sql, TableSpec, quote
+from .spec import Sql, TableSpec, UnsupportedChange, quote
 from .steps import UNLISTED, Step, _do, _literal, _pct
 
-__all__ = ["plan_create", "plan_drop", "plan_set_schema", "rename_auto_names"]
+__all__ = [
+    "plan_create",
+    "plan_drop",
+    "plan_set_schema",
+    "plan_settings",
+    "rename_auto_names",
+    "settings_parameters",
+    "storage_parameters",
+]
 
 
 _AUTO_SUFFIX = "(?:pkey|fkey|check|key|excl)[0-9]*"
@@ -81,3 +91,79 @@ def plan_drop(spec: TableSpec, *, cascade: bool = False) -> list[Step]:
     """Return the statement that drops the table; without ``cascade`` it fails if still used."""
     drop = Sql(f"DROP TABLE {spec.qualified}{' CASCADE' if cascade else ''}")
     return [drop.of("drop_table", spec.qualified).doing()]
+
+
+def storage_parameters(setting: str) -> dict[str, str] | None:
+    """Return the storage parameters of a ``WITH (name = value, ...)`` table setting.
+
+    (A name without a value stands for true, as PostgreSQL reads it.)  None when
+    ``setting`` is anything else (``TABLESPACE``, ``INHERITS``, ``PARTITION BY``, ...).
+    """
+    text = setting.strip()
+    head, _, rest = text.partition("(")
+    if head.strip().upper() != "WITH" or not rest.rstrip().endswith(")"):
+        return None
+    body = rest.rstrip()[:-1]
+    params: dict[str, str] = {}
+    depth, start, parts = 0, 0, []
+    for i, ch in enumerate(body):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+    parts.append(body[start:])
+    for part in parts:
+        name, eq, value = part.partition("=")
+        if not name.strip() or (eq and not value.strip()):
+            return None
+        params[name.strip().lower()] = value.strip() if eq else "true"
+    return params
+
+
+def settings_parameters(table: str, before: Sequence[str], after: Sequence[str]) -> tuple[
+        dict[str, str], dict[str, str]]:
+    """Return the storage parameters of two ``Meta.table_settings``, before and after.
+
+    :raises UnsupportedChange: when a setting that differs is not ``WITH (...)``:
+        PostgreSQL has no in-place form for most (``INHERITS``, ``PARTITION BY``), and
+        diff writes none for the others.
+    """
+    old, new = Counter(before), Counter(after)
+    for setting in [*(old - new).elements(), *(new - old).elements()]:
+        if storage_parameters(setting) is None:
+            raise UnsupportedChange(
+                f"{table}: Meta.table_settings changes from {list(before)!r} to "
+                f"{list(after)!r}, and {setting!r} is not changed in place by diff: only WITH "
+                "(...) storage parameters are changed in place: create a new model with the "
+                "settings, copy the rows, then drop the old one (or write the migration by hand)"
+            )
+
+    def merged(settings: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for setting in settings:
+            out.update(storage_parameters(setting) or {})
+        return out
+
+    return merged(before), merged(after)
+
+
+def plan_settings(before: TableSpec, after: TableSpec) -> list[Step]:
+    """Return the statements that change the table's storage parameters in place.
+
+    ``ALTER TABLE ... SET (...)`` for those new or changed, ``RESET (...)`` for those
+    gone (SHARE UPDATE EXCLUSIVE for the usual ones: fillfactor, autovacuum_*).
+    """
+    if before.settings == after.settings:
+        return []
+    old, new = settings_parameters(after.name, before.settings, after.settings)
+    T = after.qualified
+    steps: list[Step] = []
+    gone = [k for k in old if k not in new]
+    changed = [f"{k}={v}" for k, v in new.items() if old.get(k) != v]
+    for verb, items in (("RESET", gone), ("SET", changed)):
+        if items:
+            # Old code keeps working: storage parameters change how rows are stored only.
+            text = _pct(f"ALTER TABLE {T} {verb} ({', '.join(items)})")
+            steps.append(Sql(text).of("set_options", T).expanding(True).doing())
+    return steps

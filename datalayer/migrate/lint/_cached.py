@@ -85,9 +85,33 @@ def load_report(key: str) -> LintReport | None:
         return None
 
 
+def _finding_data(f: Finding) -> dict[str, Any]:
+    return {"rule": f.rule, "level": f.level, "message": f.message, "fix": f.fix,
+            "allowed": f.allowed, "reason": f.reason}
+
+
+def _statement_data(s: StatementReport) -> dict[str, Any]:
+    """Return what :func:`_statement` reads back (not the lock, tables and blocks it derives)."""
+    return {"index": s.index, "sql": s.sql, "kind": s.kind, "locks": dict(s.locks),
+            "scans": s.scans, "rewrites": s.rewrites, "notes": list(s.notes),
+            "findings": [_finding_data(f) for f in s.findings]}
+
+
 def store_report(key: str, report: LintReport) -> None:
-    """Cache ``report`` (atomically; a failure only costs the cache)."""
+    """Cache ``report`` (atomically; a failure only costs the cache).
+
+    Only what :func:`load_report` reads is stored: what a statement's report
+    derives from it (its strongest lock, what that blocks) is derived again.
+    """
     _cache.store_data("lint", key, {
         "postgres": report.postgres,
-        "migrations": [m.to_dict() for m in report.migrations],
+        "migrations": [
+            {
+                "name": m.name, "path": str(m.path), "atomic": m.atomic,
+                "findings": [_finding_data(f) for f in m.findings],
+                "statements": [_statement_data(st) for st in m.statements],
+                "rollback": [_statement_data(st) for st in m.rollback],
+            }
+            for m in report.migrations
+        ],
     })

@@ -84,11 +84,14 @@ class RequireEmpty(Operation):
     """A check that runs in its place (:class:`.migrator.RowsGuard`); it has no SQL."""
 
     reason: str = ""
+    column: str = ""  # only rows where this column is not NULL count
     kind: ClassVar[str] = "require empty"
     phase: ClassVar[Phase] = Phase.EXPAND
     irreversible: ClassVar[str | None] = "a check; there is nothing to undo"
 
     def describe(self) -> str:
+        if self.column:
+            return f"stop while {self.table}.{self.column} holds values ({self.reason})"
         return f"stop unless table {self.table} is empty ({self.reason})"
 
 

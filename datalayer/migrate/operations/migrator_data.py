@@ -55,14 +55,21 @@ class DataMethods(MigratorCore):
         self.__ops__.append(call)
         self._record(ops.PythonFunction("", name=name), start)
 
-    def require_empty(self, model: ModelRef, reason: str) -> type[pw.Model]:
-        """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`)."""
+    def require_empty(
+        self, model: ModelRef, reason: str, *, column: str | None = None
+    ) -> type[pw.Model]:
+        """Stop here, naming ``reason``, if the table has rows (see :class:`RowsGuard`).
+
+        ``column``: only rows where that column is not NULL count.
+        """
         cls = self._get(model)
         start = len(self.__ops__)
         spec = table_spec(cls, create=False)  # a check only; the schema state does not change
         if spec is not None:
-            self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason))
-        op = ops.RequireEmpty(cls._meta.table_name, reason=reason, before=spec, after=spec)
+            self.__ops__.append(RowsGuard(self.__database__, spec.name, spec.qualified, reason,
+                                          column))
+        op = ops.RequireEmpty(cls._meta.table_name, reason=reason, column=column or "",
+                              before=spec, after=spec)
         self._record(op, start)
         return cls
 

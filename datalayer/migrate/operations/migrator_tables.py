@@ -93,12 +93,17 @@ class TableMethods(MigratorCore):
         return cls
 
     def set_model_meta(self, model: ModelRef, **options: Any) -> type[pw.Model]:
-        """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes)."""
+        """Change ``Meta.name`` or ``legacy_table_names`` (they name the field indexes).
+
+        Or ``table_settings`` (a list): its ``WITH (...)`` storage parameters are set and
+        reset in place.
+        """
         cls = self._get(model)
-        unknown = set(options) - {"name", "legacy_table_names"}
+        unknown = set(options) - {"name", "legacy_table_names", "table_settings"}
         if unknown:
             raise UnsupportedChange(
-                f"set_model_meta accepts name and legacy_table_names, not {', '.join(unknown)}"
+                "set_model_meta accepts name, legacy_table_names and table_settings, not "
+                f"{', '.join(unknown)}"
             )
 
         def mutate() -> None:

@@ -140,11 +140,14 @@ class RowsGuard:
     operations and checks it before anything runs (:meth:`blocked`).
     """
 
-    def __init__(self, database: Any, table: str, table_sql: str, reason: str) -> None:
+    def __init__(
+        self, database: Any, table: str, table_sql: str, reason: str, column: str | None = None
+    ) -> None:
         self.database = database
         self.table = table
         self.table_sql = table_sql
         self.reason = reason
+        self.column = column  # only rows where this column is not NULL count
         self.__name__ = f"require_empty_{table}"
 
     def blocked(self, database: Any | None = None) -> str | None:
@@ -153,10 +156,14 @@ class RowsGuard:
         found = db.execute_sql("SELECT to_regclass(%s)", (self.table_sql,)).fetchone()
         if found is None or found[0] is None:
             return None
-        cursor = db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table_sql})")
+        where = f" WHERE {quote(self.column)} IS NOT NULL" if self.column else ""
+        cursor = db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table_sql}{where})")
         row = cursor.fetchone()
         if not row or not row[0]:
             return None
+        if self.column:
+            return (f"{self.reason}, and {self.table}.{self.column} holds values: set them to "
+                    "NULL first (nothing was changed)")
         return (
             f"{self.reason}, and table {self.table} has rows: empty it first, or edit the "
             "file to give the column a default (then run `datalayer migrate hash`)"

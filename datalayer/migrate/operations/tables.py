@@ -120,7 +120,11 @@ class SetSchema(Operation):
 
 @dataclasses.dataclass(frozen=True)
 class SetModelMeta(TableChange):
-    """``options`` as set, ``previous`` as they were (``Meta.name``, ``legacy_table_names``)."""
+    """``options`` as set, ``previous`` as they were.
+
+    ``Meta.name`` and ``legacy_table_names`` name the field indexes (no SQL);
+    ``table_settings``' storage parameters are set and reset (:func:`..ddl.tables.plan_settings`).
+    """
 
     options: tuple[tuple[str, object], ...] = ()
     previous: tuple[tuple[str, object], ...] = dataclasses.field(default=(), compare=False)
@@ -129,6 +133,8 @@ class SetModelMeta(TableChange):
 
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options)
+        if all(k == "table_settings" for k, _ in self.options):
+            return f"set {opts} on {self.table}"
         return f"set {opts} on {self.table} (renames its field indexes)"
 
     def inverse(self) -> Operation:

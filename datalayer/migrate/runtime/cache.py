@@ -51,8 +51,10 @@ __all__ = [
     "load_snapshot",
     "load_sql",
     "load_sql_pack",
+    "present",
     "rollback_key",
     "snapshot_key",
+    "sql_entry",
     "sql_key",
     "store_data",
     "store_rollbacks",
@@ -131,7 +133,12 @@ def cache_dir() -> Path | None:
     return None
 
 
+_SALT: list[bytes] = []  # the versions below, read once per process (importlib.metadata is slow)
+
+
 def _version_salt() -> bytes:
+    if _SALT:
+        return _SALT[0]
     from importlib.metadata import PackageNotFoundError, version
 
     parts = [_FORMAT]
@@ -140,7 +147,8 @@ def _version_salt() -> bytes:
             parts.append(f"{dist}={version(dist)}")
         except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
             parts.append(f"{dist}=?")
-    return "|".join(parts).encode()
+    _SALT.append("|".join(parts).encode())
+    return _SALT[0]
 
 
 def chain_keys(names: Sequence[str], source: Callable[[str], bytes]) -> list[str]:
@@ -241,6 +249,26 @@ def sql_key(chain_key: str, postgres: int) -> str:
     return hashlib.sha256(f"sql|{chain_key}|{postgres}".encode()).hexdigest()
 
 
+def present() -> frozenset[str] | None:
+    """Return the names of the entries in the cache folder now (None: no cache).
+
+    For a caller about to look up many entries, most of them perhaps absent
+    (a history never rendered): one listing instead of a failed open per entry.
+    """
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return None
+
+
+def sql_entry(key: str) -> str:
+    """Return the file name of the entry :func:`load_sql` reads for ``key``."""
+    return f"sql-v1-{key}.json"
+
+
 def load_sql(key: str) -> tuple[bool, tuple[str, ...], bool] | None:
     """Return the cached ``(atomic, statements, reads_version)`` of one migration, or None.
 
@@ -253,7 +281,7 @@ def load_sql(key: str) -> tuple[bool, tuple[str, ...], bool] | None:
     if folder is None:
         return None
     try:
-        data = json.loads((folder / f"sql-v1-{key}.json").read_text("utf-8"))
+        data = json.loads((folder / sql_entry(key)).read_text("utf-8"))
         return (
             bool(data["atomic"]),
             tuple(str(s) for s in data["statements"]),
@@ -270,7 +298,7 @@ def store_sql(
     import json
 
     _write(
-        f"sql-v1-{key}.json",
+        sql_entry(key),
         json.dumps(
             {"atomic": atomic, "statements": list(statements), "reads_version": reads_version}
         ),

@@ -290,6 +290,7 @@ class Router(_UpstreamRouter):
         )
         self._sources: dict[str, bytes] = {}
         self._loaded: dict[str, LoadedMigration] = {}
+        self._paths: dict[tuple[Any, str], Path] = {}
 
     # -- files ---------------------------------------------------------------
 
@@ -299,8 +300,12 @@ class Router(_UpstreamRouter):
         return migration_names(self.migrate_dir)
 
     def path(self, name: str) -> Path:
-        """Return the file of migration ``name``."""
-        return Path(self.migrate_dir) / f"{name}.py"
+        """Return the file of migration ``name`` (made once per router: a path is immutable)."""
+        key = (self.migrate_dir, name)
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = Path(self.migrate_dir) / f"{name}.py"
+        return path
 
     def source(self, name: str) -> bytes:
         """Return the bytes of migration ``name`` (read once per router)."""

@@ -87,14 +87,21 @@ def _python_name(op: Any) -> str:
 
 
 def _render_one(
-    router: Router, migrator: Any, loaded: LoadedMigration, *, downgrade: bool, postgres: int
+    router: Router,
+    migrator: Any,
+    loaded: LoadedMigration,
+    *,
+    downgrade: bool,
+    postgres: int,
+    facts: bool = True,
 ) -> tuple[tuple[str, ...], tuple[StatementFacts | None, ...]]:
     """Return the statements of one migration (or its rollback) and what is known of each.
 
     A statement of an operation the migrator built carries its facts (lock,
     scan, rewrite: :func:`..ddl.effects.statement_of`); SQL the file runs itself
     (``migrator.sql``, ``database.execute_sql``) and upstream operations
-    carry None: only parsing can tell.
+    carry None: only parsing can tell.  Without ``facts`` none is derived
+    (the second item is empty): what is parsed with pglast needs none.
     """
     from ..ddl.effects import statement_of
 
@@ -106,6 +113,8 @@ def _render_one(
     def mark(step: Any) -> None:
         out.extend(text.rstrip().rstrip(";") + ";" for text in recorder.statements)
         recorder.take()
+        if not facts:
+            return
         fact = statement_of(step, postgres=postgres) if step is not None else None
         for text in out[len(known):]:
             known.append(None if fact is None else dataclasses.replace(fact, sql=text))
@@ -237,7 +246,7 @@ def _backward(
     for name in reversed(names[first:]):
         loaded = router.load(name)
         statements, known = _render_one(
-            router, migrator, loaded, downgrade=True, postgres=postgres
+            router, migrator, loaded, downgrade=True, postgres=postgres, facts=facts
         )
         if name in wanted:
             results.append(
@@ -282,9 +291,13 @@ def _forward(
         pack = _cache.load_sql_pack(_cache.sql_key(keys[end], postgres) + "-pack")
         if pack is not None and [n for n, _ in pack] == run:
             cached.update((n, hit) for n, hit in pack if n in wanted)
+    listed = _cache.present() if any(n in wanted and n not in cached for n in names) else None
     for name, key in zip(names, keys, strict=False):  # no keys: the cache is off
         if name in wanted and name not in cached:
-            hit = _cache.load_sql(_cache.sql_key(key, postgres))
+            entry = _cache.sql_key(key, postgres)
+            if listed is not None and _cache.sql_entry(entry) not in listed:
+                continue  # not in the folder when listed: not worth a failed open
+            hit = _cache.load_sql(entry)
             if hit is not None:
                 cached[name] = hit
     missing = [i for i, n in enumerate(names) if n in wanted and n not in cached]
@@ -305,7 +318,7 @@ def _forward(
         if name in wanted and name not in cached:
             recorder.version_read = False
             statements, known = _render_one(
-                router, migrator, loaded, downgrade=False, postgres=postgres
+                router, migrator, loaded, downgrade=False, postgres=postgres, facts=facts
             )
             rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements,
                                           facts=known, reads_version=recorder.version_read)
@@ -345,6 +358,7 @@ def history_sql(
     *,
     postgres: int = DEFAULT_POSTGRES,
     facts: bool = False,
+    state: list[Any] | None = None,
 ) -> tuple[list[MigrationSql], Callable[[], list[MigrationSql]]]:
     """Return every migration's SQL, in order, and a function that renders every rollback.
 
@@ -354,6 +368,12 @@ def history_sql(
     from it, without replaying the history again.  Call the function once,
     after the forward SQL (it moves the state back down to an empty schema);
     it raises the :class:`MigrationError` of a rollback that does not render.
+
+    ``state``, a list, gets the migrator that holds the state of the whole
+    history appended when the forward rendering folded it (not when every
+    file's SQL came from the cache): the caller may read that state (``check``
+    compares the models with it) until it calls the function; one that
+    changes it must render the rollbacks otherwise.
 
     :raises MigrationError: as :func:`migration_sql`.
     """
@@ -367,6 +387,8 @@ def history_sql(
     forward = (
         _forward(router, migrator, names, set(names), postgres, facts, folded) if names else []
     )
+    if state is not None and folded:
+        state.append(migrator)
 
     def rollbacks() -> list[MigrationSql]:
         if not names:
