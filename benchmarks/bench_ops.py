@@ -22,7 +22,12 @@ Every side does the same work in Python that the operation needs (lower-casing
 the address, making and hashing the token).  The raw sides hold one
 connection each (autocommit, like the pool's).  Client CPU per operation is
 ``time.process_time()`` over a batch, divided by its size: the package's
-against the anchor's, median of the per-round ratios.
+against the anchor's, median of the per-round ratios.  On a busy machine that
+ratio moves with the load (code that runs after each wait for the server runs
+from cold caches); below the table, the client work of each operation is
+also counted, which the load does not change: Python-level and built-in calls
+(``sys.setprofile``) and bytecodes (``sys.settrace``) per operation, the
+package's and raw's (C code inside psycopg2 and libpq is not in these counts).
 
 The last column, ``routing``, is what read-replica routing adds to each operation, measured
 on a primary and a streaming standby of the benchmark's own (embedded servers, the standby
@@ -141,6 +146,7 @@ class Line:
     cpu_ratio: dict[str, float]  # median over rounds of side CPU / raw CPU
     routing: float | None = None  # median over rounds of routed time / plain time, minus 1
     routing_cpu: float | None = None  # median client CPU seconds the routing adds per op
+    work: dict[str, Work] | None = None  # client work per op, counted (package and raw)
 
     @property
     def met(self) -> bool:
@@ -150,6 +156,52 @@ class Line:
             and self.cpu_ratio["package"] <= CPU_TARGET
             and (self.routing is None or self.routing <= ROUTING_BUDGET)
         )
+
+
+@dataclass(frozen=True)
+class Work:
+    """Client work per operation, counted: the same on a busy machine as on a quiet one."""
+
+    python_calls: float  # calls of Python functions (the benchmark's loop body included)
+    c_calls: float  # calls of built-in functions and methods
+    bytecodes: float  # bytecode instructions run by the interpreter
+
+    def __str__(self) -> str:
+        return (f"{self.python_calls:5.1f} py + {self.c_calls:5.1f} C calls, "
+                f"{self.bytecodes:6.0f} bytecodes")
+
+
+def count_work(fn: Callable[[int], None], n: int = 50) -> Work:
+    """Run ``fn(n)`` twice, counting calls (sys.setprofile) then bytecodes (sys.settrace)."""
+    calls = [0, 0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls[0] += 1
+        elif event == "c_call":
+            calls[1] += 1
+
+    codes = [0]
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        if event == "opcode":
+            codes[0] += 1
+        return trace
+
+    fn(5)  # warm: nothing made on first use counted
+    sys.setprofile(profile)
+    try:
+        fn(n)
+    finally:
+        sys.setprofile(None)
+    sys.settrace(trace)
+    try:
+        fn(n)
+    finally:
+        sys.settrace(None)
+    return Work(calls[0] / n, calls[1] / n, codes[0] / n)
 
 
 def _time_batch(fn: Callable[[int], None], n: int) -> tuple[float, float]:
@@ -177,9 +229,11 @@ def compare(name: str, sides: dict[str, Callable[[int], None]], *, target: float
             walls[key].append(wall)
             cpus[key].append(cpu)
     anchor, anchor_cpu = walls["raw"], cpus["raw"]
+    work = {k: count_work(sides[k]) for k in ("raw", "package")}
     return Line(
         name,
         target,
+        work=work,
         wall={k: statistics.median(v) for k, v in walls.items()},
         ratio={k: statistics.median(r / s for r, s in zip(anchor, v, strict=True))
                for k, v in walls.items()},
@@ -212,6 +266,13 @@ def print_lines(lines: list[Line]) -> None:
           f", and the routing adds <= {ROUTING_BUDGET:.0%}")
     print("routing = time per op with a replica configured / without, minus 1 (median of "
           "per-round ratios), and the client CPU it adds per op")
+    print("\nclient work per operation, counted (sys.setprofile / sys.settrace over 50 "
+          "operations; the load does not change it): package vs raw unprepared")
+    for line in lines:
+        if line.work is not None:
+            raw, package = line.work["raw"], line.work["package"]
+            print(f"{line.name:<30} raw {raw}   package {package}  "
+                  f"({package.bytecodes / raw.bytecodes:.2f}x the bytecodes)")
 
 
 def _dollars(sql: str) -> tuple[str, list[str]]:

@@ -72,6 +72,19 @@ _WRITE_WORDS = (
 )
 
 
+# _WRITE_WORDS as words (the whole word) and as the starts of words (``pg_advisory\w*``;
+# ``lo_\w+`` needs one character more): what the check of ASCII text looks for, without
+# compiling the pattern (milliseconds, once per process: a script's first prepared
+# statement asks, for its name).
+_WRITE_WHOLE = frozenset({
+    "insert", "update", "delete", "merge", "copy", "into", "lock", "share", "nextval",
+    "setval", "set_config", "txid_current", "pg_current_xact_id", "pg_terminate_backend",
+    "pg_cancel_backend", "pg_notify",
+})
+_WRITE_STARTS = ("pg_advisory", "pg_try_advisory", "dblink", "lo_")
+_WORD = re.compile(r"\w+", re.ASCII).findall  # a trivial pattern: cheap to compile
+
+
 def is_read_only(sql: str) -> bool:
     """Return True when ``sql`` cannot have changed anything, so running it again is safe.
 
@@ -83,7 +96,14 @@ def is_read_only(sql: str) -> bool:
     head = sql.lstrip(" \t\r\n(")[:8].split(None, 1)
     if not head or head[0].upper() not in _READ_HEADS:
         return False
-    return re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None  # re caches the pattern
+    if not sql.isascii():  # case folding beyond ASCII: the pattern decides
+        return re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None  # re caches it
+    for word in _WORD(sql.lower()):
+        if word in _WRITE_WHOLE or (
+            word.startswith(_WRITE_STARTS) and (word[:3] != "lo_" or len(word) > 3)
+        ):
+            return False
+    return True
 
 
 def backend_pid(raw: Any) -> int | None:
@@ -184,11 +204,33 @@ class Statement:
         """Return the texts that prepare and run this statement by name (made once)."""
         texts = self._texts
         if texts is None:
-            texts = self._texts = _Prepared(self.sql, len(self._plan))
+            texts = self._texts = _Prepared(self.sql, _slots(self._plan))
         return texts
 
     def __repr__(self) -> str:
         return f"<Statement {self.sql[:60]!r}...>"
+
+
+def _slots(plan: Sequence[tuple[str | None, Any, Any]]) -> list[int]:
+    """Return, for each parameter of ``plan``, the number of its ``$n`` in a prepared body.
+
+    A name given twice (unconverted both times) is one ``$n``: its value is rendered once
+    into ``EXECUTE name(...)`` instead of once per use.  A constant is a number of its own.
+    """
+    seen: dict[str, int] = {}
+    slots: list[int] = []
+    count = 0
+    for name, convert, _ in plan:
+        if name is not None and convert is None:
+            number = seen.get(name)
+            if number is None:
+                count += 1
+                number = seen[name] = count
+        else:
+            count += 1
+            number = count
+        slots.append(number)
+    return slots
 
 
 def _getter(plan: Sequence[tuple[str | None, Any, Any]]) -> Callable[[Any], Any] | None:
@@ -217,24 +259,35 @@ class _Prepared:
     only reads, ``datalayer_w_`` for one that may write.  psycopg2 interpolates
     the parameters into ``EXECUTE name(...)`` as it does into any statement; the
     server coerces each to the type it inferred for ``$n`` when it was prepared.
+    A value the statement uses twice (a name given twice) is one ``$n`` and is
+    rendered once: ``pick`` takes the parameters of the plain text (one per
+    ``%s``) to those of ``EXECUTE`` (None when they are the same).
     """
 
-    __slots__ = ("execute", "first", "name", "renew")
+    __slots__ = ("execute", "first", "name", "pick", "renew")
 
-    def __init__(self, sql: str, count: int) -> None:
+    def __init__(self, sql: str, slots: Sequence[int]) -> None:
         import hashlib  # deferred: only a script that prepares pays for it
 
         digest = hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()
         # r: it only reads (is_read_only), w: it may write; so a cursor that sees only
         # "EXECUTE name(...)" can still tell (the replica routing notes the writes).
         self.name = f"datalayer_{'r' if is_read_only(sql) else 'w'}_{digest[:16]}"
-        numbers = iter(range(1, count + 1))
+        numbers = iter(slots)
         body = re.sub(_PLACEHOLDER, lambda m: "%" if m[1] == "%" else f"${next(numbers)}", sql)
+        count = max(slots, default=0)
         args = f"({', '.join(['%s'] * count)})" if count else ""
         prepare = f"PREPARE {self.name} AS {body.replace('%', '%%')}"
         self.execute = f"EXECUTE {self.name}{args}"
         self.first = f"{prepare};{self.execute}"
         self.renew = f"DEALLOCATE {self.name};{self.first}"
+        firsts = [slots.index(n) for n in range(1, count + 1)]
+        self.pick: Callable[[Sequence[Any]], Sequence[Any]] | None = None
+        if firsts != list(range(len(slots))):
+            if count == 1:
+                self.pick = lambda params: (params[firsts[0]],)
+            else:
+                self.pick = operator.itemgetter(*firsts)
 
 
 _PLACEHOLDER = r"%([s%])"  # peewee's parameter, or a literal percent sign
@@ -282,6 +335,8 @@ def _execute(cursor: Any, raw: Any, stmt: Statement, params: Sequence[Any]) -> N
         return
     names = known
     texts = stmt._texts or stmt.prepared
+    if texts.pick is not None:
+        params = texts.pick(params)
     name = texts.name
     if name in names:
         try:
@@ -296,7 +351,7 @@ def _prepare_again(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
                    params: Sequence[Any], exc: psycopg2.Error) -> None:
     """After ``EXECUTE`` of a statement prepared on ``raw`` failed with ``exc``: prepare it
     again and re-run it when the server no longer has it or its plan went stale, else
-    raise ``exc``."""
+    raise ``exc``.  ``params`` are those of ``EXECUTE`` (after ``texts.pick``)."""
     code = exc.pgcode
     if raw.closed or code not in (_GONE, _STALE):
         raise exc
@@ -308,7 +363,10 @@ def _prepare_again(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
 
 def _first_use(cursor: Any, raw: Any, texts: _Prepared, names: set[str],
                params: Sequence[Any], sql: str) -> None:
-    """Run ``sql`` (that prepares the statement and runs it) and note the name as prepared."""
+    """Run ``sql`` (that prepares the statement and runs it) and note the name as prepared.
+
+    ``params`` are those of ``EXECUTE`` (after ``texts.pick``).
+    """
     try:
         cursor.execute(sql, params)
     except psycopg2.Error as exc:
@@ -525,10 +583,11 @@ def _on_checkout(
                     texts = stmt._texts
                     known = getattr(raw, "prepared", None)
                     if texts is not None and type(known) is set and texts.name in known:
+                        args = params if texts.pick is None else texts.pick(params)
                         try:  # _execute()'s usual case, inline
-                            cursor.execute(texts.execute, params)
+                            cursor.execute(texts.execute, args)
                         except psycopg2.Error as exc:
-                            _prepare_again(cursor, raw, texts, known, params, exc)
+                            _prepare_again(cursor, raw, texts, known, args, exc)
                     else:
                         _execute(cursor, raw, stmt, params)
             finally:

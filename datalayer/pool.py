@@ -52,6 +52,10 @@ __all__ = ["ConnectionPool", "PoolStats", "connect_failure", "is_server_full"]
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
+_get_ident = threading.get_ident
+# The running threads by ident, as threading.current_thread() looks the caller up (a dict
+# lookup instead of a Python-level call on every checkout); {} where it is not there.
+_threads: dict[int, threading.Thread] = getattr(threading, "_active", {})
 
 # Bumped in a forked child, so a pool notices a fork with one integer compare per checkout
 # (os.getpid() is a system call on current glibc).
@@ -66,19 +70,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@dataclass(slots=True)
 class _Entry:
-    raw: Any
-    created: float
-    last_used: float
-    owner: threading.Thread | None = None
-    checked_out: float = 0.0
-    poller: Any = None  # select.poll registered on the socket, made once per connection
-    poll: Any = None  # its bound poll method (None: no poller)
+    """A pooled connection and its times (a plain class: a dataclass costs a millisecond
+    of a script's start-up to make)."""
 
-    def __post_init__(self) -> None:
-        if self.poller is not None:
-            self.poll = self.poller.poll
+    __slots__ = ("checked_out", "created", "last_used", "owner", "poll", "poller", "raw")
+
+    def __init__(self, raw: Any, created: float, last_used: float,
+                 owner: threading.Thread | None = None, checked_out: float = 0.0,
+                 poller: Any = None) -> None:
+        self.raw = raw
+        self.created = created
+        self.last_used = last_used
+        self.owner = owner
+        self.checked_out = checked_out
+        self.poller = poller  # select.poll registered on the socket, made once per connection
+        self.poll = None if poller is None else poller.poll  # its bound poll method
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,7 @@ class ConnectionPool:
         """
         if self._generation != _fork_generation[0]:
             self._after_fork()
-        owner = _current_thread()
+        owner = _threads.get(_get_ident()) or _current_thread()  # current_thread(), inline
         # Fast path: the most recently used idle connection, young and recently used.
         # acquire() + try/finally rather than ``with``: as safe, and cheaper (this runs on
         # every checkout).

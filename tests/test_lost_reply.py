@@ -352,6 +352,28 @@ def test_only_statements_that_cannot_have_changed_anything_count_as_reads(
     assert is_read_only(sql) is read_only
 
 
+def test_the_read_check_of_ascii_text_agrees_with_the_write_words_pattern() -> None:
+    # ASCII text is checked word by word (no pattern to compile at a script's start);
+    # it must say what the pattern says, on the words, their parts and their neighbours.
+    import itertools
+    import re
+
+    from datalayer._sql import _WRITE_WORDS, is_read_only
+
+    words = ["insert", "Update", "DELETE", "merge", "copy", "into", "lock", "share", "nextval",
+             "setval", "set_config", "txid_current", "pg_current_xact_id", "pg_advisory",
+             "pg_advisory_xact_lock", "PG_TRY_ADVISORY_LOCK", "pg_terminate_backend",
+             "pg_cancel_backend", "pg_notify", "lo_", "lo_import", "lo", "dblink",
+             "dblink_exec", "shared", "locks", "inserted", "x_insert", "updated_at",
+             "into2", "1lock", "pglo_x", "lo_x_", "email", "users"]
+    joints = [" ", ".", "(", "_", "1", "\"", "'", "\n", ""]
+    for a, b, joint in itertools.product(words, ["t", "lock", "lo_1", "x"], joints):
+        sql = f"SELECT {a}{joint}{b} FROM users"
+        expected = re.search(_WRITE_WORDS, sql, re.IGNORECASE) is None
+        assert is_read_only(sql) is expected, sql
+    assert is_read_only("SELECT 'İNSERT'") is False  # not ASCII: the pattern decides
+
+
 def test_what_cannot_be_found_out_is_commit_unknown_and_not_run_again(
     isolated_db: Database, proxied: tuple[Database, LossyProxy], pw_hash: str,
     monkeypatch: pytest.MonkeyPatch,

@@ -124,6 +124,29 @@ def test_a_first_use_that_fails_after_its_prepare_leaves_the_statement_usable(
         assert _executions(db)[_name(stmt)] == 2  # the two that succeeded
 
 
+def test_a_value_used_twice_is_one_parameter_of_the_prepared_statement(
+    fresh: tuple[Database, str],
+) -> None:
+    # "a" twice in the SQL: prepared, both uses are $1 and its value is rendered once into
+    # EXECUTE; the plain text (inside a transaction) still takes one value per %s.
+    db, _ = fresh
+    stmt = _sql.Statement.text("SELECT %s::int * 10 + %s::int, %s::int", "a", "b", "a")
+    assert stmt.prepared.execute.count("%s") == 2
+    assert _sql.fetchone(db, stmt, {"a": 4, "b": 2}) == (42, 4)
+    assert _sql.fetchone(db, stmt, {"a": 7, "b": 1}) == (71, 7)
+    with db.checkout():
+        assert _sql.fetchone(db, stmt, {"a": 3, "b": 5}) == (35, 3)  # held, prepared
+        row = db.execute_sql("SELECT statement FROM pg_prepared_statements WHERE name = %s",
+                             (_name(stmt),)).fetchone()
+        assert "$1::int * 10 + $2::int, $1::int" in row[0]
+        with db.atomic():
+            assert _sql.fetchone(db, stmt, {"a": 2, "b": 9}) == (29, 2)  # the plain text
+        assert _executions(db)[_name(stmt)] == 3
+    # The token insert names the user twice (the row's owner, the row locked): one $2.
+    assert tokens._insert().sql.count("%s") == 8
+    assert tokens._insert().prepared.execute.count("%s") == 7
+
+
 class _Stale(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -81,6 +81,22 @@ def test_issue_for_a_missing_or_inactive_user(db: Database, user: User) -> None:
     assert RT.select().count() == 0  # and the transaction goes on
 
 
+def test_issue_on_its_own_checkout_refuses_a_missing_or_inactive_user(
+    isolated_db: Database,
+) -> None:
+    # No connection held: the insert runs on a checkout of its own and its row count
+    # (it returns no row) says whether the user was there and active.
+    db = isolated_db
+    user = users.create_user("own-checkout@example.com", "a password", db=db)
+    with pytest.raises(NotFound):
+        tokens.issue_token(uuid.uuid4(), db=db)
+    users.deactivate_user(user, db=db)
+    with pytest.raises(AuthenticationError, match="deactivated"):
+        tokens.issue_token(user, db=db)
+    with db.checkout():
+        assert RT.select().count() == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

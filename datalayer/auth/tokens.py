@@ -43,19 +43,20 @@ exception that rolls that transaction back rolls the revocation back too.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import datetime as dt
 import functools
 import hashlib
 import logging
-import secrets
+import os
 import uuid
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import peewee as pw
 
 from .._outcome import own_transaction, single_write
-from .._sql import _ONE, Param, Statement, _on_checkout, execute, fetchone
+from .._sql import _COUNT, _ONE, Param, Statement, _on_checkout, execute, fetchone
 from ..errors import (
     AuthenticationError,
     CommitUnknown,
@@ -165,11 +166,20 @@ def _insert() -> Statement:
             Param("ip"),
         ]
     ).where(pw.fn.EXISTS(active_user))
+    # No RETURNING: every value is the caller's, and the row count says whether it went in.
     query = RT.insert_from(
         source,
         fields=[RT.id, RT.user, RT.token_hash, RT.family_id, RT.expires_at, RT.user_agent, RT.ip],
-    ).returning(RT.id)
-    return Statement(query)
+    ).returning()  # none: peewee returns the primary key by default
+    stmt = Statement(query)
+    # issue_token() passes the values in this order, unconverted (user_id twice: the row's
+    # owner and the user whose row is checked; prepared, it is one parameter).
+    assert stmt._plan == tuple((name, None, None) for name in _INSERT_ORDER), stmt._plan
+    return stmt
+
+
+_INSERT_ORDER = ("id", "user_id", "token_hash", "family_id", "expires_at", "user_agent", "ip",
+                 "user_id")
 
 
 @functools.cache
@@ -320,6 +330,18 @@ def _hash(token: Any) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_urandom = os.urandom
+_b2a = binascii.b2a_base64
+_URLSAFE = bytes.maketrans(b"+/", b"-_")  # as base64.urlsafe_b64encode translates
+_sha256 = hashlib.sha256
+_from_bytes = int.from_bytes
+# What uuid.UUID(..., version=4) does to the 128 random bits: variant RFC 4122, version 4.
+_V4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_V4_SET = (0x8000 << 48) | (4 << 76)
+_set_uuid_int = vars(uuid.UUID)["int"].__set__  # the slots' descriptors of UUID
+_set_uuid_safe = vars(uuid.UUID)["is_safe"].__set__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+
 _NO_TIME = dt.timedelta(0)
 _UTC = dt.UTC
 _now = dt.datetime.now
@@ -371,35 +393,45 @@ def issue_token(
     """
     database = User._meta.database if db is None else _database(db)
     user_id = user if type(user) is _UUID else _user_id(user)  # a UUID: what _user_id returns
-    token = secrets.token_urlsafe(_TOKEN_BYTES)
-    token_id, family_id, expires_at = uuid.uuid4(), uuid.uuid4(), _ttl(ttl)
-    values = {
-        "id": token_id,
-        "user_id": user_id,
-        "token_hash": hashlib.sha256(token.encode("ascii")).hexdigest(),
-        "family_id": family_id,
-        "expires_at": expires_at,
-        "user_agent": _user_agent(user_agent),
-        "ip": normalize_ip("ip", ip),
-    }
-    issued = _issued(token, token_id, user_id, family_id, expires_at)
+    # The token and both ids from one read of the system's random source: the token as
+    # secrets.token_urlsafe(32) makes it, each id as uuid.uuid4() does (16 random bytes
+    # with the version and variant bits set), without their Python-level calls.
+    data = _urandom(_TOKEN_BYTES + 32)
+    encoded = _b2a(data[:_TOKEN_BYTES], newline=False).translate(_URLSAFE).rstrip(b"=")
+    id_number = (_from_bytes(data[_TOKEN_BYTES:_TOKEN_BYTES + 16]) & _V4_CLEAR) | _V4_SET
+    family_number = (_from_bytes(data[_TOKEN_BYTES + 16:]) & _V4_CLEAR) | _V4_SET
+    token_id = _new_object(_UUID)
+    _set_uuid_int(token_id, id_number)
+    _set_uuid_safe(token_id, _SAFE_UNKNOWN)
+    family_id = _new_object(_UUID)
+    _set_uuid_int(family_id, family_number)
+    _set_uuid_safe(family_id, _SAFE_UNKNOWN)
+    expires_at = _now(_UTC) + ttl if ttl is DEFAULT_TTL else _ttl(ttl)  # _ttl(), inline
+    # The ids go as their 32 hex digits, which the server reads as uuid (the parameter's
+    # type): rendered in C, where a UUID goes through psycopg2's Python adapter.
+    user_text = f"{user_id.int:032x}"
+    params = (f"{id_number:032x}", user_text, _sha256(encoded).hexdigest(),
+              f"{family_number:032x}", expires_at, _user_agent(user_agent),
+              normalize_ip("ip", ip), user_text)  # in _INSERT_ORDER
+    issued = _issued(encoded.decode(), token_id, user_id, family_id, expires_at)
     insert = _insert()
     lost: CommitUnknown | None = None
     if database._state.closed:
         # No connection held by the thread, so no transaction: the insert runs on a
-        # checkout of its own, as fetchone() would run it (without the closures below).
+        # checkout of its own, as execute() would run it (without the closures below).
         try:
-            row = _on_checkout(database, insert.sql, insert.bind(values), _ONE,
-                               insert.read_only, insert)
+            count = _on_checkout(database, insert.sql, params, _COUNT, insert.read_only, insert)
         except CommitUnknown as exc:
             lost = exc  # settled below, as single_write() settles a lost reply
         else:
-            if row is None:
+            if count == 0:
                 _refuse_issue(database, user_id)
             return issued
 
+    values = dict(zip(_INSERT_ORDER, params, strict=True))
+
     def attempt() -> IssuedToken:
-        if fetchone(database, insert, values) is None:
+        if execute(database, insert, values) == 0:
             _refuse_issue(database, user_id)
         return issued
 
@@ -438,12 +470,19 @@ def rotate_token(
     """
     database = User._meta.database if db is None else _database(db)
     old_hash = _hash(token)
-    new_token = secrets.token_urlsafe(_TOKEN_BYTES)
-    new_id, expires_at = uuid.uuid4(), _ttl(ttl)
+    # The new token and its id as in issue_token(): one read of the random source.
+    data = _urandom(_TOKEN_BYTES + 16)
+    encoded = _b2a(data[:_TOKEN_BYTES], newline=False).translate(_URLSAFE).rstrip(b"=")
+    new_token = encoded.decode()
+    id_number = (_from_bytes(data[_TOKEN_BYTES:]) & _V4_CLEAR) | _V4_SET
+    new_id = _new_object(_UUID)
+    _set_uuid_int(new_id, id_number)
+    _set_uuid_safe(new_id, _SAFE_UNKNOWN)
+    expires_at = _now(_UTC) + ttl if ttl is DEFAULT_TTL else _ttl(ttl)  # _ttl(), inline
     values = {
         "old_hash": old_hash,
-        "new_id": new_id,
-        "new_hash": hashlib.sha256(new_token.encode("ascii")).hexdigest(),
+        "new_id": f"{id_number:032x}",  # as in issue_token(): the server reads it as uuid
+        "new_hash": _sha256(encoded).hexdigest(),
         "expires_at": expires_at,
         "user_agent": _user_agent(user_agent),
         "ip": normalize_ip("ip", ip),

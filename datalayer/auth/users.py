@@ -82,6 +82,8 @@ _FIELDS = tuple(User._meta.sorted_fields)
 _DISPLAY_NAME_MAX: int = User.display_name.max_length
 _build_any_user = row_builder(User, _FIELDS)
 _ROLE_OF = {r.value: r for r in Role}
+_USER = Role.USER
+assert _USER.value == "user"
 _new_user = User.__new__
 _UUID = uuid.UUID
 _USER_NAMES = ("id", "email", "password_hash", "display_name", "role", "is_active",
@@ -169,6 +171,29 @@ def _select_own() -> Statement:
 
 
 _INSERT_ORDER = ("email", "password_hash", "display_name", "role", "is_active")
+# What the insert returns: the columns it does not give, which the server fills in (the
+# id, the time stamps). The rest of the new row is what create_user() sent.
+_MADE_BY_SERVER = tuple(f for f in _FIELDS if f.name not in _INSERT_ORDER)
+
+
+def _created_user(row: Any, address: str, stored: str, name: str | None, role_value: str,
+                  active: bool) -> User:
+    """Return the User that create_user() inserted: ``row`` (of ``_MADE_BY_SERVER``) and
+    the values it sent, as :func:`_build_user` builds it from the whole row."""
+    if _build_user is _build_known_user and type(row[0]) is _UUID:
+        id_, last, created, updated = row  # _MADE_BY_SERVER of _USER_NAMES
+        user = _new_user(User)  # as _build_known_user()
+        user.__data__ = {
+            "id": id_, "email": address, "password_hash": stored, "display_name": name,
+            "role": _ROLE_OF[role_value], "is_active": active, "last_login_at": last,
+            "created_at": created, "updated_at": updated,
+        }
+        user._dirty = set()  # type: ignore[attr-defined]  # peewee's, not in the stubs
+        user.__rel__ = {}
+        return user
+    values = dict(zip((f.name for f in _MADE_BY_SERVER), row, strict=True))
+    values.update(zip(_INSERT_ORDER, (address, stored, name, role_value, active), strict=True))
+    return _build_user(tuple(values[f.name] for f in _FIELDS))
 
 
 @functools.cache
@@ -182,7 +207,7 @@ def _insert_user() -> Statement:
             is_active=Param("is_active"),
         )
         .on_conflict(action="IGNORE", conflict_target=[User.email])
-        .returning(*_FIELDS)
+        .returning(*_MADE_BY_SERVER)
     )
     stmt = Statement(query)
     # create_user() passes the values in this order, unconverted.
@@ -336,8 +361,12 @@ def create_user(
             and display_name.isascii() and "\x00" not in display_name)
         else validate_value(User.display_name, display_name)
     )
-    role_value = role._value_ if type(role) is Role else validate_value(User.role, role).value
-    active = is_active if type(is_active) is bool else validate_value(User.is_active, is_active)
+    role_value = (
+        "user" if role is _USER  # the default: what the general check gives for it
+        else role._value_ if type(role) is Role else validate_value(User.role, role).value
+    )
+    active = (is_active if is_active is True or is_active is False
+              else validate_value(User.is_active, is_active))
     database = User._meta.database if db is None else _database(db)
     insert = _insert_user()
     lost: CommitUnknown | None = None
@@ -352,7 +381,18 @@ def create_user(
         else:
             if row is None:
                 raise DuplicateError(_DUPLICATE_EMAIL)
-            return _build_user(row)
+            if _build_user is _build_known_user and type(row[0]) is _UUID:
+                id_, last, created, updated = row  # _created_user()'s usual case, inline
+                user = _new_user(User)
+                user.__data__ = {
+                    "id": id_, "email": address, "password_hash": stored, "display_name": name,
+                    "role": _ROLE_OF[role_value], "is_active": active, "last_login_at": last,
+                    "created_at": created, "updated_at": updated,
+                }
+                user._dirty = set()  # type: ignore[attr-defined]  # peewee's, not in the stubs
+                user.__rel__ = {}
+                return user
+            return _created_user(row, address, stored, name, role_value, active)
 
     values = {"email": address, "password_hash": stored, "display_name": name,
               "role": role_value, "is_active": active}
@@ -361,7 +401,7 @@ def create_user(
         row = fetchone(database, insert, values)
         if row is None:
             raise DuplicateError(_DUPLICATE_EMAIL)
-        return _build_user(row)
+        return _created_user(row, address, stored, name, role_value, active)
 
     def find() -> User | None:  # after a lost reply: is the row with our (salted) hash there?
         row = fetchone(database, _select_by_email(), {"email": values["email"]})
