@@ -26,6 +26,7 @@ interruption (``IF [NOT] EXISTS``, or a ``DO`` block that looks first).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -181,12 +182,20 @@ def _key(sql: Sql) -> tuple[str, tuple[Any, ...]]:
 def _changed_columns(
     before: TableSpec, after: TableSpec
 ) -> tuple[list[ColumnSpec], list[ColumnSpec], list[tuple[ColumnSpec, ColumnSpec]]]:
-    bcols = {c.name: c for c in before.columns}
-    acols = {c.name: c for c in after.columns}
+    """Return the columns dropped, those added, and (before, after) of each changed column.
+
+    A column whose spec is the same object (a field unchanged: its memoized spec)
+    needs nothing (no foreign key, no ALTER COLUMN): it is left out, most columns
+    of a table.  C loops: this runs for every operation.
+    """
+    name = operator.attrgetter("name")
+    bcols = dict(zip(map(name, before.columns), before.columns, strict=True))
+    acols = dict(zip(map(name, after.columns), after.columns, strict=True))
     dropped = [c for c in before.columns if c.name not in acols]
     added = [c for c in after.columns if c.name not in bcols]
-    both = [(bcols[c.name], c) for c in after.columns if c.name in bcols]
-    return dropped, added, both
+    get = bcols.get
+    changed = [(b, c) for c in after.columns if (b := get(c.name)) is not None and b is not c]
+    return dropped, added, changed
 
 
 def plan_alter(

@@ -389,15 +389,6 @@ model, alive for good.  On the model, the memo goes with it.
 """
 
 
-def _identity(value: Any) -> Any:
-    """Return ``value`` when it is a scalar, else a key of its identity (lists: and items')."""
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, (list, tuple)):
-        return (id(value), tuple(id(v) for v in value))
-    return id(value)
-
-
 def _render_key(db: pw.Database) -> tuple[Any, ...]:
     """Return what SQL rendered by ``db`` depends on (its SQL context's options).
 
@@ -405,9 +396,19 @@ def _render_key(db: pw.Database) -> tuple[Any, ...]:
     (:func:`.runtime.recorder.watched`), a new object each time that renders alike.
     """
     options: dict[str, Any] = db.get_context_options()
-    return (id(db.context_class), *(  # a bound method is new each time: its function is not
-        (k, _identity(getattr(v, "__func__", v))) for k, v in options.items()
-    ))
+    # Scalars as they are, other values by identity (lists and tuples: and their items');
+    # a loop of its own, as this runs a few times for every operation.
+    key: list[Any] = [id(db.context_class)]
+    append, plain, seq = key.append, _PLAIN, (list, tuple)
+    for k, v in options.items():
+        v = getattr(v, "__func__", v)  # a bound method is new each time: its function is not
+        if isinstance(v, plain):
+            append((k, v))
+        elif isinstance(v, seq):
+            append((k, (id(v), tuple(map(id, v)))))
+        else:
+            append((k, id(v)))
+    return tuple(key)
 
 
 def _memo_entry(field: pw.Field, spec: ColumnSpec) -> tuple[Any, ...]:
@@ -692,9 +693,10 @@ def table_spec(model: type[pw.Model], *, create: bool = True) -> TableSpec:
         pk = ()
     checks: list[Sql] = []
     constraints: list[Sql] = []
-    refs = [r for c in columns for r in c.ddl.refs]
-    refs += [r for f, c in zip(meta.sorted_fields, columns, strict=True) if c.fk is not None
-             and not getattr(f, "deferred", False) for r in c.fk.refs]
+    refs = [r for c in columns if c.ddl.refs for r in c.ddl.refs]
+    if any(c.fk is not None for c in columns):
+        refs += [r for f, c in zip(meta.sorted_fields, columns, strict=True) if c.fk is not None
+                 and not getattr(f, "deferred", False) for r in c.fk.refs]
     for node in meta.constraints or ():
         sql = render(node, db)
         sql = dataclasses.replace(sql, refs=references_in(sql.text))

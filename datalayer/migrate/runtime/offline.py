@@ -61,6 +61,9 @@ class MigrationSql:
     # True when the file's code read the server's version while rendered: its SQL
     # may differ for another version (generated operations' SQL never does).
     reads_version: bool = field(default=False, compare=False)
+    # The file's bytes when the rendering read them (the lint reads its allow comments
+    # from them rather than from the file again); None: not at hand.
+    source: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def header(self) -> str:
@@ -321,7 +324,8 @@ def _forward(
                 router, migrator, loaded, downgrade=False, postgres=postgres, facts=facts
             )
             rendered[name] = MigrationSql(name, loaded.path, loaded.atomic, statements,
-                                          facts=known, reads_version=recorder.version_read)
+                                          facts=known, reads_version=recorder.version_read,
+                                          source=router.source(name))  # read by load()
             if keys and i >= packed:
                 _cache.store_sql(_cache.sql_key(keys[i], postgres), loaded.atomic, statements,
                                  reads_version=recorder.version_read)
