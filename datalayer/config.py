@@ -439,7 +439,7 @@ def _env_folder(cwd: str | Path | None) -> tuple[Path, bool]:
 
     :raises ProjectError: a pyproject.toml on the way up that is not valid TOML.
     """
-    from .project import find_pyproject  # deferred: tomllib only when settings are read
+    from ._pyproject import find_pyproject  # deferred: tomllib only when settings are read
 
     start = Path(cwd) if cwd is not None else Path.cwd()
     found = find_pyproject(start)
