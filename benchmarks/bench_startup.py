@@ -13,11 +13,14 @@ in alternating order:
 
 Prints the medians and, for each case, the median of its per-round ratios to
 the floor and to bare psycopg2.  Target: datalayer at most 1.15x the floor.
+The CPU time of each process (user + system) is printed too: on a loaded
+machine the wall times wait for the CPU as much as they measure the work.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,10 +56,20 @@ TARGET = 1.15
 CASES = {"psycopg2": _PSYCOPG2, "floor": _FLOOR, "datalayer": _DATALAYER}
 
 
-def _run(code: str, env: dict[str, str]) -> float:
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(code: str, env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Return the wall time of one fresh process; append its CPU time to ``cpu``."""
+    cpu_before = _cpu()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    if cpu is not None:
+        cpu.append(_cpu() - cpu_before)
+    return wall
 
 
 def main() -> int:
@@ -83,26 +96,32 @@ def main() -> int:
         for code in CASES.values():  # warm the OS cache and byte-code caches
             _run(code, env)
         times: dict[str, list[float]] = {name: [] for name in CASES}
+        cpu: dict[str, list[float]] = {name: [] for name in CASES}
         for i in range(ROUNDS):
             order = list(CASES.items())
             if i % 2:
                 order.reverse()
             for name, code in order:
-                times[name].append(_run(code, env))
-    print(f"{'case':<12} {'median':>10} {'x floor':>8} {'x psycopg2':>11}")
+                times[name].append(_run(code, env, cpu[name]))
+    print(f"{'case':<12} {'median':>10} {'x floor':>8} {'x psycopg2':>11} {'CPU':>10} "
+          f"{'CPU x floor':>12}")
     for name in CASES:
         med = statistics.median(times[name])
         to_floor = statistics.median(
             a / b for a, b in zip(times[name], times["floor"], strict=True))
         to_bare = statistics.median(
             a / b for a, b in zip(times[name], times["psycopg2"], strict=True))
-        print(f"{name:<12} {med * 1e3:7.1f} ms {to_floor:7.2f}x {to_bare:10.2f}x")
+        cpu_med = statistics.median(cpu[name])
+        cpu_floor = statistics.median(
+            a / b for a, b in zip(cpu[name], cpu["floor"], strict=True))
+        print(f"{name:<12} {med * 1e3:7.1f} ms {to_floor:7.2f}x {to_bare:10.2f}x "
+              f"{cpu_med * 1e3:7.1f} ms {cpu_floor:11.2f}x")
     ratio = statistics.median(
         a / b for a, b in zip(times["datalayer"], times["floor"], strict=True))
     met = ratio <= TARGET
     verdict = "met" if met else "NOT met"
     print(f"datalayer / floor: {ratio:.2f}x (target <= {TARGET:g}x): {verdict}; "
-          "x = median of per-round ratios")
+          f"x = median of per-round ratios; load average now {os.getloadavg()[0]:.1f}")
     return 0
 
 

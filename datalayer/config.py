@@ -30,8 +30,9 @@ __all__ = [
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _URL_SCHEMES = ("postgresql", "postgres")
 _SECRET_OPTIONS = frozenset({"password", "sslpassword"})
-_RELEASE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*")
-"""What DB_RELEASE may be: it follows a "/" in application_name, so no "/" or spaces."""
+_RELEASE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+:-]*"
+"""What DB_RELEASE may be: it follows a "/" in application_name, so no "/" or spaces.
+(Compiled on first use, by ``re``'s cache: most processes set no DB_RELEASE.)"""
 CLIENT_TIMEOUT_MARGIN = 5.0
 """Seconds added to DB_STATEMENT_TIMEOUT for the default DB_CLIENT_TIMEOUT.
 
@@ -63,10 +64,10 @@ network path that dropped the connection is noticed within about a minute
 (30 s idle + 3 probes 10 s apart), also on an idle pooled connection.  A URL
 option (``?keepalives_idle=60``) overrides each."""
 
-# ASCII digits only: \d would accept other scripts' digits ('٣' read as 3).
-_DURATION = re.compile(
-    r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$", re.IGNORECASE | re.ASCII
-)
+# ASCII digits only: \d would accept other scripts' digits ('٣' read as 3).  Compiled on
+# first use (re caches it): a script whose environment sets no duration never pays for it.
+_DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h)?\s*$"
+_DURATION_FLAGS = re.IGNORECASE | re.ASCII
 _MAX_DURATION = 2147483.647
 """The longest duration accepted, in seconds: PostgreSQL's largest timeout (2^31-1 ms)."""
 _UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
@@ -342,7 +343,7 @@ def _check_ranges(s: Settings) -> dict[str, str]:
     need(bool(s.application_name) and len(s.application_name) < 64, "DB_APPLICATION_NAME",
          "must be 1-63 characters")
     if s.release is not None:
-        need(bool(_RELEASE_RE.fullmatch(s.release)), "DB_RELEASE",
+        need(bool(re.fullmatch(_RELEASE_PATTERN, s.release)), "DB_RELEASE",
              "must be a release name (a version or a git SHA): letters, digits and . _ - + : "
              "only, no spaces or slashes")
         need(len(s.announced_name) < 64, "DB_RELEASE",
@@ -422,7 +423,7 @@ def _parse_url(url: str) -> tuple[dict[str, Any], str | None]:
 
 
 def _duration(raw: str, *, allow_none: bool) -> float | None:
-    m = _DURATION.match(raw)
+    m = re.match(_DURATION_PATTERN, raw, _DURATION_FLAGS)
     if not m:
         raise ValueError("not a duration")
     value = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "").lower() or None]
@@ -439,7 +440,7 @@ def _env_folder(cwd: str | Path | None) -> tuple[Path, bool]:
 
     :raises ProjectError: a pyproject.toml on the way up that is not valid TOML.
     """
-    from .project import find_pyproject  # deferred: tomllib only when settings are read
+    from ._pyproject import find_pyproject  # deferred: tomllib only when settings are read
 
     start = Path(cwd) if cwd is not None else Path.cwd()
     found = find_pyproject(start)

@@ -26,11 +26,11 @@ import errno
 import importlib
 import os
 import sys
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._pyproject import find_pyproject
 from .errors import ProjectError
 
 if TYPE_CHECKING:
@@ -124,29 +124,6 @@ def default_migrations_dir(settings: Any = None) -> Path:
     if configured is not None and Path(configured) != Path("migrations"):
         return Path(configured)
     return load_project().migrations
-
-
-def find_pyproject(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """Return the nearest pyproject.toml with ``[tool.datalayer]`` upward of ``start``.
-
-    :raises ProjectError: a pyproject.toml on the way that is not valid TOML.
-    """
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "pyproject.toml"
-        if not candidate.is_file():
-            continue
-        try:
-            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ProjectError(f"{candidate} is not valid TOML ({exc}); fix the file") from None
-        table = data.get("tool", {}).get("datalayer")
-        if table is None:
-            continue
-        if not isinstance(table, dict):
-            raise ProjectError(f"{candidate}: [tool.datalayer] must be a table")
-        return candidate, table
-    return None
 
 
 def _module_list(value: Any, where: str) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ NOT_FOR_A_LOOKUP = (
     "datalayer.auth.passwords",  # a lookup hashes nothing
     "datalayer.replicas",  # no DB_REPLICA_URLS: the routing is not even imported
     "argon2",
+    "datalayer.project",  # reading settings needs only datalayer._pyproject
 )
 
 
